@@ -1,0 +1,249 @@
+"""AcceleratorConfig: the single source of truth for every parameter hardware and software share.
+
+The generator (``hw/``), the cycle model (``sw/perf``), the compiler and every bitstream's
+``config.json`` read one :class:`AcceleratorConfig`; nothing restates a parameter by hand.
+
+Presets (:data:`PRESETS`, :func:`preset`):
+
+========  ===  ========  =======  =======  ===========================================
+name      M    N max     PEs      lanes    sized for
+========  ===  ========  =======  =======  ===========================================
+tiny      4    4         4 x 4    4        fast tests and CI
+ecp5      4    4         8 x 8    8        LFE5U-85F (156 MULT18X18D, 208 DP16KD)
+u200      8    8         96 x 128 64       Alveo U200: 6,840 DSP48E2, 2 MACs per DSP
+u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per DSP, HBM
+========  ===  ========  =======  =======  ===========================================
+
+The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
+8,192 of 9,024 on the U280), leaving the rest for the vector units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset"]
+
+#: |int8 x int8| is at most 128 * 128 = 2**14, so an int32 accumulator holds any sum of
+#: ``ACC_SAFE_TERMS`` products without overflow: (2**31 - 1) // 2**14.
+ACC_SAFE_TERMS = (2**31 - 1) // (128 * 128)
+
+
+class ConfigError(ValueError):
+    """A malformed :class:`AcceleratorConfig` (the message names the field and the bad value)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorConfig:
+    """Parameters of one generated accelerator. Frozen; validated on construction.
+
+    Parameters
+    ----------
+    name : str
+        Preset or user name; used for build directories and reports.
+    m : int
+        N:M group size along the reduction dimension: 4, 8 or 16.
+    n_max : int
+        Largest N of a sparse operation (1..m). Dense (N = M, no indices) is always available.
+    pe_rows, pe_cols : int
+        PE array shape R x C: R output channels (weight rows) by C tokens.
+    act_bits, weight_bits, acc_bits : int
+        Operand and accumulator widths. The numerics contract fixes them at 8, 8, 32.
+    max_k : int
+        Longest reduction (input features, or keys for P.V) one operation may have. Must be a
+        multiple of ``m`` and keep the int32 accumulator overflow-free:
+        ``max_k * 2**14 <= 2**31 - 1``.
+    weight_buffer_depth : int
+        Words (one packed group-slot per PE row) per weight scratchpad bank.
+    act_buffer_depth : int
+        Words (one M-group of activations per PE column) per activation scratchpad bank.
+    softmax_lanes : int
+        Elements the softmax unit takes per cycle.
+    max_row : int
+        Longest softmax row (sequence length) the unit buffers on chip.
+    vector_lanes : int
+        Elements per cycle of LayerNorm, GELU and residual add.
+    max_hidden : int
+        Largest hidden size LayerNorm is built for.
+    clock_mhz : float
+        Clock target (MHz) used for projected latency when no measured Fmax exists.
+    macs_per_dsp : int
+        1, or 2 for WP486-style packing of two int8 MACs sharing the weight into one DSP48E2.
+    part : str
+        Device the preset is sized for (informational).
+    part_dsps : int
+        DSP blocks of that device: the compute floor of the benchmarks is computed from it.
+    mem_bandwidth_gbps : float
+        Device-memory bandwidth (GB/s) the cycle model assumes for weight streaming.
+    """
+
+    name: str = "custom"
+    m: int = 4
+    n_max: int = 4
+    pe_rows: int = 4
+    pe_cols: int = 4
+    act_bits: int = 8
+    weight_bits: int = 8
+    acc_bits: int = 32
+    max_k: int = 4096
+    weight_buffer_depth: int = 1024
+    act_buffer_depth: int = 1024
+    softmax_lanes: int = 4
+    max_row: int = 512
+    vector_lanes: int = 4
+    max_hidden: int = 1024
+    clock_mhz: float = 100.0
+    macs_per_dsp: int = 1
+    part: str = "generic"
+    part_dsps: int = 0
+    mem_bandwidth_gbps: float = 0.0
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ConfigError(f"AcceleratorConfig.{field} = {getattr(self, field)!r}: {why}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                bad(f.name, "must be an int")
+            if f.type == "float" and (
+                not isinstance(value, int | float) or isinstance(value, bool)
+            ):
+                bad(f.name, "must be a number")
+            if f.type == "str" and not isinstance(value, str):
+                bad(f.name, "must be a string")
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            bad("name", "must be non-empty and use only letters, digits, '-', '_', '.'")
+        if self.m not in (4, 8, 16):
+            bad("m", "M must be 4, 8 or 16 (a power of two the index mux supports)")
+        if not 1 <= self.n_max <= self.m:
+            bad("n_max", f"must be in 1..M = 1..{self.m}")
+        for name in ("pe_rows", "pe_cols", "softmax_lanes", "vector_lanes"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        for name, want in (("act_bits", 8), ("weight_bits", 8), ("acc_bits", 32)):
+            if getattr(self, name) != want:
+                bad(name, f"the numerics contract fixes it at {want}")
+        if self.max_k < self.m or self.max_k % self.m:
+            bad("max_k", f"must be a positive multiple of M = {self.m}")
+        if self.max_k > ACC_SAFE_TERMS:
+            bad("max_k", f"int32 accumulation could overflow beyond K = {ACC_SAFE_TERMS}")
+        for name in ("weight_buffer_depth", "act_buffer_depth", "max_row", "max_hidden"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        if not (math.isfinite(self.clock_mhz) and self.clock_mhz > 0):
+            bad("clock_mhz", "must be a positive number of MHz")
+        if self.macs_per_dsp not in (1, 2):
+            bad("macs_per_dsp", "must be 1 or 2")
+        if self.part_dsps < 0:
+            bad("part_dsps", "must be >= 0")
+        if not (math.isfinite(self.mem_bandwidth_gbps) and self.mem_bandwidth_gbps >= 0):
+            bad("mem_bandwidth_gbps", "must be a number >= 0")
+
+    # -- derived quantities (derived here once, so nobody restates them) -----------------------
+    @property
+    def index_bits(self) -> int:
+        """Bits of one N:M index: log2(M)."""
+        return self.m.bit_length() - 1
+
+    @property
+    def num_pes(self) -> int:
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def dsps(self) -> int:
+        """DSP blocks the PE array uses: R * C / macs_per_dsp (rounded up)."""
+        return -(-self.num_pes // self.macs_per_dsp)
+
+    def check_nm(self, n: int, m: int | None = None) -> None:
+        """Refuse an operation's N:M that this config cannot run (``ValueError`` naming it)."""
+        m = self.m if m is None else m
+        if m != self.m:
+            raise ValueError(f"operation uses M = {m}, but config {self.name!r} is built for M = "
+                             f"{self.m}")
+        if not (1 <= n <= self.n_max or n == self.m):
+            raise ValueError(f"operation uses N = {n}, config {self.name!r} allows N in "
+                             f"1..{self.n_max} or dense (N = M = {self.m})")
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text of the config; also written to ``path`` when one is given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AcceleratorConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> AcceleratorConfig:
+        """Parse a config from JSON text, or from a file when given a path to an existing file."""
+        text = str(text_or_path)
+        source = "JSON text"
+        if isinstance(text_or_path, Path) or (
+            not text.lstrip().startswith("{") and Path(text).is_file()
+        ):
+            source = str(text_or_path)
+            text = Path(text_or_path).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"malformed config JSON in {source}: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> AcceleratorConfig:
+        """A copy with some fields changed (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, AcceleratorConfig] = {
+    c.name: c
+    for c in (
+        AcceleratorConfig(
+            name="tiny", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=1024,
+            weight_buffer_depth=256, act_buffer_depth=256, softmax_lanes=4, max_row=512,
+            vector_lanes=4, max_hidden=768, clock_mhz=100.0, part="generic",
+        ),
+        AcceleratorConfig(
+            name="ecp5", m=4, n_max=4, pe_rows=8, pe_cols=8, max_k=4096,
+            weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=8, max_row=512,
+            vector_lanes=8, max_hidden=1024, clock_mhz=100.0, part="LFE5U-85F",
+            part_dsps=156, mem_bandwidth_gbps=0.8,
+        ),
+        AcceleratorConfig(
+            name="u200", m=8, n_max=8, pe_rows=96, pe_cols=128, max_k=4096,
+            weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
+            vector_lanes=64, max_hidden=1024, clock_mhz=300.0, macs_per_dsp=2,
+            part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
+        ),
+        AcceleratorConfig(
+            name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
+            weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
+            vector_lanes=64, max_hidden=1024, clock_mhz=300.0, macs_per_dsp=2,
+            part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
+        ),
+    )
+}
+
+
+def preset(name: str) -> AcceleratorConfig:
+    """The named preset; ``ConfigError`` listing the known names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None

@@ -1,0 +1,130 @@
+"""Requantizer: int32 accumulators -> int8, a pipelined stream stage.
+
+Reproduces :func:`sw.ref.quant.requantize_int` bit for bit.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
+
+__all__ = ["Requantizer", "requant_lane_layout"]
+
+SHIFT_BITS = MAX_SHIFT.bit_length()
+
+
+def requant_lane_layout(acc_bits: int = 32) -> data.StructLayout:
+    """One lane of input: an accumulator with its channel's multiplier, shift and bias."""
+    return data.StructLayout({
+        "acc": signed(acc_bits),
+        "bias": signed(32),
+        "mult": unsigned(MULT_BITS),
+        "shift": unsigned(SHIFT_BITS),
+    })
+
+
+class Requantizer(wiring.Component):
+    """``y = sat8(round_shift(sat32(acc + bias) * mult, shift))`` on ``lanes`` values per beat.
+
+    The per-channel parameters travel with each accumulator, so the stage has no state of its
+    own and serves any channel order (the engine attaches its rows' parameters).
+
+    Parameters
+    ----------
+    lanes : int
+        Values per stream beat (>= 1).
+
+    Ports
+    -----
+    i : In(stream.Signature(ArrayLayout(requant_lane_layout(), lanes)))
+        Accumulators with their multipliers (``MULT_BITS`` unsigned), shifts (0..MAX_SHIFT)
+        and int32 biases.
+    o : Out(stream.Signature(ArrayLayout(signed(8), lanes)))
+        Requantized int8 values, in input order.
+
+    Latency / throughput / resources
+    --------------------------------
+    * Latency: ``LATENCY = 3`` cycles from an accepted input beat to its output beat
+      (bias add + saturate | multiply | round, shift + saturate).
+    * Throughput: one beat per cycle (``n`` beats take ``n + LATENCY`` cycles with no stalls).
+    * Resources per lane: one 32 x ``MULT_BITS`` multiplier, a 33-bit adder, a 46-bit barrel
+      shifter.
+    * Backpressure: the three stages advance together when the output register is empty or
+      accepted, so ``i.ready`` depends combinationally on ``o.ready`` (one AND-OR gate; no path
+      through the datapath).
+    """
+
+    LATENCY = 3
+
+    def __init__(self, *, lanes: int = 1):
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"Requantizer lanes must be an int >= 1, got {lanes!r}")
+        self.lanes = lanes
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(requant_lane_layout(), lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        prod_bits = 32 + MULT_BITS + 1  # signed(32) x unsigned(MULT_BITS) as signed
+
+        # stage valid flags; all stages advance together on `advance`
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+            self.o.valid.eq(v3),
+        ]
+        with m.If(advance):
+            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), v3.eq(v2)]
+
+        for lane in range(lanes):
+            src = self.i.payload[lane]
+            # stage 1: saturating bias add
+            s1_val = Signal(signed(32), name=f"sat_{lane}")
+            s1_mult = Signal(unsigned(MULT_BITS), name=f"mult1_{lane}")
+            s1_shift = Signal(unsigned(SHIFT_BITS), name=f"shift1_{lane}")
+            total = Signal(signed(34), name=f"sum_{lane}")
+            m.d.comb += total.eq(src.acc + src.bias)
+            # stage 2: multiply
+            s2_prod = Signal(signed(prod_bits), name=f"prod_{lane}")
+            s2_shift = Signal(unsigned(SHIFT_BITS), name=f"shift2_{lane}")
+            # stage 3: round-shift and saturate
+            rounded = Signal(signed(prod_bits), name=f"rounded_{lane}")
+            # round_shift(p, s) = floor((floor(p / 2**(s-1)) + 1) / 2) for s > 0: no wide
+            # half-constant adder, just two shifts and an increment.
+            pre = Signal(signed(prod_bits), name=f"pre_{lane}")
+            m.d.comb += pre.eq(s2_prod >> (s2_shift - 1)[:SHIFT_BITS])
+            with m.If(s2_shift == 0):
+                m.d.comb += rounded.eq(s2_prod)
+            with m.Else():
+                m.d.comb += rounded.eq((pre + 1) >> 1)
+            out = Signal(signed(8), name=f"out_{lane}")
+            with m.If(rounded > INT8_MAX):
+                m.d.comb += out.eq(INT8_MAX)
+            with m.Elif(rounded < INT8_MIN):
+                m.d.comb += out.eq(INT8_MIN)
+            with m.Else():
+                m.d.comb += out.eq(rounded)
+
+            with m.If(advance):
+                with m.If(total > INT32_MAX):
+                    m.d.sync += s1_val.eq(INT32_MAX)
+                with m.Elif(total < INT32_MIN):
+                    m.d.sync += s1_val.eq(INT32_MIN)
+                with m.Else():
+                    m.d.sync += s1_val.eq(total)
+                m.d.sync += [
+                    s1_mult.eq(src.mult),
+                    s1_shift.eq(src.shift),
+                    s2_prod.eq(s1_val * s1_mult),
+                    s2_shift.eq(s1_shift),
+                    self.o.payload[lane].eq(out),
+                ]
+        return m

