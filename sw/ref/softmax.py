@@ -154,6 +154,6 @@ def softmax_float(scores, mask=None) -> torch.Tensor:
     s = torch.as_tensor(scores, dtype=torch.float64)
     if mask is None:
         return torch.softmax(s, dim=-1)
-    mk = torch.as_tensor(np.ascontiguousarray(_mask_array(mask, tuple(s.shape))))
+    mk = torch.from_numpy(np.array(_mask_array(mask, tuple(s.shape))))
     p = torch.softmax(s.masked_fill(~mk, float("-inf")), dim=-1)
     return torch.nan_to_num(p, nan=0.0)

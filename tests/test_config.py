@@ -1,0 +1,94 @@
+"""AcceleratorConfig: validation, JSON round trip, presets."""
+
+import json
+
+import pytest
+
+from hw.config import ACC_SAFE_TERMS, PRESETS, AcceleratorConfig, ConfigError, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_round_trips_through_json(name, tmp_path):
+    cfg = preset(name)
+    assert AcceleratorConfig.from_json(cfg.to_json()) == cfg
+    path = tmp_path / "config.json"
+    cfg.to_json(path)
+    assert AcceleratorConfig.from_json(path) == cfg
+    assert AcceleratorConfig.from_json(str(path)) == cfg
+
+
+def test_presets_are_sized_for_their_parts():
+    assert {"tiny", "ecp5", "u200", "u280"} <= set(PRESETS)
+    # the PE array must fit the DSPs of the card it was sized for
+    for name in ("u200", "u280", "ecp5"):
+        cfg = preset(name)
+        assert 0 < cfg.dsps <= cfg.part_dsps, name
+    assert preset("u200").dsps == 6144 and preset("u280").dsps == 8192
+    for cfg in PRESETS.values():
+        assert cfg.max_row >= 512  # issue 4: rows up to at least 512
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"m": 6}, r"AcceleratorConfig.m = 6: M must be 4, 8 or 16"),
+        ({"m": 4, "n_max": 5}, r"n_max = 5: must be in 1..M = 1..4"),
+        ({"n_max": 0}, r"n_max = 0"),
+        ({"pe_rows": 0}, r"pe_rows = 0: must be at least 1"),
+        ({"pe_cols": -3}, r"pe_cols = -3"),
+        ({"act_bits": 4}, r"act_bits = 4: the numerics contract fixes it at 8"),
+        ({"max_k": 1030}, r"max_k = 1030: must be a positive multiple of M = 4"),
+        ({"max_k": ACC_SAFE_TERMS + 4 - ACC_SAFE_TERMS % 4}, r"int32 accumulation could overflow"),
+        ({"clock_mhz": 0}, r"clock_mhz = 0"),
+        ({"macs_per_dsp": 3}, r"macs_per_dsp = 3"),
+        ({"pe_rows": 2.0}, r"pe_rows = 2.0: must be an int"),
+        ({"pe_rows": True}, r"pe_rows = True: must be an int"),
+        ({"name": "a b"}, r"name = 'a b'"),
+    ],
+)
+def test_bad_configs_name_the_field_and_value(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("tiny").replace(**changes)
+
+
+def test_malformed_json_is_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="malformed config JSON"):
+        AcceleratorConfig.from_json('{"m": 4,')
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['pe_rowz'\]"):
+        AcceleratorConfig.from_json(json.dumps({"pe_rowz": 4}))
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        AcceleratorConfig.from_json("[1, 2]")
+    with pytest.raises(ConfigError, match=r"m = '4': must be an int"):
+        AcceleratorConfig.from_json('{"m": "4"}')
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    with pytest.raises(ConfigError, match=str(bad)):
+        AcceleratorConfig.from_json(bad)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match=r"unknown preset 'huge'; known presets: \["):
+        preset("huge")
+
+
+def test_check_nm():
+    cfg = preset("tiny").replace(n_max=2)
+    cfg.check_nm(1)
+    cfg.check_nm(2)
+    cfg.check_nm(4)  # dense is always available
+    with pytest.raises(ValueError, match="N = 3"):
+        cfg.check_nm(3)
+    with pytest.raises(ValueError, match="M = 8"):
+        cfg.check_nm(2, 8)
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        preset("tiny").m = 8
+
+
+def test_derived_quantities():
+    cfg = preset("u200")
+    assert cfg.index_bits == 3
+    assert cfg.num_pes == 96 * 128
+    assert preset("tiny").index_bits == 2
