@@ -31,6 +31,8 @@ __all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset"]
 #: |int8 x int8| is at most 128 * 128 = 2**14, so an int32 accumulator holds any sum of
 #: ``ACC_SAFE_TERMS`` products without overflow: (2**31 - 1) // 2**14.
 ACC_SAFE_TERMS = (2**31 - 1) // (128 * 128)
+#: The same bound for uint8 probabilities x int8 (P.V, reduced over keys <= max_row).
+INT32_MAX_TERMS_UINT8 = (2**31 - 1) // (255 * 128)
 
 
 class ConfigError(ValueError):
@@ -132,6 +134,9 @@ class AcceleratorConfig:
             bad("max_k", f"must be a positive multiple of M = {self.m}")
         if self.max_k > ACC_SAFE_TERMS:
             bad("max_k", f"int32 accumulation could overflow beyond K = {ACC_SAFE_TERMS}")
+        if self.max_row > INT32_MAX_TERMS_UINT8:
+            bad("max_row", f"P.V with uint8 probabilities could overflow int32 beyond "
+                           f"{INT32_MAX_TERMS_UINT8} keys")
         for name in ("weight_buffer_depth", "act_buffer_depth", "max_row", "max_hidden"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")

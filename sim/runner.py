@@ -92,13 +92,13 @@ def run_bench(
     toplevel: str = "top",
     sim: str | None = None,
     build_root: Path | None = None,
-    timeout_s: float | None = None,
+    testcase: str | None = None,
 ) -> dict | None:
     """Emit ``component`` as Verilog and run the cocotb module ``bench`` on it.
 
     Returns the JSON report the bench wrote (or ``None``). Raises :class:`BenchFailed` when a
-    cocotb test fails. ``params`` must be JSON-serialisable; ``timeout_s`` is passed to the
-    bench as ``params["watchdog_s"]`` hint only (the bench enforces its own cycle watchdog).
+    cocotb test fails. ``params`` must be JSON-serialisable; ``testcase`` runs only the named
+    cocotb test of the module. Benches enforce their own watchdogs.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -152,6 +152,7 @@ def run_bench(
         test_dir=case_dir,
         extra_env=env,
         waves=waves,
+        testcase=testcase,
         results_xml=str(case_dir / "results.xml"),
         log_file=case_dir / "sim.log",
     )

@@ -34,8 +34,8 @@ SEED = 20261124
 @settings(max_examples=300, deadline=None)
 def test_round_shift_is_round_half_up(x, s):
     # exact rational arithmetic: floor(x / 2**s + 1/2)
-    from fractions import Fraction
     import math
+    from fractions import Fraction
 
     want = math.floor(Fraction(x, 2**s) + Fraction(1, 2))
     assert int(round_shift(x, s)) == want
@@ -136,7 +136,9 @@ def test_requantize_rejects_bad_input():
         requant_params([0.1, 0.2], [1, 2, 3])
 
 
-@pytest.mark.parametrize("ratios", [(0.5, 0.7), (1.0, 1.0), (3.0, 0.01), (64.0, 40.0), (0.02, 0.03)])
+@pytest.mark.parametrize(
+    "ratios", [(0.5, 0.7), (1.0, 1.0), (3.0, 0.01), (64.0, 40.0), (0.02, 0.03)]
+)
 def test_residual_add_within_one_lsb(ratios):
     rng = np.random.default_rng(SEED)
     so = 0.05

@@ -9,6 +9,7 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.lib.checks import refuse
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
 
 __all__ = ["Requantizer", "requant_lane_layout"]
@@ -61,7 +62,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, *, lanes: int = 1):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise ValueError(f"Requantizer lanes must be an int >= 1, got {lanes!r}")
+            refuse(self, f"Requantizer lanes must be an int >= 1, got {lanes!r}")
         self.lanes = lanes
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(requant_lane_layout(), lanes))),
