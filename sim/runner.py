@@ -100,7 +100,7 @@ def run_bench(
     cocotb test fails. ``params`` must be JSON-serialisable; ``testcase`` runs only the named
     cocotb test of the module. Benches enforce their own watchdogs.
     """
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_runner
 
     sim = sim or simulator()
     if sim == "verilator":
@@ -145,27 +145,43 @@ def run_bench(
             [str(REPO_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
         ),
     }
-    results = runner.test(
-        test_module=bench,
-        hdl_toplevel=toplevel,
-        build_dir=sim_build,
-        test_dir=case_dir,
-        extra_env=env,
-        waves=waves,
-        testcase=testcase,
-        results_xml=str(case_dir / "results.xml"),
-        log_file=case_dir / "sim.log",
-    )
-    n_tests, n_fail = get_results(results)
-    if n_tests == 0 or n_fail:
-        tail = "".join((case_dir / "sim.log").read_text(errors="replace").splitlines(True)[-40:])
-        raise BenchFailed(
-            f"{bench} [{case}] on {sim}: {n_fail} of {n_tests} cocotb tests failed "
-            f"(log: {case_dir / 'sim.log'})\n{tail}"
+    def failed(detail: str) -> BenchFailed:
+        log_text = (case_dir / "sim.log").read_text(errors="replace") if (
+            case_dir / "sim.log").exists() else ""
+        tail = "".join(log_text.splitlines(True)[-40:])
+        return BenchFailed(f"{bench} [{case}] on {sim}: {detail} (log: {case_dir / 'sim.log'})"
+                           f"\n{tail}")
+
+    try:
+        results = runner.test(
+            test_module=bench,
+            hdl_toplevel=toplevel,
+            build_dir=sim_build,
+            test_dir=case_dir,
+            extra_env=env,
+            waves=waves,
+            testcase=testcase,
+            results_xml=str(case_dir / "results.xml"),
+            log_file=case_dir / "sim.log",
         )
+    except SystemExit as e:  # cocotb's runner exits when it runs under pytest and a test fails
+        n_tests, n_fail = _results(case_dir / "results.xml")
+        raise failed(f"{n_fail} of {n_tests} cocotb tests failed (exit {e.code})") from None
+    n_tests, n_fail = _results(results)
+    if n_tests == 0 or n_fail:
+        raise failed(f"{n_fail} of {n_tests} cocotb tests failed")
     if report.exists():
         return json.loads(report.read_text())
     return None
+
+
+def _results(path) -> tuple[int, int]:
+    from cocotb_tools.runner import get_results
+
+    try:
+        return get_results(Path(path))
+    except (RuntimeError, OSError):
+        return 0, 0
 
 
 # -- used inside the cocotb process ----------------------------------------------------------------

@@ -4,6 +4,7 @@ import pytest
 
 from hw.config import preset
 from hw.spmm.engine import SpmmEngine
+from hw.spmm.unit import SpmmUnit
 from sim.runner import run_bench
 
 pytestmark = pytest.mark.sim
@@ -51,3 +52,37 @@ def test_engine_bench(rows, cols, m):
     for case in report["no_stalls"]:
         assert case["rtl_cycles"] == case["model_cycles"], case
     assert len(report) == 4
+
+
+@pytest.mark.parametrize("m", [4, 8])
+def test_engine_requantized_output_bench(m):
+    cfg = preset("tiny").replace(name=f"bench-requant-m{m}", pe_rows=3, pe_cols=4, m=m,
+                                 n_max=m, max_k=64 * m)
+    report = run_bench(
+        component=SpmmUnit(config=cfg),
+        bench="sim.benches.engine",
+        case=cfg.name,
+        params={"config": cfg.to_dict(), "requant": True, "cases": cases(m, 7000 + m)},
+    )
+    for case in report["no_stalls"]:
+        assert case["rtl_cycles"] == case["model_cycles"], case
+
+
+def test_engine_bench_catches_a_broken_index_mux(monkeypatch):
+    """The bench is not vacuous: an engine whose index mux ignores the index must fail it."""
+    from amaranth import Module
+
+    from hw.spmm.index_mux import IndexMux
+    from sim.runner import BenchFailed
+
+    def broken(self, platform):
+        m = Module()
+        m.d.comb += self.out.eq(self.acts[0])
+        return m
+
+    monkeypatch.setattr(IndexMux, "elaborate", broken)
+    cfg = preset("tiny").replace(name="bench-broken-mux", max_k=64)
+    with pytest.raises(BenchFailed, match="cocotb tests failed"):
+        run_bench(component=SpmmEngine(config=cfg), bench="sim.benches.engine",
+                  case=cfg.name, testcase="no_stalls",
+                  params={"config": cfg.to_dict(), "cases": cases(4, 1)[:1]})

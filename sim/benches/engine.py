@@ -1,8 +1,10 @@
 """cocotb bench: hw.spmm.engine.SpmmEngine against sw.ref.gemm, cycle-checked by sw.perf.engine.
 
-Parameters (``sim.runner.bench_params``): ``config`` (AcceleratorConfig as a dict) and
-``cases``: a list of ``{name, rows, k, tokens, n, kind, act_unsigned, seed}`` where ``kind`` is
-``random``, ``zero`` or ``saturating``. Every test runs all cases back to back under one stall
+Parameters (``sim.runner.bench_params``): ``config`` (AcceleratorConfig as a dict),
+``requant`` (the DUT is :class:`hw.spmm.unit.SpmmUnit`: int8 outputs through per-channel
+requantization, checked against ``sw.ref.quant.requantize_int``) and ``cases``: a list of
+``{name, rows, k, tokens, n, kind, act_unsigned, seed}`` where ``kind`` is ``random``, ``zero``
+or ``saturating``. Every test runs all cases back to back under one stall
 pattern; outputs must equal the reference exactly (nothing lost, duplicated or reordered), and
 with no stalls the cycles from the first weight beat to the last output beat must equal
 ``sw.perf.engine.gemm_cycles``. A watchdog fails a case that hangs.
@@ -15,21 +17,26 @@ import random
 
 import cocotb
 import numpy as np
+from amaranth.lib import data
 from cocotb.triggers import RisingEdge, with_timeout
 
 from hw.config import AcceleratorConfig
 from hw.spmm.engine import engine_layouts
+from hw.spmm.requant_stage import channel_params_layout
+from hw.vector.requant import Requantizer
 from sim.runner import bench_params, bench_report_path
 from sim.streams import StreamSink, StreamSource, reset, start_clock
 from sw.compiler.gemm_tiles import tile_gemm, untile_output
 from sw.nm import nm_mask, pack
 from sw.perf.engine import GemmShape, gemm_cycles
 from sw.ref.gemm import dense_gemm_int, spmm_int
+from sw.ref.quant import requant_params, requantize_int
 
 P = bench_params()
 CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
 CASES = P.get("cases", [])
 LAYOUTS = engine_layouts(CFG) if CFG else None
+REQUANT = bool(P.get("requant", False))
 
 
 def make_case(case: dict):
@@ -55,7 +62,12 @@ def make_case(case: dict):
     else:
         packed = pack(w, M, M)
         want = dense_gemm_int(x, w, a_unsigned=unsigned)
-    return packed, x, unsigned, want
+    if REQUANT:  # realistic per-channel multipliers and biases, some saturating
+        real = rng.uniform(0.3, 3.0, size=rows) * 127 / max(1, np.abs(want).max())
+        bias = rng.integers(-(2**12), 2**12, size=rows)
+        bias[rng.random(rows) < 0.2] = 2**31 - 1
+        return packed, x, unsigned, want, requant_params(real, bias)
+    return packed, x, unsigned, want, None
 
 
 def beats(streams):
@@ -75,9 +87,24 @@ def beats(streams):
     return cmds, ws, acts
 
 
+def params_beats(streams, rq):
+    """One beat per tile: the tile's R channels' (bias, mult, shift); padding rows get zeros."""
+    lay = channel_params_layout()
+    out = []
+    for r0, _ in streams.tiles:
+        lanes = []
+        for r in range(r0, r0 + CFG.pe_rows):
+            ok = r < streams.rows
+            lanes.append({"bias": int(rq.bias[r]) if ok else 0, "mult": int(rq.m[r]) if ok else 0,
+                          "shift": int(rq.s[r]) if ok else 0})
+        out.append(data.ArrayLayout(lay, CFG.pe_rows).const(lanes).as_value().value)
+    return out
+
+
 def unpack_out(word: int) -> list[int]:
-    vals = [(word >> (32 * r)) & 0xFFFFFFFF for r in range(CFG.pe_rows)]
-    return [v - (1 << 32) if v >> 31 else v for v in vals]
+    bits = 8 if REQUANT else 32
+    vals = [(word >> (bits * r)) & ((1 << bits) - 1) for r in range(CFG.pe_rows)]
+    return [v - (1 << bits) if v >> (bits - 1) else v for v in vals]
 
 
 async def run(dut, idle: float, backpressure: float, label: str):
@@ -85,7 +112,9 @@ async def run(dut, idle: float, backpressure: float, label: str):
     await reset(dut)
     results = []
     for case in CASES:
-        packed, x, unsigned, want = make_case(case)
+        packed, x, unsigned, want, rq = make_case(case)
+        if REQUANT:
+            want = requantize_int(want, rq)
         streams = tile_gemm(CFG, packed, x, act_unsigned=unsigned)
         cmds, ws, acts = beats(streams)
         rng = random.Random(f"{case['seed']}-{label}")
@@ -95,11 +124,17 @@ async def run(dut, idle: float, backpressure: float, label: str):
         src_w = StreamSource(dut, "w", idle=idle, rng=random.Random(rng.random()))
         src_a = StreamSource(dut, "a", idle=idle, rng=random.Random(rng.random()))
         sink = StreamSink(dut, "o", backpressure=backpressure, rng=random.Random(rng.random()))
-        for src, items in ((src_c, cmds), (src_w, ws), (src_a, acts)):
+        feeds = [(src_c, cmds), (src_w, ws), (src_a, acts)]
+        if REQUANT:
+            src_p = StreamSource(dut, "params", idle=idle, rng=random.Random(rng.random()))
+            feeds.append((src_p, params_beats(streams, rq)))
+        for src, items in feeds:
             cocotb.start_soon(src.send(items))
         n_out = len(cmds) * CFG.pe_cols
         model = gemm_cycles(CFG, GemmShape(rows=streams.rows, k=packed.k, tokens=streams.tokens,
                                            n=packed.n, m=packed.m))
+        if REQUANT:
+            model += Requantizer.LATENCY
         watchdog = (model * 8 + 200) * 10  # ns: 8x the model under any stall pattern
         got = await with_timeout(sink.receive(n_out), watchdog, "ns")
         await sink.expect_silence(CFG.pe_cols + 8)
