@@ -1,0 +1,142 @@
+"""LayerNorm over the hidden size: an integer-only algorithm, and its float reference.
+
+Input ``x`` int8 ``[T, H]`` with per-tensor scale ``s_x``; ``gamma``, ``beta`` float ``[H]``;
+output int8 with scale ``s_out``. ``H`` is at most :data:`MAX_HIDDEN` (the widths below).
+
+Integer algorithm (per token)
+-----------------------------
+1. ``sum = sum_i x_i`` (``8 + log2 H`` bits); centred values without a division:
+   ``c_i = H * x_i - sum`` (19 bits signed for H <= 1024).
+2. ``V = sum_i c_i**2 + eps_int`` (46 bits), ``eps_int = round(eps * H**3 / s_x**2)``;
+   ``x_i - mean = c_i / H`` and ``var = V / H**3``, so the normalised value is
+   ``c_i * sqrt(H) / sqrt(V)``.
+3. ``s = isqrt(V << 2*SQRT_FRAC)`` (floor, a bit-serial square root; 31 bits), then one
+   division per token ``r = floor(2**RECIP_BITS / s)`` (``r = 0`` when ``s = 0``).
+4. Per element: ``u_i = round_shift(c_i * r, RECIP_BITS - SQRT_FRAC - U_FRAC)``, i.e.
+   ``c_i / sqrt(V)`` in ``[-1, 1]`` with ``U_FRAC`` fraction bits (``c`` has 19 bits, ``r``
+   up to 41; since ``|c| <= sqrt(V)`` the product stays below ``2**41``);
+   ``q_i = sat8(round_shift(u_i * G_i + B_i, U_FRAC + G_FRAC))`` with the per-channel integers
+   ``G_i = round(gamma_i * sqrt(H) / s_out * 2**G_FRAC)`` and
+   ``B_i = round(beta_i / s_out * 2**(U_FRAC + G_FRAC))``.
+   An all-equal row (``V = 0``) gives ``u = 0``, so its output is ``round(beta / s_out)``,
+   which is also what the float LayerNorm gives.
+
+Error bound against :func:`layernorm_float` (on the dequantized input, in LSBs of
+``s_out``): at most :data:`LAYERNORM_BOUND` = 1 LSB (0.5 from the final rounding; ``u`` is off
+by at most ``2**-U_FRAC`` relative to 1 plus the square root's floor, ``2**-SQRT_FRAC / sqrt(V)``,
+which scaled by ``|G| <= 2**14`` stays below 0.02 LSB; ``G`` and ``B`` rounding adds below
+``2**-G_FRAC * 1`` LSB), for ``|gamma| * sqrt(H) / s_out < 2**14``: checked by
+:func:`layernorm_params`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fixedpoint import INT8_MAX, INT8_MIN, as_int_array, round_shift, saturate
+
+__all__ = [
+    "MAX_HIDDEN",
+    "LAYERNORM_BOUND",
+    "LayerNormParams",
+    "layernorm_params",
+    "layernorm_int",
+    "layernorm_float",
+    "isqrt",
+]
+
+MAX_HIDDEN = 1024  #: widths above are derived for H <= 1024
+SQRT_FRAC = 8  #: fraction bits of s = sqrt(V)
+RECIP_BITS = 48  #: r = floor(2**48 / s)
+U_FRAC = 20  #: fraction bits of the normalised value u in [-1, 1]
+G_FRAC = 8  #: fraction bits of G
+MAX_GAIN = 2**14  #: |gamma| * sqrt(H) / s_out must stay below this
+LAYERNORM_BOUND = 1  #: LSBs of s_out
+
+
+@dataclass(frozen=True)
+class LayerNormParams:
+    """Integer LayerNorm parameters for hidden size ``hidden`` (host-computed)."""
+
+    hidden: int
+    gain: np.ndarray  # G_i, int64 [H]
+    offset: np.ndarray  # B_i, int64 [H]
+    eps_int: int
+    scale_in: float
+    scale_out: float
+    gamma: np.ndarray
+    beta: np.ndarray
+    eps: float
+
+
+def layernorm_params(scale_in: float, gamma, beta, scale_out: float,
+                     eps: float = 1e-12) -> LayerNormParams:
+    """Integer parameters from the float LayerNorm weights and the activation scales."""
+    g = np.asarray(gamma.detach().cpu().numpy() if hasattr(gamma, "detach") else gamma,
+                   dtype=np.float64)
+    b = np.asarray(beta.detach().cpu().numpy() if hasattr(beta, "detach") else beta,
+                   dtype=np.float64)
+    if g.ndim != 1 or b.shape != g.shape:
+        raise ValueError(f"gamma and beta must be 1-D of equal length, got {g.shape}, {b.shape}")
+    h = g.shape[0]
+    if not 1 <= h <= MAX_HIDDEN:
+        raise ValueError(f"hidden size {h} is outside 1..{MAX_HIDDEN}")
+    for name, v in (("scale_in", scale_in), ("scale_out", scale_out)):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"LayerNorm {name} must be finite and > 0, got {v!r}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"LayerNorm eps must be finite and >= 0, got {eps!r}")
+    if not (np.isfinite(g).all() and np.isfinite(b).all()):
+        raise ValueError("LayerNorm gamma/beta hold non-finite values")
+    gain = g * math.sqrt(h) / scale_out
+    if np.abs(gain).max() >= MAX_GAIN:
+        i = int(np.abs(gain).argmax())
+        raise ValueError(f"LayerNorm gain gamma[{i}] * sqrt(H) / s_out = {gain[i]:.4g} is out "
+                         f"of range (|.| < {MAX_GAIN}); use a larger output scale")
+    offset = b / scale_out * 2.0 ** (U_FRAC + G_FRAC)
+    if np.abs(offset).max() >= 2.0**62:
+        raise ValueError("LayerNorm beta / s_out is out of range; use a larger output scale")
+    return LayerNormParams(
+        hidden=h,
+        gain=np.round(gain * 2**G_FRAC).astype(np.int64),
+        offset=np.round(offset).astype(np.int64),
+        eps_int=int(round(eps * h**3 / scale_in**2)),
+        scale_in=float(scale_in), scale_out=float(scale_out), gamma=g, beta=b, eps=float(eps),
+    )
+
+
+def isqrt(v) -> np.ndarray:
+    """Elementwise ``floor(sqrt(v))`` of non-negative int64 values, exact."""
+    v = np.asarray(v, dtype=np.int64)
+    if v.size and int(v.min()) < 0:
+        raise ValueError("isqrt of a negative value")
+    return np.array([math.isqrt(int(a)) for a in v.reshape(-1)], dtype=np.int64).reshape(v.shape)
+
+
+def layernorm_int(x, params: LayerNormParams) -> np.ndarray:
+    """Bit-exact integer LayerNorm of int8 ``x [..., H]`` -> int8 (see module docstring)."""
+    xi = as_int_array(x, "LayerNorm input", lo=INT8_MIN, hi=INT8_MAX)
+    if xi.ndim < 1 or xi.shape[-1] != params.hidden:
+        raise ValueError(f"LayerNorm input must be [..., H={params.hidden}], got shape {xi.shape}")
+    h = params.hidden
+    c = h * xi - xi.sum(axis=-1, keepdims=True)
+    v = (c * c).sum(axis=-1, keepdims=True) + params.eps_int
+    s = isqrt(v << (2 * SQRT_FRAC))
+    r = np.where(s > 0, (1 << RECIP_BITS) // np.maximum(s, 1), 0)
+    u = round_shift(c * r, RECIP_BITS - SQRT_FRAC - U_FRAC)
+    q = round_shift(u * params.gain + params.offset, U_FRAC + G_FRAC)
+    return saturate(q, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def layernorm_float(x, params: LayerNormParams):
+    """Float64 ``torch.nn.functional.layer_norm`` of the dequantized input, in units of
+    ``s_out`` (not rounded, not clipped)."""
+    import torch
+
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64) * params.scale_in)
+    y = torch.nn.functional.layer_norm(xt, (params.hidden,), torch.from_numpy(params.gamma),
+                                       torch.from_numpy(params.beta), params.eps)
+    return y.numpy() / params.scale_out
