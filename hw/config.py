@@ -26,6 +26,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from sw.ref.layernorm import MAX_HIDDEN as LN_MAX_HIDDEN
+
 __all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset"]
 
 #: |int8 x int8| is at most 128 * 128 = 2**14, so an int32 accumulator holds any sum of
@@ -137,6 +139,8 @@ class AcceleratorConfig:
         if self.max_row > INT32_MAX_TERMS_UINT8:
             bad("max_row", f"P.V with uint8 probabilities could overflow int32 beyond "
                            f"{INT32_MAX_TERMS_UINT8} keys")
+        if self.max_hidden > LN_MAX_HIDDEN:
+            bad("max_hidden", f"the integer LayerNorm is specified for H <= {LN_MAX_HIDDEN}")
         for name in ("weight_buffer_depth", "act_buffer_depth", "max_row", "max_hidden"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
@@ -220,7 +224,7 @@ PRESETS: dict[str, AcceleratorConfig] = {
     c.name: c
     for c in (
         AcceleratorConfig(
-            name="tiny", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=1024,
+            name="tiny", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=4096,
             weight_buffer_depth=256, act_buffer_depth=256, softmax_lanes=4, max_row=512,
             vector_lanes=4, max_hidden=768, clock_mhz=100.0, part="generic",
         ),

@@ -102,7 +102,7 @@ def test_tiler_round_trip_through_a_software_array(n, m):
 
 
 def test_tiler_refuses_what_the_config_cannot_hold():
-    cfg = preset("tiny").replace(n_max=2)
+    cfg = preset("tiny").replace(n_max=2, max_k=1024)
     with pytest.raises(ValueError, match="N = 3"):
         tile_gemm(cfg, pack(np.zeros((4, 8), np.int8), 3, 4), np.zeros((2, 8), np.int8))
     with pytest.raises(ValueError, match="K = 2048 exceeds the config's longest reduction"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from hw.config import AcceleratorConfig
 from sw.nm import PackedNM, pack
+from sw.perf.engine import GemmShape, check_gemm
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, UINT8_MAX, as_int_array
 
 __all__ = ["EngineStreams", "tile_gemm", "untile_output"]
@@ -51,17 +52,12 @@ def tile_gemm(config: AcceleratorConfig, w, x, *, act_unsigned: bool = False) ->
         if wi.ndim != 2:
             raise ValueError(f"weights must be 2-D [rows, K], got shape {wi.shape}")
         w = pack(wi, M, M)
-    config.check_nm(w.n, w.m)
-    if w.k > config.max_k:
-        raise ValueError(f"K = {w.k} exceeds the config's longest reduction max_k = "
-                         f"{config.max_k} ({config.name!r})")
     lo, hi = (0, UINT8_MAX) if act_unsigned else (INT8_MIN, INT8_MAX)
     xi = as_int_array(x, "activations", lo=lo, hi=hi)
-    if xi.ndim != 2 or xi.shape[1] != w.k:
-        raise ValueError(f"activations must be [tokens, K={w.k}], got shape {xi.shape}")
+    if xi.ndim != 2 or xi.shape[1] != w.k or xi.shape[0] < 1:
+        raise ValueError(f"activations must be [tokens >= 1, K={w.k}], got shape {xi.shape}")
+    check_gemm(config, GemmShape(rows=w.rows, k=w.k, tokens=xi.shape[0], n=w.n, m=w.m))
     tokens, rows, G, N = xi.shape[0], w.rows, w.groups, w.n
-    if tokens < 1:
-        raise ValueError("a GEMM needs at least one token")
 
     rb, tb = math.ceil(rows / R), math.ceil(tokens / C)
     vals = np.zeros((rb * R, G * N), np.int64)

@@ -54,6 +54,7 @@ def run_engine_bench(presets=("tiny", "ecp5"), *, max_tiles: int = 8, seed: int 
         for label, rows, k, tokens, unsigned, sparse in BERT_BASE_CASES:
             for pattern, n in _patterns(cfg, sparse):
                 full = GemmShape(rows=rows, k=k, tokens=tokens, n=n, m=cfg.m)
+                gemm_cycles(cfg, full)  # refuses, before any simulation, what cfg cannot run
                 # a slice of whole tiles: up to 2 row blocks x max_tiles/2 token blocks
                 rb = min(math.ceil(rows / R), 2)
                 tb = min(math.ceil(tokens / C), max(1, max_tiles // rb))

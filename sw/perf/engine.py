@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["CAPTURE_LATENCY", "GemmShape", "tile_steps", "engine_cycles", "gemm_cycles",
-           "ideal_cycles"]
+__all__ = ["CAPTURE_LATENCY", "GemmShape", "check_gemm", "tile_steps", "engine_cycles",
+           "gemm_cycles", "ideal_cycles"]
 
 #: edges from a tile's last step to its capture (hw.spmm.engine.SpmmEngine.CAPTURE_LATENCY)
 CAPTURE_LATENCY = 2
@@ -76,9 +76,17 @@ def engine_cycles(config: AcceleratorConfig, steps: list[int]) -> int:
     return int(drained)
 
 
+def check_gemm(config: AcceleratorConfig, shape: GemmShape) -> None:
+    """Refuse, naming the reason, a GEMM the config cannot run (N:M, or K beyond max_k)."""
+    config.check_nm(shape.n, shape.m)
+    if shape.k > config.max_k:
+        raise ValueError(f"K = {shape.k} exceeds the config's longest reduction max_k = "
+                         f"{config.max_k} ({config.name!r})")
+
+
 def gemm_cycles(config: AcceleratorConfig, shape: GemmShape) -> int:
     """Cycles of a whole GEMM: ``ceil(rows/R) * ceil(tokens/C)`` tiles of ``G * N`` steps."""
-    config.check_nm(shape.n, shape.m)
+    check_gemm(config, shape)
     tiles = math.ceil(shape.rows / config.pe_rows) * math.ceil(shape.tokens / config.pe_cols)
     return engine_cycles(config, [tile_steps(config, shape)] * tiles)
 
