@@ -35,7 +35,20 @@ async def start_clock(dut):
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
 
+#: stream ports the benches' DUTs use: held idle from reset on, so no X/Z reaches a register
+INPUT_STREAMS = ("i", "cmd", "w", "a", "params", "load")
+OUTPUT_STREAMS = ("o",)
+
+
 async def reset(dut, cycles: int = 2):
+    """Hold ``rst`` for ``cycles`` edges with every known input stream idle (valid low) and
+    every output stream not ready, so undriven inputs cannot leak X/Z into the design."""
+    for name in INPUT_STREAMS:
+        if hasattr(dut, f"{name}__valid"):
+            getattr(dut, f"{name}__valid").value = 0
+    for name in OUTPUT_STREAMS:
+        if hasattr(dut, f"{name}__ready"):
+            getattr(dut, f"{name}__ready").value = 0
     dut.rst.value = 1
     for _ in range(cycles):
         await RisingEdge(dut.clk)

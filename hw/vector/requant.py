@@ -10,6 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.lib.checks import refuse
+from hw.lib.fixedpoint import round_shift, saturate
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
 
 __all__ = ["Requantizer", "requant_lane_layout"]
@@ -97,31 +98,13 @@ class Requantizer(wiring.Component):
             s2_prod = Signal(signed(prod_bits), name=f"prod_{lane}")
             s2_shift = Signal(unsigned(SHIFT_BITS), name=f"shift2_{lane}")
             # stage 3: round-shift and saturate
-            rounded = Signal(signed(prod_bits), name=f"rounded_{lane}")
-            # round_shift(p, s) = floor((floor(p / 2**(s-1)) + 1) / 2) for s > 0: no wide
-            # half-constant adder, just two shifts and an increment.
-            pre = Signal(signed(prod_bits), name=f"pre_{lane}")
-            m.d.comb += pre.eq(s2_prod >> (s2_shift - 1)[:SHIFT_BITS])
-            with m.If(s2_shift == 0):
-                m.d.comb += rounded.eq(s2_prod)
-            with m.Else():
-                m.d.comb += rounded.eq((pre + 1) >> 1)
-            out = Signal(signed(8), name=f"out_{lane}")
-            with m.If(rounded > INT8_MAX):
-                m.d.comb += out.eq(INT8_MAX)
-            with m.Elif(rounded < INT8_MIN):
-                m.d.comb += out.eq(INT8_MIN)
-            with m.Else():
-                m.d.comb += out.eq(rounded)
+            rounded = round_shift(m, s2_prod, s2_shift, name=f"rounded_{lane}")
+            out = saturate(m, rounded, INT8_MIN, INT8_MAX, signed(8), name=f"out_{lane}")
+            bias_sat = saturate(m, total, INT32_MIN, INT32_MAX, signed(32), name=f"bsat_{lane}")
 
             with m.If(advance):
-                with m.If(total > INT32_MAX):
-                    m.d.sync += s1_val.eq(INT32_MAX)
-                with m.Elif(total < INT32_MIN):
-                    m.d.sync += s1_val.eq(INT32_MIN)
-                with m.Else():
-                    m.d.sync += s1_val.eq(total)
                 m.d.sync += [
+                    s1_val.eq(bias_sat),
                     s1_mult.eq(src.mult),
                     s1_shift.eq(src.shift),
                     s2_prod.eq(s1_val * s1_mult),

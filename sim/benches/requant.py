@@ -8,16 +8,12 @@ it also checks the cycle count ``beats - 1 + LATENCY`` (first input to last outp
 
 from __future__ import annotations
 
-import json
-import random
-
-import cocotb
 import numpy as np
-from cocotb.triggers import with_timeout
 
 from hw.vector.requant import Requantizer, requant_lane_layout
-from sim.runner import bench_params, bench_report_path
-from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sim.benches.common import run_pipeline, stall_tests
+from sim.runner import bench_params
+from sim.streams import reset, start_clock
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS, quantize_multiplier
 from sw.ref.quant import RequantParams, requantize_int
 
@@ -69,45 +65,13 @@ async def run(dut, idle: float, backpressure: float, label: str):
     await start_clock(dut)
     await reset(dut)
     beats, expected = stimulus(SEED)
-    rng = random.Random(f"{SEED}-{label}")
     dut._log.info("seed=%d lanes=%d beats=%d idle=%.2f backpressure=%.2f",
                   SEED, LANES, BEATS, idle, backpressure)
-    src = StreamSource(dut, "i", data.ArrayLayout(requant_lane_layout(), LANES), idle=idle, rng=rng)
-    sink = StreamSink(dut, "o", data.ArrayLayout(signed(8), LANES),
-                      backpressure=backpressure, rng=rng)
-    cocotb.start_soon(src.send(beats))
-    # watchdog: generous bound on cycles; a hang fails the test instead of running forever
-    limit = (BEATS + Requantizer.LATENCY) * 20 + 100
-    got = await with_timeout(sink.receive(BEATS), limit * 10, "ns")
-    await sink.expect_silence(Requantizer.LATENCY + 4)
-    for b, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"beat {b}: got {g}, expected {e} (input {beats[b]})"
-    cycles = sink.edges[-1] - src.sent_edges[0]
-    if idle == 0 and backpressure == 0:
-        want = BEATS - 1 + Requantizer.LATENCY
-        assert cycles == want, f"{cycles} cycles, the formula gives {want}"
-    report = bench_report_path()
-    if report is not None:
-        old = json.loads(report.read_text()) if report.exists() else {}
-        old[label] = {"beats": BEATS, "lanes": LANES, "cycles": cycles}
-        report.write_text(json.dumps(old, indent=2))
+    await run_pipeline(dut, beats=beats, expected=expected,
+                       in_layout=data.ArrayLayout(requant_lane_layout(), LANES),
+                       out_layout=data.ArrayLayout(signed(8), LANES),
+                       latency=Requantizer.LATENCY, idle=idle, backpressure=backpressure,
+                       label=label, seed=SEED, describe=lambda b: beats[b])
 
 
-@cocotb.test()
-async def no_stalls(dut):
-    await run(dut, 0.0, 0.0, "no_stalls")
-
-
-@cocotb.test()
-async def input_idles(dut):
-    await run(dut, 0.4, 0.0, "input_idles")
-
-
-@cocotb.test()
-async def output_backpressure(dut):
-    await run(dut, 0.0, 0.5, "output_backpressure")
-
-
-@cocotb.test()
-async def idles_and_backpressure(dut):
-    await run(dut, 0.3, 0.3, "idles_and_backpressure")
+globals().update(stall_tests(run))
