@@ -14,3 +14,12 @@ def refuse(component, message: str, exc: type[Exception] = ValueError):
     """
     component._MustUse__silence = True
     raise exc(message)
+
+
+def require_config(component, config) -> None:
+    """Refuse anything but an :class:`hw.config.AcceleratorConfig` as ``config``."""
+    from hw.config import AcceleratorConfig
+
+    if not isinstance(config, AcceleratorConfig):
+        refuse(component, f"config must be an AcceleratorConfig, got {type(config).__name__}",
+               TypeError)

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import refuse
+from hw.lib.checks import require_config
 from hw.spmm.pe import ProcessingElement
 
 __all__ = ["SpmmEngine", "engine_layouts"]
@@ -81,9 +81,7 @@ class SpmmEngine(wiring.Component):
     CAPTURE_LATENCY = 2
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            refuse(self, f"config must be an AcceleratorConfig, got {type(config).__name__}",
-                   TypeError)
+        require_config(self, config)
         self.config = config
         layouts = engine_layouts(config)
         super().__init__({

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import refuse
+from hw.lib.checks import require_config
 from hw.vector.requant import SHIFT_BITS, Requantizer
 from sw.ref.fixedpoint import MULT_BITS
 
@@ -44,9 +44,7 @@ class EngineRequant(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            refuse(self, f"config must be an AcceleratorConfig, got {type(config).__name__}",
-                   TypeError)
+        require_config(self, config)
         self.config = config
         R = config.pe_rows
         super().__init__({

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import refuse
+from hw.lib.checks import require_config
 from hw.spmm.engine import SpmmEngine, engine_layouts
 from hw.spmm.requant_stage import EngineRequant, channel_params_layout
 
@@ -24,9 +24,7 @@ class SpmmUnit(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            refuse(self, f"config must be an AcceleratorConfig, got {type(config).__name__}",
-                   TypeError)
+        require_config(self, config)
         self.config = config
         lay = engine_layouts(config)
         super().__init__({

@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import refuse
+from hw.lib.checks import require_config
 
 __all__ = ["GeluUnit"]
 
@@ -44,9 +44,7 @@ class GeluUnit(wiring.Component):
     LATENCY = 1
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            refuse(self, f"config must be an AcceleratorConfig, got {type(config).__name__}",
-                   TypeError)
+        require_config(self, config)
         self.config = config
         lanes = config.vector_lanes
         super().__init__({

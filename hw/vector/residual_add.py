@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import refuse
+from hw.lib.checks import require_config
 from hw.lib.fixedpoint import round_shift, saturate
 from hw.vector.requant import SHIFT_BITS
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, MULT_BITS
@@ -41,9 +41,7 @@ class ResidualAdd(wiring.Component):
     LATENCY = 2
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            refuse(self, f"config must be an AcceleratorConfig, got {type(config).__name__}",
-                   TypeError)
+        require_config(self, config)
         self.config = config
         lanes = config.vector_lanes
         pair = data.ArrayLayout(signed(8), lanes)

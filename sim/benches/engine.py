@@ -24,6 +24,7 @@ from hw.config import AcceleratorConfig
 from hw.spmm.engine import engine_layouts
 from hw.spmm.requant_stage import channel_params_layout
 from hw.vector.requant import Requantizer
+from sim.benches.common import stall_tests
 from sim.runner import bench_params, bench_report_path
 from sim.streams import StreamSink, StreamSource, reset, start_clock
 from sw.compiler.gemm_tiles import tile_gemm, untile_output
@@ -157,21 +158,4 @@ async def run(dut, idle: float, backpressure: float, label: str):
         report.write_text(json.dumps(old, indent=2))
 
 
-@cocotb.test()
-async def no_stalls(dut):
-    await run(dut, 0.0, 0.0, "no_stalls")
-
-
-@cocotb.test()
-async def input_idles(dut):
-    await run(dut, 0.3, 0.0, "input_idles")
-
-
-@cocotb.test()
-async def output_backpressure(dut):
-    await run(dut, 0.0, 0.4, "output_backpressure")
-
-
-@cocotb.test()
-async def idles_and_backpressure(dut):
-    await run(dut, 0.25, 0.25, "idles_and_backpressure")
+globals().update(stall_tests(run))
