@@ -1,0 +1,102 @@
+"""cocotb bench: hw.vector.softmax.SoftmaxUnit against sw.ref.softmax.softmax_int.
+
+Parameters: ``config`` (AcceleratorConfig dict), ``rows``: a list of ``{length, kind, mask,
+seed}`` with ``kind`` in ``random``, ``equal``, ``huge``, ``very_negative``, ``peaked`` and
+``mask`` in ``none``, ``partial``, ``full``; ``scale`` (the score scale). All rows stream
+back to back under one stall pattern per test; every output beat must equal the reference
+(lanes past a row's length are 0), and with no stalls the cycles from the first score beat to
+the last output beat must equal ``sw.perf.softmax.softmax_cycles``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import with_timeout
+
+from hw.config import AcceleratorConfig
+from hw.vector.softmax import softmax_layouts
+from sim.benches.common import stall_tests
+from sim.runner import bench_params, bench_report_path
+from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sw.perf.softmax import softmax_cycles
+from sw.ref.softmax import softmax_int, softmax_params
+
+P = bench_params()
+CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
+ROWS = P.get("rows", [])
+SCALE = float(P.get("scale", 1 / 512))
+
+
+def make_row(row: dict):
+    rng = np.random.default_rng(row["seed"])
+    L, kind = row["length"], row["kind"]
+    if kind == "equal":
+        x = np.full(L, int(rng.integers(-1000, 1000)))
+    elif kind == "huge":
+        x = np.full(L, -(2**31))
+        x[rng.integers(L)] = 2**31 - 1
+    elif kind == "very_negative":
+        x = rng.integers(-(2**31), -(2**31) + 5000, size=L)
+    elif kind == "peaked":
+        x = rng.integers(-(2**12), 2**12, size=L)
+        x[rng.integers(L)] = 2**14
+    else:
+        x = np.round(rng.normal(0, rng.choice([0.3, 2.0, 8.0]) / SCALE, size=L)).astype(np.int64)
+        x = np.clip(x, -(2**31), 2**31 - 1)
+    keep = np.ones(L, bool)
+    if row.get("mask") == "partial":
+        keep = rng.random(L) < 0.6
+    elif row.get("mask") == "full":
+        keep[:] = False
+    return x, keep
+
+
+async def run(dut, idle, backpressure, label):
+    await start_clock(dut)
+    await reset(dut)
+    lanes = CFG.softmax_lanes
+    lay = softmax_layouts(CFG)
+    params = softmax_params(SCALE)
+    cmds, beats, expected = [], [], []
+    for row in ROWS:
+        x, keep = make_row(row)
+        q = softmax_int(x, params, keep, max_row=CFG.max_row)
+        nb = math.ceil(row["length"] / lanes)
+        pad = nb * lanes - row["length"]
+        xs = np.concatenate([x, np.zeros(pad, np.int64)]).reshape(nb, lanes)
+        ks = np.concatenate([keep, np.ones(pad, bool)]).reshape(nb, lanes)  # ignored lanes
+        qs = np.concatenate([q, np.zeros(pad, np.uint8)]).reshape(nb, lanes)
+        cmds.append({"length": row["length"], "mult": params.mult, "shift": params.shift})
+        beats += [[{"score": int(s), "keep": int(k)} for s, k in zip(xr, kr)]
+                  for xr, kr in zip(xs, ks)]
+        expected += qs.tolist()
+    rng = random.Random(f"{label}-{len(ROWS)}")
+    dut._log.info("%s: %d rows, lengths %s, idle=%.2f backpressure=%.2f", label, len(ROWS),
+                  [r["length"] for r in ROWS], idle, backpressure)
+    src_c = StreamSource(dut, "cmd", lay["cmd"], idle=idle, rng=random.Random(rng.random()))
+    src_i = StreamSource(dut, "i", lay["i"], idle=idle, rng=random.Random(rng.random()))
+    sink = StreamSink(dut, "o", lay["o"], backpressure=backpressure,
+                      rng=random.Random(rng.random()))
+    cocotb.start_soon(src_c.send(cmds))
+    cocotb.start_soon(src_i.send(beats))
+    model = softmax_cycles(CFG, [r["length"] for r in ROWS])
+    got = await with_timeout(sink.receive(len(expected)), (model * 8 + 500) * 10, "ns")
+    await sink.expect_silence(40)
+    for b, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"{label}: output beat {b}: got {g}, expected {e}"
+    cycles = sink.edges[-1] - src_i.sent_edges[0]
+    if idle == 0 and backpressure == 0:
+        assert cycles == model, f"{label}: RTL took {cycles} cycles, the model {model}"
+    report = bench_report_path()
+    if report is not None:
+        old = json.loads(report.read_text()) if report.exists() else {}
+        old[label] = {"rows": len(ROWS), "rtl_cycles": cycles, "model_cycles": model}
+        report.write_text(json.dumps(old, indent=2))
+
+
+globals().update(stall_tests(run))

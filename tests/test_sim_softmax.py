@@ -1,0 +1,45 @@
+"""cocotb benches of the softmax unit: bit-exact against sw/ref, cycle-exact against sw/perf."""
+
+import pytest
+
+from hw.config import preset
+from hw.vector.softmax import SoftmaxUnit
+from sim.runner import run_bench
+from sw.perf import softmax as model
+
+pytestmark = pytest.mark.sim
+
+
+def rows(max_row: int, seed: int) -> list[dict]:
+    lengths = [1, 7, 128, max_row, 33, 2, max_row - 1]
+    out = [{"length": L, "kind": "random", "mask": "none", "seed": seed + i}
+           for i, L in enumerate(lengths)]
+    edge = [("equal", "none"), ("huge", "none"), ("very_negative", "none"), ("peaked", "none"),
+            ("random", "partial"), ("random", "full"), ("equal", "partial")]
+    out += [{"length": 24 + 5 * i, "kind": k, "mask": mk, "seed": seed + 100 + i}
+            for i, (k, mk) in enumerate(edge)]
+    return out
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 5])
+def test_softmax_bench(lanes):
+    cfg = preset("tiny").replace(name=f"softmax-lanes{lanes}", softmax_lanes=lanes, max_row=160)
+    report = run_bench(component=SoftmaxUnit(config=cfg), bench="sim.benches.softmax",
+                       case=cfg.name, params={"config": cfg.to_dict(), "rows": rows(160, lanes)})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
+    assert len(report) == 4
+
+
+def test_model_constants_match_the_hardware():
+    assert (SoftmaxUnit.PIPE, SoftmaxUnit.DIV_CYCLES, SoftmaxUnit.OUT_DELAY,
+            SoftmaxUnit.ROW_OVERHEAD) == (model.PIPE, model.DIV_CYCLES, model.OUT_DELAY,
+                                          model.ROW_OVERHEAD)
+
+
+def test_rows_the_unit_cannot_hold_are_refused():
+    cfg = preset("tiny")
+    with pytest.raises(ValueError, match=r"row 1 has length 513; config 'tiny' holds rows of "
+                                         r"1..512"):
+        model.softmax_cycles(cfg, [4, 513])
+    with pytest.raises(ValueError, match="length 0"):
+        model.check_rows(cfg, [0])
