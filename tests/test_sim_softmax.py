@@ -5,7 +5,7 @@ import pytest
 from hw.config import preset
 from hw.vector.softmax import SoftmaxUnit
 from sim.runner import run_bench
-from sw.perf import softmax as model
+from sw.perf import vector as model
 
 pytestmark = pytest.mark.sim
 
@@ -31,15 +31,14 @@ def test_softmax_bench(lanes):
 
 
 def test_model_constants_match_the_hardware():
-    assert (SoftmaxUnit.PIPE, SoftmaxUnit.DIV_CYCLES, SoftmaxUnit.OUT_DELAY,
-            SoftmaxUnit.ROW_OVERHEAD) == (model.PIPE, model.DIV_CYCLES, model.OUT_DELAY,
-                                          model.ROW_OVERHEAD)
+    assert (SoftmaxUnit.PIPE, SoftmaxUnit.DIV_CYCLES, SoftmaxUnit.OUT_DELAY) == (
+        model.SOFTMAX_PIPE, model.SOFTMAX_DIV_CYCLES, model.SOFTMAX_OUT_DELAY)
 
 
 def test_rows_the_unit_cannot_hold_are_refused():
     cfg = preset("tiny")
-    with pytest.raises(ValueError, match=r"row 1 has length 513; config 'tiny' holds rows of "
+    with pytest.raises(ValueError, match=r"softmax row 1 has length 513; config 'tiny' holds "
                                          r"1..512"):
         model.softmax_cycles(cfg, [4, 513])
     with pytest.raises(ValueError, match="length 0"):
-        model.check_rows(cfg, [0])
+        model.softmax_cycles(cfg, [0])

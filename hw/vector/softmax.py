@@ -77,7 +77,7 @@ class SoftmaxUnit(wiring.Component):
       hand-over (``OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2`` = 28) and the stage takes the next
       row ``2 * nb + ROW_OVERHEAD`` cycles after it (``ROW_OVERHEAD = OUT_DELAY + 2`` = 30).
     * Steady state with no stalls: one row every ``2 * nb + ROW_OVERHEAD`` cycles (ingest of
-      the next row overlaps). :func:`sw.perf.softmax.softmax_cycles` models any sequence of
+      the next row overlaps). :func:`sw.perf.vector.softmax_cycles` models any sequence of
       rows exactly; the benches check it against the RTL. (The target of one row every
       ``nb`` cycles needs a separate exp stage with its own buffer and a pipelined divider.)
     * Resources: 2 banks of ``ceil(max_row / P)`` x ``33 P`` bits; per lane a 33 x 15-bit and a

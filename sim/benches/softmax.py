@@ -5,7 +5,7 @@ seed}`` with ``kind`` in ``random``, ``equal``, ``huge``, ``very_negative``, ``p
 ``mask`` in ``none``, ``partial``, ``full``; ``scale`` (the score scale). All rows stream
 back to back under one stall pattern per test; every output beat must equal the reference
 (lanes past a row's length are 0), and with no stalls the cycles from the first score beat to
-the last output beat must equal ``sw.perf.softmax.softmax_cycles``.
+the last output beat must equal ``sw.perf.vector.softmax_cycles``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hw.vector.softmax import softmax_layouts
 from sim.benches.common import stall_tests
 from sim.runner import bench_params, bench_report_path
 from sim.streams import StreamSink, StreamSource, reset, start_clock
-from sw.perf.softmax import softmax_cycles
+from sw.perf.vector import softmax_cycles
 from sw.ref.softmax import softmax_int, softmax_params
 
 P = bench_params()

@@ -54,6 +54,9 @@ RECIP_BITS = 48  #: r = floor(2**48 / s)
 U_FRAC = 20  #: fraction bits of the normalised value u in [-1, 1]
 G_FRAC = 8  #: fraction bits of G
 MAX_GAIN = 2**14  #: |gamma| * sqrt(H) / s_out must stay below this
+GAIN_BITS = 23  #: signed width of G (|G| < MAX_GAIN * 2**G_FRAC)
+OFFSET_BITS = 48  #: signed width of B
+EPS_BITS = 40  #: eps_int < 2**40, so V << 2*SQRT_FRAC stays below 2**62
 LAYERNORM_BOUND = 1  #: LSBs of s_out
 
 
@@ -97,13 +100,20 @@ def layernorm_params(scale_in: float, gamma, beta, scale_out: float,
         raise ValueError(f"LayerNorm gain gamma[{i}] * sqrt(H) / s_out = {gain[i]:.4g} is out "
                          f"of range (|.| < {MAX_GAIN}); use a larger output scale")
     offset = b / scale_out * 2.0 ** (U_FRAC + G_FRAC)
-    if np.abs(offset).max() >= 2.0**62:
-        raise ValueError("LayerNorm beta / s_out is out of range; use a larger output scale")
+    if np.abs(offset).max() >= 2.0 ** (OFFSET_BITS - 1):
+        i = int(np.abs(offset).argmax())
+        raise ValueError(f"LayerNorm beta[{i}] / s_out = {b[i] / scale_out:.4g} is out of range "
+                         f"(|.| < 2**{OFFSET_BITS - 1 - U_FRAC - G_FRAC}); use a larger output "
+                         f"scale")
+    eps_int = int(round(eps * h**3 / scale_in**2))
+    if eps_int >= 2**EPS_BITS:
+        raise ValueError(f"LayerNorm eps {eps!r} is too large for input scale {scale_in!r} "
+                         f"(eps * H**3 / s_x**2 = {eps_int} >= 2**{EPS_BITS})")
     return LayerNormParams(
         hidden=h,
         gain=np.round(gain * 2**G_FRAC).astype(np.int64),
         offset=np.round(offset).astype(np.int64),
-        eps_int=int(round(eps * h**3 / scale_in**2)),
+        eps_int=eps_int,
         scale_in=float(scale_in), scale_out=float(scale_out), gamma=g, beta=b, eps=float(eps),
     )
 

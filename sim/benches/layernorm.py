@@ -1,0 +1,99 @@
+"""cocotb bench: hw.vector.layernorm.LayerNormUnit against sw.ref.layernorm.layernorm_int.
+
+Parameters: ``config`` (AcceleratorConfig dict), ``hidden`` (H of this layer), ``tokens``:
+a list of ``{kind, seed}`` with ``kind`` in ``random``, ``low_var``, ``equal``, ``huge``,
+``alternating``; ``saturate`` (a large gamma, so outputs clamp). The layer's gain/offset are
+loaded on ``load``, then all tokens stream back to back under one stall pattern per test;
+outputs must equal the reference (lanes past H are 0), and with no stalls the cycles from the
+first data beat to the last output beat must equal ``sw.perf.vector.layernorm_cycles``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import with_timeout
+
+from hw.config import AcceleratorConfig
+from hw.vector.layernorm import layernorm_layouts
+from sim.benches.common import stall_tests
+from sim.runner import bench_params, bench_report_path
+from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sw.perf.vector import layernorm_cycles
+from sw.ref.layernorm import layernorm_int, layernorm_params
+
+P = bench_params()
+CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
+H = int(P.get("hidden", 8))
+TOKENS = P.get("tokens", [])
+SEED = int(P.get("seed", 1))
+
+
+def make_token(tok: dict) -> np.ndarray:
+    rng = np.random.default_rng(tok["seed"])
+    kind = tok["kind"]
+    if kind == "equal":
+        return np.full(H, int(rng.integers(-128, 128)))
+    if kind == "huge":
+        x = np.zeros(H, np.int64)
+        x[rng.integers(H)] = 127
+        return x
+    if kind == "alternating":
+        return np.where(np.arange(H) % 2 == 0, -128, 127)
+    if kind == "low_var":
+        return np.round(rng.normal(0, 2, size=H)).clip(-128, 127).astype(np.int64)
+    return rng.integers(-128, 128, size=H)
+
+
+async def run(dut, idle, backpressure, label):
+    await start_clock(dut)
+    await reset(dut)
+    lay = layernorm_layouts(CFG)
+    lanes = CFG.vector_lanes
+    rng = np.random.default_rng(SEED)
+    gamma = rng.uniform(0.5, 2.0, H) * (40 if P.get("saturate") else 1)
+    beta = rng.uniform(-0.5, 0.5, H)
+    params = layernorm_params(0.05, gamma, beta, (40 if P.get("saturate") else 4) / 127,
+                              eps=float(P.get("eps", 1e-12)))
+    loader = StreamSource(dut, "load", lay["load"])
+    await loader.send([{"channel": c, "gain": int(params.gain[c]),
+                        "offset": int(params.offset[c])} for c in range(H)])
+    nb = math.ceil(H / lanes)
+    cmds, beats, expected = [], [], []
+    for tok in TOKENS:
+        x = make_token(tok)
+        q = layernorm_int(x[None, :], params)[0]
+        pad = nb * lanes - H
+        # the padding lanes carry junk: the unit must ignore it
+        junk = rng.integers(-128, 128, size=pad)
+        beats += np.concatenate([x, junk]).reshape(nb, lanes).tolist()
+        expected += np.concatenate([q, np.zeros(pad, np.int64)]).reshape(nb, lanes).tolist()
+        cmds.append({"hidden": H, "eps": params.eps_int})
+    r = random.Random(f"{label}-{SEED}")
+    dut._log.info("%s: H=%d lanes=%d tokens=%d eps_int=%d", label, H, lanes, len(TOKENS),
+                  params.eps_int)
+    src_c = StreamSource(dut, "cmd", lay["cmd"], idle=idle, rng=random.Random(r.random()))
+    src_i = StreamSource(dut, "i", lay["i"], idle=idle, rng=random.Random(r.random()))
+    sink = StreamSink(dut, "o", lay["o"], backpressure=backpressure, rng=random.Random(r.random()))
+    cocotb.start_soon(src_c.send(cmds))
+    cocotb.start_soon(src_i.send(beats))
+    model = layernorm_cycles(CFG, [H] * len(TOKENS))
+    got = await with_timeout(sink.receive(len(expected)), (model * 8 + 500) * 10, "ns")
+    await sink.expect_silence(100)
+    for b, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"{label}: output beat {b} (token {b // nb}): got {g}, expected {e}"
+    cycles = sink.edges[-1] - src_i.sent_edges[0]
+    if idle == 0 and backpressure == 0:
+        assert cycles == model, f"{label}: RTL took {cycles} cycles, the model {model}"
+    report = bench_report_path()
+    if report is not None:
+        old = json.loads(report.read_text()) if report.exists() else {}
+        old[label] = {"tokens": len(TOKENS), "rtl_cycles": cycles, "model_cycles": model}
+        report.write_text(json.dumps(old, indent=2))
+
+
+globals().update(stall_tests(run))

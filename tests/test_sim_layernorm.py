@@ -1,0 +1,40 @@
+"""cocotb benches of the LayerNorm unit: bit-exact against sw/ref, cycle-exact against sw/perf."""
+
+import pytest
+
+from hw.config import preset
+from hw.vector.layernorm import LayerNormUnit
+from sim.runner import run_bench
+from sw.perf import vector as model
+
+pytestmark = pytest.mark.sim
+
+KINDS = ["random", "low_var", "equal", "huge", "alternating", "random"]
+
+
+@pytest.mark.parametrize(("lanes", "hidden", "saturate"),
+                         [(4, 24, False), (3, 17, True), (8, 384, False)])
+def test_layernorm_bench(lanes, hidden, saturate):
+    cfg = preset("tiny").replace(name=f"ln-lanes{lanes}-h{hidden}", vector_lanes=lanes,
+                                 max_hidden=max(hidden, 32))
+    tokens = [{"kind": k, "seed": 10 * lanes + i} for i, k in enumerate(KINDS)]
+    report = run_bench(component=LayerNormUnit(config=cfg), bench="sim.benches.layernorm",
+                       case=cfg.name, params={"config": cfg.to_dict(), "hidden": hidden,
+                                              "tokens": tokens, "saturate": saturate,
+                                              "eps": 1e-5 if saturate else 1e-12,
+                                              "seed": lanes})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
+    assert len(report) == 4
+
+
+def test_model_constants_match_the_hardware():
+    assert (LayerNormUnit.PIPE, LayerNormUnit.ROOT_CYCLES, LayerNormUnit.DIV_CYCLES,
+            LayerNormUnit.OUT_DELAY) == (model.LAYERNORM_PIPE, model.LAYERNORM_ROOT_CYCLES,
+                                         model.LAYERNORM_DIV_CYCLES, model.LAYERNORM_OUT_DELAY)
+
+
+def test_tokens_the_unit_cannot_hold_are_refused():
+    cfg = preset("tiny")  # max_hidden 768
+    with pytest.raises(ValueError, match=r"LayerNorm token 0 has length 1024; config 'tiny' "
+                                         r"holds 1..768"):
+        model.layernorm_cycles(cfg, [1024])
