@@ -42,3 +42,15 @@ def test_rows_the_unit_cannot_hold_are_refused():
         model.softmax_cycles(cfg, [4, 513])
     with pytest.raises(ValueError, match="length 0"):
         model.softmax_cycles(cfg, [0])
+
+
+def test_softmax_bench_longest_rows():
+    """Rows of 384 and 512 (the tiny preset's longest row) through 4 lanes, one masked."""
+    cfg = preset("tiny")
+    assert cfg.max_row == 512
+    rows = [{"length": 384, "kind": "random", "mask": "none", "seed": 1},
+            {"length": 512, "kind": "random", "mask": "partial", "seed": 2},
+            {"length": 512, "kind": "peaked", "mask": "none", "seed": 3}]
+    report = run_bench(component=SoftmaxUnit(config=cfg), bench="sim.benches.softmax",
+                       case="softmax-tiny-longest", params={"config": cfg.to_dict(), "rows": rows})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
