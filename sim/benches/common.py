@@ -69,3 +69,32 @@ def stall_tests(run) -> dict:
             return cocotb.test()(bench)
         tests[label] = make()
     return tests
+
+
+async def run_rows(dut, *, cmds, beats, expected, layouts, model_cycles: int, idle: float,
+                   backpressure: float, label: str, seed, silence: int = 100, what="rows",
+                   count: int | None = None):
+    """Drive a row-buffered unit (``cmd`` + ``i`` in, ``o`` out): every output beat must equal
+    ``expected`` in order, nothing extra may follow, and with no stalls the cycles from the
+    first ``i`` beat to the last ``o`` beat must equal ``model_cycles``. Reports the cycles."""
+    rng = random.Random(f"{label}-{seed}")
+    src_c = StreamSource(dut, "cmd", layouts["cmd"], idle=idle, rng=random.Random(rng.random()))
+    src_i = StreamSource(dut, "i", layouts["i"], idle=idle, rng=random.Random(rng.random()))
+    sink = StreamSink(dut, "o", layouts["o"], backpressure=backpressure,
+                      rng=random.Random(rng.random()))
+    cocotb.start_soon(src_c.send(cmds))
+    cocotb.start_soon(src_i.send(beats))
+    got = await with_timeout(sink.receive(len(expected)), (model_cycles * 8 + 500) * 10, "ns")
+    await sink.expect_silence(silence)
+    for b, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"{label}: output beat {b}: got {g}, expected {e}"
+    cycles = sink.edges[-1] - src_i.sent_edges[0]
+    if idle == 0 and backpressure == 0:
+        assert cycles == model_cycles, f"{label}: RTL took {cycles} cycles, model {model_cycles}"
+    report = bench_report_path()
+    if report is not None:
+        old = json.loads(report.read_text()) if report.exists() else {}
+        old[label] = {what: len(cmds) if count is None else count, "rtl_cycles": cycles,
+                      "model_cycles": model_cycles}
+        report.write_text(json.dumps(old, indent=2))
+    return cycles

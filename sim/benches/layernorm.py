@@ -12,19 +12,15 @@ no stalls the cycles from the first data beat to the last output beat must equal
 
 from __future__ import annotations
 
-import json
 import math
-import random
 
-import cocotb
 import numpy as np
-from cocotb.triggers import with_timeout
 
 from hw.config import AcceleratorConfig
 from hw.vector.layernorm import layernorm_layouts
-from sim.benches.common import stall_tests
-from sim.runner import bench_params, bench_report_path
-from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sim.benches.common import run_rows, stall_tests
+from sim.runner import bench_params
+from sim.streams import StreamSource, reset, start_clock
 from sw.perf.vector import layernorm_cycles
 from sw.ref.layernorm import layernorm_int, layernorm_params
 
@@ -79,27 +75,11 @@ async def run(dut, idle, backpressure, label):
         beats += np.concatenate([x, junk]).reshape(nb, lanes).tolist()
         expected += np.concatenate([q, np.zeros(pad, np.int64)]).reshape(nb, lanes).tolist()
         cmds.append({"hidden": H, "eps": params.eps_int})
-    r = random.Random(f"{label}-{SEED}")
     dut._log.info("%s: H=%d lanes=%d tokens=%d eps_int=%d", label, H, lanes, len(TOKENS),
                   params.eps_int)
-    src_c = StreamSource(dut, "cmd", lay["cmd"], idle=idle, rng=random.Random(r.random()))
-    src_i = StreamSource(dut, "i", lay["i"], idle=idle, rng=random.Random(r.random()))
-    sink = StreamSink(dut, "o", lay["o"], backpressure=backpressure, rng=random.Random(r.random()))
-    cocotb.start_soon(src_c.send(cmds))
-    cocotb.start_soon(src_i.send(beats))
-    model = layernorm_cycles(CFG, [H] * len(TOKENS))
-    got = await with_timeout(sink.receive(len(expected)), (model * 8 + 500) * 10, "ns")
-    await sink.expect_silence(100)
-    for b, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"{label}: output beat {b} (token {b // nb}): got {g}, expected {e}"
-    cycles = sink.edges[-1] - src_i.sent_edges[0]
-    if idle == 0 and backpressure == 0:
-        assert cycles == model, f"{label}: RTL took {cycles} cycles, the model {model}"
-    report = bench_report_path()
-    if report is not None:
-        old = json.loads(report.read_text()) if report.exists() else {}
-        old[label] = {"tokens": len(TOKENS), "rtl_cycles": cycles, "model_cycles": model}
-        report.write_text(json.dumps(old, indent=2))
+    await run_rows(dut, cmds=cmds, beats=beats, expected=expected, layouts=lay,
+                   model_cycles=layernorm_cycles(CFG, [H] * len(TOKENS)), idle=idle,
+                   backpressure=backpressure, label=label, seed=SEED, what="tokens")
 
 
 globals().update(stall_tests(run))

@@ -11,19 +11,15 @@ the last output beat must equal ``sw.perf.vector.softmax_cycles``.
 
 from __future__ import annotations
 
-import json
 import math
-import random
 
-import cocotb
 import numpy as np
-from cocotb.triggers import with_timeout
 
 from hw.config import AcceleratorConfig
 from hw.vector.softmax import softmax_layouts
-from sim.benches.common import stall_tests
-from sim.runner import bench_params, bench_report_path
-from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sim.benches.common import run_rows, stall_tests
+from sim.runner import bench_params
+from sim.streams import reset, start_clock
 from sw.perf.vector import softmax_cycles
 from sw.ref.softmax import softmax_int, softmax_params
 
@@ -78,28 +74,11 @@ async def run(dut, idle, backpressure, label):
         beats += [[{"score": int(s), "keep": int(k)} for s, k in zip(xr, kr)]
                   for xr, kr in zip(xs, ks)]
         expected += qs.tolist()
-    rng = random.Random(f"{label}-{len(ROWS)}")
     dut._log.info("%s: %d rows, lengths %s, idle=%.2f backpressure=%.2f", label, len(ROWS),
                   [r["length"] for r in ROWS], idle, backpressure)
-    src_c = StreamSource(dut, "cmd", lay["cmd"], idle=idle, rng=random.Random(rng.random()))
-    src_i = StreamSource(dut, "i", lay["i"], idle=idle, rng=random.Random(rng.random()))
-    sink = StreamSink(dut, "o", lay["o"], backpressure=backpressure,
-                      rng=random.Random(rng.random()))
-    cocotb.start_soon(src_c.send(cmds))
-    cocotb.start_soon(src_i.send(beats))
-    model = softmax_cycles(CFG, [r["length"] for r in ROWS])
-    got = await with_timeout(sink.receive(len(expected)), (model * 8 + 500) * 10, "ns")
-    await sink.expect_silence(40)
-    for b, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"{label}: output beat {b}: got {g}, expected {e}"
-    cycles = sink.edges[-1] - src_i.sent_edges[0]
-    if idle == 0 and backpressure == 0:
-        assert cycles == model, f"{label}: RTL took {cycles} cycles, the model {model}"
-    report = bench_report_path()
-    if report is not None:
-        old = json.loads(report.read_text()) if report.exists() else {}
-        old[label] = {"rows": len(ROWS), "rtl_cycles": cycles, "model_cycles": model}
-        report.write_text(json.dumps(old, indent=2))
+    await run_rows(dut, cmds=cmds, beats=beats, expected=expected, layouts=lay,
+                   model_cycles=softmax_cycles(CFG, [r["length"] for r in ROWS]), idle=idle,
+                   backpressure=backpressure, label=label, seed=len(ROWS), silence=40)
 
 
 globals().update(stall_tests(run))
