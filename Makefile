@@ -47,7 +47,7 @@ test: setup
 	$(RUN) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(RUN) $(PY) -m pytest -n $(JOBS) -m "not sim and not slow" $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -n $(JOBS) -m "not sim and not slow and not synth" $(PYTEST_ARGS)
 
 sim: setup
 	$(RUN) $(PY) -m pytest -n $(JOBS) -m sim $(PYTEST_ARGS)
