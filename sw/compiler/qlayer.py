@@ -1,0 +1,209 @@
+"""A BERT encoder layer in the accelerator's integer terms, and its bit-exact golden model.
+
+:func:`quantize_bert_layer` calibrates a (pruned) Hugging Face ``BertLayer`` on sample hidden
+states and derives every integer parameter of the int8 dataflow the accelerator runs:
+
+```
+x int8 --Q,K,V linears (N:M)--> q, k, v int8 (per-head scales for q and k)
+q_h . k_h^T -> int32 scores --softmax (key mask)--> p uint8 (/255)
+p . v_h -> int32 --requant--> ctx int8 --attention-output linear--> a int8
+add(a, x) -> LayerNorm -> l1 int8 --intermediate linear--> GELU table --output linear--> o
+add(o, l1) -> LayerNorm -> y int8
+```
+
+:func:`layer_int` runs that dataflow with the ``sw/ref`` integer ops only: it is the golden
+model the ``ref`` backend and the RTL must match bit for bit. :func:`layer_float` runs the
+float layer on the same dequantized input, for end-to-end error figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sw.nm import pack
+from sw.prune.quantize import QuantLinear
+from sw.ref.fixedpoint import INT32_MAX
+from sw.ref.gelu import GeluParams, gelu_int, gelu_params
+from sw.ref.gemm import dense_gemm_int, spmm_int
+from sw.ref.layernorm import LayerNormParams, layernorm_int, layernorm_params
+from sw.ref.quant import (
+    AddParams,
+    RequantParams,
+    activation_scale,
+    add_int,
+    add_params,
+    quantize_weights,
+    requant_params,
+    requantize_int,
+)
+from sw.ref.softmax import SoftmaxParams, softmax_int, softmax_params
+
+__all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine"]
+
+_LINEARS = {"q": "attention.self.query", "k": "attention.self.key",
+            "v": "attention.self.value", "ao": "attention.output.dense",
+            "inter": "intermediate.dense", "out": "output.dense"}
+
+
+@dataclass
+class QuantBertLayer:
+    """Every integer parameter of one encoder layer (see the module docstring)."""
+
+    heads: int
+    hidden: int
+    in_scale: float
+    linears: dict[str, QuantLinear]
+    softmax: list[SoftmaxParams]  # per head
+    pv: list[RequantParams]  # per head: int32 P.V -> int8 context
+    add1: AddParams
+    ln1: LayerNormParams
+    gelu: GeluParams
+    add2: AddParams
+    ln2: LayerNormParams
+
+    @property
+    def out_scale(self) -> float:
+        return self.ln2.scale_out
+
+
+def _get(layer, path):
+    mod = layer
+    for part in path.split("."):
+        mod = getattr(mod, part)
+    return mod
+
+
+def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int) -> QuantLinear:
+    """Like :func:`sw.prune.quantize.quantize_linear`, with per-channel output scales."""
+    w = linear.weight.detach()
+    q, w_scale = quantize_weights(w)
+    out_scale = np.broadcast_to(np.asarray(out_scale, np.float64), (w.shape[0],))
+    acc_scale = in_scale * w_scale.numpy()
+    bias = np.round(linear.bias.detach().double().numpy() / acc_scale)
+    if np.abs(bias).max() > INT32_MAX:
+        raise ValueError("a bias does not fit int32 at this scale")
+    return QuantLinear(weight=pack(q.numpy(), n, m), w_scale=w_scale.numpy(), in_scale=in_scale,
+                       out_scale=out_scale.copy(),
+                       requant=requant_params(acc_scale / out_scale, bias.astype(np.int64)))
+
+
+def _amax(t: torch.Tensor) -> float:
+    return float(t.detach().abs().max())
+
+
+def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = None,
+                        nm: dict[str, tuple[int, int]] | None = None) -> QuantBertLayer:
+    """Calibrate ``layer`` (a HF ``BertLayer``, weights already N:M where ``nm`` says so) on
+    ``samples`` (float hidden states ``[B, L, H]``) with boolean key ``masks`` ``[B, L]``."""
+    att = layer.attention.self
+    heads, hidden = att.num_attention_heads, att.all_head_size
+    d = hidden // heads
+    nm = nm or {}
+    cap: dict[str, list[torch.Tensor]] = {}
+
+    def grab(name):
+        def hook(mod, inp, out):
+            cap.setdefault(name, []).append(out.detach())
+            cap.setdefault(name + ".in", []).append(inp[0].detach())
+        return hook
+
+    points = {**{k: _get(layer, p) for k, p in _LINEARS.items()},
+              "ln1": layer.attention.output.LayerNorm, "ln2": layer.output.LayerNorm,
+              "gelu": layer.intermediate}
+    hooks = [mod.register_forward_hook(grab(name)) for name, mod in points.items()]
+    try:
+        with torch.no_grad():
+            for i, x in enumerate(samples):
+                mask = None if masks is None else masks[i]
+                ext = None if mask is None else (1.0 - mask[:, None, None, :].float()) * -1e9
+                layer(x, attention_mask=ext)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def amax(name):
+        return max(_amax(t) for t in cap[name])
+
+    def head_amax(name):
+        return np.array([max(_amax(t[..., h * d:(h + 1) * d]) for t in cap[name])
+                         for h in range(heads)])
+
+    s_x = in_scale or activation_scale(max(_amax(x) for x in samples))
+    s_q = np.repeat(head_amax("q") / 127, d)
+    s_k = np.repeat(head_amax("k") / 127, d)
+    s_v = activation_scale(amax("v"))
+    s_ctx = activation_scale(amax("ao.in"))
+    lin = {}
+    for key, ins in (("q", s_x), ("k", s_x), ("v", s_x)):
+        out = {"q": s_q, "k": s_k, "v": s_v}[key]
+        lin[key] = _quant_linear(_get(layer, _LINEARS[key]), ins, out, *nm.get(key, (8, 8)))
+    s_ao = activation_scale(amax("ao"))
+    lin["ao"] = _quant_linear(_get(layer, _LINEARS["ao"]), s_ctx, s_ao, *nm.get("ao", (8, 8)))
+    s_h1 = activation_scale(amax("ln1.in"))
+    s_l1 = activation_scale(amax("ln1"))
+    s_i = activation_scale(amax("inter"))
+    lin["inter"] = _quant_linear(_get(layer, _LINEARS["inter"]), s_l1, s_i,
+                                 *nm.get("inter", (8, 8)))
+    s_g = activation_scale(amax("gelu"))
+    s_o = activation_scale(amax("out"))
+    lin["out"] = _quant_linear(_get(layer, _LINEARS["out"]), s_g, s_o, *nm.get("out", (8, 8)))
+    s_h2 = activation_scale(amax("ln2.in"))
+    s_l2 = activation_scale(amax("ln2"))
+    ln1m, ln2m = layer.attention.output.LayerNorm, layer.output.LayerNorm
+    return QuantBertLayer(
+        heads=heads, hidden=hidden, in_scale=s_x, linears=lin,
+        softmax=[softmax_params(s_q[h * d] * s_k[h * d] / math.sqrt(d)) for h in range(heads)],
+        pv=[requant_params(np.full(d, s_v / 255 / s_ctx)) for _ in range(heads)],
+        add1=add_params(s_ao, s_x, s_h1),
+        ln1=layernorm_params(s_h1, ln1m.weight, ln1m.bias, s_l1, ln1m.eps),
+        gelu=gelu_params(s_i, s_g),
+        add2=add_params(s_o, s_l1, s_h2),
+        ln2=layernorm_params(s_h2, ln2m.weight, ln2m.bias, s_l2, ln2m.eps),
+    )
+
+
+def _linear(x, ql: QuantLinear) -> np.ndarray:
+    return requantize_int(spmm_int(x, ql.weight), ql.requant)
+
+
+def layer_int(ql: QuantBertLayer, x, key_mask=None) -> np.ndarray:
+    """The bit-exact integer layer: int8 ``x [L, H]`` -> int8 ``[L, H]`` (scale ``out_scale``)."""
+    x = np.asarray(x, np.int64)
+    if x.ndim != 2 or x.shape[1] != ql.hidden:
+        raise ValueError(f"layer input must be [tokens, {ql.hidden}], got shape {x.shape}")
+    L, d = x.shape[0], ql.hidden // ql.heads
+    mask = np.ones(L, bool) if key_mask is None else np.asarray(key_mask, bool)
+    q, k, v = (_linear(x, ql.linears[n]) for n in ("q", "k", "v"))
+    ctx = np.zeros((L, ql.hidden), np.int64)
+    for h in range(ql.heads):
+        cols = slice(h * d, (h + 1) * d)
+        scores = dense_gemm_int(q[:, cols], k[:, cols])
+        p = softmax_int(scores, ql.softmax[h], mask[None, :])
+        ctx[:, cols] = requantize_int(dense_gemm_int(p, v[:, cols].T, a_unsigned=True), ql.pv[h])
+    a = _linear(ctx, ql.linears["ao"])
+    l1 = layernorm_int(add_int(a, x, ql.add1), ql.ln1)
+    g = gelu_int(_linear(l1, ql.linears["inter"]), ql.gelu)
+    o = _linear(g, ql.linears["out"])
+    return layernorm_int(add_int(o, l1, ql.add2), ql.ln2)
+
+
+def layer_float(layer, x: torch.Tensor, key_mask=None) -> torch.Tensor:
+    """The float HF layer on ``x [L, H]`` (one sequence) with an optional boolean key mask."""
+    ext = None
+    if key_mask is not None:
+        m = torch.as_tensor(np.asarray(key_mask, bool))
+        ext = (1.0 - m[None, None, None, :].float()) * -1e9
+    with torch.no_grad():
+        out = layer(x[None].float(), attention_mask=ext)
+    out = out[0] if isinstance(out, tuple) else out
+    return out[0]
+
+
+def cosine(a, b) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
