@@ -113,3 +113,21 @@ def test_gelu_bad_input():
         gelu_int(np.array([128]), p)
     with pytest.raises(ValueError, match="scale_in must be finite"):
         gelu_params(float("nan"), 0.1)
+
+
+@pytest.mark.parametrize("h", [384, 768])
+def test_layernorm_int16_input_within_bound(h):
+    """The residual path's int16 rows, with one outlier channel as real BERT has."""
+    rng = np.random.default_rng([SEED, h, 16])
+    gamma, beta = bert_like(h, rng)
+    x = np.round(rng.normal(0, 360, size=(30, h))).astype(np.int64)
+    x[:, 7] = rng.integers(20000, 32767, size=30)  # the outlier channel
+    x = np.clip(x, -32768, 32767)
+    p = layernorm_params(218 / 32767, gamma, beta, 8 / 127, in_bits=16)
+    q = layernorm_int(x, p)
+    f = np.clip(layernorm_float(x, p), -128, 127)
+    assert np.abs(q - f).max() <= LAYERNORM_BOUND
+    with pytest.raises(ValueError, match="(below -128|above 127)"):
+        layernorm_int(x, layernorm_params(0.05, gamma, beta, 4 / 127))  # int8 params
+    with pytest.raises(ValueError, match="int8 or int16, got 32 bits"):
+        layernorm_params(0.05, gamma, beta, 4 / 127, in_bits=32)

@@ -15,6 +15,7 @@ from sw.ref.fixedpoint import (
     round_shift,
 )
 from sw.ref.quant import (
+    ADD_MULT_BITS,
     RequantParams,
     add_float,
     add_int,
@@ -150,7 +151,7 @@ def test_residual_add_within_one_lsb(ratios):
     b = np.concatenate([b, np.tile(edges, 4)])
     got = add_int(a, b, p)
     assert np.abs(got - add_float(a, b, p)).max() <= 1
-    assert p.m_a < 2**MULT_BITS and p.m_b < 2**MULT_BITS
+    assert p.m_a < 2**ADD_MULT_BITS and p.m_b < 2**ADD_MULT_BITS
 
 
 def test_residual_add_rejects_mismatched_shapes():
@@ -159,3 +160,25 @@ def test_residual_add_rejects_mismatched_shapes():
         add_int(np.zeros(2, np.int8), np.zeros(3, np.int8), p)
     with pytest.raises(ValueError, match="is above 127"):
         add_int(np.array([128]), np.array([0]), p)
+
+
+def test_int16_residual_path_requant_and_add():
+    rng = np.random.default_rng(SEED)
+    p = requant_params(rng.uniform(1e-3, 0.5, size=16), out_bits=16)
+    acc = rng.integers(-(2**22), 2**22, size=(200, 16))
+    got = requantize_int(acc, p)
+    assert got.dtype == np.int16
+    assert np.abs(got - requantize_float(acc, p)).max() <= 2  # the docstring's int16 bound
+    assert requantize_int(np.full((1, 16), 2**31 - 1), p).min() == 2**15 - 1  # saturates
+    # FFN output (int16) + residual (int8) -> int16, with a realistic large scale ratio
+    s_o, s_l, s_h = 190 / 32767, 28 / 127, 218 / 32767
+    pa = add_params(s_o, s_l, s_h, a_bits=16, out_bits=16)
+    a = rng.integers(-32768, 32768, size=5000)
+    b = rng.integers(-128, 128, size=5000)
+    got = add_int(a, b, pa)
+    assert got.dtype == np.int16
+    assert np.abs(got - add_float(a, b, pa)).max() <= 1
+    with pytest.raises(ValueError, match="above 127"):
+        add_int(a, b + 200, pa)  # b stays int8
+    with pytest.raises(ValueError, match="int8 or int16, got 12 bits"):
+        add_params(0.1, 0.1, 0.1, out_bits=12)

@@ -7,9 +7,14 @@ states and derives every integer parameter of the int8 dataflow the accelerator 
 x int8 --Q,K,V linears (N:M)--> q, k, v int8 (per-head scales for q and k)
 q_h . k_h^T -> int32 scores --softmax (key mask)--> p uint8 (/255)
 p . v_h -> int32 --requant--> ctx int8 --attention-output linear--> a int8
-add(a, x) -> LayerNorm -> l1 int8 --intermediate linear--> GELU table --output linear--> o
-add(o, l1) -> LayerNorm -> y int8
+add(a, x) -> h1 int16 -> LayerNorm -> l1 int8 --intermediate linear--> GELU table
+  --output linear--> o int16;  add(o, l1) -> h2 int16 -> LayerNorm -> y int8
 ```
+
+The residual path (``o``, ``h1``, ``h2``) is int16 by default: real BERT activations have
+outlier channels there (MiniLM: |h2| up to 218 while 99 % stay below 2.4) that one int8 scale
+cannot carry without zeroing the other channels (``residual_bits=8`` keeps everything int8,
+for comparison; ``python -m sw.perf.layer_error`` measures both).
 
 :func:`layer_int` runs that dataflow with the ``sw/ref`` integer ops only: it is the golden
 model the ``ref`` backend and the RTL must match bit for bit. :func:`layer_float` runs the
@@ -77,7 +82,8 @@ def _get(layer, path):
     return mod
 
 
-def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int) -> QuantLinear:
+def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int,
+                  out_bits: int = 8) -> QuantLinear:
     """Like :func:`sw.prune.quantize.quantize_linear`, with per-channel output scales."""
     w = linear.weight.detach()
     q, w_scale = quantize_weights(w)
@@ -88,7 +94,8 @@ def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int) -> QuantLi
         raise ValueError("a bias does not fit int32 at this scale")
     return QuantLinear(weight=pack(q.numpy(), n, m), w_scale=w_scale.numpy(), in_scale=in_scale,
                        out_scale=out_scale.copy(),
-                       requant=requant_params(acc_scale / out_scale, bias.astype(np.int64)))
+                       requant=requant_params(acc_scale / out_scale, bias.astype(np.int64),
+                                              out_bits=out_bits))
 
 
 def _amax(t: torch.Tensor) -> float:
@@ -96,9 +103,14 @@ def _amax(t: torch.Tensor) -> float:
 
 
 def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = None,
-                        nm: dict[str, tuple[int, int]] | None = None) -> QuantBertLayer:
+                        nm: dict[str, tuple[int, int]] | None = None,
+                        residual_bits: int = 16) -> QuantBertLayer:
     """Calibrate ``layer`` (a HF ``BertLayer``, weights already N:M where ``nm`` says so) on
-    ``samples`` (float hidden states ``[B, L, H]``) with boolean key ``masks`` ``[B, L]``."""
+    ``samples`` (float hidden states ``[B, L, H]``) with boolean key ``masks`` ``[B, L]``.
+    ``residual_bits`` (16 or 8) is the width of the FFN output and the residual sums."""
+    if residual_bits not in (8, 16):
+        raise ValueError(f"residual_bits must be 8 or 16, got {residual_bits!r}")
+    top = 2 ** (residual_bits - 1) - 1
     att = layer.attention.self
     heads, hidden = att.num_attention_heads, att.all_head_size
     d = hidden // heads
@@ -143,26 +155,27 @@ def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = 
         lin[key] = _quant_linear(_get(layer, _LINEARS[key]), ins, out, *nm.get(key, (8, 8)))
     s_ao = activation_scale(amax("ao"))
     lin["ao"] = _quant_linear(_get(layer, _LINEARS["ao"]), s_ctx, s_ao, *nm.get("ao", (8, 8)))
-    s_h1 = activation_scale(amax("ln1.in"))
+    s_h1 = amax("ln1.in") / top
     s_l1 = activation_scale(amax("ln1"))
     s_i = activation_scale(amax("inter"))
     lin["inter"] = _quant_linear(_get(layer, _LINEARS["inter"]), s_l1, s_i,
                                  *nm.get("inter", (8, 8)))
     s_g = activation_scale(amax("gelu"))
-    s_o = activation_scale(amax("out"))
-    lin["out"] = _quant_linear(_get(layer, _LINEARS["out"]), s_g, s_o, *nm.get("out", (8, 8)))
-    s_h2 = activation_scale(amax("ln2.in"))
+    s_o = amax("out") / top
+    lin["out"] = _quant_linear(_get(layer, _LINEARS["out"]), s_g, s_o, *nm.get("out", (8, 8)),
+                               out_bits=residual_bits)
+    s_h2 = amax("ln2.in") / top
     s_l2 = activation_scale(amax("ln2"))
     ln1m, ln2m = layer.attention.output.LayerNorm, layer.output.LayerNorm
     return QuantBertLayer(
         heads=heads, hidden=hidden, in_scale=s_x, linears=lin,
         softmax=[softmax_params(s_q[h * d] * s_k[h * d] / math.sqrt(d)) for h in range(heads)],
         pv=[requant_params(np.full(d, s_v / 255 / s_ctx)) for _ in range(heads)],
-        add1=add_params(s_ao, s_x, s_h1),
-        ln1=layernorm_params(s_h1, ln1m.weight, ln1m.bias, s_l1, ln1m.eps),
+        add1=add_params(s_ao, s_x, s_h1, out_bits=residual_bits),
+        ln1=layernorm_params(s_h1, ln1m.weight, ln1m.bias, s_l1, ln1m.eps, in_bits=residual_bits),
         gelu=gelu_params(s_i, s_g),
-        add2=add_params(s_o, s_l1, s_h2),
-        ln2=layernorm_params(s_h2, ln2m.weight, ln2m.bias, s_l2, ln2m.eps),
+        add2=add_params(s_o, s_l1, s_h2, a_bits=residual_bits, out_bits=residual_bits),
+        ln2=layernorm_params(s_h2, ln2m.weight, ln2m.bias, s_l2, ln2m.eps, in_bits=residual_bits),
     )
 
 

@@ -73,11 +73,20 @@ class LayerNormParams:
     gamma: np.ndarray
     beta: np.ndarray
     eps: float
+    in_bits: int = 8  #: int8 input, or int16 from the residual path
+    sqrt_frac: int = SQRT_FRAC  #: fraction bits of s (8 for int8 input, 0 for int16)
 
 
 def layernorm_params(scale_in: float, gamma, beta, scale_out: float,
-                     eps: float = 1e-12) -> LayerNormParams:
-    """Integer parameters from the float LayerNorm weights and the activation scales."""
+                     eps: float = 1e-12, *, in_bits: int = 8) -> LayerNormParams:
+    """Integer parameters from the float LayerNorm weights and the activation scales.
+
+    ``in_bits`` = 16 takes the int16 residual path's output: ``V`` is then up to 62 bits, so
+    the square root runs without fraction bits (``sqrt_frac = 0``); its relative error
+    ``1/s`` is below ``2**-16`` once the row spans a few hundred LSBs, as int16 rows do.
+    """
+    if in_bits not in (8, 16):
+        raise ValueError(f"LayerNorm input is int8 or int16, got {in_bits!r} bits")
     g = np.asarray(gamma.detach().cpu().numpy() if hasattr(gamma, "detach") else gamma,
                    dtype=np.float64)
     b = np.asarray(beta.detach().cpu().numpy() if hasattr(beta, "detach") else beta,
@@ -115,6 +124,7 @@ def layernorm_params(scale_in: float, gamma, beta, scale_out: float,
         offset=np.round(offset).astype(np.int64),
         eps_int=eps_int,
         scale_in=float(scale_in), scale_out=float(scale_out), gamma=g, beta=b, eps=float(eps),
+        in_bits=in_bits, sqrt_frac=SQRT_FRAC if in_bits == 8 else 0,
     )
 
 
@@ -128,15 +138,16 @@ def isqrt(v) -> np.ndarray:
 
 def layernorm_int(x, params: LayerNormParams) -> np.ndarray:
     """Bit-exact integer LayerNorm of int8 ``x [..., H]`` -> int8 (see module docstring)."""
-    xi = as_int_array(x, "LayerNorm input", lo=INT8_MIN, hi=INT8_MAX)
+    lo, hi = -(2 ** (params.in_bits - 1)), 2 ** (params.in_bits - 1) - 1
+    xi = as_int_array(x, "LayerNorm input", lo=lo, hi=hi)
     if xi.ndim < 1 or xi.shape[-1] != params.hidden:
         raise ValueError(f"LayerNorm input must be [..., H={params.hidden}], got shape {xi.shape}")
     h = params.hidden
     c = h * xi - xi.sum(axis=-1, keepdims=True)
     v = (c * c).sum(axis=-1, keepdims=True) + params.eps_int
-    s = isqrt(v << (2 * SQRT_FRAC))
+    s = isqrt(v << (2 * params.sqrt_frac))
     r = np.where(s > 0, (1 << RECIP_BITS) // np.maximum(s, 1), 0)
-    u = round_shift(c * r, RECIP_BITS - SQRT_FRAC - U_FRAC)
+    u = round_shift(c * r, RECIP_BITS - params.sqrt_frac - U_FRAC)
     q = round_shift(u * params.gain + params.offset, U_FRAC + G_FRAC)
     return saturate(q, INT8_MIN, INT8_MAX).astype(np.int8)
 

@@ -11,6 +11,7 @@ both built on :func:`sw.ref.fixedpoint.round_shift` (ties toward +infinity) and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from .fixedpoint import (
     INT8_MIN,
     INT32_MAX,
     INT32_MIN,
-    MULT_BITS,
+    MAX_SHIFT,
     as_int_array,
     quantize_multiplier,
     round_shift,
@@ -42,11 +43,28 @@ __all__ = [
     "requant_params",
     "requantize_int",
     "requantize_float",
+    "ADD_MULT_BITS",
+    "int_range",
     "AddParams",
     "add_params",
     "add_int",
     "add_float",
 ]
+
+
+#: the int widths activations may have: int8 everywhere, int16 on the residual path
+_RANGES = {8: (INT8_MIN, INT8_MAX), 16: (-(2**15), 2**15 - 1)}
+#: width of the residual add's two multipliers (wider than MULT_BITS: an int16 operand and a
+#: large scale ratio share one shift)
+ADD_MULT_BITS = 24
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """``(min, max)`` of a signed ``bits``-bit activation (8 or 16)."""
+    try:
+        return _RANGES[bits]
+    except KeyError:
+        raise ValueError(f"activations are int8 or int16, got {bits!r} bits") from None
 
 
 def _float_tensor(x, name: str) -> torch.Tensor:
@@ -152,15 +170,18 @@ class RequantParams:
     s: np.ndarray
     bias: np.ndarray
     real: np.ndarray
+    out_bits: int = 8  #: 8, or 16 for the residual path
 
     @property
     def channels(self) -> int:
         return int(self.m.shape[0])
 
 
-def requant_params(real_multiplier, bias=None) -> RequantParams:
+def requant_params(real_multiplier, bias=None, *, out_bits: int = 8) -> RequantParams:
     """Build requantizer parameters from real multipliers ``s_in * s_w[c] / s_out`` (one per
-    channel, or a scalar broadcast to ``len(bias)``) and an optional int32 bias."""
+    channel, or a scalar broadcast to ``len(bias)``), an optional int32 bias, and the output
+    width (int8, or int16 for the residual path)."""
+    int_range(out_bits)
     real = np.atleast_1d(np.asarray(real_multiplier, dtype=np.float64))
     if real.ndim != 1:
         raise ValueError(f"real_multiplier must be a scalar or 1-D, got shape {real.shape}")
@@ -173,17 +194,18 @@ def requant_params(real_multiplier, bias=None) -> RequantParams:
         if b.shape != real.shape:
             raise ValueError(f"bias has {b.shape[0]} channels, multipliers {real.shape[0]}")
     m, s = quantize_multiplier(real)
-    return RequantParams(m=m, s=s, bias=b, real=real)
+    return RequantParams(m=m, s=s, bias=b, real=real, out_bits=out_bits)
 
 
 def requantize_int(acc, params: RequantParams, *, axis: int = -1) -> np.ndarray:
-    """Bit-exact int32 -> int8 requantization, channels along ``axis`` of ``acc``.
+    """Bit-exact int32 -> int8 (or int16) requantization, channels along ``axis`` of ``acc``.
 
-    ``y = sat8(round_shift(sat32(acc + bias) * m, s))``. Widths: the product is at most
+    ``y = sat(round_shift(sat32(acc + bias) * m, s))``. Widths: the product is at most
     31 + MULT_BITS = 46 bits signed. Error bound against :func:`requantize_float` with the same
-    bias and real multiplier: at most 1 LSB (0.5 from the float's own rounding, plus the
-    multiplier's relative error ``2**-MULT_BITS`` times ``|y| <= 128``, i.e. < 2**-7 LSB,
-    which can flip a rounding decision by one).
+    bias and real multiplier: at most 1 LSB for int8 outputs (0.5 from the float's own
+    rounding, plus the multiplier's relative error ``2**-MULT_BITS`` times ``|y| <= 128``,
+    below 2**-7 LSB, which can flip one rounding decision), 2 LSB for int16 outputs
+    (``|y| * 2**-MULT_BITS <= 1``).
     """
     a = as_int_array(acc, "accumulator", lo=INT32_MIN, hi=INT32_MAX)
     a = np.moveaxis(a, axis, -1)
@@ -191,21 +213,22 @@ def requantize_int(acc, params: RequantParams, *, axis: int = -1) -> np.ndarray:
         raise ValueError(f"accumulator has {a.shape[-1]} channels along axis {axis}, "
                          f"requantizer has {params.channels}")
     v = saturate(a + params.bias, INT32_MIN, INT32_MAX)
-    y = saturate(round_shift(v * params.m, params.s), INT8_MIN, INT8_MAX)
-    return np.moveaxis(y, -1, axis).astype(np.int8)
+    y = saturate(round_shift(v * params.m, params.s), *int_range(params.out_bits))
+    return np.moveaxis(y, -1, axis).astype(np.int8 if params.out_bits == 8 else np.int16)
 
 
 def requantize_float(acc, params: RequantParams, *, axis: int = -1) -> np.ndarray:
-    """Float reference: ``clamp(round((acc + bias) * real), -128, 127)`` (float64)."""
+    """Float reference: ``clamp(round((acc + bias) * real))`` to the output width (float64)."""
     a = np.moveaxis(np.asarray(acc, dtype=np.float64), axis, -1)
-    y = np.clip(np.round((a + params.bias) * params.real), INT8_MIN, INT8_MAX)
+    y = np.clip(np.round((a + params.bias) * params.real), *int_range(params.out_bits))
     return np.moveaxis(y, -1, axis)
 
 
 # -- residual add ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AddParams:
-    """``y = sat8(round_shift(a * m_a + b * m_b, shift))`` with one shared shift."""
+    """``y = sat(round_shift(a * m_a + b * m_b, shift))`` with one shared shift; ``a``, ``b``
+    and ``y`` are int8 or int16 (``a_bits``, ``b_bits``, ``out_bits``)."""
 
     m_a: int
     m_b: int
@@ -213,45 +236,54 @@ class AddParams:
     scale_a: float
     scale_b: float
     scale_out: float
+    a_bits: int = 8
+    b_bits: int = 8
+    out_bits: int = 8
 
 
-def add_params(scale_a: float, scale_b: float, scale_out: float) -> AddParams:
+def add_params(scale_a: float, scale_b: float, scale_out: float, *, a_bits: int = 8,
+               b_bits: int = 8, out_bits: int = 8) -> AddParams:
     """Integer parameters of ``a*scale_a + b*scale_b`` requantized to ``scale_out``.
 
-    Both multipliers share the shift chosen for the larger ratio, so each is a
-    ``MULT_BITS``-bit unsigned integer.
+    Both multipliers share the largest shift that keeps them ``ADD_MULT_BITS``-bit unsigned.
     """
     sa, sb, so = (float(_positive_scale(v, n)) for v, n in
                   ((scale_a, "scale_a"), (scale_b, "scale_b"), (scale_out, "scale_out")))
-    _, shift = quantize_multiplier(max(sa, sb) / so)
-    shift = int(shift)
-    m_a = round(sa / so * 2**shift)
-    m_b = round(sb / so * 2**shift)
-    if max(m_a, m_b) >= 2**MULT_BITS:  # rounding carried over: one bit less of precision
+    for bits in (a_bits, b_bits, out_bits):
+        int_range(bits)
+    top = max(sa, sb) / so
+    shift = min(MAX_SHIFT, math.floor(math.log2((2**ADD_MULT_BITS - 1) / top)))
+    if shift < 0:
+        raise ValueError(f"residual add scale ratio {top:.4g} is too large (>= 2**"
+                         f"{ADD_MULT_BITS})")
+    while max(round(sa / so * 2**shift), round(sb / so * 2**shift)) >= 2**ADD_MULT_BITS:
         shift -= 1
-        m_a, m_b = round(sa / so * 2**shift), round(sb / so * 2**shift)
-    return AddParams(m_a=m_a, m_b=m_b, shift=shift, scale_a=sa, scale_b=sb, scale_out=so)
+    return AddParams(m_a=round(sa / so * 2**shift), m_b=round(sb / so * 2**shift), shift=shift,
+                     scale_a=sa, scale_b=sb, scale_out=so, a_bits=a_bits, b_bits=b_bits,
+                     out_bits=out_bits)
 
 
 def add_int(a, b, params: AddParams) -> np.ndarray:
-    """Bit-exact residual add of two int8 tensors of equal shape -> int8.
+    """Bit-exact residual add of two int tensors of equal shape -> int8 or int16.
 
-    Widths: each product is 8 + MULT_BITS bits signed, the sum one bit more (24 bits).
-    Error bound against :func:`add_float`: at most 1 LSB of ``scale_out`` whenever both ratios
-    ``scale / scale_out`` are at most 64. Argument: the multipliers are rounded to
-    ``2**-shift`` with ``2**shift >= 2**(MULT_BITS-1) / max_ratio``, so the exact sum before the
-    final rounding is off by at most ``2 * 128 * 0.5 * 2**-shift <= max_ratio / 128 <= 0.5``;
-    two roundings of values 0.5 apart differ by at most 1.
+    Widths: each product is ``bits + ADD_MULT_BITS`` signed (40 bits for int16), the sum one
+    more. Error bound against :func:`add_float`: at most 1 LSB of ``scale_out``. Argument: the
+    multipliers are rounded to ``2**-shift`` with ``2**shift >= 2**(ADD_MULT_BITS-1) / r``
+    (``r`` the larger ratio ``scale / scale_out``), so the exact sum before the final rounding
+    is off by at most ``(|a| + |b|) * 0.5 * 2**-shift <= (|a| + |b|) * r / 2**ADD_MULT_BITS``,
+    below 0.5 for int16 operands while ``r <= 128``; two roundings of values 0.5 apart differ
+    by at most 1.
     """
-    ai = as_int_array(a, "a", lo=INT8_MIN, hi=INT8_MAX)
-    bi = as_int_array(b, "b", lo=INT8_MIN, hi=INT8_MAX)
+    ai = as_int_array(a, "a", lo=int_range(params.a_bits)[0], hi=int_range(params.a_bits)[1])
+    bi = as_int_array(b, "b", lo=int_range(params.b_bits)[0], hi=int_range(params.b_bits)[1])
     if ai.shape != bi.shape:
         raise ValueError(f"residual add needs equal shapes, got {ai.shape} and {bi.shape}")
     y = round_shift(ai * params.m_a + bi * params.m_b, params.shift)
-    return saturate(y, INT8_MIN, INT8_MAX).astype(np.int8)
+    out = saturate(y, *int_range(params.out_bits))
+    return out.astype(np.int8 if params.out_bits == 8 else np.int16)
 
 
 def add_float(a, b, params: AddParams) -> np.ndarray:
     """Float reference of :func:`add_int`: dequantize, add, requantize with round-to-nearest."""
     y = (np.asarray(a, np.float64) * params.scale_a + np.asarray(b, np.float64) * params.scale_b)
-    return np.clip(np.round(y / params.scale_out), INT8_MIN, INT8_MAX)
+    return np.clip(np.round(y / params.scale_out), *int_range(params.out_bits))
