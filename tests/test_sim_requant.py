@@ -8,14 +8,14 @@ from sim.runner import run_bench
 pytestmark = pytest.mark.sim
 
 
-@pytest.mark.parametrize("lanes", [1, 4])
-def test_requantizer_bench(lanes):
+@pytest.mark.parametrize(("lanes", "out_bits"), [(1, 8), (4, 8), (3, 16)])
+def test_requantizer_bench(lanes, out_bits):
     seed = 1000 + lanes
     report = run_bench(
-        component=Requantizer(lanes=lanes),
+        component=Requantizer(lanes=lanes, out_bits=out_bits),
         bench="sim.benches.requant",
-        case=f"lanes{lanes}-seed{seed}",
-        params={"lanes": lanes, "beats": 300, "seed": seed},
+        case=f"lanes{lanes}-out{out_bits}-seed{seed}",
+        params={"lanes": lanes, "beats": 300, "seed": seed, "out_bits": out_bits},
     )
     # the bench measured every stall pattern; the no-stall one equals the latency formula
     assert set(report) == {"no_stalls", "input_idles", "output_backpressure",

@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.lib.checks import refuse
 from hw.lib.fixedpoint import round_shift, saturate
-from sw.ref.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
+from sw.ref.fixedpoint import INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
+from sw.ref.quant import int_range
 
 __all__ = ["Requantizer", "requant_lane_layout"]
 
@@ -29,7 +30,8 @@ def requant_lane_layout(acc_bits: int = 32) -> data.StructLayout:
 
 
 class Requantizer(wiring.Component):
-    """``y = sat8(round_shift(sat32(acc + bias) * mult, shift))`` on ``lanes`` values per beat.
+    """``y = sat(round_shift(sat32(acc + bias) * mult, shift))`` on ``lanes`` values per beat,
+    saturated to int8 (or int16 for the residual path, ``out_bits=16``).
 
     The per-channel parameters travel with each accumulator, so the stage has no state of its
     own and serves any channel order (the engine attaches its rows' parameters).
@@ -38,14 +40,16 @@ class Requantizer(wiring.Component):
     ----------
     lanes : int
         Values per stream beat (>= 1).
+    out_bits : int
+        8 or 16: the output width (:attr:`sw.ref.quant.RequantParams.out_bits`).
 
     Ports
     -----
     i : In(stream.Signature(ArrayLayout(requant_lane_layout(), lanes)))
         Accumulators with their multipliers (``MULT_BITS`` unsigned), shifts (0..MAX_SHIFT)
         and int32 biases.
-    o : Out(stream.Signature(ArrayLayout(signed(8), lanes)))
-        Requantized int8 values, in input order.
+    o : Out(stream.Signature(ArrayLayout(signed(out_bits), lanes)))
+        Requantized values, in input order.
 
     Latency / throughput / resources
     --------------------------------
@@ -61,13 +65,15 @@ class Requantizer(wiring.Component):
 
     LATENCY = 3
 
-    def __init__(self, *, lanes: int = 1):
+    def __init__(self, *, lanes: int = 1, out_bits: int = 8):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             refuse(self, f"Requantizer lanes must be an int >= 1, got {lanes!r}")
-        self.lanes = lanes
+        if out_bits not in (8, 16):
+            refuse(self, f"Requantizer out_bits must be 8 or 16, got {out_bits!r}")
+        self.lanes, self.out_bits = lanes, out_bits
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(requant_lane_layout(), lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(out_bits), lanes))),
         })
 
     def elaborate(self, platform):
@@ -99,7 +105,8 @@ class Requantizer(wiring.Component):
             s2_shift = Signal(unsigned(SHIFT_BITS), name=f"shift2_{lane}")
             # stage 3: round-shift and saturate
             rounded = round_shift(m, s2_prod, s2_shift, name=f"rounded_{lane}")
-            out = saturate(m, rounded, INT8_MIN, INT8_MAX, signed(8), name=f"out_{lane}")
+            lo, hi = int_range(self.out_bits)
+            out = saturate(m, rounded, lo, hi, signed(self.out_bits), name=f"out_{lane}")
             bias_sat = saturate(m, total, INT32_MIN, INT32_MAX, signed(32), name=f"bsat_{lane}")
 
             with m.If(advance):

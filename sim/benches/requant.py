@@ -1,6 +1,7 @@
 """cocotb bench: hw.vector.requant.Requantizer against sw.ref.quant.requantize_int.
 
-Parameters (from :func:`sim.runner.bench_params`): ``lanes``, ``beats``, ``seed``.
+Parameters (from :func:`sim.runner.bench_params`): ``lanes``, ``beats``, ``seed``,
+``out_bits`` (8 or 16).
 Each test drives the same seeded stimulus under one stall pattern and checks every output
 bit-exactly against the reference, in order, with nothing lost or duplicated; with no stalls
 it also checks the cycle count ``beats - 1 + LATENCY`` (first input to last output).
@@ -21,6 +22,7 @@ P = bench_params()
 LANES = int(P.get("lanes", 1))
 BEATS = int(P.get("beats", 200))
 SEED = int(P.get("seed", 1))
+OUT_BITS = int(P.get("out_bits", 8))
 
 
 def stimulus(seed: int):
@@ -48,7 +50,8 @@ def stimulus(seed: int):
     m = np.where(tie, 1, m)
     acc = np.where(tie, (2 * rng.integers(-1000, 1000, size=n) + 1) << np.maximum(s - 1, 0), acc)
     bias = np.where(tie, 0, bias)
-    params = RequantParams(m=m, s=s, bias=bias, real=m * np.exp2(-s.astype(float)))
+    params = RequantParams(m=m, s=s, bias=bias, real=m * np.exp2(-s.astype(float)),
+                           out_bits=OUT_BITS)
     expected = requantize_int(acc.reshape(1, n), params).reshape(BEATS, LANES)
     beats = [
         [{"acc": int(acc[b * LANES + j]), "bias": int(bias[b * LANES + j]),
@@ -69,7 +72,7 @@ async def run(dut, idle: float, backpressure: float, label: str):
                   SEED, LANES, BEATS, idle, backpressure)
     await run_pipeline(dut, beats=beats, expected=expected,
                        in_layout=data.ArrayLayout(requant_lane_layout(), LANES),
-                       out_layout=data.ArrayLayout(signed(8), LANES),
+                       out_layout=data.ArrayLayout(signed(OUT_BITS), LANES),
                        latency=Requantizer.LATENCY, idle=idle, backpressure=backpressure,
                        label=label, seed=SEED, describe=lambda b: beats[b])
 

@@ -4,9 +4,9 @@ Parameters (``sim.runner.bench_params``): ``unit`` (``gelu`` or ``add``), ``conf
 AcceleratorConfig dict), ``beats``, ``seed``. GELU: a table for random realistic scales is
 loaded through ``load``, then random int8 values, every value -128..127 included, stream
 through; compared with ``sw.ref.gelu.gelu_int``. Residual add: random scales give the
-``(m_a, m_b, shift)`` ports; random and extreme operand pairs are compared with
-``sw.ref.quant.add_int``. Each stall pattern is one test; with no stalls the cycles must equal
-``beats - 1 + LATENCY``.
+``(m_a, m_b, shift)`` ports; random and extreme operand pairs (int8 or int16 each, ``bits``)
+are compared with ``sw.ref.quant.add_int``. Each stall pattern is one test; with no stalls
+the cycles must equal ``beats - 1 + LATENCY``.
 """
 
 from __future__ import annotations
@@ -23,19 +23,22 @@ from sim.benches.common import run_pipeline, stall_tests
 from sim.runner import bench_params
 from sim.streams import StreamSource, reset, start_clock
 from sw.ref.gelu import gelu_int, gelu_params
-from sw.ref.quant import add_int, add_params
+from sw.ref.quant import add_int, add_params, int_range
 
 P = bench_params()
 UNIT = P.get("unit", "gelu")
 CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
 BEATS = int(P.get("beats", 100))
+BITS = P.get("bits", [8, 8, 8])  # residual add: a, b, out
 SEED = int(P.get("seed", 1))
 
 
-def operands(rng, shape):
-    x = rng.integers(-128, 128, size=shape)
+def operands(rng, shape, bits: int = 8):
+    lo, hi = int_range(bits)
+    x = rng.integers(lo, hi + 1, size=shape)
     flat = x.reshape(-1)
-    flat[: min(256, flat.size)] = np.arange(-128, 128)[: min(256, flat.size)]  # every value
+    edge = np.concatenate([np.arange(-128, 128), [lo, hi, lo + 1, hi - 1]])
+    flat[: min(edge.size, flat.size)] = edge[: min(edge.size, flat.size)]  # every int8 value
     return x
 
 
@@ -54,12 +57,19 @@ async def run(dut, idle, backpressure, label):
         beats = x.tolist()
         in_layout, latency = lane_layout, GeluUnit.LATENCY
     else:
-        params = add_params(*(rng.uniform(0.01, 0.1, size=3)))
+        a_bits, b_bits, out_bits = BITS
+        sa, sb, so = rng.uniform(0.01, 0.1, size=3)
+        params = add_params(sa / 2 ** (a_bits - 8), sb / 2 ** (b_bits - 8),
+                            so / 2 ** (out_bits - 8), a_bits=a_bits, b_bits=b_bits,
+                            out_bits=out_bits)
         dut.m_a.value, dut.m_b.value, dut.shift.value = params.m_a, params.m_b, params.shift
-        a, b = operands(rng, (BEATS, lanes)), operands(rng, (BEATS, lanes))[::-1].copy()
+        a = operands(rng, (BEATS, lanes), a_bits)
+        b = operands(rng, (BEATS, lanes), b_bits)[::-1].copy()
         expected = add_int(a, b, params).tolist()
         beats = [{"a": ra, "b": rb} for ra, rb in zip(a.tolist(), b.tolist())]
-        in_layout = data.StructLayout({"a": lane_layout, "b": lane_layout})
+        in_layout = data.StructLayout({"a": data.ArrayLayout(signed(a_bits), lanes),
+                                       "b": data.ArrayLayout(signed(b_bits), lanes)})
+        lane_layout = data.ArrayLayout(signed(out_bits), lanes)
         latency = ResidualAdd.LATENCY
     await RisingEdge(dut.clk)
     dut._log.info("%s %s seed=%d lanes=%d beats=%d params=%s", UNIT, label, SEED, lanes, BEATS,
