@@ -12,28 +12,32 @@ pytestmark = pytest.mark.sim
 KINDS = ["random", "low_var", "equal", "huge", "alternating", "random"]
 
 
-@pytest.mark.parametrize(("lanes", "hidden", "saturate"),
-                         [(4, 24, False), (3, 17, True), (8, 384, False), (8, 768, False)])
-def test_layernorm_bench(lanes, hidden, saturate):
-    cfg = preset("tiny").replace(name=f"ln-lanes{lanes}-h{hidden}", vector_lanes=lanes,
-                                 max_hidden=max(hidden, 32))
+@pytest.mark.parametrize(("lanes", "hidden", "saturate", "in_bits"),
+                         [(4, 24, False, 8), (3, 17, True, 8), (8, 384, False, 8),
+                          (8, 768, False, 8), (4, 40, False, 16), (8, 384, False, 16)])
+def test_layernorm_bench(lanes, hidden, saturate, in_bits):
+    cfg = preset("tiny").replace(name=f"ln-lanes{lanes}-h{hidden}-in{in_bits}",
+                                 vector_lanes=lanes, max_hidden=max(hidden, 32))
     if hidden == 768:
         tokens = [{"kind": k, "seed": i} for i, k in enumerate(["random", "alternating"])]
     else:
         tokens = [{"kind": k, "seed": 10 * lanes + i} for i, k in enumerate(KINDS)]
-    report = run_bench(component=LayerNormUnit(config=cfg), bench="sim.benches.layernorm",
-                       case=cfg.name, params={"config": cfg.to_dict(), "hidden": hidden,
-                                              "tokens": tokens, "saturate": saturate,
-                                              "eps": 1e-5 if saturate else 1e-12,
-                                              "seed": lanes})
+    report = run_bench(component=LayerNormUnit(config=cfg, in_bits=in_bits),
+                       bench="sim.benches.layernorm", case=cfg.name,
+                       params={"config": cfg.to_dict(), "hidden": hidden, "tokens": tokens,
+                               "saturate": saturate, "eps": 1e-5 if saturate else 1e-12,
+                               "seed": lanes, "in_bits": in_bits})
     assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
     assert len(report) == 4
 
 
-def test_model_constants_match_the_hardware():
-    assert (LayerNormUnit.PIPE, LayerNormUnit.ROOT_CYCLES, LayerNormUnit.DIV_CYCLES,
-            LayerNormUnit.OUT_DELAY) == (model.LAYERNORM_PIPE, model.LAYERNORM_ROOT_CYCLES,
-                                         model.LAYERNORM_DIV_CYCLES, model.LAYERNORM_OUT_DELAY)
+@pytest.mark.parametrize("in_bits", [8, 16])
+def test_model_constants_match_the_hardware(in_bits):
+    unit = LayerNormUnit(config=preset("tiny"), in_bits=in_bits)
+    assert (unit.PIPE, unit.ROOT_CYCLES, unit.div_cycles, unit.out_delay) == (
+        model.LAYERNORM_PIPE, model.LAYERNORM_ROOT_CYCLES, model.layernorm_div_cycles(in_bits),
+        model.layernorm_out_delay(in_bits))
+    unit._MustUse__silence = True  # built only to read its timing constants
 
 
 def test_tokens_the_unit_cannot_hold_are_refused():

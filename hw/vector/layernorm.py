@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
-from hw.lib.checks import require_config
+from hw.lib.checks import refuse, require_config
 from hw.lib.fixedpoint import round_shift, saturate
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN
 from sw.ref.layernorm import (
@@ -33,11 +33,10 @@ from sw.ref.layernorm import (
 __all__ = ["LayerNormUnit", "layernorm_layouts"]
 
 
-ROOT_BITS = 31  #: isqrt(V << 2*SQRT_FRAC) < 2**31 for H <= 1024
-RECIP_Q_BITS = RECIP_BITS + 1 - (1 << SQRT_FRAC).bit_length() + 1  #: r < 2**(48 - 8 + 1)
+ROOT_BITS = 31  #: isqrt(V << 2*sqrt_frac) < 2**31 for H <= 1024 (V < 2**62 either way)
 
 
-def layernorm_layouts(config: AcceleratorConfig) -> dict[str, data.Layout]:
+def layernorm_layouts(config: AcceleratorConfig, in_bits: int = 8) -> dict[str, data.Layout]:
     P = config.vector_lanes
     return {
         "cmd": data.StructLayout({"hidden": unsigned(config.max_hidden.bit_length()),
@@ -45,14 +44,14 @@ def layernorm_layouts(config: AcceleratorConfig) -> dict[str, data.Layout]:
         "load": data.StructLayout({"channel": unsigned(max(1, (config.max_hidden - 1)
                                                                .bit_length())),
                                    "gain": signed(GAIN_BITS), "offset": signed(OFFSET_BITS)}),
-        "i": data.ArrayLayout(signed(8), P),
+        "i": data.ArrayLayout(signed(in_bits), P),
         "o": data.ArrayLayout(signed(8), P),
     }
 
 
 class LayerNormUnit(wiring.Component):
-    """Integer LayerNorm of tokens of ``H <= max_hidden`` int8 values, ``P = vector_lanes``
-    values per beat.
+    """Integer LayerNorm of tokens of ``H <= max_hidden`` int8 (or int16, ``in_bits=16``: the
+    residual path) values, ``P = vector_lanes`` values per beat; int8 out.
 
     A token arrives as ``nb = ceil(H/P)`` beats and leaves as ``nb`` beats (lanes past ``H``
     in the last beat are ignored on input and 0 on output). Per-channel ``G``/``B``
@@ -61,7 +60,7 @@ class LayerNormUnit(wiring.Component):
 
     Structure: ingest stores the token in one of two banks and accumulates ``S`` and ``Q``;
     the normalise stage computes ``V``, a bit-serial square root (``ROOT_BITS`` cycles), a
-    restoring divider for ``r = floor(2**RECIP_BITS / s)`` (``RECIP_Q_BITS`` cycles), then
+    restoring divider for ``r = floor(2**RECIP_BITS / s)`` (``div_cycles`` cycles), then
     streams the token out through a ``PIPE``-stage datapath. Ingest of the next token overlaps.
 
     Ports
@@ -77,24 +76,26 @@ class LayerNormUnit(wiring.Component):
       cycle after its last beat once the normalise stage is free (the next ``cmd`` is taken
       in the same cycle).
     * Normalise, from the hand-over edge: the last output beat is taken
-      ``nb + OUT_DELAY`` cycles later (``OUT_DELAY = 1 + ROOT_BITS + RECIP_Q_BITS + PIPE``)
-      and the next token is taken ``nb + TOKEN_OVERHEAD`` cycles later
-      (``TOKEN_OVERHEAD = OUT_DELAY + 2``). :func:`sw.perf.vector.layernorm_cycles` models
-      sequences of tokens exactly.
-    * Resources: 2 banks of ``ceil(max_hidden/P)`` x ``8 P`` bits, P gain/offset memories;
+      ``nb + out_delay`` cycles later (``out_delay = 1 + ROOT_BITS + div_cycles + PIPE``, with
+      ``div_cycles = RECIP_BITS + 1 - sqrt_frac``: 41 for int8 input, 49 for int16) and the
+      next token is taken ``nb + out_delay + 2`` cycles later.
+      :func:`sw.perf.vector.layernorm_cycles` models sequences of tokens exactly.
+    * Resources: 2 banks of ``ceil(max_hidden/P)`` x ``in_bits P`` bits, P gain/offset memories;
       per lane a 20 x 41-bit and a 21 x 23-bit multiplier; one square root, one divider.
     """
 
     PIPE = 4  #: read, c * r, u * G + B, output
     ROOT_CYCLES = ROOT_BITS
-    DIV_CYCLES = RECIP_Q_BITS
-    OUT_DELAY = 1 + ROOT_BITS + RECIP_Q_BITS + PIPE
-    TOKEN_OVERHEAD = OUT_DELAY + 2
 
-    def __init__(self, *, config: AcceleratorConfig):
+    def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8):
         require_config(self, config)
-        self.config = config
-        lay = layernorm_layouts(config)
+        if in_bits not in (8, 16):
+            refuse(self, f"LayerNormUnit in_bits must be 8 or 16, got {in_bits!r}")
+        self.config, self.in_bits = config, in_bits
+        self.sqrt_frac = SQRT_FRAC if in_bits == 8 else 0
+        self.div_cycles = RECIP_BITS + 1 - self.sqrt_frac
+        self.out_delay = 1 + ROOT_BITS + self.div_cycles + self.PIPE
+        lay = layernorm_layouts(config, in_bits)
         super().__init__({
             "cmd": In(stream.Signature(lay["cmd"])),
             "load": In(stream.Signature(lay["load"])),
@@ -107,9 +108,11 @@ class LayerNormUnit(wiring.Component):
         cfg = self.config
         P = cfg.vector_lanes
         NB = math.ceil(cfg.max_hidden / P)
-        lay = layernorm_layouts(cfg)
-        s_bits = 8 + cfg.max_hidden.bit_length() + 1
-        q_bits = 15 + cfg.max_hidden.bit_length() + 1
+        lay = layernorm_layouts(cfg, self.in_bits)
+        bits, F, Q = self.in_bits, self.sqrt_frac, self.div_cycles
+        s_bits = bits + cfg.max_hidden.bit_length() + 1
+        q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
+        c_bits = bits + cfg.max_hidden.bit_length() + 2
 
         m.submodules.tokens = tokens = Memory(shape=lay["i"], depth=2 * NB, init=[])
         wr, rd = tokens.write_port(), tokens.read_port()
@@ -148,7 +151,7 @@ class LayerNormUnit(wiring.Component):
         take = self.i.valid & self.i.ready
         xs = []
         for j in range(P):
-            x = Signal(signed(8), name=f"x_{j}")
+            x = Signal(signed(bits), name=f"x_{j}")
             m.d.comb += x.eq(Mux(a_beat * P + j < a_cmd.hidden, self.i.payload[j], 0))
             xs.append(x)
         m.d.comb += [wr.addr.eq(a_bank * NB + a_beat), wr.en.eq(take)]
@@ -173,13 +176,13 @@ class LayerNormUnit(wiring.Component):
         b_q = Signal(unsigned(q_bits))
         b_eps = Signal(unsigned(EPS_BITS))
         b_beat = Signal(range(NB + 1))
-        radicand = Signal(unsigned(2 * ROOT_BITS))  # V << 2*SQRT_FRAC < 2**62
+        radicand = Signal(unsigned(2 * ROOT_BITS))  # V << 2*sqrt_frac < 2**62
         root = Signal(unsigned(ROOT_BITS + 1))
         rrem = Signal(unsigned(ROOT_BITS + 3))
         rstep = Signal(range(ROOT_BITS + 1))
-        recip = Signal(unsigned(RECIP_Q_BITS))
+        recip = Signal(unsigned(Q))
         drem = Signal(unsigned(ROOT_BITS + 2))
-        dstep = Signal(range(RECIP_Q_BITS + 1))
+        dstep = Signal(range(Q + 1))
 
         v = [Signal(name=f"v{s}") for s in range(self.PIPE - 1)]
         adv = Signal()
@@ -195,9 +198,9 @@ class LayerNormUnit(wiring.Component):
                                  b_s.eq(a_s), b_q.eq(a_q), b_eps.eq(a_cmd.eps), b_beat.eq(0)]
                     m.next = "VARIANCE"
             with m.State("VARIANCE"):
-                # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*SQRT_FRAC
+                # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*sqrt_frac
                 spread = b_h * b_q - b_s * b_s
-                m.d.sync += [radicand.eq((b_h * spread + b_eps) << (2 * SQRT_FRAC)),
+                m.d.sync += [radicand.eq((b_h * spread + b_eps) << (2 * F)),
                              root.eq(0), rrem.eq(0), rstep.eq(0)]
                 m.next = "SQRT"
             with m.State("SQRT"):
@@ -213,19 +216,20 @@ class LayerNormUnit(wiring.Component):
                     rstep.eq(rstep + 1),
                 ]
                 with m.If(rstep == ROOT_BITS - 1):
-                    m.d.sync += [drem.eq(1 << (RECIP_BITS - RECIP_Q_BITS)), recip.eq(0),
-                                 dstep.eq(0)]
+                    m.d.sync += [drem.eq((1 << RECIP_BITS) >> Q), recip.eq(0), dstep.eq(0)]
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                # r = floor(2**RECIP_BITS / s), quotient bits MSB first; s = 0 gives r = 0
-                shifted = Cat(Const(0, 1), drem)
+                # r = floor(2**RECIP_BITS / s), quotient bits MSB first; s = 0 gives r = 0.
+                # The dividend's bits below the initial remainder are shifted in one a step.
+                dividend_bit = (dstep == Q - 1 - RECIP_BITS) if Q > RECIP_BITS else Const(0)
+                shifted = Cat(dividend_bit, drem)
                 fits = (shifted >= root) & (root != 0)
                 m.d.sync += [
                     drem.eq(Mux(fits, shifted - root, shifted)),
                     recip.eq(Cat(fits, recip)),
                     dstep.eq(dstep + 1),
                 ]
-                with m.If(dstep == RECIP_Q_BITS - 1):
+                with m.If(dstep == Q - 1):
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += issue.eq(adv)
@@ -257,12 +261,12 @@ class LayerNormUnit(wiring.Component):
                 mask2.eq(mask1),
             ]
         for j in range(P):
-            c = Signal(signed(21), name=f"c_{j}")
+            c = Signal(signed(c_bits), name=f"c_{j}")
             m.d.comb += c.eq(b_h * rd.data[j] - b_s)
-            cr = Signal(signed(21 + RECIP_Q_BITS + 1), name=f"cr_{j}")
+            cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
             gain2 = Signal(signed(GAIN_BITS), name=f"g2_{j}")
             off2 = Signal(signed(OFFSET_BITS), name=f"b2_{j}")
-            u = round_shift(m, cr, RECIP_BITS - SQRT_FRAC - U_FRAC, name=f"u_{j}")
+            u = round_shift(m, cr, RECIP_BITS - F - U_FRAC, name=f"u_{j}")
             z = Signal(signed(OFFSET_BITS + 2), name=f"z_{j}")
             q = round_shift(m, z, U_FRAC + G_FRAC, name=f"q_{j}")
             out = saturate(m, q, INT8_MIN, INT8_MAX, signed(8), name=f"out_{j}")

@@ -29,6 +29,7 @@ CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
 H = int(P.get("hidden", 8))
 TOKENS = P.get("tokens", [])
 SEED = int(P.get("seed", 1))
+IN_BITS = int(P.get("in_bits", 8))  # 16: the residual path (int16 rows with an outlier)
 
 
 def make_token(tok: dict) -> np.ndarray:
@@ -36,31 +37,37 @@ def make_token(tok: dict) -> np.ndarray:
     if kind == "given":  # explicit int8 values (e.g. real hidden states)
         return np.asarray(tok["values"], np.int64)
     rng = np.random.default_rng(tok["seed"])
+    lo, hi = -(2 ** (IN_BITS - 1)), 2 ** (IN_BITS - 1) - 1
     if kind == "equal":
-        return np.full(H, int(rng.integers(-128, 128)))
+        return np.full(H, int(rng.integers(lo, hi + 1)))
     if kind == "huge":
         x = np.zeros(H, np.int64)
-        x[rng.integers(H)] = 127
+        x[rng.integers(H)] = hi
         return x
     if kind == "alternating":
-        return np.where(np.arange(H) % 2 == 0, -128, 127)
+        return np.where(np.arange(H) % 2 == 0, lo, hi)
     if kind == "low_var":
-        return np.round(rng.normal(0, 2, size=H)).clip(-128, 127).astype(np.int64)
-    return rng.integers(-128, 128, size=H)
+        return np.round(rng.normal(0, 2, size=H)).clip(lo, hi).astype(np.int64)
+    if IN_BITS == 16:  # residual-path-like: a wide body and one outlier channel
+        x = np.round(rng.normal(0, 360, size=H)).clip(lo, hi).astype(np.int64)
+        x[rng.integers(H)] = int(rng.integers(20000, hi))
+        return x
+    return rng.integers(lo, hi + 1, size=H)
 
 
 async def run(dut, idle, backpressure, label):
     await start_clock(dut)
     await reset(dut)
-    lay = layernorm_layouts(CFG)
+    lay = layernorm_layouts(CFG, IN_BITS)
     lanes = CFG.vector_lanes
     rng = np.random.default_rng(SEED)
     gamma = np.asarray(P["gamma"]) if "gamma" in P else \
         rng.uniform(0.5, 2.0, H) * (40 if P.get("saturate") else 1)
     beta = np.asarray(P["beta"]) if "beta" in P else rng.uniform(-0.5, 0.5, H)
-    params = layernorm_params(float(P.get("scale_in", 0.05)), gamma, beta,
+    params = layernorm_params(float(P.get("scale_in", 0.05 if IN_BITS == 8 else 218 / 32767)),
+                              gamma, beta,
                               float(P.get("scale_out", (40 if P.get("saturate") else 4) / 127)),
-                              eps=float(P.get("eps", 1e-12)))
+                              eps=float(P.get("eps", 1e-12)), in_bits=IN_BITS)
     loader = StreamSource(dut, "load", lay["load"])
     await loader.send([{"channel": c, "gain": int(params.gain[c]),
                         "offset": int(params.offset[c])} for c in range(H)])
@@ -71,14 +78,14 @@ async def run(dut, idle, backpressure, label):
         q = layernorm_int(x[None, :], params)[0]
         pad = nb * lanes - H
         # the padding lanes carry junk: the unit must ignore it
-        junk = rng.integers(-128, 128, size=pad)
+        junk = rng.integers(-(2 ** (IN_BITS - 1)), 2 ** (IN_BITS - 1), size=pad)
         beats += np.concatenate([x, junk]).reshape(nb, lanes).tolist()
         expected += np.concatenate([q, np.zeros(pad, np.int64)]).reshape(nb, lanes).tolist()
         cmds.append({"hidden": H, "eps": params.eps_int})
     dut._log.info("%s: H=%d lanes=%d tokens=%d eps_int=%d", label, H, lanes, len(TOKENS),
                   params.eps_int)
     await run_rows(dut, cmds=cmds, beats=beats, expected=expected, layouts=lay,
-                   model_cycles=layernorm_cycles(CFG, [H] * len(TOKENS)), idle=idle,
+                   model_cycles=layernorm_cycles(CFG, [H] * len(TOKENS), IN_BITS), idle=idle,
                    backpressure=backpressure, label=label, seed=SEED, what="tokens")
 
 

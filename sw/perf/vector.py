@@ -21,7 +21,7 @@ from hw.config import AcceleratorConfig
 
 __all__ = [
     "SOFTMAX_PIPE", "SOFTMAX_DIV_CYCLES", "SOFTMAX_OUT_DELAY",
-    "LAYERNORM_PIPE", "LAYERNORM_ROOT_CYCLES", "LAYERNORM_DIV_CYCLES", "LAYERNORM_OUT_DELAY",
+    "LAYERNORM_PIPE", "LAYERNORM_ROOT_CYCLES", "layernorm_div_cycles", "layernorm_out_delay",
     "check_lengths", "softmax_cycles", "layernorm_cycles",
 ]
 
@@ -30,12 +30,21 @@ __all__ = [
 SOFTMAX_PIPE = 5
 SOFTMAX_DIV_CYCLES = 16
 SOFTMAX_OUT_DELAY = 2 * SOFTMAX_PIPE + SOFTMAX_DIV_CYCLES + 2
-#: LayerNorm: variance (1 cycle), bit-serial square root, 41-bit reciprocal divider, then one
-#: pass through a 4-stage datapath (read, c * r, u * G + B, output)
+#: LayerNorm: variance (1 cycle), bit-serial square root, the reciprocal divider (one cycle
+#: per quotient bit: RECIP_BITS + 1 - sqrt_frac, i.e. 41 for int8 input, 49 for int16), then
+#: one pass through a 4-stage datapath (read, c * r, u * G + B, output)
 LAYERNORM_PIPE = 4
 LAYERNORM_ROOT_CYCLES = 31
-LAYERNORM_DIV_CYCLES = 41
-LAYERNORM_OUT_DELAY = 1 + LAYERNORM_ROOT_CYCLES + LAYERNORM_DIV_CYCLES + LAYERNORM_PIPE
+
+
+def layernorm_div_cycles(in_bits: int = 8) -> int:
+    from sw.ref.layernorm import RECIP_BITS, SQRT_FRAC
+
+    return RECIP_BITS + 1 - (SQRT_FRAC if in_bits == 8 else 0)
+
+
+def layernorm_out_delay(in_bits: int = 8) -> int:
+    return 1 + LAYERNORM_ROOT_CYCLES + layernorm_div_cycles(in_bits) + LAYERNORM_PIPE
 
 
 def check_lengths(lengths, limit: int, what: str, config: AcceleratorConfig) -> list[int]:
@@ -70,8 +79,9 @@ def softmax_cycles(config: AcceleratorConfig, lengths) -> int:
     return _rows_cycles([math.ceil(n / P) for n in lengths], 2, SOFTMAX_OUT_DELAY)
 
 
-def layernorm_cycles(config: AcceleratorConfig, hiddens) -> int:
-    """Cycles of LayerNorm tokens of the given hidden sizes (steady state ``nb + 79``)."""
+def layernorm_cycles(config: AcceleratorConfig, hiddens, in_bits: int = 8) -> int:
+    """Cycles of LayerNorm tokens of the given hidden sizes (steady state ``nb + 79`` for int8
+    input, ``nb + 87`` for int16)."""
     hiddens = check_lengths(hiddens, config.max_hidden, "LayerNorm token", config)
     P = config.vector_lanes
-    return _rows_cycles([math.ceil(n / P) for n in hiddens], 1, LAYERNORM_OUT_DELAY)
+    return _rows_cycles([math.ceil(n / P) for n in hiddens], 1, layernorm_out_delay(in_bits))
