@@ -29,6 +29,26 @@ def _bench_vector(args) -> int:
     return 0
 
 
+def _prune(args) -> int:
+    from sw.prune.experiment import prune_run
+
+    if args.model != "minilm" or args.task != "rt-sentiment":
+        raise ValueError("only --model minilm --task rt-sentiment is available so far")
+    if args.int8:
+        raise ValueError("--int8 is not implemented yet (fp32 pruning only)")
+    prune_run(nm=args.nm, method=args.method, recovery_epochs=args.recovery_epochs,
+              dense_epochs=args.dense_epochs, kd=args.kd, parent=args.parent, seq=args.seq,
+              seed=args.seed, out=args.out)
+    return 0
+
+
+def _eval(args) -> int:
+    from sw.prune.experiment import eval_run
+
+    eval_run(args.path, args.data, seq=args.seq)
+    return 0
+
+
 def _config_show(args) -> int:
     print(preset(args.preset).to_json(), end="")
     return 0
@@ -56,6 +76,28 @@ def main(argv: list[str] | None = None) -> int:
     vec.add_argument("--out", default="build/bench/vector.json")
     vec.set_defaults(func=_bench_vector)
 
+    pr = sub.add_parser("prune", help="N:M-prune MiniLM for sentiment and measure accuracy")
+    pr.add_argument("--model", default="minilm")
+    pr.add_argument("--task", default="rt-sentiment")
+    pr.add_argument("--nm", required=True, help="N:M, e.g. 2:4")
+    pr.add_argument("--method", default="oneshot", choices=["oneshot", "gradual", "srste"])
+    pr.add_argument("--recovery-epochs", type=float, default=0.25)
+    pr.add_argument("--dense-epochs", type=float, default=1.0)
+    pr.add_argument("--kd", action="store_true", help="distil from the dense model")
+    pr.add_argument("--from", dest="parent", help="a saved parent: masks nest inside its own")
+    pr.add_argument("--int8", action="store_true")
+    pr.add_argument("--seq", type=int, default=64)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", help="model name or path (default: build/models/<derived name>)")
+    pr.set_defaults(func=_prune)
+
+    ev = sub.add_parser("eval", help="accuracy of a saved model")
+    ev.add_argument("path")
+    ev.add_argument("--data", help="CSV/TSV with a text and a label column (default: the "
+                                   "built-in Rotten Tomatoes test split)")
+    ev.add_argument("--seq", type=int, default=64)
+    ev.set_defaults(func=_eval)
+
     cfg = sub.add_parser("config", help="print a preset's AcceleratorConfig as JSON")
     cfg.add_argument("preset", choices=sorted(PRESETS))
     cfg.set_defaults(func=_config_show)
@@ -63,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, RuntimeError) as e:
         print(f"nmaccel: error: {e}", file=sys.stderr)
         return 2
 
