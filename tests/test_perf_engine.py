@@ -42,3 +42,10 @@ def test_refuses_what_the_config_cannot_run():
     with pytest.raises(ValueError, match="N = 5 exceeds M = 4"):
         GemmShape(rows=1, k=8, tokens=4, n=5, m=4)
     assert np.isfinite(gemm_cycles(cfg, GemmShape(rows=4, k=8, tokens=4, n=4, m=4)))
+
+
+def test_model_constant_matches_the_hardware():
+    from hw.spmm.engine import SpmmEngine
+    from sw.perf.engine import CAPTURE_LATENCY
+
+    assert SpmmEngine.CAPTURE_LATENCY == CAPTURE_LATENCY
