@@ -73,6 +73,9 @@ class AcceleratorConfig:
         Elements per cycle of LayerNorm, GELU and residual add.
     max_hidden : int
         Largest hidden size LayerNorm is built for.
+    spm_kib : int
+        On-chip activation scratchpad (KiB) a Program's tensors live in for a whole encoder
+        (``sw/compiler`` allocates it; a model that does not fit is refused).
     clock_mhz : float
         Clock target (MHz) used for projected latency when no measured Fmax exists.
     macs_per_dsp : int
@@ -100,6 +103,7 @@ class AcceleratorConfig:
     max_row: int = 512
     vector_lanes: int = 4
     max_hidden: int = 1024
+    spm_kib: int = 1024
     clock_mhz: float = 100.0
     macs_per_dsp: int = 1
     part: str = "generic"
@@ -141,7 +145,8 @@ class AcceleratorConfig:
                            f"{INT32_MAX_TERMS_UINT8} keys")
         if self.max_hidden > LN_MAX_HIDDEN:
             bad("max_hidden", f"the integer LayerNorm is specified for H <= {LN_MAX_HIDDEN}")
-        for name in ("weight_buffer_depth", "act_buffer_depth", "max_row", "max_hidden"):
+        for name in ("weight_buffer_depth", "act_buffer_depth", "max_row", "max_hidden",
+                     "spm_kib"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         if not (math.isfinite(self.clock_mhz) and self.clock_mhz > 0):
@@ -158,6 +163,10 @@ class AcceleratorConfig:
     def index_bits(self) -> int:
         """Bits of one N:M index: log2(M)."""
         return self.m.bit_length() - 1
+
+    @property
+    def spm_bytes(self) -> int:
+        return self.spm_kib * 1024
 
     @property
     def num_pes(self) -> int:
@@ -226,24 +235,24 @@ PRESETS: dict[str, AcceleratorConfig] = {
         AcceleratorConfig(
             name="tiny", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=4096,
             weight_buffer_depth=256, act_buffer_depth=256, softmax_lanes=4, max_row=512,
-            vector_lanes=4, max_hidden=768, clock_mhz=100.0, part="generic",
+            vector_lanes=4, max_hidden=768, spm_kib=1024, clock_mhz=100.0, part="generic",
         ),
         AcceleratorConfig(
             name="ecp5", m=4, n_max=4, pe_rows=8, pe_cols=8, max_k=4096,
             weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=8, max_row=512,
-            vector_lanes=8, max_hidden=1024, clock_mhz=100.0, part="LFE5U-85F",
+            vector_lanes=8, max_hidden=1024, spm_kib=256, clock_mhz=100.0, part="LFE5U-85F",
             part_dsps=156, mem_bandwidth_gbps=0.8,
         ),
         AcceleratorConfig(
             name="u200", m=8, n_max=8, pe_rows=96, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
-            vector_lanes=64, max_hidden=1024, clock_mhz=300.0, macs_per_dsp=2,
+            vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
-            vector_lanes=64, max_hidden=1024, clock_mhz=300.0, macs_per_dsp=2,
+            vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
         ),
     )

@@ -49,6 +49,33 @@ def _eval(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from sw.driver.encoder_run import format_report, run_encoder, write_report
+
+    report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,
+                         device=args.device, seq=args.seq, layers=args.layers, seed=args.seed,
+                         save_ir=args.save_ir)
+    print(format_report(report))
+    if args.json:
+        write_report(report, args.json)
+        print(f"report written to {args.json}")
+    if report.get("bit_exact_with_ref") is False:
+        print("nmaccel: error: the device output differs from the ref backend", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _config_arg(text: str):
+    """A preset name, or a path to a config JSON file."""
+    from hw.config import AcceleratorConfig
+
+    if text in PRESETS:
+        return preset(text)
+    if Path(text).is_file():
+        return AcceleratorConfig.from_json(Path(text))
+    return preset(text)  # raises, listing the presets
+
+
 def _config_show(args) -> int:
     print(preset(args.preset).to_json(), end="")
     return 0
@@ -97,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
                                    "built-in Rotten Tomatoes test split)")
     ev.add_argument("--seq", type=int, default=64)
     ev.set_defaults(func=_eval)
+
+    run = sub.add_parser("run", help="prune, quantize, compile and run a BERT encoder on a "
+                                     "device backend; compare with ref and the float model")
+    run.add_argument("--model", default="minilm",
+                     help="minilm (pretrained), bert-base (seeded random) or a model directory")
+    run.add_argument("--preset", default="tiny", help="preset name or config JSON file")
+    run.add_argument("--nm", default="2:4", help="N:M for one-shot pruning of a dense model")
+    run.add_argument("--device", default="ref", choices=["ref", "xrt"])
+    run.add_argument("--seq", type=int, default=16, help="tokens (default 16)")
+    run.add_argument("--layers", type=int, help="run only the first K encoder layers")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--save-ir", metavar="DIR", help="save every compiler step's IR there")
+    run.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    run.set_defaults(func=_run)
 
     cfg = sub.add_parser("config", help="print a preset's AcceleratorConfig as JSON")
     cfg.add_argument("preset", choices=sorted(PRESETS))

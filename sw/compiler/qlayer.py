@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sw.nm import pack
-from sw.prune.quantize import QuantLinear
+from sw.prune.quantize import QuantLinear, mse_amax
 from sw.ref.fixedpoint import INT32_MAX
 from sw.ref.gelu import GeluParams, gelu_int, gelu_params
 from sw.ref.gemm import dense_gemm_int, spmm_int
@@ -104,12 +104,20 @@ def _amax(t: torch.Tensor) -> float:
 
 def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = None,
                         nm: dict[str, tuple[int, int]] | None = None,
-                        residual_bits: int = 16) -> QuantBertLayer:
+                        residual_bits: int = 16, calibration: str = "mse") -> QuantBertLayer:
     """Calibrate ``layer`` (a HF ``BertLayer``, weights already N:M where ``nm`` says so) on
     ``samples`` (float hidden states ``[B, L, H]``) with boolean key ``masks`` ``[B, L]``.
-    ``residual_bits`` (16 or 8) is the width of the FFN output and the residual sums."""
+    ``residual_bits`` (16 or 8) is the width of the FFN output and the residual sums.
+
+    ``calibration`` picks the int8 activation ranges: ``"mse"`` (default) clips each at the
+    range that minimises its quantization MSE on the samples (:func:`mse_amax`: the GELU and
+    LayerNorm outputs of real BERTs have rare outliers that would otherwise coarsen every
+    other value); ``"amax"`` takes the largest magnitude seen. Q and K keep per-head amax
+    scales and the int16 residual path keeps amax either way."""
     if residual_bits not in (8, 16):
         raise ValueError(f"residual_bits must be 8 or 16, got {residual_bits!r}")
+    if calibration not in ("mse", "amax"):
+        raise ValueError(f"calibration must be 'mse' or 'amax', got {calibration!r}")
     top = 2 ** (residual_bits - 1) - 1
     att = layer.attention.self
     heads, hidden = att.num_attention_heads, att.all_head_size
@@ -140,32 +148,36 @@ def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = 
     def amax(name):
         return max(_amax(t) for t in cap[name])
 
+    def rng(name):
+        return mse_amax(cap[name]) if calibration == "mse" else amax(name)
+
     def head_amax(name):
         return np.array([max(_amax(t[..., h * d:(h + 1) * d]) for t in cap[name])
                          for h in range(heads)])
 
-    s_x = in_scale or activation_scale(max(_amax(x) for x in samples))
+    s_x = in_scale or activation_scale(mse_amax(list(samples)) if calibration == "mse"
+                                       else max(_amax(x) for x in samples))
     s_q = np.repeat(head_amax("q") / 127, d)
     s_k = np.repeat(head_amax("k") / 127, d)
-    s_v = activation_scale(amax("v"))
-    s_ctx = activation_scale(amax("ao.in"))
+    s_v = activation_scale(rng("v"))
+    s_ctx = activation_scale(rng("ao.in"))
     lin = {}
     for key, ins in (("q", s_x), ("k", s_x), ("v", s_x)):
         out = {"q": s_q, "k": s_k, "v": s_v}[key]
         lin[key] = _quant_linear(_get(layer, _LINEARS[key]), ins, out, *nm.get(key, (8, 8)))
-    s_ao = activation_scale(amax("ao"))
+    s_ao = activation_scale(rng("ao"))
     lin["ao"] = _quant_linear(_get(layer, _LINEARS["ao"]), s_ctx, s_ao, *nm.get("ao", (8, 8)))
     s_h1 = amax("ln1.in") / top
-    s_l1 = activation_scale(amax("ln1"))
-    s_i = activation_scale(amax("inter"))
+    s_l1 = activation_scale(rng("ln1"))
+    s_i = activation_scale(rng("inter"))
     lin["inter"] = _quant_linear(_get(layer, _LINEARS["inter"]), s_l1, s_i,
                                  *nm.get("inter", (8, 8)))
-    s_g = activation_scale(amax("gelu"))
+    s_g = activation_scale(rng("gelu"))
     s_o = amax("out") / top
     lin["out"] = _quant_linear(_get(layer, _LINEARS["out"]), s_g, s_o, *nm.get("out", (8, 8)),
                                out_bits=residual_bits)
     s_h2 = amax("ln2.in") / top
-    s_l2 = activation_scale(amax("ln2"))
+    s_l2 = activation_scale(rng("ln2"))
     ln1m, ln2m = layer.attention.output.LayerNorm, layer.output.LayerNorm
     return QuantBertLayer(
         heads=heads, hidden=hidden, in_scale=s_x, linears=lin,

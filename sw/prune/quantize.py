@@ -10,6 +10,7 @@ ops only; it equals ``sw/ref``'s ``spmm_int`` + ``requantize_int`` bit for bit (
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from sw.ref.quant import RequantParams, activation_scale, quantize_weights, requ
 
 from .sparsify import encoder_linears
 
-__all__ = ["QuantLinear", "calibrate", "quantize_linear", "linear_int_torch"]
+__all__ = ["QuantLinear", "calibrate", "quantize_linear", "linear_int_torch", "mse_amax"]
 
 
 @dataclass
@@ -70,6 +71,27 @@ def calibrate(model, batches, *, names=None) -> dict[str, tuple[float, float]]:
     if seen == 0:
         raise ValueError("calibration needs at least one batch")
     return {n: (a, b) for n, (a, b) in stats.items()}
+
+
+def mse_amax(samples, bits: int = 8, *, grid: int = 64) -> float:
+    """The clipping range that minimises the mean squared error of symmetric ``bits``-bit
+    quantization over ``samples`` (a tensor or a list of tensors): ``amax * r`` for the best
+    ``r`` on a grid in (0, 1]. Rare outliers then clip instead of coarsening every other value
+    (TensorRT's MSE calibrator does the same); a tensor without outliers keeps ``r`` near 1.
+    """
+    x = torch.cat([t.detach().reshape(-1).double() for t in
+                   (samples if isinstance(samples, list | tuple) else [samples])])
+    amax = float(x.abs().max())
+    if amax == 0.0:
+        return 0.0
+    top = 2 ** (bits - 1) - 1
+    best, best_err = amax, math.inf
+    for r in np.linspace(1.0 / grid, 1.0, grid):
+        s = amax * float(r) / top
+        err = float(((torch.clamp(torch.round(x / s), -top - 1, top) * s - x) ** 2).mean())
+        if err < best_err:
+            best, best_err = amax * float(r), err
+    return best
 
 
 def quantize_linear(linear: nn.Linear, in_amax: float, out_amax: float, n: int,

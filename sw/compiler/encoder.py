@@ -1,0 +1,422 @@
+"""Compile a (pruned) Hugging Face BERT encoder into a Program and a memory image.
+
+The compiler is a list of named steps (:data:`STEPS`), each a pure function from one IR to the
+next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<step>.json/.npz``
+(:mod:`sw.compiler.ir`) so it can be inspected or checked.
+
+1. ``quantize`` (:class:`QuantEncoder`): calibrate each layer on the float model's own hidden
+   states and derive every integer parameter (:func:`sw.compiler.qlayer.quantize_bert_layer`);
+   layer ``i + 1`` takes layer ``i``'s output scale, so int8 activations chain without host
+   rescaling. Each Linear runs at the sparsest N:M its weights satisfy that the config can
+   run (dense otherwise).
+2. ``lower`` (:class:`Graph`): the layer dataflow as nodes over named tensors (linear, per-head
+   QK+softmax and PV, add, LayerNorm, GELU) and the parameter blobs in the device byte format.
+3. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first fit, 64-byte
+   aligned; a model that does not fit the config's ``spm_kib`` is refused, naming the peak)
+   and parameter offsets.
+4. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
+   and the layout of the ``input`` / ``output`` buffers.
+
+Activations stay on chip for the whole encoder (DESIGN.md section 5): the Program loads the key
+mask and the int8 input once, and stores the last layer's int8 output once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hw.config import AcceleratorConfig
+from sw.nm import is_nm
+from sw.ref.quant import RequantParams
+
+from .ir import save_ir
+from .isa import LN_RECORD, Command, Op, Program, check_command, config_fingerprint
+from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
+
+__all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
+           "quantize_step", "lower_step", "allocate_step", "emit_step", "compile_encoder",
+           "detect_nm", "CompileError", "ALIGN"]
+
+ALIGN = 64  #: scratchpad and params alignment (bytes)
+
+
+class CompileError(ValueError):
+    """A model the config cannot run (the message says what and by how much)."""
+
+
+# -- step 1: quantize ------------------------------------------------------------------------
+@dataclass
+class QuantEncoder:
+    layers: list[QuantBertLayer]
+    tokens: int
+    hidden: int
+    config: AcceleratorConfig
+
+    @property
+    def in_scale(self) -> float:
+        return self.layers[0].in_scale
+
+    @property
+    def out_scale(self) -> float:
+        return self.layers[-1].out_scale
+
+
+def detect_nm(weight: torch.Tensor, config: AcceleratorConfig) -> tuple[int, int]:
+    """The sparsest ``(N, M)`` with the config's M that ``weight`` satisfies and the config
+    runs; ``(M, M)`` (dense) when it satisfies none."""
+    m = config.m
+    w = weight.detach()
+    if w.shape[1] < 1:
+        raise CompileError(f"weight of shape {tuple(w.shape)} has no input features")
+    for n in range(1, config.n_max + 1):
+        if n < m and is_nm(w, n, m):
+            return n, m
+    return m, m
+
+
+def quantize_step(model, samples: torch.Tensor, masks: torch.Tensor | None,
+                  config: AcceleratorConfig, *, layers: int | None = None,
+                  residual_bits: int = 16, progress=None) -> QuantEncoder:
+    """Calibrate on ``samples`` (embedding outputs ``[B, L, H]``, float) with boolean key
+    ``masks [B, L]``; ``layers`` limits the encoder to its first layers."""
+    enc_layers = _encoder_layers(model)
+    count = len(enc_layers) if layers is None else layers
+    if not 1 <= count <= len(enc_layers):
+        raise CompileError(f"--layers {layers} is outside 1..{len(enc_layers)}")
+    if samples.ndim != 3:
+        raise CompileError(f"calibration samples must be [batch, tokens, hidden], got "
+                           f"{tuple(samples.shape)}")
+    hidden = samples.shape[-1]
+    out, x, scale = [], samples.float(), None
+    ext = None if masks is None else (1.0 - masks[:, None, None, :].float()) * -1e9
+    for i in range(count):
+        layer = enc_layers[i]
+        nm = {key: detect_nm(_get(layer, path).weight, config) for key, path in _LINEARS.items()}
+        ql = quantize_bert_layer(layer, [x], None if masks is None else [masks],
+                                 in_scale=scale, nm=nm, residual_bits=residual_bits)
+        out.append(ql)
+        scale = ql.out_scale
+        with torch.no_grad():
+            y = layer(x, attention_mask=ext)
+        x = y[0] if isinstance(y, tuple) else y
+        if progress:
+            progress(i + 1, count)
+    return QuantEncoder(layers=out, tokens=samples.shape[1], hidden=hidden, config=config)
+
+
+def _encoder_layers(model):
+    for path in ("bert.encoder.layer", "encoder.layer", "layer"):
+        try:
+            return _get(model, path)
+        except AttributeError:
+            continue
+    if hasattr(model, "attention") and hasattr(model, "intermediate"):
+        return [model]  # a single BertLayer
+    raise CompileError(f"{type(model).__name__} is not a BERT model, encoder or layer")
+
+
+# -- step 2: lower ---------------------------------------------------------------------------
+@dataclass
+class Tensor:
+    name: str
+    rows: int
+    width: int  # elements per row
+    bits: int  # 8 (int8 / uint8) or 16
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.width * self.bits // 8
+
+
+@dataclass
+class Node:
+    op: Op
+    name: str
+    inputs: list[str]  # tensor names read
+    output: str  # tensor name written
+    attrs: dict  # op fields that are not addresses; *_blob name a params blob
+
+
+@dataclass
+class Graph:
+    tokens: int
+    hidden: int
+    tensors: dict[str, Tensor]
+    nodes: list[Node]
+    blobs: dict[str, np.ndarray]  # uint8 device bytes
+    input: str  # the int8 [tokens, hidden] input tensor
+    mask: str  # the key-mask tensor (one byte per token)
+    output: str
+    in_scale: float
+    out_scale: float
+    config: AcceleratorConfig
+
+
+def _i32(x, what: str) -> np.ndarray:
+    a = np.asarray(x, np.int64)
+    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        raise CompileError(f"{what} does not fit int32 (range {a.min()}..{a.max()})")
+    return a.astype("<i4")
+
+
+def requant_blob(rq: RequantParams) -> np.ndarray:
+    """Per channel: bias, multiplier, shift as little-endian int32 (``RQ_RECORD`` bytes)."""
+    rec = np.stack([_i32(rq.bias, "bias"), _i32(rq.m, "multiplier"), _i32(rq.s, "shift")], -1)
+    return rec.reshape(-1).view(np.uint8)
+
+
+def lower_step(qe: QuantEncoder) -> Graph:
+    L, H = qe.tokens, qe.hidden
+    tensors: dict[str, Tensor] = {}
+    nodes: list[Node] = []
+    blobs: dict[str, np.ndarray] = {}
+
+    def tensor(name, width, bits=8, rows=L):
+        tensors[name] = Tensor(name, rows, width, bits)
+        return name
+
+    def linear(prefix, key, ql: QuantBertLayer, src):
+        lin = ql.linears[key]
+        w = lin.weight
+        blobs[f"{prefix}.{key}.w"] = np.concatenate(
+            [w.values.astype(np.int8).reshape(-1).view(np.uint8), w.indices.reshape(-1)])
+        blobs[f"{prefix}.{key}.rq"] = requant_blob(lin.requant)
+        bits = lin.requant.out_bits
+        out = tensor(f"{prefix}.{key}", w.rows, bits)
+        nodes.append(Node(Op.LINEAR, f"{prefix}.{key}", [src], out,
+                          {"k": w.k, "rows": w.rows, "n": w.n, "m": w.m, "out_bits": bits,
+                           "w_blob": f"{prefix}.{key}.w", "rq_blob": f"{prefix}.{key}.rq"}))
+        return out
+
+    mask = tensor("mask", 1, rows=L)
+    x = tensor("x", H)
+    src = x
+    for i, ql in enumerate(qe.layers):
+        p = f"l{i}"
+        d = H // ql.heads
+        q, k, v = (linear(p, key, ql, src) for key in ("q", "k", "v"))
+        ctx = tensor(f"{p}.ctx", H)
+        for h in range(ql.heads):
+            prob = tensor(f"{p}.p{h}", L)
+            sm = ql.softmax[h]
+            nodes.append(Node(Op.QK_SOFTMAX, f"{p}.qk{h}", [q, k, mask], prob,
+                              {"head": h, "d": d, "mult": sm.mult, "shift": sm.shift}))
+            blobs[f"{p}.pv{h}.rq"] = requant_blob(ql.pv[h])
+            nodes.append(Node(Op.PV, f"{p}.pv{h}", [prob, v], ctx,
+                              {"head": h, "d": d, "rq_blob": f"{p}.pv{h}.rq"}))
+        a = linear(p, "ao", ql, ctx)
+        h1 = tensor(f"{p}.h1", H, ql.add1.out_bits)
+        nodes.append(Node(Op.ADD, f"{p}.add1", [a, src], h1, _add_attrs(ql.add1)))
+        l1 = tensor(f"{p}.l1", H)
+        blobs[f"{p}.ln1"] = _ln_blob(ql.ln1)
+        nodes.append(Node(Op.LAYERNORM, f"{p}.ln1", [h1], l1, _ln_attrs(ql.ln1, f"{p}.ln1")))
+        inter = linear(p, "inter", ql, l1)
+        g = tensor(f"{p}.gelu", tensors[inter].width)
+        blobs[f"{p}.gelu"] = ql.gelu.table.astype(np.int8).view(np.uint8)
+        nodes.append(Node(Op.GELU, f"{p}.gelu", [inter], g, {"table_blob": f"{p}.gelu"}))
+        o = linear(p, "out", ql, g)
+        h2 = tensor(f"{p}.h2", H, ql.add2.out_bits)
+        nodes.append(Node(Op.ADD, f"{p}.add2", [o, l1], h2, _add_attrs(ql.add2)))
+        y = tensor(f"{p}.y", H)
+        blobs[f"{p}.ln2"] = _ln_blob(ql.ln2)
+        nodes.append(Node(Op.LAYERNORM, f"{p}.ln2", [h2], y, _ln_attrs(ql.ln2, f"{p}.ln2")))
+        src = y
+    return Graph(tokens=L, hidden=H, tensors=tensors, nodes=nodes, blobs=blobs, input=x,
+                 mask=mask, output=src, in_scale=qe.in_scale, out_scale=qe.out_scale,
+                 config=qe.config)
+
+
+def _add_attrs(p) -> dict:
+    return {"m_a": p.m_a, "m_b": p.m_b, "shift": p.shift, "a_bits": p.a_bits,
+            "b_bits": p.b_bits, "out_bits": p.out_bits}
+
+
+def _ln_blob(p) -> np.ndarray:
+    rec = np.stack([np.asarray(p.gain, "<i8"), np.asarray(p.offset, "<i8")], -1)
+    assert rec.shape[1] * 8 == LN_RECORD
+    return rec.reshape(-1).view(np.uint8)
+
+
+def _ln_attrs(p, blob) -> dict:
+    if not 0 <= p.eps_int < 2**32:
+        raise CompileError(f"LayerNorm eps {p.eps} is {p.eps_int} in integer units: does not "
+                           "fit the command's 32-bit field")
+    return {"in_bits": p.in_bits, "eps_int": int(p.eps_int), "sqrt_frac": p.sqrt_frac,
+            "params_blob": blob}
+
+
+# -- step 3: allocate ------------------------------------------------------------------------
+@dataclass
+class Schedule:
+    graph: Graph
+    spm: dict[str, int]  # tensor -> scratchpad byte address
+    params: dict[str, int]  # blob -> params byte offset
+    spm_peak: int
+    params_bytes: int = 0
+    lifetimes: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def allocate_step(g: Graph) -> Schedule:
+    # lifetimes in node steps; the input and mask are live from the start (LOAD), the output
+    # to the end (STORE)
+    end = len(g.nodes)
+    first: dict[str, int] = {g.input: -1, g.mask: -1}
+    last: dict[str, int] = {g.output: end}
+    for i, n in enumerate(g.nodes):
+        first.setdefault(n.output, i)
+        last[n.output] = max(last.get(n.output, i), i)
+        for t in n.inputs:
+            last[t] = max(last.get(t, i), i)
+    order = sorted(first, key=lambda t: (first[t], -g.tensors[t].nbytes))
+    live: list[tuple[int, int, str]] = []  # (start, end, tensor)
+    spm: dict[str, int] = {}
+    peak = 0
+    for t in order:
+        # free tensors whose last use is before this one's first definition
+        live = [iv for iv in live if last[iv[2]] >= first[t]]
+        size = _align(g.tensors[t].nbytes)
+        addr = 0
+        for lo, hi, _ in sorted(live):
+            if addr + size <= lo:
+                break
+            addr = max(addr, hi)
+        spm[t] = addr
+        live.append((addr, addr + size, t))
+        peak = max(peak, addr + size)
+    if peak > g.config.spm_bytes:
+        raise CompileError(f"the encoder needs {peak} bytes of scratchpad at its peak, config "
+                           f"{g.config.name!r} has {g.config.spm_bytes} (spm_kib = "
+                           f"{g.config.spm_kib}); use fewer tokens or a larger spm_kib")
+    params, off = {}, 0
+    for name, blob in g.blobs.items():
+        params[name] = off
+        off += _align(blob.size)
+    return Schedule(graph=g, spm=spm, params=params, spm_peak=peak, params_bytes=off,
+                    lifetimes={t: [first[t], last[t]] for t in first})
+
+
+# -- step 4: emit ----------------------------------------------------------------------------
+@dataclass
+class Compiled:
+    program: Program
+    params: np.ndarray  # uint8 image of the params buffer
+    input_bytes: int  # input buffer: mask (tokens bytes, padded to ALIGN) then x int8
+    output_bytes: int  # output buffer: y int8 [tokens, hidden]
+    tokens: int
+    hidden: int
+    in_scale: float
+    out_scale: float
+    spm_peak: int
+    config: AcceleratorConfig
+
+    @property
+    def x_offset(self) -> int:
+        return _align(self.tokens)
+
+    def pack_input(self, x, key_mask=None) -> bytes:
+        """The ``input`` buffer for int8 ``x [tokens, hidden]`` and a boolean key mask."""
+        x = np.asarray(x)
+        if x.shape != (self.tokens, self.hidden):
+            raise ValueError(f"input must be [{self.tokens}, {self.hidden}] (the shape this "
+                             f"Program was compiled for), got {x.shape}")
+        if x.min() < -128 or x.max() > 127:
+            raise ValueError("input is not int8")
+        mask = np.ones(self.tokens, bool) if key_mask is None else np.asarray(key_mask)
+        if mask.dtype != np.bool_ or mask.shape != (self.tokens,):
+            raise ValueError(f"key mask must be boolean [{self.tokens}], got {mask.dtype} "
+                             f"{mask.shape}")
+        buf = np.zeros(self.input_bytes, np.uint8)
+        buf[: self.tokens] = mask
+        buf[self.x_offset:] = x.astype(np.int8).reshape(-1).view(np.uint8)
+        return buf.tobytes()
+
+    def unpack_output(self, data: bytes) -> np.ndarray:
+        arr = np.frombuffer(bytes(data), np.int8, count=self.tokens * self.hidden)
+        return arr.reshape(self.tokens, self.hidden).copy()
+
+
+def emit_step(s: Schedule) -> Compiled:
+    g, spm, cfg = s.graph, s.spm, s.graph.config
+    t = g.tensors
+    L, H = g.tokens, g.hidden
+    x_off = _align(L)
+    cmds = [Command(Op.LOAD, {"dst": spm[g.mask], "src": 0, "bytes": L}),
+            Command(Op.LOAD, {"dst": spm[g.input], "src": x_off, "bytes": L * H})]
+    for n in g.nodes:
+        a = n.attrs
+        if n.op == Op.LINEAR:
+            src = t[n.inputs[0]]
+            args = {"a": spm[src.name], "a_stride": src.width, "tokens": L, "k": a["k"],
+                    "rows": a["rows"], "n": a["n"], "m": a["m"], "w_off": s.params[a["w_blob"]],
+                    "rq_off": s.params[a["rq_blob"]], "out": spm[n.output],
+                    "out_stride": a["rows"] * a["out_bits"] // 8, "out_bits": a["out_bits"]}
+        elif n.op == Op.QK_SOFTMAX:
+            q, k, mask = n.inputs
+            off = a["head"] * a["d"]
+            args = {"q": spm[q] + off, "k": spm[k] + off, "stride": t[q].width, "tokens": L,
+                    "d": a["d"], "mask": spm[mask], "mult": a["mult"], "shift": a["shift"],
+                    "p": spm[n.output], "p_stride": L}
+        elif n.op == Op.PV:
+            p, v = n.inputs
+            off = a["head"] * a["d"]
+            args = {"p": spm[p], "p_stride": L, "v": spm[v] + off, "stride": t[v].width,
+                    "tokens": L, "d": a["d"], "rq_off": s.params[a["rq_blob"]],
+                    "out": spm[n.output] + off, "out_stride": t[n.output].width}
+        elif n.op == Op.ADD:
+            args = {"a": spm[n.inputs[0]], "b": spm[n.inputs[1]], "out": spm[n.output],
+                    "tokens": L, "width": t[n.output].width,
+                    **{k: a[k] for k in ("m_a", "m_b", "shift", "a_bits", "b_bits", "out_bits")}}
+        elif n.op == Op.LAYERNORM:
+            args = {"src": spm[n.inputs[0]], "dst": spm[n.output], "tokens": L, "hidden": H,
+                    "in_bits": a["in_bits"], "params_off": s.params[a["params_blob"]],
+                    "eps_int": a["eps_int"], "sqrt_frac": a["sqrt_frac"]}
+        elif n.op == Op.GELU:
+            args = {"src": spm[n.inputs[0]], "dst": spm[n.output], "tokens": L,
+                    "width": t[n.output].width, "table_off": s.params[a["table_blob"]]}
+        else:  # pragma: no cover - lower_step emits only the ops above
+            raise CompileError(f"cannot emit {n.op!r}")
+        cmds.append(Command(n.op, args))
+    cmds.append(Command(Op.STORE, {"dst": 0, "src": spm[g.output], "bytes": L * H}))
+    cmds.append(Command(Op.END, {}))
+    image = np.zeros(s.params_bytes, np.uint8)
+    for name, off in s.params.items():
+        blob = g.blobs[name]
+        image[off: off + blob.size] = blob
+    out = Compiled(program=Program(tuple(cmds), config_fingerprint(cfg)), params=image,
+                   input_bytes=x_off + L * H, output_bytes=L * H, tokens=L, hidden=H,
+                   in_scale=g.in_scale, out_scale=g.out_scale, spm_peak=s.spm_peak, config=cfg)
+    sizes = {"params": image.size, "input": out.input_bytes, "output": out.output_bytes}
+    for i, c in enumerate(cmds):
+        bad = check_command(c, cfg, sizes)
+        if bad:
+            raise CompileError(f"command {i} ({c.op.name}) would stop the device with "
+                               f"{bad[0].name}: {bad[1]}")
+    return out
+
+
+#: The compiler's steps, in order: (name, function from the previous IR).
+STEPS = (("lower", lower_step), ("allocate", allocate_step), ("emit", emit_step))
+
+
+def compile_encoder(model, config: AcceleratorConfig, samples: torch.Tensor,
+                    masks: torch.Tensor | None = None, *, layers: int | None = None,
+                    residual_bits: int = 16, save_dir: str | Path | None = None,
+                    progress=None) -> Compiled:
+    """Run every step; with ``save_dir``, each step's IR is saved there under its name."""
+    ir = quantize_step(model, samples, masks, config, layers=layers,
+                       residual_bits=residual_bits, progress=progress)
+    if save_dir is not None:
+        save_ir(ir, Path(save_dir) / "quantize")
+    for name, step in STEPS:
+        ir = step(ir)
+        if save_dir is not None:
+            save_ir(ir, Path(save_dir) / name)
+    return ir

@@ -1,0 +1,296 @@
+"""The Program format: what the compiler emits and every device backend runs.
+
+A Program lives in its own device-memory buffer: a header of :data:`HEADER_WORDS` 32-bit
+little-endian words followed by fixed-size commands of :data:`CMD_WORDS` words each.
+
+```
+header:  magic 'NMAP' | version | command count | config fingerprint (CRC-32 of its JSON)
+command: word 0 = opcode, words 1.. = the opcode's fields, one 32-bit word each, in the
+         order of FIELDS[opcode]; unused words are zero
+```
+
+One field per word keeps the command processor's decoder trivial (field ``i`` is word
+``i + 1``) and lets the hardware decoder be generated from :data:`FIELDS`.
+
+Operands live in four places the host declares when it starts a run:
+
+* ``program`` (read-only): this buffer;
+* ``params`` (read-only): packed weights, requantizers, LayerNorm gains, GELU tables;
+  command fields ending in ``_off`` are byte offsets into it;
+* ``input`` (read-only) and ``output`` (write-only): activations in and out, used by
+  ``LOAD`` and ``STORE`` only (``src`` / ``dst`` are byte offsets into them);
+* the on-chip scratchpad (``AcceleratorConfig.spm_bytes``): every other address field is a
+  byte address in it; tensors are row-major with a row stride in bytes.
+
+A command that names an unknown opcode, reaches outside a declared buffer or the scratchpad,
+or has a shape the config cannot run stops the device with a :class:`Status` (and the index of
+the command) instead of running it: backends check exactly :func:`check_command`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["Op", "Status", "FIELDS", "Command", "Program", "ProgramError", "HEADER_WORDS",
+           "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD", "LN_RECORD",
+           "check_command", "check_shape", "footprint", "linear_param_bytes"]
+
+MAGIC = 0x50414D4E  # b"NMAP" little-endian
+VERSION = 1
+HEADER_WORDS = 4
+CMD_WORDS = 16
+#: Bytes per output channel of a requantizer in ``params``: bias, multiplier, shift (int32 each).
+RQ_RECORD = 12
+#: Bytes per channel of LayerNorm parameters: gain, offset (int64 each; the hardware keeps
+#: GAIN_BITS and OFFSET_BITS of them, see sw.ref.layernorm).
+LN_RECORD = 16
+
+
+class Op(IntEnum):
+    END = 0
+    LOAD = 1  # input[src : src+bytes] -> spm[dst]
+    STORE = 2  # spm[src : src+bytes] -> output[dst]
+    LINEAR = 3  # N:M weights (params) x activations (spm) -> requantized (spm)
+    QK_SOFTMAX = 4  # per head: softmax(q . k^T, key mask) -> uint8 probabilities
+    PV = 5  # per head: probabilities . v -> requantized int8 context
+    ADD = 6  # residual add, int8/int16 in and out
+    LAYERNORM = 7
+    GELU = 8  # 256-entry int8 table from params
+
+
+class Status(IntEnum):
+    """The device's status register after a run (0 = finished cleanly)."""
+
+    OK = 0
+    BAD_HEADER = 1  # magic, version or command count does not fit the program buffer
+    BAD_OPCODE = 2
+    OUT_OF_BUFFER = 3  # a params/input/output range outside the declared buffer
+    OUT_OF_SPM = 4  # a scratchpad range outside the scratchpad
+    BAD_SHAPE = 5  # a shape or N:M the config cannot run
+    NO_END = 6  # the commands ran out without END
+    TIMEOUT = 7  # set by a driver that gave up waiting, never by the hardware
+
+
+#: The fields of each opcode, in word order (word 1 onwards). Widths are 32 bits.
+FIELDS: dict[Op, tuple[str, ...]] = {
+    Op.END: (),
+    Op.LOAD: ("dst", "src", "bytes"),
+    Op.STORE: ("dst", "src", "bytes"),
+    # a [tokens, k] int8 at a (row stride a_stride); weights rows x k, N:M, at w_off (values
+    # int8 [rows, ceil(k/m)*n] then bit-packed indices unless n == m); requantizer records at
+    # rq_off; out [tokens, rows] of out_bits at out (row stride out_stride).
+    Op.LINEAR: ("a", "a_stride", "tokens", "k", "rows", "n", "m", "w_off", "rq_off", "out",
+                "out_stride", "out_bits"),
+    # q, k: [tokens, d] int8 (stride); mask: one byte per key (1 = attend); p: [tokens, tokens]
+    # uint8 (row stride p_stride); softmax multiplier and shift inline.
+    Op.QK_SOFTMAX: ("q", "k", "stride", "tokens", "d", "mask", "mult", "shift", "p",
+                    "p_stride"),
+    # p: [tokens, tokens] uint8; v: [tokens, d] int8; out [tokens, d] int8 via d requantizers.
+    Op.PV: ("p", "p_stride", "v", "stride", "tokens", "d", "rq_off", "out", "out_stride"),
+    # out = sat(round_shift(a * m_a + b * m_b, shift)); elements are int8 or int16 by *_bits.
+    Op.ADD: ("a", "b", "out", "tokens", "width", "m_a", "m_b", "shift", "a_bits", "b_bits",
+             "out_bits"),
+    Op.LAYERNORM: ("src", "dst", "tokens", "hidden", "in_bits", "params_off", "eps_int",
+                   "sqrt_frac"),
+    Op.GELU: ("src", "dst", "tokens", "width", "table_off"),
+}
+
+
+class ProgramError(ValueError):
+    """A Program that cannot be decoded (the message names the word or command)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    op: Op
+    args: dict[str, int]
+
+    def __post_init__(self):
+        want = FIELDS[self.op]
+        if set(self.args) != set(want):
+            raise ProgramError(f"{self.op.name} takes fields {list(want)}, "
+                               f"got {sorted(self.args)}")
+        for name, v in self.args.items():
+            if not isinstance(v, int) or not 0 <= v < 2**32:
+                raise ProgramError(f"{self.op.name}.{name} = {v!r} does not fit 32 bits")
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["args"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def words(self) -> list[int]:
+        w = [int(self.op)] + [self.args[f] for f in FIELDS[self.op]]
+        return w + [0] * (CMD_WORDS - len(w))
+
+    def __str__(self) -> str:
+        return f"{self.op.name} " + " ".join(f"{k}={v}" for k, v in self.args.items())
+
+
+def config_fingerprint(config) -> int:
+    """CRC-32 of the config's JSON: a Program runs only on the config it was compiled for."""
+    return zlib.crc32(config.to_json().encode())
+
+
+@dataclass(frozen=True)
+class Program:
+    commands: tuple[Command, ...]
+    fingerprint: int
+
+    def to_bytes(self) -> bytes:
+        if not self.commands or self.commands[-1].op != Op.END:
+            raise ProgramError("a Program must end with END")
+        words = [MAGIC, VERSION, len(self.commands), self.fingerprint]
+        for c in self.commands:
+            words += c.words()
+        return struct.pack(f"<{len(words)}I", *words)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Program:
+        """Decode (host side, strict): every problem is a :class:`ProgramError` naming it."""
+        if len(data) < 4 * HEADER_WORDS or len(data) % 4:
+            raise ProgramError(f"a Program is whole 32-bit words with a {HEADER_WORDS}-word "
+                               f"header; got {len(data)} bytes")
+        magic, version, count, fp = struct.unpack_from("<4I", data)
+        if magic != MAGIC:
+            raise ProgramError(f"not an nmaccel Program: magic {magic:#010x}, want {MAGIC:#010x}")
+        if version != VERSION:
+            raise ProgramError(f"Program version {version}, this build reads {VERSION}")
+        body = (len(data) - 4 * HEADER_WORDS) // 4
+        if count * CMD_WORDS != body:
+            raise ProgramError(f"header says {count} commands ({count * CMD_WORDS} words), "
+                               f"the body has {body} words: truncated or corrupt")
+        commands = []
+        for i in range(count):
+            w = struct.unpack_from(f"<{CMD_WORDS}I", data, 4 * (HEADER_WORDS + i * CMD_WORDS))
+            try:
+                op = Op(w[0])
+            except ValueError:
+                raise ProgramError(f"command {i}: unknown opcode {w[0]}") from None
+            names = FIELDS[op]
+            if any(w[1 + len(names):]):
+                raise ProgramError(f"command {i} ({op.name}): non-zero unused words")
+            commands.append(Command(op, dict(zip(names, w[1:], strict=False))))
+        if not commands or commands[-1].op != Op.END:
+            raise ProgramError("the Program does not end with END")
+        return cls(tuple(commands), fp)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+# -- the checks every backend applies before running a command -------------------------------
+def _span(base: int, rows: int, stride: int, row_bytes: int) -> tuple[int, int]:
+    """``[start, end)`` of ``rows`` rows of ``row_bytes`` bytes, ``stride`` apart."""
+    return base, base + (rows - 1) * stride + row_bytes
+
+
+def linear_param_bytes(rows: int, k: int, n: int, m: int) -> tuple[int, int]:
+    """Bytes of a LINEAR's packed weights (values then indices) and of its requantizers."""
+    groups = -(-k // m)
+    values = rows * groups * n
+    index_bits = m.bit_length() - 1
+    indices = 0 if n == m else rows * (-(-groups * n * index_bits // 8))
+    return values + indices, rows * RQ_RECORD
+
+
+def footprint(cmd: Command) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges a command reads or writes, by memory (``spm``, ``params``, ``input``,
+    ``output``). Assumes :func:`check_shape` passed."""
+    a = cmd.args
+    spm: list[tuple[int, int]] = []
+    out: dict[str, list[tuple[int, int]]] = {"spm": spm, "params": [], "input": [],
+                                             "output": []}
+    if cmd.op == Op.LOAD:
+        out["input"].append((a["src"], a["src"] + a["bytes"]))
+        spm.append((a["dst"], a["dst"] + a["bytes"]))
+    elif cmd.op == Op.STORE:
+        spm.append((a["src"], a["src"] + a["bytes"]))
+        out["output"].append((a["dst"], a["dst"] + a["bytes"]))
+    elif cmd.op == Op.LINEAR:
+        spm.append(_span(a["a"], a["tokens"], a["a_stride"], a["k"]))
+        spm.append(_span(a["out"], a["tokens"], a["out_stride"], a["rows"] * a["out_bits"] // 8))
+        w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"])
+        out["params"] += [(a["w_off"], a["w_off"] + w), (a["rq_off"], a["rq_off"] + rq)]
+    elif cmd.op == Op.QK_SOFTMAX:
+        spm.append(_span(a["q"], a["tokens"], a["stride"], a["d"]))
+        spm.append(_span(a["k"], a["tokens"], a["stride"], a["d"]))
+        spm.append((a["mask"], a["mask"] + a["tokens"]))
+        spm.append(_span(a["p"], a["tokens"], a["p_stride"], a["tokens"]))
+    elif cmd.op == Op.PV:
+        spm.append(_span(a["p"], a["tokens"], a["p_stride"], a["tokens"]))
+        spm.append(_span(a["v"], a["tokens"], a["stride"], a["d"]))
+        spm.append(_span(a["out"], a["tokens"], a["out_stride"], a["d"]))
+        out["params"].append((a["rq_off"], a["rq_off"] + a["d"] * RQ_RECORD))
+    elif cmd.op == Op.ADD:
+        n = a["tokens"] * a["width"]
+        spm += [(a["a"], a["a"] + n * a["a_bits"] // 8), (a["b"], a["b"] + n * a["b_bits"] // 8),
+                (a["out"], a["out"] + n * a["out_bits"] // 8)]
+    elif cmd.op == Op.LAYERNORM:
+        n = a["tokens"] * a["hidden"]
+        spm += [(a["src"], a["src"] + n * a["in_bits"] // 8), (a["dst"], a["dst"] + n)]
+        out["params"].append((a["params_off"], a["params_off"] + a["hidden"] * LN_RECORD))
+    elif cmd.op == Op.GELU:
+        n = a["tokens"] * a["width"]
+        spm += [(a["src"], a["src"] + n), (a["dst"], a["dst"] + n)]
+        out["params"].append((a["table_off"], a["table_off"] + 256))
+    return out
+
+
+def check_shape(cmd: Command, config) -> str | None:
+    """Why ``config`` cannot run ``cmd``'s shape, or None."""
+    a = cmd.args
+    for name in ("tokens", "k", "rows", "d", "width", "hidden", "bytes"):
+        if name in a and a[name] < 1:
+            return f"{name} = {a[name]} must be >= 1"
+    for name in ("out_bits", "a_bits", "b_bits", "in_bits"):
+        if name in a and a[name] not in (8, 16):
+            return f"{name} = {a[name]} must be 8 or 16"
+    if cmd.op == Op.LINEAR:
+        try:
+            config.check_nm(a["n"], a["m"])
+        except ValueError as e:
+            return str(e)
+        if a["k"] > config.max_k:
+            return f"k = {a['k']} exceeds max_k = {config.max_k}"
+        if a["a_stride"] < a["k"] or a["out_stride"] < a["rows"] * a["out_bits"] // 8:
+            return "a row stride is shorter than its row"
+    if cmd.op in (Op.QK_SOFTMAX, Op.PV):
+        if a["tokens"] > config.max_row:
+            return f"tokens = {a['tokens']} exceed the longest softmax row max_row = " \
+                   f"{config.max_row}"
+        if a["d"] > config.max_k:
+            return f"d = {a['d']} exceeds max_k = {config.max_k}"
+        if a["stride"] < a["d"] or a["p_stride"] < a["tokens"]:
+            return "a row stride is shorter than its row"
+    if cmd.op == Op.QK_SOFTMAX and (a["shift"] > 62 or a["mult"] >= 2**16):
+        return f"softmax multiplier {a['mult']} / shift {a['shift']} out of range"
+    if cmd.op == Op.PV and a["out_stride"] < a["d"]:
+        return "a row stride is shorter than its row"
+    if cmd.op == Op.ADD and (a["shift"] > 62 or max(a["m_a"], a["m_b"]) >= 2**24):
+        return f"add multipliers {a['m_a']}, {a['m_b']} / shift {a['shift']} out of range"
+    if cmd.op == Op.LAYERNORM:
+        if a["hidden"] > config.max_hidden:
+            return f"hidden = {a['hidden']} exceeds max_hidden = {config.max_hidden}"
+        if a["sqrt_frac"] > 16:
+            return f"sqrt_frac = {a['sqrt_frac']} out of range"
+    return None
+
+
+def check_command(cmd: Command, config, sizes: dict[str, int]) -> tuple[Status, str] | None:
+    """The status a device stops with before running ``cmd`` (None: it may run). ``sizes``
+    holds the byte sizes of the declared ``params``, ``input`` and ``output`` buffers."""
+    why = check_shape(cmd, config)
+    if why:
+        return Status.BAD_SHAPE, why
+    limits = {**sizes, "spm": config.spm_bytes}
+    for mem, ranges in footprint(cmd).items():
+        for lo, hi in ranges:
+            if hi > limits[mem]:
+                status = Status.OUT_OF_SPM if mem == "spm" else Status.OUT_OF_BUFFER
+                return status, f"bytes [{lo}, {hi}) are outside {mem} ({limits[mem]} bytes)"
+    return None

