@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from hw.config import preset
 from sw.compiler.gemm_tiles import tile_gemm, untile_output
 from sw.nm import nm_mask, pack, unpack
-from sw.ref.gemm import dense_gemm_int, linear_float, max_safe_k, spmm_int
+from sw.ref.gemm import dense_gemm_int, linear_float, max_safe_k, spmm_int, spmm_int_dataflow
 
 
 @st.composite
@@ -34,6 +34,11 @@ def test_sparse_gemm_equals_dense_gemm_of_unpacked(problem, with_bias):
     got = spmm_int(x, packed, bias)
     assert got.dtype == np.int32
     assert np.array_equal(got, dense_gemm_int(x, unpack(packed), bias))
+    # the hardware's slot-by-slot dataflow and plain int64 arithmetic agree with it
+    plain = x.astype(np.int64) @ w.astype(np.int64).T
+    assert np.array_equal(spmm_int_dataflow(x, packed), plain)
+    if bias is None:
+        assert np.array_equal(got, plain)
     # and the integer result is the float GEMM exactly (all values are small integers)
     assert np.array_equal(got, linear_float(x, w, bias).numpy())
 

@@ -73,15 +73,20 @@ def calibrate(model, batches, *, names=None) -> dict[str, tuple[float, float]]:
     return {n: (a, b) for n, (a, b) in stats.items()}
 
 
-def mse_amax(samples, bits: int = 8, *, grid: int = 64) -> float:
+def mse_amax(samples, bits: int = 8, *, grid: int = 64, max_values: int = 1 << 20) -> float:
     """The clipping range that minimises the mean squared error of symmetric ``bits``-bit
     quantization over ``samples`` (a tensor or a list of tensors): ``amax * r`` for the best
     ``r`` on a grid in (0, 1]. Rare outliers then clip instead of coarsening every other value
     (TensorRT's MSE calibrator does the same); a tensor without outliers keeps ``r`` near 1.
+    The error is measured on at most ``max_values`` values (a fixed-seed subsample that always
+    keeps the largest magnitude), so calibration stays fast on long sequences.
     """
     x = torch.cat([t.detach().reshape(-1).double() for t in
                    (samples if isinstance(samples, list | tuple) else [samples])])
     amax = float(x.abs().max())
+    if x.numel() > max_values:
+        keep = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))
+        x = torch.cat([x[keep[:max_values - 1]], x[x.abs().argmax()].reshape(1)])
     if amax == 0.0:
         return 0.0
     top = 2 ** (bits - 1) - 1

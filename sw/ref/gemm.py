@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sw.nm import PackedNM
+from sw.nm import PackedNM, unpack
 
 from .fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, UINT8_MAX, as_int_array, saturate
 
 if TYPE_CHECKING:  # torch is imported lazily: the bit-exact paths never need it
     import torch
 
-__all__ = ["spmm_int", "dense_gemm_int", "linear_float", "max_safe_k"]
+__all__ = ["spmm_int", "spmm_int_dataflow", "dense_gemm_int", "linear_float", "max_safe_k"]
 
 
 def max_safe_k(a_max: int = 128, b_max: int = 128) -> int:
@@ -39,13 +39,35 @@ def _finish(acc: np.ndarray, bias, channels: int) -> np.ndarray:
     return acc.astype(np.int32)
 
 
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a [T, K] @ b [R, K]^T`` exactly, through float64 BLAS: every product and partial sum
+    is an integer below ``2**31`` (callers bound K by :func:`max_safe_k`), so float64 (53-bit
+    mantissa) represents each exactly and the result is the integer GEMM."""
+    return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.int64)
+
+
+def spmm_int_dataflow(x, w: PackedNM) -> np.ndarray:
+    """:func:`spmm_int` the way the hardware computes it (no bias): for each stored
+    (value, index) slot of a row, the index selects one activation of the slot's M-group (an
+    M-to-1 mux) and the products accumulate. Slow; kept as the specification the fast
+    :func:`spmm_int` is tested against."""
+    xi = as_int_array(x, "activations", lo=INT8_MIN, hi=INT8_MAX)
+    xp = np.zeros((xi.shape[0], w.k_padded), dtype=np.int64)
+    xp[:, : w.k] = xi
+    vals = np.asarray(w.values, dtype=np.int64)  # [R, G*N]
+    cols = w.unpacked_indices() + (np.arange(vals.shape[1]) // w.n * w.m)[None, :]  # [R, G*N]
+    acc = np.zeros((xi.shape[0], w.rows), dtype=np.int64)
+    for j in range(vals.shape[1]):  # one stored slot per step: [T, R] gather-multiply-add
+        acc += xp[:, cols[:, j]] * vals[:, j][None, :]
+    return _finish(acc, None, w.rows)
+
+
 def spmm_int(x, w: PackedNM, bias=None) -> np.ndarray:
     """``x [T, K] int8`` times packed N:M weights ``w [R, K]`` -> ``int32 [T, R]``, plus bias.
 
-    Follows the hardware's dataflow: for each stored (value, index) slot of a row, the index
-    selects one activation of the slot's M-group (an M-to-1 mux), and the products accumulate
-    in int32. Padding columns (``K`` not a multiple of ``M``) read zero activations.
-    Exact: equals the dense integer GEMM of ``unpack(w)``.
+    Exact: the integer GEMM of ``unpack(w)`` (computed through float64 BLAS, exact for the
+    K this function accepts); :func:`spmm_int_dataflow` is the hardware's slot-by-slot
+    dataflow, tested equal.
     """
     if not isinstance(w, PackedNM):
         raise TypeError(f"w must be a PackedNM, got {type(w).__name__}")
@@ -54,13 +76,7 @@ def spmm_int(x, w: PackedNM, bias=None) -> np.ndarray:
         raise ValueError(f"activations must be [tokens, K={w.k}], got shape {xi.shape}")
     if w.k > max_safe_k():
         raise ValueError(f"K = {w.k} could overflow int32 (largest safe K is {max_safe_k()})")
-    xp = np.zeros((xi.shape[0], w.k_padded), dtype=np.int64)
-    xp[:, : w.k] = xi
-    vals = np.asarray(w.values, dtype=np.int64)  # [R, G*N]
-    cols = w.unpacked_indices() + (np.arange(vals.shape[1]) // w.n * w.m)[None, :]  # [R, G*N]
-    acc = np.zeros((xi.shape[0], w.rows), dtype=np.int64)
-    for j in range(vals.shape[1]):  # one stored slot per step: [T, R] gather-multiply-add
-        acc += xp[:, cols[:, j]] * vals[:, j][None, :]
+    acc = _exact_matmul(xi, unpack(w))
     return _finish(acc, bias, w.rows)
 
 
@@ -77,7 +93,7 @@ def dense_gemm_int(a, b, bias=None, *, a_unsigned: bool = False) -> np.ndarray:
     limit = max_safe_k(256 if a_unsigned else 128, 128)
     if k > limit:
         raise ValueError(f"K = {k} could overflow int32 (largest safe K is {limit})")
-    return _finish(ai @ bi.T, bias, bi.shape[0])
+    return _finish(_exact_matmul(ai, bi), bias, bi.shape[0])
 
 
 def linear_float(x, w, bias=None) -> torch.Tensor:
