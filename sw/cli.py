@@ -34,18 +34,16 @@ def _prune(args) -> int:
 
     if args.model != "minilm" or args.task != "rt-sentiment":
         raise ValueError("only --model minilm --task rt-sentiment is available so far")
-    if args.int8:
-        raise ValueError("--int8 is not implemented yet (fp32 pruning only)")
     prune_run(nm=args.nm, method=args.method, recovery_epochs=args.recovery_epochs,
               dense_epochs=args.dense_epochs, kd=args.kd, parent=args.parent, seq=args.seq,
-              seed=args.seed, out=args.out)
+              seed=args.seed, out=args.out, int8=args.int8)
     return 0
 
 
 def _eval(args) -> int:
     from sw.prune.experiment import eval_run
 
-    eval_run(args.path, args.data, seq=args.seq)
+    eval_run(args.path, args.data, seq=args.seq, int8=args.int8)
     return 0
 
 
@@ -112,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--dense-epochs", type=float, default=1.0)
     pr.add_argument("--kd", action="store_true", help="distil from the dense model")
     pr.add_argument("--from", dest="parent", help="a saved parent: masks nest inside its own")
-    pr.add_argument("--int8", action="store_true")
+    pr.add_argument("--int8", action="store_true",
+                    help="also measure int8 (post-training, through the integer encoder)")
     pr.add_argument("--seq", type=int, default=64)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", help="model name or path (default: build/models/<derived name>)")
@@ -123,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", help="CSV/TSV with a text and a label column (default: the "
                                    "built-in Rotten Tomatoes test split)")
     ev.add_argument("--seq", type=int, default=64)
+    ev.add_argument("--int8", action="store_true",
+                    help="evaluate through the bit-exact int8 integer encoder (PTQ)")
     ev.set_defaults(func=_eval)
 
     run = sub.add_parser("run", help="prune, quantize, compile and run a BERT encoder on a "

@@ -12,8 +12,6 @@ from sw.cli import main
 def test_bad_arguments_are_refused_before_any_work(capsys):
     assert main(["prune", "--nm", "5:4"]) == 2
     assert "unsupported N:M 5:4" in capsys.readouterr().err
-    assert main(["prune", "--nm", "2:4", "--method", "oneshot", "--int8"]) == 2
-    assert "--int8 is not implemented yet" in capsys.readouterr().err
     assert main(["eval", "/nonexistent/model"]) == 2
     assert "not a saved model directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -7,7 +7,8 @@ distillation from the dense model), evaluates on the held-out split, saves the m
 writes ``build/accuracy/<name>.json``. ``eval``: accuracy of a saved model on the built-in
 test split or on the user's own labelled file.
 
-fp32 only for now: the int8 path of the issue (PTQ/QAT evaluation) is still to come.
+``--int8`` adds post-training int8: the pruned model is calibrated on 64 training sentences
+and evaluated through the bit-exact integer encoder (:mod:`sw.prune.int8eval`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def dense_baseline(*, epochs: float = 1.0, seq: int = 64, seed: int = 0, progres
 
 def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25,
               dense_epochs: float = 1.0, kd: bool = False, parent: str | None = None,
-              seq: int = 64, seed: int = 0, out: str | None = None, progress=print) -> dict:
+              seq: int = 64, seed: int = 0, out: str | None = None, int8: bool = False,
+              progress=print) -> dict:
     import copy
 
     from .sparsify import _parse_nm
@@ -115,20 +117,28 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
         apply_masks(model, plan, parents=current_masks(model) or None)
     squash(model)
     acc = evaluate(model, tok, test, seq=seq)
-    name = out or f"minilm-rt-{nm.replace(':', 'of')}-{method}{'-kd' if kd else ''}-fp32"
+    acc8 = None
+    if int8:
+        from .int8eval import CALIBRATION_SENTENCES, int8_accuracy
+
+        acc8 = int8_accuracy(model, tok, test, train[:CALIBRATION_SENTENCES], seq=seq)
+    precision = "int8" if int8 else "fp32"
+    name = out or f"minilm-rt-{nm.replace(':', 'of')}-{method}{'-kd' if kd else ''}-{precision}"
     path = MODELS / name if "/" not in name else Path(name)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     result = {"name": path.name, "model": "all-MiniLM-L6-v2", "task": "rt-sentiment",
-              "nm": nm, "method": method, "kd": kd, "parent": parent, "precision": "fp32",
+              "nm": nm, "method": method, "kd": kd, "parent": parent, "precision": precision,
               "dense_accuracy": dense["accuracy"], "one_shot_accuracy": one_shot,
-              "accuracy": acc, "recovery": stats, "split": record, "seq": seq, "seed": seed,
+              "accuracy": acc if acc8 is None else acc8, "fp32_accuracy": acc,
+              "int8_accuracy": acc8, "recovery": stats, "split": record, "seq": seq, "seed": seed,
               "wall_s": round(time.perf_counter() - t0, 1),
               "layers": json.loads(plan.to_json())}
     (path / "nmaccel.json").write_text(json.dumps(result, indent=2) + "\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{path.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    progress(f"{path.name}: accuracy {acc:.4f} (dense {dense['accuracy']:.4f}"
+    progress(f"{path.name}: accuracy {acc:.4f} fp32"
+             f"{'' if acc8 is None else f', {acc8:.4f} int8'} (dense {dense['accuracy']:.4f}"
              f"{'' if one_shot is None else f', one-shot {one_shot:.4f}'})")
     return result
 
@@ -139,13 +149,23 @@ def _linear_weights(model) -> dict:
     return {k: v.weight.detach() for k, v in encoder_linears(model).items()}
 
 
-def eval_run(path, data: str | None = None, *, seq: int = 64, progress=print) -> dict:
+def eval_run(path, data: str | None = None, *, seq: int = 64, int8: bool = False,
+             progress=print) -> dict:
+    """Accuracy of a saved model; ``int8``: through the bit-exact integer encoder, calibrated
+    on the first training sentences of the built-in split."""
     model, tok = load_minilm_classifier(path)
+    train, test, record = rt_split(seed=0)
     if data:
         examples, source = load_labelled_file(data), str(data)
     else:
-        _, examples, record = rt_split(seed=0)
-        source = record["dataset"]
-    acc = evaluate(model, tok, examples, seq=seq)
-    progress(f"{path}: accuracy {acc:.4f} on {len(examples)} sentences ({source})")
-    return {"model": str(path), "data": source, "examples": len(examples), "accuracy": acc}
+        examples, source = test, record["dataset"]
+    if int8:
+        from .int8eval import CALIBRATION_SENTENCES, int8_accuracy
+
+        acc = int8_accuracy(model, tok, examples, train[:CALIBRATION_SENTENCES], seq=seq)
+    else:
+        acc = evaluate(model, tok, examples, seq=seq)
+    precision = "int8" if int8 else "fp32"
+    progress(f"{path}: {precision} accuracy {acc:.4f} on {len(examples)} sentences ({source})")
+    return {"model": str(path), "data": source, "examples": len(examples), "accuracy": acc,
+            "precision": precision}
