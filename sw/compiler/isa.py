@@ -36,7 +36,8 @@ from enum import IntEnum
 
 __all__ = ["Op", "Status", "FIELDS", "Command", "Program", "ProgramError", "HEADER_WORDS",
            "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD", "LN_RECORD",
-           "check_command", "check_shape", "footprint", "linear_param_bytes"]
+           "check_command", "check_shape", "footprint", "linear_param_bytes", "REGISTERS",
+           "BUFFERS"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
 VERSION = 1
@@ -61,6 +62,20 @@ class Op(IntEnum):
     GELU = 8  # 256-entry int8 table from params
 
 
+#: The kernel's AXI4-Lite control registers (byte offsets; Vitis RTL-kernel convention: CTRL at
+#: 0x00 with ap_start = bit 0, ap_done = bit 1 (cleared on read), ap_idle = bit 2). Each buffer
+#: argument is a 64-bit address (lo, hi) and a 32-bit size in bytes.
+REGISTERS = {
+    "CTRL": 0x00, "STATUS": 0x10, "COMMAND": 0x14, "CYCLES": 0x18,
+    "PROGRAM_LO": 0x20, "PROGRAM_HI": 0x24, "PROGRAM_SIZE": 0x28,
+    "PARAMS_LO": 0x30, "PARAMS_HI": 0x34, "PARAMS_SIZE": 0x38,
+    "INPUT_LO": 0x40, "INPUT_HI": 0x44, "INPUT_SIZE": 0x48,
+    "OUTPUT_LO": 0x50, "OUTPUT_HI": 0x54, "OUTPUT_SIZE": 0x58,
+}
+#: The buffer arguments, in register order.
+BUFFERS = ("program", "params", "input", "output")
+
+
 class Status(IntEnum):
     """The device's status register after a run (0 = finished cleanly)."""
 
@@ -72,6 +87,8 @@ class Status(IntEnum):
     BAD_SHAPE = 5  # a shape or N:M the config cannot run
     NO_END = 6  # the commands ran out without END
     TIMEOUT = 7  # set by a driver that gave up waiting, never by the hardware
+    UNSUPPORTED = 8  # a valid command this hardware build does not implement (yet)
+    BUS_ERROR = 9  # device memory answered an access with an AXI error response
 
 
 #: The fields of each opcode, in word order (word 1 onwards). Widths are 32 bits.
@@ -250,6 +267,8 @@ def check_shape(cmd: Command, config) -> str | None:
     for name in ("out_bits", "a_bits", "b_bits", "in_bits"):
         if name in a and a[name] not in (8, 16):
             return f"{name} = {a[name]} must be 8 or 16"
+    if cmd.op in (Op.LOAD, Op.STORE) and (a["src"] % 4 or a["dst"] % 4):
+        return f"src = {a['src']} and dst = {a['dst']} must be multiples of 4 bytes"
     if cmd.op == Op.LINEAR:
         try:
             config.check_nm(a["n"], a["m"])

@@ -135,15 +135,20 @@ class Device(abc.ABC):
         self.close()
 
 
-BACKENDS = ("ref", "xrt")
+BACKENDS = ("ref", "rtl", "xrt")
 
 
 def open_device(kind: str, config: AcceleratorConfig, **kwargs) -> Device:
-    """A device of the given backend: ``ref`` (the golden model) or ``xrt`` (an Alveo card)."""
+    """A device of the given backend: ``ref`` (the golden model), ``rtl`` (the generated
+    Verilog in simulation) or ``xrt`` (an Alveo card)."""
     if kind == "ref":
         from .ref import RefDevice
 
         return RefDevice(config, **kwargs)
+    if kind == "rtl":
+        from .rtl import RtlDevice
+
+        return RtlDevice(config, **kwargs)
     if kind == "xrt":
         from .xrt import XrtDevice
 

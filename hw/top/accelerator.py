@@ -1,0 +1,247 @@
+"""The accelerator kernel: a command processor running a Program from device memory.
+
+This first build of the top implements the whole host interface and the command
+processor's contract (:mod:`sw.compiler.isa`): AXI4-Lite control, an AXI4 master to device
+memory, the program header and per-command checks, the scratchpad and the DMA commands
+(``LOAD``, ``STORE``, ``END``). The compute commands are recognised and stop the run with
+``Status.UNSUPPORTED`` until their datapaths (engine, softmax, LayerNorm, GELU, add) are
+wired in; nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+from hw.lib.checks import require_config
+from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, MAGIC, VERSION, Op, Status, config_fingerprint
+
+from .axi import Axi4Signature, AxiLiteSignature
+from .axi_reader import AxiReader
+from .axi_writer import AxiWriter
+from .control import ADDR_WIDTH, ControlRegs
+
+__all__ = ["Accelerator", "IMPLEMENTED"]
+
+#: Opcodes this build executes; the other valid opcodes stop with Status.UNSUPPORTED.
+IMPLEMENTED = (Op.END, Op.LOAD, Op.STORE)
+_NO_COMMAND = 0xFFFF_FFFF  # COMMAND register value for header errors (-1)
+
+
+class Accelerator(wiring.Component):
+    """The nmaccel kernel for one :class:`AcceleratorConfig`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``spm_kib`` sizes the scratchpad; the config's fingerprint is compared with every
+        Program's header (a Program compiled for another config stops with BAD_HEADER).
+
+    Ports
+    -----
+    s_axi_control : In(AxiLiteSignature(8))
+        Registers of :data:`sw.compiler.isa.REGISTERS`.
+    m_axi_gmem : Out(Axi4Signature(32))
+        Device memory: reads of the program, params and input buffers, writes of the output
+        buffer only, each access checked against the declared buffer first.
+
+    Latency / throughput / resources
+    --------------------------------
+    Per command: a 16-word burst to fetch it, one cycle to check it, then its work. LOAD and
+    STORE move one 32-bit word per cycle inside 16-beat bursts. The scratchpad is
+    ``spm_kib`` KiB of 32-bit words with byte enables.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        require_config(self, config)
+        self.config = config
+        super().__init__({
+            "s_axi_control": In(AxiLiteSignature(ADDR_WIDTH)),
+            "m_axi_gmem": Out(Axi4Signature(32)),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - one FSM, one state per step
+        m = Module()
+        cfg = self.config
+        spm_bytes = cfg.spm_bytes
+        m.submodules.ctrl = ctrl = ControlRegs()
+        m.submodules.reader = reader = AxiReader()
+        m.submodules.writer = writer = AxiWriter()
+        m.submodules.spm = spm = Memory(shape=32, depth=spm_bytes // 4, init=[])
+        spm_w = spm.write_port(granularity=8)
+        spm_r = spm.read_port()
+        m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
+        wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
+
+        bus = self.m_axi_gmem
+        for name in bus.signature.members:
+            port = getattr(bus, name)
+            src = reader.axi if name.startswith(("ar", "r")) else writer.axi
+            if bus.signature.members[name].flow == Out:
+                m.d.comb += port.eq(getattr(src, name))
+            else:
+                m.d.comb += getattr(src, name).eq(port)
+
+        busy = Signal()
+        cycles = Signal(32)
+        status = Signal(8)  # the status the run ends with, valid with ctrl.done
+        index = Signal(32)
+        count = Signal(32)
+        words = Array(Signal(32, name=f"w{k}") for k in range(CMD_WORDS))
+        got = Signal(range(CMD_WORDS + 1))
+        m.d.comb += [ctrl.busy.eq(busy), ctrl.status.eq(status), ctrl.command.eq(index),
+                     ctrl.cycles.eq(cycles)]
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        op, f1, f2, f3 = words[0], words[1], words[2], words[3]
+        # LOAD: dst, src, bytes; STORE: dst, src, bytes
+        nbytes = f3
+        nwords = Signal(31)
+        last_mask = Signal(4)
+        m.d.comb += [nwords.eq((nbytes + 3) >> 2),
+                     last_mask.eq(Mux(nbytes[:2] == 0, 0b1111, (Const(1, 4) << nbytes[:2]) - 1))]
+        moved = Signal(32)  # words written to the scratchpad (LOAD) or issued from it (STORE)
+        pend = Signal()  # a scratchpad read is on its way into the store FIFO
+
+        def finish(code):
+            m.d.comb += [status.eq(code), ctrl.done.eq(1)]
+            m.d.sync += busy.eq(0)
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(ctrl.start):
+                    m.d.sync += [busy.eq(1), cycles.eq(1), index.eq(_NO_COMMAND)]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                with m.If(ctrl.program_size < 4 * HEADER_WORDS):
+                    finish(Status.BAD_HEADER)
+                with m.Else():
+                    m.d.comb += [reader.req.valid.eq(1),
+                                 reader.req.payload.addr.eq(ctrl.program),
+                                 reader.req.payload.words.eq(HEADER_WORDS)]
+                    with m.If(reader.req.ready):
+                        m.d.sync += got.eq(0)
+                        m.next = "HEADER_READ"
+            with m.State("HEADER_READ"):
+                m.d.comb += reader.data.ready.eq(1)
+                with m.If(reader.data.valid):
+                    m.d.sync += [words[got].eq(reader.data.payload), got.eq(got + 1)]
+                    with m.If(got == HEADER_WORDS - 1):
+                        m.next = "HEADER_CHECK"
+            with m.State("HEADER_CHECK"):
+                fits = (4 * HEADER_WORDS + words[2] * (4 * CMD_WORDS)) <= ctrl.program_size
+                with m.If(reader.error):
+                    finish(Status.BUS_ERROR)
+                with m.Elif((words[0] != MAGIC) | (words[1] != VERSION)
+                            | (words[3] != config_fingerprint(cfg)) | ~fits):
+                    finish(Status.BAD_HEADER)
+                with m.Else():
+                    m.d.sync += [count.eq(words[2]), index.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(index == count):
+                    finish(Status.NO_END)
+                with m.Else():
+                    m.d.comb += [reader.req.valid.eq(1),
+                                 reader.req.payload.addr.eq(
+                                     ctrl.program + 4 * HEADER_WORDS + index * (4 * CMD_WORDS)),
+                                 reader.req.payload.words.eq(CMD_WORDS)]
+                    with m.If(reader.req.ready):
+                        m.d.sync += got.eq(0)
+                        m.next = "FETCH_READ"
+            with m.State("FETCH_READ"):
+                m.d.comb += reader.data.ready.eq(1)
+                with m.If(reader.data.valid):
+                    m.d.sync += [words[got].eq(reader.data.payload), got.eq(got + 1)]
+                    with m.If(got == CMD_WORDS - 1):
+                        m.next = "CHECK"
+            with m.State("CHECK"):
+                # the order of sw.compiler.isa.check_command: opcode, shape, scratchpad, buffer
+                is_dma = (op == Op.LOAD) | (op == Op.STORE)
+                spm_addr = Signal(32)
+                dram_end = Signal(34)
+                dram_size = Signal(32)
+                m.d.comb += [spm_addr.eq(f1), dram_end.eq(f2 + nbytes),
+                             dram_size.eq(ctrl.input_size)]
+                with m.If(op == Op.STORE):
+                    m.d.comb += [spm_addr.eq(f2), dram_end.eq(f1 + nbytes),
+                                 dram_size.eq(ctrl.output_size)]
+                with m.If(reader.error):
+                    finish(Status.BUS_ERROR)
+                with m.Elif(op > max(Op)):
+                    finish(Status.BAD_OPCODE)
+                with m.Elif(op == Op.END):
+                    finish(Status.OK)
+                with m.Elif(~is_dma):
+                    finish(Status.UNSUPPORTED)
+                with m.Elif((nbytes == 0) | (f1[:2] != 0) | (f2[:2] != 0)):
+                    finish(Status.BAD_SHAPE)
+                with m.Elif(spm_addr + nbytes > spm_bytes):
+                    finish(Status.OUT_OF_SPM)
+                with m.Elif(dram_end > dram_size):
+                    finish(Status.OUT_OF_BUFFER)
+                with m.Elif(op == Op.LOAD):
+                    m.d.sync += moved.eq(0)
+                    m.next = "LOAD_REQ"
+                with m.Else():
+                    m.d.sync += [moved.eq(0), pend.eq(0)]
+                    m.next = "STORE_REQ"
+            with m.State("LOAD_REQ"):
+                m.d.comb += [reader.req.valid.eq(1),
+                             reader.req.payload.addr.eq(ctrl.input + f2),
+                             reader.req.payload.words.eq(nwords)]
+                with m.If(reader.req.ready):
+                    m.next = "LOAD_RUN"
+            with m.State("LOAD_RUN"):
+                m.d.comb += [reader.data.ready.eq(1), spm_w.addr.eq((f1 >> 2) + moved),
+                             spm_w.data.eq(reader.data.payload)]
+                with m.If(reader.data.valid):
+                    m.d.comb += spm_w.en.eq(0b1111)
+                    m.d.sync += moved.eq(moved + 1)
+                    with m.If(moved == nwords - 1):
+                        m.d.comb += spm_w.en.eq(last_mask)
+                        m.next = "NEXT"
+            with m.State("STORE_REQ"):
+                m.d.comb += [writer.req.valid.eq(1),
+                             writer.req.payload.addr.eq(ctrl.output + f1),
+                             writer.req.payload.words.eq(nwords)]
+                with m.If(writer.req.ready):
+                    m.next = "STORE_RUN"
+            with m.State("STORE_RUN"):
+                issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth - 1)
+                m.d.comb += [spm_r.addr.eq((f2 >> 2) + moved), spm_r.en.eq(issue),
+                             sfifo.w_data.eq(spm_r.data), sfifo.w_en.eq(pend)]
+                m.d.sync += pend.eq(issue)
+                with m.If(issue):
+                    m.d.sync += moved.eq(moved + 1)
+                sent = Signal(32)
+                last = (sent == nwords - 1)
+                m.d.comb += [writer.data.valid.eq(sfifo.r_rdy),
+                             writer.data.payload.data.eq(sfifo.r_data),
+                             writer.data.payload.strb.eq(0b1111),
+                             sfifo.r_en.eq(writer.data.ready)]
+                with m.If(last):
+                    m.d.comb += writer.data.payload.strb.eq(last_mask)
+                with m.If(sfifo.r_rdy & writer.data.ready):
+                    m.d.sync += sent.eq(sent + 1)
+                    with m.If(last):
+                        m.d.sync += sent.eq(0)
+                        m.next = "STORE_WAIT"
+            with m.State("STORE_WAIT"):
+                with m.If(writer.idle):
+                    with m.If(writer.error):
+                        finish(Status.BUS_ERROR)
+                    with m.Else():
+                        m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(reader.error):
+                    finish(Status.BUS_ERROR)
+                with m.Else():
+                    m.d.sync += index.eq(index + 1)
+                    m.next = "FETCH"
+        return m

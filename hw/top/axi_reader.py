@@ -1,0 +1,93 @@
+"""AXI4 burst reader: a request for ``words`` data words at ``addr`` -> a stream of words."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import BURST_INCR, RESP_OKAY, Axi4Signature
+
+__all__ = ["AxiReader", "MAX_BURST"]
+
+MAX_BURST = 16  #: beats per burst (AXI4 allows 256; 16 keeps the bus fair to the writer)
+
+
+class AxiReader(wiring.Component):
+    """Reads ``words`` consecutive bus words from byte address ``addr`` (word aligned).
+
+    Bursts of up to :data:`MAX_BURST` beats, INCR, never crossing a 4 KiB boundary (an AXI
+    rule), one burst in flight at a time.
+
+    Ports
+    -----
+    req : In(stream of {addr: 64, words: 32})
+        Taken when the previous request has been fully delivered.
+    data : Out(stream of data_width bits)
+        The words in address order; back-pressure holds RREADY low.
+    error : Out(1)
+        Sticky: some beat came back with RRESP != OKAY (the data is delivered regardless).
+    axi : Out(Axi4Signature)
+        Only the AR and R channels are driven; the write channels are left to the writer.
+
+    Latency / throughput / resources
+    --------------------------------
+    One beat per cycle inside a burst; between bursts, the AR handshake plus the memory's
+    read latency. A 64-bit address register, a 32-bit count, a burst counter.
+    """
+
+    def __init__(self, *, data_width: int = 32):
+        self.data_width = data_width
+        super().__init__({
+            "req": In(stream.Signature(data.StructLayout({"addr": 64, "words": 32}))),
+            "data": Out(stream.Signature(data_width)),
+            "error": Out(1),
+            "axi": Out(Axi4Signature(data_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+        beat_bytes = self.data_width // 8
+        addr = Signal(64)
+        left = Signal(32)
+        burst = Signal(range(MAX_BURST + 1))
+        to_page = Signal(13)
+        m.d.comb += [
+            to_page.eq((4096 - addr[:12]) // beat_bytes),
+            axi.arsize.eq(axi.signature.size),
+            axi.arburst.eq(BURST_INCR),
+            axi.araddr.eq(addr),
+            axi.arlen.eq(burst - 1),
+            self.data.payload.eq(axi.rdata),
+        ]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [addr.eq(self.req.payload.addr),
+                                 left.eq(self.req.payload.words)]
+                    with m.If(self.req.payload.words != 0):
+                        m.next = "SIZE"
+            with m.State("SIZE"):
+                capped = Mux(left < MAX_BURST, left, MAX_BURST)
+                n = Mux(to_page < capped, to_page, capped)
+                m.d.sync += burst.eq(n)
+                m.next = "AR"
+            with m.State("AR"):
+                m.d.comb += axi.arvalid.eq(1)
+                with m.If(axi.arready):
+                    m.next = "R"
+            with m.State("R"):
+                m.d.comb += [self.data.valid.eq(axi.rvalid), axi.rready.eq(self.data.ready)]
+                with m.If(axi.rvalid & self.data.ready):
+                    with m.If(axi.rresp != RESP_OKAY):
+                        m.d.sync += self.error.eq(1)
+                    with m.If(axi.rlast):
+                        m.d.sync += [addr.eq(addr + burst * beat_bytes),
+                                     left.eq(left - burst)]
+                        with m.If(left == burst):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "SIZE"
+        return m

@@ -1,0 +1,66 @@
+"""The ``rtl`` backend: the generated Verilog of :class:`hw.top.accelerator.Accelerator` under
+Icarus or Verilator (``SIM``), driven through cocotbext-axi (``sim/benches/top.py``).
+
+Device memory lives on the host between runs; each :meth:`run` simulates one kernel run: the
+memory image goes into an AXI RAM model, the bench programs the AXI4-Lite registers, starts
+the kernel, polls ap_done (giving up after ``max_cycles``) and hands back memory, status,
+command index and the kernel's own cycle counter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from hw.config import AcceleratorConfig
+from sw.compiler.isa import Status
+
+from .device import Buffer, DeviceTimeout, RunResult
+from .ref import RefDevice
+
+__all__ = ["RtlDevice"]
+
+
+class RtlDevice(RefDevice):
+    """Host-side memory as :class:`~sw.driver.ref.RefDevice`; runs go through the RTL."""
+
+    def __init__(self, config: AcceleratorConfig, *, max_cycles: int = 50_000_000,
+                 stall: bool = False, seed: int = 1, reset_at: int | None = None,
+                 build_root: str | Path | None = None):
+        super().__init__(config)
+        self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
+        self.build_root = Path(build_root) if build_root else None
+        self.runs = 0
+
+    def _start(self, buffers: dict[str, Buffer]):
+        from hw.top.accelerator import Accelerator
+        from sim.runner import REPO_ROOT, run_bench
+
+        self.runs += 1
+        root = self.build_root or REPO_ROOT / "build" / "sim"
+        digest = hashlib.sha256(self.config.to_json().encode()).hexdigest()[:8]
+        case = f"{self.config.name}-{digest}"
+        work = root / "top-runs" / case
+        work.mkdir(parents=True, exist_ok=True)
+        image, image_out = work / "image.bin", work / "image_out.bin"
+        image.write_bytes(bytes(self.memory))
+        params = {"image": str(image), "image_out": str(image_out),
+                  "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
+                  "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
+                  "reset_at": self.reset_at}
+        report = run_bench(component=Accelerator(config=self.config), bench="sim.benches.top",
+                           case=case, params=params, build_root=root)
+        self.memory[:] = image_out.read_bytes()
+        if report["timed_out"]:
+            return RunResult(status=Status.TIMEOUT, command=-1, cycles=self.max_cycles,
+                             detail=f"no ap_done within {self.max_cycles} cycles")
+        command = report["command"]
+        return RunResult(status=Status(report["status"]),
+                         command=-1 if command == 0xFFFF_FFFF else command,
+                         cycles=report["cycles"], detail=json.dumps(report))
+
+    def _wait(self, handle: RunResult, timeout: float) -> RunResult:
+        if handle.status == Status.TIMEOUT:
+            raise DeviceTimeout(timeout, handle.detail)
+        return handle

@@ -1,0 +1,127 @@
+"""The Accelerator kernel (hw/top) on the RTL through cocotbext-axi, against the ref backend.
+
+Every run compares the whole device memory after the run, the status and the stopping
+command's index of the ``rtl`` backend with the ``ref`` backend's, on the same Program.
+"""
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from sw.compiler.isa import Command, Op, Program, Status, config_fingerprint
+from sw.driver.device import DeviceError, DeviceTimeout, open_device
+
+pytestmark = pytest.mark.sim
+
+CFG = preset("tiny").replace(spm_kib=16)
+SEED = 7
+OUT = 512
+
+
+def _program(cmds, config=CFG, count=None):
+    data = bytearray(Program(tuple(cmds), config_fingerprint(config)).to_bytes())
+    if count is not None:
+        data[8:12] = count.to_bytes(4, "little")
+    return bytes(data)
+
+
+def _run(kind, program, inp, **kwargs):
+    """Run on a fresh device; returns (memory, status, command, output buffer)."""
+    dev = open_device(kind, CFG, **kwargs)
+    bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
+                                               ("input", len(inp)), ("output", OUT))}
+    dev.write(bufs["program"], program)
+    dev.write(bufs["input"], inp)
+    dev.write(bufs["output"], b"\xa5" * OUT)
+    try:
+        res = dev.wait(dev.run(**bufs), timeout=60)
+        status, command = res.status, res.command
+    except DeviceTimeout:
+        raise
+    except DeviceError as e:
+        status, command = e.status, e.command
+    return bytes(dev.memory), status, command, bufs["output"]
+
+
+def _random_dma_program(rng, inp_size):
+    cmds = []
+    for _ in range(6):
+        n = int(rng.integers(1, 120))
+        src = 4 * int(rng.integers(0, (inp_size - n) // 4 + 1))
+        dst = 4 * int(rng.integers(0, (CFG.spm_bytes - n) // 4))
+        cmds.append(Command(Op.LOAD, {"dst": dst, "src": src, "bytes": n}))
+        out = 4 * int(rng.integers(0, (OUT - n) // 4 + 1))
+        cmds.append(Command(Op.STORE, {"dst": out, "src": dst, "bytes": n}))
+    return cmds + [Command(Op.END, {})]
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_random_dma_programs_match_the_ref_backend(stall):
+    rng = np.random.default_rng(SEED + stall)
+    inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    program = _program(_random_dma_program(rng, len(inp)))
+    ref = _run("ref", program, inp)
+    rtl = _run("rtl", program, inp, stall=stall, seed=SEED)
+    assert rtl[1:3] == ref[1:3] == (Status.OK, 12)
+    assert rtl[0] == ref[0]
+
+
+def _dma(dst, src, n, op=Op.LOAD):
+    return Command(op, {"dst": dst, "src": src, "bytes": n})
+
+
+FAULTS = {
+    # name: (commands, header count override, config of the Program)
+    "unknown opcode": ([_dma(0, 0, 8)], None, None),
+    "load past the input buffer": ([_dma(0, 200, 60)], None, None),
+    "store past the output buffer": ([_dma(0, 0, 64), _dma(OUT - 8, 0, 16, Op.STORE)], None,
+                                     None),
+    "load past the scratchpad": ([_dma(CFG.spm_bytes - 8, 0, 16)], None, None),
+    "misaligned": ([_dma(2, 0, 16)], None, None),
+    "zero bytes": ([_dma(0, 0, 0)], None, None),
+    "another config": ([_dma(0, 0, 8)], None, CFG.replace(spm_kib=32)),
+    "count past the buffer": ([_dma(0, 0, 8)], 1000, None),
+    "no end": ([_dma(0, 0, 8), _dma(0, 0, 8, Op.STORE)], None, None),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_faults_stop_the_kernel_like_the_ref_backend(fault):
+    cmds, count, config = FAULTS[fault]
+    program = bytearray(_program(cmds + [Command(Op.END, {})], config or CFG, count))
+    if fault == "unknown opcode":
+        program[16:20] = (77).to_bytes(4, "little")
+    if fault == "no end":  # the END slot becomes one more STORE
+        at = 16 + len(cmds) * 64
+        program[at:at + 16] = np.array([int(Op.STORE), 0, 0, 8], "<u4").tobytes()
+    inp = bytes(range(256))
+    ref = _run("ref", bytes(program), inp)
+    rtl = _run("rtl", bytes(program), inp)
+    assert ref[1] != Status.OK
+    assert rtl[1:3] == ref[1:3]
+    out = rtl[3]
+    assert rtl[0][:out.addr] == ref[0][:out.addr]  # nothing written outside the output
+    assert rtl[0][out.addr + out.size:] == ref[0][out.addr + out.size:]
+    assert rtl[0] == ref[0]
+
+
+def test_compute_commands_are_refused_not_skipped():
+    cmd = Command(Op.GELU, {"src": 0, "dst": 64, "tokens": 1, "width": 4, "table_off": 0})
+    program = _program([cmd, Command(Op.END, {})])
+    _, status, command, _ = _run("rtl", program, bytes(64))
+    assert (status, command) == (Status.UNSUPPORTED, 0)
+
+
+def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
+    rng = np.random.default_rng(SEED)
+    inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    program = _program(_random_dma_program(rng, len(inp)))
+    ref = _run("ref", program, inp)
+    rtl = _run("rtl", program, inp, reset_at=40)
+    assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
+
+
+def test_the_driver_times_out_instead_of_hanging():
+    program = _program([_dma(0, 0, 4096), Command(Op.END, {})])
+    with pytest.raises(DeviceTimeout, match="no ap_done within 100 cycles"):
+        _run("rtl", program, bytes(4096), max_cycles=100)
