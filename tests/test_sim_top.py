@@ -31,6 +31,7 @@ def _run(kind, program, inp, **kwargs):
     bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
                                                ("input", len(inp)), ("output", OUT))}
     dev.write(bufs["program"], program)
+    dev.write(bufs["params"], bytes(range(64)))
     dev.write(bufs["input"], inp)
     dev.write(bufs["output"], b"\xa5" * OUT)
     try:
@@ -82,6 +83,20 @@ FAULTS = {
     "another config": ([_dma(0, 0, 8)], None, CFG.replace(spm_kib=32)),
     "count past the buffer": ([_dma(0, 0, 8)], 1000, None),
     "no end": ([_dma(0, 0, 8), _dma(0, 0, 8, Op.STORE)], None, None),
+    "GELU table past params": ([Command(Op.GELU, {"src": 0, "dst": 64, "tokens": 2, "width": 8,
+                                                  "table_off": 16})], None, None),
+    "GELU past the scratchpad": ([Command(Op.GELU, {"src": 0, "dst": CFG.spm_bytes - 8,
+                                                    "tokens": 2, "width": 8,
+                                                    "table_off": 0})], None, None),
+    "ADD with 12-bit operands": ([Command(Op.ADD, {
+        "a": 0, "b": 64, "out": 128, "tokens": 2, "width": 8, "m_a": 1, "m_b": 1, "shift": 0,
+        "a_bits": 12, "b_bits": 8, "out_bits": 8})], None, None),
+    "LAYERNORM wider than max_hidden": ([Command(Op.LAYERNORM, {
+        "src": 0, "dst": 64, "tokens": 1, "hidden": CFG.max_hidden + 1, "in_bits": 8,
+        "params_off": 0, "eps_int": 1, "sqrt_frac": 8})], None, None),
+    "LAYERNORM with the wrong sqrt_frac": ([Command(Op.LAYERNORM, {
+        "src": 0, "dst": 64, "tokens": 1, "hidden": 4, "in_bits": 16, "params_off": 0,
+        "eps_int": 1, "sqrt_frac": 8})], None, None),
 }
 
 
@@ -105,8 +120,9 @@ def test_faults_stop_the_kernel_like_the_ref_backend(fault):
     assert rtl[0] == ref[0]
 
 
-def test_compute_commands_are_refused_not_skipped():
-    cmd = Command(Op.GELU, {"src": 0, "dst": 64, "tokens": 1, "width": 4, "table_off": 0})
+def test_engine_commands_are_refused_not_skipped():
+    cmd = Command(Op.PV, {"p": 0, "p_stride": 4, "v": 64, "stride": 4, "tokens": 4, "d": 4,
+                          "rq_off": 0, "out": 128, "out_stride": 4})
     program = _program([cmd, Command(Op.END, {})])
     _, status, command, _ = _run("rtl", program, bytes(64))
     assert (status, command) == (Status.UNSUPPORTED, 0)
@@ -125,3 +141,60 @@ def test_the_driver_times_out_instead_of_hanging():
     program = _program([_dma(0, 0, 4096), Command(Op.END, {})])
     with pytest.raises(DeviceTimeout, match="no ap_done within 100 cycles"):
         _run("rtl", program, bytes(4096), max_cycles=100)
+
+
+def _vector_program(rng):
+    """LOAD random bytes, then GELU, ADD (random widths), LAYERNORM (int8 and int16 input)
+    with parameters from the sw/ref builders, then STORE every result; random shapes."""
+    from sw.compiler.encoder import _ln_blob
+    from sw.ref.gelu import gelu_params
+    from sw.ref.layernorm import layernorm_params
+    from sw.ref.quant import add_params
+
+    T, W = int(rng.integers(1, 5)), int(rng.integers(1, 23))
+    params = bytearray(2048)
+    params[0:256] = gelu_params(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1)) \
+        .table.astype(np.int8).tobytes()
+    lns = {}
+    for bits, off in ((16, 512), (8, 1024)):
+        lp = layernorm_params(rng.uniform(0.005, 0.05), rng.normal(1, 0.3, W),
+                              rng.normal(0, 0.2, W), rng.uniform(0.02, 0.1), 1e-5, in_bits=bits)
+        params[off:off + W * 16] = _ln_blob(lp).tobytes()
+        lns[bits] = (off, lp)
+    ab, bb, ob = (int(rng.choice([8, 16])) for _ in range(3))
+    ap = add_params(*rng.uniform(0.01, 0.1, 3), a_bits=ab, b_bits=bb, out_bits=ob)
+    region = T * W * 2  # bytes of the largest operand, rounded to words below
+    r = -(-region // 4) * 4
+    a, b, g, s, l16, l8 = (i * r for i in range(6))
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2 * r}),
+            Command(Op.GELU, {"src": a, "dst": g, "tokens": T, "width": W, "table_off": 0}),
+            Command(Op.ADD, {"a": a, "b": b, "out": s, "tokens": T, "width": W, "m_a": ap.m_a,
+                             "m_b": ap.m_b, "shift": ap.shift, "a_bits": ab, "b_bits": bb,
+                             "out_bits": ob})]
+    for bits, dst in ((16, l16), (8, l8)):
+        off, lp = lns[bits]
+        cmds.append(Command(Op.LAYERNORM, {"src": a, "dst": dst, "tokens": T, "hidden": W,
+                                           "in_bits": bits, "params_off": off,
+                                           "eps_int": lp.eps_int, "sqrt_frac": lp.sqrt_frac}))
+    cmds += [Command(Op.STORE, {"dst": 0, "src": g, "bytes": 4 * r}), Command(Op.END, {})]
+    inp = rng.integers(0, 256, 2 * r, dtype=np.uint8).tobytes()
+    return _program(cmds), bytes(params), inp
+
+
+@pytest.mark.parametrize("seed, stall", [(1, False), (2, True), (3, False)])
+def test_vector_commands_match_the_ref_backend(seed, stall):
+    rng = np.random.default_rng(seed)
+    program, params, inp = _vector_program(rng)
+    out = {}
+    for kind in ("ref", "rtl"):
+        kw = {"stall": stall, "seed": seed} if kind == "rtl" else {}
+        dev = open_device(kind, CFG, **kw)
+        bufs = {k: dev.allocate(n, k) for k, n in (
+            ("program", len(program)), ("params", len(params)), ("input", len(inp)),
+            ("output", 4 * len(inp)))}
+        for k, v in (("program", program), ("params", params), ("input", inp)):
+            dev.write(bufs[k], v)
+        res = dev.wait(dev.run(**bufs), timeout=60)
+        assert res.status == Status.OK
+        out[kind] = dev.read(bufs["output"])
+    assert out["rtl"] == out["ref"]

@@ -3,9 +3,10 @@
 This first build of the top implements the whole host interface and the command
 processor's contract (:mod:`sw.compiler.isa`): AXI4-Lite control, an AXI4 master to device
 memory, the program header and per-command checks, the scratchpad and the DMA commands
-(``LOAD``, ``STORE``, ``END``). The compute commands are recognised and stop the run with
-``Status.UNSUPPORTED`` until their datapaths (engine, softmax, LayerNorm, GELU, add) are
-wired in; nothing is silently skipped.
+(``LOAD``, ``STORE``, ``END``) and the vector commands (``ADD``, ``LAYERNORM``, ``GELU``,
+through :class:`~hw.top.vector_ops.VectorOps`). The engine commands (``LINEAR``,
+``QK_SOFTMAX``, ``PV``) are recognised and stop the run with ``Status.UNSUPPORTED`` until
+their datapaths are wired in; nothing is silently skipped.
 """
 
 from __future__ import annotations
@@ -17,17 +18,28 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
 from hw.lib.checks import require_config
-from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, MAGIC, VERSION, Op, Status, config_fingerprint
+from sw.compiler.isa import (
+    CMD_WORDS,
+    HEADER_WORDS,
+    LN_RECORD,
+    MAGIC,
+    VERSION,
+    Op,
+    Status,
+    config_fingerprint,
+)
+from sw.ref.layernorm import SQRT_FRAC
 
 from .axi import Axi4Signature, AxiLiteSignature
 from .axi_reader import AxiReader
 from .axi_writer import AxiWriter
 from .control import ADDR_WIDTH, ControlRegs
+from .vector_ops import VectorOps
 
 __all__ = ["Accelerator", "IMPLEMENTED"]
 
 #: Opcodes this build executes; the other valid opcodes stop with Status.UNSUPPORTED.
-IMPLEMENTED = (Op.END, Op.LOAD, Op.STORE)
+IMPLEMENTED = (Op.END, Op.LOAD, Op.STORE, Op.ADD, Op.LAYERNORM, Op.GELU)
 _NO_COMMAND = 0xFFFF_FFFF  # COMMAND register value for header errors (-1)
 
 
@@ -74,6 +86,10 @@ class Accelerator(wiring.Component):
         spm_w = spm.write_port(granularity=8)
         spm_r = spm.read_port()
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
+        m.submodules.vec = vec = VectorOps(config=cfg)
+        vra, vrb = spm.read_port(), spm.read_port()
+        m.d.comb += [vra.addr.eq(vec.ra_addr), vra.en.eq(vec.ra_en), vec.ra_data.eq(vra.data),
+                     vrb.addr.eq(vec.rb_addr), vrb.en.eq(vec.rb_en), vec.rb_data.eq(vrb.data)]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 
         bus = self.m_axi_gmem
@@ -171,12 +187,54 @@ class Accelerator(wiring.Component):
                 with m.If(op == Op.STORE):
                     m.d.comb += [spm_addr.eq(f2), dram_end.eq(f1 + nbytes),
                                  dram_size.eq(ctrl.output_size)]
+                w = words
+                t_w = Signal(64)  # tokens x width (GELU, ADD) or tokens x hidden (LAYERNORM)
+                m.d.comb += t_w.eq(Mux(op == Op.ADD, w[4] * w[5], w[3] * w[4]))
+                bits_ok = Signal()
+                vec_shape_bad = Signal()
+                vec_spm_bad = Signal()
+                vec_params_bad = Signal()
+                with m.Switch(op):
+                    with m.Case(Op.GELU):  # src dst tokens width table_off
+                        m.d.comb += [
+                            vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)),
+                            vec_spm_bad.eq((w[1] + t_w > spm_bytes) | (w[2] + t_w > spm_bytes)),
+                            vec_params_bad.eq(w[5] + 256 > ctrl.params_size)]
+                    with m.Case(Op.ADD):  # a b out tokens width m_a m_b shift a/b/out bits
+                        m.d.comb += bits_ok.eq(
+                            ((w[9] == 8) | (w[9] == 16)) & ((w[10] == 8) | (w[10] == 16))
+                            & ((w[11] == 8) | (w[11] == 16)))
+                        m.d.comb += [
+                            vec_shape_bad.eq((w[4] == 0) | (w[5] == 0) | ~bits_ok
+                                             | (w[8] > 62) | (w[6] >= 2**24) | (w[7] >= 2**24)),
+                            vec_spm_bad.eq((w[1] + t_w * (w[9] >> 3) > spm_bytes)
+                                           | (w[2] + t_w * (w[10] >> 3) > spm_bytes)
+                                           | (w[3] + t_w * (w[11] >> 3) > spm_bytes))]
+                    with m.Case(Op.LAYERNORM):  # src dst tokens hidden in_bits off eps frac
+                        m.d.comb += [
+                            vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)
+                                             | ((w[5] != 8) & (w[5] != 16))
+                                             | (w[4] > cfg.max_hidden)
+                                             | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))),
+                            vec_spm_bad.eq((w[1] + t_w * (w[5] >> 3) > spm_bytes)
+                                           | (w[2] + t_w > spm_bytes)),
+                            vec_params_bad.eq(w[6] + w[4] * LN_RECORD > ctrl.params_size)]
+                is_vec = (op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                 with m.If(reader.error):
                     finish(Status.BUS_ERROR)
                 with m.Elif(op > max(Op)):
                     finish(Status.BAD_OPCODE)
                 with m.Elif(op == Op.END):
                     finish(Status.OK)
+                with m.Elif(is_vec):
+                    with m.If(vec_shape_bad):
+                        finish(Status.BAD_SHAPE)
+                    with m.Elif(vec_spm_bad):
+                        finish(Status.OUT_OF_SPM)
+                    with m.Elif(vec_params_bad):
+                        finish(Status.OUT_OF_BUFFER)
+                    with m.Else():
+                        m.next = "VEC_START"
                 with m.Elif(~is_dma):
                     finish(Status.UNSUPPORTED)
                 with m.Elif((nbytes == 0) | (f1[:2] != 0) | (f2[:2] != 0)):
@@ -191,6 +249,44 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [moved.eq(0), pend.eq(0)]
                     m.next = "STORE_REQ"
+            with m.State("VEC_START"):
+                w = words
+                j = vec.job.payload
+                with m.Switch(op):
+                    with m.Case(Op.GELU):
+                        m.d.comb += [j.a.eq(w[1]), j.out.eq(w[2]), j.tokens.eq(w[3]),
+                                     j.width.eq(w[4]), j.a_bits.eq(8), j.out_bits.eq(8)]
+                    with m.Case(Op.ADD):
+                        m.d.comb += [j.a.eq(w[1]), j.b.eq(w[2]), j.out.eq(w[3]),
+                                     j.tokens.eq(w[4]), j.width.eq(w[5]), j.m_a.eq(w[6]),
+                                     j.m_b.eq(w[7]), j.shift.eq(w[8]), j.a_bits.eq(w[9]),
+                                     j.b_bits.eq(w[10]), j.out_bits.eq(w[11])]
+                    with m.Case(Op.LAYERNORM):
+                        m.d.comb += [j.a.eq(w[1]), j.out.eq(w[2]), j.tokens.eq(w[3]),
+                                     j.width.eq(w[4]), j.a_bits.eq(w[5]), j.out_bits.eq(8),
+                                     j.eps.eq(w[7])]
+                m.d.comb += [j.op.eq(op), vec.job.valid.eq(1)]
+                with m.If(vec.job.ready):
+                    with m.If(op == Op.ADD):
+                        m.next = "VEC_RUN"
+                    with m.Else():
+                        m.next = "VEC_PARAMS"
+            with m.State("VEC_PARAMS"):
+                off = Mux(op == Op.GELU, words[5], words[6])
+                m.d.comb += [reader.req.valid.eq(1),
+                             reader.req.payload.addr.eq(ctrl.params + off),
+                             reader.req.payload.words.eq(
+                                 Mux(op == Op.GELU, 64, words[4] * (LN_RECORD // 4)))]
+                with m.If(reader.req.ready):
+                    m.next = "VEC_RUN"
+            with m.State("VEC_RUN"):
+                m.d.comb += [vec.params.valid.eq(reader.data.valid),
+                             vec.params.payload.eq(reader.data.payload),
+                             reader.data.ready.eq(vec.params.ready),
+                             spm_w.addr.eq(vec.w_addr), spm_w.data.eq(vec.w_data),
+                             spm_w.en.eq(vec.w_en)]
+                with m.If(vec.done):
+                    m.next = "NEXT"
             with m.State("LOAD_REQ"):
                 m.d.comb += [reader.req.valid.eq(1),
                              reader.req.payload.addr.eq(ctrl.input + f2),

@@ -295,8 +295,12 @@ def check_shape(cmd: Command, config) -> str | None:
     if cmd.op == Op.LAYERNORM:
         if a["hidden"] > config.max_hidden:
             return f"hidden = {a['hidden']} exceeds max_hidden = {config.max_hidden}"
-        if a["sqrt_frac"] > 16:
-            return f"sqrt_frac = {a['sqrt_frac']} out of range"
+        from sw.ref.layernorm import SQRT_FRAC
+
+        want = SQRT_FRAC if a["in_bits"] == 8 else 0
+        if a["sqrt_frac"] != want:
+            return (f"sqrt_frac = {a['sqrt_frac']}: the LayerNorm for int{a['in_bits']} input "
+                    f"uses {want}")
     return None
 
 

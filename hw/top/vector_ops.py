@@ -1,0 +1,261 @@
+"""The top's vector datapath: GELU, ADD and LAYERNORM commands over the scratchpad."""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+from hw.lib.checks import require_config
+from hw.vector.gelu import GeluUnit
+from hw.vector.layernorm import LayerNormUnit
+from hw.vector.residual_add import ResidualAdd
+from sw.compiler.isa import Op
+from sw.ref.layernorm import GAIN_BITS, OFFSET_BITS
+from sw.ref.quant import ADD_MULT_BITS
+
+__all__ = ["VectorOps", "job_layout"]
+
+
+def job_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """One vector command, decoded: operand addresses, shape, widths and inline parameters."""
+    return data.StructLayout({
+        "op": unsigned(4), "a": unsigned(32), "b": unsigned(32), "out": unsigned(32),
+        "tokens": unsigned(32), "width": unsigned(32),
+        "a_bits": unsigned(5), "b_bits": unsigned(5), "out_bits": unsigned(5),
+        "m_a": unsigned(ADD_MULT_BITS), "m_b": unsigned(ADD_MULT_BITS), "shift": unsigned(6),
+        "eps": unsigned(32),
+    })
+
+
+class VectorOps(wiring.Component):
+    """Runs one GELU / ADD / LAYERNORM command: gathers its operands from the scratchpad, one
+    element per cycle, packs them into ``vector_lanes``-wide beats for the unit
+    (:class:`~hw.vector.gelu.GeluUnit`, :class:`~hw.vector.residual_add.ResidualAdd` with
+    int16 lanes, :class:`~hw.vector.layernorm.LayerNormUnit` for int8 and for int16 input),
+    and scatters the unit's beats back, one element per cycle, with byte enables.
+
+    Rows are ``tokens`` x ``width`` elements, contiguous (row stride = width x element size),
+    padded to whole beats for the unit. GELU first takes its 256-entry table (64 words) and
+    LAYERNORM its ``hidden`` gain/offset records (4 words each) on ``params``.
+
+    Ports
+    -----
+    job : In(stream of job_layout)
+    params : In(stream of 32 bits)
+        The command's parameter words in params-buffer order (the top reads them).
+    done : Out(1)
+        Pulses when the last output element is written.
+    ra_*, rb_* : scratchpad read ports (address in words, enable, data one cycle later)
+    w_* : scratchpad write port (address in words, data, byte enables)
+
+    Latency / throughput / resources
+    --------------------------------
+    One element per cycle in and out (``tokens * ceil(width/P) * P`` cycles of gather, the
+    unit's own latency, and as many of scatter, overlapped), plus the parameter words. The
+    units as listed; two 4-entry element FIFOs.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        require_config(self, config)
+        self.config = config
+        aw = (config.spm_bytes // 4 - 1).bit_length() or 1
+        super().__init__({
+            "job": In(stream.Signature(job_layout(config))),
+            "params": In(stream.Signature(32)),
+            "done": Out(1),
+            "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32),
+            "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32),
+            "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - gather, pack, units, scatter
+        m = Module()
+        cfg = self.config
+        P = cfg.vector_lanes
+        m.submodules.gelu = gelu = GeluUnit(config=cfg)
+        m.submodules.add = add = ResidualAdd(config=cfg, a_bits=16, b_bits=16, out_bits=16)
+        m.submodules.ln8 = ln8 = LayerNormUnit(config=cfg, in_bits=8)
+        m.submodules.ln16 = ln16 = LayerNormUnit(config=cfg, in_bits=16)
+
+        job = Signal(job_layout(cfg))
+        busy = Signal()
+        is_gelu, is_add, is_ln = job.op == Op.GELU, job.op == Op.ADD, job.op == Op.LAYERNORM
+        nb = Signal(32)  # beats per row
+        m.d.comb += nb.eq((job.width + P - 1) // P)
+        m.d.comb += [add.m_a.eq(job.m_a), add.m_b.eq(job.m_b), add.shift.eq(job.shift)]
+
+        # -- parameters: the GELU table or LayerNorm records ----------------------------------
+        loading = Signal()
+        pcount = Signal(32)  # parameter words taken
+        byte_i = Signal(2)  # GELU: the byte of the held word being written
+        word = Signal(32)
+        word_full = Signal()
+        ln_rec = Array(Signal(32, name=f"ln_w{k}") for k in range(4))
+        m.d.comb += [
+            gelu.load.payload.addr.eq(pcount * 4 - 4 + byte_i),
+            gelu.load.payload.value.eq(word.word_select(byte_i, 8)),
+        ]
+        ln_load = [ln8.load, ln16.load]
+        for ld in ln_load:
+            m.d.comb += [ld.payload.channel.eq(pcount // 4 - 1),
+                         ld.payload.gain.eq(ln_rec[0][:GAIN_BITS]),
+                         ld.payload.offset.eq(Cat(ln_rec[2], ln_rec[3])[:OFFSET_BITS])]
+        need = Mux(is_gelu, 64, job.width * 4)
+        with m.If(loading):
+            with m.If(is_gelu):
+                with m.If(word_full):
+                    m.d.comb += gelu.load.valid.eq(1)
+                    m.d.sync += byte_i.eq(byte_i + 1)
+                    with m.If(byte_i == 3):
+                        m.d.sync += word_full.eq(0)
+                        with m.If(pcount == need):
+                            m.d.sync += loading.eq(0)
+                with m.Else():
+                    m.d.comb += self.params.ready.eq(1)
+                    with m.If(self.params.valid):
+                        m.d.sync += [word.eq(self.params.payload), word_full.eq(1),
+                                     pcount.eq(pcount + 1), byte_i.eq(0)]
+            with m.Else():  # LayerNorm: 4 words per channel, then one load beat
+                with m.If(word_full):
+                    for u in ln_load:
+                        m.d.comb += u.valid.eq(1)
+                    m.d.sync += word_full.eq(0)
+                    with m.If(pcount == need):
+                        m.d.sync += loading.eq(0)
+                with m.Else():
+                    m.d.comb += self.params.ready.eq(1)
+                    with m.If(self.params.valid):
+                        m.d.sync += [ln_rec[pcount[:2]].eq(self.params.payload),
+                                     pcount.eq(pcount + 1)]
+                        with m.If(pcount[:2] == 3):
+                            m.d.sync += word_full.eq(1)
+
+        # -- gather: (row, element) -> scratchpad reads, one element per cycle ----------------
+        m.submodules.elems = elems = fifo.SyncFIFOBuffered(width=32, depth=4)
+        running = Signal()
+        g_row, g_el = Signal(32), Signal(32)
+        a_ptr, b_ptr = Signal(32), Signal(32)  # byte addresses of the element
+        pend, pend_pad = Signal(), Signal()
+        pend_a_off, pend_b_off = Signal(2), Signal(2)
+        a16, b16 = job.a_bits == 16, job.b_bits == 16
+        g_left = Signal()
+        m.d.comb += g_left.eq(running & (g_row < job.tokens))
+        issue = Signal()
+        m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth - 1))
+        pad = g_el >= job.width
+        m.d.comb += [self.ra_addr.eq(a_ptr >> 2), self.rb_addr.eq(b_ptr >> 2),
+                     self.ra_en.eq(issue & ~pad), self.rb_en.eq(issue & ~pad & is_add)]
+        m.d.sync += pend.eq(issue)
+        with m.If(issue):
+            m.d.sync += [pend_pad.eq(pad), pend_a_off.eq(a_ptr[:2]), pend_b_off.eq(b_ptr[:2])]
+            with m.If(~pad):
+                m.d.sync += [a_ptr.eq(a_ptr + Mux(a16, 2, 1)), b_ptr.eq(b_ptr + Mux(b16, 2, 1))]
+            with m.If(g_el == nb * P - 1):
+                m.d.sync += [g_el.eq(0), g_row.eq(g_row + 1)]
+            with m.Else():
+                m.d.sync += g_el.eq(g_el + 1)
+
+        def element(data_, off, is16):
+            b8 = data_.word_select(off, 8).as_signed()
+            h16 = data_.word_select(off[1], 16).as_signed()
+            return Mux(is16, h16, b8)
+
+        ea, eb = Signal(signed(16)), Signal(signed(16))
+        m.d.comb += [ea.eq(element(self.ra_data, pend_a_off, a16)),
+                     eb.eq(element(self.rb_data, pend_b_off, b16)),
+                     elems.w_en.eq(pend),
+                     elems.w_data.eq(Mux(pend_pad, 0, (eb.as_unsigned() << 16) | ea.as_unsigned()))]
+
+        # -- pack P elements into a beat ----------------------------------------------------------
+        lanes_a = Array(Signal(signed(16), name=f"la{k}") for k in range(P))
+        lanes_b = Array(Signal(signed(16), name=f"lb{k}") for k in range(P))
+        fill = Signal(range(P + 1))
+        beat_valid = Signal()
+        m.d.comb += elems.r_en.eq(~beat_valid)
+        with m.If(elems.r_rdy & ~beat_valid):
+            m.d.sync += [lanes_a[fill].eq(elems.r_data[:16]), lanes_b[fill].eq(elems.r_data[16:])]
+            with m.If(fill == P - 1):
+                m.d.sync += [fill.eq(0), beat_valid.eq(1)]
+            with m.Else():
+                m.d.sync += fill.eq(fill + 1)
+        taken = Signal()
+        for k in range(P):
+            m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), ln8.i.payload[k].eq(lanes_a[k]),
+                         ln16.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
+                         add.i.payload.b[k].eq(lanes_b[k])]
+        ln_i16 = job.a_bits == 16
+        m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & is_add),
+                     ln8.i.valid.eq(beat_valid & is_ln & ~ln_i16),
+                     ln16.i.valid.eq(beat_valid & is_ln & ln_i16)]
+        m.d.comb += taken.eq(Mux(is_gelu, gelu.i.ready, Mux(is_add, add.i.ready,
+                                                             Mux(ln_i16, ln16.i.ready,
+                                                                 ln8.i.ready))))
+        with m.If(beat_valid & taken):
+            m.d.sync += beat_valid.eq(0)
+
+        # LayerNorm: one cmd per token
+        cmds = Signal(32)
+        for u, sel in ((ln8, ~ln_i16), (ln16, ln_i16)):
+            m.d.comb += [u.cmd.payload.hidden.eq(job.width), u.cmd.payload.eps.eq(job.eps),
+                         u.cmd.valid.eq(running & is_ln & sel & (cmds < job.tokens))]
+        with m.If((ln8.cmd.valid & ln8.cmd.ready) | (ln16.cmd.valid & ln16.cmd.ready)):
+            m.d.sync += cmds.eq(cmds + 1)
+
+        # -- scatter: unit beats -> elements -> scratchpad writes ---------------------------------
+        out_beat = Array(Signal(signed(16), name=f"ob{k}") for k in range(P))
+        held = Signal()
+        o_el, o_row = Signal(32), Signal(32)
+        o_lane = Signal(range(P))
+        o_ptr = Signal(32)
+        o16 = job.out_bits == 16
+        unit_o_valid = Mux(is_gelu, gelu.o.valid, Mux(is_add, add.o.valid,
+                                                      Mux(ln_i16, ln16.o.valid, ln8.o.valid)))
+        for u, sel in ((gelu, is_gelu), (add, is_add), (ln8, is_ln & ~ln_i16),
+                       (ln16, is_ln & ln_i16)):
+            m.d.comb += u.o.ready.eq(sel & ~held)
+        with m.If(~held & unit_o_valid):
+            m.d.sync += held.eq(1)
+            for k in range(P):
+                v = Mux(is_gelu, gelu.o.payload[k],
+                        Mux(is_add, add.o.payload[k],
+                            Mux(ln_i16, ln16.o.payload[k], ln8.o.payload[k])))
+                m.d.sync += out_beat[k].eq(v)
+        val = Signal(signed(16))
+        m.d.comb += val.eq(out_beat[o_lane])
+        sat8 = Mux(val > 127, 127, Mux(val < -128, -128, val))
+        with m.If(held):
+            with m.If(o_el < job.width):
+                m.d.comb += self.w_addr.eq(o_ptr >> 2)
+                with m.If(o16):
+                    m.d.comb += [self.w_data.eq(val.as_unsigned() << (o_ptr[1] * 16)),
+                                 self.w_en.eq(Const(0b11, 4) << o_ptr[:2])]
+                with m.Else():
+                    m.d.comb += [self.w_data.eq(sat8.as_unsigned()[:8] << (o_ptr[:2] * 8)),
+                                 self.w_en.eq(Const(1, 4) << o_ptr[:2])]
+                m.d.sync += o_ptr.eq(o_ptr + Mux(o16, 2, 1))
+            with m.If(o_lane == P - 1):
+                m.d.sync += [held.eq(0), o_lane.eq(0)]
+            with m.Else():
+                m.d.sync += o_lane.eq(o_lane + 1)
+            with m.If(o_el == nb * P - 1):
+                m.d.sync += [o_el.eq(0), o_row.eq(o_row + 1)]
+                with m.If(o_row == job.tokens - 1):
+                    m.d.sync += [running.eq(0), busy.eq(0)]
+                    m.d.comb += self.done.eq(1)
+            with m.Else():
+                m.d.sync += o_el.eq(o_el + 1)
+
+        # -- job control --------------------------------------------------------------------------
+        m.d.comb += self.job.ready.eq(~busy)
+        with m.If(self.job.valid & ~busy):
+            p = self.job.payload
+            m.d.sync += [job.eq(p), busy.eq(1), pcount.eq(0), word_full.eq(0),
+                         loading.eq((p.op == Op.GELU) | (p.op == Op.LAYERNORM)),
+                         g_row.eq(0), g_el.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
+                         o_el.eq(0), o_row.eq(0), o_ptr.eq(p.out), o_lane.eq(0), cmds.eq(0),
+                         fill.eq(0)]
+        with m.If(busy & ~loading & ~running & ~self.done):
+            m.d.sync += running.eq(1)
+        return m
