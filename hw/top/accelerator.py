@@ -28,18 +28,20 @@ from sw.compiler.isa import (
     Status,
     config_fingerprint,
 )
+from sw.ref.fixedpoint import MULT_BITS
 from sw.ref.layernorm import SQRT_FRAC
 
 from .axi import Axi4Signature, AxiLiteSignature
 from .axi_reader import AxiReader
 from .axi_writer import AxiWriter
 from .control import ADDR_WIDTH, ControlRegs
+from .engine_ops import EngineOps
 from .vector_ops import VectorOps
 
 __all__ = ["Accelerator", "IMPLEMENTED"]
 
 #: Opcodes this build executes; the other valid opcodes stop with Status.UNSUPPORTED.
-IMPLEMENTED = (Op.END, Op.LOAD, Op.STORE, Op.ADD, Op.LAYERNORM, Op.GELU)
+IMPLEMENTED = tuple(Op)
 _NO_COMMAND = 0xFFFF_FFFF  # COMMAND register value for header errors (-1)
 
 
@@ -87,6 +89,9 @@ class Accelerator(wiring.Component):
         spm_r = spm.read_port()
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
+        m.submodules.eng = eng = EngineOps(config=cfg)
+        era = spm.read_port()
+        m.d.comb += [era.addr.eq(eng.r_addr), era.en.eq(eng.r_en), eng.r_data.eq(era.data)]
         vra, vrb = spm.read_port(), spm.read_port()
         m.d.comb += [vra.addr.eq(vec.ra_addr), vra.en.eq(vec.ra_en), vec.ra_data.eq(vra.data),
                      vrb.addr.eq(vec.rb_addr), vrb.en.eq(vec.rb_en), vec.rb_data.eq(vrb.data)]
@@ -219,6 +224,50 @@ class Accelerator(wiring.Component):
                             vec_spm_bad.eq((w[1] + t_w * (w[5] >> 3) > spm_bytes)
                                            | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[6] + w[4] * LN_RECORD > ctrl.params_size)]
+                # engine commands: LINEAR a a_stride tokens k rows n m w_off rq_off out
+                # out_stride out_bits; QK q k stride tokens d mask mult shift p p_stride;
+                # PV p p_stride v stride tokens d rq_off out out_stride
+                eng_shape_bad, eng_spm_bad, eng_params_bad = Signal(), Signal(), Signal()
+                groups = (w[4] + cfg.m - 1) // cfg.m
+                ob = w[12] >> 3
+                wbytes = Signal(64)
+                m.d.comb += wbytes.eq(w[5] * groups * w[6] + Mux(
+                    w[6] == w[7], 0, w[5] * ((groups * w[6] * cfg.index_bits + 7) >> 3)))
+                with m.Switch(op):
+                    with m.Case(Op.LINEAR):
+                        nm_ok = (w[7] == cfg.m) & (((w[6] >= 1) & (w[6] <= cfg.n_max))
+                                                   | (w[6] == cfg.m))
+                        m.d.comb += [
+                            eng_shape_bad.eq((w[3] == 0) | (w[4] == 0) | (w[5] == 0)
+                                             | ((w[12] != 8) & (w[12] != 16)) | ~nm_ok
+                                             | (w[4] > cfg.max_k) | (w[2] < w[4])
+                                             | (w[11] < w[5] * ob) | (w[9][:2] != 0)),
+                            eng_spm_bad.eq((w[1] + (w[3] - 1) * w[2] + w[4] > spm_bytes)
+                                           | (w[10] + (w[3] - 1) * w[11] + w[5] * ob
+                                              > spm_bytes)),
+                            eng_params_bad.eq((w[8] + wbytes > ctrl.params_size)
+                                              | (w[9] + w[5] * 12 > ctrl.params_size))]
+                    with m.Case(Op.QK_SOFTMAX):
+                        m.d.comb += [
+                            eng_shape_bad.eq((w[4] == 0) | (w[5] == 0) | (w[4] > cfg.max_row)
+                                             | (w[5] > cfg.max_k) | (w[3] < w[5])
+                                             | (w[10] < w[4]) | (w[8] > 63)
+                                             | (w[7] >= 2**MULT_BITS)),
+                            eng_spm_bad.eq((w[1] + (w[4] - 1) * w[3] + w[5] > spm_bytes)
+                                           | (w[2] + (w[4] - 1) * w[3] + w[5] > spm_bytes)
+                                           | (w[6] + w[4] > spm_bytes)
+                                           | (w[9] + (w[4] - 1) * w[10] + w[4] > spm_bytes))]
+                    with m.Case(Op.PV):
+                        m.d.comb += [
+                            eng_shape_bad.eq((w[5] == 0) | (w[6] == 0) | (w[5] > cfg.max_row)
+                                             | (w[6] > cfg.max_k) | (w[4] < w[6])
+                                             | (w[2] < w[5]) | (w[9] < w[6])
+                                             | (w[7][:2] != 0)),
+                            eng_spm_bad.eq((w[1] + (w[5] - 1) * w[2] + w[5] > spm_bytes)
+                                           | (w[3] + (w[5] - 1) * w[4] + w[6] > spm_bytes)
+                                           | (w[8] + (w[5] - 1) * w[9] + w[6] > spm_bytes)),
+                            eng_params_bad.eq(w[7] + w[6] * 12 > ctrl.params_size)]
+                is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = (op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                 with m.If(reader.error):
                     finish(Status.BUS_ERROR)
@@ -226,6 +275,15 @@ class Accelerator(wiring.Component):
                     finish(Status.BAD_OPCODE)
                 with m.Elif(op == Op.END):
                     finish(Status.OK)
+                with m.Elif(is_eng):
+                    with m.If(eng_shape_bad):
+                        finish(Status.BAD_SHAPE)
+                    with m.Elif(eng_spm_bad):
+                        finish(Status.OUT_OF_SPM)
+                    with m.Elif(eng_params_bad):
+                        finish(Status.OUT_OF_BUFFER)
+                    with m.Else():
+                        m.next = "ENG_START"
                 with m.Elif(is_vec):
                     with m.If(vec_shape_bad):
                         finish(Status.BAD_SHAPE)
@@ -249,6 +307,41 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [moved.eq(0), pend.eq(0)]
                     m.next = "STORE_REQ"
+            with m.State("ENG_START"):
+                w = words
+                j = eng.job.payload
+                with m.Switch(op):
+                    with m.Case(Op.LINEAR):
+                        m.d.comb += [j.act.eq(w[1]), j.act_stride.eq(w[2]), j.tokens.eq(w[3]),
+                                     j.k.eq(w[4]), j.rows.eq(w[5]), j.n.eq(w[6]),
+                                     j.w.eq(w[8]), j.rq_off.eq(w[9]), j.out.eq(w[10]),
+                                     j.out_stride.eq(w[11]), j.out_bits.eq(w[12])]
+                    with m.Case(Op.QK_SOFTMAX):
+                        m.d.comb += [j.act.eq(w[1]), j.act_stride.eq(w[3]), j.w.eq(w[2]),
+                                     j.w_stride.eq(w[3]), j.tokens.eq(w[4]), j.k.eq(w[5]),
+                                     j.rows.eq(w[4]), j.mask.eq(w[6]), j.mult.eq(w[7]),
+                                     j.shift.eq(w[8]), j.out.eq(w[9]), j.out_stride.eq(w[10]),
+                                     j.out_bits.eq(8), j.n.eq(cfg.m)]
+                    with m.Case(Op.PV):
+                        m.d.comb += [j.act.eq(w[1]), j.act_stride.eq(w[2]), j.w.eq(w[3]),
+                                     j.w_stride.eq(w[4]), j.tokens.eq(w[5]), j.k.eq(w[5]),
+                                     j.rows.eq(w[6]), j.rq_off.eq(w[7]), j.out.eq(w[8]),
+                                     j.out_stride.eq(w[9]), j.out_bits.eq(8), j.n.eq(cfg.m)]
+                m.d.comb += [j.op.eq(op), eng.job.valid.eq(1)]
+                with m.If(eng.job.ready):
+                    m.next = "ENG_RUN"
+            with m.State("ENG_RUN"):
+                m.d.comb += [reader.req.valid.eq(eng.dram_req.valid),
+                             reader.req.payload.addr.eq(ctrl.params + eng.dram_req.payload.addr),
+                             reader.req.payload.words.eq(eng.dram_req.payload.words),
+                             eng.dram_req.ready.eq(reader.req.ready),
+                             eng.dram_data.valid.eq(reader.data.valid),
+                             eng.dram_data.payload.eq(reader.data.payload),
+                             reader.data.ready.eq(eng.dram_data.ready),
+                             spm_w.addr.eq(eng.w_addr), spm_w.data.eq(eng.w_data),
+                             spm_w.en.eq(eng.w_en)]
+                with m.If(eng.done):
+                    m.next = "NEXT"
             with m.State("VEC_START"):
                 w = words
                 j = vec.job.payload

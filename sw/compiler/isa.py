@@ -34,6 +34,8 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
+
 __all__ = ["Op", "Status", "FIELDS", "Command", "Program", "ProgramError", "HEADER_WORDS",
            "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD", "LN_RECORD",
            "check_command", "check_shape", "footprint", "linear_param_bytes", "REGISTERS",
@@ -286,7 +288,10 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"d = {a['d']} exceeds max_k = {config.max_k}"
         if a["stride"] < a["d"] or a["p_stride"] < a["tokens"]:
             return "a row stride is shorter than its row"
-    if cmd.op == Op.QK_SOFTMAX and (a["shift"] > 62 or a["mult"] >= 2**16):
+    for name in ("rq_off", "table_off", "params_off"):
+        if name in a and a[name] % 4:
+            return f"{name} = {a[name]} must be a multiple of 4 bytes"
+    if cmd.op == Op.QK_SOFTMAX and (a["shift"] > MAX_SHIFT or a["mult"] >= 2**MULT_BITS):
         return f"softmax multiplier {a['mult']} / shift {a['shift']} out of range"
     if cmd.op == Op.PV and a["out_stride"] < a["d"]:
         return "a row stride is shorter than its row"

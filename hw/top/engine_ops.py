@@ -1,0 +1,503 @@
+"""The top's engine datapath: LINEAR, QK_SOFTMAX and PV commands on the spmm engine."""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.config import AcceleratorConfig
+from hw.lib.checks import require_config
+from hw.spmm.engine import SpmmEngine, engine_layouts
+from hw.vector.requant import Requantizer
+from hw.vector.softmax import SoftmaxUnit
+from sw.compiler.isa import Op
+from sw.ref.fixedpoint import MULT_BITS
+
+__all__ = ["EngineOps", "engine_job_layout"]
+
+
+def engine_job_layout() -> data.StructLayout:
+    """One engine command, decoded into the operands of ``out = act . w^T``."""
+    return data.StructLayout({
+        "op": unsigned(4),
+        "act": unsigned(32), "act_stride": unsigned(32),  # scratchpad [tokens, k]
+        "w": unsigned(32), "w_stride": unsigned(32),  # params offset (LINEAR) or scratchpad
+        "tokens": unsigned(32), "k": unsigned(32), "rows": unsigned(32), "n": unsigned(5),
+        "rq_off": unsigned(32), "out": unsigned(32), "out_stride": unsigned(32),
+        "out_bits": unsigned(5), "mask": unsigned(32), "mult": unsigned(32),
+        "shift": unsigned(6),
+    })
+
+
+class EngineOps(wiring.Component):
+    """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
+    :class:`~hw.spmm.engine.SpmmEngine`, tile by tile (token blocks of ``C`` outer, row blocks
+    of ``R`` inner), then requantizes (LINEAR, PV) or feeds the softmax (QK_SOFTMAX).
+
+    Per tile it stages the ``C`` tokens' activations from the scratchpad (once per token
+    block) and the ``R`` rows' weights: LINEAR from the params buffer (values and bit-packed
+    indices, as :func:`sw.nm.pack` lays them out), QK from the key rows and PV from the
+    columns of V in the scratchpad (dense); then streams the tile through the engine. QK keeps
+    a token block's raw scores on chip until every key block is done and then runs the
+    block's softmax rows with the key mask.
+
+    Ports
+    -----
+    job : In(stream of engine_job_layout)
+    dram_req : Out(stream of {addr, words}); dram_data : In(stream of 32 bits)
+        Word reads of the params buffer (``addr`` is a byte offset into it, word aligned).
+    done : Out(1)
+    r_* / w_* : a scratchpad read port and write port (word addresses, byte enables).
+
+    Latency / throughput / resources
+    --------------------------------
+    Staging moves one byte per cycle (``C * G * M`` per token block, ``R * G * N`` per tile
+    plus the DRAM bursts); the engine then runs the tile at full rate; results leave one
+    element per cycle. Buffers: ``C`` activation banks of ``max_k / M`` x ``M`` bytes, ``R``
+    weight banks of ``max_k`` x ``(8 + log2 M)`` bits, ``C`` score banks of
+    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        require_config(self, config)
+        self.config = config
+        aw = (config.spm_bytes // 4 - 1).bit_length() or 1
+        super().__init__({
+            "job": In(stream.Signature(engine_job_layout())),
+            "dram_req": Out(stream.Signature(data.StructLayout({"addr": 64, "words": 32}))),
+            "dram_data": In(stream.Signature(32)),
+            "done": Out(1),
+            "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
+            "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per phase
+        m = Module()
+        cfg = self.config
+        R, C, M, P = cfg.pe_rows, cfg.pe_cols, cfg.m, cfg.softmax_lanes
+        ib = cfg.index_bits
+        g_max = cfg.max_k // M
+        nkb = math.ceil(cfg.max_row / P)
+        lay = engine_layouts(cfg)
+        m.submodules.engine = eng = SpmmEngine(config=cfg)
+        m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)
+        m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
+
+        act_mem = [Memory(shape=unsigned(8 * M), depth=g_max, init=[]) for _ in range(C)]
+        wv_mem = [Memory(shape=unsigned(8), depth=cfg.max_k, init=[]) for _ in range(R)]
+        wi_mem = [Memory(shape=unsigned(max(1, ib)), depth=cfg.max_k, init=[]) for _ in range(R)]
+        sc_mem = [Memory(shape=unsigned(32 * P), depth=nkb, init=[]) for _ in range(C)]
+        mask_mem = Memory(shape=unsigned(P), depth=nkb, init=[])
+        for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
+            m.submodules[f"buf{k}"] = mem
+        m.submodules.mask_mem = mask_mem
+        act_w = [mm.write_port(granularity=8) for mm in act_mem]
+        act_r = [mm.read_port() for mm in act_mem]
+        wv_w = [mm.write_port() for mm in wv_mem]
+        wv_r = [mm.read_port() for mm in wv_mem]
+        wi_w = [mm.write_port() for mm in wi_mem]
+        wi_r = [mm.read_port() for mm in wi_mem]
+        sc_w = [mm.write_port(granularity=32) for mm in sc_mem]
+        sc_r = [mm.read_port() for mm in sc_mem]
+        mk_w = mask_mem.write_port(granularity=1)
+        mk_r = mask_mem.read_port()
+
+        job = Signal(engine_job_layout())
+        is_lin, is_qk, is_pv = job.op == Op.LINEAR, job.op == Op.QK_SOFTMAX, job.op == Op.PV
+        n = Signal(5)
+        m.d.comb += n.eq(Mux(is_lin, job.n, M))
+        G = Signal(32)
+        steps = Signal(32)
+        m.d.comb += [G.eq((job.k + M - 1) // M), steps.eq(G * n)]
+        dense = n == M
+        t0, r0 = Signal(32), Signal(32)
+        out_bytes = Mux(job.out_bits == 16, 2, 1)
+
+        # -- scratchpad byte reads: issue this cycle, the byte arrives next cycle -----------------
+        rd_issue, rd_addr = Signal(), Signal(32)
+        rd_pend, rd_off = Signal(), Signal(2)
+        m.d.comb += [self.r_addr.eq(rd_addr >> 2), self.r_en.eq(rd_issue)]
+        m.d.sync += [rd_pend.eq(rd_issue), rd_off.eq(rd_addr[:2])]
+        rd_byte = self.r_data.word_select(rd_off, 8)
+
+        # -- scratchpad element writes ----------------------------------------------------------
+        def spm_write(addr, value, sixteen):
+            m.d.comb += self.w_addr.eq(addr >> 2)
+            with m.If(sixteen):
+                m.d.comb += [self.w_data.eq(value[:16] << (addr[1] * 16)),
+                             self.w_en.eq(Const(0b11, 4) << addr[:2])]
+            with m.Else():
+                m.d.comb += [self.w_data.eq(value[:8] << (addr[:2] * 8)),
+                             self.w_en.eq(Const(1, 4) << addr[:2])]
+
+        # every staging cycle issues one element (a read, or a zero for padding) whose byte
+        # lands in its buffer the next cycle: kind 1 = mask, 2 = activations, 3 = weights
+        land_kind = Signal(2)
+        m.d.sync += land_kind.eq(0)
+
+        # counters shared by the phases
+        i0, i1 = Signal(32), Signal(32)  # outer / inner element counters of a phase
+        # the target of the byte in flight
+        tgt_i0, tgt_i1, tgt_zero = Signal(32), Signal(32), Signal()
+        # DRAM byte pump
+        word, word_n, skip, left = Signal(32), Signal(3), Signal(2), Signal(32)
+        word_i = Signal(2)
+        bits_acc, bits_n = Signal(16), Signal(5)
+        # requantizer parameters of the tile's rows
+        rq_regs = Array(Signal(32, name=f"rq{k}") for k in range(3 * R))
+        # LINEAR: the row's values are staged first, then its indices
+        idx_phase = Signal()
+        slot = Signal(32)
+
+        def advance(limit_inner, limit_outer, done_state, on_row=None):
+            with m.If(i1 == limit_inner - 1):
+                m.d.sync += i1.eq(0)
+                m.d.sync += i0.eq(i0 + 1)
+                if on_row is not None:
+                    on_row()
+                with m.If(i0 == limit_outer - 1):
+                    m.next = done_state
+            with m.Else():
+                m.d.sync += i1.eq(i1 + 1)
+
+        # engine feeding FIFOs
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
+        m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=lay["a"].size, depth=4)
+        m.submodules.sfifo = sfifo = fifo.SyncFIFOBuffered(width=P * 33, depth=4)
+        w_pend, a_pend, s_pend = Signal(), Signal(), Signal()
+        m.d.sync += [w_pend.eq(0), a_pend.eq(0), s_pend.eq(0)]
+        ws, ag = Signal(32), Signal(32)  # w beats / a beats issued
+        m.d.comb += [eng.w.payload.eq(wfifo.r_data), eng.w.valid.eq(wfifo.r_rdy),
+                     wfifo.r_en.eq(eng.w.ready), eng.a.payload.eq(afifo.r_data),
+                     eng.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(eng.a.ready)]
+        wbeat = Signal(lay["w"])
+        for r in range(R):
+            m.d.comb += [wbeat[r].value.eq(wv_r[r].data), wbeat[r].index.eq(wi_r[r].data),
+                         wv_r[r].addr.eq(ws), wi_r[r].addr.eq(ws)]
+        m.d.comb += [wfifo.w_data.eq(wbeat), wfifo.w_en.eq(w_pend)]
+        abeat = Signal(lay["a"])
+        for c in range(C):
+            m.d.comb += [abeat[c].eq(act_r[c].data), act_r[c].addr.eq(ag)]
+        m.d.comb += [afifo.w_data.eq(abeat), afifo.w_en.eq(a_pend)]
+        m.d.comb += [eng.cmd.payload.n.eq(n), eng.cmd.payload.groups.eq(G),
+                     eng.cmd.payload.act_unsigned.eq(is_pv)]
+
+        # engine output: LINEAR / PV through the requantizer, QK straight to the score banks
+        m.d.comb += [rq.i.valid.eq(eng.o.valid & ~is_qk)]
+        for r in range(R):
+            lane = rq.i.payload[r]
+            m.d.comb += [lane.acc.eq(eng.o.payload[r]), lane.bias.eq(rq_regs[3 * r]),
+                         lane.mult.eq(rq_regs[3 * r + 1][:MULT_BITS]),
+                         lane.shift.eq(rq_regs[3 * r + 2][:6])]
+        held = Signal()
+        held_v = Array(Signal(signed(32), name=f"hv{k}") for k in range(R))
+        hr = Signal(range(R + 1))  # lane being written out
+        beats_out = Signal(32)
+        m.d.comb += [eng.o.ready.eq(Mux(is_qk, ~held, rq.i.ready)), rq.o.ready.eq(~held)]
+        with m.If(~held):
+            with m.If(is_qk & eng.o.valid):
+                m.d.sync += [held.eq(1), hr.eq(0)]
+                for r in range(R):
+                    m.d.sync += held_v[r].eq(eng.o.payload[r])
+            with m.If(~is_qk & rq.o.valid):
+                m.d.sync += [held.eq(1), hr.eq(0)]
+                for r in range(R):
+                    m.d.sync += held_v[r].eq(rq.o.payload[r])
+
+        # softmax feed and drain
+        kb = Signal(32)  # key beats issued for the current row
+        sm_c = Signal(32)  # query row (column of the block) being normalised
+        nbeats = Signal(32)
+        m.d.comb += nbeats.eq((job.tokens + P - 1) // P)
+        sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
+                                                           "keep": unsigned(1)}), P))
+        for c in range(C):
+            m.d.comb += sc_r[c].addr.eq(kb)
+        m.d.comb += mk_r.addr.eq(kb)
+        sc_data = Array(sc_r[c].data for c in range(C))[sm_c[:max(1, (C - 1).bit_length())]]
+        s_base = Signal(32)
+        m.d.sync += s_base.eq(kb * P)
+        for lane in range(P):
+            m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
+                         sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < job.tokens))]
+        m.d.comb += [sfifo.w_data.eq(sbeat), sfifo.w_en.eq(s_pend),
+                     sm.i.payload.eq(sfifo.r_data), sm.i.valid.eq(sfifo.r_rdy),
+                     sfifo.r_en.eq(sm.i.ready),
+                     sm.cmd.payload.length.eq(job.tokens), sm.cmd.payload.mult.eq(job.mult),
+                     sm.cmd.payload.shift.eq(job.shift)]
+        sm_held = Signal()
+        sm_v = Signal(data.ArrayLayout(unsigned(8), P))
+        sm_lane = Signal(range(P + 1))
+        sm_key = Signal(32)  # key of the element being written
+        sm_ptr = Signal(32)
+
+        def finish():
+            m.d.comb += self.done.eq(1)
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.job.ready.eq(1)
+                with m.If(self.job.valid):
+                    m.d.sync += [job.eq(self.job.payload), t0.eq(0), i0.eq(0), i1.eq(0)]
+                    with m.If(self.job.payload.op == Op.QK_SOFTMAX):
+                        m.next = "MASK"
+                    with m.Else():
+                        m.next = "ACT"
+            # key mask -> mask bits (QK only), one byte per cycle
+            with m.State("MASK"):
+                key = i1
+                m.d.comb += [rd_issue.eq(1), rd_addr.eq(job.mask + key)]
+                m.d.sync += [tgt_i1.eq(key), tgt_zero.eq(0), land_kind.eq(1)]
+                with m.If(key == job.tokens - 1):
+                    m.d.sync += i1.eq(0)
+                    m.next = "MASK_LAST"
+                with m.Else():
+                    m.d.sync += i1.eq(i1 + 1)
+            with m.State("MASK_LAST"):
+                m.d.sync += [i0.eq(0), i1.eq(0)]
+                m.next = "ACT"
+
+            # activations of the token block: C rows x G*M bytes
+            with m.State("ACT"):
+                t = t0 + i0
+                valid = (t < job.tokens) & (i1 < job.k)
+                m.d.comb += [rd_issue.eq(valid),
+                             rd_addr.eq(job.act + t * job.act_stride + i1)]
+                m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid), land_kind.eq(2)]
+                advance(G * M, C, "ACT_LAST")
+            with m.State("ACT_LAST"):
+                m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0)]
+                m.next = "WGT"
+
+            # weights of the row block
+            with m.State("WGT"):
+                row = r0 + i0
+                with m.If(is_lin):
+                    with m.If(row >= job.rows):
+                        m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
+                                     land_kind.eq(3)]
+                        with m.If(i1 == steps - 1):
+                            m.d.sync += [i1.eq(0), i0.eq(i0 + 1)]
+                            with m.If(i0 == R - 1):
+                                m.next = "RQ"
+                        with m.Else():
+                            m.d.sync += i1.eq(i1 + 1)
+                    with m.Else():
+                        m.next = "W_REQ"
+                with m.Else():
+                    # QK: row = key, w[key, s] = k[key, s]; PV: row = channel, w[c, s] = v[s, c]
+                    valid = Mux(is_qk, (row < job.rows) & (i1 < job.k),
+                                (row < job.rows) & (i1 < job.k))
+                    addr = Mux(is_qk, job.w + row * job.w_stride + i1,
+                               job.w + i1 * job.w_stride + row)
+                    m.d.comb += [rd_issue.eq(valid), rd_addr.eq(addr)]
+                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid),
+                                 land_kind.eq(3)]
+                    advance(steps, R, "WGT_LAST")
+            with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
+                row = r0 + i0
+                gn = steps
+                vbase = job.w + row * gn
+                ibytes = (gn * ib + 7) >> 3
+                ibase = job.w + job.rows * gn + row * ibytes
+                start = Mux(idx_phase, ibase, vbase)
+                nbytes = Mux(idx_phase, ibytes, gn)
+                m.d.comb += [self.dram_req.valid.eq(1),
+                             self.dram_req.payload.addr.eq(start & ~3),
+                             self.dram_req.payload.words.eq(((start & 3) + nbytes + 3) >> 2)]
+                with m.If(self.dram_req.ready):
+                    m.d.sync += [skip.eq(start[:2]), left.eq(nbytes), word_n.eq(0),
+                                 slot.eq(0), bits_n.eq(0), i1.eq(0)]
+                    m.next = "W_DATA"
+            with m.State("W_DATA"):
+                with m.If(idx_phase & (bits_n >= ib)):  # an index slot is complete
+                    m.d.sync += [bits_acc.eq(bits_acc >> ib), bits_n.eq(bits_n - ib),
+                                 slot.eq(slot + 1)]
+                    for r in range(R):
+                        with m.If(i0 == r):
+                            m.d.comb += [wi_w[r].addr.eq(slot), wi_w[r].en.eq(1),
+                                         wi_w[r].data.eq(bits_acc[:max(1, ib)])]
+                    with m.If(slot == steps - 1):
+                        m.next = "W_ROW_END"
+                with m.Elif(word_n == 0):  # the byte pump needs the next word
+                    m.d.comb += self.dram_data.ready.eq(1)
+                    with m.If(self.dram_data.valid):
+                        m.d.sync += [word.eq(self.dram_data.payload), word_n.eq(4),
+                                     word_i.eq(0)]
+                with m.Else():
+                    byte = word.word_select(word_i, 8)
+                    m.d.sync += [word_i.eq(word_i + 1), word_n.eq(word_n - 1)]
+                    with m.If(skip != 0):
+                        m.d.sync += skip.eq(skip - 1)
+                    with m.Elif(left != 0):
+                        m.d.sync += left.eq(left - 1)
+                        with m.If(~idx_phase):
+                            for r in range(R):
+                                with m.If(i0 == r):
+                                    m.d.comb += [wv_w[r].addr.eq(i1), wv_w[r].en.eq(1),
+                                                 wv_w[r].data.eq(byte)]
+                            m.d.sync += i1.eq(i1 + 1)
+                            with m.If(left == 1):
+                                m.d.sync += word_n.eq(0)
+                                m.next = "W_VALUES_END"
+                        with m.Else():
+                            m.d.sync += [bits_acc.eq(bits_acc | (byte << bits_n)),
+                                         bits_n.eq(bits_n + 8)]
+            with m.State("W_VALUES_END"):
+                m.d.sync += i1.eq(0)
+                with m.If(dense):
+                    m.next = "W_DENSE_IDX"
+                with m.Else():
+                    m.d.sync += idx_phase.eq(1)
+                    m.next = "W_REQ"
+            with m.State("W_DENSE_IDX"):  # dense rows: index = slot mod M (implicit)
+                for r in range(R):
+                    with m.If(i0 == r):
+                        m.d.comb += [wi_w[r].addr.eq(i1), wi_w[r].en.eq(1),
+                                     wi_w[r].data.eq(i1[:max(1, ib)])]
+                m.d.sync += i1.eq(i1 + 1)
+                with m.If(i1 == steps - 1):
+                    m.next = "W_ROW_END"
+            with m.State("W_ROW_END"):
+                m.d.sync += [idx_phase.eq(0), i1.eq(0), word_n.eq(0), i0.eq(i0 + 1)]
+                with m.If(i0 == R - 1):
+                    m.next = "RQ"
+                with m.Else():
+                    m.next = "WGT"
+            with m.State("WGT_LAST"):
+                m.d.sync += [i0.eq(0), i1.eq(0)]
+                with m.If(is_qk):
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "RQ"
+
+            # requantizer records of the rows (LINEAR, PV): 3 words each
+            with m.State("RQ"):
+                nrows = Mux(job.rows - r0 < R, job.rows - r0, R)
+                m.d.comb += [self.dram_req.valid.eq(1),
+                             self.dram_req.payload.addr.eq(job.rq_off + r0 * 12),
+                             self.dram_req.payload.words.eq(nrows * 3)]
+                for k in range(3 * R):
+                    m.d.sync += rq_regs[k].eq(0)
+                with m.If(self.dram_req.ready):
+                    m.d.sync += [i1.eq(0), left.eq(nrows * 3)]
+                    m.next = "RQ_DATA"
+            with m.State("RQ_DATA"):
+                m.d.comb += self.dram_data.ready.eq(1)
+                with m.If(self.dram_data.valid):
+                    m.d.sync += [rq_regs[i1].eq(self.dram_data.payload), i1.eq(i1 + 1)]
+                    with m.If(i1 == left - 1):
+                        m.d.sync += [i1.eq(0)]
+                        m.next = "RUN"
+
+            # one tile through the engine
+            with m.State("RUN"):
+                m.d.comb += eng.cmd.valid.eq(1)
+                with m.If(eng.cmd.ready):
+                    m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0)]
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth - 1)
+                a_go = (ag < G) & (afifo.level + a_pend < afifo.depth - 1)
+                for r in range(R):
+                    m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
+                for c in range(C):
+                    m.d.comb += act_r[c].en.eq(a_go)
+                with m.If(w_go):
+                    m.d.sync += [ws.eq(ws + 1), w_pend.eq(1)]
+                with m.If(a_go):
+                    m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
+                # results: one element per cycle from the held beat
+                with m.If(held):
+                    t = t0 + beats_out
+                    rrow = r0 + hr
+                    val = held_v[hr]
+                    with m.If(is_qk):
+                        for c in range(C):
+                            with m.If(beats_out == c):
+                                m.d.comb += [sc_w[c].addr.eq(rrow // P),
+                                             sc_w[c].data.eq(val.as_unsigned().replicate(P)),
+                                             sc_w[c].en.eq(Mux(rrow < job.rows,
+                                                               1 << (rrow % P), 0))]
+                    with m.Elif((t < job.tokens) & (rrow < job.rows)):
+                        sat8 = Mux(val > 127, 127, Mux(val < -128, -128, val))
+                        spm_write(job.out + t * job.out_stride + rrow * out_bytes,
+                                  Mux(job.out_bits == 16, val, sat8).as_unsigned(),
+                                  job.out_bits == 16)
+                    m.d.sync += hr.eq(hr + 1)
+                    with m.If(hr == R - 1):
+                        m.d.sync += [held.eq(0), beats_out.eq(beats_out + 1)]
+                        with m.If(beats_out == C - 1):
+                            m.next = "TILE_END"
+            with m.State("TILE_END"):
+                m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0)]
+                with m.If(r0 + R < job.rows):
+                    m.next = "WGT"
+                with m.Elif(is_qk):
+                    m.d.sync += [sm_c.eq(0)]
+                    m.next = "SM_ROW"
+                with m.Else():
+                    m.next = "BLOCK_END"
+
+            # QK: the token block's softmax rows
+            with m.State("SM_ROW"):
+                with m.If((sm_c >= C) | (t0 + sm_c >= job.tokens)):
+                    m.next = "BLOCK_END"
+                with m.Else():
+                    m.d.comb += sm.cmd.valid.eq(1)
+                    with m.If(sm.cmd.ready):
+                        m.d.sync += [kb.eq(0), sm_lane.eq(0), sm_key.eq(0), sm_held.eq(0),
+                                     sm_ptr.eq(job.out + (t0 + sm_c) * job.out_stride)]
+                        m.next = "SM_STREAM"
+            with m.State("SM_STREAM"):
+                s_go = (kb < nbeats) & (sfifo.level + s_pend < sfifo.depth - 1)
+                for c in range(C):
+                    m.d.comb += sc_r[c].en.eq(s_go)
+                m.d.comb += mk_r.en.eq(s_go)
+                with m.If(s_go):
+                    m.d.sync += [kb.eq(kb + 1), s_pend.eq(1)]
+                m.d.comb += sm.o.ready.eq(~sm_held)
+                with m.If(~sm_held & sm.o.valid):
+                    m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
+                with m.If(sm_held):
+                    with m.If(sm_key < job.tokens):
+                        spm_write(sm_ptr + sm_key, sm_v[sm_lane[:max(1, (P - 1).bit_length())]
+                                                        if P > 1 else 0], Const(0))
+                    m.d.sync += [sm_lane.eq(sm_lane + 1), sm_key.eq(sm_key + 1)]
+                    with m.If(sm_lane == P - 1):
+                        m.d.sync += sm_held.eq(0)
+                        with m.If(sm_key + 1 >= nbeats * P):
+                            m.d.sync += sm_c.eq(sm_c + 1)
+                            m.next = "SM_ROW"
+
+            with m.State("BLOCK_END"):
+                m.d.sync += [t0.eq(t0 + C), r0.eq(0), i0.eq(0), i1.eq(0)]
+                with m.If(t0 + C < job.tokens):
+                    m.next = "ACT"
+                with m.Else():
+                    finish()
+
+        # staged bytes land one cycle after their read (or as zeros for padding)
+        value = Mux(tgt_zero, 0, rd_byte)
+        with m.Switch(land_kind):
+            with m.Case(1):
+                m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq((value != 0).replicate(P)),
+                             mk_w.en.eq(Const(1, P) << (tgt_i1 % P))]
+            with m.Case(2):
+                for c in range(C):
+                    with m.If(tgt_i0 == c):
+                        m.d.comb += [act_w[c].addr.eq(tgt_i1 // M),
+                                     act_w[c].data.eq(value.replicate(M)),
+                                     act_w[c].en.eq(Const(1, M) << (tgt_i1 % M))]
+            with m.Case(3):
+                for r in range(R):
+                    with m.If(tgt_i0 == r):
+                        m.d.comb += [wv_w[r].addr.eq(tgt_i1), wv_w[r].data.eq(value),
+                                     wv_w[r].en.eq(1), wi_w[r].addr.eq(tgt_i1),
+                                     wi_w[r].data.eq(tgt_i1 % M), wi_w[r].en.eq(1)]
+        return m
