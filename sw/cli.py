@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="minilm (pretrained), bert-base (seeded random) or a model directory")
     run.add_argument("--preset", default="tiny", help="preset name or config JSON file")
     run.add_argument("--nm", default="2:4", help="N:M for one-shot pruning of a dense model")
-    run.add_argument("--device", default="ref", choices=["ref", "xrt"])
+    run.add_argument("--device", default="ref", choices=["ref", "rtl", "xrt"],
+                     help="ref: golden model; rtl: the generated Verilog in simulation (SIM="
+                          "icarus|verilator); xrt: an Alveo card")
     run.add_argument("--seq", type=int, default=16, help="tokens (default 16)")
     run.add_argument("--layers", type=int, help="run only the first K encoder layers")
     run.add_argument("--seed", type=int, default=0)
