@@ -1,6 +1,6 @@
 """The ``xrt`` backend: an Alveo card through XRT's Python bindings (``pyxrt``).
 
-The kernel is the Vitis RTL kernel packaged from ``hw/top`` (``bitstreams/vitis``): its
+The kernel is the Vitis RTL kernel packaged from ``hw/top`` (``python -m bitstreams.vitis``): its
 arguments are the four buffers' addresses and sizes in the order of
 :data:`KERNEL_ARGS`. This backend needs XRT installed (``source /opt/xilinx/xrt/setup.sh``)
 and an ``.xclbin`` built for the config; without them it fails at open with a message that
@@ -13,7 +13,7 @@ import os
 import time
 
 from hw.config import AcceleratorConfig
-from sw.compiler.isa import Status
+from sw.compiler.isa import REGISTERS, Status
 
 from .device import Buffer, Device, DeviceTimeout, RunResult
 
@@ -82,7 +82,8 @@ class XrtDevice(Device):
         state = run.wait(int(timeout * 1000))
         if state != self._pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
             raise DeviceTimeout(timeout, f"kernel state {state}")
-        status = Status(self._kernel.read_register(0x10) & 0xFF)
-        command = self._kernel.read_register(0x14)
-        cycles = self._kernel.read_register(0x18)
-        return RunResult(status=status, command=command, cycles=cycles)
+        status = Status(self._kernel.read_register(REGISTERS["STATUS"]) & 0xFF)
+        command = self._kernel.read_register(REGISTERS["COMMAND"])
+        cycles = self._kernel.read_register(REGISTERS["CYCLES"])
+        return RunResult(status=status, command=-1 if command == 0xFFFF_FFFF else command,
+                         cycles=cycles)
