@@ -71,8 +71,10 @@ def kernel_xml() -> str:
           attributes="" preferredWorkGroupSizeMultiple="0" workGroupSize="1"
           interrupt="false" hwControlProtocol="ap_ctrl_hs">
     <ports>
-      <port name="s_axi_control" mode="slave" range="0x1000" dataWidth="32" portType="addressable" base="0x0"/>
-      <port name="m_axi_gmem" mode="master" range="0xFFFFFFFFFFFFFFFF" dataWidth="32" portType="addressable" base="0x0"/>
+      <port name="s_axi_control" mode="slave" range="0x1000" dataWidth="32"
+            portType="addressable" base="0x0"/>
+      <port name="m_axi_gmem" mode="master" range="0xFFFFFFFFFFFFFFFF" dataWidth="32"
+            portType="addressable" base="0x0"/>
     </ports>
     <args>
 {chr(10).join(args)}
