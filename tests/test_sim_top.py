@@ -120,14 +120,6 @@ def test_faults_stop_the_kernel_like_the_ref_backend(fault):
     assert rtl[0] == ref[0]
 
 
-def test_engine_commands_are_refused_not_skipped():
-    cmd = Command(Op.PV, {"p": 0, "p_stride": 4, "v": 64, "stride": 4, "tokens": 4, "d": 4,
-                          "rq_off": 0, "out": 128, "out_stride": 4})
-    program = _program([cmd, Command(Op.END, {})])
-    _, status, command, _ = _run("rtl", program, bytes(64))
-    assert (status, command) == (Status.UNSUPPORTED, 0)
-
-
 def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     rng = np.random.default_rng(SEED)
     inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()

@@ -1,12 +1,11 @@
 """The accelerator kernel: a command processor running a Program from device memory.
 
-This first build of the top implements the whole host interface and the command
-processor's contract (:mod:`sw.compiler.isa`): AXI4-Lite control, an AXI4 master to device
-memory, the program header and per-command checks, the scratchpad and the DMA commands
-(``LOAD``, ``STORE``, ``END``) and the vector commands (``ADD``, ``LAYERNORM``, ``GELU``,
-through :class:`~hw.top.vector_ops.VectorOps`). The engine commands (``LINEAR``,
-``QK_SOFTMAX``, ``PV``) are recognised and stop the run with ``Status.UNSUPPORTED`` until
-their datapaths are wired in; nothing is silently skipped.
+The host interface and the command processor's contract (:mod:`sw.compiler.isa`): AXI4-Lite
+control, an AXI4 master to device memory, the program header and per-command checks, the
+scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``LAYERNORM``
+/ ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` / ``QK_SOFTMAX`` /
+``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after another; the
+reference for every value and status is :func:`sw.driver.executor.execute`.
 """
 
 from __future__ import annotations
@@ -38,10 +37,7 @@ from .control import ADDR_WIDTH, ControlRegs
 from .engine_ops import EngineOps
 from .vector_ops import VectorOps
 
-__all__ = ["Accelerator", "IMPLEMENTED"]
-
-#: Opcodes this build executes; the other valid opcodes stop with Status.UNSUPPORTED.
-IMPLEMENTED = tuple(Op)
+__all__ = ["Accelerator"]
 _NO_COMMAND = 0xFFFF_FFFF  # COMMAND register value for header errors (-1)
 
 
@@ -65,8 +61,9 @@ class Accelerator(wiring.Component):
     Latency / throughput / resources
     --------------------------------
     Per command: a 16-word burst to fetch it, one cycle to check it, then its work. LOAD and
-    STORE move one 32-bit word per cycle inside 16-beat bursts. The scratchpad is
-    ``spm_kib`` KiB of 32-bit words with byte enables.
+    STORE move one 32-bit word per cycle inside 16-beat bursts; the vector and engine
+    commands as their datapaths' docstrings state. The scratchpad is ``spm_kib`` KiB of 32-bit
+    words with byte enables (a write port shared by the datapaths, one read port each).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -183,7 +180,6 @@ class Accelerator(wiring.Component):
                         m.next = "CHECK"
             with m.State("CHECK"):
                 # the order of sw.compiler.isa.check_command: opcode, shape, scratchpad, buffer
-                is_dma = (op == Op.LOAD) | (op == Op.STORE)
                 spm_addr = Signal(32)
                 dram_end = Signal(34)
                 dram_size = Signal(32)
@@ -293,8 +289,6 @@ class Accelerator(wiring.Component):
                         finish(Status.OUT_OF_BUFFER)
                     with m.Else():
                         m.next = "VEC_START"
-                with m.Elif(~is_dma):
-                    finish(Status.UNSUPPORTED)
                 with m.Elif((nbytes == 0) | (f1[:2] != 0) | (f2[:2] != 0)):
                     finish(Status.BAD_SHAPE)
                 with m.Elif(spm_addr + nbytes > spm_bytes):

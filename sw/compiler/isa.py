@@ -89,7 +89,6 @@ class Status(IntEnum):
     BAD_SHAPE = 5  # a shape or N:M the config cannot run
     NO_END = 6  # the commands ran out without END
     TIMEOUT = 7  # set by a driver that gave up waiting, never by the hardware
-    UNSUPPORTED = 8  # a valid command this hardware build does not implement (yet)
     BUS_ERROR = 9  # device memory answered an access with an AXI error response
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from hw.config import AcceleratorConfig
@@ -40,7 +41,10 @@ class RtlDevice(RefDevice):
         self.runs += 1
         root = self.build_root or REPO_ROOT / "build" / "sim"
         digest = hashlib.sha256(self.config.to_json().encode()).hexdigest()[:8]
-        case = f"{self.config.name}-{digest}"
+        # one build per config and per process that may run at the same time (pytest-xdist
+        # workers): concurrent runs must not share a simulator build or the memory images
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        case = f"{self.config.name}-{digest}-{worker}"
         work = root / "top-runs" / case
         work.mkdir(parents=True, exist_ok=True)
         image, image_out = work / "image.bin", work / "image_out.bin"
