@@ -29,6 +29,18 @@ def _bench_vector(args) -> int:
     return 0
 
 
+def _bench_cpu(args) -> int:
+    from sw.perf.cpu import format_report, run_cpu_bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    report = run_cpu_bench(models=models, backends=backends, seq=args.seq, rounds=args.rounds,
+                           iters=args.iters, threads=args.threads, out=Path(args.out))
+    print(format_report(report))
+    print(f"report written to {args.out}")
+    return 0
+
+
 def _prune(args) -> int:
     from sw.prune.experiment import prune_run
 
@@ -100,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     vec.add_argument("--no-rtl", action="store_true", help="skip the Verilator check")
     vec.add_argument("--out", default="build/bench/vector.json")
     vec.set_defaults(func=_bench_vector)
+
+    cpu = bench_sub.add_parser("cpu", help="CPU baselines of the encoder (fresh processes, "
+                                           "interleaved rounds)")
+    cpu.add_argument("--models", default="bert-base,minilm")
+    cpu.add_argument("--backends", default="torch-fp32,torch-int8")
+    cpu.add_argument("--seq", type=int, default=128)
+    cpu.add_argument("--rounds", type=int, default=5)
+    cpu.add_argument("--iters", type=int, default=10, help="timed passes per round")
+    cpu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    cpu.add_argument("--out", default="build/bench/cpu.json")
+    cpu.set_defaults(func=_bench_cpu)
 
     pr = sub.add_parser("prune", help="N:M-prune MiniLM for sentiment and measure accuracy")
     pr.add_argument("--model", default="minilm")
