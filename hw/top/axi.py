@@ -7,13 +7,29 @@ master). Emitted Verilog ports are ``<port>__<member>`` (for example
 
 from __future__ import annotations
 
-from amaranth.lib import wiring
+from amaranth import Mux
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AxiLiteSignature", "Axi4Signature", "RESP_OKAY", "BURST_INCR"]
+__all__ = ["AxiLiteSignature", "Axi4Signature", "RESP_OKAY", "BURST_INCR", "MAX_BURST",
+           "request_layout", "next_burst"]
 
 RESP_OKAY = 0
 BURST_INCR = 1
+MAX_BURST = 16  #: beats per burst (AXI4 allows 256; 16 keeps the bus fair between directions)
+
+
+def request_layout() -> data.StructLayout:
+    """A DMA request: ``words`` bus words from byte address ``addr`` (word aligned)."""
+    return data.StructLayout({"addr": 64, "words": 32})
+
+
+def next_burst(addr, left, beat_bytes: int):
+    """Beats of the next burst: at most :data:`MAX_BURST`, the ``left`` words, and what fits
+    before the next 4 KiB boundary (a burst must not cross one)."""
+    to_page = (4096 - addr[:12]) // beat_bytes
+    capped = Mux(left < MAX_BURST, left, MAX_BURST)
+    return Mux(to_page < capped, to_page, capped)
 
 
 class AxiLiteSignature(wiring.Signature):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BURST_INCR, RESP_OKAY, Axi4Signature
+from .axi import BURST_INCR, MAX_BURST, RESP_OKAY, Axi4Signature, next_burst, request_layout
 
-__all__ = ["AxiReader", "MAX_BURST"]
-
-MAX_BURST = 16  #: beats per burst (AXI4 allows 256; 16 keeps the bus fair to the writer)
+__all__ = ["AxiReader"]
 
 
 class AxiReader(wiring.Component):
@@ -39,7 +37,7 @@ class AxiReader(wiring.Component):
     def __init__(self, *, data_width: int = 32):
         self.data_width = data_width
         super().__init__({
-            "req": In(stream.Signature(data.StructLayout({"addr": 64, "words": 32}))),
+            "req": In(stream.Signature(request_layout())),
             "data": Out(stream.Signature(data_width)),
             "error": Out(1),
             "axi": Out(Axi4Signature(data_width)),
@@ -52,9 +50,7 @@ class AxiReader(wiring.Component):
         addr = Signal(64)
         left = Signal(32)
         burst = Signal(range(MAX_BURST + 1))
-        to_page = Signal(13)
         m.d.comb += [
-            to_page.eq((4096 - addr[:12]) // beat_bytes),
             axi.arsize.eq(axi.signature.size),
             axi.arburst.eq(BURST_INCR),
             axi.araddr.eq(addr),
@@ -70,8 +66,7 @@ class AxiReader(wiring.Component):
                     with m.If(self.req.payload.words != 0):
                         m.next = "SIZE"
             with m.State("SIZE"):
-                capped = Mux(left < MAX_BURST, left, MAX_BURST)
-                n = Mux(to_page < capped, to_page, capped)
+                n = next_burst(addr, left, beat_bytes)
                 m.d.sync += burst.eq(n)
                 m.next = "AR"
             with m.State("AR"):

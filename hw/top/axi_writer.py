@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BURST_INCR, RESP_OKAY, Axi4Signature
-from .axi_reader import MAX_BURST
+from .axi import BURST_INCR, MAX_BURST, RESP_OKAY, Axi4Signature, next_burst, request_layout
 
 __all__ = ["AxiWriter"]
 
@@ -15,8 +14,9 @@ __all__ = ["AxiWriter"]
 class AxiWriter(wiring.Component):
     """Writes ``words`` consecutive bus words from byte address ``addr`` (word aligned).
 
-    Bursts as :class:`~hw.top.axi_reader.AxiReader` (at most :data:`MAX_BURST` beats, not
-    crossing 4 KiB); each burst is AW, then its W beats, then the B response, before the next.
+    Bursts as :class:`~hw.top.axi_reader.AxiReader` (at most :data:`~hw.top.axi.MAX_BURST`
+    beats, not crossing 4 KiB); each burst is AW, then its W beats, then the B response, before
+    the next.
 
     Ports
     -----
@@ -38,7 +38,7 @@ class AxiWriter(wiring.Component):
     def __init__(self, *, data_width: int = 32):
         self.data_width = data_width
         super().__init__({
-            "req": In(stream.Signature(data.StructLayout({"addr": 64, "words": 32}))),
+            "req": In(stream.Signature(request_layout())),
             "data": In(stream.Signature(data.StructLayout({"data": data_width,
                                                            "strb": data_width // 8}))),
             "idle": Out(1),
@@ -54,9 +54,7 @@ class AxiWriter(wiring.Component):
         left = Signal(32)
         burst = Signal(range(MAX_BURST + 1))
         sent = Signal(range(MAX_BURST + 1))
-        to_page = Signal(13)
         m.d.comb += [
-            to_page.eq((4096 - addr[:12]) // beat_bytes),
             axi.awsize.eq(axi.signature.size),
             axi.awburst.eq(BURST_INCR),
             axi.awaddr.eq(addr),
@@ -74,8 +72,7 @@ class AxiWriter(wiring.Component):
                     with m.If(self.req.payload.words != 0):
                         m.next = "SIZE"
             with m.State("SIZE"):
-                capped = Mux(left < MAX_BURST, left, MAX_BURST)
-                n = Mux(to_page < capped, to_page, capped)
+                n = next_burst(addr, left, beat_bytes)
                 m.d.sync += [burst.eq(n), sent.eq(0)]
                 m.next = "AW"
             with m.State("AW"):

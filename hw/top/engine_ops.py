@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.lib.checks import require_config
 from hw.spmm.engine import SpmmEngine, engine_layouts
+from hw.top.axi import request_layout
 from hw.vector.requant import Requantizer
 from hw.vector.softmax import SoftmaxUnit
 from sw.compiler.isa import Op
@@ -68,7 +69,7 @@ class EngineOps(wiring.Component):
         aw = (config.spm_bytes // 4 - 1).bit_length() or 1
         super().__init__({
             "job": In(stream.Signature(engine_job_layout())),
-            "dram_req": Out(stream.Signature(data.StructLayout({"addr": 64, "words": 32}))),
+            "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
             "done": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
