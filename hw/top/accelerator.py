@@ -27,8 +27,9 @@ from sw.compiler.isa import (
     Status,
     config_fingerprint,
 )
-from sw.ref.fixedpoint import MULT_BITS
+from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
 from sw.ref.layernorm import SQRT_FRAC
+from sw.ref.quant import ADD_MULT_BITS
 
 from .axi import Axi4Signature, AxiLiteSignature
 from .axi_reader import AxiReader
@@ -130,6 +131,23 @@ class Accelerator(wiring.Component):
             m.d.sync += busy.eq(0)
             m.next = "IDLE"
 
+        def read_words(addr, n, next_state):
+            """Request ``n`` words at ``addr`` into ``words``; go on when taken."""
+            m.d.comb += [reader.req.valid.eq(1), reader.req.payload.addr.eq(addr),
+                         reader.req.payload.words.eq(n)]
+            with m.If(reader.req.ready):
+                m.d.sync += got.eq(0)
+                m.next = next_state
+
+        def read_state(name, n, next_state):
+            """A state that stores ``n`` incoming words in ``words``, then goes on."""
+            with m.State(name):
+                m.d.comb += reader.data.ready.eq(1)
+                with m.If(reader.data.valid):
+                    m.d.sync += [words[got].eq(reader.data.payload), got.eq(got + 1)]
+                    with m.If(got == n - 1):
+                        m.next = next_state
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(ctrl.start):
@@ -139,18 +157,8 @@ class Accelerator(wiring.Component):
                 with m.If(ctrl.program_size < 4 * HEADER_WORDS):
                     finish(Status.BAD_HEADER)
                 with m.Else():
-                    m.d.comb += [reader.req.valid.eq(1),
-                                 reader.req.payload.addr.eq(ctrl.program),
-                                 reader.req.payload.words.eq(HEADER_WORDS)]
-                    with m.If(reader.req.ready):
-                        m.d.sync += got.eq(0)
-                        m.next = "HEADER_READ"
-            with m.State("HEADER_READ"):
-                m.d.comb += reader.data.ready.eq(1)
-                with m.If(reader.data.valid):
-                    m.d.sync += [words[got].eq(reader.data.payload), got.eq(got + 1)]
-                    with m.If(got == HEADER_WORDS - 1):
-                        m.next = "HEADER_CHECK"
+                    read_words(ctrl.program, HEADER_WORDS, "HEADER_READ")
+            read_state("HEADER_READ", HEADER_WORDS, "HEADER_CHECK")
             with m.State("HEADER_CHECK"):
                 fits = (4 * HEADER_WORDS + words[2] * (4 * CMD_WORDS)) <= ctrl.program_size
                 with m.If(reader.error):
@@ -165,19 +173,9 @@ class Accelerator(wiring.Component):
                 with m.If(index == count):
                     finish(Status.NO_END)
                 with m.Else():
-                    m.d.comb += [reader.req.valid.eq(1),
-                                 reader.req.payload.addr.eq(
-                                     ctrl.program + 4 * HEADER_WORDS + index * (4 * CMD_WORDS)),
-                                 reader.req.payload.words.eq(CMD_WORDS)]
-                    with m.If(reader.req.ready):
-                        m.d.sync += got.eq(0)
-                        m.next = "FETCH_READ"
-            with m.State("FETCH_READ"):
-                m.d.comb += reader.data.ready.eq(1)
-                with m.If(reader.data.valid):
-                    m.d.sync += [words[got].eq(reader.data.payload), got.eq(got + 1)]
-                    with m.If(got == CMD_WORDS - 1):
-                        m.next = "CHECK"
+                    read_words(ctrl.program + 4 * HEADER_WORDS + index * (4 * CMD_WORDS),
+                               CMD_WORDS, "FETCH_READ")
+            read_state("FETCH_READ", CMD_WORDS, "CHECK")
             with m.State("CHECK"):
                 # the order of sw.compiler.isa.check_command: opcode, shape, scratchpad, buffer
                 spm_addr = Signal(32)
@@ -207,7 +205,8 @@ class Accelerator(wiring.Component):
                             & ((w[11] == 8) | (w[11] == 16)))
                         m.d.comb += [
                             vec_shape_bad.eq((w[4] == 0) | (w[5] == 0) | ~bits_ok
-                                             | (w[8] > 62) | (w[6] >= 2**24) | (w[7] >= 2**24)),
+                                             | (w[8] > MAX_SHIFT - 1) | (w[6] >= 2**ADD_MULT_BITS)
+                                             | (w[7] >= 2**ADD_MULT_BITS)),
                             vec_spm_bad.eq((w[1] + t_w * (w[9] >> 3) > spm_bytes)
                                            | (w[2] + t_w * (w[10] >> 3) > spm_bytes)
                                            | (w[3] + t_w * (w[11] >> 3) > spm_bytes))]
@@ -247,7 +246,7 @@ class Accelerator(wiring.Component):
                         m.d.comb += [
                             eng_shape_bad.eq((w[4] == 0) | (w[5] == 0) | (w[4] > cfg.max_row)
                                              | (w[5] > cfg.max_k) | (w[3] < w[5])
-                                             | (w[10] < w[4]) | (w[8] > 63)
+                                             | (w[10] < w[4]) | (w[8] > MAX_SHIFT)
                                              | (w[7] >= 2**MULT_BITS)),
                             eng_spm_bad.eq((w[1] + (w[4] - 1) * w[3] + w[5] > spm_bytes)
                                            | (w[2] + (w[4] - 1) * w[3] + w[5] > spm_bytes)

@@ -192,6 +192,16 @@ def lower_step(qe: QuantEncoder) -> Graph:
                            "w_blob": f"{prefix}.{key}.w", "rq_blob": f"{prefix}.{key}.rq"}))
         return out
 
+    def add_norm(sum_name, out_name, a, b, add, ln):
+        """Residual add (``add``) of ``a`` and ``b``, then LayerNorm (``ln``)."""
+        h = tensor(sum_name, H, add.out_bits)
+        nodes.append(Node(Op.ADD, sum_name.replace(".h", ".add"), [a, b], h, _add_attrs(add)))
+        out = tensor(out_name, H)
+        blob = sum_name.replace(".h", ".ln")
+        blobs[blob] = _ln_blob(ln)
+        nodes.append(Node(Op.LAYERNORM, blob, [h], out, _ln_attrs(ln, blob)))
+        return out
+
     mask = tensor("mask", 1, rows=L)
     x = tensor("x", H)
     src = x
@@ -209,21 +219,13 @@ def lower_step(qe: QuantEncoder) -> Graph:
             nodes.append(Node(Op.PV, f"{p}.pv{h}", [prob, v], ctx,
                               {"head": h, "d": d, "rq_blob": f"{p}.pv{h}.rq"}))
         a = linear(p, "ao", ql, ctx)
-        h1 = tensor(f"{p}.h1", H, ql.add1.out_bits)
-        nodes.append(Node(Op.ADD, f"{p}.add1", [a, src], h1, _add_attrs(ql.add1)))
-        l1 = tensor(f"{p}.l1", H)
-        blobs[f"{p}.ln1"] = _ln_blob(ql.ln1)
-        nodes.append(Node(Op.LAYERNORM, f"{p}.ln1", [h1], l1, _ln_attrs(ql.ln1, f"{p}.ln1")))
+        l1 = add_norm(f"{p}.h1", f"{p}.l1", a, src, ql.add1, ql.ln1)
         inter = linear(p, "inter", ql, l1)
         g = tensor(f"{p}.gelu", tensors[inter].width)
         blobs[f"{p}.gelu"] = ql.gelu.table.astype(np.int8).view(np.uint8)
         nodes.append(Node(Op.GELU, f"{p}.gelu", [inter], g, {"table_blob": f"{p}.gelu"}))
         o = linear(p, "out", ql, g)
-        h2 = tensor(f"{p}.h2", H, ql.add2.out_bits)
-        nodes.append(Node(Op.ADD, f"{p}.add2", [o, l1], h2, _add_attrs(ql.add2)))
-        y = tensor(f"{p}.y", H)
-        blobs[f"{p}.ln2"] = _ln_blob(ql.ln2)
-        nodes.append(Node(Op.LAYERNORM, f"{p}.ln2", [h2], y, _ln_attrs(ql.ln2, f"{p}.ln2")))
+        y = add_norm(f"{p}.h2", f"{p}.y", o, l1, ql.add2, ql.ln2)
         src = y
     return Graph(tokens=L, hidden=H, tensors=tensors, nodes=nodes, blobs=blobs, input=x,
                  mask=mask, output=src, in_scale=qe.in_scale, out_scale=qe.out_scale,

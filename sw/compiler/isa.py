@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
+from sw.ref.quant import ADD_MULT_BITS
 
 __all__ = ["Op", "Status", "FIELDS", "Command", "Program", "ProgramError", "HEADER_WORDS",
            "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD", "LN_RECORD",
@@ -294,7 +295,8 @@ def check_shape(cmd: Command, config) -> str | None:
         return f"softmax multiplier {a['mult']} / shift {a['shift']} out of range"
     if cmd.op == Op.PV and a["out_stride"] < a["d"]:
         return "a row stride is shorter than its row"
-    if cmd.op == Op.ADD and (a["shift"] > 62 or max(a["m_a"], a["m_b"]) >= 2**24):
+    if cmd.op == Op.ADD and (a["shift"] > MAX_SHIFT - 1
+                             or max(a["m_a"], a["m_b"]) >= 2**ADD_MULT_BITS):
         return f"add multipliers {a['m_a']}, {a['m_b']} / shift {a['shift']} out of range"
     if cmd.op == Op.LAYERNORM:
         if a["hidden"] > config.max_hidden:
