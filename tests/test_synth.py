@@ -1,4 +1,4 @@
-"""Synthesis keeps the engine's multipliers: one ECP5 MULT18X18D per PE (Yosys, YoWASP)."""
+"""Synthesis keeps the engine's multipliers: one MULT18X18D (ECP5) or DSP48E2 (xcup) per PE."""
 
 import pytest
 
@@ -20,3 +20,11 @@ def test_tiny_engine_maps_one_mult18_per_pe(tmp_path):
 def test_unknown_target_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown synthesis target 'virtex2'"):
         synth_stats(None, "virtex2", tmp_path)
+
+
+def test_tiny_engine_maps_one_dsp48e2_per_pe_on_ultrascale_plus(tmp_path):
+    cfg = preset("tiny")
+    cells = synth_stats(SpmmEngine(config=cfg), "xcup", tmp_path)
+    assert cells.get("DSP48E2") == cfg.num_pes == 16
+    assert cells.get("FDRE", 0) >= 2 * cfg.num_pes * 32
+    assert sum(n for cell, n in cells.items() if cell.startswith("LUT")) > 0
