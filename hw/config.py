@@ -79,7 +79,8 @@ class AcceleratorConfig:
     clock_mhz : float
         Clock target (MHz) used for projected latency when no measured Fmax exists.
     macs_per_dsp : int
-        1, or 2 for WP486-style packing of two int8 MACs sharing the weight into one DSP48E2.
+        1, or 2 for WP486-style packing of two int8 MACs sharing the weight into one DSP48E2
+        (adjacent token columns share a multiplier, so ``pe_cols`` must then be even).
     part : str
         Device the preset is sized for (informational).
     part_dsps : int
@@ -153,6 +154,8 @@ class AcceleratorConfig:
             bad("clock_mhz", "must be a positive number of MHz")
         if self.macs_per_dsp not in (1, 2):
             bad("macs_per_dsp", "must be 1 or 2")
+        if self.macs_per_dsp == 2 and self.pe_cols % 2:
+            bad("pe_cols", "macs_per_dsp = 2 packs columns in pairs: pe_cols must be even")
         if self.part_dsps < 0:
             bad("part_dsps", "must be >= 0")
         if not (math.isfinite(self.mem_bandwidth_gbps) and self.mem_bandwidth_gbps >= 0):

@@ -37,21 +37,35 @@ def cases(m: int, seed: int) -> list[dict]:
     return out
 
 
+def bench_engine(cfg, seed: int):
+    """All cases under every stall pattern: bit-exact, and cycle-exact without stalls."""
+    report = run_bench(
+        component=SpmmEngine(config=cfg),
+        bench="sim.benches.engine",
+        case=cfg.name,
+        params={"config": cfg.to_dict(), "cases": cases(cfg.m, seed)},
+    )
+    for case in report["no_stalls"]:
+        assert case["rtl_cycles"] == case["model_cycles"], case
+    assert len(report) == 4
+
+
 @pytest.mark.parametrize("m", [4, 8, 16])
 @pytest.mark.parametrize(("rows", "cols"), [(4, 4), (2, 3)])
 def test_engine_bench(rows, cols, m):
     cfg = preset("tiny").replace(name=f"bench-{rows}x{cols}-m{m}", pe_rows=rows, pe_cols=cols,
                                  m=m, n_max=m, max_k=64 * m)
-    seed = 100 * m + 10 * rows + cols
-    report = run_bench(
-        component=SpmmEngine(config=cfg),
-        bench="sim.benches.engine",
-        case=cfg.name,
-        params={"config": cfg.to_dict(), "cases": cases(m, seed)},
-    )
-    for case in report["no_stalls"]:
-        assert case["rtl_cycles"] == case["model_cycles"], case
-    assert len(report) == 4
+    bench_engine(cfg, seed=100 * m + 10 * rows + cols)
+
+
+@pytest.mark.parametrize("m", [4, 16])
+def test_packed_engine_bench(m):
+    """macs_per_dsp = 2 (two columns per multiplier, hw.spmm.pe_pair): the same results and
+    the same cycles as the model, which does not know about the packing."""
+    rows, cols = 3, 4
+    cfg = preset("tiny").replace(name=f"bench-{rows}x{cols}-m{m}-x2", pe_rows=rows,
+                                 pe_cols=cols, m=m, n_max=m, max_k=64 * m, macs_per_dsp=2)
+    bench_engine(cfg, seed=5000 + 100 * m + 10 * rows + cols)
 
 
 @pytest.mark.parametrize("m", [4, 8])

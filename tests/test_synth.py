@@ -1,4 +1,5 @@
-"""Synthesis keeps the engine's multipliers: one MULT18X18D (ECP5) or DSP48E2 (xcup) per PE."""
+"""Synthesis keeps the engine's multipliers: one MULT18X18D (ECP5) or DSP48E2 (xcup) per PE, or
+one DSP48E2 per packed pair of PEs with ``macs_per_dsp = 2``."""
 
 import pytest
 
@@ -28,3 +29,14 @@ def test_tiny_engine_maps_one_dsp48e2_per_pe_on_ultrascale_plus(tmp_path):
     assert cells.get("DSP48E2") == cfg.num_pes == 16
     assert cells.get("FDRE", 0) >= 2 * cfg.num_pes * 32
     assert sum(n for cell, n in cells.items() if cell.startswith("LUT")) > 0
+
+
+def test_packed_engine_maps_one_dsp48e2_per_pe_pair(tmp_path):
+    """macs_per_dsp = 2 halves the DSP48E2: each pair's packed int8 x int27 multiply stays one
+    block (not split in two), and the config's dsps count agrees."""
+    one = preset("tiny")
+    two = one.replace(macs_per_dsp=2)
+    dsps = {cfg.macs_per_dsp: synth_stats(SpmmEngine(config=cfg), "xcup",
+                                          tmp_path / f"x{cfg.macs_per_dsp}").get("DSP48E2")
+            for cfg in (one, two)}
+    assert dsps == {1: one.dsps, 2: two.dsps} == {1: 16, 2: 8}

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.lib.checks import require_config
 from hw.spmm.pe import ProcessingElement
+from hw.spmm.pe_pair import PackedPEPair
 
 __all__ = ["SpmmEngine", "engine_layouts"]
 
@@ -43,7 +44,9 @@ class SpmmEngine(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-        ``pe_rows`` (R), ``pe_cols`` (C), ``m`` (M), ``max_k`` (largest ``G * M``).
+        ``pe_rows`` (R), ``pe_cols`` (C), ``m`` (M), ``max_k`` (largest ``G * M``) and
+        ``macs_per_dsp``: with 2, the PEs of columns ``2k`` and ``2k + 1`` of a row are one
+        :class:`~hw.spmm.pe_pair.PackedPEPair` (one multiplier for both; same cycles).
 
     Ports (``amaranth.lib.stream``; layouts from :func:`engine_layouts`)
     ------------------------------------------------------------------
@@ -69,8 +72,9 @@ class SpmmEngine(wiring.Component):
     * Tiles stream back to back with no bubble while ``G * N >= C``: ``T`` such tiles take
       ``T * G * N + C + 1`` cycles (first step to last output). When ``G * N < C`` the
       array waits for the drain; :func:`sw.perf.engine.engine_cycles` models both exactly.
-    * Resources: ``R * C`` multipliers (int8 x int9), ``R * C`` M-to-1 byte muxes,
-      ``2 * R * C`` 32-bit registers (accumulator and shadow).
+    * Resources: ``R * C / macs_per_dsp`` multipliers, i.e. DSPs (int8 x int9, or with
+      ``macs_per_dsp = 2`` int8 x int27 of two packed activations: one DSP48E2 per pair),
+      ``R * C`` M-to-1 byte muxes, ``2 * R * C`` 32-bit registers (accumulator and shadow).
     * Backpressure: every stage holds while a finished tile waits for the shadow buffer
       (still draining); ``w.ready``/``a.ready``/``cmd.ready`` then fall in the same cycle.
       ``o.ready`` reaches them through one AND gate (the drain's last beat frees the shadow
@@ -160,7 +164,23 @@ class SpmmEngine(wiring.Component):
 
         shadow = [[Signal(signed(32), name=f"sh_{r}_{c}") for c in range(C)] for r in range(R)]
         for r in range(R):
-            for c in range(C):
+            if cfg.macs_per_dsp == 2:  # columns (2k, 2k + 1) share one packed multiplier
+                for c in range(0, C, 2):
+                    m.submodules[f"pe_{r}_{c}_{c + 1}"] = pair = PackedPEPair(m=M)
+                    m.d.comb += [
+                        pair.en.eq(advance),
+                        pair.weight.eq(wval1[r]),
+                        pair.sel.eq(sel1[r]),
+                        pair.acts[0].eq(Cat(*act1[c])),
+                        pair.acts[1].eq(Cat(*act1[c + 1])),
+                        pair.accumulate.eq(v2),
+                        pair.first.eq(first2),
+                    ]
+                    with m.If(advance & capture):
+                        m.d.sync += [shadow[r][c].eq(pair.total[0]),
+                                     shadow[r][c + 1].eq(pair.total[1])]
+                continue
+            for c in range(C):  # macs_per_dsp == 1: one multiplier per PE
                 m.submodules[f"pe_{r}_{c}"] = pe = ProcessingElement(m=M)
                 m.d.comb += [
                     pe.en.eq(advance),
