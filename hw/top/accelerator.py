@@ -22,6 +22,7 @@ from sw.compiler.isa import (
     HEADER_WORDS,
     LN_RECORD,
     MAGIC,
+    RQ_RECORD,
     VERSION,
     Op,
     Status,
@@ -40,6 +41,20 @@ from .vector_ops import VectorOps
 
 __all__ = ["Accelerator"]
 _NO_COMMAND = 0xFFFF_FFFF  # COMMAND register value for header errors (-1)
+_PRODUCTS = 5  #: most products one command's checks need (LINEAR)
+_MUL_LATENCY = 2  #: operands registered, then the product
+
+
+def _times(x, c: int):
+    """``x * c`` for a constant ``c`` as shifts and adds (no multiplier block)."""
+    terms = [x << i for i in range(c.bit_length()) if c >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
+def _bytes(count, bits):
+    """``count * (bits >> 3)`` where a valid command has ``bits`` 8 or 16 (other widths are
+    refused as BAD_SHAPE before any range is looked at, so their value does not matter)."""
+    return Mux(bits == 16, count << 1, count)
 
 
 class Accelerator(wiring.Component):
@@ -61,10 +76,13 @@ class Accelerator(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    Per command: a 16-word burst to fetch it, one cycle to check it, then its work. LOAD and
-    STORE move one 32-bit word per cycle inside 16-beat bursts; the vector and engine
-    commands as their datapaths' docstrings state. The scratchpad is ``spm_kib`` KiB of 32-bit
-    words with byte enables (a write port shared by the datapaths, one read port each).
+    Per command: a 16-word burst to fetch it, ``_PRODUCTS + _MUL_LATENCY`` (7) cycles computing
+    the range checks' products through one pipelined 32 x 32 multiplier, one cycle to decide,
+    then its work. LOAD and STORE move one 32-bit word per cycle inside 16-beat bursts; the
+    vector and engine commands as their datapaths' docstrings state. The scratchpad is
+    ``spm_kib`` KiB of 32-bit words with byte enables: one write port shared by the
+    datapaths, read port A shared by the engine, the vector unit's first operand and STORE
+    (commands run one at a time), read port B for ADD's second operand.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -84,15 +102,20 @@ class Accelerator(wiring.Component):
         m.submodules.writer = writer = AxiWriter()
         m.submodules.spm = spm = Memory(shape=32, depth=spm_bytes // 4, init=[])
         spm_w = spm.write_port(granularity=8)
-        spm_r = spm.read_port()
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
-        era = spm.read_port()
-        m.d.comb += [era.addr.eq(eng.r_addr), era.en.eq(eng.r_en), eng.r_data.eq(era.data)]
-        vra, vrb = spm.read_port(), spm.read_port()
-        m.d.comb += [vra.addr.eq(vec.ra_addr), vra.en.eq(vec.ra_en), vec.ra_data.eq(vra.data),
-                     vrb.addr.eq(vec.rb_addr), vrb.en.eq(vec.rb_en), vec.rb_data.eq(vrb.data)]
+        # Two read ports. Commands run one at a time, so the engine, the vector unit's first
+        # operand and STORE share port A (a unit only reads while its command runs, and a
+        # read port holds its data while no one reads); port B is ADD's second operand.
+        rpa, rpb = spm.read_port(), spm.read_port()
+        store_addr, store_en = Signal(range(spm_bytes // 4)), Signal()
+        m.d.comb += [
+            rpa.en.eq(eng.r_en | vec.ra_en | store_en),
+            rpa.addr.eq(Mux(eng.r_en, eng.r_addr, Mux(vec.ra_en, vec.ra_addr, store_addr))),
+            eng.r_data.eq(rpa.data), vec.ra_data.eq(rpa.data),
+            rpb.addr.eq(vec.rb_addr), rpb.en.eq(vec.rb_en), vec.rb_data.eq(rpb.data),
+        ]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 
         bus = self.m_axi_gmem
@@ -148,6 +171,38 @@ class Accelerator(wiring.Component):
                     with m.If(got == n - 1):
                         m.next = next_state
 
+        # -- products of the command checks: one 32 x 32 multiplier, operands and product
+        # registered (so no wide multiply sits in the CHECK cycle's logic), product k of the
+        # command's list (``operands``) ready _MUL_LATENCY cycles after its operands are chosen.
+        w = words
+        mul_k = Signal(range(_PRODUCTS + _MUL_LATENCY))
+        mul_a, mul_b = Signal(32), Signal(32)
+        mul_p = Signal(64)
+        prods = [Signal(64, name=f"prod{k}") for k in range(_PRODUCTS)]
+        groups = (w[4] + cfg.m - 1) // cfg.m
+        operands = {
+            Op.GELU: [(w[3], w[4])],  # tokens x width
+            Op.ADD: [(w[4], w[5])],  # tokens x width
+            Op.LAYERNORM: [(w[3], w[4])],  # tokens x hidden
+            # groups x n; a rows; out rows; rows x (groups x n); rows x index bytes per row
+            Op.LINEAR: [(groups, w[6]), (w[3] - 1, w[2]), (w[3] - 1, w[11]), (w[5], prods[0]),
+                        (w[5], (_times(prods[0], cfg.index_bits) + 7) >> 3)],
+            Op.QK_SOFTMAX: [(w[4] - 1, w[3]), (w[4] - 1, w[10])],
+            Op.PV: [(w[5] - 1, w[2]), (w[5] - 1, w[4]), (w[5] - 1, w[9])],
+        }
+        with m.Switch(op):
+            for code, pairs in operands.items():
+                with m.Case(code):
+                    with m.Switch(mul_k):
+                        for k, (a, b) in enumerate(pairs):
+                            with m.Case(k):
+                                m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+        m.d.sync += mul_p.eq(mul_a * mul_b)
+        with m.Switch(mul_k):
+            for k in range(_PRODUCTS):
+                with m.Case(k + _MUL_LATENCY):
+                    m.d.sync += prods[k].eq(mul_p)
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(ctrl.start):
@@ -175,7 +230,13 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     read_words(ctrl.program + 4 * HEADER_WORDS + index * (4 * CMD_WORDS),
                                CMD_WORDS, "FETCH_READ")
-            read_state("FETCH_READ", CMD_WORDS, "CHECK")
+            read_state("FETCH_READ", CMD_WORDS, "PRODUCTS")
+            with m.State("PRODUCTS"):
+                # the range checks' products, through one pipelined multiplier (below)
+                m.d.sync += mul_k.eq(mul_k + 1)
+                with m.If(mul_k == _PRODUCTS + _MUL_LATENCY - 1):
+                    m.d.sync += mul_k.eq(0)
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 # the order of sw.compiler.isa.check_command: opcode, shape, scratchpad, buffer
                 spm_addr = Signal(32)
@@ -186,9 +247,7 @@ class Accelerator(wiring.Component):
                 with m.If(op == Op.STORE):
                     m.d.comb += [spm_addr.eq(f2), dram_end.eq(f1 + nbytes),
                                  dram_size.eq(ctrl.output_size)]
-                w = words
-                t_w = Signal(64)  # tokens x width (GELU, ADD) or tokens x hidden (LAYERNORM)
-                m.d.comb += t_w.eq(Mux(op == Op.ADD, w[4] * w[5], w[3] * w[4]))
+                t_w = prods[0]  # tokens x width (GELU, ADD) or tokens x hidden (LAYERNORM)
                 bits_ok = Signal()
                 vec_shape_bad = Signal()
                 vec_spm_bad = Signal()
@@ -207,27 +266,26 @@ class Accelerator(wiring.Component):
                             vec_shape_bad.eq((w[4] == 0) | (w[5] == 0) | ~bits_ok
                                              | (w[8] > MAX_SHIFT - 1) | (w[6] >= 2**ADD_MULT_BITS)
                                              | (w[7] >= 2**ADD_MULT_BITS)),
-                            vec_spm_bad.eq((w[1] + t_w * (w[9] >> 3) > spm_bytes)
-                                           | (w[2] + t_w * (w[10] >> 3) > spm_bytes)
-                                           | (w[3] + t_w * (w[11] >> 3) > spm_bytes))]
+                            vec_spm_bad.eq((w[1] + _bytes(t_w, w[9]) > spm_bytes)
+                                           | (w[2] + _bytes(t_w, w[10]) > spm_bytes)
+                                           | (w[3] + _bytes(t_w, w[11]) > spm_bytes))]
                     with m.Case(Op.LAYERNORM):  # src dst tokens hidden in_bits off eps frac
                         m.d.comb += [
                             vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)
                                              | ((w[5] != 8) & (w[5] != 16))
                                              | (w[4] > cfg.max_hidden)
                                              | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))),
-                            vec_spm_bad.eq((w[1] + t_w * (w[5] >> 3) > spm_bytes)
+                            vec_spm_bad.eq((w[1] + _bytes(t_w, w[5]) > spm_bytes)
                                            | (w[2] + t_w > spm_bytes)),
-                            vec_params_bad.eq(w[6] + w[4] * LN_RECORD > ctrl.params_size)]
+                            vec_params_bad.eq(w[6] + _times(w[4], LN_RECORD)
+                                              > ctrl.params_size)]
                 # engine commands: LINEAR a a_stride tokens k rows n m w_off rq_off out
                 # out_stride out_bits; QK q k stride tokens d mask mult shift p p_stride;
                 # PV p p_stride v stride tokens d rq_off out out_stride
                 eng_shape_bad, eng_spm_bad, eng_params_bad = Signal(), Signal(), Signal()
-                groups = (w[4] + cfg.m - 1) // cfg.m
-                ob = w[12] >> 3
-                wbytes = Signal(64)
-                m.d.comb += wbytes.eq(w[5] * groups * w[6] + Mux(
-                    w[6] == w[7], 0, w[5] * ((groups * w[6] * cfg.index_bits + 7) >> 3)))
+                wbytes = Signal(65)
+                m.d.comb += wbytes.eq(prods[3] + Mux(w[6] == w[7], 0, prods[4]))
+                out_row = _bytes(w[5], w[12])  # rows x output bytes
                 with m.Switch(op):
                     with m.Case(Op.LINEAR):
                         nm_ok = (w[7] == cfg.m) & (((w[6] >= 1) & (w[6] <= cfg.n_max))
@@ -236,32 +294,33 @@ class Accelerator(wiring.Component):
                             eng_shape_bad.eq((w[3] == 0) | (w[4] == 0) | (w[5] == 0)
                                              | ((w[12] != 8) & (w[12] != 16)) | ~nm_ok
                                              | (w[4] > cfg.max_k) | (w[2] < w[4])
-                                             | (w[11] < w[5] * ob) | (w[9][:2] != 0)),
-                            eng_spm_bad.eq((w[1] + (w[3] - 1) * w[2] + w[4] > spm_bytes)
-                                           | (w[10] + (w[3] - 1) * w[11] + w[5] * ob
-                                              > spm_bytes)),
+                                             | (w[11] < out_row) | (w[9][:2] != 0)),
+                            eng_spm_bad.eq((w[1] + prods[1] + w[4] > spm_bytes)
+                                           | (w[10] + prods[2] + out_row > spm_bytes)),
                             eng_params_bad.eq((w[8] + wbytes > ctrl.params_size)
-                                              | (w[9] + w[5] * 12 > ctrl.params_size))]
+                                              | (w[9] + _times(w[5], RQ_RECORD)
+                                                 > ctrl.params_size))]
                     with m.Case(Op.QK_SOFTMAX):
                         m.d.comb += [
                             eng_shape_bad.eq((w[4] == 0) | (w[5] == 0) | (w[4] > cfg.max_row)
                                              | (w[5] > cfg.max_k) | (w[3] < w[5])
                                              | (w[10] < w[4]) | (w[8] > MAX_SHIFT)
                                              | (w[7] >= 2**MULT_BITS)),
-                            eng_spm_bad.eq((w[1] + (w[4] - 1) * w[3] + w[5] > spm_bytes)
-                                           | (w[2] + (w[4] - 1) * w[3] + w[5] > spm_bytes)
+                            eng_spm_bad.eq((w[1] + prods[0] + w[5] > spm_bytes)
+                                           | (w[2] + prods[0] + w[5] > spm_bytes)
                                            | (w[6] + w[4] > spm_bytes)
-                                           | (w[9] + (w[4] - 1) * w[10] + w[4] > spm_bytes))]
+                                           | (w[9] + prods[1] + w[4] > spm_bytes))]
                     with m.Case(Op.PV):
                         m.d.comb += [
                             eng_shape_bad.eq((w[5] == 0) | (w[6] == 0) | (w[5] > cfg.max_row)
                                              | (w[6] > cfg.max_k) | (w[4] < w[6])
                                              | (w[2] < w[5]) | (w[9] < w[6])
                                              | (w[7][:2] != 0)),
-                            eng_spm_bad.eq((w[1] + (w[5] - 1) * w[2] + w[5] > spm_bytes)
-                                           | (w[3] + (w[5] - 1) * w[4] + w[6] > spm_bytes)
-                                           | (w[8] + (w[5] - 1) * w[9] + w[6] > spm_bytes)),
-                            eng_params_bad.eq(w[7] + w[6] * 12 > ctrl.params_size)]
+                            eng_spm_bad.eq((w[1] + prods[0] + w[5] > spm_bytes)
+                                           | (w[3] + prods[1] + w[6] > spm_bytes)
+                                           | (w[8] + prods[2] + w[6] > spm_bytes)),
+                            eng_params_bad.eq(w[7] + _times(w[6], RQ_RECORD)
+                                              > ctrl.params_size)]
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = (op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                 with m.If(reader.error):
@@ -396,8 +455,8 @@ class Accelerator(wiring.Component):
                     m.next = "STORE_RUN"
             with m.State("STORE_RUN"):
                 issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth - 1)
-                m.d.comb += [spm_r.addr.eq((f2 >> 2) + moved), spm_r.en.eq(issue),
-                             sfifo.w_data.eq(spm_r.data), sfifo.w_en.eq(pend)]
+                m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
+                             sfifo.w_data.eq(rpa.data), sfifo.w_en.eq(pend)]
                 m.d.sync += pend.eq(issue)
                 with m.If(issue):
                     m.d.sync += moved.eq(moved + 1)
