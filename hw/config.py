@@ -9,10 +9,15 @@ Presets (:data:`PRESETS`, :func:`preset`):
 name      M    N max     PEs      lanes    sized for
 ========  ===  ========  =======  =======  ===========================================
 tiny      4    4         4 x 4    4        fast tests and CI
-ecp5      4    4         8 x 8    8        LFE5U-85F (156 MULT18X18D, 208 DP16KD)
+ecp5      4    4         8 x 8    1        LFE5U-85F (156 MULT18X18D, 208 DP16KD)
 u200      8    8         96 x 128 64       Alveo U200: 6,840 DSP48E2, 2 MACs per DSP
 u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per DSP, HBM
 ========  ===  ========  =======  =======  ===========================================
+
+The ``ecp5`` preset is what fits the LFE5U-85F with the whole kernel (``make bitstream``
+measures it): the 8 x 8 array, one-lane vector units and softmax (a LayerNorm lane alone is
+about 13 MULT18X18D), only the int16-input LayerNorm, and a 128 KiB scratchpad (two read
+ports make two block RAM copies: 128 of the 208 DP16KD).
 
 The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
 8,192 of 9,024 on the U280), leaving the rest for the vector units.
@@ -73,6 +78,10 @@ class AcceleratorConfig:
         Elements per cycle of LayerNorm, GELU and residual add.
     max_hidden : int
         Largest hidden size LayerNorm is built for.
+    layernorm_int8 : bool
+        Also build the LayerNorm for int8 inputs (models quantized with an int8 residual
+        path); the int16-input one is always built. Without it a LAYERNORM with
+        ``in_bits = 8`` is refused (BAD_SHAPE). Saves a LayerNorm unit on small devices.
     spm_kib : int
         On-chip activation scratchpad (KiB) a Program's tensors live in for a whole encoder
         (``sw/compiler`` allocates it; a model that does not fit is refused).
@@ -104,6 +113,7 @@ class AcceleratorConfig:
     max_row: int = 512
     vector_lanes: int = 4
     max_hidden: int = 1024
+    layernorm_int8: bool = True
     spm_kib: int = 1024
     clock_mhz: float = 100.0
     macs_per_dsp: int = 1
@@ -125,6 +135,8 @@ class AcceleratorConfig:
                 bad(f.name, "must be a number")
             if f.type == "str" and not isinstance(value, str):
                 bad(f.name, "must be a string")
+            if f.type == "bool" and not isinstance(value, bool):
+                bad(f.name, "must be true or false")
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             bad("name", "must be non-empty and use only letters, digits, '-', '_', '.'")
         if self.m not in (4, 8, 16):
@@ -242,8 +254,9 @@ PRESETS: dict[str, AcceleratorConfig] = {
         ),
         AcceleratorConfig(
             name="ecp5", m=4, n_max=4, pe_rows=8, pe_cols=8, max_k=4096,
-            weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=8, max_row=512,
-            vector_lanes=8, max_hidden=1024, spm_kib=256, clock_mhz=100.0, part="LFE5U-85F",
+            weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=1, max_row=512,
+            vector_lanes=1, max_hidden=1024, layernorm_int8=False, spm_kib=128,
+            clock_mhz=100.0, part="LFE5U-85F",
             part_dsps=156, mem_bandwidth_gbps=0.8,
         ),
         AcceleratorConfig(

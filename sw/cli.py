@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -91,6 +92,19 @@ def _config_show(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from bitstreams.build import synth
+
+    s = synth(args.preset, args.target, clock_mhz=args.clock_mhz)
+    if s["target"] == "ecp5":
+        verdict = "meets" if s["meets_clock"] else "MISSES"
+        print(f"Fmax {s['fmax_mhz']:.1f} MHz ({verdict} {s['clock_mhz']:g} MHz); bitstream "
+              f"bitstreams/{args.preset}-ecp5/{s['bitstream']['file']}")
+    else:
+        print(json.dumps(s["utilisation"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nmaccel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--save-ir", metavar="DIR", help="save every compiler step's IR there")
     run.add_argument("--json", metavar="OUT", help="write the report as JSON")
     run.set_defaults(func=_run)
+
+    syn = sub.add_parser("synth", help="ECP5 bitstream (self-test top) or UltraScale+ estimate "
+                         "with open tools; writes bitstreams/<preset>-<target>/summary.json")
+    syn.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    syn.add_argument("--target", choices=["ecp5", "xcup"], required=True)
+    syn.add_argument("--clock-mhz", type=float, help="ECP5 kernel clock (default: the preset's)")
+    syn.set_defaults(func=_synth)
 
     cfg = sub.add_parser("config", help="print a preset's AcceleratorConfig as JSON")
     cfg.add_argument("preset", choices=sorted(PRESETS))

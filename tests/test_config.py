@@ -41,6 +41,7 @@ def test_presets_are_sized_for_their_parts():
         ({"max_k": ACC_SAFE_TERMS + 4 - ACC_SAFE_TERMS % 4}, r"int32 accumulation could overflow"),
         ({"clock_mhz": 0}, r"clock_mhz = 0"),
         ({"macs_per_dsp": 3}, r"macs_per_dsp = 3"),
+        ({"layernorm_int8": 1}, r"layernorm_int8 = 1: must be true or false"),
         ({"macs_per_dsp": 2, "pe_cols": 5}, r"pe_cols = 5: macs_per_dsp = 2 packs columns in "
                                              r"pairs: pe_cols must be even"),
         ({"pe_rows": 2.0}, r"pe_rows = 2.0: must be an int"),

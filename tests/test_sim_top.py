@@ -25,9 +25,9 @@ def _program(cmds, config=CFG, count=None):
     return bytes(data)
 
 
-def _run(kind, program, inp, **kwargs):
+def _run(kind, program, inp, config=CFG, **kwargs):
     """Run on a fresh device; returns (memory, status, command, output buffer)."""
-    dev = open_device(kind, CFG, **kwargs)
+    dev = open_device(kind, config, **kwargs)
     bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
                                                ("input", len(inp)), ("output", OUT))}
     dev.write(bufs["program"], program)
@@ -117,6 +117,23 @@ def test_faults_stop_the_kernel_like_the_ref_backend(fault):
     out = rtl[3]
     assert rtl[0][:out.addr] == ref[0][:out.addr]  # nothing written outside the output
     assert rtl[0][out.addr + out.size:] == ref[0][out.addr + out.size:]
+    assert rtl[0] == ref[0]
+
+
+def test_an_int8_layernorm_is_refused_where_the_config_builds_none():
+    """``layernorm_int8 = False`` (the ecp5 preset) leaves the int8-input LayerNorm out: a
+    command that needs it stops the kernel with BAD_SHAPE, like the ref backend."""
+    from sw.ref.layernorm import SQRT_FRAC
+
+    cmds = [Command(Op.LAYERNORM, {"src": 0, "dst": 64, "tokens": 2, "hidden": 4, "in_bits": 8,
+                                   "params_off": 0, "eps_int": 1, "sqrt_frac": SQRT_FRAC}),
+            Command(Op.END, {})]
+    inp = bytes(range(256))
+    assert _run("ref", _program(cmds), inp)[1] == Status.OK  # fine where it is built
+    cfg = CFG.replace(layernorm_int8=False)
+    ref = _run("ref", _program(cmds, cfg), inp, config=cfg)
+    rtl = _run("rtl", _program(cmds, cfg), inp, config=cfg)
+    assert rtl[1:3] == ref[1:3] == (Status.BAD_SHAPE, 0)
     assert rtl[0] == ref[0]
 
 

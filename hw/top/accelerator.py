@@ -273,6 +273,7 @@ class Accelerator(wiring.Component):
                         m.d.comb += [
                             vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)
                                              | ((w[5] != 8) & (w[5] != 16))
+                                             | ((w[5] == 8) & (not cfg.layernorm_int8))
                                              | (w[4] > cfg.max_hidden)
                                              | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[5]) > spm_bytes)

@@ -76,8 +76,10 @@ class VectorOps(wiring.Component):
         P = cfg.vector_lanes
         m.submodules.gelu = gelu = GeluUnit(config=cfg)
         m.submodules.add = add = ResidualAdd(config=cfg, a_bits=16, b_bits=16, out_bits=16)
-        m.submodules.ln8 = ln8 = LayerNormUnit(config=cfg, in_bits=8)
         m.submodules.ln16 = ln16 = LayerNormUnit(config=cfg, in_bits=16)
+        lns = {16: ln16}  # LayerNorm units by input width
+        if cfg.layernorm_int8:
+            m.submodules.ln8 = lns[8] = LayerNormUnit(config=cfg, in_bits=8)
 
         job = Signal(job_layout(cfg))
         busy = Signal()
@@ -97,7 +99,7 @@ class VectorOps(wiring.Component):
             gelu.load.payload.addr.eq(pcount * 4 - 4 + byte_i),
             gelu.load.payload.value.eq(word.word_select(byte_i, 8)),
         ]
-        ln_load = [ln8.load, ln16.load]
+        ln_load = [u.load for u in lns.values()]
         for ld in ln_load:
             m.d.comb += [ld.payload.channel.eq(pcount // 4 - 1),
                          ld.payload.gain.eq(ln_rec[0][:GAIN_BITS]),
@@ -182,25 +184,30 @@ class VectorOps(wiring.Component):
                 m.d.sync += fill.eq(fill + 1)
         taken = Signal()
         for k in range(P):
-            m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), ln8.i.payload[k].eq(lanes_a[k]),
-                         ln16.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
+            m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
                          add.i.payload.b[k].eq(lanes_b[k])]
+            m.d.comb += [u.i.payload[k].eq(lanes_a[k]) for u in lns.values()]
         ln_i16 = job.a_bits == 16
-        m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & is_add),
-                     ln8.i.valid.eq(beat_valid & is_ln & ~ln_i16),
-                     ln16.i.valid.eq(beat_valid & is_ln & ln_i16)]
+        ln_sel = {16: ln_i16, 8: ~ln_i16}  # which LayerNorm a job uses (int8 ones are
+        # refused before they get here when the config has no int8 LayerNorm)
+
+        def ln_pick(get):
+            """``get(unit)`` of the LayerNorm the job uses."""
+            return Mux(ln_i16, get(ln16), get(lns[8])) if 8 in lns else get(ln16)
+
+        m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & is_add)]
+        m.d.comb += [u.i.valid.eq(beat_valid & is_ln & ln_sel[b]) for b, u in lns.items()]
         m.d.comb += taken.eq(Mux(is_gelu, gelu.i.ready, Mux(is_add, add.i.ready,
-                                                             Mux(ln_i16, ln16.i.ready,
-                                                                 ln8.i.ready))))
+                                                             ln_pick(lambda u: u.i.ready))))
         with m.If(beat_valid & taken):
             m.d.sync += beat_valid.eq(0)
 
         # LayerNorm: one cmd per token
         cmds = Signal(32)
-        for u, sel in ((ln8, ~ln_i16), (ln16, ln_i16)):
+        for b, u in lns.items():
             m.d.comb += [u.cmd.payload.hidden.eq(job.width), u.cmd.payload.eps.eq(job.eps),
-                         u.cmd.valid.eq(running & is_ln & sel & (cmds < job.tokens))]
-        with m.If((ln8.cmd.valid & ln8.cmd.ready) | (ln16.cmd.valid & ln16.cmd.ready)):
+                         u.cmd.valid.eq(running & is_ln & ln_sel[b] & (cmds < job.tokens))]
+        with m.If(ln_pick(lambda u: u.cmd.valid & u.cmd.ready)):
             m.d.sync += cmds.eq(cmds + 1)
 
         # -- scatter: unit beats -> elements -> scratchpad writes ---------------------------------
@@ -211,16 +218,17 @@ class VectorOps(wiring.Component):
         o_ptr = Signal(32)
         o16 = job.out_bits == 16
         unit_o_valid = Mux(is_gelu, gelu.o.valid, Mux(is_add, add.o.valid,
-                                                      Mux(ln_i16, ln16.o.valid, ln8.o.valid)))
-        for u, sel in ((gelu, is_gelu), (add, is_add), (ln8, is_ln & ~ln_i16),
-                       (ln16, is_ln & ln_i16)):
+                                                      ln_pick(lambda u: u.o.valid)))
+        users = [(gelu, is_gelu), (add, is_add)]
+        users += [(u, is_ln & ln_sel[b]) for b, u in lns.items()]
+        for u, sel in users:
             m.d.comb += u.o.ready.eq(sel & ~held)
         with m.If(~held & unit_o_valid):
             m.d.sync += held.eq(1)
             for k in range(P):
                 v = Mux(is_gelu, gelu.o.payload[k],
                         Mux(is_add, add.o.payload[k],
-                            Mux(ln_i16, ln16.o.payload[k], ln8.o.payload[k])))
+                            ln_pick(lambda u, k=k: u.o.payload[k])))
                 m.d.sync += out_beat[k].eq(v)
         val = Signal(signed(16))
         m.d.comb += val.eq(out_beat[o_lane])

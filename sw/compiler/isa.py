@@ -303,6 +303,9 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"hidden = {a['hidden']} exceeds max_hidden = {config.max_hidden}"
         from sw.ref.layernorm import SQRT_FRAC
 
+        if a["in_bits"] == 8 and not config.layernorm_int8:
+            return (f"in_bits = 8: config {config.name!r} has no LayerNorm for int8 input "
+                    "(layernorm_int8 = false)")
         want = SQRT_FRAC if a["in_bits"] == 8 else 0
         if a["sqrt_frac"] != want:
             return (f"sqrt_frac = {a['sqrt_frac']}: the LayerNorm for int{a['in_bits']} input "
