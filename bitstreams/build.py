@@ -1,0 +1,137 @@
+"""`make bitstream` / `nmaccel synth`: builds, their summaries and the README table.
+
+Each build writes ``bitstreams/<preset>-<target>/summary.json`` (config, tool versions,
+utilisation, Fmax where the tool gives one, the bitstream and its sha256, wall time); tool
+work directories live under ``build/bitstreams/``. Targets:
+
+* ``ecp5``: a real bitstream of the self-test board top (:mod:`bitstreams.ecp5`);
+* ``xcup``: UltraScale+ utilisation, a Yosys estimate (:mod:`bitstreams.xcup`).
+
+``python -m bitstreams.build --table README.md`` regenerates the README's table from the
+summaries present (between the ``bitstreams:begin`` / ``bitstreams:end`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from hw.config import PRESETS, preset
+
+__all__ = ["synth", "table", "update_readme", "DEFAULT_BUILDS", "main"]
+
+TARGETS = ("ecp5", "xcup")
+#: What `make bitstream` builds.
+DEFAULT_BUILDS = (("ecp5", "ecp5"), ("u200", "xcup"), ("u280", "xcup"))
+OUT_ROOT = Path("bitstreams")
+WORK_ROOT = Path("build/bitstreams")
+BEGIN, END = "<!-- bitstreams:begin -->", "<!-- bitstreams:end -->"
+
+
+def synth(name: str, target: str, *, out_root: Path = OUT_ROOT, work_root: Path = WORK_ROOT,
+          clock_mhz: float | None = None, log=print) -> dict:
+    """Build ``name`` for ``target``; write and return its summary."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    cfg = preset(name)
+    key = f"{name}-{target}"
+    out_dir, work_dir = Path(out_root) / key, Path(work_root) / key
+    started = time.monotonic()
+    log(f"== {key}")
+    if target == "ecp5":
+        from bitstreams.ecp5 import build
+
+        summary = build(cfg, out_dir, work_dir, clock_mhz=clock_mhz, log=log)
+    else:
+        from bitstreams.xcup import estimate
+
+        summary = {"preset": name, "target": "xcup", **estimate(cfg, work_dir, log=log),
+                   "config": cfg.to_dict()}
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"   wrote {out_dir / 'summary.json'} ({summary['wall_s']:.0f} s)")
+    return summary
+
+
+def _fmt(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
+def table(out_root: Path = OUT_ROOT) -> str:
+    """A Markdown table of every ``summary.json`` under ``out_root``."""
+    rows = ["| preset | target | logic | FF | DSP | block RAM | Fmax | source |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(Path(out_root).glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        if s["target"] == "ecp5":
+            u = {k: v["used"] for k, v in s["utilisation"].items()}
+            cap = {k: v["available"] for k, v in s["utilisation"].items()}
+            logic = f"{_fmt(u.get('TRELLIS_COMB', 0))} LUT4 / {_fmt(cap.get('TRELLIS_COMB', 0))}"
+            ff = f"{_fmt(u.get('TRELLIS_FF', 0))}"
+            dsp = f"{u.get('MULT18X18D', 0)} MULT18X18D / {cap.get('MULT18X18D', 0)}"
+            ram = f"{u.get('DP16KD', 0)} DP16KD / {cap.get('DP16KD', 0)}"
+            verdict = "meets" if s["meets_clock"] else "misses"
+            fmax = f"{s['fmax_mhz']:.1f} MHz ({verdict} {s['clock_mhz']:g})"
+            source = "nextpnr (placed and routed)"
+        else:
+            u, cap = s["utilisation"], s.get("part_capacity", {})
+
+            def of(k, u=u, cap=cap):
+                return f"{_fmt(u.get(k, 0))}" + (f" / {_fmt(cap[k])}" if k in cap else "")
+            logic, ff = f"{of('LUT')} LUT6", of("FF")
+            dsp = f"{of('DSP48E2')} DSP48E2"
+            ram = f"{of('BRAM')} BRAM36, {of('URAM')} URAM"
+            fmax = "n/a (no timing)"
+            source = s.get("label", "Yosys estimate")
+        rows.append(f"| {s['preset']} | {s['target']} | {logic} | {ff} | {dsp} | {ram} | "
+                    f"{fmax} | {source} |")
+    return "\n".join(rows)
+
+
+def update_readme(readme: Path, text: str) -> None:
+    body = Path(readme).read_text()
+    if BEGIN not in body or END not in body:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers for the bitstream table")
+    head, rest = body.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    Path(readme).write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bitstreams.build", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="one build (with --target)")
+    ap.add_argument("--target", choices=TARGETS)
+    ap.add_argument("--all", action="store_true",
+                    help="the default set: " + ", ".join(f"{p}-{t}" for p, t in DEFAULT_BUILDS))
+    ap.add_argument("--clock-mhz", type=float, help="ECP5 kernel clock (default: the preset's)")
+    ap.add_argument("--table", metavar="README", help="regenerate this README's table")
+    args = ap.parse_args(argv)
+    builds = list(DEFAULT_BUILDS) if args.all else []
+    if args.preset or args.target:
+        if not (args.preset and args.target):
+            ap.error("--preset and --target go together")
+        builds.append((args.preset, args.target))
+    if not builds and not args.table:
+        ap.error("nothing to do: give --preset and --target, --all, or --table")
+    from bitstreams.ecp5 import BuildFailed
+    from bitstreams.synth import SynthFailed
+
+    for name, target in builds:
+        try:
+            synth(name, target, clock_mhz=args.clock_mhz)
+        except (BuildFailed, SynthFailed) as exc:
+            print(f"error: {name}-{target}: {exc}", file=sys.stderr)
+            return 1
+    if args.table:
+        update_readme(Path(args.table), table())
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

