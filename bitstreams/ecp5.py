@@ -124,9 +124,10 @@ def _progress(build_dir: Path, done: threading.Event, log, started: float):
 
 def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
           clock_mhz: float | None = None, seed: int = 0, layer: dict | None = None,
-          log=print) -> dict:
+          simulate: bool = True, log=print) -> dict:
     """Build the self-test bitstream for ``config`` in ``work_dir``, copy it to ``out_dir``;
-    return the summary (the caller writes it)."""
+    return the summary (the caller writes it). With ``simulate`` the exact self-test
+    (image included) first runs in the Amaranth simulator and must pass."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     from hw.platform.ulx3s import LEDS, Ulx3sSelfTest
@@ -144,6 +145,14 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
     img = selftest_image(config, seed=seed, layer=layer)
     top = Ulx3sSelfTest(clock_mhz=clock_mhz, config=config, image=img.words,
                         buffers=img.buffers, expected_crc=img.crc)
+    if simulate:
+        from hw.platform.self_test import simulate as run_sim
+
+        log("simulating the self-test top (Amaranth simulator; about a minute)")
+        sim = run_sim(top.selftest)
+        if not sim["passed"]:
+            raise BuildFailed(f"the self-test fails in simulation ({sim}); not building")
+        log(f"  passes in {sim['cycles']} cycles")
     plan = ULX3S_85F_Platform().prepare(top, name="top")
     plan.extract(build_dir)
     log(f"yosys + nextpnr + ecppack in {build_dir} (logs top.rpt, top.tim); this takes minutes")
@@ -181,7 +190,10 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
                   f"{img.layer['n']}:{config.m} BERT layer from on-chip memory; LEDs "
                   + ", ".join(f"{k}: {v}" for k, v in LEDS.items()),
         "selftest": {**img.layer, "expected_crc": f"{img.crc:08x}",
-                     "image_bytes": 4 * len(img.words)},
+                     "image_bytes": 4 * len(img.words),
+                     "simulated": {"passed": sim["passed"], "cycles": sim["cycles"],
+                                   "us_at_clock": round(sim["cycles"] / clock_mhz, 1)}
+                     if simulate else None},
         "clock_mhz": clock_mhz,
         "fmax_mhz": fmax["mhz"],
         "meets_clock": fmax["pass"],

@@ -9,43 +9,28 @@ from amaranth.sim import Simulator
 
 from hw.config import AcceleratorConfig, preset
 from hw.platform.axi_ram import RESP_SLVERR, AxiRam
-from hw.platform.self_test import SelfTest
+from hw.platform.self_test import SelfTest, simulate
 from hw.platform.ulx3s import pll_settings
 from sw.compiler.selftest import selftest_image
 
 SEED = 3
 SMALL = {"hidden": 16, "intermediate": 32, "tokens": 4}  # what the simulator affords
-MAX_CYCLES = 200_000
+MAX_CYCLES = 400_000
 
 
 def _run(dut):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    out = {}
-
-    async def bench(ctx):
-        cycle = 0
-        while cycle < MAX_CYCLES:
-            if ctx.get(dut.done):
-                break
-            await ctx.tick()
-            cycle += 1
-        out.update(cycles=cycle, done=ctx.get(dut.done), passed=ctx.get(dut.passed),
-                   status=ctx.get(dut.status), crc=ctx.get(dut.crc))
-
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    return simulate(dut, MAX_CYCLES)
 
 
-@pytest.mark.parametrize("name", ["ecp5"])
-def test_the_self_test_passes_and_its_crc_is_the_ref_outputs(name):
-    cfg = preset(name)
-    img = selftest_image(cfg, seed=SEED, layer=SMALL)
+@pytest.mark.parametrize(("seed", "layer"), [(SEED, SMALL), (0, None)],
+                         ids=["small", "the-ecp5-bitstream-image"])
+def test_the_self_test_passes_and_its_crc_is_the_ref_outputs(seed, layer):
+    cfg = preset("ecp5")
+    img = selftest_image(cfg, seed=seed, layer=layer)
     padded = img.output + bytes(-len(img.output) % 4)
     assert img.crc == img.crc_as_loaded == zlib.crc32(padded)
     res = _run(SelfTest(config=cfg, image=img.words, buffers=img.buffers, expected_crc=img.crc))
-    print(f"seed {SEED}: {res['cycles']} cycles")
+    print(f"seed {seed}: {res['cycles']} cycles")
     assert res["done"] and res["status"] == 0
     assert res["crc"] == img.crc  # the hardware CRC-32 is zlib's, over the ref's output
     assert res["passed"]

@@ -14,7 +14,7 @@ from sw.compiler.isa import BUFFERS, REGISTERS, Status
 
 from .axi_ram import AxiRam
 
-__all__ = ["SelfTest"]
+__all__ = ["SelfTest", "simulate"]
 
 
 class SelfTest(wiring.Component):
@@ -152,3 +152,28 @@ class SelfTest(wiring.Component):
                              self.passed.eq((status == Status.OK)
                                             & (crc.crc == self.expected_crc))]
         return m
+
+
+def simulate(selftest: SelfTest, max_cycles: int = 1_000_000) -> dict:
+    """Run ``selftest`` in the Amaranth simulator until ``done`` (or ``max_cycles``).
+
+    Returns ``{cycles, done, passed, status, crc}`` (cycles from reset to ``done``).
+    """
+    from amaranth.sim import Simulator
+
+    sim = Simulator(selftest)
+    sim.add_clock(1e-8)
+    out = {}
+
+    async def bench(ctx):
+        cycle = 0
+        while cycle < max_cycles and not ctx.get(selftest.done):
+            await ctx.tick()
+            cycle += 1
+        out.update(cycles=cycle, done=bool(ctx.get(selftest.done)),
+                   passed=bool(ctx.get(selftest.passed)), status=ctx.get(selftest.status),
+                   crc=ctx.get(selftest.crc))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return out
