@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = bench_sub.add_parser("cpu", help="CPU baselines of the encoder (fresh processes, "
                                            "interleaved rounds)")
     cpu.add_argument("--models", default="bert-base,minilm")
-    cpu.add_argument("--backends", default="torch-fp32,torch-int8")
+    cpu.add_argument("--backends", default="torch-fp32,ort-fp32,torch-int8,ort-int8")
     cpu.add_argument("--seq", type=int, default=128)
     cpu.add_argument("--rounds", type=int, default=5)
     cpu.add_argument("--iters", type=int, default=10, help="timed passes per round")
