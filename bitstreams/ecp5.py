@@ -153,7 +153,8 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
         if not sim["passed"]:
             raise BuildFailed(f"the self-test fails in simulation ({sim}); not building")
         log(f"  passes in {sim['cycles']} cycles")
-    plan = ULX3S_85F_Platform().prepare(top, name="top")
+    # a missed clock is a measured result (the summary says so), not a failed build
+    plan = ULX3S_85F_Platform().prepare(top, name="top", nextpnr_opts="--timing-allow-fail")
     plan.extract(build_dir)
     log(f"yosys + nextpnr + ecppack in {build_dir} (logs top.rpt, top.tim); this takes minutes")
     started = time.monotonic()
