@@ -26,7 +26,8 @@ from pathlib import Path
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["build", "parse_nextpnr_log", "parse_yosys_cells", "BuildFailed", "tool_env"]
+__all__ = ["build", "place_and_route", "parse_nextpnr_log", "parse_yosys_cells", "BuildFailed",
+           "tool_env"]
 
 #: Resources of the LFE5U-85F the presets are checked against before a long build.
 ECP5_85F = {"MULT18X18D": 156, "DP16KD": 208}
@@ -122,39 +123,17 @@ def _progress(build_dir: Path, done: threading.Event, log, started: float):
         log(f"  ... {phase}, {time.monotonic() - started:.0f} s")
 
 
-def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
-          clock_mhz: float | None = None, seed: int = 0, layer: dict | None = None,
-          simulate: bool = True, log=print) -> dict:
-    """Build the self-test bitstream for ``config`` in ``work_dir``, copy it to ``out_dir``;
-    return the summary (the caller writes it). With ``simulate`` the exact self-test
-    (image included) first runs in the Amaranth simulator and must pass."""
+def place_and_route(top, build_dir: Path, *, log=print) -> tuple[dict, float]:
+    """Amaranth's ULX3S 85F flow on ``top`` in ``build_dir``: the nextpnr report (plus the
+    Yosys cell counts under ``yosys_cells``) and the wall time in seconds."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-    from hw.platform.ulx3s import LEDS, Ulx3sSelfTest
-    from sw.compiler.selftest import selftest_image
-
-    clock_mhz = float(clock_mhz or config.clock_mhz)
-    out_dir, build_dir = Path(out_dir), Path(work_dir)
-    if config.dsps > ECP5_85F["MULT18X18D"]:
-        raise BuildFailed(f"preset {config.name!r} needs {config.dsps} multipliers; the "
-                          f"LFE5U-85F has {ECP5_85F['MULT18X18D']} MULT18X18D")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     env = tool_env()
-    log(f"self-test image for {config.name} (seed {seed})")
-    img = selftest_image(config, seed=seed, layer=layer)
-    top = Ulx3sSelfTest(clock_mhz=clock_mhz, config=config, image=img.words,
-                        buffers=img.buffers, expected_crc=img.crc)
-    if simulate:
-        from hw.platform.self_test import simulate as run_sim
-
-        log("simulating the self-test top (Amaranth simulator; about a minute)")
-        sim = run_sim(top.selftest)
-        if not sim["passed"]:
-            raise BuildFailed(f"the self-test fails in simulation ({sim}); not building")
-        log(f"  passes in {sim['cycles']} cycles")
-    # a missed clock is a measured result (the summary says so), not a failed build
-    plan = ULX3S_85F_Platform().prepare(top, name="top", nextpnr_opts="--timing-allow-fail")
+    build_dir = Path(build_dir)
+    # a missed clock is a measured result (the summary says so), not a failed build; router2 is
+    # nextpnr's newer router, meant for big congested designs like the kernel
+    plan = ULX3S_85F_Platform().prepare(top, name="top",
+                                        nextpnr_opts="--timing-allow-fail --router router2")
     plan.extract(build_dir)
     log(f"yosys + nextpnr + ecppack in {build_dir} (logs top.rpt, top.tim); this takes minutes")
     started = time.monotonic()
@@ -176,6 +155,40 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
         raise BuildFailed(f"ECP5 flow failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
 
     report = parse_nextpnr_log((build_dir / "top.tim").read_text(errors="replace"))
+    report["yosys_cells"] = parse_yosys_cells((build_dir / "top.rpt").read_text(errors="replace"))
+    return report, wall
+
+
+def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
+          clock_mhz: float | None = None, seed: int = 0, layer: dict | None = None,
+          simulate: bool = True, log=print) -> dict:
+    """Build the self-test bitstream for ``config`` in ``work_dir``, copy it to ``out_dir``;
+    return the summary (the caller writes it). With ``simulate`` the exact self-test
+    (image included) first runs in the Amaranth simulator and must pass."""
+    from hw.platform.ulx3s import LEDS, Ulx3sSelfTest
+    from sw.compiler.selftest import selftest_image
+
+    clock_mhz = float(clock_mhz or config.clock_mhz)
+    out_dir, build_dir = Path(out_dir), Path(work_dir)
+    if config.dsps > ECP5_85F["MULT18X18D"]:
+        raise BuildFailed(f"preset {config.name!r} needs {config.dsps} multipliers; the "
+                          f"LFE5U-85F has {ECP5_85F['MULT18X18D']} MULT18X18D")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tool_env()  # fail now, not after the simulation, if a tool is missing
+    log(f"self-test image for {config.name} (seed {seed})")
+    img = selftest_image(config, seed=seed, layer=layer)
+    top = Ulx3sSelfTest(clock_mhz=clock_mhz, config=config, image=img.words,
+                        buffers=img.buffers, expected_crc=img.crc)
+    if simulate:
+        from hw.platform.self_test import simulate as run_sim
+
+        log("simulating the self-test top (Amaranth simulator; about a minute)")
+        sim = run_sim(top.selftest)
+        if not sim["passed"]:
+            raise BuildFailed(f"the self-test fails in simulation ({sim}); not building")
+        log(f"  passes in {sim['cycles']} cycles")
+    report, wall = place_and_route(top, build_dir, log=log)
     kernel = [c for c in report["fmax"] if "clk" in c.lower()]
     if not kernel:
         raise BuildFailed(f"no Fmax for the kernel clock in {build_dir / 'top.tim'}")
@@ -201,7 +214,7 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
         "clock_net": kernel[0],
         "critical_path": report["critical_path"],
         "utilisation": report["utilisation"],
-        "yosys_cells": parse_yosys_cells((build_dir / "top.rpt").read_text(errors="replace")),
+        "yosys_cells": report["yosys_cells"],
         "bitstream": {"file": "top.bit", "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest()},
         "tools": tool_versions(),

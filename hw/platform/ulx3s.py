@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .self_test import SelfTest
@@ -56,7 +57,7 @@ class Ulx3sSelfTest(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clk25 = platform.request("clk25", 0)
+        m.submodules.clk25 = clk25 = io.Buffer("i", platform.request("clk25", 0, dir="-"))
         m.domains.sync = ClockDomain("sync")
         locked, clk = Signal(), Signal()
         m.d.comb += ClockSignal("sync").eq(clk)
@@ -77,11 +78,14 @@ class Ulx3sSelfTest(Elaboratable):
             o_CLKOP=clk, o_LOCK=locked,
         )
         platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
-        fire = platform.request("button_fire", 0)
+        m.submodules.fire = fire = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
         m.submodules.reset_sync = ResetSynchronizer(~locked | fire.i, domain="sync")
 
         m.submodules.selftest = st = self.selftest
-        leds = [platform.request("led", k) for k in range(8)]
+        leds = []
+        for k in range(8):
+            m.submodules[f"led{k}"] = led = io.Buffer("o", platform.request("led", k, dir="-"))
+            leds.append(led)
         heartbeat = Signal(28)
         m.d.sync += heartbeat.eq(heartbeat + 1)
         m.d.comb += [
