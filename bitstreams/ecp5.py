@@ -221,3 +221,59 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
         "wall_s": round(wall, 1),
         "config": config.to_dict(),
     }
+
+
+#: Blocks `python -m bitstreams.ecp5 --block NAME` places and routes alone (behind FoldTop).
+BLOCKS = {
+    "engine": ("hw.spmm.engine", "SpmmEngine", lambda cfg: {"config": cfg}),
+    "engine_ops": ("hw.top.engine_ops", "EngineOps", lambda cfg: {"config": cfg}),
+    "vector_ops": ("hw.top.vector_ops", "VectorOps", lambda cfg: {"config": cfg}),
+    "requant": ("hw.vector.requant", "Requantizer",
+                lambda cfg: {"lanes": cfg.pe_rows, "out_bits": 16}),
+    "softmax": ("hw.vector.softmax", "SoftmaxUnit", lambda cfg: {"config": cfg}),
+    "layernorm": ("hw.vector.layernorm", "LayerNormUnit",
+                  lambda cfg: {"config": cfg, "in_bits": 16}),
+}
+
+
+def block_fmax(name: str, config: AcceleratorConfig, work_dir: Path, log=print) -> dict:
+    """Place and route one block of ``config`` alone on the ECP5 (FoldTop around it): its Fmax
+    and critical path, to find what holds the kernel's clock back."""
+    import importlib
+
+    if name not in BLOCKS:
+        raise ValueError(f"unknown block {name!r}; choose one of {sorted(BLOCKS)}")
+    module, cls, kwargs = BLOCKS[name]
+    from hw.platform.fold_top import FoldTop
+
+    block = getattr(importlib.import_module(module), cls)(**kwargs(config))
+    rep, wall = place_and_route(FoldTop(block), work_dir, log=log)
+    clock = max(rep["fmax"], key=lambda c: rep["fmax"][c]["mhz"])
+    return {"block": name, "preset": config.name, "fmax_mhz": rep["fmax"][clock]["mhz"],
+            "critical_path": rep["critical_path"], "utilisation": rep["utilisation"],
+            "wall_s": round(wall, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from hw.config import PRESETS, preset
+
+    ap = argparse.ArgumentParser(prog="python -m bitstreams.ecp5",
+                                 description="Fmax of one block of a preset on the ECP5 "
+                                             "(placed and routed alone, 25 MHz constraint)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="ecp5")
+    ap.add_argument("--block", choices=sorted(BLOCKS), action="append", required=True)
+    args = ap.parse_args(argv)
+    for name in args.block:
+        r = block_fmax(name, preset(args.preset), Path("build/bitstreams/blocks") /
+                       f"{args.preset}-{name}", log=lambda *a: None)
+        print(json.dumps({k: r[k] for k in ("block", "preset", "fmax_mhz", "wall_s")}))
+        for line in r["critical_path"]:
+            print("   ", line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -113,3 +113,10 @@ def test_the_tiny_engine_places_and_routes_on_the_ecp5_with_one_mult18_per_pe(tm
     assert used == rep["yosys_cells"]["MULT18X18D"] == cfg.num_pes == 16
     assert fmax > 0
     assert (tmp_path / "top.bit").stat().st_size > 100_000
+
+
+def test_an_unknown_block_is_refused(tmp_path):
+    from bitstreams.ecp5 import block_fmax
+
+    with pytest.raises(ValueError, match="unknown block 'alu'; choose one of"):
+        block_fmax("alu", preset("ecp5"), tmp_path)
