@@ -46,9 +46,16 @@ def synth(name: str, target: str, *, out_root: Path = OUT_ROOT, work_root: Path 
 
         summary = build(cfg, out_dir, work_dir, clock_mhz=clock_mhz, log=log)
     else:
-        from bitstreams.xcup import estimate
+        from bitstreams.xcup import estimate, mid_config, validate
 
-        summary = {"preset": name, "target": "xcup", **estimate(cfg, work_dir, log=log),
+        cache = Path(work_root) / "xcup"  # one slice cache for every preset
+        # the slice model checked against a whole synthesis of the 16 x 16, 8-lane variant
+        check = validate(mid_config(cfg), cache, log=log)
+        summary = {"preset": name, "target": "xcup", **estimate(cfg, cache, log=log),
+                   "validation": {"config": check["config"]["name"], "ok": check["ok"],
+                                  "tolerance": check["tolerance"],
+                                  "rel_error": {k: v["rel_error"]
+                                                for k, v in check["total"].items()}},
                    "config": cfg.to_dict()}
     summary["wall_s"] = round(time.monotonic() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +91,7 @@ def table(out_root: Path = OUT_ROOT) -> str:
                 return f"{_fmt(u.get(k, 0))}" + (f" / {_fmt(cap[k])}" if k in cap else "")
             logic, ff = f"{of('LUT')} LUT6", of("FF")
             dsp = f"{of('DSP48E2')} DSP48E2"
-            ram = f"{of('BRAM')} BRAM36, {of('URAM')} URAM"
+            ram = f"{of('BRAM36')} BRAM36, {of('URAM')} URAM"
             fmax = "n/a (no timing)"
             source = s.get("label", "Yosys estimate")
         rows.append(f"| {s['preset']} | {s['target']} | {logic} | {ff} | {dsp} | {ram} | "

@@ -64,7 +64,7 @@ def test_the_table_is_generated_from_the_summaries(tmp_path):
     (tmp_path / "u200-xcup").mkdir()
     (tmp_path / "u200-xcup" / "summary.json").write_text(json.dumps({
         "preset": "u200", "target": "xcup", "label": "Yosys estimate",
-        "utilisation": {"LUT": 123456, "FF": 2000, "DSP48E2": 6144, "BRAM": 10, "URAM": 0},
+        "utilisation": {"LUT": 123456, "FF": 2000, "DSP48E2": 6144, "BRAM36": 10, "URAM": 0},
         "part_capacity": {"DSP48E2": 6840}}))
     text = table(tmp_path)
     assert "| ecp5 | ecp5 | 40,000 LUT4 / 83,640 |" in text

@@ -1,0 +1,120 @@
+"""UltraScale+ estimates by slices (bitstreams/xcup.py): fit, composition, a real slice."""
+
+import json
+
+import pytest
+
+from bitstreams import xcup
+from hw.config import preset
+
+pytestmark = pytest.mark.synth
+
+
+def test_fit_reproduces_a_bilinear_toy_exactly():
+    def f(r, c):
+        return 3 + 2 * r + 5 * c + 7 * r * c
+
+    points = [{"R": r, "C": c} for r, c in xcup.ENGINE_SHAPES]
+    model = xcup.fit_linear(points, [f(p["R"], p["C"]) for p in points],
+                            ["1", "R", "C", "R*C"])
+    assert model["coef"] == pytest.approx([3, 2, 5, 7])
+    assert model["max_residual"] == pytest.approx(0, abs=1e-9)
+    for p in points:
+        assert xcup.predict(model, p) == pytest.approx(f(p["R"], p["C"]))
+    assert xcup.predict(model, {"R": 96, "C": 128}) == pytest.approx(f(96, 128))
+
+
+def test_fit_refuses_points_that_do_not_determine_the_terms():
+    with pytest.raises(ValueError, match="cannot fit"):
+        xcup.fit_linear([{"L": 2}], [1.0], ["1", "L"])
+    with pytest.raises(ValueError, match="do not determine"):
+        xcup.fit_linear([{"R": 2, "C": 2}, {"R": 2, "C": 4}, {"R": 2, "C": 8}], [1, 2, 3],
+                        ["1", "R", "C"])
+
+
+def test_cell_classes():
+    cls = xcup.cell_classes({"LUT1": 1, "LUT6": 4, "FDRE": 5, "FDSE": 1, "CARRY8": 2,
+                             "RAMB36E2": 3, "RAMB18E2": 3, "RAM64M8": 2, "SRLC32E": 1,
+                             "DSP48E2": 7, "URAM288": 1, "BUFG": 1, "INV": 9})
+    assert cls == {"LUT": 5, "FF": 6, "CARRY": 2, "DSP48E2": 7, "BRAM36": 4.5, "URAM": 1,
+                   "LUTRAM": 16, "SRL": 1, "MUXF": 0}
+    with pytest.raises(ValueError, match="'GTYE4_CHANNEL' has no resource class"):
+        xcup.cell_classes({"GTYE4_CHANNEL": 1})
+
+
+def _fake_cells(part, cfg):
+    """Cell counts linear in the parameters each part depends on (a stand-in for Yosys)."""
+    r, c, lanes = cfg.pe_rows, cfg.pe_cols, cfg.vector_lanes
+    if part == "engine":
+        return {"LUT6": 500 + 30 * r + 40 * c + 60 * r * c, "DSP48E2": 70 + 3 * r + r * c,
+                "RAMB36E2": 2 * r + c, "FDRE": 1000 + 17 * r * c}
+    if part == "vector":
+        return {"LUT6": 300 + 90 * lanes, "DSP48E2": 11 * lanes, "RAMB18E2": 2 * lanes}
+    assert part == "accel"
+    glue = {"LUT6": 1500, "RAMB36E2": 1024, "FDRE": 400}
+    out = {}
+    for d in (glue, _fake_cells("engine", cfg), _fake_cells("vector", cfg)):
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+@pytest.fixture
+def fake_yosys(monkeypatch):
+    calls = []
+
+    def synth_part(part, cfg, workdir, *, log=print):
+        calls.append((part, cfg.pe_rows, cfg.pe_cols, cfg.vector_lanes))
+        return {"part": part, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
+                "vector_lanes": cfg.vector_lanes, "cells": _fake_cells(part, cfg),
+                "wall_s": 0.0}
+
+    monkeypatch.setattr(xcup, "synth_part", synth_part)
+    monkeypatch.setattr(xcup, "yosys_version", lambda: "Yosys test")
+    return calls
+
+
+def test_estimate_composes_engine_vector_and_glue(fake_yosys, tmp_path):
+    cfg = preset("u200")
+    est = xcup.estimate(cfg, tmp_path, log=lambda m: None)
+    assert est["method"] == "slices" and est["label"].startswith("Yosys estimate")
+    whole = xcup.cell_classes(_fake_cells("accel", cfg))
+    assert est["utilisation"] == {k: round(v) for k, v in whole.items()}
+    assert est["percent"]["DSP48E2"] == round(100 * whole["DSP48E2"] / 6840, 1)
+    # every slice is small: nothing near the preset's own shape or lane count was synthesized
+    assert max(r * c for _, r, c, _ in fake_yosys) <= 64
+    assert max(n for *_, n in fake_yosys) <= max(xcup.LANES)
+    json.dumps(est)  # JSON-able
+
+
+def test_validate_excludes_the_mid_shape_and_lanes(fake_yosys, tmp_path):
+    val = xcup.validate(xcup.mid_config(preset("u200")), tmp_path, log=lambda m: None)
+    assert val["ok"]
+    assert all(abs(v["rel_error"]) < 1e-9 for v in val["total"].values())
+    engine_shapes = {(r, c) for p, r, c, _ in fake_yosys if p == "engine"}
+    vector_lanes = {n for p, *_, n in fake_yosys if p == "vector"}
+    # the predictions use slices other than the mid shape (16 x 16) and lane count (8) ...
+    assert (16, 16) not in set(map(tuple, val["slices_shapes"]))
+    assert val["slices_lanes"] == [2, 4]
+    # ... which are then synthesized only for the comparison
+    assert (16, 16) in engine_shapes and 8 in vector_lanes
+
+
+def test_bad_preset_name_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        xcup.main(["--preset", "u999"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'u999'" in err and "u200" in err and "u280" in err
+
+
+@pytest.mark.parametrize("macs_per_dsp", [1, 2])
+def test_engine_slice_maps_r_c_over_macs_per_dsp_dsp48e2(tmp_path, macs_per_dsp):
+    cfg = xcup.neutral(preset("tiny"), pe_rows=2, pe_cols=4, macs_per_dsp=macs_per_dsp)
+    logs = []
+    rec = xcup.synth_part("spmm", cfg, tmp_path, log=logs.append)
+    assert rec["pe_rows"] == 2 and rec["pe_cols"] == 4 and rec["cells"]["FDRE"] > 0
+    # a second call is served from the cache
+    assert xcup.synth_part("spmm", cfg, tmp_path, log=logs.append) == rec
+    assert "cached" in logs[-1]
+    assert rec["cells"].get("DSP48E2") == cfg.dsps == 8 // macs_per_dsp
