@@ -96,6 +96,14 @@ class SelfTest(wiring.Component):
         m.d.comb += [self.status.eq(status), self.crc.eq(crc.crc),
                      ram.peek_addr.eq(word)]
 
+        def read_register(state, register, then):
+            """A state that issues an AXI4-Lite read of ``register``, then goes to ``then``."""
+            with m.State(state):
+                m.d.comb += [bus.arvalid.eq(1), bus.araddr.eq(REGISTERS[register]),
+                             self.busy.eq(1)]
+                with m.If(bus.arready):
+                    m.next = then
+
         with m.FSM():
             with m.State("WRITE"):
                 m.d.comb += [bus.awvalid.eq(1), bus.wvalid.eq(1), bus.wstrb.eq(0b1111),
@@ -114,11 +122,7 @@ class SelfTest(wiring.Component):
                         m.next = "POLL"
                     with m.Else():
                         m.next = "WRITE"
-            with m.State("POLL"):
-                m.d.comb += [bus.arvalid.eq(1), bus.araddr.eq(REGISTERS["CTRL"]),
-                             self.busy.eq(1)]
-                with m.If(bus.arready):
-                    m.next = "POLL_R"
+            read_register("POLL", "CTRL", "POLL_R")
             with m.State("POLL_R"):
                 m.d.comb += [bus.rready.eq(1), self.busy.eq(1)]
                 with m.If(bus.rvalid):
@@ -126,11 +130,7 @@ class SelfTest(wiring.Component):
                         m.next = "STATUS"
                     with m.Else():
                         m.next = "POLL"
-            with m.State("STATUS"):
-                m.d.comb += [bus.arvalid.eq(1), bus.araddr.eq(REGISTERS["STATUS"]),
-                             self.busy.eq(1)]
-                with m.If(bus.arready):
-                    m.next = "STATUS_R"
+            read_register("STATUS", "STATUS", "STATUS_R")
             with m.State("STATUS_R"):
                 m.d.comb += [bus.rready.eq(1), self.busy.eq(1)]
                 with m.If(bus.rvalid):
