@@ -330,22 +330,15 @@ class Accelerator(wiring.Component):
                     finish(Status.BAD_OPCODE)
                 with m.Elif(op == Op.END):
                     finish(Status.OK)
-                with m.Elif(is_eng):
-                    with m.If(eng_shape_bad):
+                with m.Elif(is_eng | is_vec):
+                    with m.If(Mux(is_eng, eng_shape_bad, vec_shape_bad)):
                         finish(Status.BAD_SHAPE)
-                    with m.Elif(eng_spm_bad):
+                    with m.Elif(Mux(is_eng, eng_spm_bad, vec_spm_bad)):
                         finish(Status.OUT_OF_SPM)
-                    with m.Elif(eng_params_bad):
+                    with m.Elif(Mux(is_eng, eng_params_bad, vec_params_bad)):
                         finish(Status.OUT_OF_BUFFER)
-                    with m.Else():
+                    with m.Elif(is_eng):
                         m.next = "ENG_START"
-                with m.Elif(is_vec):
-                    with m.If(vec_shape_bad):
-                        finish(Status.BAD_SHAPE)
-                    with m.Elif(vec_spm_bad):
-                        finish(Status.OUT_OF_SPM)
-                    with m.Elif(vec_params_bad):
-                        finish(Status.OUT_OF_BUFFER)
                     with m.Else():
                         m.next = "VEC_START"
                 with m.Elif((nbytes == 0) | (f1[:2] != 0) | (f2[:2] != 0)):
