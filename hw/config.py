@@ -255,7 +255,7 @@ PRESETS: dict[str, AcceleratorConfig] = {
         AcceleratorConfig(
             name="ecp5", m=4, n_max=4, pe_rows=8, pe_cols=8, max_k=4096,
             weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=1, max_row=512,
-            vector_lanes=1, max_hidden=1024, layernorm_int8=False, spm_kib=128,
+            vector_lanes=1, max_hidden=1024, layernorm_int8=False, spm_kib=64,
             clock_mhz=100.0, part="LFE5U-85F",
             part_dsps=156, mem_bandwidth_gbps=0.8,
         ),
