@@ -147,6 +147,8 @@ def place_and_route(top, build_dir: Path, *, log=print) -> tuple[dict, float]:
     # default router (router1) for ECP5: router2 had 22,510 wires still overused after five
     # iterations (~15 min) on the kernel
     plan = ULX3S_85F_Platform().prepare(top, name="top", nextpnr_opts="--timing-allow-fail")
+    for stale in ("top.json", "top.config", "top.bit", "top.tim", "top.rpt"):
+        (build_dir / stale).unlink(missing_ok=True)  # the progress phases read these
     plan.extract(build_dir)
     log(f"yosys + nextpnr + ecppack in {build_dir} (logs top.rpt, top.tim); this takes minutes")
     started = time.monotonic()

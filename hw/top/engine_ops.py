@@ -111,12 +111,26 @@ class EngineOps(wiring.Component):
         is_lin, is_qk, is_pv = job.op == Op.LINEAR, job.op == Op.QK_SOFTMAX, job.op == Op.PV
         n = Signal(5)
         m.d.comb += n.eq(Mux(is_lin, job.n, M))
-        G = Signal(32)
-        steps = Signal(32)
-        m.d.comb += [G.eq((job.k + M - 1) // M), steps.eq(G * n)]
+        # per-job constants, registered when the job is taken (no multiplier on any path that
+        # feeds an address or a loop test)
+        kw = cfg.max_k.bit_length()
+        G = Signal(kw)  # groups of M along k
+        steps = Signal(kw)  # stored slots per row, G * n
+        ibytes = Signal(kw)  # bytes of a LINEAR row's bit-packed indices
+        rows_gn = Signal(32)  # bytes of all LINEAR row values: rows * steps
+        nbeats = Signal(32)  # softmax beats per row
+        m.d.sync += [ibytes.eq((steps * ib + 7) >> 3), rows_gn.eq(job.rows * steps)]
         dense = n == M
         t0, r0 = Signal(32), Signal(32)
-        out_bytes = Mux(job.out_bits == 16, 2, 1)
+        # running scratchpad / params addresses, stepped by the strides as the counters move
+        act_blk = Signal(32)  # act + t0 * act_stride
+        act_ptr = Signal(32)  # act + (t0 + i0) * act_stride
+        out_blk = Signal(32)  # out + t0 * out_stride
+        out_ptr = Signal(32)  # out + (t0 + beats_out) * out_stride
+        w_row = Signal(32)  # QK: w + row * w_stride; LINEAR: w + row * steps
+        w_col = Signal(32)  # PV: w + i1 * w_stride
+        i_row = Signal(32)  # LINEAR: w + rows * steps + row * ibytes
+        rq_ptr = Signal(32)  # rq_off + r0 * 12
 
         # -- scratchpad byte reads: issue this cycle, the byte arrives next cycle -----------------
         rd_issue, rd_addr = Signal(), Signal(32)
@@ -165,6 +179,9 @@ class EngineOps(wiring.Component):
             with m.Else():
                 m.d.sync += i1.eq(i1 + 1)
 
+        def next_act_row():
+            m.d.sync += act_ptr.eq(act_ptr + job.act_stride)
+
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
         m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=lay["a"].size, depth=4)
@@ -212,8 +229,6 @@ class EngineOps(wiring.Component):
         # softmax feed and drain
         kb = Signal(32)  # key beats issued for the current row
         sm_c = Signal(32)  # query row (column of the block) being normalised
-        nbeats = Signal(32)
-        m.d.comb += nbeats.eq((job.tokens + P - 1) // P)
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
         for c in range(C):
@@ -244,7 +259,13 @@ class EngineOps(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(1)
                 with m.If(self.job.valid):
-                    m.d.sync += [job.eq(self.job.payload), t0.eq(0), i0.eq(0), i1.eq(0)]
+                    p = self.job.payload
+                    g = (p.k[:kw] + M - 1) // M
+                    n_p = Mux(p.op == Op.LINEAR, p.n, M)
+                    m.d.sync += [job.eq(p), t0.eq(0), i0.eq(0), i1.eq(0),
+                                 G.eq(g), steps.eq(g * n_p[:max(1, M.bit_length())]),
+                                 nbeats.eq((p.tokens + P - 1) // P),
+                                 act_blk.eq(p.act), act_ptr.eq(p.act), out_blk.eq(p.out)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Else():
@@ -267,12 +288,13 @@ class EngineOps(wiring.Component):
             with m.State("ACT"):
                 t = t0 + i0
                 valid = (t < job.tokens) & (i1 < job.k)
-                m.d.comb += [rd_issue.eq(valid),
-                             rd_addr.eq(job.act + t * job.act_stride + i1)]
+                m.d.comb += [rd_issue.eq(valid), rd_addr.eq(act_ptr + i1)]
                 m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid), land_kind.eq(2)]
-                advance(G * M, C, "ACT_LAST")
+                advance(G * M, C, "ACT_LAST", on_row=next_act_row)
             with m.State("ACT_LAST"):
-                m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0)]
+                m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0),
+                             w_row.eq(job.w), w_col.eq(job.w), i_row.eq(job.w + rows_gn),
+                             rq_ptr.eq(job.rq_off)]
                 m.next = "WGT"
 
             # weights of the row block
@@ -294,20 +316,18 @@ class EngineOps(wiring.Component):
                     # QK: row = key, w[key, s] = k[key, s]; PV: row = channel, w[c, s] = v[s, c]
                     valid = Mux(is_qk, (row < job.rows) & (i1 < job.k),
                                 (row < job.rows) & (i1 < job.k))
-                    addr = Mux(is_qk, job.w + row * job.w_stride + i1,
-                               job.w + i1 * job.w_stride + row)
-                    m.d.comb += [rd_issue.eq(valid), rd_addr.eq(addr)]
+                    m.d.comb += [rd_issue.eq(valid),
+                                 rd_addr.eq(Mux(is_qk, w_row + i1, w_col + row))]
                     m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid),
                                  land_kind.eq(3)]
+                    with m.If(i1 == steps - 1):
+                        m.d.sync += [w_row.eq(w_row + job.w_stride), w_col.eq(job.w)]
+                    with m.Else():
+                        m.d.sync += w_col.eq(w_col + job.w_stride)
                     advance(steps, R, "WGT_LAST")
             with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
-                row = r0 + i0
-                gn = steps
-                vbase = job.w + row * gn
-                ibytes = (gn * ib + 7) >> 3
-                ibase = job.w + job.rows * gn + row * ibytes
-                start = Mux(idx_phase, ibase, vbase)
-                nbytes = Mux(idx_phase, ibytes, gn)
+                start = Mux(idx_phase, i_row, w_row)
+                nbytes = Mux(idx_phase, ibytes, steps)
                 m.d.comb += [self.dram_req.valid.eq(1),
                              self.dram_req.payload.addr.eq(start & ~3),
                              self.dram_req.payload.words.eq(((start & 3) + nbytes + 3) >> 2)]
@@ -365,7 +385,8 @@ class EngineOps(wiring.Component):
                 with m.If(i1 == steps - 1):
                     m.next = "W_ROW_END"
             with m.State("W_ROW_END"):
-                m.d.sync += [idx_phase.eq(0), i1.eq(0), word_n.eq(0), i0.eq(i0 + 1)]
+                m.d.sync += [idx_phase.eq(0), i1.eq(0), word_n.eq(0), i0.eq(i0 + 1),
+                             w_row.eq(w_row + steps), i_row.eq(i_row + ibytes)]
                 with m.If(i0 == R - 1):
                     m.next = "RQ"
                 with m.Else():
@@ -381,7 +402,7 @@ class EngineOps(wiring.Component):
             with m.State("RQ"):
                 nrows = Mux(job.rows - r0 < R, job.rows - r0, R)
                 m.d.comb += [self.dram_req.valid.eq(1),
-                             self.dram_req.payload.addr.eq(job.rq_off + r0 * 12),
+                             self.dram_req.payload.addr.eq(rq_ptr),
                              self.dram_req.payload.words.eq(nrows * 3)]
                 for k in range(3 * R):
                     m.d.sync += rq_regs[k].eq(0)
@@ -400,7 +421,7 @@ class EngineOps(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += eng.cmd.valid.eq(1)
                 with m.If(eng.cmd.ready):
-                    m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0)]
+                    m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0), out_ptr.eq(out_blk)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth - 1)
@@ -427,20 +448,21 @@ class EngineOps(wiring.Component):
                                                                1 << (rrow % P), 0))]
                     with m.Elif((t < job.tokens) & (rrow < job.rows)):
                         sat8 = Mux(val > 127, 127, Mux(val < -128, -128, val))
-                        spm_write(job.out + t * job.out_stride + rrow * out_bytes,
+                        spm_write(out_ptr + Mux(job.out_bits == 16, rrow << 1, rrow),
                                   Mux(job.out_bits == 16, val, sat8).as_unsigned(),
                                   job.out_bits == 16)
                     m.d.sync += hr.eq(hr + 1)
                     with m.If(hr == R - 1):
-                        m.d.sync += [held.eq(0), beats_out.eq(beats_out + 1)]
+                        m.d.sync += [held.eq(0), beats_out.eq(beats_out + 1),
+                                     out_ptr.eq(out_ptr + job.out_stride)]
                         with m.If(beats_out == C - 1):
                             m.next = "TILE_END"
             with m.State("TILE_END"):
-                m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0)]
+                m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0), rq_ptr.eq(rq_ptr + 12 * R)]
                 with m.If(r0 + R < job.rows):
                     m.next = "WGT"
                 with m.Elif(is_qk):
-                    m.d.sync += [sm_c.eq(0)]
+                    m.d.sync += [sm_c.eq(0), sm_ptr.eq(out_blk)]
                     m.next = "SM_ROW"
                 with m.Else():
                     m.next = "BLOCK_END"
@@ -452,8 +474,7 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     m.d.comb += sm.cmd.valid.eq(1)
                     with m.If(sm.cmd.ready):
-                        m.d.sync += [kb.eq(0), sm_lane.eq(0), sm_key.eq(0), sm_held.eq(0),
-                                     sm_ptr.eq(job.out + (t0 + sm_c) * job.out_stride)]
+                        m.d.sync += [kb.eq(0), sm_lane.eq(0), sm_key.eq(0), sm_held.eq(0)]
                         m.next = "SM_STREAM"
             with m.State("SM_STREAM"):
                 s_go = (kb < nbeats) & (sfifo.level + s_pend < sfifo.depth - 1)
@@ -473,11 +494,14 @@ class EngineOps(wiring.Component):
                     with m.If(sm_lane == P - 1):
                         m.d.sync += sm_held.eq(0)
                         with m.If(sm_key + 1 >= nbeats * P):
-                            m.d.sync += sm_c.eq(sm_c + 1)
+                            m.d.sync += [sm_c.eq(sm_c + 1), sm_ptr.eq(sm_ptr + job.out_stride)]
                             m.next = "SM_ROW"
 
             with m.State("BLOCK_END"):
-                m.d.sync += [t0.eq(t0 + C), r0.eq(0), i0.eq(0), i1.eq(0)]
+                m.d.sync += [t0.eq(t0 + C), r0.eq(0), i0.eq(0), i1.eq(0),
+                             act_blk.eq(act_blk + C * job.act_stride),
+                             act_ptr.eq(act_blk + C * job.act_stride),
+                             out_blk.eq(out_blk + C * job.out_stride)]
                 with m.If(t0 + C < job.tokens):
                     m.next = "ACT"
                 with m.Else():
