@@ -76,15 +76,19 @@ class LayerNormUnit(wiring.Component):
       cycle after its last beat once the normalise stage is free (the next ``cmd`` is taken
       in the same cycle).
     * Normalise, from the hand-over edge: the last output beat is taken
-      ``nb + out_delay`` cycles later (``out_delay = 1 + ROOT_BITS + div_cycles + PIPE``, with
+      ``nb + out_delay`` cycles later (``out_delay = VAR_CYCLES + ROOT_BITS + div_cycles +
+      PIPE`` = 3 + 31 + ``div_cycles`` + 6, with
       ``div_cycles = RECIP_BITS + 1 - sqrt_frac``: 41 for int8 input, 49 for int16) and the
       next token is taken ``nb + out_delay + 2`` cycles later.
       :func:`sw.perf.vector.layernorm_cycles` models sequences of tokens exactly.
     * Resources: 2 banks of ``ceil(max_hidden/P)`` x ``in_bits P`` bits, P gain/offset memories;
-      per lane a 20 x 41-bit and a 21 x 23-bit multiplier; one square root, one divider.
+      per lane an ``H x`` multiplier, ``c * r`` as two registered partial products, a
+      ``u * G`` multiplier; one square root, one divider. Every multiplier has registers on
+      both sides (ECP5: a MULT18X18D cascade and one adder per stage at most).
     """
 
-    PIPE = 4  #: read, c * r, u * G + B, output
+    PIPE = 6  #: read, c = H x - S, c * r (two partial products), their sum, u * G + B, output
+    VAR_CYCLES = 3  #: H * Q and S**2, their difference, H * (H Q - S**2) + eps
     ROOT_CYCLES = ROOT_BITS
 
     def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8):
@@ -94,7 +98,7 @@ class LayerNormUnit(wiring.Component):
         self.config, self.in_bits = config, in_bits
         self.sqrt_frac = SQRT_FRAC if in_bits == 8 else 0
         self.div_cycles = RECIP_BITS + 1 - self.sqrt_frac
-        self.out_delay = 1 + ROOT_BITS + self.div_cycles + self.PIPE
+        self.out_delay = self.VAR_CYCLES + ROOT_BITS + self.div_cycles + self.PIPE
         lay = layernorm_layouts(config, in_bits)
         super().__init__({
             "cmd": In(stream.Signature(lay["cmd"])),
@@ -185,6 +189,9 @@ class LayerNormUnit(wiring.Component):
         dstep = Signal(range(Q + 1))
 
         v = [Signal(name=f"v{s}") for s in range(self.PIPE - 1)]
+        hw_ = len(b_h)
+        hq, ss, spread = (Signal(unsigned(q_bits + hw_)), Signal(unsigned(2 * s_bits)),
+                          Signal(signed(q_bits + hw_ + 1)))
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         issue = Signal()
@@ -197,9 +204,15 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += [b_bank.eq(a_bank), b_nb.eq(a_nb), b_h.eq(a_cmd.hidden),
                                  b_s.eq(a_s), b_q.eq(a_q), b_eps.eq(a_cmd.eps), b_beat.eq(0)]
                     m.next = "VARIANCE"
+            # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*sqrt_frac, in three
+            # registered steps
             with m.State("VARIANCE"):
-                # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*sqrt_frac
-                spread = b_h * b_q - b_s * b_s
+                m.d.sync += [hq.eq(b_h * b_q), ss.eq(b_s * b_s)]
+                m.next = "VARIANCE_2"
+            with m.State("VARIANCE_2"):
+                m.d.sync += spread.eq(hq - ss)
+                m.next = "VARIANCE_3"
+            with m.State("VARIANCE_3"):
                 m.d.sync += [radicand.eq((b_h * spread + b_eps) << (2 * F)),
                              root.eq(0), rrem.eq(0), rstep.eq(0)]
                 m.next = "SQRT"
@@ -251,32 +264,34 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += self.o.valid.eq(v[-1])
 
         # lanes inside the token, carried along the datapath with each beat
-        mask0 = Signal(P)
-        mask1 = Signal(P)
-        mask2 = Signal(P)
+        masks = [Signal(P, name=f"mask{s}") for s in range(self.PIPE - 1)]
         with m.If(adv):
-            m.d.sync += [
-                mask0.eq(Cat(*[b_beat * P + j < b_h for j in range(P)])),
-                mask1.eq(mask0),
-                mask2.eq(mask1),
-            ]
+            m.d.sync += masks[0].eq(Cat(*[b_beat * P + j < b_h for j in range(P)]))
+            for s in range(1, len(masks)):
+                m.d.sync += masks[s].eq(masks[s - 1])
+        split = 18  # c * r as c * r[:18] + (c * r[18:] << 18): one MULT18 row per product
         for j in range(P):
             c = Signal(signed(c_bits), name=f"c_{j}")
-            m.d.comb += c.eq(b_h * rd.data[j] - b_s)
+            p_lo = Signal(signed(c_bits + split + 1), name=f"plo_{j}")
+            p_hi = Signal(signed(c_bits + Q - split + 1), name=f"phi_{j}")
             cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
-            gain2 = Signal(signed(GAIN_BITS), name=f"g2_{j}")
-            off2 = Signal(signed(OFFSET_BITS), name=f"b2_{j}")
+            gains = [Signal(signed(GAIN_BITS), name=f"g{s}_{j}") for s in range(3)]
+            offs = [Signal(signed(OFFSET_BITS), name=f"b{s}_{j}") for s in range(3)]
             u = round_shift(m, cr, RECIP_BITS - F - U_FRAC, name=f"u_{j}")
             z = Signal(signed(OFFSET_BITS + 2), name=f"z_{j}")
             q = round_shift(m, z, U_FRAC + G_FRAC, name=f"q_{j}")
             out = saturate(m, q, INT8_MIN, INT8_MAX, signed(8), name=f"out_{j}")
             with m.If(adv):
                 m.d.sync += [
-                    cr.eq(c * recip),
-                    gain2.eq(params[j].data.gain),
-                    off2.eq(params[j].data.offset),
-                    z.eq(u * gain2 + off2),
-                    self.o.payload[j].eq(Mux(mask2[j], out, 0)),  # lanes past H give 0
+                    c.eq(b_h * rd.data[j] - b_s),
+                    gains[0].eq(params[j].data.gain), offs[0].eq(params[j].data.offset),
+                    p_lo.eq(c * recip[:split]),
+                    p_hi.eq(c * recip[split:]),
+                    cr.eq(p_lo + (p_hi << split)),
+                    z.eq(u * gains[2] + offs[2]),
+                    self.o.payload[j].eq(Mux(masks[-1][j], out, 0)),  # lanes past H give 0
                 ]
+                for s in range(1, 3):
+                    m.d.sync += [gains[s].eq(gains[s - 1]), offs[s].eq(offs[s - 1])]
         return m
 

@@ -53,17 +53,17 @@ class Requantizer(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    * Latency: ``LATENCY = 3`` cycles from an accepted input beat to its output beat
-      (bias add + saturate | multiply | round, shift + saturate).
+    * Latency: ``LATENCY = 4`` cycles from an accepted input beat to its output beat
+      (bias add + saturate | multiply | round + shift | saturate).
     * Throughput: one beat per cycle (``n`` beats take ``n + LATENCY`` cycles with no stalls).
     * Resources per lane: one 32 x ``MULT_BITS`` multiplier, a 33-bit adder, a 46-bit barrel
       shifter.
-    * Backpressure: the three stages advance together when the output register is empty or
+    * Backpressure: the four stages advance together when the output register is empty or
       accepted, so ``i.ready`` depends combinationally on ``o.ready`` (one AND-OR gate; no path
       through the datapath).
     """
 
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, *, lanes: int = 1, out_bits: int = 8):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -82,15 +82,15 @@ class Requantizer(wiring.Component):
         prod_bits = 32 + MULT_BITS + 1  # signed(32) x unsigned(MULT_BITS) as signed
 
         # stage valid flags; all stages advance together on `advance`
-        v1, v2, v3 = Signal(), Signal(), Signal()
+        v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
         advance = Signal()
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             self.i.ready.eq(advance),
-            self.o.valid.eq(v3),
+            self.o.valid.eq(v4),
         ]
         with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), v3.eq(v2)]
+            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), v3.eq(v2), v4.eq(v3)]
 
         for lane in range(lanes):
             src = self.i.payload[lane]
@@ -103,10 +103,11 @@ class Requantizer(wiring.Component):
             # stage 2: multiply
             s2_prod = Signal(signed(prod_bits), name=f"prod_{lane}")
             s2_shift = Signal(unsigned(SHIFT_BITS), name=f"shift2_{lane}")
-            # stage 3: round-shift and saturate
+            # stage 3: round-shift; stage 4: saturate
             rounded = round_shift(m, s2_prod, s2_shift, name=f"rounded_{lane}")
+            s3_val = Signal.like(rounded, name=f"shifted_{lane}")
             lo, hi = int_range(self.out_bits)
-            out = saturate(m, rounded, lo, hi, signed(self.out_bits), name=f"out_{lane}")
+            out = saturate(m, s3_val, lo, hi, signed(self.out_bits), name=f"out_{lane}")
             bias_sat = saturate(m, total, INT32_MIN, INT32_MAX, signed(32), name=f"bsat_{lane}")
 
             with m.If(advance):
@@ -116,6 +117,7 @@ class Requantizer(wiring.Component):
                     s1_shift.eq(src.shift),
                     s2_prod.eq(s1_val * s1_mult),
                     s2_shift.eq(s1_shift),
+                    s3_val.eq(rounded),
                     self.o.payload[lane].eq(out),
                 ]
         return m

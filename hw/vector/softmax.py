@@ -74,7 +74,7 @@ class SoftmaxUnit(wiring.Component):
     * Normalise, from the hand-over edge: pass-1 reads (``nb``), the exp pipeline's drain
       (``PIPE``), the divider (``1 + DIV_CYCLES``), pass-2 reads (``nb``) and drain
       (``PIPE``): the last output beat is taken ``2 * nb + OUT_DELAY`` cycles after the
-      hand-over (``OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2`` = 28) and the stage takes the next
+      hand-over (``OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2`` = 30) and the stage takes the next
       row ``2 * nb + ROW_OVERHEAD`` cycles after it (``ROW_OVERHEAD = OUT_DELAY + 2`` = 30).
     * Steady state with no stalls: one row every ``2 * nb + ROW_OVERHEAD`` cycles (ingest of
       the next row overlaps). :func:`sw.perf.vector.softmax_cycles` models any sequence of
@@ -84,7 +84,7 @@ class SoftmaxUnit(wiring.Component):
       17 x 5-bit multiplier (exponent) and a 23 x 16-bit one (normalise); one divider.
     """
 
-    PIPE = 5  #: exp pipeline: memory read, d, d * A, u -> (c0, c1 * l), e
+    PIPE = 6  #: exp pipeline: memory read, d, d * A, u (variable shift), (c0, c1 * l), e
     DIV_CYCLES = RECIP_Q_BITS
     OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2
     ROW_OVERHEAD = OUT_DELAY + 2
@@ -238,7 +238,9 @@ class SoftmaxUnit(wiring.Component):
             keep1 = Signal(name=f"keep1_{j}")
             prod2 = Signal(unsigned(33 + MULT_BITS), name=f"dA_{j}")
             keep2 = Signal(name=f"keep2_{j}")
-            u3 = round_shift(m, prod2, b_shift, name=f"u_{j}")
+            u_c = round_shift(m, prod2, b_shift, name=f"u_{j}")
+            u3 = Signal.like(u_c, name=f"u3_{j}")
+            keep3 = Signal(name=f"keep3_{j}")
             c0_3 = Signal(unsigned(EXP_BITS + 1), name=f"c0_{j}")
             t3 = Signal(unsigned(EXP_BITS + 1 + SEG_SHIFT), name=f"c1l_{j}")
             k3 = Signal(range(EXP_BITS + 2), name=f"k_{j}")
@@ -256,10 +258,12 @@ class SoftmaxUnit(wiring.Component):
                     keep1.eq(word.keep),
                     prod2.eq(d1 * b_mult),
                     keep2.eq(keep1),
+                    u3.eq(u_c),
+                    keep3.eq(keep2),
                     c0_3.eq(c0_rom[seg]),
                     t3.eq(c1_rom[seg] * low),
                     k3.eq(Mux(kk > EXP_BITS, EXP_BITS + 1, kk)),
-                    zero3.eq(~keep2 | (kk > EXP_BITS)),
+                    zero3.eq(~keep3 | (kk > EXP_BITS)),
                     e4.eq(Mux(zero3, 0, y.as_unsigned() >> k3)),
                 ]
             e_lanes.append(e4)

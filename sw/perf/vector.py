@@ -21,19 +21,22 @@ from hw.config import AcceleratorConfig
 
 __all__ = [
     "SOFTMAX_PIPE", "SOFTMAX_DIV_CYCLES", "SOFTMAX_OUT_DELAY",
-    "LAYERNORM_PIPE", "LAYERNORM_ROOT_CYCLES", "layernorm_div_cycles", "layernorm_out_delay",
+    "LAYERNORM_PIPE", "LAYERNORM_VAR_CYCLES", "LAYERNORM_ROOT_CYCLES", "layernorm_div_cycles",
+    "layernorm_out_delay",
     "check_lengths", "softmax_cycles", "layernorm_cycles",
 ]
 
-#: softmax: exp pipeline (read, d, d*A, u -> c0/c1*l, e) and the 16-bit reciprocal divider;
+#: softmax: exp pipeline (read, d, d*A, u, c0/c1*l, e) and the 16-bit reciprocal divider;
 #: two passes over the row (exp + sum, then exp + scale) around the divider
-SOFTMAX_PIPE = 5
+SOFTMAX_PIPE = 6
 SOFTMAX_DIV_CYCLES = 16
 SOFTMAX_OUT_DELAY = 2 * SOFTMAX_PIPE + SOFTMAX_DIV_CYCLES + 2
-#: LayerNorm: variance (1 cycle), bit-serial square root, the reciprocal divider (one cycle
+#: LayerNorm: variance (3 cycles), bit-serial square root, the reciprocal divider (one cycle
 #: per quotient bit: RECIP_BITS + 1 - sqrt_frac, i.e. 41 for int8 input, 49 for int16), then
-#: one pass through a 4-stage datapath (read, c * r, u * G + B, output)
-LAYERNORM_PIPE = 4
+#: one pass through a 6-stage datapath (read, c, c * r in two partial products, their sum,
+#: u * G + B, output)
+LAYERNORM_PIPE = 6
+LAYERNORM_VAR_CYCLES = 3
 LAYERNORM_ROOT_CYCLES = 31
 
 
@@ -44,7 +47,8 @@ def layernorm_div_cycles(in_bits: int = 8) -> int:
 
 
 def layernorm_out_delay(in_bits: int = 8) -> int:
-    return 1 + LAYERNORM_ROOT_CYCLES + layernorm_div_cycles(in_bits) + LAYERNORM_PIPE
+    return (LAYERNORM_VAR_CYCLES + LAYERNORM_ROOT_CYCLES + layernorm_div_cycles(in_bits)
+            + LAYERNORM_PIPE)
 
 
 def check_lengths(lengths, limit: int, what: str, config: AcceleratorConfig) -> list[int]:
