@@ -55,12 +55,14 @@ def tool_env() -> dict[str, str]:
 
 
 def source_revision() -> str:
-    """The git commit the design was built from (``+dirty`` with uncommitted hw/ changes)."""
+    """The git commit the design was built from (``+dirty`` with uncommitted changes to what
+    the build reads: the RTL, the compiler and golden model of the self-test image, the flow)."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "hw", "sw", "bitstreams"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "hw", "sw/compiler", "sw/ref",
+                                "sw/nm.py", "bitstreams"],
                                cwd=root, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
