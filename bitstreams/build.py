@@ -21,11 +21,16 @@ from pathlib import Path
 
 from hw.config import PRESETS, preset
 
-__all__ = ["synth", "table", "update_readme", "DEFAULT_BUILDS", "main"]
+__all__ = ["synth", "table", "update_readme", "DEFAULT_BUILDS", "BOARD_CLOCK_MHZ", "main"]
 
 TARGETS = ("ecp5", "xcup")
 #: What `make bitstream` builds.
 DEFAULT_BUILDS = (("ecp5", "ecp5"), ("u200", "xcup"), ("u280", "xcup"))
+#: The PLL clock a preset's ECP5 bitstream runs at unless ``--clock-mhz`` says otherwise: the
+#: board must run at a clock the routed design meets (the EHXPLLL makes multiples of 12.5 MHz
+#: from the ULX3S's 25 MHz), while the summary reports nextpnr's Fmax against the preset's own
+#: ``clock_mhz`` target separately.
+BOARD_CLOCK_MHZ = {"ecp5": 25.0}
 OUT_ROOT = Path("bitstreams")
 WORK_ROOT = Path("build/bitstreams")
 BEGIN, END = "<!-- bitstreams:begin -->", "<!-- bitstreams:end -->"
@@ -44,7 +49,8 @@ def synth(name: str, target: str, *, out_root: Path = OUT_ROOT, work_root: Path 
     if target == "ecp5":
         from bitstreams.ecp5 import build
 
-        summary = build(cfg, out_dir, work_dir, clock_mhz=clock_mhz, log=log)
+        summary = build(cfg, out_dir, work_dir, clock_mhz=clock_mhz or BOARD_CLOCK_MHZ.get(name),
+                        log=log)
     else:
         from bitstreams.xcup import estimate, mid_config, validate
 
@@ -115,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", choices=TARGETS)
     ap.add_argument("--all", action="store_true",
                     help="the default set: " + ", ".join(f"{p}-{t}" for p, t in DEFAULT_BUILDS))
-    ap.add_argument("--clock-mhz", type=float, help="ECP5 kernel clock (default: the preset's)")
+    ap.add_argument("--clock-mhz", type=float,
+                    help="ECP5 kernel clock (default: the board clock of BOARD_CLOCK_MHZ, else "
+                         "the preset's clock_mhz)")
     ap.add_argument("--table", metavar="README", help="regenerate this README's table")
     args = ap.parse_args(argv)
     builds = list(DEFAULT_BUILDS) if args.all else []
