@@ -9,15 +9,17 @@ Presets (:data:`PRESETS`, :func:`preset`):
 name      M    N max     PEs      lanes    sized for
 ========  ===  ========  =======  =======  ===========================================
 tiny      4    4         4 x 4    4        fast tests and CI
-ecp5      4    4         8 x 8    1        LFE5U-85F (156 MULT18X18D, 208 DP16KD)
+ecp5      4    4         4 x 4    1        LFE5U-85F (156 MULT18X18D, 208 DP16KD)
 u200      8    8         96 x 128 64       Alveo U200: 6,840 DSP48E2, 2 MACs per DSP
 u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per DSP, HBM
 ========  ===  ========  =======  =======  ===========================================
 
-The ``ecp5`` preset is what fits the LFE5U-85F with the whole kernel (``make bitstream``
-measures it): the 8 x 8 array, one-lane vector units and softmax (a LayerNorm lane alone is
-about 13 MULT18X18D), only the int16-input LayerNorm, and a 128 KiB scratchpad (two read
-ports make two block RAM copies: 128 of the 208 DP16KD).
+The ``ecp5`` preset is what the open tools place *and route* on the LFE5U-85F with the whole
+kernel (``make bitstream`` measures it): a 4 x 4 array, one-lane vector units and softmax (a
+LayerNorm lane alone is about 13 MULT18X18D), only the int16-input LayerNorm, and a 32 KiB
+scratchpad (two read ports make two block RAM copies). An 8 x 8 array with 64 KiB fits the
+part (122 MULT18X18D, 134 DP16KD, 25 % of the LUTs) and places, but nextpnr's routers did not
+finish it: congestion, not capacity, sets the size (README, "Bitstreams").
 
 The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
 8,192 of 9,024 on the U280), leaving the rest for the vector units.
@@ -253,9 +255,9 @@ PRESETS: dict[str, AcceleratorConfig] = {
             vector_lanes=4, max_hidden=768, spm_kib=1024, clock_mhz=100.0, part="generic",
         ),
         AcceleratorConfig(
-            name="ecp5", m=4, n_max=4, pe_rows=8, pe_cols=8, max_k=4096,
+            name="ecp5", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=4096,
             weight_buffer_depth=1024, act_buffer_depth=2048, softmax_lanes=1, max_row=512,
-            vector_lanes=1, max_hidden=1024, layernorm_int8=False, spm_kib=64,
+            vector_lanes=1, max_hidden=1024, layernorm_int8=False, spm_kib=32,
             clock_mhz=100.0, part="LFE5U-85F",
             part_dsps=156, mem_bandwidth_gbps=0.8,
         ),
