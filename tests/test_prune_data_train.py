@@ -81,3 +81,30 @@ def test_gradual_pruning_while_training_learns_and_stays_nm(tokenizer):
     assert stats["steps"] == 40
     check_model(model, NMPlan.uniform(model, "2:4"))
     assert after > max(before, 0.9)
+
+
+def test_bucketed_batches_cover_every_sentence_once_with_less_padding(tokenizer):
+    from sw.prune.train import batches
+
+    train = rt_split(seed=0)[0][:960]
+
+    def run(bucket, seed=4):
+        ids, padded, sentences = [], 0, []
+        for inputs, labels in batches(tokenizer, train, batch_size=32, seq=64, shuffle=True,
+                                      seed=seed, bucket=bucket):
+            ids.append(inputs["input_ids"])
+            padded += int((inputs["attention_mask"] == 0).sum())
+            sentences += [(tuple(row[m.bool()].tolist()), int(y)) for row, m, y in
+                          zip(inputs["input_ids"], inputs["attention_mask"], labels)]
+        return ids, padded, sorted(sentences)
+
+    plain, pad_plain, all_plain = run(False)
+    bucketed, pad_bucketed, all_bucketed = run(True)
+    assert len(bucketed) == len(plain) == 30
+    assert [int(t.shape[0]) for t in bucketed] == [32] * 30
+    assert all_bucketed == all_plain  # every sentence exactly once, with its label
+    assert pad_bucketed < pad_plain / 3  # most of the padding is gone
+    again = run(True)[0]
+    assert all(torch.equal(a, b) for a, b in zip(again, bucketed))  # seeded
+    other = run(True, seed=5)[0]
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(other, bucketed))

@@ -9,6 +9,10 @@ test split or on the user's own labelled file.
 
 ``--int8`` adds post-training int8: the pruned model is calibrated on 64 training sentences
 and evaluated through the bit-exact integer encoder (:mod:`sw.prune.int8eval`).
+``--qat-epochs E`` first fine-tunes it quantization-aware for ``E`` epochs (:mod:`sw.prune.qat`:
+fake-quant with the integer encoder's own scales, straight-through gradients), then converts
+and measures it the same way; :func:`qat_run` does that for an already saved fp32 model.
+``python -m sw.prune.accuracy`` runs the whole accuracy table (:mod:`sw.prune.accuracy`).
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .data import load_labelled_file, rt_split
 from .recovery import GradualPruner, apply_srste, refresh_srste_masks
-from .sparsify import NMPlan, apply_masks, current_masks, squash
+from .sparsify import NMPlan, apply_masks, check_model, current_masks, squash
 from .train import evaluate, finetune
 
-__all__ = ["load_minilm_classifier", "dense_baseline", "prune_run", "eval_run"]
+__all__ = ["load_minilm_classifier", "dense_baseline", "minilm_base", "Base", "prune_run",
+           "qat_run", "eval_run", "RECIPE_DEFAULTS"]
 
 MODELS = Path("build/models")
 RESULTS = Path("build/accuracy")
@@ -75,21 +81,109 @@ def dense_baseline(*, epochs: float = 1.0, seq: int = 64, seed: int = 0, progres
     return model, tok, info
 
 
+@dataclass
+class Base:
+    """What a pruning run starts from: the dense fine-tuned ``teacher`` (also the model that is
+    pruned, unless a parent is given), its tokenizer, the split, and the names results use."""
+
+    teacher: object
+    tok: object
+    dense: dict  # at least {"accuracy": ...}
+    train: list
+    test: list
+    record: dict
+    model_name: str = "all-MiniLM-L6-v2"
+    task: str = "rt-sentiment"
+    prefix: str = "minilm-rt"
+    seq: int = 64
+    seed: int = 0
+
+    @property
+    def calib(self) -> list:
+        from .int8eval import CALIBRATION_SENTENCES
+
+        return self.train[:CALIBRATION_SENTENCES]
+
+
+def minilm_base(*, dense_epochs: float = 1.0, seq: int = 64, seed: int = 0,
+                progress=print) -> Base:
+    """The fine-tuned dense MiniLM on the Rotten Tomatoes split (trained once, then cached)."""
+    teacher, tok, dense = dense_baseline(epochs=dense_epochs, seq=seq, seed=seed,
+                                         progress=progress)
+    train, test, record = rt_split(seed=seed)
+    return Base(teacher=teacher, tok=tok, dense=dense, train=train, test=test, record=record,
+                seq=seq, seed=seed)
+
+
+#: the recovery recipe's knobs and their defaults (recorded in every result JSON)
+RECIPE_DEFAULTS = {"method": "oneshot", "recovery_epochs": 0.25, "kd": False, "kd_hidden": 1.0,
+                   "lr": 5e-5, "prune_end": 0.75, "bucket": False, "qat_epochs": 0.0,
+                   "qat_lr": 1e-5}
+
+
+def _check_recipe(method, recovery_epochs, qat_epochs, lr, qat_lr, prune_end, kd_hidden):
+    if method not in ("oneshot", "gradual", "srste"):
+        raise ValueError(f"unknown method {method!r}: oneshot, gradual or srste")
+    for key, value in (("recovery_epochs", recovery_epochs), ("qat_epochs", qat_epochs)):
+        if not value >= 0:
+            raise ValueError(f"{key} must be >= 0, got {value!r}")
+    for key, value in (("lr", lr), ("qat_lr", qat_lr)):
+        if not value > 0:
+            raise ValueError(f"{key} must be > 0, got {value!r}")
+    if not 0 < prune_end <= 1:
+        raise ValueError(f"prune_end must be in (0, 1], got {prune_end!r}")
+    if not kd_hidden >= 0:
+        raise ValueError(f"kd_hidden must be >= 0, got {kd_hidden!r}")
+
+
+def _out_path(name: str, models_dir) -> Path:
+    return Path(models_dir) / name if "/" not in name else Path(name)
+
+
+def _save(model, base: Base, path: Path, result: dict, results_dir) -> None:
+    model.save_pretrained(path)
+    base.tok.save_pretrained(path)
+    (path / "nmaccel.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / f"{path.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25,
               dense_epochs: float = 1.0, kd: bool = False, parent: str | None = None,
               seq: int = 64, seed: int = 0, out: str | None = None, int8: bool = False,
-              progress=print) -> dict:
+              lr: float = 5e-5, kd_hidden: float = 1.0, prune_end: float = 0.75,
+              bucket: bool = False, qat_epochs: float = 0.0, qat_lr: float = 1e-5,
+              fp32_eval: bool = True, base: Base | None = None, models_dir=MODELS,
+              results_dir=RESULTS, extra: dict | None = None, progress=print) -> dict:
+    """Prune the fine-tuned dense MiniLM to ``nm``, recover, evaluate, save (see module doc).
+
+    Recipe: ``method`` (``oneshot``; ``gradual``: cubic schedule reaching the target after
+    ``prune_end`` of the recovery steps; ``srste``), ``recovery_epochs`` at learning rate
+    ``lr`` (linear decay), ``kd`` (distil from the dense model; ``kd_hidden`` weighs the
+    hidden-state term), ``bucket`` (length-bucketed batches), then ``qat_epochs`` of
+    quantization-aware fine-tuning at ``qat_lr`` (:mod:`sw.prune.qat`), which implies ``int8``.
+    ``parent``: a saved pruned model whose masks the new ones nest in (``oneshot``: at once;
+    ``gradual``: the schedule starts from the parent's masks and walks down inside them).
+    ``base``: start from this instead of the dense MiniLM (tests use a tiny model); ``extra``
+    is merged into the result JSON.
+    """
     import copy
 
     from .sparsify import _parse_nm
 
     _parse_nm(nm)  # refuse a bad N:M before any training
-    if method not in ("oneshot", "gradual", "srste"):
-        raise ValueError(f"unknown method {method!r}: oneshot, gradual or srste")
+    _check_recipe(method, recovery_epochs, qat_epochs, lr, qat_lr, prune_end, kd_hidden)
+    if parent and method == "srste":
+        raise ValueError(f"--from {parent}: a parent's masks work with --method oneshot or "
+                         f"gradual, not srste (its masks move freely)")
+    int8 = int8 or qat_epochs > 0
+    recipe = {"method": method, "recovery_epochs": recovery_epochs, "kd": kd,
+              "kd_hidden": kd_hidden, "lr": lr, "prune_end": prune_end, "bucket": bucket,
+              "qat_epochs": qat_epochs, "qat_lr": qat_lr}
     t0 = time.perf_counter()
-    teacher, tok, dense = dense_baseline(epochs=dense_epochs, seq=seq, seed=seed,
-                                         progress=progress)
-    train, test, record = rt_split(seed=seed)
+    if base is None:
+        base = minilm_base(dense_epochs=dense_epochs, seq=seq, seed=seed, progress=progress)
+    tok, teacher, train, test, seq = base.tok, base.teacher, base.train, base.test, base.seq
     if parent:
         model, _ = load_minilm_classifier(parent)
         parents = {k: v != 0 for k, v in _linear_weights(model).items()}
@@ -101,45 +195,122 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
     if method == "oneshot":
         apply_masks(model, plan, parents=parents)
     elif method == "gradual":
-        pruner = GradualPruner(model, plan, total_steps=max(1, int(total * 0.75)),
+        if parents is not None:  # start from the parent's masks; the schedule nests in them
+            m = plan.layers[next(iter(plan.layers))][1]
+            apply_masks(model, NMPlan.uniform(model, f"{m}:{m}"), parents=parents)
+        pruner = GradualPruner(model, plan, total_steps=max(1, int(total * prune_end)),
                                update_every=max(1, total // 20))
         pruner.step()
         on_step = lambda step: pruner.step()  # noqa: E731
-    elif method == "srste":
+    else:  # srste
         apply_srste(model, plan)
         on_step = lambda step: refresh_srste_masks(model) if step % 10 == 0 else None  # noqa: E731
-    else:
-        raise ValueError(f"unknown method {method!r}: oneshot, gradual or srste")
     one_shot = evaluate(model, tok, test, seq=seq) if method == "oneshot" else None
-    stats = finetune(model, tok, train, epochs=recovery_epochs, seq=seq, seed=seed + 1,
-                     teacher=teacher if kd else None, on_step=on_step)
+    stats = finetune(model, tok, train, epochs=recovery_epochs, seq=seq, seed=base.seed + 1,
+                     lr=lr, teacher=teacher if kd else None, kd_hidden=kd_hidden,
+                     bucket=bucket, on_step=on_step)
     if method == "gradual":
         apply_masks(model, plan, parents=current_masks(model) or None)
     squash(model)
-    acc = evaluate(model, tok, test, seq=seq)
+    qat_stats = acc_before_qat = None
+    if qat_epochs > 0:
+        from .qat import qat_finetune
+
+        if fp32_eval:
+            acc_before_qat = evaluate(model, tok, test, seq=seq)
+            progress(f"fp32 accuracy before QAT {acc_before_qat:.4f}")
+        qat_stats = qat_finetune(model, tok, train, base.calib, plan, epochs=qat_epochs,
+                                 lr=qat_lr, seq=seq, seed=base.seed + 2,
+                                 teacher=teacher if kd else None, kd_hidden=kd_hidden,
+                                 bucket=bucket)
+    recovery_s = round(time.perf_counter() - t0, 1)
+    check_model(model, plan)
+    acc = evaluate(model, tok, test, seq=seq) if fp32_eval else None
     acc8 = None
     if int8:
-        from .int8eval import CALIBRATION_SENTENCES, int8_accuracy
+        from .int8eval import int8_accuracy
 
-        acc8 = int8_accuracy(model, tok, test, train[:CALIBRATION_SENTENCES], seq=seq)
+        acc8 = int8_accuracy(model, tok, test, base.calib, seq=seq)
     precision = "int8" if int8 else "fp32"
-    name = out or f"minilm-rt-{nm.replace(':', 'of')}-{method}{'-kd' if kd else ''}-{precision}"
-    path = MODELS / name if "/" not in name else Path(name)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    result = {"name": path.name, "model": "all-MiniLM-L6-v2", "task": "rt-sentiment",
-              "nm": nm, "method": method, "kd": kd, "parent": parent, "precision": precision,
-              "dense_accuracy": dense["accuracy"], "one_shot_accuracy": one_shot,
+    name = out or (f"{base.prefix}-{nm.replace(':', 'of')}-{method}{'-kd' if kd else ''}-"
+                   f"{precision}")
+    path = _out_path(name, models_dir)
+    result = {"name": path.name, "model": base.model_name, "task": base.task, "nm": nm,
+              "method": method, "kd": kd, "parent": parent, "precision": precision,
+              "recipe": recipe, "dense_accuracy": base.dense["accuracy"],
+              "one_shot_accuracy": one_shot,
               "accuracy": acc if acc8 is None else acc8, "fp32_accuracy": acc,
-              "int8_accuracy": acc8, "recovery": stats, "split": record, "seq": seq, "seed": seed,
+              "fp32_before_qat_accuracy": acc_before_qat,
+              "int8_accuracy": acc8, "recovery": stats, "qat": qat_stats, "split": base.record,
+              "seq": seq, "seed": base.seed, "threads": torch.get_num_threads(),
+              "recovery_wall_s": recovery_s, "wall_s": round(time.perf_counter() - t0, 1),
+              "layers": json.loads(plan.to_json()), **(extra or {})}
+    _save(model, base, path, result, results_dir)
+    fp = "" if acc is None else f" {acc:.4f} fp32"
+    progress(f"{path.name}: accuracy{fp}"
+             f"{'' if acc8 is None else f', {acc8:.4f} int8'} (dense {base.dense['accuracy']:.4f}"
+             f"{'' if one_shot is None else f', one-shot {one_shot:.4f}'}; recovery "
+             f"{recovery_s:.0f} s on {torch.get_num_threads()} thread(s))")
+    return result
+
+
+def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd: bool = True,
+            kd_hidden: float = 1.0, bucket: bool = True, out: str | None = None,
+            dense_epochs: float = 1.0, seq: int = 64, seed: int = 0, base: Base | None = None,
+            models_dir=MODELS, results_dir=RESULTS, extra: dict | None = None,
+            progress=print) -> dict:
+    """int8 from a saved pruned fp32 model: ``qat_epochs`` of quantization-aware fine-tuning
+    (0: post-training quantization only), then the accuracy through the integer encoder."""
+    if not qat_epochs >= 0:
+        raise ValueError(f"qat_epochs must be >= 0, got {qat_epochs!r}")
+    _check_recipe("oneshot", 0, qat_epochs, 1.0, qat_lr, 1.0, kd_hidden)
+    from .sparsify import _parse_nm
+
+    _parse_nm(nm)
+    if not (Path(source) / "config.json").is_file():
+        raise ValueError(f"{source} is not a saved model directory (no config.json)")
+    t0 = time.perf_counter()
+    if base is None:
+        base = minilm_base(dense_epochs=dense_epochs, seq=seq, seed=seed, progress=progress)
+    model, _ = load_minilm_classifier(source)
+    plan = NMPlan.uniform(model, nm)
+    check_model(model, plan)
+    source_info = {}
+    if (Path(source) / "nmaccel.json").is_file():
+        source_info = json.loads((Path(source) / "nmaccel.json").read_text())
+    qat_stats = None
+    if qat_epochs > 0:
+        from .qat import qat_finetune
+
+        qat_stats = qat_finetune(model, base.tok, base.train, base.calib, plan,
+                                 epochs=qat_epochs, lr=qat_lr, seq=base.seq,
+                                 seed=base.seed + 2, teacher=base.teacher if kd else None,
+                                 kd_hidden=kd_hidden, bucket=bucket)
+    qat_s = round(time.perf_counter() - t0, 1)
+    from .int8eval import int8_accuracy
+
+    acc8 = int8_accuracy(model, base.tok, base.test, base.calib, seq=base.seq)
+    name = out or f"{Path(source).name.removesuffix('-fp32')}-int8"
+    path = _out_path(name, models_dir)
+    recovery_s = source_info.get("recovery_wall_s")
+    result = {"name": path.name, "model": base.model_name, "task": base.task, "nm": nm,
+              "method": source_info.get("method"), "kd": source_info.get("kd"),
+              "parent": source_info.get("parent"), "precision": "int8",
+              "source": str(source),
+              "recipe": {**source_info.get("recipe", {}), "qat_epochs": qat_epochs,
+                         "qat_lr": qat_lr},
+              "dense_accuracy": base.dense["accuracy"], "accuracy": acc8,
+              "fp32_accuracy": source_info.get("fp32_accuracy"), "int8_accuracy": acc8,
+              "int8_method": "qat" if qat_epochs > 0 else "ptq", "qat": qat_stats,
+              "split": base.record, "seq": base.seq, "seed": base.seed,
+              "threads": torch.get_num_threads(), "qat_wall_s": qat_s,
+              "recovery_wall_s": None if recovery_s is None else round(recovery_s + qat_s, 1),
               "wall_s": round(time.perf_counter() - t0, 1),
-              "layers": json.loads(plan.to_json())}
-    (path / "nmaccel.json").write_text(json.dumps(result, indent=2) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{path.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    progress(f"{path.name}: accuracy {acc:.4f} fp32"
-             f"{'' if acc8 is None else f', {acc8:.4f} int8'} (dense {dense['accuracy']:.4f}"
-             f"{'' if one_shot is None else f', one-shot {one_shot:.4f}'})")
+              "layers": json.loads(plan.to_json()), **(extra or {})}
+    _save(model, base, path, result, results_dir)
+    progress(f"{path.name}: int8 accuracy {acc8:.4f} ({result['int8_method']}; fp32 "
+             f"{result['fp32_accuracy']}; QAT {qat_s:.0f} s on {torch.get_num_threads()} "
+             f"thread(s))")
     return result
 
 

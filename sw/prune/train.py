@@ -21,11 +21,25 @@ __all__ = ["batches", "finetune", "evaluate"]
 
 
 def batches(tokenizer, data: list[Example], *, batch_size: int, seq: int, shuffle: bool = False,
-            seed: int = 0):
-    """Tokenized batches ``(inputs, labels)``; ``shuffle`` with a fixed seed."""
+            seed: int = 0, bucket: bool = False):
+    """Tokenized batches ``(inputs, labels)``; ``shuffle`` with a fixed seed.
+
+    ``bucket`` (with ``shuffle``): sentences of similar length share a batch (the shuffled
+    order is sorted by length inside windows of 50 batches, then the batches are shuffled), so
+    little time goes into padding; the batches stay random from epoch to epoch.
+    """
     order = np.arange(len(data))
     if shuffle:
-        order = np.random.default_rng(seed).permutation(len(data))
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(data))
+        if bucket:
+            lengths = np.array([len(data[i].text) for i in order])
+            window = 50 * batch_size
+            order = np.concatenate([
+                order[s:s + window][np.argsort(lengths[s:s + window], kind="stable")]
+                for s in range(0, len(order), window)])
+            chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+            order = np.concatenate([chunks[i] for i in rng.permutation(len(chunks))])
     for start in range(0, len(order), batch_size):
         chunk = [data[i] for i in order[start:start + batch_size]]
         inputs = tokenizer([e.text for e in chunk], padding=True, truncation=True,
@@ -35,8 +49,16 @@ def batches(tokenizer, data: list[Example], *, batch_size: int, seq: int, shuffl
 
 def finetune(model, tokenizer, train: list[Example], *, epochs: float = 1.0,
              batch_size: int = 32, seq: int = 64, lr: float = 5e-5, seed: int = 0,
-             teacher=None, kd_weight: float = 0.5, on_step=None, progress: bool = True) -> dict:
-    """Train ``model`` in place; returns ``{"steps", "loss", "wall_s"}``."""
+             teacher=None, kd_weight: float = 0.5, kd_hidden: float = 1.0,
+             kd_temperature: float = 2.0, bucket: bool = False, on_step=None,
+             progress: bool = True) -> dict:
+    """Train ``model`` in place; returns ``{"steps", "loss", "wall_s"}``.
+
+    With a ``teacher``, the loss is ``(1 - kd_weight) * CE + kd_weight *``
+    :func:`distillation_loss` (``kd_temperature``; ``kd_hidden`` weighs the hidden-state MSE,
+    0 for logits only). ``lr`` decays linearly to 0 over the run; ``bucket``: see
+    :func:`batches`.
+    """
     from tqdm.auto import tqdm
 
     if not train:
@@ -56,15 +78,18 @@ def finetune(model, tokenizer, train: list[Example], *, epochs: float = 1.0,
     epoch = 0
     while step < total:
         for inputs, labels in batches(tokenizer, train, batch_size=batch_size, seq=seq,
-                                      shuffle=True, seed=seed + epoch):
-            out = model(**inputs, labels=labels, output_hidden_states=teacher is not None)
+                                      shuffle=True, seed=seed + epoch, bucket=bucket):
+            hidden = teacher is not None and kd_hidden > 0
+            out = model(**inputs, labels=labels, output_hidden_states=hidden)
             loss = out.loss
             if teacher is not None:
                 with torch.no_grad():
-                    t_out = teacher(**inputs, output_hidden_states=True)
+                    t_out = teacher(**inputs, output_hidden_states=hidden)
                 loss = (1 - kd_weight) * loss + kd_weight * distillation_loss(
-                    out.logits, t_out.logits, student_hidden=out.hidden_states,
-                    teacher_hidden=t_out.hidden_states)
+                    out.logits, t_out.logits, temperature=kd_temperature,
+                    student_hidden=out.hidden_states if hidden else None,
+                    teacher_hidden=t_out.hidden_states if hidden else None,
+                    hidden_weight=kd_hidden)
             opt.zero_grad()
             loss.backward()
             opt.step()
