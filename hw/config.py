@@ -14,8 +14,8 @@ u200      8    8         96 x 128 64       Alveo U200: 6,840 DSP48E2, 2 MACs per
 u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per DSP, HBM
 ========  ===  ========  =======  =======  ===========================================
 
-The ``ecp5`` preset is what the open tools place *and route* on the LFE5U-85F with the whole
-kernel (``make bitstream`` measures it): a 4 x 4 array, one-lane vector units and softmax (a
+The ``ecp5`` preset is sized to give the open routers the best chance on the LFE5U-85F with
+the whole kernel (``make bitstream`` measures it; routing does not finish yet): a 4 x 4 array, one-lane vector units and softmax (a
 LayerNorm lane alone is about 13 MULT18X18D), only the int16-input LayerNorm, and a 32 KiB
 scratchpad (two read ports make two block RAM copies). An 8 x 8 array with 64 KiB fits the
 part (122 MULT18X18D, 134 DP16KD, 25 % of the LUTs) and places, but nextpnr's routers did not
