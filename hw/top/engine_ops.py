@@ -123,8 +123,9 @@ class EngineOps(wiring.Component):
         dense = n == M
         t0, r0 = Signal(32), Signal(32)
         # running scratchpad / params addresses, stepped by the strides as the counters move
-        act_blk = Signal(32)  # act + t0 * act_stride
-        act_ptr = Signal(32)  # act + (t0 + i0) * act_stride
+        # act + (t0 + i0) * act_stride: ACT steps it once per token row, C rows per block, so
+        # it already points at the next block's first row when a block ends
+        act_ptr = Signal(32)
         out_blk = Signal(32)  # out + t0 * out_stride
         out_ptr = Signal(32)  # out + (t0 + beats_out) * out_stride
         w_row = Signal(32)  # QK: w + row * w_stride; LINEAR: w + row * steps
@@ -265,7 +266,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += [job.eq(p), t0.eq(0), i0.eq(0), i1.eq(0),
                                  G.eq(g), steps.eq(g * n_p[:max(1, M.bit_length())]),
                                  nbeats.eq((p.tokens + P - 1) // P),
-                                 act_blk.eq(p.act), act_ptr.eq(p.act), out_blk.eq(p.out)]
+                                 act_ptr.eq(p.act), out_blk.eq(p.out)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Else():
@@ -499,8 +500,6 @@ class EngineOps(wiring.Component):
 
             with m.State("BLOCK_END"):
                 m.d.sync += [t0.eq(t0 + C), r0.eq(0), i0.eq(0), i1.eq(0),
-                             act_blk.eq(act_blk + C * job.act_stride),
-                             act_ptr.eq(act_blk + C * job.act_stride),
                              out_blk.eq(out_blk + C * job.out_stride)]
                 with m.If(t0 + C < job.tokens):
                     m.next = "ACT"
