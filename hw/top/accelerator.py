@@ -448,7 +448,7 @@ class Accelerator(wiring.Component):
                 with m.If(writer.req.ready):
                     m.next = "STORE_RUN"
             with m.State("STORE_RUN"):
-                issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth - 1)
+                issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth)
                 m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
                              sfifo.w_data.eq(rpa.data), sfifo.w_en.eq(pend)]
                 m.d.sync += pend.eq(issue)

@@ -425,8 +425,8 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0), out_ptr.eq(out_blk)]
                     m.next = "STREAM"
             with m.State("STREAM"):
-                w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth - 1)
-                a_go = (ag < G) & (afifo.level + a_pend < afifo.depth - 1)
+                w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth)
+                a_go = (ag < G) & (afifo.level + a_pend < afifo.depth)
                 for r in range(R):
                     m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
                 for c in range(C):
@@ -478,7 +478,7 @@ class EngineOps(wiring.Component):
                         m.d.sync += [kb.eq(0), sm_lane.eq(0), sm_key.eq(0), sm_held.eq(0)]
                         m.next = "SM_STREAM"
             with m.State("SM_STREAM"):
-                s_go = (kb < nbeats) & (sfifo.level + s_pend < sfifo.depth - 1)
+                s_go = (kb < nbeats) & (sfifo.level + s_pend < sfifo.depth)
                 for c in range(C):
                     m.d.comb += sc_r[c].en.eq(s_go)
                 m.d.comb += mk_r.en.eq(s_go)

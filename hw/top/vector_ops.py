@@ -145,7 +145,7 @@ class VectorOps(wiring.Component):
         g_left = Signal()
         m.d.comb += g_left.eq(running & (g_row < job.tokens))
         issue = Signal()
-        m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth - 1))
+        m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth))
         pad = g_el >= job.width
         m.d.comb += [self.ra_addr.eq(a_ptr >> 2), self.rb_addr.eq(b_ptr >> 2),
                      self.ra_en.eq(issue & ~pad), self.rb_en.eq(issue & ~pad & is_add)]
