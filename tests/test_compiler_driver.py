@@ -71,8 +71,8 @@ def test_ref_backend_equals_the_golden_layers(compiled):
         want = layer_int(ql, want, mask)
     assert np.array_equal(y, want)
     assert result.status == Status.OK and result.command == len(comp.program) - 1
-    assert set(result.per_op) == {"LOAD", "STORE", "LINEAR", "QK_SOFTMAX", "PV", "ADD",
-                                  "LAYERNORM", "GELU"}
+    assert set(result.per_op) == {"HEADER", "LOAD", "STORE", "LINEAR", "QK_SOFTMAX", "PV",
+                                  "ADD", "LAYERNORM", "GELU", "END"}
     assert result.cycles == sum(result.per_op.values())
 
 

@@ -219,16 +219,17 @@ def test_speedup_over_the_best_cpu_baseline(bench):
 
 
 def test_rtl_check_path_on_ref(bench):
-    """On the ref backend the "RTL" is the model: ratio 1, bit-exact, and the check's model
-    cycles (32 calibration sequences) equal the bench's (2): calibration never moves cycles."""
+    """On the ref backend the "RTL" is the kernel model: kernel ratio 1, bit-exact, and the
+    check's cycles (32 calibration sequences) equal the bench's (2): calibration never moves
+    cycles. ``ratio`` is the kernel's cycles over the block model's."""
     report, *_ = bench
     (r,) = report["rtl_checks"]
     assert r["status"] == "OK" and r["bit_exact"] and r["mismatches"] == 0
-    assert r["ratio"] == 1.0 and r["rtl_cycles"] == r["model_cycles"]
+    assert r["kernel_ratio"] == 1.0 and r["rtl_cycles"] == r["kernel_model_cycles"]
     c = _case(report, "tiny", "2:4")
-    assert r["model_cycles"] == c["model_cycles"]
-    assert c["rtl_ratio"] == 1.0
-    assert c["rtl_extrapolated_ms"] == pytest.approx(c["model_cycles"] / 1e5)
+    assert r["model_cycles"] == c["model_cycles"] and r["rtl_cycles"] == c["kernel_cycles"]
+    assert r["ratio"] == c["rtl_ratio"] == c["kernel_cycles"] / c["model_cycles"] > 1
+    assert c["rtl_extrapolated_ms"] == pytest.approx(c["kernel_cycles"] / 1e5)
     assert "rtl_ratio" not in _case(report, "fastmem", "2:4")  # not checked on that preset
 
 

@@ -206,6 +206,7 @@ def test_vector_commands_match_the_ref_backend(seed, stall):
         res = dev.wait(dev.run(**bufs), timeout=60)
         assert res.status == Status.OK
         out[kind] = dev.read(bufs["output"])
+        _check_cycles(res.cycles, Program.from_bytes(program).commands, CFG, stall)
     assert out["rtl"] == out["ref"]
 
 
@@ -250,3 +251,13 @@ def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
                              masks[4].numpy())
     assert res.status == Status.OK and res.command == len(comp.program) - 1
     assert np.array_equal(got, want)
+    _check_cycles(res.cycles, comp.program.commands, cfg, stall)
+
+
+def _check_cycles(cycles, commands, config, stall):
+    """The kernel's cycle counter equals sw/perf/top.py's prediction; with AXI stalls it can
+    only be later."""
+    from sw.perf.top import program_cycles
+
+    want = program_cycles(commands, config)
+    assert cycles >= want if stall else cycles == want

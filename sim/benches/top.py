@@ -7,10 +7,12 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``buffers``: ``{name: [addr, size]}`` for each of :data:`sw.compiler.isa.BUFFERS`;
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
-* ``reset_at``: pulse reset this many cycles into the run, then run again from the start.
+* ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
+* ``trace``: record the kernel's cycle counter each time the command index moves on.
 
-The report holds ``status``, ``command``, ``cycles`` and ``timed_out``; the final memory is
-written to ``image_out``.
+The report holds ``status``, ``command``, ``cycles`` and ``timed_out`` (and with ``trace``,
+``trace``: ``[[command index, cycle counter when that command was fetched], ...]``); the final
+memory is written to ``image_out``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ async def _start(host, buffers) -> None:
     await _reg_write(host, "CTRL", 1)
 
 
+async def _trace(dut, out: list) -> None:
+    """Append ``[index, cycles]`` whenever the kernel's command index changes (the kernel's
+    own counters, sampled after every rising edge)."""
+    last = None
+    while True:
+        await RisingEdge(dut.clk)
+        index = int(dut.index.value)
+        if index != last:
+            out.append([index, int(dut.cycles.value)])
+            last = index
+
+
 async def _wait_done(dut, host, max_cycles: int) -> bool:
     """Poll ap_done; False when ``max_cycles`` pass first."""
     start = cocotb.utils.get_sim_time("ns")
@@ -93,18 +107,23 @@ async def run_program(dut):
             ch.set_pause_generator(_pauses(random.Random(rng.random())))
     await _reset(dut)
     assert (await _reg_read(host, "CTRL")) & 0b100, "the kernel is not idle after reset"
-    await _start(host, buffers)
+    trace: list = []
     if P.get("reset_at"):
+        await _start(host, buffers)
         await ClockCycles(dut.clk, int(P["reset_at"]))
         await _reset(dut)
         assert (await _reg_read(host, "CTRL")) & 0b100, "not idle after a mid-run reset"
-        await _start(host, buffers)
+    if P.get("trace"):
+        cocotb.start_soon(_trace(dut, trace))
+    await _start(host, buffers)
     done = await _wait_done(dut, host, int(P.get("max_cycles", 10_000_000)))
     report = {"timed_out": not done}
     if done:
         report.update(status=await _reg_read(host, "STATUS"),
                       command=await _reg_read(host, "COMMAND"),
                       cycles=await _reg_read(host, "CYCLES"))
+        if P.get("trace"):
+            report["trace"] = trace
         assert not (await _reg_read(host, "CTRL")) & 0b10, "ap_done did not clear on read"
     Path(P["image_out"]).write_bytes(ram.read(0, len(image)))
     path = bench_report_path()

@@ -34,6 +34,7 @@ from sw.compiler.qlayer import cosine
 from sw.perf.engine import GemmShape, ideal_cycles
 
 from .device import Device, open_device
+from .executor import command_cycles
 
 __all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot"]
 
@@ -198,8 +199,10 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, 
         "float_range": float(flt[keep].abs().max()),
         "cosine_float_pruned_vs_dense": cosine(flt[keep], dense_out[keep].double()),
         "cycles": res.cycles, "cycles_by_op": res.per_op,
-        "cycles_source": "model (commands run one after another)" if device == "ref"
-        else f"{device} simulation",
+        "cycles_source": "kernel cycle model (sw/perf/top.py, equal to the RTL's)"
+        if device == "ref" else f"{device} simulation",
+        "block_model_cycles": sum(command_cycles(c, config) for c in compiled.program.commands
+                                  if c.op != Op.END),
         "ideal_engine_cycles": ideal_program_cycles(compiled),
         "clock_mhz": config.clock_mhz,
     })

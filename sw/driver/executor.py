@@ -4,7 +4,8 @@ This is the ``ref`` backend's engine and the oracle the RTL top is checked again
 the Program exactly as the hardware does (header, then one command at a time), applies
 :func:`sw.compiler.isa.check_command` before each command, and stops with the same
 :class:`~sw.compiler.isa.Status` and command index the hardware reports. A command that fails
-its check writes nothing.
+its check writes nothing. Cycles are the kernel's as built (:mod:`sw.perf.top`, equal to the
+RTL's counter on every run that ends with END); :func:`command_cycles` is the blocks' target.
 """
 
 from __future__ import annotations
@@ -102,10 +103,13 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
             ) -> tuple[Status, int, str, dict[str, int]]:
     """Run the Program in ``mem["program"]``; ``mem`` maps ``program``, ``params``, ``input``,
     ``output`` to their bytes (``output`` writable). Returns ``(status, command index, detail,
-    cycles by opcode)``."""
+    kernel cycles by opcode)``, the header's under ``"HEADER"`` (:mod:`sw.perf.top`; exact
+    for runs that end with END, the commands that ran for the others)."""
+    from sw.perf import top
+
     prog = mem["program"]
     sizes = {k: len(mem[k]) for k in ("params", "input", "output")}
-    per_op: dict[str, int] = {}
+    per_op: dict[str, int] = {"HEADER": top.HEADER}
     if len(prog) < 4 * HEADER_WORDS:
         return Status.BAD_HEADER, -1, "program buffer shorter than the header", per_op
     magic, version, count, fp = struct.unpack_from("<4I", prog)
@@ -124,13 +128,14 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
         except ValueError:
             return Status.BAD_OPCODE, i, f"unknown opcode {w[0]}", per_op
         if op == Op.END:
+            per_op["END"] = top.command_cycles(Command(op, {}), config)
             return Status.OK, i, "", per_op
         cmd = Command(op, dict(zip(FIELDS[op], w[1:], strict=False)))
         bad = check_command(cmd, config, sizes)
         if bad:
             return bad[0], i, f"{op.name}: {bad[1]}", per_op
         _run(cmd, s, mem)
-        per_op[op.name] = per_op.get(op.name, 0) + command_cycles(cmd, config)
+        per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config)
     return Status.NO_END, count, "the commands ran out without END", per_op
 
 

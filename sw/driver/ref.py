@@ -1,5 +1,6 @@
 """The ``ref`` backend: device memory in host RAM, the golden command processor
-(:mod:`sw.driver.executor`) as the kernel. Fast, bit-exact, cycles from the cycle models."""
+(:mod:`sw.driver.executor`) as the kernel. Fast, bit-exact, and its cycles are the RTL kernel's
+(:mod:`sw.perf.top`)."""
 
 from __future__ import annotations
 

@@ -28,9 +28,10 @@ class RtlDevice(RefDevice):
 
     def __init__(self, config: AcceleratorConfig, *, max_cycles: int = 50_000_000,
                  stall: bool = False, seed: int = 1, reset_at: int | None = None,
-                 build_root: str | Path | None = None):
+                 trace: bool = False, build_root: str | Path | None = None):
         super().__init__(config)
         self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
+        self.trace = trace
         self.build_root = Path(build_root) if build_root else None
         self.runs = 0
 
@@ -52,7 +53,7 @@ class RtlDevice(RefDevice):
         params = {"image": str(image), "image_out": str(image_out),
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
-                  "reset_at": self.reset_at}
+                  "reset_at": self.reset_at, "trace": self.trace}
         report = run_bench(component=Accelerator(config=self.config), bench="sim.benches.top",
                            case=case, params=params, build_root=root)
         self.memory[:] = image_out.read_bytes()

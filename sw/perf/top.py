@@ -1,0 +1,194 @@
+"""Cycle model of the accelerator kernel as built (:class:`hw.top.accelerator.Accelerator`).
+
+:func:`sw.driver.executor.command_cycles` gives what the blocks (engine, vector units) need for
+a command, fed at full rate: the architecture's target. This module gives what the kernel in
+``hw/top`` takes today, state by state: the command fetch and checks, the DMA bursts, the
+byte-serial operand staging of :class:`~hw.top.engine_ops.EngineOps`, the element-serial
+gather and scatter of :class:`~hw.top.vector_ops.VectorOps`. ``tests/test_sim_top.py`` checks
+it against the RTL's cycle counter, command by command, with device memory always ready.
+
+Device memory: the cocotbext-axi RAM model answers a read burst's address 3 cycles after the
+reader's request state (``READ_GAP``: the reader's SIZE and AR states and the RAM's latency),
+then one beat per cycle; bursts stop at :data:`~hw.top.axi.MAX_BURST` beats and at 4 KiB
+boundaries. Buffers are page aligned (:data:`sw.driver.device.PAGE`), so a burst's split
+depends only on the offset inside its buffer. With random pauses on the bus (the benches'
+``stall``) the kernel only gets slower: the model is then a lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hw.config import AcceleratorConfig
+from hw.top.axi import MAX_BURST
+from hw.vector.requant import Requantizer
+from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
+
+__all__ = ["READ_GAP", "bursts", "read_cycles", "command_cycles", "program_cycles"]
+
+READ_GAP = 3  #: idle cycles before each read burst's first beat
+PRODUCTS = 7  #: the command checks' products (hw.top.accelerator: _PRODUCTS + _MUL_LATENCY)
+
+
+def bursts(offset: int, words: int) -> list[int]:
+    """Beats of each read burst for ``words`` 32-bit words from byte ``offset`` (4 KiB pages)."""
+    out = []
+    addr = offset
+    while words:
+        n = min(words, MAX_BURST, (4096 - addr % 4096) // 4)
+        out.append(n)
+        addr += 4 * n
+        words -= n
+    return out
+
+
+def read_cycles(offset: int, words: int) -> int:
+    """A read request's cycles when the consumer takes every beat at once: the request
+    state, then ``READ_GAP + beats`` per burst (up to the cycle taking the last beat)."""
+    return 1 + sum(READ_GAP + n for n in bursts(offset, words))
+
+
+FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
+HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header read, its check
+
+
+def _consume(offset: int, words: int, busy) -> int:
+    """A read request whose consumer, after taking word ``i``, is busy ``busy(i)`` more
+    cycles: cycles from the request state to the one taking the last word, inclusive."""
+    t = 0  # the request state
+    i = 0
+    for n in bursts(offset, words):
+        t += READ_GAP + 1  # the burst's first beat, the cycle after the consumer's last take
+        for k in range(n):
+            if k:
+                t += 1
+            if i:
+                t = max(t, prev + 1 + busy(i - 1))
+            prev = t
+            i += 1
+        t = prev
+    return t + 1
+
+
+def _pump(start: int, nbytes: int) -> int:
+    """EngineOps' byte pump: the request state, the read gap, then one cycle to take each
+    word and one per byte of it up to the last one needed (leading bytes before ``start``
+    included)."""
+    skip = start & 3
+    words = (skip + nbytes + 3) >> 2
+    return 1 + READ_GAP + words + skip + nbytes
+
+
+def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FSM
+    a = cmd.args
+    R, C, M, P = cfg.pe_rows, cfg.pe_cols, cfg.m, cfg.softmax_lanes
+    ib = cfg.index_bits
+    if cmd.op == Op.LINEAR:
+        tokens, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
+        w_off, rq_off = a["w_off"], a["rq_off"]
+    elif cmd.op == Op.QK_SOFTMAX:
+        tokens, k, rows, n = a["tokens"], a["d"], a["tokens"], M
+    else:  # PV
+        tokens, k, rows, n = a["tokens"], a["tokens"], a["d"], M
+        rq_off = a["rq_off"]
+    G = -(-k // M)
+    steps = G * n
+    ibytes = (steps * ib + 7) >> 3
+    # one token block: its activations, then every row block (the same for every block)
+    block = C * G * M + 1  # ACT, ACT_LAST
+    for r0 in range(0, rows, R):
+        if cmd.op == Op.LINEAR:
+            for row in range(r0, r0 + R):
+                if row >= rows:
+                    block += steps  # WGT fills the missing row with zeros
+                    continue
+                block += 1  # WGT
+                block += _pump(w_off + row * steps, steps)  # W_REQ, W_DATA: the values
+                block += 1  # W_VALUES_END
+                if n == M:
+                    block += steps  # W_DENSE_IDX
+                else:  # W_REQ, W_DATA: the index bytes, and one cycle per index slot
+                    block += _pump(w_off + rows * steps + row * ibytes, ibytes) + steps
+                block += 1  # W_ROW_END
+        else:
+            block += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
+        if cmd.op != Op.QK_SOFTMAX:
+            block += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ, RQ_DATA
+        # RUN, STREAM (the tile's steps, its pipeline, C output beats of R elements each, one
+        # element per cycle plus a cycle to take the next beat), TILE_END
+        latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
+        block += 1 + steps + latency + C * (R + 1) + 1
+    block += 1  # BLOCK_END
+    blocks = -(-tokens // C)
+    cyc = 1 + blocks * block  # ENG_START (the job is taken in the same cycle)
+    if cmd.op == Op.QK_SOFTMAX:
+        cyc += tokens + 1  # MASK, MASK_LAST
+        # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
+        cyc += tokens * (1 + softmax_row_cycles(tokens, P)) + blocks
+    return cyc
+
+
+#: cycles from STREAM's first cycle to the engine's first output, past the tile's steps
+#: (the feed FIFO and the engine's capture); LINEAR and PV add the requantizer's latency
+STREAM_LATENCY = 5
+
+
+def softmax_row_cycles(length: int, P: int) -> int:
+    """SM_STREAM for one row: the unit's latency, and per beat the feed (1), the first pass
+    (1) and the write-out of its ``P`` probabilities (``P + 1``)."""
+    from sw.perf.vector import SOFTMAX_OUT_DELAY
+
+    return -(-length // P) * (P + 3) + SOFTMAX_OUT_DELAY + 4
+
+
+def _layernorm(tokens: int, hidden: int, in_bits: int, P: int) -> int:
+    """LAYERNORM after its parameters: the unit's rows (:mod:`sw.perf.vector`) fed one beat
+    per ``P + 1`` cycles by the gather, drained one beat per ``P + 1`` by the scatter."""
+    from sw.perf.vector import layernorm_out_delay
+
+    nb = -(-hidden // P)
+    delay = layernorm_out_delay(in_bits)
+    free = -math.inf
+    start = 0
+    last_out = 0
+    for _ in range(tokens):
+        last_beat = start + (nb - 1) * (P + 1)
+        handover = max(last_beat + 1, free)
+        last_out = handover + nb + delay + (nb - 1) * P
+        free = last_out + 2
+        start = max(handover, last_beat + P + 1)
+    return last_out + 2 * P + 7  # the last beat's P writes, then the command ends
+
+
+def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
+    a = cmd.args
+    P = cfg.vector_lanes
+    if cmd.op in (Op.ADD, Op.GELU):
+        # gather, pack and scatter move one beat per P + 1 cycles; GELU first takes its
+        # 64-word table, one word and then its 4 bytes per 5 cycles
+        table = READ_GAP + 5 * 64 if cmd.op == Op.GELU else 0
+        return 8 + P + table + a["tokens"] * -(-a["width"] // P) * (P + 1)
+    params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+    return params + _layernorm(a["tokens"], a["hidden"], a["in_bits"], P)
+
+
+
+def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
+    """Cycles of one command in the kernel, from the cycle that fetches it to the one that
+    fetches the next."""
+    a = cmd.args
+    if cmd.op == Op.END:
+        return FETCH - 1
+    if cmd.op == Op.LOAD:
+        return FETCH + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
+    if cmd.op == Op.STORE:
+        return FETCH + 4 + sum(4 + n for n in bursts(a["dst"], -(-a["bytes"] // 4)))
+    if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
+        return FETCH + _engine(cmd, config) + 1
+    return FETCH + _vector(cmd, config)
+
+
+def program_cycles(commands, config: AcceleratorConfig) -> int:
+    """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
+    ``commands`` (ending with END) without a fault."""
+    return HEADER + sum(command_cycles(c, config) for c in commands)
