@@ -55,19 +55,15 @@ HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header re
 def _consume(offset: int, words: int, busy) -> int:
     """A read request whose consumer, after taking word ``i``, is busy ``busy(i)`` more
     cycles: cycles from the request state to the one taking the last word, inclusive."""
-    t = 0  # the request state
+    taken = 0  # the cycle of the last take (the request state to begin with)
     i = 0
     for n in bursts(offset, words):
-        t += READ_GAP + 1  # the burst's first beat, the cycle after the consumer's last take
-        for k in range(n):
-            if k:
-                t += 1
-            if i:
-                t = max(t, prev + 1 + busy(i - 1))
-            prev = t
+        ready = taken + READ_GAP + 1  # the burst's first beat, after the previous burst
+        for _ in range(n):
+            taken = ready if i == 0 else max(ready, taken + 1 + busy(i - 1))
+            ready = taken + 1  # the next beat of the burst
             i += 1
-        t = prev
-    return t + 1
+    return taken + 1
 
 
 def _pump(start: int, nbytes: int) -> int:
