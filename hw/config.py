@@ -72,7 +72,10 @@ class AcceleratorConfig:
     weight_buffer_depth : int
         Words (one packed group-slot per PE row) per weight scratchpad bank.
     act_buffer_depth : int
-        Words (one M-group of activations per PE column) per activation scratchpad bank.
+        Words (one M-group of activations per PE column) per activation bank: the engine
+        stages as many token blocks of ``pe_cols`` tokens as fit (``act_buffer_depth //
+        ceil(K / M)``) and runs each row block's weights against all of them, so weights are
+        staged once per chunk rather than once per token block. At least ``max_k / m``.
     softmax_lanes : int
         Elements the softmax unit takes per cycle.
     max_row : int
@@ -165,6 +168,9 @@ class AcceleratorConfig:
                      "spm_kib"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.act_buffer_depth < self.max_k // self.m:
+            bad("act_buffer_depth", f"must hold one token block of the longest reduction: at "
+                                    f"least max_k / M = {self.max_k // self.m}")
         if not (math.isfinite(self.clock_mhz) and self.clock_mhz > 0):
             bad("clock_mhz", "must be a positive number of MHz")
         if self.macs_per_dsp not in (1, 2):
@@ -252,7 +258,7 @@ PRESETS: dict[str, AcceleratorConfig] = {
     for c in (
         AcceleratorConfig(
             name="tiny", m=4, n_max=4, pe_rows=4, pe_cols=4, max_k=4096,
-            weight_buffer_depth=256, act_buffer_depth=256, softmax_lanes=4, max_row=512,
+            weight_buffer_depth=256, act_buffer_depth=4096, softmax_lanes=4, max_row=512,
             vector_lanes=4, max_hidden=768, spm_kib=1024, clock_mhz=100.0, part="generic",
         ),
         AcceleratorConfig(
@@ -264,13 +270,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
         ),
         AcceleratorConfig(
             name="u200", m=8, n_max=8, pe_rows=96, pe_cols=128, max_k=4096,
-            weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
+            weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
-            weight_buffer_depth=4096, act_buffer_depth=8192, softmax_lanes=64, max_row=512,
+            weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
         ),

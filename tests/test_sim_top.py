@@ -211,11 +211,14 @@ def test_vector_commands_match_the_ref_backend(seed, stall):
 
 
 @pytest.mark.parametrize("shape", [
-    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall
-    (4, 4, 4, "2:4", 64, 4, 12, 128, False),
-    (2, 3, 8, "2:8", 48, 3, 7, 80, True),  # 3-bit indices straddle bytes; partial tiles
-    (3, 2, 4, "1:4", 36, 3, 9, 50, True),  # K = 50 not a multiple of M
-    (2, 2, 16, "dense", 32, 2, 5, 64, False),
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth
+    (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024),
+    (2, 3, 8, "2:8", 48, 3, 7, 80, True, 1024),  # 3-bit indices straddle bytes; partial tiles
+    # K = 50 not a multiple of M; 64-word activation banks: the 5 token blocks run in 2
+    # chunks (4 + 1) for K = 50, in one for K = 36
+    (3, 2, 4, "1:4", 36, 3, 9, 50, False, 64),
+    (2, 2, 16, "dense", 32, 2, 5, 64, False, 1024),
+    (3, 2, 4, "2:4", 36, 3, 9, 50, True, 64),
 ])
 def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
     """A random BERT layer, pruned and compiled by sw/compiler, on the RTL top (through
@@ -228,10 +231,10 @@ def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    R, C, M, nm, H, heads, L, inter, stall = shape
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}", m=M, n_max=M, pe_rows=R, pe_cols=C,
-                            max_k=256, max_row=32, softmax_lanes=3, vector_lanes=5,
-                            max_hidden=128, spm_kib=16)
+    R, C, M, nm, H, heads, L, inter, stall, act_depth = shape
+    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}", m=M, n_max=M, pe_rows=R,
+                            pe_cols=C, max_k=256, max_row=32, softmax_lanes=3, vector_lanes=5,
+                            max_hidden=128, spm_kib=16, act_buffer_depth=act_depth)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()

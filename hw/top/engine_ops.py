@@ -81,14 +81,14 @@ class EngineOps(wiring.Component):
         cfg = self.config
         R, C, M, P = cfg.pe_rows, cfg.pe_cols, cfg.m, cfg.softmax_lanes
         ib = cfg.index_bits
-        g_max = cfg.max_k // M
         nkb = math.ceil(cfg.max_row / P)
         lay = engine_layouts(cfg)
         m.submodules.engine = eng = SpmmEngine(config=cfg)
         m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)
         m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
 
-        act_mem = [Memory(shape=unsigned(8 * M), depth=g_max, init=[]) for _ in range(C)]
+        act_depth = cfg.act_buffer_depth
+        act_mem = [Memory(shape=unsigned(8 * M), depth=act_depth, init=[]) for _ in range(C)]
         wv_mem = [Memory(shape=unsigned(8), depth=cfg.max_k, init=[]) for _ in range(R)]
         wi_mem = [Memory(shape=unsigned(max(1, ib)), depth=cfg.max_k, init=[]) for _ in range(R)]
         sc_mem = [Memory(shape=unsigned(32 * P), depth=nkb, init=[]) for _ in range(C)]
@@ -121,11 +121,20 @@ class EngineOps(wiring.Component):
         nbeats = Signal(32)  # softmax beats per row
         m.d.sync += [ibytes.eq((steps * ib + 7) >> 3), rows_gn.eq(job.rows * steps)]
         dense = n == M
-        t0, r0 = Signal(32), Signal(32)
+        t0, r0 = Signal(32), Signal(32)  # first token of the block / first row of the tile
+        # a chunk: as many token blocks as the activation banks hold (QK: one), staged once and
+        # run against every row block
+        at = Signal(32)  # next token row to stage (padding rows of a last block included)
+        ab = Signal(range(C))  # its bank (token within the block)
+        abase = Signal(range(act_depth + 1))  # bank address of its block's first group
+        c0 = Signal(32)  # first token of the chunk
+        nblk = Signal(range(act_depth + 1))  # blocks in the chunk
+        tb = Signal(range(act_depth + 1))  # block of the chunk being run
+        a_base = Signal(range(act_depth + 1))  # its first group's bank address: tb * G
         # running scratchpad / params addresses, stepped by the strides as the counters move
-        # act + (t0 + i0) * act_stride: ACT steps it once per token row, C rows per block, so
-        # it already points at the next block's first row when a block ends
-        act_ptr = Signal(32)
+        act_ptr = Signal(32)  # act + at * act_stride
+        out_stage = Signal(32)  # out + at * out_stride, stepped per staged block
+        out_chunk = Signal(32)  # out + c0 * out_stride
         out_blk = Signal(32)  # out + t0 * out_stride
         out_ptr = Signal(32)  # out + (t0 + beats_out) * out_stride
         w_row = Signal(32)  # QK: w + row * w_stride; LINEAR: w + row * steps
@@ -159,6 +168,7 @@ class EngineOps(wiring.Component):
         i0, i1 = Signal(32), Signal(32)  # outer / inner element counters of a phase
         # the target of the byte in flight
         tgt_i0, tgt_i1, tgt_zero = Signal(32), Signal(32), Signal()
+        tgt_base = Signal(range(act_depth + 1))  # activations: the block's bank address
         # DRAM byte pump
         word, word_n, skip, left = Signal(32), Signal(3), Signal(2), Signal(32)
         word_i = Signal(2)
@@ -181,7 +191,12 @@ class EngineOps(wiring.Component):
                 m.d.sync += i1.eq(i1 + 1)
 
         def next_act_row():
-            m.d.sync += act_ptr.eq(act_ptr + job.act_stride)
+            m.d.sync += [act_ptr.eq(act_ptr + job.act_stride), at.eq(at + 1), ab.eq(ab + 1)]
+            with m.If(ab == C - 1):  # a block is staged: stage another if it fits
+                m.d.sync += [ab.eq(0), abase.eq(abase + G), nblk.eq(nblk + 1),
+                             out_stage.eq(out_stage + C * job.out_stride)]
+                with m.If(is_qk | (at + 1 >= job.tokens) | (abase + 2 * G > act_depth)):
+                    m.next = "ACT_LAST"
 
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
@@ -200,7 +215,7 @@ class EngineOps(wiring.Component):
         m.d.comb += [wfifo.w_data.eq(wbeat), wfifo.w_en.eq(w_pend)]
         abeat = Signal(lay["a"])
         for c in range(C):
-            m.d.comb += [abeat[c].eq(act_r[c].data), act_r[c].addr.eq(ag)]
+            m.d.comb += [abeat[c].eq(act_r[c].data), act_r[c].addr.eq(a_base + ag)]
         m.d.comb += [afifo.w_data.eq(abeat), afifo.w_en.eq(a_pend)]
         m.d.comb += [eng.cmd.payload.n.eq(n), eng.cmd.payload.groups.eq(G),
                      eng.cmd.payload.act_unsigned.eq(is_pv)]
@@ -263,10 +278,12 @@ class EngineOps(wiring.Component):
                     p = self.job.payload
                     g = (p.k[:kw] + M - 1) // M
                     n_p = Mux(p.op == Op.LINEAR, p.n, M)
-                    m.d.sync += [job.eq(p), t0.eq(0), i0.eq(0), i1.eq(0),
+                    m.d.sync += [job.eq(p), i0.eq(0), i1.eq(0),
                                  G.eq(g), steps.eq(g * n_p[:max(1, M.bit_length())]),
                                  nbeats.eq((p.tokens + P - 1) // P),
-                                 act_ptr.eq(p.act), out_blk.eq(p.out)]
+                                 act_ptr.eq(p.act), at.eq(0), ab.eq(0), abase.eq(0),
+                                 nblk.eq(0), c0.eq(0), out_stage.eq(p.out),
+                                 out_chunk.eq(p.out)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Else():
@@ -285,17 +302,23 @@ class EngineOps(wiring.Component):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
                 m.next = "ACT"
 
-            # activations of the token block: C rows x G*M bytes
+            # activations of a chunk of token blocks: C rows x G*M bytes per block; token row
+            # at goes to bank at % C from address abase (next_act_row ends the chunk)
             with m.State("ACT"):
-                t = t0 + i0
-                valid = (t < job.tokens) & (i1 < job.k)
+                valid = (at < job.tokens) & (i1 < job.k)
                 m.d.comb += [rd_issue.eq(valid), rd_addr.eq(act_ptr + i1)]
-                m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid), land_kind.eq(2)]
-                advance(G * M, C, "ACT_LAST", on_row=next_act_row)
+                m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~valid), land_kind.eq(2),
+                             tgt_base.eq(abase)]
+                with m.If(i1 == G * M - 1):
+                    m.d.sync += i1.eq(0)
+                    next_act_row()
+                with m.Else():
+                    m.d.sync += i1.eq(i1 + 1)
             with m.State("ACT_LAST"):
                 m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0),
                              w_row.eq(job.w), w_col.eq(job.w), i_row.eq(job.w + rows_gn),
-                             rq_ptr.eq(job.rq_off)]
+                             rq_ptr.eq(job.rq_off), tb.eq(0), t0.eq(c0), a_base.eq(0),
+                             out_blk.eq(out_chunk)]
                 m.next = "WGT"
 
             # weights of the row block
@@ -459,14 +482,20 @@ class EngineOps(wiring.Component):
                         with m.If(beats_out == C - 1):
                             m.next = "TILE_END"
             with m.State("TILE_END"):
-                m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0), rq_ptr.eq(rq_ptr + 12 * R)]
-                with m.If(r0 + R < job.rows):
-                    m.next = "WGT"
-                with m.Elif(is_qk):
-                    m.d.sync += [sm_c.eq(0), sm_ptr.eq(out_blk)]
-                    m.next = "SM_ROW"
+                with m.If(tb + 1 < nblk):  # the row block against the chunk's next block
+                    m.d.sync += [tb.eq(tb + 1), t0.eq(t0 + C), a_base.eq(a_base + G),
+                                 out_blk.eq(out_blk + C * job.out_stride)]
+                    m.next = "RUN"
                 with m.Else():
-                    m.next = "BLOCK_END"
+                    m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0), rq_ptr.eq(rq_ptr + 12 * R),
+                                 tb.eq(0), t0.eq(c0), a_base.eq(0), out_blk.eq(out_chunk)]
+                    with m.If(r0 + R < job.rows):
+                        m.next = "WGT"
+                    with m.Elif(is_qk):
+                        m.d.sync += [sm_c.eq(0), sm_ptr.eq(out_chunk)]
+                        m.next = "SM_ROW"
+                    with m.Else():
+                        m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows
             with m.State("SM_ROW"):
@@ -498,10 +527,10 @@ class EngineOps(wiring.Component):
                             m.d.sync += [sm_c.eq(sm_c + 1), sm_ptr.eq(sm_ptr + job.out_stride)]
                             m.next = "SM_ROW"
 
-            with m.State("BLOCK_END"):
-                m.d.sync += [t0.eq(t0 + C), r0.eq(0), i0.eq(0), i1.eq(0),
-                             out_blk.eq(out_blk + C * job.out_stride)]
-                with m.If(t0 + C < job.tokens):
+            with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any
+                m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0), i1.eq(0),
+                             ab.eq(0), abase.eq(0), nblk.eq(0)]
+                with m.If(at < job.tokens):
                     m.next = "ACT"
                 with m.Else():
                     finish()
@@ -515,7 +544,7 @@ class EngineOps(wiring.Component):
             with m.Case(2):
                 for c in range(C):
                     with m.If(tgt_i0 == c):
-                        m.d.comb += [act_w[c].addr.eq(tgt_i1 // M),
+                        m.d.comb += [act_w[c].addr.eq(tgt_base + tgt_i1 // M),
                                      act_w[c].data.eq(value.replicate(M)),
                                      act_w[c].en.eq(Const(1, M) << (tgt_i1 % M))]
             with m.Case(3):

@@ -90,33 +90,38 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     G = -(-k // M)
     steps = G * n
     ibytes = (steps * ib + 7) >> 3
-    # one token block: its activations, then every row block (the same for every block)
-    block = C * G * M + 1  # ACT, ACT_LAST
+    # chunks of token blocks: as many as the activation banks hold (QK: one block), each
+    # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
+    blocks = -(-tokens // C)
+    per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else cfg.act_buffer_depth // G
+    weights = 0  # per row block: staging its weights (and requantizer records)
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR:
             for row in range(r0, r0 + R):
                 if row >= rows:
-                    block += steps  # WGT fills the missing row with zeros
+                    weights += steps  # WGT fills the missing row with zeros
                     continue
-                block += 1  # WGT
-                block += _pump(w_off + row * steps, steps)  # W_REQ, W_DATA: the values
-                block += 1  # W_VALUES_END
+                weights += 1  # WGT
+                weights += _pump(w_off + row * steps, steps)  # W_REQ, W_DATA: the values
+                weights += 1  # W_VALUES_END
                 if n == M:
-                    block += steps  # W_DENSE_IDX
+                    weights += steps  # W_DENSE_IDX
                 else:  # W_REQ, W_DATA: the index bytes, and one cycle per index slot
-                    block += _pump(w_off + rows * steps + row * ibytes, ibytes) + steps
-                block += 1  # W_ROW_END
+                    weights += _pump(w_off + rows * steps + row * ibytes, ibytes) + steps
+                weights += 1  # W_ROW_END
         else:
-            block += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
+            weights += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
         if cmd.op != Op.QK_SOFTMAX:
-            block += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ, RQ_DATA
-        # RUN, STREAM (the tile's steps, its pipeline, C output beats of R elements each, one
-        # element per cycle plus a cycle to take the next beat), TILE_END
-        latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
-        block += 1 + steps + latency + C * (R + 1) + 1
-    block += 1  # BLOCK_END
-    blocks = -(-tokens // C)
-    cyc = 1 + blocks * block  # ENG_START (the job is taken in the same cycle)
+            weights += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ
+    # one tile: RUN, STREAM (the tile's steps, its pipeline, C output beats of R elements,
+    # one element per cycle plus a cycle to take the next beat), TILE_END
+    latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
+    tile = 1 + steps + latency + C * (R + 1) + 1
+    rblocks = -(-rows // R)
+    cyc = 1  # ENG_START (the job is taken in the same cycle)
+    for first in range(0, blocks, per_chunk):
+        b = min(per_chunk, blocks - first)
+        cyc += b * C * G * M + 1 + weights + rblocks * b * tile + 1
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
         # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
