@@ -89,8 +89,11 @@ class EngineOps(wiring.Component):
 
         act_depth = cfg.act_buffer_depth
         act_mem = [Memory(shape=unsigned(8 * M), depth=act_depth, init=[]) for _ in range(C)]
-        wv_mem = [Memory(shape=unsigned(8), depth=cfg.max_k, init=[]) for _ in range(R)]
-        wi_mem = [Memory(shape=unsigned(max(1, ib)), depth=cfg.max_k, init=[]) for _ in range(R)]
+        # weight banks: one per row, 4 slots per word (value bytes; indices of ibw bits)
+        ibw = max(1, ib)
+        w_depth = -(-cfg.max_k // 4)
+        wv_mem = [Memory(shape=unsigned(32), depth=w_depth, init=[]) for _ in range(R)]
+        wi_mem = [Memory(shape=unsigned(4 * ibw), depth=w_depth, init=[]) for _ in range(R)]
         sc_mem = [Memory(shape=unsigned(32 * P), depth=nkb, init=[]) for _ in range(C)]
         mask_mem = Memory(shape=unsigned(P), depth=nkb, init=[])
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
@@ -98,11 +101,20 @@ class EngineOps(wiring.Component):
         m.submodules.mask_mem = mask_mem
         act_w = [mm.write_port(granularity=8) for mm in act_mem]
         act_r = [mm.read_port() for mm in act_mem]
-        wv_w = [mm.write_port() for mm in wv_mem]
+        wv_w = [mm.write_port(granularity=8) for mm in wv_mem]
         wv_r = [mm.read_port() for mm in wv_mem]
-        wi_w = [mm.write_port() for mm in wi_mem]
+        wi_w = [mm.write_port(granularity=ibw) for mm in wi_mem]
         wi_r = [mm.read_port() for mm in wi_mem]
         sc_w = [mm.write_port(granularity=32) for mm in sc_mem]
+
+        def put_value(r, slot, byte):
+            """Write row ``r``'s value of ``slot`` (its byte lane of the slot's word)."""
+            m.d.comb += [wv_w[r].addr.eq(slot >> 2), wv_w[r].data.eq(byte.replicate(4)),
+                         wv_w[r].en.eq(Const(1, 4) << slot[:2])]
+
+        def put_index(r, slot, index):
+            m.d.comb += [wi_w[r].addr.eq(slot >> 2), wi_w[r].data.eq(index.replicate(4)),
+                         wi_w[r].en.eq(Const(1, 4) << slot[:2])]
         sc_r = [mm.read_port() for mm in sc_mem]
         mk_w = mask_mem.write_port(granularity=1)
         mk_r = mask_mem.read_port()
@@ -209,9 +221,11 @@ class EngineOps(wiring.Component):
                      wfifo.r_en.eq(eng.w.ready), eng.a.payload.eq(afifo.r_data),
                      eng.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(eng.a.ready)]
         wbeat = Signal(lay["w"])
+        ws_sel = Signal(2)  # the slot within the word read last cycle
         for r in range(R):
-            m.d.comb += [wbeat[r].value.eq(wv_r[r].data), wbeat[r].index.eq(wi_r[r].data),
-                         wv_r[r].addr.eq(ws), wi_r[r].addr.eq(ws)]
+            m.d.comb += [wbeat[r].value.eq(wv_r[r].data.word_select(ws_sel, 8)),
+                         wbeat[r].index.eq(wi_r[r].data.word_select(ws_sel, ibw)),
+                         wv_r[r].addr.eq(ws >> 2), wi_r[r].addr.eq(ws >> 2)]
         m.d.comb += [wfifo.w_data.eq(wbeat), wfifo.w_en.eq(w_pend)]
         abeat = Signal(lay["a"])
         for c in range(C):
@@ -365,8 +379,7 @@ class EngineOps(wiring.Component):
                                  slot.eq(slot + 1)]
                     for r in range(R):
                         with m.If(i0 == r):
-                            m.d.comb += [wi_w[r].addr.eq(slot), wi_w[r].en.eq(1),
-                                         wi_w[r].data.eq(bits_acc[:max(1, ib)])]
+                            put_index(r, slot, bits_acc[:ibw])
                     with m.If(slot == steps - 1):
                         m.next = "W_ROW_END"
                 with m.Elif(word_n == 0):  # the byte pump needs the next word
@@ -384,8 +397,7 @@ class EngineOps(wiring.Component):
                         with m.If(~idx_phase):
                             for r in range(R):
                                 with m.If(i0 == r):
-                                    m.d.comb += [wv_w[r].addr.eq(i1), wv_w[r].en.eq(1),
-                                                 wv_w[r].data.eq(byte)]
+                                    put_value(r, i1, byte)
                             m.d.sync += i1.eq(i1 + 1)
                             with m.If(left == 1):
                                 m.d.sync += word_n.eq(0)
@@ -403,8 +415,7 @@ class EngineOps(wiring.Component):
             with m.State("W_DENSE_IDX"):  # dense rows: index = slot mod M (implicit)
                 for r in range(R):
                     with m.If(i0 == r):
-                        m.d.comb += [wi_w[r].addr.eq(i1), wi_w[r].en.eq(1),
-                                     wi_w[r].data.eq(i1[:max(1, ib)])]
+                        put_index(r, i1, i1[:ibw])
                 m.d.sync += i1.eq(i1 + 1)
                 with m.If(i1 == steps - 1):
                     m.next = "W_ROW_END"
@@ -455,7 +466,7 @@ class EngineOps(wiring.Component):
                 for c in range(C):
                     m.d.comb += act_r[c].en.eq(a_go)
                 with m.If(w_go):
-                    m.d.sync += [ws.eq(ws + 1), w_pend.eq(1)]
+                    m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
                 with m.If(a_go):
                     m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
                 # results: one element per cycle from the held beat
@@ -550,7 +561,6 @@ class EngineOps(wiring.Component):
             with m.Case(3):
                 for r in range(R):
                     with m.If(tgt_i0 == r):
-                        m.d.comb += [wv_w[r].addr.eq(tgt_i1), wv_w[r].data.eq(value),
-                                     wv_w[r].en.eq(1), wi_w[r].addr.eq(tgt_i1),
-                                     wi_w[r].data.eq(tgt_i1 % M), wi_w[r].en.eq(1)]
+                        put_value(r, tgt_i1, value[:8])
+                        put_index(r, tgt_i1, (tgt_i1 % M)[:ibw])
         return m

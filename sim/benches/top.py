@@ -23,11 +23,11 @@ import warnings
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from sim.runner import bench_params, bench_report_path
-from sim.streams import start_clock
+from sim.streams import CLOCK_NS, start_clock
 from sw.compiler.isa import BUFFERS, REGISTERS
 
 P = bench_params()
@@ -79,14 +79,19 @@ async def _trace(dut, out: list) -> None:
 
 
 async def _wait_done(dut, host, max_cycles: int) -> bool:
-    """Poll ap_done; False when ``max_cycles`` pass first."""
+    """Wait for ap_done; False when ``max_cycles`` pass first. Sleeps until the kernel's busy
+    flag falls (no register polling while it runs: the simulation spends its time in the
+    kernel and device memory), then confirms ap_done over AXI4-Lite."""
     start = cocotb.utils.get_sim_time("ns")
     while True:
         if (await _reg_read(host, "CTRL")) & 0b10:
             return True
-        if (cocotb.utils.get_sim_time("ns") - start) / 10 > max_cycles:
+        left = max_cycles - int((cocotb.utils.get_sim_time("ns") - start) // CLOCK_NS)
+        if left <= 0:
             return False
-        await ClockCycles(dut.clk, 16)
+        if dut.busy.value:
+            await First(FallingEdge(dut.busy), Timer(left * CLOCK_NS, unit="ns"))
+        await ClockCycles(dut.clk, 2)
 
 
 @cocotb.test()
