@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -190,6 +190,20 @@ class EngineOps(wiring.Component):
         # LINEAR: the row's values are staged first, then its indices
         idx_phase = Signal()
         slot = Signal(32)
+        # LINEAR values: words of the request taken / in all, the previous word
+        wk, wtot, prev = Signal(32), Signal(32), Signal(32)
+        entries = Signal(kw)  # words of 4 slots per row: ceil(steps / 4)
+        m.d.comb += entries.eq((steps + 3) >> 2)
+
+        def realign(lo, hi):
+            """The 4 row bytes starting ``skip`` bytes into ``lo`` (continuing into ``hi``)."""
+            return (Cat(lo, hi) >> (skip * 8))[:32]
+
+        def put_values(entry, word):
+            for r in range(R):
+                with m.If(i0 == r):
+                    m.d.comb += [wv_w[r].addr.eq(entry), wv_w[r].data.eq(word),
+                                 wv_w[r].en.eq(0b1111)]
 
         def advance(limit_inner, limit_outer, done_state, on_row=None):
             with m.If(i1 == limit_inner - 1):
@@ -366,15 +380,29 @@ class EngineOps(wiring.Component):
             with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
                 start = Mux(idx_phase, i_row, w_row)
                 nbytes = Mux(idx_phase, ibytes, steps)
+                words = ((start & 3) + nbytes + 3) >> 2
                 m.d.comb += [self.dram_req.valid.eq(1),
                              self.dram_req.payload.addr.eq(start & ~3),
-                             self.dram_req.payload.words.eq(((start & 3) + nbytes + 3) >> 2)]
+                             self.dram_req.payload.words.eq(words)]
                 with m.If(self.dram_req.ready):
                     m.d.sync += [skip.eq(start[:2]), left.eq(nbytes), word_n.eq(0),
-                                 slot.eq(0), bits_n.eq(0), i1.eq(0)]
+                                 slot.eq(0), bits_n.eq(0), i1.eq(0), wk.eq(0), wtot.eq(words)]
                     m.next = "W_DATA"
             with m.State("W_DATA"):
-                with m.If(idx_phase & (bits_n >= ib)):  # an index slot is complete
+                with m.If(~idx_phase):  # values: one word per cycle, realigned to the row
+                    m.d.comb += self.dram_data.ready.eq(1)
+                    with m.If(self.dram_data.valid):
+                        d = self.dram_data.payload
+                        m.d.sync += [prev.eq(d), wk.eq(wk + 1)]
+                        with m.If((skip == 0) | (wk != 0)):
+                            put_values(Mux(skip == 0, wk, wk - 1),
+                                       Mux(skip == 0, d, realign(prev, d)))
+                        with m.If(wk == wtot - 1):
+                            with m.If((skip != 0) & (wtot == entries)):
+                                m.next = "W_FLUSH"
+                            with m.Else():
+                                m.next = "W_VALUES_END"
+                with m.Elif(bits_n >= ib):  # an index slot is complete
                     m.d.sync += [bits_acc.eq(bits_acc >> ib), bits_n.eq(bits_n - ib),
                                  slot.eq(slot + 1)]
                     for r in range(R):
@@ -382,7 +410,7 @@ class EngineOps(wiring.Component):
                             put_index(r, slot, bits_acc[:ibw])
                     with m.If(slot == steps - 1):
                         m.next = "W_ROW_END"
-                with m.Elif(word_n == 0):  # the byte pump needs the next word
+                with m.Elif(word_n == 0):  # the index byte pump needs the next word
                     m.d.comb += self.dram_data.ready.eq(1)
                     with m.If(self.dram_data.valid):
                         m.d.sync += [word.eq(self.dram_data.payload), word_n.eq(4),
@@ -393,18 +421,11 @@ class EngineOps(wiring.Component):
                     with m.If(skip != 0):
                         m.d.sync += skip.eq(skip - 1)
                     with m.Elif(left != 0):
-                        m.d.sync += left.eq(left - 1)
-                        with m.If(~idx_phase):
-                            for r in range(R):
-                                with m.If(i0 == r):
-                                    put_value(r, i1, byte)
-                            m.d.sync += i1.eq(i1 + 1)
-                            with m.If(left == 1):
-                                m.d.sync += word_n.eq(0)
-                                m.next = "W_VALUES_END"
-                        with m.Else():
-                            m.d.sync += [bits_acc.eq(bits_acc | (byte << bits_n)),
-                                         bits_n.eq(bits_n + 8)]
+                        m.d.sync += [left.eq(left - 1), bits_acc.eq(bits_acc | (byte << bits_n)),
+                                     bits_n.eq(bits_n + 8)]
+            with m.State("W_FLUSH"):  # the row's last values sit in the last word alone
+                put_values(wtot - 1, realign(prev, Const(0, 32)))
+                m.next = "W_VALUES_END"
             with m.State("W_VALUES_END"):
                 m.d.sync += i1.eq(0)
                 with m.If(dense):

@@ -66,6 +66,16 @@ def _consume(offset: int, words: int, busy) -> int:
     return taken + 1
 
 
+def _values(start: int, nbytes: int) -> int:
+    """A LINEAR row's values: one word per cycle as the bus delivers them, realigned into
+    4-slot bank words; a row starting mid-word whose last bytes sit in its last word alone
+    needs one more cycle for them (W_FLUSH)."""
+    skip = start & 3
+    words = (skip + nbytes + 3) >> 2
+    flush = int(skip != 0 and words == (nbytes + 3) >> 2)
+    return read_cycles(start - skip, words) + flush
+
+
 def _pump(start: int, nbytes: int) -> int:
     """EngineOps' byte pump: the request state, the read gap, then one cycle to take each
     word and one per byte of it up to the last one needed (leading bytes before ``start``
@@ -102,7 +112,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                     weights += steps  # WGT fills the missing row with zeros
                     continue
                 weights += 1  # WGT
-                weights += _pump(w_off + row * steps, steps)  # W_REQ, W_DATA: the values
+                weights += _values(w_off + row * steps, steps)  # W_REQ, W_DATA, W_FLUSH
                 weights += 1  # W_VALUES_END
                 if n == M:
                     weights += steps  # W_DENSE_IDX
