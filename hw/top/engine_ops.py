@@ -36,15 +36,18 @@ def engine_job_layout() -> data.StructLayout:
 
 class EngineOps(wiring.Component):
     """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
-    :class:`~hw.spmm.engine.SpmmEngine`, tile by tile (token blocks of ``C`` outer, row blocks
-    of ``R`` inner), then requantizes (LINEAR, PV) or feeds the softmax (QK_SOFTMAX).
+    :class:`~hw.spmm.engine.SpmmEngine`, tile by tile, then requantizes (LINEAR, PV) or feeds
+    the softmax (QK_SOFTMAX).
 
-    Per tile it stages the ``C`` tokens' activations from the scratchpad (once per token
-    block) and the ``R`` rows' weights: LINEAR from the params buffer (values and bit-packed
-    indices, as :func:`sw.nm.pack` lays them out), QK from the key rows and PV from the
-    columns of V in the scratchpad (dense); then streams the tile through the engine. QK keeps
-    a token block's raw scores on chip until every key block is done and then runs the
-    block's softmax rows with the key mask.
+    Loop order: *chunks* of token blocks (``C`` tokens each) outer, as many blocks as the
+    activation banks hold (``act_buffer_depth // ceil(K / M)``; QK: one block); row blocks of
+    ``R`` inside; the chunk's token blocks innermost. A chunk's activations are staged once
+    from the scratchpad; each row block's weights are staged once per chunk: LINEAR from the
+    params buffer (values and bit-packed indices, as :func:`sw.nm.pack` lays them out), QK
+    from the key rows and PV from the columns of V in the scratchpad (dense); then the row
+    block streams through the engine against every token block of the chunk. QK keeps a
+    token block's raw scores on chip until every key block is done and then runs the block's
+    softmax rows with the key mask.
 
     Ports
     -----
@@ -56,11 +59,15 @@ class EngineOps(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    Staging moves one byte per cycle (``C * G * M`` per token block, ``R * G * N`` per tile
-    plus the DRAM bursts); the engine then runs the tile at full rate; results leave one
-    element per cycle. Buffers: ``C`` activation banks of ``max_k / M`` x ``M`` bytes, ``R``
-    weight banks of ``max_k`` x ``(8 + log2 M)`` bits, ``C`` score banks of
-    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
+    :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
+    RTL). In short: activations and QK/PV weights move one scratchpad byte per cycle
+    (``C * G * M`` per token block, ``R * G * M`` per row block); a LINEAR row's values one
+    bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
+    bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and
+    ``C * (R + 1)`` cycles to write its results, one element per cycle. Buffers: ``C``
+    activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks and ``R``
+    index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of ``ceil(max_row / P)``
+    x ``32 P`` bits and a ``max_row``-bit key mask.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -181,10 +188,11 @@ class EngineOps(wiring.Component):
         # the target of the byte in flight
         tgt_i0, tgt_i1, tgt_zero = Signal(32), Signal(32), Signal()
         tgt_base = Signal(range(act_depth + 1))  # activations: the block's bank address
-        # DRAM byte pump
-        word, word_n, skip, left = Signal(32), Signal(3), Signal(2), Signal(32)
-        word_i = Signal(2)
-        bits_acc, bits_n = Signal(16), Signal(5)
+        # LINEAR rows from params: leading bytes before the row in its first word; the index
+        # bits queued (LSB first, as sw.nm.pack packs them)
+        skip = Signal(2)
+        left = Signal(32)  # requantizer words to take
+        bits_acc, bits_n = Signal(4 * ib + 32), Signal(range(4 * ib + 33))
         # requantizer parameters of the tile's rows
         rq_regs = Array(Signal(32, name=f"rq{k}") for k in range(3 * R))
         # LINEAR: the row's values are staged first, then its indices
@@ -198,6 +206,12 @@ class EngineOps(wiring.Component):
         def realign(lo, hi):
             """The 4 row bytes starting ``skip`` bytes into ``lo`` (continuing into ``hi``)."""
             return (Cat(lo, hi) >> (skip * 8))[:32]
+
+        def put_indices(entry, word):
+            for r in range(R):
+                with m.If(i0 == r):
+                    m.d.comb += [wi_w[r].addr.eq(entry), wi_w[r].data.eq(word),
+                                 wi_w[r].en.eq(0b1111)]
 
         def put_values(entry, word):
             for r in range(R):
@@ -385,8 +399,8 @@ class EngineOps(wiring.Component):
                              self.dram_req.payload.addr.eq(start & ~3),
                              self.dram_req.payload.words.eq(words)]
                 with m.If(self.dram_req.ready):
-                    m.d.sync += [skip.eq(start[:2]), left.eq(nbytes), word_n.eq(0),
-                                 slot.eq(0), bits_n.eq(0), i1.eq(0), wk.eq(0), wtot.eq(words)]
+                    m.d.sync += [skip.eq(start[:2]), slot.eq(0), bits_n.eq(0), bits_acc.eq(0),
+                                 i1.eq(0), wk.eq(0), wtot.eq(words)]
                     m.next = "W_DATA"
             with m.State("W_DATA"):
                 with m.If(~idx_phase):  # values: one word per cycle, realigned to the row
@@ -402,27 +416,28 @@ class EngineOps(wiring.Component):
                                 m.next = "W_FLUSH"
                             with m.Else():
                                 m.next = "W_VALUES_END"
-                with m.Elif(bits_n >= ib):  # an index slot is complete
-                    m.d.sync += [bits_acc.eq(bits_acc >> ib), bits_n.eq(bits_n - ib),
-                                 slot.eq(slot + 1)]
-                    for r in range(R):
-                        with m.If(i0 == r):
-                            put_index(r, slot, bits_acc[:ibw])
-                    with m.If(slot == steps - 1):
-                        m.next = "W_ROW_END"
-                with m.Elif(word_n == 0):  # the index byte pump needs the next word
-                    m.d.comb += self.dram_data.ready.eq(1)
-                    with m.If(self.dram_data.valid):
-                        m.d.sync += [word.eq(self.dram_data.payload), word_n.eq(4),
-                                     word_i.eq(0)]
-                with m.Else():
-                    byte = word.word_select(word_i, 8)
-                    m.d.sync += [word_i.eq(word_i + 1), word_n.eq(word_n - 1)]
-                    with m.If(skip != 0):
-                        m.d.sync += skip.eq(skip - 1)
-                    with m.Elif(left != 0):
-                        m.d.sync += [left.eq(left - 1), bits_acc.eq(bits_acc | (byte << bits_n)),
-                                     bits_n.eq(bits_n + 8)]
+                with m.Else():  # indices: a bank word of 4 slots per cycle from a bit queue
+                    # emit when 4 slots are queued (or the row's last, once every word is in);
+                    # take a word in the same cycle if what stays queued is less than 4 slots
+                    emit = (bits_n >= 4 * ib) | (wk == wtot)
+                    after = Signal.like(bits_n)  # bits that stay queued
+                    less = (bits_n - 4 * ib).as_unsigned()[:len(bits_n)]
+                    m.d.comb += after.eq(Mux(emit, Mux(bits_n >= 4 * ib, less, 0), bits_n))
+                    take = (wk != wtot) & (after < 4 * ib)
+                    m.d.comb += self.dram_data.ready.eq(take)
+                    got = take & self.dram_data.valid
+                    first = Mux(wk == 0, skip * 8, 0)
+                    incoming = self.dram_data.payload >> first
+                    kept = Mux(emit, bits_acc >> (4 * ib), bits_acc)
+                    m.d.sync += [bits_acc.eq(kept), bits_n.eq(after)]
+                    with m.If(got):
+                        m.d.sync += [bits_acc.eq(kept | (incoming << after)),
+                                     bits_n.eq(after + 32 - first), wk.eq(wk + 1)]
+                    with m.If(emit):
+                        m.d.sync += slot.eq(slot + 1)
+                        put_indices(slot, bits_acc[:4 * ib])
+                        with m.If(slot == entries - 1):
+                            m.next = "W_ROW_END"
             with m.State("W_FLUSH"):  # the row's last values sit in the last word alone
                 put_values(wtot - 1, realign(prev, Const(0, 32)))
                 m.next = "W_VALUES_END"
@@ -434,14 +449,12 @@ class EngineOps(wiring.Component):
                     m.d.sync += idx_phase.eq(1)
                     m.next = "W_REQ"
             with m.State("W_DENSE_IDX"):  # dense rows: index = slot mod M (implicit)
-                for r in range(R):
-                    with m.If(i0 == r):
-                        put_index(r, i1, i1[:ibw])
+                put_indices(i1, Cat(((i1 << 2) + j)[:ib] for j in range(4)))
                 m.d.sync += i1.eq(i1 + 1)
-                with m.If(i1 == steps - 1):
+                with m.If(i1 == entries - 1):
                     m.next = "W_ROW_END"
             with m.State("W_ROW_END"):
-                m.d.sync += [idx_phase.eq(0), i1.eq(0), word_n.eq(0), i0.eq(i0 + 1),
+                m.d.sync += [idx_phase.eq(0), i1.eq(0), i0.eq(i0 + 1),
                              w_row.eq(w_row + steps), i_row.eq(i_row + ibytes)]
                 with m.If(i0 == R - 1):
                     m.next = "RQ"

@@ -17,6 +17,7 @@ depends only on the offset inside its buffer. With random pauses on the bus (the
 
 from __future__ import annotations
 
+import functools
 import math
 
 from hw.config import AcceleratorConfig
@@ -76,13 +77,37 @@ def _values(start: int, nbytes: int) -> int:
     return read_cycles(start - skip, words) + flush
 
 
-def _pump(start: int, nbytes: int) -> int:
-    """EngineOps' byte pump: the request state, the read gap, then one cycle to take each
-    word and one per byte of it up to the last one needed (leading bytes before ``start``
-    included)."""
-    skip = start & 3
-    words = (skip + nbytes + 3) >> 2
-    return 1 + READ_GAP + words + skip + nbytes
+def _words(start: int, nbytes: int) -> int:
+    return ((start & 3) + nbytes + 3) >> 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _indices(skip: int, beats: tuple, steps: int, ib: int) -> int:
+    """A LINEAR row's indices (EngineOps W_REQ, W_DATA with idx_phase), cycle by cycle: each
+    cycle emits a bank word of 4 slots when ``4 ib`` bits are queued (or the row's last slots
+    once every word is in) and takes a bus word if fewer than ``4 ib`` bits stay queued.
+    ``beats``: the request's bursts. Cycles from the request state to the last emission."""
+    words = sum(beats)
+    entries = -(-steps // 4)
+    burst_end = set()
+    k = 0
+    for n in beats:
+        k += n
+        burst_end.add(k)  # words taken when a burst is done
+    t, avail, wk, bits, ent = 1, 1 + READ_GAP, 0, 0, 0
+    while True:
+        emit = bits >= 4 * ib or wk == words
+        after = (bits - 4 * ib if bits >= 4 * ib else 0) if emit else bits
+        if wk < words and after < 4 * ib and avail <= t:
+            after += 32 - 8 * skip if wk == 0 else 32
+            wk += 1
+            avail = t + (1 + READ_GAP if wk in burst_end else 1)
+        bits = after
+        if emit:
+            ent += 1
+            if ent == entries:
+                return t + 1
+        t += 1
 
 
 def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FSM
@@ -115,9 +140,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 weights += _values(w_off + row * steps, steps)  # W_REQ, W_DATA, W_FLUSH
                 weights += 1  # W_VALUES_END
                 if n == M:
-                    weights += steps  # W_DENSE_IDX
-                else:  # W_REQ, W_DATA: the index bytes, and one cycle per index slot
-                    weights += _pump(w_off + rows * steps + row * ibytes, ibytes) + steps
+                    weights += -(-steps // 4)  # W_DENSE_IDX: a bank word of 4 slots per cycle
+                else:  # W_REQ, W_DATA: the index words, a bank word of 4 slots per cycle
+                    istart = w_off + rows * steps + row * ibytes
+                    beats = tuple(bursts(istart & ~3, _words(istart, ibytes)))
+                    weights += _indices(istart & 3, beats, steps, ib)
                 weights += 1  # W_ROW_END
         else:
             weights += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
