@@ -13,6 +13,7 @@ the index of the rising edge that completes it (:func:`edge_index`).
 
 from __future__ import annotations
 
+import os
 import random
 
 from cocotb.triggers import FallingEdge, RisingEdge
@@ -21,6 +22,7 @@ from cocotb.utils import get_sim_time
 __all__ = ["StreamSource", "StreamSink", "edge_index", "start_clock", "reset"]
 
 CLOCK_NS = 10
+CLOCK_IMPL = os.environ.get("NMACCEL_CLOCK", "gpi")
 
 
 def edge_index() -> int:
@@ -32,7 +34,7 @@ async def start_clock(dut):
     import cocotb
     from cocotb.clock import Clock
 
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl=CLOCK_IMPL).start(start_high=False))
 
 
 #: stream ports the benches' DUTs use: held idle from reset on, so no X/Z reaches a register
