@@ -228,9 +228,10 @@ def test_rtl_check_path_on_ref(bench):
     assert r["kernel_ratio"] == 1.0 and r["rtl_cycles"] == r["kernel_model_cycles"]
     c = _case(report, "tiny", "2:4")
     assert r["model_cycles"] == c["model_cycles"] and r["rtl_cycles"] == c["kernel_cycles"]
-    assert r["ratio"] == c["rtl_ratio"] == c["kernel_cycles"] / c["model_cycles"] > 1
-    assert c["rtl_extrapolated_ms"] == pytest.approx(c["kernel_cycles"] / 1e5)
-    assert "rtl_ratio" not in _case(report, "fastmem", "2:4")  # not checked on that preset
+    assert r["ratio"] == c["kernel_cycles"] / c["model_cycles"] > 1
+    assert c["rtl_kernel_ratio"] == 1.0
+    assert c["kernel_ms"] == pytest.approx(c["kernel_cycles"] / 1e5)
+    assert "rtl_kernel_ratio" not in _case(report, "fastmem", "2:4")  # not checked there
 
 
 def test_plot_written(bench):
@@ -247,11 +248,13 @@ def _fake_report():
                     "ecp5": {"clock": {"label": "no Fmax measured"}}},
         "rtl_checks": [{"status": "OK", "preset": "tiny", "model": "minilm", "layers": 1,
                         "seq": 16, "sparsity": "2:4", "simulator": "verilator",
-                        "rtl_cycles": 10_806_082, "model_cycles": 923_342,
-                        "ratio": 10_806_082 / 923_342, "bit_exact": True}],
+                        "rtl_cycles": 1_734_288, "model_cycles": 923_342,
+                        "ratio": 1_734_288 / 923_342, "kernel_model_cycles": 1_734_288,
+                        "kernel_ratio": 1.0, "bit_exact": True}],
         "cases": [
             {"model": "bert-base", "preset": "u200", "sparsity": "2:4", "nm": "4:8",
              "status": "ok", "model_cycles": 1_627_226, "latency_ms": 5.424, "floor_ms": 1.398,
+             "kernel_cycles": 3_000_000, "kernel_ms": 10.0,
              "utilisation": 0.258, "bound": "compute", "best_cpu": {"backend": "ort-int8",
                                                                     "median_ms": 240.9},
              "speedup": 44.4},
@@ -270,7 +273,8 @@ def test_readme_table_between_markers(tmp_path):
     assert "| BERT-base (random weights) | u200 | 2:4 (as 4:8) | 1,627,226 | 5.4 ms |" in table
     assert "44.4x" in table and "240.9 ms (ort-int8)" in table
     assert "does not fit: the encoder needs 1 bytes" in table
-    assert "RTL/model = 11.70" in table and "no Fmax measured" in table
+    assert "1.0000 x the kernel model** (1,734,288) and 1.88 x the block model" in table
+    assert "| 10.0 ms (3,000,000 cycles) |" in table and "no Fmax measured" in table
     before, after = "# Title\n\nintro text\n", "\n\n## Next\nmore text\n"
     readme = tmp_path / "README.md"
     readme.write_text(f"{before}{BEGIN}\nold table\n{END}{after}")
