@@ -772,8 +772,8 @@ def _markers(text: str, path) -> tuple[int, int]:
 
 def format_report(report: dict) -> str:
     """A terminal summary of the report."""
-    lines = [f"encoder benchmark, batch 1, seq {report['seq']} (accelerator: cycle-model "
-             "projections)"]
+    lines = [f"encoder benchmark, batch 1, seq {report['seq']} (accelerator: block-model "
+             "projections, and the RTL kernel as built)"]
     for c in report["cases"]:
         head = f"  {c['model']:10s} {_case_label(c):18s}"
         if c["status"] != "ok":
@@ -782,13 +782,15 @@ def format_report(report: dict) -> str:
         lat = _ms(c.get("latency_ms")) if c.get("latency_ms") else "no clock"
         util = f"{c['utilisation']:.2f}" if c.get("utilisation") else "-"
         sp = f", {c['speedup']:.1f}x vs {c['best_cpu']['backend']}" if c.get("speedup") else ""
+        kern = _ms(c["kernel_ms"]) if c.get("kernel_ms") else f"{c['kernel_cycles']:,} cycles"
         lines.append(f"{head} {c['model_cycles']:>12,} cycles, {lat:>10s} (floor "
-                     f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}")
+                     f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}; RTL kernel as "
+                     f"built: {kern}")
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
-            lines.append(f"  RTL check {r['preset']}: {r['rtl_cycles']:,} RTL / "
-                         f"{r['model_cycles']:,} model cycles = {r['ratio']:.2f}, bit-exact "
-                         f"{r['bit_exact']}")
+            lines.append(f"  RTL check {r['preset']}: {r['rtl_cycles']:,} RTL cycles = "
+                         f"{r['kernel_ratio']:.4f} x the kernel model, {r['ratio']:.2f} x "
+                         f"the block model; bit-exact {r['bit_exact']}")
         else:
             lines.append(f"  RTL check {r['preset']}: {r.get('status')} {r.get('error', '')}")
     return "\n".join(lines)
