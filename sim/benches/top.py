@@ -18,6 +18,7 @@ memory is written to ``image_out``.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import warnings
 from pathlib import Path
@@ -105,6 +106,9 @@ async def run_program(dut):
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_gmem_"), dut.clk, dut.rst, size=len(image))
     ram.write(0, image)
     host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control_"), dut.clk, dut.rst)
+    for model in (ram, host):  # one INFO line per burst slows long runs and floods the log
+        for side in (model.write_if, model.read_if):
+            side.log.setLevel(logging.WARNING)
     if P.get("stall"):
         rng = random.Random(int(P.get("seed", 1)))
         for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
