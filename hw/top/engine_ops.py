@@ -63,11 +63,12 @@ class EngineOps(wiring.Component):
     RTL). In short: activations and QK/PV weights move one scratchpad byte per cycle
     (``C * G * M`` per token block, ``R * G * M`` per row block); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
-    bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and
-    ``C * (R + 1)`` cycles to write its results, one element per cycle. Buffers: ``C``
-    activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks and ``R``
-    index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of ``ceil(max_row / P)``
-    x ``32 P`` bits and a ``max_row``-bit key mask.
+    bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and, per
+    output beat, a cycle to take it and one per scratchpad word its ``R`` results span
+    (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R``, one score per cycle).
+    Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
+    and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
+    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -272,6 +273,7 @@ class EngineOps(wiring.Component):
         held = Signal()
         held_v = Array(Signal(signed(32), name=f"hv{k}") for k in range(R))
         hr = Signal(range(R + 1))  # lane being written out
+        n_out = Signal(range(5))  # lanes written this cycle
         beats_out = Signal(32)
         m.d.comb += [eng.o.ready.eq(Mux(is_qk, ~held, rq.i.ready)), rq.o.ready.eq(~held)]
         with m.If(~held):
@@ -508,6 +510,7 @@ class EngineOps(wiring.Component):
                     t = t0 + beats_out
                     rrow = r0 + hr
                     val = held_v[hr]
+                    m.d.comb += n_out.eq(1)  # QK: one score per cycle
                     with m.If(is_qk):
                         for c in range(C):
                             with m.If(beats_out == c):
@@ -515,14 +518,37 @@ class EngineOps(wiring.Component):
                                              sc_w[c].data.eq(val.as_unsigned().replicate(P)),
                                              sc_w[c].en.eq(Mux(rrow < job.rows,
                                                                1 << (rrow % P), 0))]
-                    with m.Elif((t < job.tokens) & (rrow < job.rows)):
-                        sat8 = Mux(val > 127, 127, Mux(val < -128, -128, val))
-                        spm_write(out_ptr + Mux(job.out_bits == 16, rrow << 1, rrow),
-                                  Mux(job.out_bits == 16, val, sat8).as_unsigned(),
-                                  job.out_bits == 16)
-                    m.d.sync += hr.eq(hr + 1)
-                    with m.If(hr == R - 1):
-                        m.d.sync += [held.eq(0), beats_out.eq(beats_out + 1),
+                    with m.Else():  # LINEAR / PV: the beat's elements that share a word
+                        sixteen = job.out_bits == 16
+                        addr = Signal(32)
+                        m.d.comb += addr.eq(out_ptr + Mux(sixteen, rrow << 1, rrow))
+                        off = Signal(2)  # the first element's lane: byte (int8) or half
+                        m.d.comb += off.eq(Mux(sixteen, addr[1], addr[:2]))
+                        room = Mux(sixteen, 2, 4) - off
+                        m.d.comb += n_out.eq(Mux(R - hr < room, R - hr, room))
+                        vals = [held_v[hr + d] for d in range(4)]
+                        sat = [Mux(v > 127, 127, Mux(v < -128, -128, v))[:8] for v in vals]
+                        m.d.comb += self.w_addr.eq(addr >> 2)
+                        for j in range(4):  # byte lane j of the word
+                            for o in range(4):
+                                with m.If(off == o):
+                                    d8, d16 = j - o, (j >> 1) - o
+                                    if 0 <= d8 < 4:
+                                        with m.If(~sixteen):
+                                            m.d.comb += self.w_data.word_select(j, 8).eq(sat[d8])
+                                            m.d.comb += self.w_en[j].eq(
+                                                (d8 < n_out) & (rrow + d8 < job.rows)
+                                                & (t < job.tokens))
+                                    if 0 <= d16 < 2 and o < 2:
+                                        with m.If(sixteen):
+                                            m.d.comb += self.w_data.word_select(j, 8).eq(
+                                                vals[d16][8 * (j & 1):8 * (j & 1) + 8])
+                                            m.d.comb += self.w_en[j].eq(
+                                                (d16 < n_out) & (rrow + d16 < job.rows)
+                                                & (t < job.tokens))
+                    m.d.sync += hr.eq(hr + n_out)
+                    with m.If(hr + n_out >= R):
+                        m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
                                      out_ptr.eq(out_ptr + job.out_stride)]
                         with m.If(beats_out == C - 1):
                             m.next = "TILE_END"

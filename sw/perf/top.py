@@ -150,15 +150,29 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             weights += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
         if cmd.op != Op.QK_SOFTMAX:
             weights += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ
-    # one tile: RUN, STREAM (the tile's steps, its pipeline, C output beats of R elements,
-    # one element per cycle plus a cycle to take the next beat), TILE_END
+    # one tile: RUN, STREAM (the tile's steps, its pipeline, then C output beats, each a cycle
+    # to take it and its write-out), TILE_END
     latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
-    tile = 1 + steps + latency + C * (R + 1) + 1
+    tile = 1 + steps + latency + C + 1
     rblocks = -(-rows // R)
+    if cmd.op == Op.QK_SOFTMAX:  # scores: one per cycle into the score banks
+        def drain(t0: int, r0: int) -> int:
+            return C * R
+    else:  # results: every element of the beat that shares a scratchpad word, per cycle
+        out, stride = a["out"], a["out_stride"]
+        eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
+
+        def drain(t0: int, r0: int) -> int:
+            total = 0
+            for t in range(t0, t0 + C):
+                lane = (out + t * stride + r0 * eb) % 4 // eb
+                total += (lane + R + 4 // eb - 1) // (4 // eb)
+            return total
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
         cyc += b * C * G * M + 1 + weights + rblocks * b * tile + 1
+        cyc += sum(drain((first + tb) * C, r0) for r0 in range(0, rows, R) for tb in range(b))
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
         # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
