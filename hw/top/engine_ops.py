@@ -60,8 +60,9 @@ class EngineOps(wiring.Component):
     Latency / throughput / resources
     --------------------------------
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
-    RTL). In short: activations and QK/PV weights move one scratchpad byte per cycle
-    (``C * G * M`` per token block, ``R * G * M`` per row block); a LINEAR row's values one
+    RTL). In short: activations move a scratchpad word per cycle (``G * M / 4`` per token
+    row, one more when the row starts mid-word); QK/PV weights one byte per cycle
+    (``R * G * M`` per row block); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and, per
     output beat, a cycle to take it and one per scratchpad word its ``R`` results span
@@ -189,6 +190,10 @@ class EngineOps(wiring.Component):
         # the target of the byte in flight
         tgt_i0, tgt_i1, tgt_zero = Signal(32), Signal(32), Signal()
         tgt_base = Signal(range(act_depth + 1))  # activations: the block's bank address
+        tgt_skip = Signal(2)  # activations: the row's leading bytes in its first word
+        prev_a = Signal(32)  # activations: the word that landed last
+        act_words = Signal(kw)  # words of a staged row: G * M / 4
+        m.d.comb += act_words.eq((G * M) >> 2)
         # LINEAR rows from params: leading bytes before the row in its first word; the index
         # bits queued (LSB first, as sw.nm.pack packs them)
         skip = Signal(2)
@@ -349,11 +354,14 @@ class EngineOps(wiring.Component):
             # activations of a chunk of token blocks: C rows x G*M bytes per block; token row
             # at goes to bank at % C from address abase (next_act_row ends the chunk)
             with m.State("ACT"):
-                valid = (at < job.tokens) & (i1 < job.k)
-                m.d.comb += [rd_issue.eq(valid), rd_addr.eq(act_ptr + i1)]
-                m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~valid), land_kind.eq(2),
-                             tgt_base.eq(abase)]
-                with m.If(i1 == G * M - 1):
+                # a scratchpad word per cycle (i1 counts them); a row starting mid-word reads
+                # one word more and lands realigned; padding rows land zeros
+                row_ok = at < job.tokens
+                a_skip = Mux(row_ok, act_ptr[:2], 0)
+                m.d.comb += [rd_issue.eq(row_ok), rd_addr.eq((act_ptr & ~3) + (i1 << 2))]
+                m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
+                             land_kind.eq(2), tgt_base.eq(abase), tgt_skip.eq(a_skip)]
+                with m.If(i1 == Mux(a_skip != 0, act_words, act_words - 1)):
                     m.d.sync += i1.eq(0)
                     next_act_row()
                 with m.Else():
@@ -612,12 +620,20 @@ class EngineOps(wiring.Component):
             with m.Case(1):
                 m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq((value != 0).replicate(P)),
                              mk_w.en.eq(Const(1, P) << (tgt_i1 % P))]
-            with m.Case(2):
+            with m.Case(2):  # activation words: 4 bytes of a token row, zero past k
+                word_in = Mux(tgt_zero, 0, self.r_data)
+                m.d.sync += prev_a.eq(word_in)
+                entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
+                aligned = Mux(tgt_skip == 0, word_in,
+                              (Cat(prev_a, word_in) >> (tgt_skip * 8))[:32])
+                first = entry << 2  # the word's first element of the row
+                kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0)
+                           for j in range(4))
                 for c in range(C):
-                    with m.If(tgt_i0 == c):
-                        m.d.comb += [act_w[c].addr.eq(tgt_base + tgt_i1 // M),
-                                     act_w[c].data.eq(value.replicate(M)),
-                                     act_w[c].en.eq(Const(1, M) << (tgt_i1 % M))]
+                    with m.If((tgt_i0 == c) & ((tgt_skip == 0) | (tgt_i1 != 0))):
+                        m.d.comb += [act_w[c].addr.eq(tgt_base + first // M),
+                                     act_w[c].data.eq(kept.replicate(M // 4)),
+                                     act_w[c].en.eq(Const(0b1111, M) << (first % M))]
             with m.Case(3):
                 for r in range(R):
                     with m.If(tgt_i0 == r):

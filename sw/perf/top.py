@@ -117,11 +117,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     if cmd.op == Op.LINEAR:
         tokens, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
         w_off, rq_off = a["w_off"], a["rq_off"]
+        act, act_stride = a["a"], a["a_stride"]
     elif cmd.op == Op.QK_SOFTMAX:
         tokens, k, rows, n = a["tokens"], a["d"], a["tokens"], M
+        act, act_stride = a["q"], a["stride"]
     else:  # PV
         tokens, k, rows, n = a["tokens"], a["tokens"], a["d"], M
         rq_off = a["rq_off"]
+        act, act_stride = a["p"], a["p_stride"]
     G = -(-k // M)
     steps = G * n
     ibytes = (steps * ib + 7) >> 3
@@ -171,7 +174,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
-        cyc += b * C * G * M + 1 + weights + rblocks * b * tile + 1
+        # ACT: a scratchpad word per cycle, one more for a row starting mid-word; ACT_LAST
+        rows_staged = range(first * C, (first + b) * C)
+        cyc += sum(G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
+                   for t in rows_staged) + 1
+        cyc += weights + rblocks * b * tile + 1
         cyc += sum(drain((first + tb) * C, r0) for r0 in range(0, rows, R) for tb in range(b))
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
