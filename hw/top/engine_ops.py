@@ -61,8 +61,8 @@ class EngineOps(wiring.Component):
     --------------------------------
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
     RTL). In short: activations move a scratchpad word per cycle (``G * M / 4`` per token
-    row, one more when the row starts mid-word); QK/PV weights one byte per cycle
-    (``R * G * M`` per row block); a LINEAR row's values one
+    row, one more when the row starts mid-word), QK's key rows likewise; PV's columns of V
+    one byte per cycle (``R * G * M`` per row block); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and, per
     output beat, a cycle to take it and one per scratchpad word its ``R`` results span
@@ -180,9 +180,10 @@ class EngineOps(wiring.Component):
                 m.d.comb += [self.w_data.eq(value[:8] << (addr[:2] * 8)),
                              self.w_en.eq(Const(1, 4) << addr[:2])]
 
-        # every staging cycle issues one element (a read, or a zero for padding) whose byte
-        # lands in its buffer the next cycle: kind 1 = mask, 2 = activations, 3 = weights
-        land_kind = Signal(2)
+        # every staging cycle issues one read (or a zero for padding) whose data lands in its
+        # buffer the next cycle: kind 1 = mask byte, 2 = activation word, 3 = weight byte,
+        # 4 = key word (QK weights)
+        land_kind = Signal(3)
         m.d.sync += land_kind.eq(0)
 
         # counters shared by the phases
@@ -388,12 +389,24 @@ class EngineOps(wiring.Component):
                             m.d.sync += i1.eq(i1 + 1)
                     with m.Else():
                         m.next = "W_REQ"
+                with m.Elif(is_qk):
+                    # QK: row = key, w[key, s] = k[key, s]: a word of the key row per cycle,
+                    # landed realigned like the activations (one more word when mid-word)
+                    row_ok = row < job.rows
+                    k_skip = Mux(row_ok, w_row[:2], 0)
+                    m.d.comb += [rd_issue.eq(row_ok), rd_addr.eq((w_row & ~3) + (i1 << 2))]
+                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
+                                 land_kind.eq(4), tgt_skip.eq(k_skip)]
+                    with m.If(i1 == Mux(k_skip != 0, entries, entries - 1)):
+                        m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_row.eq(w_row + job.w_stride)]
+                        with m.If(i0 == R - 1):
+                            m.next = "WGT_LAST"
+                    with m.Else():
+                        m.d.sync += i1.eq(i1 + 1)
                 with m.Else():
-                    # QK: row = key, w[key, s] = k[key, s]; PV: row = channel, w[c, s] = v[s, c]
-                    valid = Mux(is_qk, (row < job.rows) & (i1 < job.k),
-                                (row < job.rows) & (i1 < job.k))
-                    m.d.comb += [rd_issue.eq(valid),
-                                 rd_addr.eq(Mux(is_qk, w_row + i1, w_col + row))]
+                    # PV: row = channel, w[c, s] = v[s, c]: a column, one byte per cycle
+                    valid = (row < job.rows) & (i1 < job.k)
+                    m.d.comb += [rd_issue.eq(valid), rd_addr.eq(w_col + row)]
                     m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid),
                                  land_kind.eq(3)]
                     with m.If(i1 == steps - 1):
@@ -616,19 +629,26 @@ class EngineOps(wiring.Component):
 
         # staged bytes land one cycle after their read (or as zeros for padding)
         value = Mux(tgt_zero, 0, rd_byte)
+        # word landings: realigned to the row (tgt_skip leading bytes), zero past k
+        word_in = Mux(tgt_zero, 0, self.r_data)
+        entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
+        aligned = Mux(tgt_skip == 0, word_in, (Cat(prev_a, word_in) >> (tgt_skip * 8))[:32])
+        first = entry << 2  # the word's first element of the row
+        kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0) for j in range(4))
         with m.Switch(land_kind):
             with m.Case(1):
                 m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq((value != 0).replicate(P)),
                              mk_w.en.eq(Const(1, P) << (tgt_i1 % P))]
-            with m.Case(2):  # activation words: 4 bytes of a token row, zero past k
-                word_in = Mux(tgt_zero, 0, self.r_data)
+            with m.Case(4):  # key words: 4 slots of a key row, their dense indices
                 m.d.sync += prev_a.eq(word_in)
-                entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
-                aligned = Mux(tgt_skip == 0, word_in,
-                              (Cat(prev_a, word_in) >> (tgt_skip * 8))[:32])
-                first = entry << 2  # the word's first element of the row
-                kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0)
-                           for j in range(4))
+                for r in range(R):
+                    with m.If((tgt_i0 == r) & ((tgt_skip == 0) | (tgt_i1 != 0))):
+                        m.d.comb += [wv_w[r].addr.eq(entry), wv_w[r].data.eq(kept),
+                                     wv_w[r].en.eq(0b1111), wi_w[r].addr.eq(entry),
+                                     wi_w[r].data.eq(Cat((first + j)[:ib] for j in range(4))),
+                                     wi_w[r].en.eq(0b1111)]
+            with m.Case(2):  # activation words: 4 bytes of a token row, zero past k
+                m.d.sync += prev_a.eq(word_in)
                 for c in range(C):
                     with m.If((tgt_i0 == c) & ((tgt_skip == 0) | (tgt_i1 != 0))):
                         m.d.comb += [act_w[c].addr.eq(tgt_base + first // M),

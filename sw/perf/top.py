@@ -149,8 +149,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                     beats = tuple(bursts(istart & ~3, _words(istart, ibytes)))
                     weights += _indices(istart & 3, beats, steps, ib)
                 weights += 1  # W_ROW_END
+        elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
+            weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
+                           for r in range(r0, r0 + R)) + 1
         else:
-            weights += R * steps + 1  # WGT, WGT_LAST: one scratchpad byte per cycle
+            weights += R * steps + 1  # WGT, WGT_LAST: a column of V, one byte per cycle
         if cmd.op != Op.QK_SOFTMAX:
             weights += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ
     # one tile: RUN, STREAM (the tile's steps, its pipeline, then C output beats, each a cycle
