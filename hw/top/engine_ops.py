@@ -449,13 +449,13 @@ class EngineOps(wiring.Component):
                     take = (wk != wtot) & (after < 4 * ib)
                     m.d.comb += self.dram_data.ready.eq(take)
                     got = take & self.dram_data.valid
-                    first = Mux(wk == 0, skip * 8, 0)
-                    incoming = self.dram_data.payload >> first
-                    kept = Mux(emit, bits_acc >> (4 * ib), bits_acc)
-                    m.d.sync += [bits_acc.eq(kept), bits_n.eq(after)]
+                    lead = Mux(wk == 0, skip * 8, 0)  # bits before the row in its first word
+                    incoming = self.dram_data.payload >> lead
+                    queued = Mux(emit, bits_acc >> (4 * ib), bits_acc)
+                    m.d.sync += [bits_acc.eq(queued), bits_n.eq(after)]
                     with m.If(got):
-                        m.d.sync += [bits_acc.eq(kept | (incoming << after)),
-                                     bits_n.eq(after + 32 - first), wk.eq(wk + 1)]
+                        m.d.sync += [bits_acc.eq(queued | (incoming << after)),
+                                     bits_n.eq(after + 32 - lead), wk.eq(wk + 1)]
                     with m.If(emit):
                         m.d.sync += slot.eq(slot + 1)
                         put_indices(slot, bits_acc[:4 * ib])
