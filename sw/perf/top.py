@@ -3,9 +3,13 @@
 :func:`sw.driver.executor.command_cycles` gives what the blocks (engine, vector units) need for
 a command, fed at full rate: the architecture's target. This module gives what the kernel in
 ``hw/top`` takes today, state by state: the command fetch and checks, the DMA bursts, the
-byte-serial operand staging of :class:`~hw.top.engine_ops.EngineOps`, the element-serial
-gather and scatter of :class:`~hw.top.vector_ops.VectorOps`. ``tests/test_sim_top.py`` checks
-it against the RTL's cycle counter, command by command, with device memory always ready.
+operand staging and result write-out of :class:`~hw.top.engine_ops.EngineOps`, the
+element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`.
+``tests/test_sim_top.py`` checks it against the RTL's cycle counter, with device memory
+always ready. The state sequence is read from the RTL; a few pipeline constants (the
+stream's ``STREAM_LATENCY``, the softmax row's and the vector commands' end costs) were
+read off per-command traces of the RTL (the top bench's ``trace`` option) and are held
+there by the same tests: change the RTL, re-trace, and mend the model with it.
 
 Device memory: the cocotbext-axi RAM model answers a read burst's address 3 cycles after the
 reader's request state (``READ_GAP``: the reader's SIZE and AR states and the RAM's latency),
@@ -24,6 +28,7 @@ from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
+from sw.perf.engine import CAPTURE_LATENCY
 
 __all__ = ["READ_GAP", "bursts", "read_cycles", "command_cycles", "program_cycles"]
 
@@ -190,9 +195,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     return cyc
 
 
-#: cycles from STREAM's first cycle to the engine's first output, past the tile's steps
-#: (the feed FIFO and the engine's capture); LINEAR and PV add the requantizer's latency
-STREAM_LATENCY = 5
+#: cycles from STREAM's first cycle to the engine's first output, past the tile's steps: the
+#: feed (bank read, FIFO write, FIFO output register) and the engine's capture; LINEAR and PV
+#: add the requantizer's latency
+FEED_LATENCY = 3
+STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
 
 
 def softmax_row_cycles(length: int, P: int) -> int:
