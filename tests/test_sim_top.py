@@ -4,6 +4,8 @@ Every run compares the whole device memory after the run, the status and the sto
 command's index of the ``rtl`` backend with the ``ref`` backend's, on the same Program.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -305,7 +307,7 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm):
     inp[701:701 + tokens] = [1, 1, 0, 1, 1]  # the key mask
     out = {}
     for kind in ("ref", "rtl"):
-        dev = open_device(kind, cfg)
+        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
         bufs = {b: dev.allocate(size, b) for b, size in (
             ("program", len(program)), ("params", len(params)), ("input", 2048),
             ("output", 1200))}
@@ -314,6 +316,15 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm):
             dev.write(bufs[b], data)
         res = dev.wait(dev.run(**bufs), timeout=120)
         assert res.status == Status.OK
-        out[kind] = (dev.read(bufs["output"]), res.cycles)
+        out[kind] = (dev.read(bufs["output"]), res)
     assert out["rtl"][0] == out["ref"][0]
-    assert out["rtl"][1] == program_cycles(Program.from_bytes(program).commands, cfg)
+    commands = Program.from_bytes(program).commands
+    assert out["rtl"][1].cycles == program_cycles(commands, cfg)
+    # command by command: the cycle counter when each command was fetched (the bench's trace)
+    from sw.perf.top import HEADER, command_cycles
+
+    fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(commands)}
+    want = HEADER
+    for i, cmd in enumerate(commands):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += command_cycles(cmd, cfg)
