@@ -424,7 +424,8 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
              f"({nc}:{mc}) on {device}{f' ({sim})' if sim else ''}; kernel model "
              f"{ref_res.cycles:,} cycles")
     t1 = time.monotonic()
-    with open_device(device, cfg) as dev:
+    kwargs = {"max_cycles": max(50_000_000, 2 * ref_res.cycles)} if device == "rtl" else {}
+    with open_device(device, cfg, **kwargs) as dev:
         y, res = run_on_device(dev, compiled, xq, mask)
     run_s = time.monotonic() - t1
     floor = ideal_program_cycles(compiled)
