@@ -73,8 +73,17 @@ _TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module
                       re.MULTILINE)
 
 
-def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = False) -> Path:
+_VERILOG_CACHE: dict[tuple, str] = {}
+
+
+def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = False,
+                 cache_key: str | None = None) -> Path:
     """Write ``component`` as Verilog module ``name`` to ``path`` (skipped when unchanged).
+
+    ``cache_key``: a string that determines the component's hardware (e.g. its config as
+    JSON); the Verilog is then converted once per process and key, not on every call, and
+    ``component`` may be a callable that builds the component (only called on a miss, so
+    no component is built and left unelaborated).
 
     ``time0_trigger`` (for Icarus): Yosys makes every ``always @*`` block read a trigger
     register initialised to 0 so that the block runs at time 0, but on Icarus that
@@ -84,10 +93,17 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
     """
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name, emit_src=False)
-    if time0_trigger:
-        text = _TRIGGER.sub(lambda mt: f"{mt.group(1)}reg {mt.group(2)}= 0;\n"
-                                       f"{mt.group(1)}initial #0 {mt.group(2)}= 1;", text)
+    key = (cache_key, name, time0_trigger)
+    text = _VERILOG_CACHE.get(key) if cache_key is not None else None
+    if text is None:
+        if callable(component) and not hasattr(component, "elaborate"):
+            component = component()
+        text = verilog.convert(component, name=name, emit_src=False)
+        if time0_trigger:
+            text = _TRIGGER.sub(lambda mt: f"{mt.group(1)}reg {mt.group(2)}= 0;\n"
+                                           f"{mt.group(1)}initial #0 {mt.group(2)}= 1;", text)
+        if cache_key is not None:
+            _VERILOG_CACHE[key] = text
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -108,12 +124,14 @@ def run_bench(
     sim: str | None = None,
     build_root: Path | None = None,
     testcase: str | None = None,
+    cache_key: str | None = None,
 ) -> dict | None:
     """Emit ``component`` as Verilog and run the cocotb module ``bench`` on it.
 
     Returns the JSON report the bench wrote (or ``None``). Raises :class:`BenchFailed` when a
     cocotb test fails. ``params`` must be JSON-serialisable; ``testcase`` runs only the named
-    cocotb test of the module. Benches enforce their own watchdogs.
+    cocotb test of the module; ``cache_key`` (see :func:`emit_verilog`) skips converting the
+    same hardware again in this process. Benches enforce their own watchdogs.
     """
     from cocotb_tools.runner import get_runner
 
@@ -125,7 +143,7 @@ def run_bench(
     case_dir = root / _safe(bench.rsplit(".", 1)[-1]) / sim / _safe(case)
     case_dir.mkdir(parents=True, exist_ok=True)
     source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v",
-                          time0_trigger=sim == "icarus")
+                          time0_trigger=sim == "icarus", cache_key=cache_key)
 
     # Rebuild when the Verilog or the build options change (cocotb's runner would otherwise
     # reuse a stale simulator binary for Verilator).

@@ -15,7 +15,8 @@ from sw.driver.device import DeviceError, DeviceTimeout, open_device
 
 pytestmark = pytest.mark.sim
 
-CFG = preset("tiny").replace(spm_kib=16)
+# a small kernel: 16 KiB scratchpad, activation banks of 64 words (Icarus builds it fast)
+CFG = preset("tiny").replace(spm_kib=16, max_k=256, act_buffer_depth=64)
 SEED = 7
 OUT = 512
 

@@ -54,8 +54,9 @@ class RtlDevice(RefDevice):
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace}
-        report = run_bench(component=Accelerator(config=self.config), bench="sim.benches.top",
-                           case=case, params=params, build_root=root)
+        report = run_bench(component=lambda: Accelerator(config=self.config),
+                           bench="sim.benches.top", case=case, params=params, build_root=root,
+                           cache_key=f"Accelerator {self.config.to_json()}")
         self.memory[:] = image_out.read_bytes()
         if report["timed_out"]:
             return RunResult(status=Status.TIMEOUT, command=-1, cycles=self.max_cycles,
