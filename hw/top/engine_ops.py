@@ -15,7 +15,7 @@ from hw.spmm.engine import SpmmEngine, engine_layouts
 from hw.top.axi import request_layout
 from hw.vector.requant import Requantizer
 from hw.vector.softmax import SoftmaxUnit
-from sw.compiler.isa import Op
+from sw.compiler.isa import RQ_RECORD, Op
 from sw.ref.fixedpoint import MULT_BITS
 
 __all__ = ["EngineOps", "engine_job_layout"]
@@ -33,6 +33,13 @@ def engine_job_layout() -> data.StructLayout:
         "shift": unsigned(6),
     })
 
+
+
+def _realign(prev, word, skip):
+    """A row's next 4 bytes when the row starts ``skip`` bytes into its first bus word:
+    the last ``4 - skip`` bytes of ``prev`` then the first ``skip`` bytes of ``word``
+    (``word`` itself when the row is word-aligned)."""
+    return Mux(skip == 0, word, (Cat(prev, word) >> (skip * 8))[:32])
 
 class EngineOps(wiring.Component):
     """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
@@ -209,10 +216,6 @@ class EngineOps(wiring.Component):
         wk, wtot, prev = Signal(32), Signal(32), Signal(32)
         entries = Signal(kw)  # words of 4 slots per row: ceil(steps / 4)
         m.d.comb += entries.eq((steps + 3) >> 2)
-
-        def realign(lo, hi):
-            """The 4 row bytes starting ``skip`` bytes into ``lo`` (continuing into ``hi``)."""
-            return (Cat(lo, hi) >> (skip * 8))[:32]
 
         def put_indices(entry, word):
             for r in range(R):
@@ -432,8 +435,7 @@ class EngineOps(wiring.Component):
                         d = self.dram_data.payload
                         m.d.sync += [prev.eq(d), wk.eq(wk + 1)]
                         with m.If((skip == 0) | (wk != 0)):
-                            put_values(Mux(skip == 0, wk, wk - 1),
-                                       Mux(skip == 0, d, realign(prev, d)))
+                            put_values(Mux(skip == 0, wk, wk - 1), _realign(prev, d, skip))
                         with m.If(wk == wtot - 1):
                             with m.If((skip != 0) & (wtot == entries)):
                                 m.next = "W_FLUSH"
@@ -462,7 +464,7 @@ class EngineOps(wiring.Component):
                         with m.If(slot == entries - 1):
                             m.next = "W_ROW_END"
             with m.State("W_FLUSH"):  # the row's last values sit in the last word alone
-                put_values(wtot - 1, realign(prev, Const(0, 32)))
+                put_values(wtot - 1, _realign(prev, Const(0, 32), skip))
                 m.next = "W_VALUES_END"
             with m.State("W_VALUES_END"):
                 m.d.sync += i1.eq(0)
@@ -579,8 +581,9 @@ class EngineOps(wiring.Component):
                                  out_blk.eq(out_blk + C * job.out_stride)]
                     m.next = "RUN"
                 with m.Else():
-                    m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0), rq_ptr.eq(rq_ptr + 12 * R),
-                                 tb.eq(0), t0.eq(c0), a_base.eq(0), out_blk.eq(out_chunk)]
+                    m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0),
+                                 rq_ptr.eq(rq_ptr + RQ_RECORD * R), tb.eq(0), t0.eq(c0),
+                                 a_base.eq(0), out_blk.eq(out_chunk)]
                     with m.If(r0 + R < job.rows):
                         m.next = "WGT"
                     with m.Elif(is_qk):
@@ -632,7 +635,7 @@ class EngineOps(wiring.Component):
         # word landings: realigned to the row (tgt_skip leading bytes), zero past k
         word_in = Mux(tgt_zero, 0, self.r_data)
         entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
-        aligned = Mux(tgt_skip == 0, word_in, (Cat(prev_a, word_in) >> (tgt_skip * 8))[:32])
+        aligned = _realign(prev_a, word_in, tgt_skip)
         first = entry << 2  # the word's first element of the row
         kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0) for j in range(4))
         with m.Switch(land_kind):
