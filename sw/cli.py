@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "built-in Rotten Tomatoes test split)")
     ev.add_argument("--seq", type=int, default=64)
     ev.add_argument("--int8", action="store_true",
-                    help="evaluate through the bit-exact int8 integer encoder (PTQ)")
+                    help="evaluate through the bit-exact int8 integer encoder (PTQ; when PATH "
+                         "has packed.safetensors, calibrated as it records and checked "
+                         "against it)")
     ev.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ev.set_defaults(func=_eval)
 

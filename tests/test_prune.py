@@ -182,3 +182,44 @@ def test_packed_file_round_trips_and_refuses_bad_files(bert, tmp_path):
     save_file({"x": np.zeros(2)}, str(p2))
     with pytest.raises(PackedModelError, match="without nmaccel metadata"):
         load_packed(p2)
+
+
+def test_packed_file_keeps_per_channel_output_scales_and_widths(bert, tmp_path):
+    """The integer encoder's Q/K Linears have one output scale per channel and its FFN output
+    requantizes to int16: both survive the file; malformed ones are refused."""
+    import dataclasses
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from sw.ref.quant import requant_params
+
+    layers = quantized(bert, "2:4")
+    name = "layer.1.attention.self.key"
+    ql = layers[name]
+    per_channel = np.linspace(0.01, 0.02, ql.weight.rows)
+    layers[name] = dataclasses.replace(ql, out_scale=per_channel, requant=requant_params(
+        ql.requant.real, ql.requant.bias, out_bits=16))
+    path = save_packed(tmp_path / "p.safetensors", layers)
+    back, _ = load_packed(path)
+    assert np.array_equal(back[name].out_scale, per_channel)
+    assert back[name].requant.out_bits == 16
+    assert back["layer.0.output.dense"].requant.out_bits == 8
+    assert back["layer.0.output.dense"].out_scale == layers["layer.0.output.dense"].out_scale
+
+    t = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        header = json.loads(f.metadata()["nmaccel"])
+    t[f"{name}.out_scale"] = per_channel[:-1]
+    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
+    with pytest.raises(PackedModelError, match=f"layer {name}: out_scale has shape"):
+        load_packed(path)
+    del t[f"{name}.out_scale"]
+    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
+    with pytest.raises(PackedModelError, match=f"layer {name}: no out_scale"):
+        load_packed(path)
+    header["layers"][name]["out_scale"], header["layers"][name]["out_bits"] = 0.01, 12
+    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
+    with pytest.raises(PackedModelError, match=f"layer {name}: out_bits 12"):
+        load_packed(path)

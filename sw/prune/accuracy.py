@@ -3,11 +3,14 @@
 ``python -m sw.prune.accuracy`` runs every case of :func:`cases` in order, one after another,
 and leaves for each a model directory ``build/models/<name>`` (loadable by ``nmaccel eval
 PATH [--int8]`` and ``nmaccel run --model PATH``) and ``build/accuracy/<name>.json`` (dense
-accuracy, accuracy, N:M per layer, method and recipe, wall times, threads, seed). A case
-whose JSON already exists with the same specification (recipe, N:M, source, seed) is skipped,
-so an interrupted run resumes where it stopped. At the end the markdown table made from the
-JSONs (:func:`render_table`) replaces the text between ``<!-- accuracy:begin -->`` and
-``<!-- accuracy:end -->`` in README.md.
+accuracy, accuracy, N:M per layer, method and recipe, wall times, threads, seed). The
+directory of an ``-int8`` case also holds ``packed.safetensors`` (:mod:`sw.prune.packed`:
+the int8 N:M Linears of the encoder that gave its accuracy, with source model, per-layer N:M,
+calibration and accuracy as metadata). A case whose JSON already exists with the same
+specification (recipe, N:M, source, seed) is skipped (an ``-int8`` case only when its packed
+file is there too), so an interrupted run resumes where it stopped. At the end the markdown
+table made from the JSONs (:func:`render_table`) replaces the text between
+``<!-- accuracy:begin -->`` and ``<!-- accuracy:end -->`` in README.md.
 
 The cases:
 
@@ -90,9 +93,13 @@ def _spec(case: Case, recipe: dict, seed: int) -> dict:
 
 
 def _done(case: Case, spec: dict, models_dir: Path, results_dir: Path) -> dict | None:
+    from .packed import PACKED_FILE
+
     path = results_dir / f"{case.name}.json"
     if not path.is_file() or not (models_dir / case.name / "config.json").is_file():
         return None
+    if case.precision == "int8" and not (models_dir / case.name / PACKED_FILE).is_file():
+        return None  # from before int8 results were packed: redo it
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError:

@@ -13,6 +13,14 @@ and evaluated through the bit-exact integer encoder (:mod:`sw.prune.int8eval`).
 fake-quant with the integer encoder's own scales, straight-through gradients), then converts
 and measures it the same way; :func:`qat_run` does that for an already saved fp32 model.
 ``python -m sw.prune.accuracy`` runs the whole accuracy table (:mod:`sw.prune.accuracy`).
+
+Every int8 result also leaves ``<model dir>/packed.safetensors`` (:mod:`sw.prune.packed`): the
+Linears of the very encoder that gave the reported int8 accuracy, packed at the model's N:M,
+with the source model, per-layer N:M, calibration record and accuracy figures as metadata
+(an fp32 result saved into the same directory removes a stale one). ``eval --int8`` on a
+directory that has one loads it (a corrupt file is refused with the loader's error),
+calibrates as its record says and refuses a file whose layers differ from that calibration,
+naming the layer; directories without one are calibrated as before.
 """
 
 from __future__ import annotations
@@ -140,9 +148,19 @@ def _out_path(name: str, models_dir) -> Path:
     return Path(models_dir) / name if "/" not in name else Path(name)
 
 
-def _save(model, base: Base, path: Path, result: dict, results_dir) -> None:
+def _save(model, base: Base, path: Path, result: dict, results_dir, *, encoder=None,
+          plan: NMPlan | None = None, int8_method: str | None = None) -> None:
+    """Save the model, its result JSON and, for an int8 result (``encoder``: the
+    ``QuantEncoder`` that gave its accuracy), the packed file."""
+    from .packed import PACKED_FILE, quant_linears, save_packed
+
     model.save_pretrained(path)
     base.tok.save_pretrained(path)
+    if encoder is None:
+        (path / PACKED_FILE).unlink(missing_ok=True)  # a stale one from an earlier int8 run
+    else:
+        save_packed(path / PACKED_FILE, quant_linears(encoder, plan.layers if plan else None),
+                    _packed_info(result, base, int8_method))
     (path / "nmaccel.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     (Path(results_dir) / f"{path.name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -226,11 +244,11 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
     recovery_s = round(time.perf_counter() - t0, 1)
     check_model(model, plan)
     acc = evaluate(model, tok, test, seq=seq) if fp32_eval else None
-    acc8 = None
+    acc8 = qe = None
     if int8:
-        from .int8eval import int8_accuracy
+        from .int8eval import int8_evaluate
 
-        acc8 = int8_accuracy(model, tok, test, base.calib, seq=seq)
+        acc8, qe = int8_evaluate(model, tok, test, base.calib, seq=seq)
     precision = "int8" if int8 else "fp32"
     name = out or (f"{base.prefix}-{nm.replace(':', 'of')}-{method}{'-kd' if kd else ''}-"
                    f"{precision}")
@@ -245,7 +263,8 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
               "seq": seq, "seed": base.seed, "threads": torch.get_num_threads(),
               "recovery_wall_s": recovery_s, "wall_s": round(time.perf_counter() - t0, 1),
               "layers": json.loads(plan.to_json()), **(extra or {})}
-    _save(model, base, path, result, results_dir)
+    _save(model, base, path, result, results_dir, encoder=qe, plan=plan,
+          int8_method="qat" if qat_epochs > 0 else "ptq")
     fp = "" if acc is None else f" {acc:.4f} fp32"
     progress(f"{path.name}: accuracy{fp}"
              f"{'' if acc8 is None else f', {acc8:.4f} int8'} (dense {base.dense['accuracy']:.4f}"
@@ -287,9 +306,9 @@ def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd
                                  seed=base.seed + 2, teacher=base.teacher if kd else None,
                                  kd_hidden=kd_hidden, bucket=bucket)
     qat_s = round(time.perf_counter() - t0, 1)
-    from .int8eval import int8_accuracy
+    from .int8eval import int8_evaluate
 
-    acc8 = int8_accuracy(model, base.tok, base.test, base.calib, seq=base.seq)
+    acc8, qe = int8_evaluate(model, base.tok, base.test, base.calib, seq=base.seq)
     name = out or f"{Path(source).name.removesuffix('-fp32')}-int8"
     path = _out_path(name, models_dir)
     recovery_s = source_info.get("recovery_wall_s")
@@ -307,11 +326,64 @@ def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd
               "recovery_wall_s": None if recovery_s is None else round(recovery_s + qat_s, 1),
               "wall_s": round(time.perf_counter() - t0, 1),
               "layers": json.loads(plan.to_json()), **(extra or {})}
-    _save(model, base, path, result, results_dir)
+    _save(model, base, path, result, results_dir, encoder=qe, plan=plan,
+          int8_method=result["int8_method"])
     progress(f"{path.name}: int8 accuracy {acc8:.4f} ({result['int8_method']}; fp32 "
              f"{result['fp32_accuracy']}; QAT {qat_s:.0f} s on {torch.get_num_threads()} "
              f"thread(s))")
     return result
+
+
+def _packed_info(result: dict, base: Base, int8_method: str | None) -> dict:
+    """The packed file's ``info``: where the model comes from, its N:M, how the int8 encoder
+    was calibrated and what it measured."""
+    from .int8eval import calibration_record
+
+    return {"name": result["name"], "source_model": result["model"], "task": result["task"],
+            "source": result.get("source"), "parent": result.get("parent"),
+            "nm": result["nm"], "layers": result["layers"], "precision": "int8",
+            "int8_method": int8_method,
+            "calibration": calibration_record(len(base.calib), seq=base.seq,
+                                              split_seed=base.seed),
+            "accuracy": {"int8": result["int8_accuracy"], "fp32": result.get("fp32_accuracy"),
+                         "dense_fp32": result.get("dense_accuracy"),
+                         "test_sentences": len(base.test), "split": base.record}}
+
+
+def _packed_encoder(model, tok, path: Path, train0: list, seq: int, progress):
+    """The int8 encoder of a saved model that has a packed file: load the file (refusing a
+    corrupt one), calibrate as its record says, and refuse layers that differ from it."""
+    from .int8eval import CALIBRATION_SENTENCES, calibrate_int8
+    from .packed import (
+        PACKED_FILE,
+        PackedModelError,
+        check_same_layers,
+        load_packed,
+        quant_linears,
+    )
+
+    file = path / PACKED_FILE
+    stored, info = load_packed(file)
+    cal = info.get("calibration") or {}
+    try:
+        count = int(cal.get("sentences", CALIBRATION_SENTENCES))
+        cal_seq, split_seed = int(cal.get("seq", seq)), int(cal.get("split_seed", 0))
+    except (TypeError, ValueError):
+        raise PackedModelError(f"{file}: malformed calibration record {cal!r}") from None
+    declared = {}
+    if (path / "nmaccel.json").is_file():
+        declared = json.loads((path / "nmaccel.json").read_text()).get("layers") or {}
+    for name, ql in stored.items():
+        if declared.get(name) not in (None, f"{ql.n}:{ql.m}"):
+            raise PackedModelError(f"{file}: layer {name} is packed {ql.n}:{ql.m}, the model "
+                                   f"declares {declared[name]} (nmaccel.json)")
+    train = train0 if split_seed == 0 else rt_split(seed=split_seed)[0]
+    model.eval()
+    qe = calibrate_int8(model, tok, train[:count], seq=cal_seq)
+    check_same_layers(stored, quant_linears(qe), file)
+    progress(f"{file}: {len(stored)} layers equal the int8 calibration ({count} sentences, "
+             f"seq {cal_seq}, split seed {split_seed})")
+    return qe
 
 
 def _linear_weights(model) -> dict:
@@ -323,20 +395,29 @@ def _linear_weights(model) -> dict:
 def eval_run(path, data: str | None = None, *, seq: int = 64, int8: bool = False,
              progress=print) -> dict:
     """Accuracy of a saved model; ``int8``: through the bit-exact integer encoder, calibrated
-    on the first training sentences of the built-in split."""
+    on the first training sentences of the built-in split. With a packed file in ``path``, the
+    calibration is the one its record states (sentences, their ``seq``, split seed; the test
+    sentences still run at ``seq``) and the file must equal it (:func:`_packed_encoder`)."""
     model, tok = load_minilm_classifier(path)
     train, test, record = rt_split(seed=0)
     if data:
         examples, source = load_labelled_file(data), str(data)
     else:
         examples, source = test, record["dataset"]
+    packed = None
     if int8:
-        from .int8eval import CALIBRATION_SENTENCES, int8_accuracy
+        from .int8eval import CALIBRATION_SENTENCES, int8_evaluate
+        from .packed import PACKED_FILE
 
-        acc = int8_accuracy(model, tok, examples, train[:CALIBRATION_SENTENCES], seq=seq)
+        if (Path(path) / PACKED_FILE).is_file():
+            packed = Path(path) / PACKED_FILE
+            qe = _packed_encoder(model, tok, Path(path), train, seq, progress)
+            acc, _ = int8_evaluate(model, tok, examples, seq=seq, encoder=qe)
+        else:
+            acc, _ = int8_evaluate(model, tok, examples, train[:CALIBRATION_SENTENCES], seq=seq)
     else:
         acc = evaluate(model, tok, examples, seq=seq)
     precision = "int8" if int8 else "fp32"
     progress(f"{path}: {precision} accuracy {acc:.4f} on {len(examples)} sentences ({source})")
     return {"model": str(path), "data": source, "examples": len(examples), "accuracy": acc,
-            "precision": precision}
+            "precision": precision, "packed": None if packed is None else str(packed)}

@@ -9,6 +9,11 @@ classifier head (one token, not on the accelerator) stay float.
 
 Each sentence runs at its own length: keys past the end are masked anyway, so dropping the
 padding changes no real token's output and saves most of the work.
+
+:func:`int8_evaluate` returns the calibrated encoder with the accuracy, so the one that
+produced a reported figure is the one saved (:mod:`sw.prune.packed`), and evaluates a given
+encoder as it is; :func:`calibration_record` describes a calibration for the packed file's
+metadata (what ``nmaccel eval --int8`` repeats to check the file).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from hw.config import AcceleratorConfig
 
 from .data import Example
 
-__all__ = ["calibrate_int8", "int8_accuracy", "CALIBRATION_SENTENCES"]
+__all__ = ["calibrate_int8", "int8_accuracy", "int8_evaluate", "calibration_record",
+           "CALIBRATION_SENTENCES"]
 
 CALIBRATION_SENTENCES = 64
 #: N:M detection and packing do not change integer results, so any config with the model's
@@ -42,6 +48,16 @@ def calibrate_int8(model, tok, calib: list[Example], *, seq: int = 64):
     return quantize_step(model.bert, emb, enc["attention_mask"].bool(), _EVAL_CONFIG)
 
 
+def calibration_record(sentences: int, *, seq: int, split_seed: int) -> dict:
+    """How :func:`calibrate_int8` was run: the first ``sentences`` training sentences of the
+    Rotten Tomatoes split with ``split_seed``, padded or cut to ``seq`` tokens."""
+    return {"sentences": sentences, "from": "the first training sentences of the split",
+            "split_seed": split_seed, "seq": seq,
+            "method": "sw.compiler.encoder.quantize_step: per-channel int8 weights, MSE-clipped "
+                      "per-tensor int8 activations (per-head amax for Q and K), int16 residual "
+                      "path"}
+
+
 def int8_logits(model, tok, qe, text: str, *, seq: int = 64) -> torch.Tensor:
     from sw.compiler.qlayer import layer_int
 
@@ -57,16 +73,24 @@ def int8_logits(model, tok, qe, text: str, *, seq: int = 64) -> torch.Tensor:
         return model.classifier(model.dropout(model.bert.pooler(h)))[0]
 
 
-def int8_accuracy(model, tok, test: list[Example], calib: list[Example], *, seq: int = 64,
-                  progress: bool = True) -> float:
-    """Accuracy of the int8 integer encoder (PTQ on ``calib``) on ``test``."""
+def int8_evaluate(model, tok, test: list[Example], calib: list[Example] | None = None, *,
+                  seq: int = 64, encoder=None, progress: bool = True):
+    """``(accuracy, encoder)``: the int8 integer encoder's accuracy on ``test``; the encoder
+    is calibrated on ``calib`` (PTQ, sentences at ``seq`` tokens) unless ``encoder`` is
+    given."""
     from tqdm.auto import tqdm
 
     if not test:
         raise ValueError("no evaluation examples")
     model.eval()
-    qe = calibrate_int8(model, tok, calib, seq=seq)
+    qe = calibrate_int8(model, tok, calib, seq=seq) if encoder is None else encoder
     correct = 0
     for e in tqdm(test, desc="evaluate int8", disable=not progress):
         correct += int(int(int8_logits(model, tok, qe, e.text, seq=seq).argmax()) == e.label)
-    return correct / len(test)
+    return correct / len(test), qe
+
+
+def int8_accuracy(model, tok, test: list[Example], calib: list[Example], *, seq: int = 64,
+                  progress: bool = True) -> float:
+    """Accuracy of the int8 integer encoder (PTQ on ``calib``) on ``test``."""
+    return int8_evaluate(model, tok, test, calib, seq=seq, progress=progress)[0]
