@@ -235,6 +235,16 @@ def test_cli_run_on_a_saved_model(tmp_path, capsys):
     assert "cosine vs float" in capsys.readouterr().out
 
 
+def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys):
+    from sw.prune.packed import PACKED_FILE
+
+    tiny_bert(nm=None, layers=1).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / PACKED_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    assert main(["run", "--model", str(tmp_path / "m"), "--seq", "8"]) == 2
+    err = capsys.readouterr().err
+    assert PACKED_FILE in err and "safetensors" in err, err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--nm", "2:8"], "built for M = 4"),
     (["--seq", "5000"], "holds 1..512 tokens"),

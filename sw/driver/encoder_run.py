@@ -42,7 +42,13 @@ CALIBRATION_SENTENCES = 32
 
 
 def load_encoder(name: str, *, seed: int = 0):
-    """``(BertModel, tokenizer or None)`` for ``minilm``, ``bert-base`` or a model directory."""
+    """``(BertModel, tokenizer or None)`` for ``minilm``, ``bert-base`` or a model directory.
+
+    A directory with a packed int8 file (:data:`sw.prune.packed.PACKED_FILE`, written by the
+    int8 runs of ``nmaccel prune`` / ``make accuracy``) must hold a valid one: it is loaded
+    and validated, and a corrupt file is refused with the loader's message. The run itself
+    calibrates the encoder for its own preset and sequence length (the packed layers are
+    those of the accuracy measurement, at its calibration)."""
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
     if name == "minilm":
@@ -64,6 +70,10 @@ def load_encoder(name: str, *, seed: int = 0):
     if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
         raise ValueError(f"{p}: {type(model).__name__} is not a BERT encoder")
     tok = AutoTokenizer.from_pretrained(p) if (p / "tokenizer_config.json").is_file() else None
+    from sw.prune.packed import PACKED_FILE, load_packed
+
+    if (p / PACKED_FILE).is_file():
+        load_packed(p / PACKED_FILE)  # PackedModelError names the problem
     return model, tok
 
 
