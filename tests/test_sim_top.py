@@ -149,6 +149,27 @@ def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
 
 
+def test_the_rtl_device_reports_progress_while_it_simulates():
+    """The bench samples the kernel's cycle counter and command index every
+    ``progress_every`` cycles; the device hands them to ``progress`` (the CLI's bar)."""
+    rng = np.random.default_rng(SEED)
+    inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    program = _program(_random_dma_program(rng, len(inp)))
+    samples = []
+    dev = open_device("rtl", CFG, progress=lambda c, i: samples.append((c, i)),
+                      progress_every=50)
+    bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
+                                               ("input", len(inp)), ("output", OUT))}
+    dev.write(bufs["program"], program)
+    dev.write(bufs["input"], inp)
+    res = dev.wait(dev.run(**bufs), timeout=60)
+    assert res.status == Status.OK
+    assert samples, "no progress reported"
+    cycles, commands = zip(*samples)
+    assert list(cycles) == sorted(set(cycles)) and 0 < cycles[-1] <= res.cycles
+    assert list(commands) == sorted(commands) and commands[-1] <= res.command
+
+
 def test_the_driver_times_out_instead_of_hanging():
     program = _program([_dma(0, 0, 4096), Command(Op.END, {})])
     with pytest.raises(DeviceTimeout, match="no ap_done within 100 cycles"):

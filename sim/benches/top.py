@@ -8,7 +8,10 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
 * ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
-* ``trace``: record the kernel's cycle counter each time the command index moves on.
+* ``trace``: record the kernel's cycle counter each time the command index moves on;
+* ``progress``: a file to which the kernel's cycle counter and command index are written
+  every ``progress_every`` cycles (default 200,000) while it runs (a host-side thread
+  turns them into a progress bar; one timer per interval, no per-cycle callback).
 
 The report holds ``status``, ``command``, ``cycles`` and ``timed_out`` (and with ``trace``,
 ``trace``: ``[[command index, cycle counter when that command was fetched], ...]``); the final
@@ -79,6 +82,13 @@ async def _trace(dut, out: list) -> None:
             last = index
 
 
+async def _progress(dut, path: Path, every: int) -> None:
+    """Write ``"<cycles> <command index>"`` to ``path`` every ``every`` cycles."""
+    while True:
+        await Timer(every * CLOCK_NS, unit="ns")
+        path.write_text(f"{int(dut.cycles.value)} {int(dut.index.value)}\n")
+
+
 async def _wait_done(dut, host, max_cycles: int) -> bool:
     """Wait for ap_done; False when ``max_cycles`` pass first. Sleeps until the kernel's busy
     flag falls (no register polling while it runs: the simulation spends its time in the
@@ -124,6 +134,9 @@ async def run_program(dut):
         assert (await _reg_read(host, "CTRL")) & 0b100, "not idle after a mid-run reset"
     if P.get("trace"):
         cocotb.start_soon(_trace(dut, trace))
+    if P.get("progress"):
+        cocotb.start_soon(_progress(dut, Path(P["progress"]),
+                                    int(P.get("progress_every", 200_000))))
     await _start(host, buffers)
     done = await _wait_done(dut, host, int(P.get("max_cycles", 10_000_000)))
     report = {"timed_out": not done}

@@ -19,6 +19,7 @@ config's clock, labelled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -36,7 +37,8 @@ from sw.perf.engine import GemmShape, ideal_cycles
 from .device import Device, open_device
 from .executor import command_cycles
 
-__all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot"]
+__all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot",
+           "cycle_bar"]
 
 CALIBRATION_SENTENCES = 32
 
@@ -154,6 +156,19 @@ def ideal_program_cycles(compiled) -> float:
     return total
 
 
+@contextlib.contextmanager
+def cycle_bar(total: int, desc: str = "RTL simulation"):
+    """A progress bar over the kernel's cycle counter (``total``: the cycle model's
+    prediction); yields the ``progress(cycles, command)`` callback of the ``rtl`` device."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="cycle", unit_scale=True, dynamic_ncols=True) as bar:
+        def update(cycles: int, command: int) -> None:
+            bar.set_postfix_str(f"command {command}", refresh=False)
+            bar.update(cycles - bar.n)
+        yield update
+
+
 def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, seq: int,
                 layers: int | None = None, seed: int = 0, save_ir: str | None = None,
                 progress=print) -> dict:
@@ -198,10 +213,17 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, 
         # the kernel model predicts the RTL's cycles exactly: allow twice as many (and at least
         # the driver's default) before calling the run hung
         kwargs = {"max_cycles": max(50_000_000, 2 * ref_res.cycles)} if device == "rtl" else {}
+        bar = contextlib.nullcontext()
         if device == "rtl":
             progress(f"simulating {ref_res.cycles:,} kernel cycles (the model's prediction)")
-        with open_device(device, config, **kwargs) as dev:
-            y, res = run_on_device(dev, compiled, xq, mask)
+            bar = cycle_bar(ref_res.cycles)
+        with bar as on_cycles:
+            if on_cycles is not None:
+                kwargs["progress"] = on_cycles
+            with open_device(device, config, **kwargs) as dev:
+                y, res = run_on_device(dev, compiled, xq, mask)
+            if on_cycles is not None:
+                on_cycles(res.cycles, res.command)  # the bar ends where the kernel did
         report["device_seconds"] = time.monotonic() - t2
         report["bit_exact_with_ref"] = bool(np.array_equal(y, ref_y))
         report["mismatches"] = int((y != ref_y).sum())

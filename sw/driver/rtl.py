@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from hw.config import AcceleratorConfig
@@ -28,10 +29,15 @@ class RtlDevice(RefDevice):
 
     def __init__(self, config: AcceleratorConfig, *, max_cycles: int = 50_000_000,
                  stall: bool = False, seed: int = 1, reset_at: int | None = None,
-                 trace: bool = False, build_root: str | Path | None = None):
+                 trace: bool = False, build_root: str | Path | None = None,
+                 progress=None, progress_every: int = 200_000):
+        """``progress``: called as ``progress(cycles, command)`` (from a helper thread) with
+        the kernel's cycle counter and command index, sampled every ``progress_every``
+        simulated cycles, while a run simulates."""
         super().__init__(config)
         self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
         self.trace = trace
+        self.progress, self.progress_every = progress, progress_every
         self.build_root = Path(build_root) if build_root else None
         self.runs = 0
 
@@ -54,9 +60,10 @@ class RtlDevice(RefDevice):
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace}
-        report = run_bench(component=lambda: Accelerator(config=self.config),
-                           bench="sim.benches.top", case=case, params=params, build_root=root,
-                           cache_key=f"Accelerator {self.config.to_json()}")
+        with self._progress_watch(work, params):
+            report = run_bench(component=lambda: Accelerator(config=self.config),
+                               bench="sim.benches.top", case=case, params=params,
+                               build_root=root, cache_key=f"Accelerator {self.config.to_json()}")
         self.memory[:] = image_out.read_bytes()
         if report["timed_out"]:
             return RunResult(status=Status.TIMEOUT, command=-1, cycles=self.max_cycles,
@@ -65,6 +72,44 @@ class RtlDevice(RefDevice):
         return RunResult(status=Status(report["status"]),
                          command=-1 if command == 0xFFFF_FFFF else command,
                          cycles=report["cycles"], detail=json.dumps(report))
+
+    def _progress_watch(self, work: Path, params: dict):
+        """While the simulation runs, hand the bench's progress samples to ``progress``."""
+        import contextlib
+
+        if self.progress is None:
+            return contextlib.nullcontext()
+        path = work / "progress.txt"
+        path.unlink(missing_ok=True)
+        params.update(progress=str(path), progress_every=self.progress_every)
+        stop = threading.Event()
+        seen = [None]
+
+        def poll():
+            try:
+                text = path.read_text().split()
+                sample = (int(text[0]), int(text[1]))
+            except (OSError, ValueError, IndexError):
+                return  # not written yet, or caught mid-write
+            if sample != seen[0]:
+                seen[0] = sample
+                self.progress(*sample)
+
+        def watch():
+            while not stop.wait(1.0):
+                poll()
+            poll()  # the last sample, however short the run
+
+        @contextlib.contextmanager
+        def running():
+            thread = threading.Thread(target=watch, name="rtl-progress", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+        return running()
 
     def _wait(self, handle: RunResult, timeout: float) -> RunResult:
         if handle.status == Status.TIMEOUT:
