@@ -200,6 +200,12 @@ def test_device_refuses_host_accesses_outside_a_buffer():
         open_device("ref", preset("tiny")).read(buf)
 
 
+def test_rtl_backend_refuses_a_progress_interval_of_zero():
+    with pytest.raises(ValueError, match="progress_every must be a positive number of cycles, "
+                                         "got 0"):
+        open_device("rtl", preset("tiny"), progress_every=0)
+
+
 def test_xrt_backend_says_what_is_missing():
     with pytest.raises(RuntimeError, match="pyxrt"):
         open_device("xrt", preset("tiny"))

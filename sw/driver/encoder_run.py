@@ -38,7 +38,7 @@ from .device import Device, open_device
 from .executor import command_cycles
 
 __all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot",
-           "cycle_bar"]
+           "cycle_bar", "run_with_progress"]
 
 CALIBRATION_SENTENCES = 32
 
@@ -169,6 +169,22 @@ def cycle_bar(total: int, desc: str = "RTL simulation"):
         yield update
 
 
+def run_with_progress(device: str, config: AcceleratorConfig, compiled, x_int8, mask, *,
+                      expected_cycles: int, **device_args):
+    """:func:`run_on_device` on a fresh ``device`` (opened with ``device_args``); on ``rtl``
+    with a progress bar over the kernel's cycle counter against ``expected_cycles`` (the
+    kernel model's prediction)."""
+    bar = cycle_bar(expected_cycles) if device == "rtl" else contextlib.nullcontext()
+    with bar as on_cycles:
+        if on_cycles is not None:
+            device_args["progress"] = on_cycles
+        with open_device(device, config, **device_args) as dev:
+            y, res = run_on_device(dev, compiled, x_int8, mask)
+        if on_cycles is not None:
+            on_cycles(res.cycles, res.command)  # the bar ends where the kernel did
+    return y, res
+
+
 def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, seq: int,
                 layers: int | None = None, seed: int = 0, save_ir: str | None = None,
                 progress=print) -> dict:
@@ -213,17 +229,10 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, 
         # the kernel model predicts the RTL's cycles exactly: allow twice as many (and at least
         # the driver's default) before calling the run hung
         kwargs = {"max_cycles": max(50_000_000, 2 * ref_res.cycles)} if device == "rtl" else {}
-        bar = contextlib.nullcontext()
         if device == "rtl":
             progress(f"simulating {ref_res.cycles:,} kernel cycles (the model's prediction)")
-            bar = cycle_bar(ref_res.cycles)
-        with bar as on_cycles:
-            if on_cycles is not None:
-                kwargs["progress"] = on_cycles
-            with open_device(device, config, **kwargs) as dev:
-                y, res = run_on_device(dev, compiled, xq, mask)
-            if on_cycles is not None:
-                on_cycles(res.cycles, res.command)  # the bar ends where the kernel did
+        y, res = run_with_progress(device, config, compiled, xq, mask,
+                                   expected_cycles=ref_res.cycles, **kwargs)
         report["device_seconds"] = time.monotonic() - t2
         report["bit_exact_with_ref"] = bool(np.array_equal(y, ref_y))
         report["mismatches"] = int((y != ref_y).sum())

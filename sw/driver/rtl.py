@@ -34,6 +34,9 @@ class RtlDevice(RefDevice):
         """``progress``: called as ``progress(cycles, command)`` (from a helper thread) with
         the kernel's cycle counter and command index, sampled every ``progress_every``
         simulated cycles, while a run simulates."""
+        if progress_every < 1:
+            raise ValueError(f"progress_every must be a positive number of cycles, got "
+                             f"{progress_every}")
         super().__init__(config)
         self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
         self.trace = trace
@@ -95,10 +98,15 @@ class RtlDevice(RefDevice):
                 seen[0] = sample
                 self.progress(*sample)
 
+        failed: list[BaseException] = []
+
         def watch():
-            while not stop.wait(1.0):
-                poll()
-            poll()  # the last sample, however short the run
+            try:
+                while not stop.wait(1.0):
+                    poll()
+                poll()  # the last sample, however short the run
+            except BaseException as e:  # the callback's error: raised in the caller's thread
+                failed.append(e)
 
         @contextlib.contextmanager
         def running():
@@ -109,6 +117,8 @@ class RtlDevice(RefDevice):
             finally:
                 stop.set()
                 thread.join()
+            if failed:
+                raise failed[0]
         return running()
 
     def _wait(self, handle: RunResult, timeout: float) -> RunResult:

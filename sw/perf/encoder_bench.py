@@ -57,7 +57,6 @@ Nothing here asserts a time; the tests check the arithmetic and the report's str
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import datetime
@@ -397,12 +396,12 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
     from sw.compiler.encoder import compile_encoder
     from sw.driver.device import open_device
     from sw.driver.encoder_run import (
-        cycle_bar,
         encoder_inputs,
         ideal_program_cycles,
         load_encoder,
         prune_oneshot,
         run_on_device,
+        run_with_progress,
     )
 
     cfg = _config(config)
@@ -427,13 +426,8 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
              f"{ref_res.cycles:,} cycles")
     t1 = time.monotonic()
     kwargs = {"max_cycles": max(50_000_000, 2 * ref_res.cycles)} if device == "rtl" else {}
-    with cycle_bar(ref_res.cycles) if device == "rtl" else contextlib.nullcontext() as bar:
-        if bar is not None:
-            kwargs["progress"] = bar
-        with open_device(device, cfg, **kwargs) as dev:
-            y, res = run_on_device(dev, compiled, xq, mask)
-        if bar is not None:
-            bar(res.cycles, res.command)
+    y, res = run_with_progress(device, cfg, compiled, xq, mask, expected_cycles=ref_res.cycles,
+                               **kwargs)
     run_s = time.monotonic() - t1
     floor = ideal_program_cycles(compiled)
     block = program_figures(compiled, None)["model_cycles"]

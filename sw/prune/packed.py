@@ -6,14 +6,14 @@ One ``.safetensors`` file. Per layer ``<name>``: ``<name>.values`` (int8 ``[out,
 (int64, the requantizer), and ``<name>.out_scale`` (float64 ``[out]``) when the output scale is
 per channel (the integer encoder's Q and K). The safetensors metadata key ``nmaccel`` holds
 JSON: format version, and per layer ``n``, ``m``, ``k``, ``in_scale``, ``out_bits`` (the
-requantizer's output width: 8, or 16 on the residual path; 8 when absent), ``out_scale`` (when
+requantizer's output width: 8, or 16 on the residual path), ``out_scale`` (when
 one scalar), plus free-form ``info`` (source model, calibration, accuracy...).
 
 The int8 results of ``nmaccel prune --int8``, of the QAT runs and of ``make accuracy`` leave
 one in their model directory as :data:`PACKED_FILE`: every encoder Linear of the
 :class:`~sw.compiler.encoder.QuantEncoder` that produced the reported int8 accuracy, named like
-the Hugging Face modules (``layer.<i>.attention.self.query``...; :func:`quant_linears`),
-packed at the model's declared N:M.
+the Hugging Face modules under ``bert.encoder`` (``layer.<i>.attention.self.query``...;
+:func:`quant_linears`), packed at the model's declared N:M.
 
 :func:`load_packed` validates everything it reads and refuses, naming the problem: a file that
 is not safetensors or is truncated, missing metadata or layers, mismatched shapes or dtypes,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from .quantize import QuantLinear
 __all__ = ["FORMAT", "PACKED_FILE", "PackedModelError", "save_packed", "load_packed",
            "quant_linears", "check_same_layers"]
 
-FORMAT = "nmaccel-packed-1"
+FORMAT = "nmaccel-packed-2"  # 2: per-layer out_bits is required (1 had none)
 #: the packed file's name inside a model directory
 PACKED_FILE = "packed.safetensors"
 _TENSORS = ("values", "indices", "w_scale", "bias", "mult", "shift")
@@ -70,7 +71,10 @@ def save_packed(path, layers: dict[str, QuantLinear], info: dict | None = None) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "layers": meta, "info": info or {}}
-    save_file(tensors, str(path), metadata={"nmaccel": json.dumps(header)})
+    # written whole, then renamed: an interrupted run never leaves a half-written file
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"nmaccel": json.dumps(header)})
+    os.replace(tmp, path)
     return path
 
 
@@ -115,7 +119,7 @@ def load_packed(path) -> tuple[dict[str, QuantLinear], dict]:
             if t["values"].dtype != np.int8:
                 raise ValueError(f"values have dtype {t['values'].dtype}, expected int8")
             check_nm(unpack(weight), n, m)
-            out_bits = int(meta.get("out_bits", 8))
+            out_bits = int(meta["out_bits"])
             if out_bits not in (8, 16):
                 raise ValueError(f"out_bits {out_bits}, expected 8 or 16")
             if f"{name}.out_scale" in tensors:
