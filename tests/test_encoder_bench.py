@@ -22,6 +22,7 @@ from sw.perf.encoder_bench import (
     preset_nm,
     readme_table,
     run_encoder_bench,
+    run_rtl_check,
     update_readme,
 )
 
@@ -324,3 +325,13 @@ def test_cli_quick_run(capsys, tmp_path, tiny_bert):
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny | 1:4 |" in text
     assert "RTL check: not run" in text
     assert "1:4" in capsys.readouterr().out
+
+
+def test_rtl_check_halves_the_sequence_until_the_layer_fits_the_scratchpad(tiny_bert):
+    """1 KiB cannot hold the tiny BERT's layer at seq 8 (1,408 bytes at its peak): the
+    check runs it at seq 4 and says so."""
+    msgs = []
+    r = run_rtl_check(preset("tiny").replace(spm_kib=1), model=tiny_bert, seq=8, device="ref",
+                      progress=msgs.append)
+    assert r["seq"] == 4 and r["bit_exact"] and r["kernel_ratio"] == 1.0
+    assert any("seq 8 does not fit" in m and "scratchpad" in m for m in msgs), msgs

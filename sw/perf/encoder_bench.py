@@ -41,9 +41,11 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   ``array_floor_cycles`` is the PE array's own floor for the Program's GEMMs (MACs / (R * C *
   M/N)), as ``nmaccel run`` reports it.
 * **RTL check** (``--rtl-check``, default on; ``make bench`` runs it): one whole encoder
-  layer (MiniLM, 1 layer, seq 16, 2:4 by default) compiled for each ``--rtl-presets`` preset
-  (``tiny`` by default) and run on the ``ref`` backend and on the ``rtl`` backend (the
-  generated kernel under ``SIM``, Verilator unless set): bit-exactness and the ratio RTL
+  layer (MiniLM, 1 layer, seq 16, 2:4 by default; a shorter sequence where the preset's
+  scratchpad cannot hold 16 tokens) compiled for each ``--rtl-presets`` preset (``tiny``
+  and ``ecp5`` by default: the sizes a simulator affords) and run on the ``ref`` backend and
+  on the ``rtl`` backend (the generated kernel under ``SIM``, Verilator unless set):
+  bit-exactness and the ratio RTL
   cycles / model cycles, reported next to the projections (which stay model-only figures).
 * **CPU baselines** measured in the same run by :func:`sw.perf.cpu.run_cpu_bench` (PyTorch
   and ONNX Runtime, fp32 and int8 dynamic; fresh processes, interleaved rounds; median and
@@ -390,10 +392,12 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
     """Compile ``layers`` layer(s) of ``model`` for ``config`` and run them on ``ref`` and on
     ``device``: bit-exactness, RTL cycles / the kernel model's (:mod:`sw.perf.top`, 1.0 when
     the model is right) and / the block model's (``ratio``: what the byte-serial staging
-    costs). ``device="ref"`` lets tests exercise the path without a simulator."""
+    costs). ``seq`` is halved until the layer fits the config's scratchpad (the ``ecp5``
+    preset's 32 KiB holds a MiniLM layer at seq 8). ``device="ref"`` lets tests exercise the
+    path without a simulator."""
     import numpy as np
 
-    from sw.compiler.encoder import compile_encoder
+    from sw.compiler.encoder import CompileError, compile_encoder
     from sw.driver.device import open_device
     from sw.driver.encoder_run import (
         encoder_inputs,
@@ -409,9 +413,17 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
     nc, mc = preset_nm(cfg, n, m)
     t0 = time.monotonic()
     net, tok = load_encoder(model, seed=0)
-    calib, cmask, x, xmask = encoder_inputs(net, tok, seq)
     prune_oneshot(net, f"{nc}:{mc}", layers)
-    compiled = compile_encoder(net, cfg, calib, cmask, layers=layers)
+    while True:  # the longest sequence up to ``seq`` (halving) whose layer fits the scratchpad
+        calib, cmask, x, xmask = encoder_inputs(net, tok, seq)
+        try:
+            compiled = compile_encoder(net, cfg, calib, cmask, layers=layers)
+            break
+        except CompileError as e:
+            if "scratchpad" not in str(e) or seq == 1:
+                raise
+            progress(f"RTL check [{cfg.name}]: seq {seq} does not fit ({e}); seq {seq // 2}")
+            seq //= 2
     xq = np.clip(np.round(x.numpy() / compiled.in_scale), -128, 127).astype(np.int8)
     mask = xmask.numpy().astype(bool)
     ref_y, ref_res = run_on_device(open_device("ref", cfg), compiled, xq, mask)
@@ -467,7 +479,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                       cpu: str = "measure", cpu_json: str | Path | None = None,
                       rounds: int = 5, cpu_iters: int = 10, cpu_warmup: int = 3,
                       threads: int | None = None, rtl_check: bool = True,
-                      rtl_presets=("tiny",), rtl_model: str = "minilm", rtl_sparsity="2:4",
+                      rtl_presets=("tiny", "ecp5"), rtl_model: str = "minilm",
+                      rtl_sparsity="2:4",
                       rtl_seq: int = 16, rtl_layers: int = 1, rtl_device: str = "rtl",
                       alveo_clock_mhz: float = ALVEO_CLOCK_MHZ,
                       ecp5_summary: str | Path = ECP5_SUMMARY, calibration: int = CALIBRATION,
@@ -822,7 +835,8 @@ def main(argv=None) -> int:
     cpu.add_argument("--no-cpu", action="store_true", help="no CPU baselines")
     p.add_argument("--rtl-check", action=argparse.BooleanOptionalAction, default=True,
                    help="run one encoder layer on the RTL per --rtl-presets (default on)")
-    p.add_argument("--rtl-presets", default="tiny")
+    p.add_argument("--rtl-presets", default="tiny,ecp5",
+                   help="presets whose kernel runs the RTL check (default: tiny,ecp5)")
     p.add_argument("--rtl-model", default="minilm")
     p.add_argument("--rtl-sparsity", default="2:4")
     p.add_argument("--rtl-seq", type=int, default=16)
