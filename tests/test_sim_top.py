@@ -149,6 +149,37 @@ def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
 
 
+def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts():
+    """Commands 63 and 127 of a Program straddle 4 KiB pages (16-byte header, 64-byte
+    commands): their fetch takes a second read burst. 130 short DMA commands, checked
+    command by command against sw/perf/top.py through the bench's trace."""
+    from sw.perf.top import HEADER, command_cycles, fetch_cycles
+
+    assert fetch_cycles(63) > fetch_cycles(62) == fetch_cycles(0)
+    cmds = []
+    for i in range(65):
+        cmds += [_dma(4 * i, 4 * i, 8), _dma(4 * i, 4 * i, 8, Op.STORE)]
+    commands = cmds + [Command(Op.END, {})]
+    program = _program(commands)
+    inp = bytes(range(256)) * 2
+    res = {}
+    for kind in ("ref", "rtl"):
+        dev = open_device(kind, CFG, **({"trace": True} if kind == "rtl" else {}))
+        bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
+                                                   ("input", len(inp)), ("output", OUT))}
+        dev.write(bufs["program"], program)
+        dev.write(bufs["input"], inp)
+        res[kind] = dev.wait(dev.run(**bufs), timeout=60)
+        assert res[kind].status == Status.OK and res[kind].command == 130
+    assert res["rtl"].cycles == res["ref"].cycles
+    fetched = {i: c for i, c in json.loads(res["rtl"].detail)["trace"] if i <= 130}
+    want = HEADER
+    for i, cmd in enumerate(commands):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += command_cycles(cmd, CFG, i)
+    assert want == res["rtl"].cycles
+
+
 def test_the_rtl_device_reports_progress_while_it_simulates():
     """The bench samples the kernel's cycle counter and command index every
     ``progress_every`` cycles; the device hands them to ``progress`` (the CLI's bar)."""
@@ -349,4 +380,4 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm):
     want = HEADER
     for i, cmd in enumerate(commands):
         assert fetched[i] == want, (i, cmd.op.name)
-        want += command_cycles(cmd, cfg)
+        want += command_cycles(cmd, cfg, i)

@@ -128,14 +128,14 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
         except ValueError:
             return Status.BAD_OPCODE, i, f"unknown opcode {w[0]}", per_op
         if op == Op.END:
-            per_op["END"] = top.command_cycles(Command(op, {}), config)
+            per_op["END"] = top.command_cycles(Command(op, {}), config, i)
             return Status.OK, i, "", per_op
         cmd = Command(op, dict(zip(FIELDS[op], w[1:], strict=False)))
         bad = check_command(cmd, config, sizes)
         if bad:
             return bad[0], i, f"{op.name}: {bad[1]}", per_op
         _run(cmd, s, mem)
-        per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config)
+        per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config, i)
     return Status.NO_END, count, "the commands ran out without END", per_op
 
 

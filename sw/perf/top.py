@@ -30,7 +30,8 @@ from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
 from sw.perf.engine import CAPTURE_LATENCY
 
-__all__ = ["READ_GAP", "bursts", "read_cycles", "command_cycles", "program_cycles"]
+__all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
+           "program_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
 PRODUCTS = 7  #: the command checks' products (hw.top.accelerator: _PRODUCTS + _MUL_LATENCY)
@@ -55,6 +56,15 @@ def read_cycles(offset: int, words: int) -> int:
 
 
 FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
+
+
+def fetch_cycles(index: int) -> int:
+    """Fetching command ``index`` of a Program (its words in one read request; two bursts
+    when they straddle a 4 KiB page, as commands 63, 127, ... do), the check products and the
+    CHECK cycle: :data:`FETCH`, plus a read gap for a straddling command."""
+    return read_cycles(4 * (HEADER_WORDS + index * CMD_WORDS), CMD_WORDS) + PRODUCTS + 1
+
+
 HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header read, its check
 
 
@@ -242,22 +252,23 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
 
 
 
-def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
+def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> int:
     """Cycles of one command in the kernel, from the cycle that fetches it to the one that
-    fetches the next."""
+    fetches the next; ``index``: its position in the Program (:func:`fetch_cycles`)."""
     a = cmd.args
+    fetch = fetch_cycles(index)
     if cmd.op == Op.END:
-        return FETCH - 1
+        return fetch - 1
     if cmd.op == Op.LOAD:
-        return FETCH + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
+        return fetch + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
     if cmd.op == Op.STORE:
-        return FETCH + 4 + sum(4 + n for n in bursts(a["dst"], -(-a["bytes"] // 4)))
+        return fetch + 4 + sum(4 + n for n in bursts(a["dst"], -(-a["bytes"] // 4)))
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
-        return FETCH + _engine(cmd, config) + 1
-    return FETCH + _vector(cmd, config)
+        return fetch + _engine(cmd, config) + 1
+    return fetch + _vector(cmd, config)
 
 
 def program_cycles(commands, config: AcceleratorConfig) -> int:
     """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
     ``commands`` (ending with END) without a fault."""
-    return HEADER + sum(command_cycles(c, config) for c in commands)
+    return HEADER + sum(command_cycles(c, config, i) for i, c in enumerate(commands))
