@@ -217,6 +217,10 @@ def test_speedup_over_the_best_cpu_baseline(bench):
     c = _case(report, "fastmem", "2:4")
     assert c["best_cpu"] == {"backend": "ort-int8", "median_ms": 2.0}
     assert c["speedup"] == pytest.approx(2.0 / c["latency_ms"])
+    assert c["kernel_speedup"] == pytest.approx(2.0 / c["kernel_ms"])
+    row = next(line for line in readme_table(report).splitlines()
+               if line.startswith("| ") and "| fastmem | 2:4 |" in line)
+    assert row.split("|")[-2].strip() == f"{2.0 / c['kernel_ms']:.2f}x"
 
 
 def test_rtl_check_path_on_ref(bench):
