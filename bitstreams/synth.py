@@ -21,7 +21,8 @@ __all__ = ["TARGETS", "SynthFailed", "yosys_binary", "synth_stats"]
 #: xcup, the requantizer on ECP5; on others it hits an internal assert in ABC_OPS_REINTEGRATE).
 #: So both flows run the vendor script up to LUT mapping, map LUTs with classic ``abc -lut``
 #: and replay the rest of the script: the same cells, a slightly different LUT packing.
-_XCUP = "synth_xilinx -family xcup -noiopad -flatten -top top"
+#: ``-uram``: large memories (the scratchpad) may map to URAM288, which the Alveo parts have.
+_XCUP = "synth_xilinx -family xcup -noiopad -flatten -uram -top top"
 _ECP5 = "synth_ecp5 -top top"
 TARGETS = {
     "ecp5": (f"{_ECP5} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "

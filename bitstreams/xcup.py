@@ -37,13 +37,14 @@ Configs small enough (at most :data:`FULL_MAX_PES` PEs and ``max(LANES)`` vector
 synthesized whole instead (``"method": "full"``). :func:`validate` synthesizes a mid-size
 config whole and compares it with the sum predicted from slices that exclude its PE-array
 shape and its lane count (so both extrapolations are exercised). For u200 at 16 x 16 PEs
-and 8 lanes every class is within 0.6 % (LUT -0.55 %, CARRY -0.45 %, BRAM -0.07 %, FF, DSP
-and LUTRAM exact to 0.01 %); the extrapolation to 96 x 128 PEs and 64 lanes is longer than
+and 8 lanes every class is within 1.9 % (2026-12-02, with ``-uram``: LUT -0.82 %, CARRY
+-0.32 %, BRAM -1.81 %, FF, DSP, URAM and LUTRAM within 0.02 %; the slices took 340 to 558 s
+each on a shared machine); the extrapolation to 96 x 128 PEs and 64 lanes is longer than
 the one validated (2x in R, C and L).
 
-Yosys maps the scratchpad to block RAM, never URAM: ``memory_libmap`` uses URAM288 only when
-asked (``synth_xilinx -uram``, which ``bitstreams.synth`` does not pass). With ``-uram``
-the u200 glue maps it to 228 URAM288 instead of 2,048 RAMB36E2 (about 7 k LUTs more).
+The flow passes ``synth_xilinx -uram``: without it ``memory_libmap`` never uses URAM288 and
+the u200 scratchpad took 2,048 RAMB36E2; with it the scratchpad maps to URAM288 (228 for the
+u200 glue, about 6 k LUTs more).
 CARRY counts the CARRY4 cells Yosys emits for xcup (it does not use CARRY8).
 
 Slice configs replace the fields that do not reach the RTL (``name``, ``part``,

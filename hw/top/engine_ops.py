@@ -34,12 +34,12 @@ def engine_job_layout() -> data.StructLayout:
     })
 
 
+
 def _realign(prev, word, skip):
     """A row's next 4 bytes when the row starts ``skip`` bytes into its first bus word:
     the last ``4 - skip`` bytes of ``prev`` then the first ``skip`` bytes of ``word``
     (``word`` itself when the row is word-aligned)."""
     return Mux(skip == 0, word, (Cat(prev, word) >> (skip * 8))[:32])
-
 
 class EngineOps(wiring.Component):
     """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
