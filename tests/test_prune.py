@@ -3,9 +3,13 @@
 On a tiny random BERT (seeded), so it runs in CI in seconds.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from sw.nm import is_nm, pack, unpack
@@ -23,6 +27,23 @@ from sw.ref.gemm import spmm_int
 from sw.ref.quant import requantize_int
 
 SEED = 1234
+
+def _file_parts(path):
+    """A packed file's tensors and its decoded ``nmaccel`` header, to tamper with."""
+    with safe_open(str(path), "np") as f:
+        header = json.loads(f.metadata()["nmaccel"])
+    return load_file(str(path)), header
+
+
+def _rewrite(path, tensors, header):
+    save_file(tensors, str(path), metadata={"nmaccel": json.dumps(header)})
+
+
+def _refused(path, tensors, header, match):
+    _rewrite(path, tensors, header)
+    with pytest.raises(PackedModelError, match=match):
+        load_packed(path)
+
 
 
 @pytest.fixture
@@ -157,28 +178,18 @@ def test_packed_file_round_trips_and_refuses_bad_files(bert, tmp_path):
     bad[name] = type(layers[name])(weight=pack(dense, 8, 8), w_scale=layers[name].w_scale,
                                    in_scale=1.0, out_scale=1.0, requant=layers[name].requant)
     p2 = save_packed(tmp_path / "bad.safetensors", bad)
-    import json
-
-    from safetensors.numpy import load_file, save_file
-    t = load_file(str(p2))
-    from safetensors import safe_open
-    with safe_open(str(p2), "np") as f:
-        header = json.loads(f.metadata()["nmaccel"])
+    t, header = _file_parts(p2)
     header["layers"][name]["n"], header["layers"][name]["m"] = 8, 8
-    save_file(t, str(p2), metadata={"nmaccel": json.dumps(header)})
+    _rewrite(p2, t, header)
     load_packed(p2)  # dense and declared dense: fine
     header["layers"][name]["n"], header["layers"][name]["m"] = 2, 8
     t[f"{name}.values"] = t[f"{name}.values"][:, : layers[name].weight.groups * 2]
     t[f"{name}.indices"] = np.zeros((layers[name].weight.rows,
                                      layers[name].weight.groups * 2 * 3 // 8), np.uint8)
-    save_file(t, str(p2), metadata={"nmaccel": json.dumps(header)})
-    with pytest.raises(PackedModelError, match=f"layer {name}: .*not strictly ascending"):
-        load_packed(p2)
+    _refused(p2, t, header, f"layer {name}: .*not strictly ascending")
     # a missing tensor and an undeclared one
     del t[f"{name}.mult"]
-    save_file(t, str(p2), metadata={"nmaccel": json.dumps(header)})
-    with pytest.raises(PackedModelError, match=r"lacks tensors \['mult'\]"):
-        load_packed(p2)
+    _refused(p2, t, header, r"lacks tensors \['mult'\]")
     save_file({"x": np.zeros(2)}, str(p2))
     with pytest.raises(PackedModelError, match="without nmaccel metadata"):
         load_packed(p2)
@@ -188,10 +199,6 @@ def test_packed_file_keeps_per_channel_output_scales_and_widths(bert, tmp_path):
     """The integer encoder's Q/K Linears have one output scale per channel and its FFN output
     requantizes to int16: both survive the file; malformed ones are refused."""
     import dataclasses
-    import json
-
-    from safetensors import safe_open
-    from safetensors.numpy import load_file, save_file
 
     from sw.ref.quant import requant_params
 
@@ -208,18 +215,10 @@ def test_packed_file_keeps_per_channel_output_scales_and_widths(bert, tmp_path):
     assert back["layer.0.output.dense"].requant.out_bits == 8
     assert back["layer.0.output.dense"].out_scale == layers["layer.0.output.dense"].out_scale
 
-    t = load_file(str(path))
-    with safe_open(str(path), "np") as f:
-        header = json.loads(f.metadata()["nmaccel"])
+    t, header = _file_parts(path)
     t[f"{name}.out_scale"] = per_channel[:-1]
-    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
-    with pytest.raises(PackedModelError, match=f"layer {name}: out_scale has shape"):
-        load_packed(path)
+    _refused(path, t, header, f"layer {name}: out_scale has shape")
     del t[f"{name}.out_scale"]
-    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
-    with pytest.raises(PackedModelError, match=f"layer {name}: no out_scale"):
-        load_packed(path)
+    _refused(path, t, header, f"layer {name}: no out_scale")
     header["layers"][name]["out_scale"], header["layers"][name]["out_bits"] = 0.01, 12
-    save_file(t, str(path), metadata={"nmaccel": json.dumps(header)})
-    with pytest.raises(PackedModelError, match=f"layer {name}: out_bits 12"):
-        load_packed(path)
+    _refused(path, t, header, f"layer {name}: out_bits 12")
