@@ -6,7 +6,8 @@
   and a wrapper module ``nmaccel`` with the Vitis port names (``ap_clk``, ``ap_rst_n``,
   ``s_axi_control_*``, ``m_axi_gmem_*``);
 * ``kernel.xml``: the kernel's arguments with their register offsets
-  (:data:`sw.compiler.isa.REGISTERS`), all buffers on the one ``m_axi_gmem`` port;
+  (:data:`sw.compiler.isa.REGISTERS`), all buffers on ``m_axi_gmem`` (and, with a weight
+  port, the read-only ``m_axi_wgt`` master that streams LINEAR weights from ``params``);
 * ``package_xo.tcl``: packages the Verilog as an IP and then as ``nmaccel.xo``
   (``vivado -mode batch -source package_xo.tcl``), to link with
   ``v++ -l -t hw --platform <platform> nmaccel.xo``;
@@ -55,7 +56,17 @@ def wrapper_verilog(top_verilog: str) -> str:
             + ",\n".join(conn) + "\n  );\nendmodule\n")
 
 
-def kernel_xml() -> str:
+def kernel_xml(config: AcceleratorConfig) -> str:
+    """The kernel's ports and arguments. Every buffer argument is on ``m_axi_gmem``; with a
+    weight port (``config.weight_port_bytes``) the read-only ``m_axi_wgt`` master reads the
+    LINEAR weights inside the ``params`` buffer, so the link must connect both masters to the
+    memory bank that buffer lives in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
+    --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``)."""
+    wgt = ""
+    if config.weight_port_bytes:
+        wgt = (f'\n      <port name="m_axi_wgt" mode="master" range="0xFFFFFFFFFFFFFFFF" '
+               f'dataWidth="{8 * config.weight_port_bytes}"\n'
+               f'            portType="addressable" base="0x0"/>')
     args = []
     for i, b in enumerate(BUFFERS):
         args.append(f'      <arg name="{b}" addressQualifier="1" id="{2 * i}" port="m_axi_gmem" '
@@ -74,7 +85,7 @@ def kernel_xml() -> str:
       <port name="s_axi_control" mode="slave" range="0x1000" dataWidth="32"
             portType="addressable" base="0x0"/>
       <port name="m_axi_gmem" mode="master" range="0xFFFFFFFFFFFFFFFF" dataWidth="32"
-            portType="addressable" base="0x0"/>
+            portType="addressable" base="0x0"/>{wgt}
     </ports>
     <args>
 {chr(10).join(args)}
@@ -84,7 +95,10 @@ def kernel_xml() -> str:
 """
 
 
-def package_tcl(part: str) -> str:
+def package_tcl(config: AcceleratorConfig) -> str:
+    part = config.part
+    wgt = ("ipx::associate_bus_interfaces -busif m_axi_wgt -clock ap_clk $core\n"
+           if config.weight_port_bytes else "")
     return f"""# Package nmaccel.v as a Vitis RTL kernel: vivado -mode batch -source package_xo.tcl
 set here [file dirname [file normalize [info script]]]
 create_project -force kernel_pack $here/kernel_pack -part {part}
@@ -99,7 +113,7 @@ ipx::edit_ip_in_project -upgrade true -name tmp_edit_project -directory $here/ip
 set core [ipx::current_core]
 ipx::associate_bus_interfaces -busif s_axi_control -clock ap_clk $core
 ipx::associate_bus_interfaces -busif m_axi_gmem -clock ap_clk $core
-set_property sdx_kernel true $core
+{wgt}set_property sdx_kernel true $core
 set_property sdx_kernel_type rtl $core
 ipx::update_checksums $core
 ipx::save_core $core
@@ -118,8 +132,8 @@ def write_package(config: AcceleratorConfig, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     top = verilog.convert(Accelerator(config=config), name="top")
     (out / "nmaccel.v").write_text(top + "\n" + wrapper_verilog(top))
-    (out / "kernel.xml").write_text(kernel_xml())
-    (out / "package_xo.tcl").write_text(package_tcl(config.part))
+    (out / "kernel.xml").write_text(kernel_xml(config))
+    (out / "package_xo.tcl").write_text(package_tcl(config))
     config.to_json(out / "config.json")
     return out
 

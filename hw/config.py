@@ -102,6 +102,13 @@ class AcceleratorConfig:
         DSP blocks of that device: the compute floor of the benchmarks is computed from it.
     mem_bandwidth_gbps : float
         Device-memory bandwidth (GB/s) the cycle model assumes for weight streaming.
+    weight_port_bytes : int
+        0: LINEAR weights come through the kernel's one 32-bit AXI master, a row at a time,
+        in :func:`sw.nm.pack`'s layout. Otherwise the data width (bytes, a power of two from
+        4 to 128) of a second, read-only AXI master ``m_axi_wgt`` that streams them in the
+        row-interleaved layout of :mod:`sw.compiler.weight_layout`: each beat fills
+        ``weight_port_bytes / 4`` rows' weight banks at once. ``pe_rows`` must then be a
+        multiple of :attr:`weight_rows_align`.
     """
 
     name: str = "custom"
@@ -126,6 +133,7 @@ class AcceleratorConfig:
     part: str = "generic"
     part_dsps: int = 0
     mem_bandwidth_gbps: float = 0.0
+    weight_port_bytes: int = 0
 
     def __post_init__(self):
         def bad(field, why):
@@ -181,12 +189,35 @@ class AcceleratorConfig:
             bad("part_dsps", "must be >= 0")
         if not (math.isfinite(self.mem_bandwidth_gbps) and self.mem_bandwidth_gbps >= 0):
             bad("mem_bandwidth_gbps", "must be a number >= 0")
+        B = self.weight_port_bytes
+        if B and (B not in (4, 8, 16, 32, 64, 128)):
+            bad("weight_port_bytes", "must be 0 (no weight port) or a power of two from 4 to "
+                                     "128 (an AXI4 data width of 32 to 1024 bits)")
+        if B and self.pe_rows % self.weight_rows_align:
+            bad("pe_rows", f"the {B}-byte weight port fills {B // 4} rows' value banks and "
+                           f"{8 * B // self.index_word_bits} rows' index banks per beat: "
+                           f"pe_rows must be a multiple of {self.weight_rows_align}")
 
     # -- derived quantities (derived here once, so nobody restates them) -----------------------
     @property
     def index_bits(self) -> int:
         """Bits of one N:M index: log2(M)."""
         return self.m.bit_length() - 1
+
+    @property
+    def index_word_bits(self) -> int:
+        """Bits of a weight bank's index word (4 slots of :attr:`index_bits`) in the weight
+        port's layout: 8 or 16, so whole words fill a beat."""
+        return 8 if 4 * self.index_bits <= 8 else 16
+
+    @property
+    def weight_rows_align(self) -> int:
+        """The weight port's row granule: a beat holds whole 4-byte value words of
+        ``weight_port_bytes / 4`` rows, or whole index words of ``8 weight_port_bytes /
+        index_word_bits`` rows; LINEAR rows are padded to a multiple of the larger (1 without
+        a weight port)."""
+        B = self.weight_port_bytes
+        return max(B // 4, 8 * B // self.index_word_bits) if B else 1
 
     @property
     def spm_bytes(self) -> int:
@@ -273,12 +304,14 @@ PRESETS: dict[str, AcceleratorConfig] = {
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
+            weight_port_bytes=64,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
+            weight_port_bytes=64,
         ),
     )
 }

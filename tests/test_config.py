@@ -47,6 +47,14 @@ def test_presets_are_sized_for_their_parts():
         ({"pe_rows": 2.0}, r"pe_rows = 2.0: must be an int"),
         ({"pe_rows": True}, r"pe_rows = True: must be an int"),
         ({"name": "a b"}, r"name = 'a b'"),
+        ({"weight_port_bytes": 24}, r"weight_port_bytes = 24: must be 0 \(no weight port\) "
+                                    r"or a power of two from 4 to 128"),
+        ({"weight_port_bytes": 256}, r"weight_port_bytes = 256"),
+        # M = 4: a 16-byte beat holds 4 rows' value words or 16 rows' index words
+        ({"weight_port_bytes": 16, "pe_rows": 8}, r"pe_rows = 8: the 16-byte weight port "
+                                                  r"fills 4 rows' value banks and 16 rows' "
+                                                  r"index banks per beat: pe_rows must be a "
+                                                  r"multiple of 16"),
     ],
 )
 def test_bad_configs_name_the_field_and_value(changes, message):
@@ -95,3 +103,7 @@ def test_derived_quantities():
     assert cfg.index_bits == 3
     assert cfg.num_pes == 96 * 128
     assert preset("tiny").index_bits == 2
+    # the weight port's row granule: 4-byte value words, 8- or 16-bit index words per beat
+    assert preset("tiny").weight_rows_align == 1
+    assert cfg.replace(weight_port_bytes=64).weight_rows_align == 32  # M = 8: 16-bit words
+    assert preset("tiny").replace(weight_port_bytes=8, pe_rows=8).weight_rows_align == 8

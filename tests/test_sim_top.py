@@ -278,6 +278,25 @@ def test_vector_commands_match_the_ref_backend(seed, stall):
 def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
     """A random BERT layer, pruned and compiled by sw/compiler, on the RTL top (through
     cocotbext-axi) against the ref backend, with padding in the measured sequence."""
+    _compiled_layer(*shape)
+
+
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes
+    (4, 4, 4, "2:4", 64, 4, 12, 128, True, 1024, 4),
+    # 36 and 50 rows padded to 40 and 56 (8-row granule): short last row blocks of 8
+    (16, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 8),
+    (2, 2, 16, "dense", 32, 2, 5, 64, False, 1024, 4),
+    # the u200's port and M: 64-byte beats, 16 rows' values or 32 rows' indices per beat
+    (32, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 64),
+])
+def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape):
+    """The same with the read-only weight master (``weight_port_bytes``): LINEAR weights in
+    the row-interleaved layout of sw.compiler.weight_layout, bit-exact and cycle-exact."""
+    _compiled_layer(*shape)
+
+
+def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -286,10 +305,10 @@ def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    R, C, M, nm, H, heads, L, inter, stall, act_depth = shape
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}", m=M, n_max=M, pe_rows=R,
-                            pe_cols=C, max_k=256, max_row=32, softmax_lanes=3, vector_lanes=5,
-                            max_hidden=128, spm_kib=16, act_buffer_depth=act_depth)
+    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}", m=M, n_max=M,
+                            pe_rows=R, pe_cols=C, max_k=256, max_row=32, softmax_lanes=3,
+                            vector_lanes=5, max_hidden=128, spm_kib=16,
+                            act_buffer_depth=act_depth, weight_port_bytes=port)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()

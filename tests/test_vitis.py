@@ -39,3 +39,17 @@ def test_wrapper_maps_every_port_and_compiles(package):
         subprocess.run(["iverilog", "-g2012", "-s", KERNEL_NAME, "-o", str(package / "a.out"),
                         str(package / "nmaccel.v")], check=True)
     assert "package_xo" in (package / "package_xo.tcl").read_text()
+
+
+def test_a_weight_port_appears_in_the_wrapper_the_kernel_xml_and_the_packaging(tmp_path):
+    cfg = preset("tiny").replace(spm_kib=4, max_k=64, max_row=16, pe_rows=8,
+                                 weight_port_bytes=8)
+    out = write_package(cfg, tmp_path)
+    ports = {a.get("name"): a for a in ET.parse(out / "kernel.xml").getroot().iter("port")}
+    assert ports["m_axi_wgt"].get("dataWidth") == "64"
+    assert ports["m_axi_wgt"].get("mode") == "master"
+    text = (out / "nmaccel.v").read_text()
+    widths = {name: w for _, name, w in _ports(text)}
+    assert widths["m_axi_wgt__rdata"] == 64 and widths["m_axi_gmem__rdata"] == 32
+    assert ".m_axi_wgt__araddr(m_axi_wgt_araddr)" in text
+    assert "-busif m_axi_wgt" in (out / "package_xo.tcl").read_text()

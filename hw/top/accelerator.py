@@ -51,6 +51,11 @@ def _times(x, c: int):
     return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
+def _round_up(x, granule: int):
+    """``x`` rounded up to a multiple of a power of two ``granule``."""
+    return (x + granule - 1) & ~(granule - 1)
+
+
 def _bytes(count, bits):
     """``count * (bits >> 3)`` where a valid command has ``bits`` 8 or 16 (other widths are
     refused as BAD_SHAPE before any range is looked at, so their value does not matter)."""
@@ -91,6 +96,8 @@ class Accelerator(wiring.Component):
         super().__init__({
             "s_axi_control": In(AxiLiteSignature(ADDR_WIDTH)),
             "m_axi_gmem": Out(Axi4Signature(32)),
+            **({"m_axi_wgt": Out(Axi4Signature(8 * config.weight_port_bytes))}
+               if config.weight_port_bytes else {}),
         })
 
     def elaborate(self, platform):  # noqa: C901 - one FSM, one state per step
@@ -126,6 +133,26 @@ class Accelerator(wiring.Component):
                 m.d.comb += port.eq(getattr(src, name))
             else:
                 m.d.comb += getattr(src, name).eq(port)
+        wgt_error = Const(0)
+        if cfg.weight_port_bytes:  # read-only: its write channels stay idle
+            B = cfg.weight_port_bytes
+            m.submodules.wgt_reader = wgt = AxiReader(data_width=8 * B,
+                                                      max_burst=min(256, 4096 // B))
+            for name in self.m_axi_wgt.signature.members:
+                if name.startswith(("ar", "r")):
+                    port = getattr(self.m_axi_wgt, name)
+                    if self.m_axi_wgt.signature.members[name].flow == Out:
+                        m.d.comb += port.eq(getattr(wgt.axi, name))
+                    else:
+                        m.d.comb += getattr(wgt.axi, name).eq(port)
+            m.d.comb += [wgt.req.valid.eq(eng.wgt_req.valid),
+                         wgt.req.payload.addr.eq(ctrl.params + eng.wgt_req.payload.addr),
+                         wgt.req.payload.words.eq(eng.wgt_req.payload.words),
+                         eng.wgt_req.ready.eq(wgt.req.ready),
+                         eng.wgt_data.valid.eq(wgt.data.valid),
+                         eng.wgt_data.payload.eq(wgt.data.payload),
+                         wgt.data.ready.eq(eng.wgt_data.ready)]
+            wgt_error = wgt.error
 
         busy = Signal()
         cycles = Signal(32)
@@ -185,8 +212,11 @@ class Accelerator(wiring.Component):
             Op.ADD: [(w[4], w[5])],  # tokens x width
             Op.LAYERNORM: [(w[3], w[4])],  # tokens x hidden
             # groups x n; a rows; out rows; rows x (groups x n); rows x index bytes per row
-            Op.LINEAR: [(groups, w[6]), (w[3] - 1, w[2]), (w[3] - 1, w[11]), (w[5], prods[0]),
-                        (w[5], (_times(prods[0], cfg.index_bits) + 7) >> 3)],
+            Op.LINEAR: [(groups, w[6]), (w[3] - 1, w[2]), (w[3] - 1, w[11])] + (
+                # rows padded to the weight port's granule x bank entries per row
+                [(_round_up(w[5], cfg.weight_rows_align), (prods[0] + 3) >> 2)]
+                if cfg.weight_port_bytes else
+                [(w[5], prods[0]), (w[5], (_times(prods[0], cfg.index_bits) + 7) >> 3)]),
             Op.QK_SOFTMAX: [(w[4] - 1, w[3]), (w[4] - 1, w[10])],
             Op.PV: [(w[5] - 1, w[2]), (w[5] - 1, w[4]), (w[5] - 1, w[9])],
         }
@@ -285,7 +315,11 @@ class Accelerator(wiring.Component):
                 # PV p p_stride v stride tokens d rq_off out out_stride
                 eng_shape_bad, eng_spm_bad, eng_params_bad = Signal(), Signal(), Signal()
                 wbytes = Signal(65)
-                m.d.comb += wbytes.eq(prods[3] + Mux(w[6] == w[7], 0, prods[4]))
+                if cfg.weight_port_bytes:  # sw.compiler.weight_layout: 4 (+ index) bytes
+                    m.d.comb += wbytes.eq(Mux(w[6] == w[7], prods[3] << 2, _times(
+                        prods[3], 4 + cfg.index_word_bits // 8)))
+                else:
+                    m.d.comb += wbytes.eq(prods[3] + Mux(w[6] == w[7], 0, prods[4]))
                 out_row = _bytes(w[5], w[12])  # rows x output bytes
                 with m.Switch(op):
                     with m.Case(Op.LINEAR):
@@ -295,7 +329,9 @@ class Accelerator(wiring.Component):
                             eng_shape_bad.eq((w[3] == 0) | (w[4] == 0) | (w[5] == 0)
                                              | ((w[12] != 8) & (w[12] != 16)) | ~nm_ok
                                              | (w[4] > cfg.max_k) | (w[2] < w[4])
-                                             | (w[11] < out_row) | (w[9][:2] != 0)),
+                                             | (w[11] < out_row) | (w[9][:2] != 0)
+                                             | ((w[8] & max(cfg.weight_port_bytes - 1, 0))
+                                                != 0)),
                             eng_spm_bad.eq((w[1] + prods[1] + w[4] > spm_bytes)
                                            | (w[10] + prods[2] + out_row > spm_bytes)),
                             eng_params_bad.eq((w[8] + wbytes > ctrl.params_size)
@@ -324,7 +360,7 @@ class Accelerator(wiring.Component):
                                               > ctrl.params_size)]
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = (op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
-                with m.If(reader.error):
+                with m.If(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
                 with m.Elif(op > max(Op)):
                     finish(Status.BAD_OPCODE)
@@ -474,7 +510,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(reader.error):
+                with m.If(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
                 with m.Else():
                     m.d.sync += index.eq(index + 1)

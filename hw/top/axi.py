@@ -24,11 +24,11 @@ def request_layout() -> data.StructLayout:
     return data.StructLayout({"addr": 64, "words": 32})
 
 
-def next_burst(addr, left, beat_bytes: int):
-    """Beats of the next burst: at most :data:`MAX_BURST`, the ``left`` words, and what fits
+def next_burst(addr, left, beat_bytes: int, max_burst: int = MAX_BURST):
+    """Beats of the next burst: at most ``max_burst``, the ``left`` words, and what fits
     before the next 4 KiB boundary (a burst must not cross one)."""
     to_page = (4096 - addr[:12]) // beat_bytes
-    capped = Mux(left < MAX_BURST, left, MAX_BURST)
+    capped = Mux(left < max_burst, left, max_burst)
     return Mux(to_page < capped, to_page, capped)
 
 

@@ -14,8 +14,8 @@ __all__ = ["AxiReader"]
 class AxiReader(wiring.Component):
     """Reads ``words`` consecutive bus words from byte address ``addr`` (word aligned).
 
-    Bursts of up to :data:`MAX_BURST` beats, INCR, never crossing a 4 KiB boundary (an AXI
-    rule), one burst in flight at a time.
+    Bursts of up to ``max_burst`` beats (default :data:`MAX_BURST`), INCR, never crossing a
+    4 KiB boundary (an AXI rule), one burst in flight at a time.
 
     Ports
     -----
@@ -34,8 +34,10 @@ class AxiReader(wiring.Component):
     read latency. A 64-bit address register, a 32-bit count, a burst counter.
     """
 
-    def __init__(self, *, data_width: int = 32):
-        self.data_width = data_width
+    def __init__(self, *, data_width: int = 32, max_burst: int = MAX_BURST):
+        if not 1 <= max_burst <= 256:
+            raise ValueError(f"max_burst must be in 1..256 (AXI4 INCR), got {max_burst!r}")
+        self.data_width, self.max_burst = data_width, max_burst
         super().__init__({
             "req": In(stream.Signature(request_layout())),
             "data": Out(stream.Signature(data_width)),
@@ -49,7 +51,7 @@ class AxiReader(wiring.Component):
         beat_bytes = self.data_width // 8
         addr = Signal(64)
         left = Signal(32)
-        burst = Signal(range(MAX_BURST + 1))
+        burst = Signal(range(self.max_burst + 1))
         m.d.comb += [
             axi.arsize.eq(axi.signature.size),
             axi.arburst.eq(BURST_INCR),
@@ -66,7 +68,7 @@ class AxiReader(wiring.Component):
                     with m.If(self.req.payload.words != 0):
                         m.next = "SIZE"
             with m.State("SIZE"):
-                n = next_burst(addr, left, beat_bytes)
+                n = next_burst(addr, left, beat_bytes, self.max_burst)
                 m.d.sync += burst.eq(n)
                 m.next = "AR"
             with m.State("AR"):

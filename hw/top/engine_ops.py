@@ -90,6 +90,9 @@ class EngineOps(wiring.Component):
             "done": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
             "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
+            **({"wgt_req": Out(stream.Signature(request_layout())),
+                "wgt_data": In(stream.Signature(8 * config.weight_port_bytes))}
+               if config.weight_port_bytes else {}),
         })
 
     def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per phase
@@ -216,6 +219,21 @@ class EngineOps(wiring.Component):
         wk, wtot, prev = Signal(32), Signal(32), Signal(32)
         entries = Signal(kw)  # words of 4 slots per row: ceil(steps / 4)
         m.d.comb += entries.eq((steps + 3) >> 2)
+
+        # the weight port (B bytes a beat; sw.compiler.weight_layout): a block's value words,
+        # vw rows a beat, then its index words, iwr rows a beat; entry e, row group g
+        B = cfg.weight_port_bytes
+        if B:
+            vw, iw = B // 4, cfg.index_word_bits
+            iwr = 8 * B // iw
+            log_v, log_i, log_b = (vw.bit_length() - 1, iwr.bit_length() - 1,
+                                   B.bit_length() - 1)
+            align = cfg.weight_rows_align
+            rows_pad = Signal(32)
+            m.d.comb += rows_pad.eq((job.rows + align - 1) & ~(align - 1))
+            v_groups, i_groups = Signal(range(R // vw + 1)), Signal(range(R // iwr + 1))
+            wg, we = Signal(range(R // min(vw, iwr) + 1)), Signal(kw)
+            wbeats = Signal(32)  # the block's beats
 
         def put_indices(entry, word):
             for r in range(R):
@@ -380,18 +398,27 @@ class EngineOps(wiring.Component):
             # weights of the row block
             with m.State("WGT"):
                 row = r0 + i0
+                if B:  # LINEAR: the block's value and index words through the weight port
+                    blk = Mux(rows_pad - r0 < R, rows_pad - r0, R)
+                    m.d.sync += [v_groups.eq(blk >> log_v), i_groups.eq(blk >> log_i),
+                                 wbeats.eq(entries * ((blk >> log_v)
+                                                      + Mux(dense, 0, blk >> log_i))),
+                                 wg.eq(0), we.eq(0), idx_phase.eq(0)]
                 with m.If(is_lin):
-                    with m.If(row >= job.rows):
-                        m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
-                                     land_kind.eq(3)]
-                        with m.If(i1 == steps - 1):
-                            m.d.sync += [i1.eq(0), i0.eq(i0 + 1)]
-                            with m.If(i0 == R - 1):
-                                m.next = "RQ"
+                    if B:
+                        m.next = "WW_REQ"
+                    else:  # a row at a time through the 32-bit master
+                        with m.If(row >= job.rows):
+                            m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
+                                         land_kind.eq(3)]
+                            with m.If(i1 == steps - 1):
+                                m.d.sync += [i1.eq(0), i0.eq(i0 + 1)]
+                                with m.If(i0 == R - 1):
+                                    m.next = "RQ"
+                            with m.Else():
+                                m.d.sync += i1.eq(i1 + 1)
                         with m.Else():
-                            m.d.sync += i1.eq(i1 + 1)
-                    with m.Else():
-                        m.next = "W_REQ"
+                            m.next = "W_REQ"
                 with m.Elif(is_qk):
                     # QK: row = key, w[key, s] = k[key, s]: a word of the key row per cycle,
                     # landed realigned like the activations (one more word when mid-word)
@@ -417,74 +444,115 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.d.sync += w_col.eq(w_col + job.w_stride)
                     advance(steps, R, "WGT_LAST")
-            with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
-                start = Mux(idx_phase, i_row, w_row)
-                nbytes = Mux(idx_phase, ibytes, steps)
-                words = ((start & 3) + nbytes + 3) >> 2
-                m.d.comb += [self.dram_req.valid.eq(1),
-                             self.dram_req.payload.addr.eq(start & ~3),
-                             self.dram_req.payload.words.eq(words)]
-                with m.If(self.dram_req.ready):
-                    m.d.sync += [skip.eq(start[:2]), slot.eq(0), bits_n.eq(0), bits_acc.eq(0),
-                                 i1.eq(0), wk.eq(0), wtot.eq(words)]
-                    m.next = "W_DATA"
-            with m.State("W_DATA"):
-                with m.If(~idx_phase):  # values: one word per cycle, realigned to the row
-                    m.d.comb += self.dram_data.ready.eq(1)
-                    with m.If(self.dram_data.valid):
-                        d = self.dram_data.payload
-                        m.d.sync += [prev.eq(d), wk.eq(wk + 1)]
-                        with m.If((skip == 0) | (wk != 0)):
-                            put_values(Mux(skip == 0, wk, wk - 1), _realign(prev, d, skip))
-                        with m.If(wk == wtot - 1):
-                            with m.If((skip != 0) & (wtot == entries)):
-                                m.next = "W_FLUSH"
-                            with m.Else():
-                                m.next = "W_VALUES_END"
-                with m.Else():  # indices: a bank word of 4 slots per cycle from a bit queue
-                    # emit when 4 slots are queued (or the row's last, once every word is in);
-                    # take a word in the same cycle if what stays queued is less than 4 slots
-                    emit = (bits_n >= 4 * ib) | (wk == wtot)
-                    after = Signal.like(bits_n)  # bits that stay queued
-                    less = (bits_n - 4 * ib).as_unsigned()[:len(bits_n)]
-                    m.d.comb += after.eq(Mux(emit, Mux(bits_n >= 4 * ib, less, 0), bits_n))
-                    take = (wk != wtot) & (after < 4 * ib)
-                    m.d.comb += self.dram_data.ready.eq(take)
-                    got = take & self.dram_data.valid
-                    lead = Mux(wk == 0, skip * 8, 0)  # bits before the row in its first word
-                    incoming = self.dram_data.payload >> lead
-                    queued = Mux(emit, bits_acc >> (4 * ib), bits_acc)
-                    m.d.sync += [bits_acc.eq(queued), bits_n.eq(after)]
-                    with m.If(got):
-                        m.d.sync += [bits_acc.eq(queued | (incoming << after)),
-                                     bits_n.eq(after + 32 - lead), wk.eq(wk + 1)]
-                    with m.If(emit):
-                        m.d.sync += slot.eq(slot + 1)
-                        put_indices(slot, bits_acc[:4 * ib])
-                        with m.If(slot == entries - 1):
-                            m.next = "W_ROW_END"
-            with m.State("W_FLUSH"):  # the row's last values sit in the last word alone
-                put_values(wtot - 1, _realign(prev, Const(0, 32), skip))
-                m.next = "W_VALUES_END"
-            with m.State("W_VALUES_END"):
-                m.d.sync += i1.eq(0)
-                with m.If(dense):
-                    m.next = "W_DENSE_IDX"
-                with m.Else():
-                    m.d.sync += idx_phase.eq(1)
-                    m.next = "W_REQ"
-            with m.State("W_DENSE_IDX"):  # dense rows: index = slot mod M (implicit)
-                put_indices(i1, Cat(((i1 << 2) + j)[:ib] for j in range(4)))
-                m.d.sync += i1.eq(i1 + 1)
-                with m.If(i1 == entries - 1):
-                    m.next = "W_ROW_END"
-            with m.State("W_ROW_END"):
-                m.d.sync += [idx_phase.eq(0), i1.eq(0), i0.eq(i0 + 1),
-                             w_row.eq(w_row + steps), i_row.eq(i_row + ibytes)]
-                with m.If(i0 == R - 1):
-                    m.next = "RQ"
-                with m.Else():
-                    m.next = "WGT"
+            if not B:  # LINEAR rows through the 32-bit master (sw.nm.pack layout)
+                with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
+                    start = Mux(idx_phase, i_row, w_row)
+                    nbytes = Mux(idx_phase, ibytes, steps)
+                    words = ((start & 3) + nbytes + 3) >> 2
+                    m.d.comb += [self.dram_req.valid.eq(1),
+                                 self.dram_req.payload.addr.eq(start & ~3),
+                                 self.dram_req.payload.words.eq(words)]
+                    with m.If(self.dram_req.ready):
+                        m.d.sync += [skip.eq(start[:2]), slot.eq(0), bits_n.eq(0), bits_acc.eq(0),
+                                     i1.eq(0), wk.eq(0), wtot.eq(words)]
+                        m.next = "W_DATA"
+                with m.State("W_DATA"):
+                    with m.If(~idx_phase):  # values: one word per cycle, realigned to the row
+                        m.d.comb += self.dram_data.ready.eq(1)
+                        with m.If(self.dram_data.valid):
+                            d = self.dram_data.payload
+                            m.d.sync += [prev.eq(d), wk.eq(wk + 1)]
+                            with m.If((skip == 0) | (wk != 0)):
+                                put_values(Mux(skip == 0, wk, wk - 1), _realign(prev, d, skip))
+                            with m.If(wk == wtot - 1):
+                                with m.If((skip != 0) & (wtot == entries)):
+                                    m.next = "W_FLUSH"
+                                with m.Else():
+                                    m.next = "W_VALUES_END"
+                    with m.Else():  # indices: a bank word of 4 slots per cycle from a bit queue
+                        # emit when 4 slots are queued (or the row's last, once every word is in);
+                        # take a word in the same cycle if what stays queued is less than 4 slots
+                        emit = (bits_n >= 4 * ib) | (wk == wtot)
+                        after = Signal.like(bits_n)  # bits that stay queued
+                        less = (bits_n - 4 * ib).as_unsigned()[:len(bits_n)]
+                        m.d.comb += after.eq(Mux(emit, Mux(bits_n >= 4 * ib, less, 0), bits_n))
+                        take = (wk != wtot) & (after < 4 * ib)
+                        m.d.comb += self.dram_data.ready.eq(take)
+                        got = take & self.dram_data.valid
+                        lead = Mux(wk == 0, skip * 8, 0)  # bits before the row in its first word
+                        incoming = self.dram_data.payload >> lead
+                        queued = Mux(emit, bits_acc >> (4 * ib), bits_acc)
+                        m.d.sync += [bits_acc.eq(queued), bits_n.eq(after)]
+                        with m.If(got):
+                            m.d.sync += [bits_acc.eq(queued | (incoming << after)),
+                                         bits_n.eq(after + 32 - lead), wk.eq(wk + 1)]
+                        with m.If(emit):
+                            m.d.sync += slot.eq(slot + 1)
+                            put_indices(slot, bits_acc[:4 * ib])
+                            with m.If(slot == entries - 1):
+                                m.next = "W_ROW_END"
+                with m.State("W_FLUSH"):  # the row's last values sit in the last word alone
+                    put_values(wtot - 1, _realign(prev, Const(0, 32), skip))
+                    m.next = "W_VALUES_END"
+                with m.State("W_VALUES_END"):
+                    m.d.sync += i1.eq(0)
+                    with m.If(dense):
+                        m.next = "W_DENSE_IDX"
+                    with m.Else():
+                        m.d.sync += idx_phase.eq(1)
+                        m.next = "W_REQ"
+                with m.State("W_DENSE_IDX"):  # dense rows: index = slot mod M (implicit)
+                    put_indices(i1, Cat(((i1 << 2) + j)[:ib] for j in range(4)))
+                    m.d.sync += i1.eq(i1 + 1)
+                    with m.If(i1 == entries - 1):
+                        m.next = "W_ROW_END"
+                with m.State("W_ROW_END"):
+                    m.d.sync += [idx_phase.eq(0), i1.eq(0), i0.eq(i0 + 1),
+                                 w_row.eq(w_row + steps), i_row.eq(i_row + ibytes)]
+                    with m.If(i0 == R - 1):
+                        m.next = "RQ"
+                    with m.Else():
+                        m.next = "WGT"
+            if B:
+                with m.State("WW_REQ"):
+                    m.d.comb += [self.wgt_req.valid.eq(1),
+                                 self.wgt_req.payload.addr.eq(w_row),
+                                 self.wgt_req.payload.words.eq(wbeats)]
+                    with m.If(self.wgt_req.ready):
+                        m.d.sync += w_row.eq(w_row + (wbeats << log_b))
+                        m.next = "WW_DATA"
+                with m.State("WW_DATA"):  # a beat per cycle: vw rows' values or iw rows' indices
+                    m.d.comb += self.wgt_data.ready.eq(1)
+                    beat = self.wgt_data.payload
+                    groups = Mux(idx_phase, i_groups, v_groups)
+                    with m.If(self.wgt_data.valid):
+                        for r in range(R):
+                            with m.If(~idx_phase & (wg == r // vw)):
+                                m.d.comb += [wv_w[r].addr.eq(we),
+                                             wv_w[r].data.eq(beat.word_select(r % vw, 32)),
+                                             wv_w[r].en.eq(0b1111)]
+                            with m.If(idx_phase & (wg == r // iwr)):
+                                m.d.comb += [wi_w[r].addr.eq(we),
+                                             wi_w[r].data.eq(beat.word_select(r % iwr, iw)),
+                                             wi_w[r].en.eq(0b1111)]
+                        m.d.sync += wg.eq(wg + 1)
+                        with m.If(wg == groups - 1):
+                            m.d.sync += [wg.eq(0), we.eq(we + 1)]
+                            with m.If(we == entries - 1):
+                                m.d.sync += we.eq(0)
+                                with m.If(dense):
+                                    m.next = "WW_DENSE"
+                                with m.Elif(idx_phase):
+                                    m.next = "RQ"
+                                with m.Else():
+                                    m.d.sync += idx_phase.eq(1)
+                with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
+                    for r in range(R):
+                        m.d.comb += [wi_w[r].addr.eq(we), wi_w[r].en.eq(0b1111),
+                                     wi_w[r].data.eq(Cat(((we << 2) + j)[:ib] for j in range(4)))]
+                    m.d.sync += we.eq(we + 1)
+                    with m.If(we == entries - 1):
+                        m.next = "RQ"
             with m.State("WGT_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
                 with m.If(is_qk):

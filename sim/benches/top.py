@@ -4,6 +4,8 @@ cocotbext-axi provides the host side: an AXI4-Lite master on ``s_axi_control`` a
 model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.bench_params`):
 
 * ``image``: a file with the device memory's initial bytes (from address 0);
+* ``weight_port``: the kernel has the read-only weight master ``m_axi_wgt`` (a config's
+  ``weight_port_bytes``): a second AXI RAM read port on the same memory answers it;
 * ``buffers``: ``{name: [addr, size]}`` for each of :data:`sw.compiler.isa.BUFFERS`;
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiRamRead, AxiReadBus
 
 from sim.runner import bench_params, bench_report_path
 from sim.streams import CLOCK_NS, start_clock
@@ -116,13 +118,18 @@ async def run_program(dut):
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_gmem_"), dut.clk, dut.rst, size=len(image))
     ram.write(0, image)
     host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control_"), dut.clk, dut.rst)
-    for model in (ram, host):  # one INFO line per burst slows long runs and floods the log
-        for side in (model.write_if, model.read_if):
-            side.log.setLevel(logging.WARNING)
+    reads = [ram.read_if]
+    if P.get("weight_port"):
+        reads.append(AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_wgt_"), dut.clk, dut.rst,
+                                mem=ram.mem))
+    for side in (ram.write_if, host.write_if, host.read_if, *reads):
+        side.log.setLevel(logging.WARNING)  # one INFO line per burst slows long runs
     if P.get("stall"):
         rng = random.Random(int(P.get("seed", 1)))
-        for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
-                   ram.read_if.ar_channel, ram.read_if.r_channel):
+        channels = [ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel]
+        for side in reads:
+            channels += [side.ar_channel, side.r_channel]
+        for ch in channels:
             ch.set_pause_generator(_pauses(random.Random(rng.random())))
     await _reset(dut)
     assert (await _reg_read(host, "CTRL")) & 0b100, "the kernel is not idle after reset"

@@ -36,6 +36,7 @@ from sw.ref.quant import RequantParams
 from .ir import save_ir
 from .isa import LN_RECORD, Command, Op, Program, check_command, config_fingerprint
 from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
+from .weight_layout import weight_blob
 
 __all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
            "quantize_step", "lower_step", "allocate_step", "emit_step", "compile_encoder",
@@ -182,8 +183,7 @@ def lower_step(qe: QuantEncoder) -> Graph:
     def linear(prefix, key, ql: QuantBertLayer, src):
         lin = ql.linears[key]
         w = lin.weight
-        blobs[f"{prefix}.{key}.w"] = np.concatenate(
-            [w.values.astype(np.int8).reshape(-1).view(np.uint8), w.indices.reshape(-1)])
+        blobs[f"{prefix}.{key}.w"] = weight_blob(w, qe.config)
         blobs[f"{prefix}.{key}.rq"] = requant_blob(lin.requant)
         bits = lin.requant.out_bits
         out = tensor(f"{prefix}.{key}", w.rows, bits)
@@ -262,8 +262,8 @@ class Schedule:
     lifetimes: dict[str, list[int]] = field(default_factory=dict)
 
 
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
+def _align(n: int, to: int = ALIGN) -> int:
+    return -(-n // to) * to
 
 
 def allocate_step(g: Graph) -> Schedule:
@@ -298,9 +298,10 @@ def allocate_step(g: Graph) -> Schedule:
                            f"{g.config.name!r} has {g.config.spm_bytes} (spm_kib = "
                            f"{g.config.spm_kib}); use fewer tokens or a larger spm_kib")
     params, off = {}, 0
+    to = max(ALIGN, g.config.weight_port_bytes)  # a weight blob starts on a beat
     for name, blob in g.blobs.items():
         params[name] = off
-        off += _align(blob.size)
+        off += _align(blob.size, to)
     return Schedule(graph=g, spm=spm, params=params, spm_peak=peak, params_bytes=off,
                     lifetimes={t: [first[t], last[t]] for t in first})
 

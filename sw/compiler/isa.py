@@ -208,18 +208,17 @@ def _span(base: int, rows: int, stride: int, row_bytes: int) -> tuple[int, int]:
     return base, base + (rows - 1) * stride + row_bytes
 
 
-def linear_param_bytes(rows: int, k: int, n: int, m: int) -> tuple[int, int]:
-    """Bytes of a LINEAR's packed weights (values then indices) and of its requantizers."""
-    groups = -(-k // m)
-    values = rows * groups * n
-    index_bits = m.bit_length() - 1
-    indices = 0 if n == m else rows * (-(-groups * n * index_bits // 8))
-    return values + indices, rows * RQ_RECORD
+def linear_param_bytes(rows: int, k: int, n: int, m: int, config) -> tuple[int, int]:
+    """Bytes of a LINEAR's weights in ``config``'s layout
+    (:func:`sw.compiler.weight_layout.linear_weight_bytes`) and of its requantizers."""
+    from sw.compiler.weight_layout import linear_weight_bytes
+
+    return linear_weight_bytes(rows, k, n, m, config), rows * RQ_RECORD
 
 
-def footprint(cmd: Command) -> dict[str, list[tuple[int, int]]]:
-    """The byte ranges a command reads or writes, by memory (``spm``, ``params``, ``input``,
-    ``output``). Assumes :func:`check_shape` passed."""
+def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges a command reads or writes on ``config``, by memory (``spm``,
+    ``params``, ``input``, ``output``). Assumes :func:`check_shape` passed."""
     a = cmd.args
     spm: list[tuple[int, int]] = []
     out: dict[str, list[tuple[int, int]]] = {"spm": spm, "params": [], "input": [],
@@ -233,7 +232,7 @@ def footprint(cmd: Command) -> dict[str, list[tuple[int, int]]]:
     elif cmd.op == Op.LINEAR:
         spm.append(_span(a["a"], a["tokens"], a["a_stride"], a["k"]))
         spm.append(_span(a["out"], a["tokens"], a["out_stride"], a["rows"] * a["out_bits"] // 8))
-        w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"])
+        w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"], config)
         out["params"] += [(a["w_off"], a["w_off"] + w), (a["rq_off"], a["rq_off"] + rq)]
     elif cmd.op == Op.QK_SOFTMAX:
         spm.append(_span(a["q"], a["tokens"], a["stride"], a["d"]))
@@ -280,6 +279,9 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"k = {a['k']} exceeds max_k = {config.max_k}"
         if a["a_stride"] < a["k"] or a["out_stride"] < a["rows"] * a["out_bits"] // 8:
             return "a row stride is shorter than its row"
+        if config.weight_port_bytes and a["w_off"] % config.weight_port_bytes:
+            return (f"w_off = {a['w_off']} must be a multiple of the weight port's "
+                    f"{config.weight_port_bytes} bytes")
     if cmd.op in (Op.QK_SOFTMAX, Op.PV):
         if a["tokens"] > config.max_row:
             return f"tokens = {a['tokens']} exceed the longest softmax row max_row = " \
@@ -320,7 +322,7 @@ def check_command(cmd: Command, config, sizes: dict[str, int]) -> tuple[Status, 
     if why:
         return Status.BAD_SHAPE, why
     limits = {**sizes, "spm": config.spm_bytes}
-    for mem, ranges in footprint(cmd).items():
+    for mem, ranges in footprint(cmd, config).items():
         for lo, hi in ranges:
             if hi > limits[mem]:
                 status = Status.OUT_OF_SPM if mem == "spm" else Status.OUT_OF_BUFFER

@@ -30,7 +30,7 @@ from sw.compiler.isa import (
     check_command,
     config_fingerprint,
 )
-from sw.nm import PackedNM
+from sw.compiler.weight_layout import read_weights
 from sw.ref.gelu import GeluParams, gelu_int
 from sw.ref.gemm import dense_gemm_int, spmm_int
 from sw.ref.layernorm import LayerNormParams, layernorm_int
@@ -134,12 +134,13 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
         bad = check_command(cmd, config, sizes)
         if bad:
             return bad[0], i, f"{op.name}: {bad[1]}", per_op
-        _run(cmd, s, mem)
+        _run(cmd, s, mem, config)
         per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config, i)
     return Status.NO_END, count, "the commands ran out without END", per_op
 
 
-def _run(cmd: Command, s: _Spm, mem) -> None:  # noqa: C901 - one branch per opcode
+def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
+         config: AcceleratorConfig) -> None:
     a = cmd.args
     L = a.get("tokens", 0)
     if cmd.op == Op.LOAD:
@@ -147,18 +148,12 @@ def _run(cmd: Command, s: _Spm, mem) -> None:  # noqa: C901 - one branch per opc
     elif cmd.op == Op.STORE:
         mem["output"][a["dst"]: a["dst"] + a["bytes"]] = s.data[a["src"]: a["src"] + a["bytes"]]
     elif cmd.op == Op.LINEAR:
-        rows, k, n, m = a["rows"], a["k"], a["n"], a["m"]
-        groups = -(-k // m)
-        nv = rows * groups * n
+        rows = a["rows"]
         params = mem["params"]
-        values = np.frombuffer(params, np.int8, count=nv, offset=a["w_off"]).reshape(rows, -1)
-        ib = 0 if n == m else -(-groups * n * (m.bit_length() - 1) // 8)
-        idx = np.frombuffer(params, np.uint8, count=rows * ib, offset=a["w_off"] + nv)
-        w = PackedNM(values=values.astype(np.int64), indices=idx.reshape(rows, ib).copy(),
-                     n=n, m=m, k=k)
+        w = read_weights(params, a["w_off"], rows, a["k"], a["n"], a["m"], config)
         rq = _requant(bytes(params[a["rq_off"]: a["rq_off"] + rows * RQ_RECORD]), rows,
                       a["out_bits"])
-        x = s.rows(a["a"], L, a["a_stride"], k)
+        x = s.rows(a["a"], L, a["a_stride"], a["k"])
         y = requantize_int(spmm_int(x, w), rq)
         s.put_rows(a["out"], a["out_stride"], y, a["out_bits"])
     elif cmd.op == Op.QK_SOFTMAX:

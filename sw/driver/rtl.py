@@ -62,7 +62,8 @@ class RtlDevice(RefDevice):
         params = {"image": str(image), "image_out": str(image_out),
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
-                  "reset_at": self.reset_at, "trace": self.trace}
+                  "reset_at": self.reset_at, "trace": self.trace,
+                  "weight_port": bool(self.config.weight_port_bytes)}
         with self._progress_watch(work, params):
             report = run_bench(component=lambda: Accelerator(config=self.config),
                                bench="sim.benches.top", case=case, params=params,

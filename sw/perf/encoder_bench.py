@@ -198,17 +198,15 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
 def command_stream_bytes(cmd, config: AcceleratorConfig) -> int:
     """Bytes one command moves between device memory and the kernel (see module docstring):
     weights and requant records are fetched again for every token block of ``pe_cols``."""
-    from sw.compiler.isa import LN_RECORD, RQ_RECORD, Op
+    from sw.compiler.isa import LN_RECORD, RQ_RECORD, Op, linear_param_bytes
 
     a = cmd.args
     if cmd.op in (Op.LOAD, Op.STORE):
         return a["bytes"]
     blocks = -(-a.get("tokens", 1) // config.pe_cols)
-    if cmd.op == Op.LINEAR:
-        rows, k, n, m = a["rows"], a["k"], a["n"], a["m"]
-        groups = -(-k // m)
-        index_bytes = 0 if n == m else -(-groups * n * (m.bit_length() - 1) // 8)
-        return rows * (groups * n + index_bytes + RQ_RECORD) * blocks
+    if cmd.op == Op.LINEAR:  # in the config's weight layout (sw.compiler.weight_layout)
+        w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"], config)
+        return (w + rq) * blocks
     if cmd.op == Op.PV:
         return a["d"] * RQ_RECORD * blocks
     if cmd.op == Op.LAYERNORM:

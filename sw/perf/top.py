@@ -28,6 +28,7 @@ from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
+from sw.compiler.weight_layout import rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
 
 __all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
@@ -37,22 +38,28 @@ READ_GAP = 3  #: idle cycles before each read burst's first beat
 PRODUCTS = 7  #: the command checks' products (hw.top.accelerator: _PRODUCTS + _MUL_LATENCY)
 
 
-def bursts(offset: int, words: int) -> list[int]:
-    """Beats of each read burst for ``words`` 32-bit words from byte ``offset`` (4 KiB pages)."""
+def bursts(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST) -> list[int]:
+    """Beats of each read burst for ``words`` bus words of ``beat`` bytes from byte
+    ``offset``: at most ``max_burst`` beats, never across a 4 KiB page."""
     out = []
     addr = offset
     while words:
-        n = min(words, MAX_BURST, (4096 - addr % 4096) // 4)
+        n = min(words, max_burst, (4096 - addr % 4096) // beat)
         out.append(n)
-        addr += 4 * n
+        addr += beat * n
         words -= n
     return out
 
 
-def read_cycles(offset: int, words: int) -> int:
+def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST) -> int:
     """A read request's cycles when the consumer takes every beat at once: the request
     state, then ``READ_GAP + beats`` per burst (up to the cycle taking the last beat)."""
-    return 1 + sum(READ_GAP + n for n in bursts(offset, words))
+    return 1 + sum(READ_GAP + n for n in bursts(offset, words, beat, max_burst))
+
+
+def weight_port_burst(config: AcceleratorConfig) -> int:
+    """Longest burst of the weight port: 256 beats (AXI4 INCR) or a 4 KiB page."""
+    return min(256, 4096 // config.weight_port_bytes)
 
 
 FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
@@ -148,8 +155,20 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     blocks = -(-tokens // C)
     per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else cfg.act_buffer_depth // G
     weights = 0  # per row block: staging its weights (and requantizer records)
+    B = cfg.weight_port_bytes
+    if B and cmd.op == Op.LINEAR:
+        rows_pad = rows_padded(rows, cfg)
+        word = 4 + (0 if n == M else cfg.index_word_bits // 8)
+        addr = w_off
     for r0 in range(0, rows, R):
-        if cmd.op == Op.LINEAR:
+        if cmd.op == Op.LINEAR and B:
+            # WGT, then one request for the block's value and index words (WW_REQ, WW_DATA);
+            # dense: the implicit indices, an entry of every row per cycle (WW_DENSE)
+            beats = -(-steps // 4) * min(R, rows_pad - r0) * word // B
+            weights += 1 + read_cycles(addr, beats, B, weight_port_burst(cfg))
+            weights += -(-steps // 4) if n == M else 0
+            addr += beats * B
+        elif cmd.op == Op.LINEAR:
             for row in range(r0, r0 + R):
                 if row >= rows:
                     weights += steps  # WGT fills the missing row with zeros
