@@ -78,6 +78,9 @@ class Accelerator(wiring.Component):
     m_axi_gmem : Out(Axi4Signature(32))
         Device memory: reads of the program, params and input buffers, writes of the output
         buffer only, each access checked against the declared buffer first.
+    m_axi_wgt : Out(Axi4Signature(8 * weight_port_bytes))
+        Only with ``config.weight_port_bytes``: read-only, the LINEAR weights inside the
+        params buffer (bursts of up to 256 beats or a 4 KiB page), checked like the rest.
 
     Latency / throughput / resources
     --------------------------------

@@ -54,13 +54,18 @@ class EngineOps(wiring.Component):
     from the key rows and PV from the columns of V in the scratchpad (dense); then the row
     block streams through the engine against every token block of the chunk. QK keeps a
     token block's raw scores on chip until every key block is done and then runs the block's
-    softmax rows with the key mask.
+    softmax rows with the key mask. With a weight port (``config.weight_port_bytes = B``)
+    LINEAR weights come instead through ``wgt_req`` / ``wgt_data``, one request per row
+    block in :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4``
+    rows' value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry.
 
     Ports
     -----
     job : In(stream of engine_job_layout)
     dram_req : Out(stream of {addr, words}); dram_data : In(stream of 32 bits)
         Word reads of the params buffer (``addr`` is a byte offset into it, word aligned).
+    wgt_req : Out(stream of {addr, words}); wgt_data : In(stream of 8 B bits)
+        With a weight port only: beat reads (``words`` beats) of the params buffer.
     done : Out(1)
     r_* / w_* : a scratchpad read port and write port (word addresses, byte enables).
 
@@ -71,9 +76,13 @@ class EngineOps(wiring.Component):
     row, one more when the row starts mid-word), QK's key rows likewise; PV's columns of V
     one byte per cycle (``R * G * M`` per row block); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
-    bus's read gap; a tile takes ``G * N`` engine steps, the stream's pipeline and, per
-    output beat, a cycle to take it and one per scratchpad word its ``R`` results span
-    (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R``, one score per cycle).
+    bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
+    in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
+    rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
+    writing every row's implicit indices); a tile takes ``G * N`` engine steps, the stream's
+    pipeline and, per output beat, a cycle to take it and one per scratchpad word its ``R``
+    results span (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R``, one score
+    per cycle).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
