@@ -378,6 +378,7 @@ def run_cpu_bench(*, models=MODELS, backends=BACKENDS, seq: int = 128, rounds: i
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
         "versions": _versions(), "ort_fp32_atol": ORT_FP32_ATOL,
         "wall_s": round(time.monotonic() - t0, 1),
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cases": {k: {"median_ms": statistics.median(v) * 1e3,
                       "p10_ms": _percentile(v, 0.1) * 1e3, "p90_ms": _percentile(v, 0.9) * 1e3,
                       "min_ms": min(v) * 1e3, "n": len(v), **meta[k]}

@@ -245,10 +245,16 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
             mem_cycles += mc
             bound_cmds += mc > cyc
             projected += max(cyc, math.ceil(mc))
-    from sw.perf.top import program_cycles
+    from sw.perf.top import HEADER
+    from sw.perf.top import command_cycles as kernel_command_cycles
 
+    kernel_by_op: dict[str, int] = {}
+    for i, c in enumerate(compiled.program.commands):
+        kernel_by_op[c.op.name] = (kernel_by_op.get(c.op.name, 0)
+                                   + kernel_command_cycles(c, cfg, i))
     fig = {"model_cycles": compute, "model_cycles_by_op": by_op,
-           "kernel_cycles": program_cycles(compiled.program.commands, cfg),
+           "kernel_cycles": HEADER + sum(kernel_by_op.values()),
+           "kernel_cycles_by_op": kernel_by_op,
            "array_floor_cycles": ideal_program_cycles(compiled),
            "params_bytes": int(compiled.params.size),
            "weight_bytes_streamed": weight_bytes, "io_bytes": io_bytes,
@@ -556,7 +562,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         cpu_source = "measured in this run"
     elif cpu == "reuse":
         cpu_report = json.loads(Path(cpu_json).read_text())
-        cpu_source = f"reused from {cpu_json} (not measured in this run)"
+        when = cpu_report.get("measured", "at a time the report does not record")
+        cpu_source = f"reused from {cpu_json}, measured {when}, not in this run"
         if cpu_report.get("seq") != seq:
             progress(f"CPU report {cpu_json} is for seq {cpu_report.get('seq')}, not {seq}: "
                      "no speed-ups")
@@ -588,7 +595,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
             "at full rate, commands one after another); projected_cycles add device-memory "
             "streaming per command (max of compute and memory); latency = projected / clock",
             "kernel_cycles / kernel_ms: the kernel as built (sw/perf/top.py, equal to the "
-            "RTL's cycle counter; rtl_checks runs one layer on the RTL to show it)",
+            "RTL's cycle counter; rtl_checks runs one layer on the RTL to show it); "
+            "kernel_cycles_by_op: the same per opcode (the header's cycles excluded)",
             "floor: (weight MACs * N/M + attention MACs) / (part DSPs * MACs per DSP)",
             "CPU times include the embeddings; accelerator figures cover the encoder layers",
             "speed-up: best CPU baseline's median / projected latency"
@@ -718,7 +726,7 @@ def readme_table(report: dict) -> str:
              "*block model* (every block fed at full rate, commands one after another, plus "
              "weight streaming at each preset's device-memory bandwidth) and the *RTL kernel* "
              "as built today (`sw/perf/top.py`, cycle-exact against the RTL), both at the "
-             "clock below. Speed-ups are over the fastest CPU baseline of this run, for the "
+             "clock below. Speed-ups are over the fastest CPU baseline below, for the "
              "block model and for the kernel as built (below 1x: slower than the CPU)."]
     clocks = "; ".join(f"{k}: {v['clock']['label']}" for k, v in report["presets"].items())
     lines += ["", f"Clocks: {clocks}. Floor: the compute-bound minimum, (weight MACs x N/M + "
