@@ -29,7 +29,8 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from sw.nm import PackedNM, _pack_bits
 
-__all__ = ["rows_padded", "linear_weight_bytes", "weight_blob", "read_weights", "entries"]
+__all__ = ["rows_padded", "block_bytes", "linear_weight_bytes", "weight_blob", "read_weights",
+           "entries"]
 
 
 def entries(k: int, n: int, m: int) -> int:
@@ -43,14 +44,19 @@ def rows_padded(rows: int, config: AcceleratorConfig) -> int:
     return -(-rows // a) * a
 
 
+def block_bytes(block_rows: int, k: int, n: int, m: int, config: AcceleratorConfig) -> int:
+    """Bytes of a row block of ``block_rows`` (padded) rows with a weight port: per entry and
+    row, 4 value bytes and, for sparse rows, an index word."""
+    return block_rows * entries(k, n, m) * (4 + (0 if n == m else config.index_word_bits // 8))
+
+
 def linear_weight_bytes(rows: int, k: int, n: int, m: int, config: AcceleratorConfig) -> int:
     """Bytes of a LINEAR's weights in ``config``'s layout (see the module docstring)."""
     if not config.weight_port_bytes:
         groups = -(-k // m)
         indices = 0 if n == m else rows * (-(-groups * n * (m.bit_length() - 1) // 8))
         return rows * groups * n + indices
-    word = 4 + (0 if n == m else config.index_word_bits // 8)
-    return rows_padded(rows, config) * entries(k, n, m) * word
+    return block_bytes(rows_padded(rows, config), k, n, m, config)
 
 
 def _slots(w: PackedNM, rows: int, e: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
-from sw.compiler.weight_layout import rows_padded
+from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
 
 __all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
@@ -158,13 +158,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     B = cfg.weight_port_bytes
     if B and cmd.op == Op.LINEAR:
         rows_pad = rows_padded(rows, cfg)
-        word = 4 + (0 if n == M else cfg.index_word_bits // 8)
         addr = w_off
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR and B:
             # WGT, then one request for the block's value and index words (WW_REQ, WW_DATA);
             # dense: the implicit indices, an entry of every row per cycle (WW_DENSE)
-            beats = -(-steps // 4) * min(R, rows_pad - r0) * word // B
+            beats = block_bytes(min(R, rows_pad - r0), k, n, M, cfg) // B
             weights += 1 + read_cycles(addr, beats, B, weight_port_burst(cfg))
             weights += -(-steps // 4) if n == M else 0
             addr += beats * B
