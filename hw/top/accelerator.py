@@ -51,6 +51,29 @@ def _times(x, c: int):
     return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
+def _wire_axi(m, bus, read_side, write_side):
+    """Drive the AXI4 master port ``bus`` from a reader's AR/R channels and a writer's AW/W/B
+    channels (``write_side`` None: a read-only port, its write channels left idle)."""
+    for name, member in bus.signature.members.items():
+        src = read_side if name.startswith(("ar", "r")) else write_side
+        if src is None:
+            continue
+        port = getattr(bus, name)
+        if member.flow == Out:
+            m.d.comb += port.eq(getattr(src, name))
+        else:
+            m.d.comb += getattr(src, name).eq(port)
+
+
+def _serve(reader, req, data, base):
+    """Statements giving a datapath's ``req`` / ``data`` streams to ``reader``, its byte
+    offsets taken relative to the buffer at ``base``."""
+    return [reader.req.valid.eq(req.valid), reader.req.payload.addr.eq(base + req.payload.addr),
+            reader.req.payload.words.eq(req.payload.words), req.ready.eq(reader.req.ready),
+            data.valid.eq(reader.data.valid), data.payload.eq(reader.data.payload),
+            reader.data.ready.eq(data.ready)]
+
+
 def _round_up(x, granule: int):
     """``x`` rounded up to a multiple of a power of two ``granule``."""
     return (x + granule - 1) & ~(granule - 1)
@@ -128,33 +151,14 @@ class Accelerator(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 
-        bus = self.m_axi_gmem
-        for name in bus.signature.members:
-            port = getattr(bus, name)
-            src = reader.axi if name.startswith(("ar", "r")) else writer.axi
-            if bus.signature.members[name].flow == Out:
-                m.d.comb += port.eq(getattr(src, name))
-            else:
-                m.d.comb += getattr(src, name).eq(port)
+        _wire_axi(m, self.m_axi_gmem, reader.axi, writer.axi)
         wgt_error = Const(0)
         if cfg.weight_port_bytes:  # read-only: its write channels stay idle
             B = cfg.weight_port_bytes
             m.submodules.wgt_reader = wgt = AxiReader(data_width=8 * B,
                                                       max_burst=min(256, 4096 // B))
-            for name in self.m_axi_wgt.signature.members:
-                if name.startswith(("ar", "r")):
-                    port = getattr(self.m_axi_wgt, name)
-                    if self.m_axi_wgt.signature.members[name].flow == Out:
-                        m.d.comb += port.eq(getattr(wgt.axi, name))
-                    else:
-                        m.d.comb += getattr(wgt.axi, name).eq(port)
-            m.d.comb += [wgt.req.valid.eq(eng.wgt_req.valid),
-                         wgt.req.payload.addr.eq(ctrl.params + eng.wgt_req.payload.addr),
-                         wgt.req.payload.words.eq(eng.wgt_req.payload.words),
-                         eng.wgt_req.ready.eq(wgt.req.ready),
-                         eng.wgt_data.valid.eq(wgt.data.valid),
-                         eng.wgt_data.payload.eq(wgt.data.payload),
-                         wgt.data.ready.eq(eng.wgt_data.ready)]
+            _wire_axi(m, self.m_axi_wgt, wgt.axi, None)
+            m.d.comb += _serve(wgt, eng.wgt_req, eng.wgt_data, ctrl.params)
             wgt_error = wgt.error
 
         busy = Signal()
@@ -416,14 +420,8 @@ class Accelerator(wiring.Component):
                 with m.If(eng.job.ready):
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
-                m.d.comb += [reader.req.valid.eq(eng.dram_req.valid),
-                             reader.req.payload.addr.eq(ctrl.params + eng.dram_req.payload.addr),
-                             reader.req.payload.words.eq(eng.dram_req.payload.words),
-                             eng.dram_req.ready.eq(reader.req.ready),
-                             eng.dram_data.valid.eq(reader.data.valid),
-                             eng.dram_data.payload.eq(reader.data.payload),
-                             reader.data.ready.eq(eng.dram_data.ready),
-                             spm_w.addr.eq(eng.w_addr), spm_w.data.eq(eng.w_data),
+                m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)
+                m.d.comb += [spm_w.addr.eq(eng.w_addr), spm_w.data.eq(eng.w_data),
                              spm_w.en.eq(eng.w_en)]
                 with m.If(eng.done):
                     m.next = "NEXT"
