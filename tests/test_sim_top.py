@@ -28,13 +28,14 @@ def _program(cmds, config=CFG, count=None):
     return bytes(data)
 
 
-def _run(kind, program, inp, config=CFG, **kwargs):
+def _run(kind, program, inp, config=CFG, params=bytes(range(64)), **kwargs):
     """Run on a fresh device; returns (memory, status, command, output buffer)."""
     dev = open_device(kind, config, **kwargs)
-    bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
+    bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)),
+                                               ("params", len(params)),
                                                ("input", len(inp)), ("output", OUT))}
     dev.write(bufs["program"], program)
-    dev.write(bufs["params"], bytes(range(64)))
+    dev.write(bufs["params"], params)
     dev.write(bufs["input"], inp)
     dev.write(bufs["output"], b"\xa5" * OUT)
     try:
@@ -121,6 +122,29 @@ def test_faults_stop_the_kernel_like_the_ref_backend(fault):
     assert rtl[0][:out.addr] == ref[0][:out.addr]  # nothing written outside the output
     assert rtl[0][out.addr + out.size:] == ref[0][out.addr + out.size:]
     assert rtl[0] == ref[0]
+
+
+def test_the_weight_port_checks_its_padded_range_and_alignment_like_the_ref_backend():
+    """A LINEAR of 2 rows on an 8-byte weight port (M = 4: an 8-row granule): its weights
+    take 40 bytes in the port's layout (10 without the padding rows), so at w_off 24 they end
+    at the 64-byte params buffer's end and run, at 32 they do not fit (though 10 bytes
+    would), and at 4 they are off the beat."""
+    cfg = CFG.replace(name="wport", pe_rows=8, weight_port_bytes=8)
+    rq = np.array([[0, 1024, 12]] * 2, "<i4").tobytes()  # 2 rows: bias, multiplier, shift
+    index = 0 | 1 << 2 | 2 << 4 | 3 << 6  # 4 slots of 2:4: positions 0, 1 and 2, 3
+    params = rq + bytes(range(1, 33)) + bytes([index] * 8)  # rq, 8 rows' values and indices
+    assert len(params) == 64
+    want = {24: Status.OK, 32: Status.OUT_OF_BUFFER, 4: Status.BAD_SHAPE}
+    for w_off, status in want.items():
+        lin = Command(Op.LINEAR, {"a": 0, "a_stride": 8, "tokens": 1, "k": 8, "rows": 2,
+                                  "n": 2, "m": 4, "w_off": w_off, "rq_off": 0, "out": 64,
+                                  "out_stride": 2, "out_bits": 8})
+        program = _program([_dma(0, 0, 8), lin, _dma(0, 64, 4, Op.STORE),
+                            Command(Op.END, {})], cfg)
+        ref = _run("ref", program, bytes(range(256)), config=cfg, params=params)
+        rtl = _run("rtl", program, bytes(range(256)), config=cfg, params=params)
+        assert ref[1:3] == rtl[1:3] == (status, 3 if status == Status.OK else 1), w_off
+        assert rtl[0] == ref[0]
 
 
 def test_an_int8_layernorm_is_refused_where_the_config_builds_none():
