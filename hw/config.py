@@ -220,6 +220,11 @@ class AcceleratorConfig:
         return max(B // 4, 8 * B // self.index_word_bits) if B else 1
 
     @property
+    def weight_port_burst(self) -> int:
+        """Longest burst of the weight port (beats): 256 (AXI4 INCR) or a 4 KiB page."""
+        return min(256, 4096 // self.weight_port_bytes) if self.weight_port_bytes else 0
+
+    @property
     def spm_bytes(self) -> int:
         return self.spm_kib * 1024
 

@@ -156,7 +156,7 @@ class Accelerator(wiring.Component):
         if cfg.weight_port_bytes:  # read-only: its write channels stay idle
             B = cfg.weight_port_bytes
             m.submodules.wgt_reader = wgt = AxiReader(data_width=8 * B,
-                                                      max_burst=min(256, 4096 // B))
+                                                      max_burst=cfg.weight_port_burst)
             _wire_axi(m, self.m_axi_wgt, wgt.axi, None)
             m.d.comb += _serve(wgt, eng.wgt_req, eng.wgt_data, ctrl.params)
             wgt_error = wgt.error

@@ -57,10 +57,6 @@ def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BUR
     return 1 + sum(READ_GAP + n for n in bursts(offset, words, beat, max_burst))
 
 
-def weight_port_burst(config: AcceleratorConfig) -> int:
-    """Longest burst of the weight port: 256 beats (AXI4 INCR) or a 4 KiB page."""
-    return min(256, 4096 // config.weight_port_bytes)
-
 
 FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
 
@@ -164,7 +160,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             # WGT, then one request for the block's value and index words (WW_REQ, WW_DATA);
             # dense: the implicit indices, an entry of every row per cycle (WW_DENSE)
             beats = block_bytes(min(R, rows_pad - r0), k, n, M, cfg) // B
-            weights += 1 + read_cycles(addr, beats, B, weight_port_burst(cfg))
+            weights += 1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
             weights += -(-steps // 4) if n == M else 0
             addr += beats * B
         elif cmd.op == Op.LINEAR:
