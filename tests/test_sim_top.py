@@ -320,7 +320,20 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
     _compiled_layer(*shape)
 
 
-def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0):
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes P: the score drain writes gcd(R, P) lanes of a score-bank word per cycle
+    (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 2),  # 2 of a tile's rows per word
+    (2, 3, 8, "2:8", 48, 3, 7, 80, True, 1024, 0, 4),  # a tile fills half a word
+    (6, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 0, 4),  # gcd 2: 3 cycles a beat
+])
+def test_the_score_drain_writes_the_lanes_that_share_a_score_word_at_once(shape):
+    """QK's scores leave the engine ``gcd(pe_rows, softmax_lanes)`` per cycle: bit-exact and
+    cycle-exact (kernel model) whether the tile's rows span words or share one."""
+    _compiled_layer(*shape)
+
+
+def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -329,8 +342,8 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0):
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}", m=M, n_max=M,
-                            pe_rows=R, pe_cols=C, max_k=256, max_row=32, softmax_lanes=3,
+    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}", m=M, n_max=M,
+                            pe_rows=R, pe_cols=C, max_k=256, max_row=32, softmax_lanes=lanes,
                             vector_lanes=5, max_hidden=128, spm_kib=16,
                             act_buffer_depth=act_depth, weight_port_bytes=port)
     torch.manual_seed(SEED)

@@ -81,8 +81,8 @@ class EngineOps(wiring.Component):
     rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
     writing every row's implicit indices); a tile takes ``G * N`` engine steps, the stream's
     pipeline and, per output beat, a cycle to take it and one per scratchpad word its ``R``
-    results span (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R``, one score
-    per cycle).
+    results span (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R / gcd(R, P)``,
+    the ``gcd(R, P)`` scores that share a score-bank word per cycle).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
@@ -188,16 +188,6 @@ class EngineOps(wiring.Component):
         m.d.comb += [self.r_addr.eq(rd_addr >> 2), self.r_en.eq(rd_issue)]
         m.d.sync += [rd_pend.eq(rd_issue), rd_off.eq(rd_addr[:2])]
         rd_byte = self.r_data.word_select(rd_off, 8)
-
-        # -- scratchpad element writes ----------------------------------------------------------
-        def spm_write(addr, value, sixteen):
-            m.d.comb += self.w_addr.eq(addr >> 2)
-            with m.If(sixteen):
-                m.d.comb += [self.w_data.eq(value[:16] << (addr[1] * 16)),
-                             self.w_en.eq(Const(0b11, 4) << addr[:2])]
-            with m.Else():
-                m.d.comb += [self.w_data.eq(value[:8] << (addr[:2] * 8)),
-                             self.w_en.eq(Const(1, 4) << addr[:2])]
 
         # every staging cycle issues one read (or a zero for padding) whose data lands in its
         # buffer the next cycle: kind 1 = mask byte, 2 = activation word, 3 = weight byte,
@@ -309,12 +299,17 @@ class EngineOps(wiring.Component):
         held = Signal()
         held_v = Array(Signal(signed(32), name=f"hv{k}") for k in range(R))
         hr = Signal(range(R + 1))  # lane being written out
+        # QK: W = gcd(R, P) scores per cycle, lanes hr .. hr + W - 1 of the beat (group hg);
+        # a tile's first row is a multiple of R, so the W rows share one score-bank word
+        W = math.gcd(R, P)
+        hg = Signal(range(R // W + 1))
+        score_group = Array(Cat(held_v[g * W + j] for j in range(W)) for g in range(R // W))
         n_out = Signal(range(5))  # lanes written this cycle
         beats_out = Signal(32)
         m.d.comb += [eng.o.ready.eq(Mux(is_qk, ~held, rq.i.ready)), rq.o.ready.eq(~held)]
         with m.If(~held):
             with m.If(is_qk & eng.o.valid):
-                m.d.sync += [held.eq(1), hr.eq(0)]
+                m.d.sync += [held.eq(1), hr.eq(0), hg.eq(0)]
                 for r in range(R):
                     m.d.sync += held_v[r].eq(eng.o.payload[r])
             with m.If(~is_qk & rq.o.valid):
@@ -609,15 +604,18 @@ class EngineOps(wiring.Component):
                 with m.If(held):
                     t = t0 + beats_out
                     rrow = r0 + hr
-                    val = held_v[hr]
-                    m.d.comb += n_out.eq(1)  # QK: one score per cycle
+                    m.d.comb += n_out.eq(W)  # QK: W scores per cycle
                     with m.If(is_qk):
+                        lane_grp = (rrow % P) // W
+                        en = Cat((lane_grp == lane // W) & (rrow + lane % W < job.rows)
+                                 for lane in range(P))
+                        m.d.sync += hg.eq(hg + 1)
                         for c in range(C):
                             with m.If(beats_out == c):
                                 m.d.comb += [sc_w[c].addr.eq(rrow // P),
-                                             sc_w[c].data.eq(val.as_unsigned().replicate(P)),
-                                             sc_w[c].en.eq(Mux(rrow < job.rows,
-                                                               1 << (rrow % P), 0))]
+                                             sc_w[c].data.eq(
+                                                 score_group[hg].replicate(P // W)),
+                                             sc_w[c].en.eq(en)]
                     with m.Else():  # LINEAR / PV: the beat's elements that share a word
                         sixteen = job.out_bits == 16
                         addr = Signal(32)
@@ -685,19 +683,37 @@ class EngineOps(wiring.Component):
                 m.d.comb += mk_r.en.eq(s_go)
                 with m.If(s_go):
                     m.d.sync += [kb.eq(kb + 1), s_pend.eq(1)]
-                m.d.comb += sm.o.ready.eq(~sm_held)
-                with m.If(~sm_held & sm.o.valid):
-                    m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
+                # the held beat's probabilities, the ones that share a scratchpad word per
+                # cycle (up to the row's end); the next beat is taken in the beat's last cycle
+                beat_done = Signal()
+                m.d.comb += sm.o.ready.eq(~sm_held | beat_done)
                 with m.If(sm_held):
-                    with m.If(sm_key < job.tokens):
-                        spm_write(sm_ptr + sm_key, sm_v[sm_lane[:max(1, (P - 1).bit_length())]
-                                                        if P > 1 else 0], Const(0))
-                    m.d.sync += [sm_lane.eq(sm_lane + 1), sm_key.eq(sm_key + 1)]
-                    with m.If(sm_lane == P - 1):
-                        m.d.sync += sm_held.eq(0)
-                        with m.If(sm_key + 1 >= nbeats * P):
-                            m.d.sync += [sm_c.eq(sm_c + 1), sm_ptr.eq(sm_ptr + job.out_stride)]
+                    p_addr = Signal(32)
+                    m.d.comb += p_addr.eq(sm_ptr + sm_key)
+                    off = p_addr[:2]
+                    to_row_end = job.tokens - sm_key
+                    remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
+                    p_n = Mux(remaining < 4 - off, remaining, 4 - off)
+                    lane_v = Array([sm_v[j] for j in range(P)] + [Const(0, 8)] * 3)
+                    m.d.comb += self.w_addr.eq(p_addr >> 2)
+                    for j in range(4):  # byte lane j of the word: lane sm_lane + j - off
+                        for o in range(j + 1):
+                            with m.If(off == o):
+                                m.d.comb += [self.w_data.word_select(j, 8).eq(
+                                                 lane_v[sm_lane + (j - o)]),
+                                             self.w_en[j].eq(j - o < p_n)]
+                    m.d.sync += [sm_lane.eq(sm_lane + p_n), sm_key.eq(sm_key + p_n)]
+                    with m.If(p_n == remaining):
+                        m.d.comb += beat_done.eq(1)
+                        with m.If(~sm.o.valid):
+                            m.d.sync += sm_held.eq(0)
+                        with m.If(sm_key + p_n >= job.tokens):
+                            m.d.sync += [sm_c.eq(sm_c + 1), sm_ptr.eq(sm_ptr + job.out_stride),
+                                         sm_held.eq(0)]
+                            m.d.comb += sm.o.ready.eq(0)
                             m.next = "SM_ROW"
+                with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
+                    m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
 
             with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any
                 m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0), i1.eq(0),

@@ -190,9 +190,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
     tile = 1 + steps + latency + C + 1
     rblocks = -(-rows // R)
-    if cmd.op == Op.QK_SOFTMAX:  # scores: one per cycle into the score banks
+    if cmd.op == Op.QK_SOFTMAX:  # scores: gcd(R, P) per cycle into the score banks
         def drain(t0: int, r0: int) -> int:
-            return C * R
+            return C * (R // math.gcd(R, P))
     else:  # results: every element of the beat that shares a scratchpad word, per cycle
         out, stride = a["out"], a["out_stride"]
         eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
@@ -215,7 +215,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
         # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
-        cyc += tokens * (1 + softmax_row_cycles(tokens, P)) + blocks
+        cyc += sum(1 + softmax_row_cycles(tokens, P, a["p"] + t * a["p_stride"])
+                   for t in range(tokens)) + blocks
     return cyc
 
 
@@ -226,12 +227,19 @@ FEED_LATENCY = 3
 STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
 
 
-def softmax_row_cycles(length: int, P: int) -> int:
-    """SM_STREAM for one row: the unit's latency, and per beat the feed (1), the first pass
-    (1) and the write-out of its ``P`` probabilities (``P + 1``)."""
+def softmax_row_cycles(length: int, P: int, out: int = 0) -> int:
+    """SM_STREAM for one row written from byte address ``out``: the unit's latency, per beat
+    the feed (1) and the first pass (1), then the write-out: the first beat's take (1) and,
+    per beat, a cycle per scratchpad word its probabilities span (the next beat is taken in
+    the last of them)."""
     from sw.perf.vector import SOFTMAX_OUT_DELAY
 
-    return -(-length // P) * (P + 3) + SOFTMAX_OUT_DELAY + 4
+    nb = -(-length // P)
+    words = 0
+    for b in range(nb):
+        first = out + b * P
+        words += -(-(first % 4 + min(P, length - b * P)) // 4)
+    return 2 * nb + 1 + words + SOFTMAX_OUT_DELAY + 4
 
 
 def _layernorm(tokens: int, hidden: int, in_bits: int, P: int) -> int:
