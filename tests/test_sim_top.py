@@ -95,6 +95,15 @@ FAULTS = {
     "ADD with 12-bit operands": ([Command(Op.ADD, {
         "a": 0, "b": 64, "out": 128, "tokens": 2, "width": 8, "m_a": 1, "m_b": 1, "shift": 0,
         "a_bits": 12, "b_bits": 8, "out_bits": 8})], None, None),
+    "ADD with an int16 operand on an odd byte": ([Command(Op.ADD, {
+        "a": 0, "b": 65, "out": 128, "tokens": 2, "width": 8, "m_a": 1, "m_b": 1, "shift": 0,
+        "a_bits": 8, "b_bits": 16, "out_bits": 8})], None, None),
+    "LAYERNORM of int16 on an odd byte": ([Command(Op.LAYERNORM, {
+        "src": 3, "dst": 64, "tokens": 1, "hidden": 4, "in_bits": 16, "params_off": 0,
+        "eps_int": 1, "sqrt_frac": 0})], None, None),
+    "LINEAR int16 rows at an odd stride": ([Command(Op.LINEAR, {
+        "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 4, "n": 2, "m": 4, "w_off": 0,
+        "rq_off": 0, "out": 64, "out_stride": 9, "out_bits": 16})], None, None),
     "LAYERNORM wider than max_hidden": ([Command(Op.LAYERNORM, {
         "src": 0, "dst": 64, "tokens": 1, "hidden": CFG.max_hidden + 1, "in_bits": 8,
         "params_off": 0, "eps_int": 1, "sqrt_frac": 8})], None, None),
@@ -231,15 +240,16 @@ def test_the_driver_times_out_instead_of_hanging():
         _run("rtl", program, bytes(4096), max_cycles=100)
 
 
-def _vector_program(rng):
+def _vector_program(rng, odd=False, max_width=22, config=CFG):
     """LOAD random bytes, then GELU, ADD (random widths), LAYERNORM (int8 and int16 input)
-    with parameters from the sw/ref builders, then STORE every result; random shapes."""
+    with parameters from the sw/ref builders, then STORE every result; random shapes.
+    ``odd``: every operand starts mid-word (int16 ones on an even byte)."""
     from sw.compiler.encoder import _ln_blob
     from sw.ref.gelu import gelu_params
     from sw.ref.layernorm import layernorm_params
     from sw.ref.quant import add_params
 
-    T, W = int(rng.integers(1, 5)), int(rng.integers(1, 23))
+    T, W = int(rng.integers(1, 5)), int(rng.integers(1, max_width + 1))
     params = bytearray(2048)
     params[0:256] = gelu_params(rng.uniform(0.01, 0.1), rng.uniform(0.01, 0.1)) \
         .table.astype(np.int8).tobytes()
@@ -252,8 +262,11 @@ def _vector_program(rng):
     ab, bb, ob = (int(rng.choice([8, 16])) for _ in range(3))
     ap = add_params(*rng.uniform(0.01, 0.1, 3), a_bits=ab, b_bits=bb, out_bits=ob)
     region = T * W * 2  # bytes of the largest operand, rounded to words below
-    r = -(-region // 4) * 4
+    r = -(-region // 4) * 4 + 4 * odd
     a, b, g, s, l16, l8 = (i * r for i in range(6))
+    if odd:
+        a, b, g, s, l16, l8 = (a + 2, b + (1 if bb == 8 else 2), g + 3,
+                               s + (1 if ob == 8 else 2), l16 + 1, l8 + 3)
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2 * r}),
             Command(Op.GELU, {"src": a, "dst": g, "tokens": T, "width": W, "table_off": 0}),
             Command(Op.ADD, {"a": a, "b": b, "out": s, "tokens": T, "width": W, "m_a": ap.m_a,
@@ -264,19 +277,30 @@ def _vector_program(rng):
         cmds.append(Command(Op.LAYERNORM, {"src": a, "dst": dst, "tokens": T, "hidden": W,
                                            "in_bits": bits, "params_off": off,
                                            "eps_int": lp.eps_int, "sqrt_frac": lp.sqrt_frac}))
-    cmds += [Command(Op.STORE, {"dst": 0, "src": g, "bytes": 4 * r}), Command(Op.END, {})]
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 2 * r, "bytes": 4 * r}), Command(Op.END, {})]
     inp = rng.integers(0, 256, 2 * r, dtype=np.uint8).tobytes()
-    return _program(cmds), bytes(params), inp
+    return _program(cmds, config=config), bytes(params), inp
 
 
 @pytest.mark.parametrize("seed, stall", [(1, False), (2, True), (3, False)])
 def test_vector_commands_match_the_ref_backend(seed, stall):
-    rng = np.random.default_rng(seed)
-    program, params, inp = _vector_program(rng)
+    _vector_commands(CFG, np.random.default_rng(seed), seed, stall)
+
+
+@pytest.mark.parametrize("lanes, seed", [(1, 4), (3, 5), (8, 6)])
+def test_vector_commands_at_odd_offsets_match_the_ref_backend(lanes, seed):
+    """Operands that start mid-word and rows of up to 40 elements: the gather and scatter
+    move the elements that share a word per cycle, bit-exact and cycle-exact."""
+    cfg = CFG.replace(name=f"vec-lanes{lanes}", vector_lanes=lanes)
+    _vector_commands(cfg, np.random.default_rng(seed), seed, False, odd=True, max_width=40)
+
+
+def _vector_commands(cfg, rng, seed, stall, **kwargs):
+    program, params, inp = _vector_program(rng, config=cfg, **kwargs)
     out = {}
     for kind in ("ref", "rtl"):
         kw = {"stall": stall, "seed": seed} if kind == "rtl" else {}
-        dev = open_device(kind, CFG, **kw)
+        dev = open_device(kind, cfg, **kw)
         bufs = {k: dev.allocate(n, k) for k, n in (
             ("program", len(program)), ("params", len(params)), ("input", len(inp)),
             ("output", 4 * len(inp)))}
@@ -285,7 +309,7 @@ def test_vector_commands_match_the_ref_backend(seed, stall):
         res = dev.wait(dev.run(**bufs), timeout=60)
         assert res.status == Status.OK
         out[kind] = dev.read(bufs["output"])
-        _check_cycles(res.cycles, Program.from_bytes(program).commands, CFG, stall)
+        _check_cycles(res.cycles, Program.from_bytes(program).commands, cfg, stall)
     assert out["rtl"] == out["ref"]
 
 

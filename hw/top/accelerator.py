@@ -302,7 +302,10 @@ class Accelerator(wiring.Component):
                         m.d.comb += [
                             vec_shape_bad.eq((w[4] == 0) | (w[5] == 0) | ~bits_ok
                                              | (w[8] > MAX_SHIFT - 1) | (w[6] >= 2**ADD_MULT_BITS)
-                                             | (w[7] >= 2**ADD_MULT_BITS)),
+                                             | (w[7] >= 2**ADD_MULT_BITS)
+                                             | ((w[9] == 16) & w[1][0])
+                                             | ((w[10] == 16) & w[2][0])
+                                             | ((w[11] == 16) & w[3][0])),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[9]) > spm_bytes)
                                            | (w[2] + _bytes(t_w, w[10]) > spm_bytes)
                                            | (w[3] + _bytes(t_w, w[11]) > spm_bytes))]
@@ -312,7 +315,8 @@ class Accelerator(wiring.Component):
                                              | ((w[5] != 8) & (w[5] != 16))
                                              | ((w[5] == 8) & (not cfg.layernorm_int8))
                                              | (w[4] > cfg.max_hidden)
-                                             | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))),
+                                             | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))
+                                             | ((w[5] == 16) & w[1][0])),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[5]) > spm_bytes)
                                            | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[6] + _times(w[4], LN_RECORD)
@@ -337,6 +341,7 @@ class Accelerator(wiring.Component):
                                              | ((w[12] != 8) & (w[12] != 16)) | ~nm_ok
                                              | (w[4] > cfg.max_k) | (w[2] < w[4])
                                              | (w[11] < out_row) | (w[9][:2] != 0)
+                                             | ((w[12] == 16) & (w[10][0] | w[11][0]))
                                              | ((w[8] & max(cfg.weight_port_bytes - 1, 0))
                                                 != 0)),
                             eng_spm_bad.eq((w[1] + prods[1] + w[4] > spm_bytes)

@@ -18,6 +18,18 @@ from sw.ref.quant import ADD_MULT_BITS
 __all__ = ["VectorOps", "job_layout"]
 
 
+def _room(ptr, is16):
+    """Elements from byte address ``ptr`` to the end of its scratchpad word."""
+    return Mux(is16, 2 - ptr[1], 4 - ptr[:2])
+
+
+def _min(*values):
+    out = values[0]
+    for v in values[1:]:
+        out = Mux(v < out, v, out)
+    return out
+
+
 def job_layout(config: AcceleratorConfig) -> data.StructLayout:
     """One vector command, decoded: operand addresses, shape, widths and inline parameters."""
     return data.StructLayout({
@@ -84,8 +96,6 @@ class VectorOps(wiring.Component):
         job = Signal(job_layout(cfg))
         busy = Signal()
         is_gelu, is_add, is_ln = job.op == Op.GELU, job.op == Op.ADD, job.op == Op.LAYERNORM
-        nb = Signal(32)  # beats per row
-        m.d.comb += nb.eq((job.width + P - 1) // P)
         m.d.comb += [add.m_a.eq(job.m_a), add.m_b.eq(job.m_b), add.shift.eq(job.shift)]
 
         # -- parameters: the GELU table or LayerNorm records ----------------------------------
@@ -134,54 +144,73 @@ class VectorOps(wiring.Component):
                         with m.If(pcount[:2] == 3):
                             m.d.sync += word_full.eq(1)
 
-        # -- gather: (row, element) -> scratchpad reads, one element per cycle ----------------
-        m.submodules.elems = elems = fifo.SyncFIFOBuffered(width=32, depth=4)
+        # -- gather: per cycle, the row's next elements that share a scratchpad word (of both
+        # operands for ADD), up to the beat's and the row's end: a group of 1..4 -------------
+        glay = data.StructLayout({"a": data.ArrayLayout(signed(16), 4),
+                                  "b": data.ArrayLayout(signed(16), 4),
+                                  "k": unsigned(3), "last": unsigned(1)})
+        m.submodules.elems = elems = fifo.SyncFIFOBuffered(width=glay.size, depth=4)
         running = Signal()
-        g_row, g_el = Signal(32), Signal(32)
+        g_row, g_el = Signal(32), Signal(32)  # row, element of the row
+        g_lane = Signal(range(P))  # the element's lane in its beat
         a_ptr, b_ptr = Signal(32), Signal(32)  # byte addresses of the element
-        pend, pend_pad = Signal(), Signal()
+        pend, pend_k, pend_last = Signal(), Signal(3), Signal()
         pend_a_off, pend_b_off = Signal(2), Signal(2)
         a16, b16 = job.a_bits == 16, job.b_bits == 16
         g_left = Signal()
         m.d.comb += g_left.eq(running & (g_row < job.tokens))
         issue = Signal()
         m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth))
-        pad = g_el >= job.width
+        g_k, g_row_left, g_beat_left = Signal(3), Signal(32), Signal(range(P + 1))
+        m.d.comb += [g_row_left.eq(job.width - g_el), g_beat_left.eq(P - g_lane),
+                     g_k.eq(_min(_room(a_ptr, a16),
+                                 Mux(is_add, _room(b_ptr, b16), 4), g_row_left, g_beat_left))]
+        g_row_end = g_k == g_row_left
         m.d.comb += [self.ra_addr.eq(a_ptr >> 2), self.rb_addr.eq(b_ptr >> 2),
-                     self.ra_en.eq(issue & ~pad), self.rb_en.eq(issue & ~pad & is_add)]
+                     self.ra_en.eq(issue), self.rb_en.eq(issue & is_add)]
         m.d.sync += pend.eq(issue)
         with m.If(issue):
-            m.d.sync += [pend_pad.eq(pad), pend_a_off.eq(a_ptr[:2]), pend_b_off.eq(b_ptr[:2])]
-            with m.If(~pad):
-                m.d.sync += [a_ptr.eq(a_ptr + Mux(a16, 2, 1)), b_ptr.eq(b_ptr + Mux(b16, 2, 1))]
-            with m.If(g_el == nb * P - 1):
-                m.d.sync += [g_el.eq(0), g_row.eq(g_row + 1)]
+            m.d.sync += [pend_k.eq(g_k), pend_last.eq(g_row_end | (g_k == g_beat_left)),
+                         pend_a_off.eq(a_ptr[:2]), pend_b_off.eq(b_ptr[:2]),
+                         a_ptr.eq(a_ptr + Mux(a16, g_k << 1, g_k)),
+                         b_ptr.eq(b_ptr + Mux(b16, g_k << 1, g_k))]
+            with m.If(g_row_end):
+                m.d.sync += [g_el.eq(0), g_lane.eq(0), g_row.eq(g_row + 1)]
+            with m.Elif(g_k == g_beat_left):
+                m.d.sync += [g_el.eq(g_el + g_k), g_lane.eq(0)]
             with m.Else():
-                m.d.sync += g_el.eq(g_el + 1)
+                m.d.sync += [g_el.eq(g_el + g_k), g_lane.eq(g_lane + g_k)]
 
-        def element(data_, off, is16):
-            b8 = data_.word_select(off, 8).as_signed()
-            h16 = data_.word_select(off[1], 16).as_signed()
-            return Mux(is16, h16, b8)
+        def elements(word, off, is16):
+            """The word's 4 int8 (or 2 int16) elements from element slot ``off`` on."""
+            b8 = [word.word_select((off + d)[:2], 8).as_signed() for d in range(4)]
+            h16 = [word.word_select((off[1] + d)[:1], 16).as_signed() for d in range(2)]
+            return [Mux(is16, h16[d], b8[d]) if d < 2 else b8[d] for d in range(4)]
 
-        ea, eb = Signal(signed(16)), Signal(signed(16))
-        m.d.comb += [ea.eq(element(self.ra_data, pend_a_off, a16)),
-                     eb.eq(element(self.rb_data, pend_b_off, b16)),
-                     elems.w_en.eq(pend),
-                     elems.w_data.eq(Mux(pend_pad, 0, (eb.as_unsigned() << 16) | ea.as_unsigned()))]
+        group = Signal(glay)
+        ea = elements(self.ra_data, pend_a_off, a16)
+        eb = elements(self.rb_data, pend_b_off, b16)
+        m.d.comb += [group.k.eq(pend_k), group.last.eq(pend_last),
+                     elems.w_en.eq(pend), elems.w_data.eq(group)]
+        m.d.comb += [group.a[d].eq(ea[d]) for d in range(4)]
+        m.d.comb += [group.b[d].eq(eb[d]) for d in range(4)]
 
-        # -- pack P elements into a beat ----------------------------------------------------------
-        lanes_a = Array(Signal(signed(16), name=f"la{k}") for k in range(P))
-        lanes_b = Array(Signal(signed(16), name=f"lb{k}") for k in range(P))
+        # -- pack: a group per cycle into lanes fill .. fill + k - 1 of the beat --------------
+        lanes_a = [Signal(signed(16), name=f"la{k}") for k in range(P)]
+        lanes_b = [Signal(signed(16), name=f"lb{k}") for k in range(P)]
         fill = Signal(range(P + 1))
         beat_valid = Signal()
-        m.d.comb += elems.r_en.eq(~beat_valid)
+        got = Signal(glay)
+        m.d.comb += [elems.r_en.eq(~beat_valid), got.eq(elems.r_data)]
         with m.If(elems.r_rdy & ~beat_valid):
-            m.d.sync += [lanes_a[fill].eq(elems.r_data[:16]), lanes_b[fill].eq(elems.r_data[16:])]
-            with m.If(fill == P - 1):
+            for lane in range(P):
+                for d in range(min(4, lane + 1)):
+                    with m.If((fill == lane - d) & (d < got.k)):
+                        m.d.sync += [lanes_a[lane].eq(got.a[d]), lanes_b[lane].eq(got.b[d])]
+            with m.If(got.last):  # lanes past the row's end keep stale values: not written
                 m.d.sync += [fill.eq(0), beat_valid.eq(1)]
             with m.Else():
-                m.d.sync += fill.eq(fill + 1)
+                m.d.sync += fill.eq(fill + got.k)
         taken = Signal()
         for k in range(P):
             m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
@@ -210,8 +239,10 @@ class VectorOps(wiring.Component):
         with m.If(ln_pick(lambda u: u.cmd.valid & u.cmd.ready)):
             m.d.sync += cmds.eq(cmds + 1)
 
-        # -- scatter: unit beats -> elements -> scratchpad writes ---------------------------------
-        out_beat = Array(Signal(signed(16), name=f"ob{k}") for k in range(P))
+        # -- scatter: per cycle, the held beat's next elements that share a scratchpad word, up
+        # to the beat's and the row's end; the next beat is taken in the beat's last cycle ----
+        out_beat = [Signal(signed(16), name=f"ob{k}") for k in range(P)]
+        out_lane = Array(out_beat + [Const(0, signed(16))] * 3)
         held = Signal()
         o_el, o_row = Signal(32), Signal(32)
         o_lane = Signal(range(P))
@@ -219,41 +250,51 @@ class VectorOps(wiring.Component):
         o16 = job.out_bits == 16
         unit_o_valid = Mux(is_gelu, gelu.o.valid, Mux(is_add, add.o.valid,
                                                       ln_pick(lambda u: u.o.valid)))
+        take_o = Signal()
         users = [(gelu, is_gelu), (add, is_add)]
         users += [(u, is_ln & ln_sel[b]) for b, u in lns.items()]
         for u, sel in users:
-            m.d.comb += u.o.ready.eq(sel & ~held)
-        with m.If(~held & unit_o_valid):
+            m.d.comb += u.o.ready.eq(sel & take_o)
+        o_k, o_row_left, o_beat_left = Signal(3), Signal(32), Signal(range(P + 1))
+        m.d.comb += [o_row_left.eq(job.width - o_el), o_beat_left.eq(P - o_lane),
+                     o_k.eq(_min(_room(o_ptr, o16), o_row_left, o_beat_left))]
+        o_row_end = o_k == o_row_left
+        last_write = held & o_row_end & (o_row == job.tokens - 1)
+        m.d.comb += take_o.eq((~held | (o_k == o_beat_left) | o_row_end) & ~last_write)
+        with m.If(held):
+            off = Mux(o16, o_ptr[1], o_ptr[:2])  # the first element's slot in the word
+            m.d.comb += self.w_addr.eq(o_ptr >> 2)
+            for j in range(4):  # byte lane j
+                for o in range(j + 1):
+                    with m.If(~o16 & (off == o)):
+                        val = out_lane[o_lane + (j - o)]
+                        m.d.comb += [
+                            self.w_data.word_select(j, 8).eq(
+                                Mux(val > 127, 127, Mux(val < -128, -128, val))[:8]),
+                            self.w_en[j].eq(j - o < o_k)]
+                for o in range(j // 2 + 1):
+                    with m.If(o16 & (off == o)):
+                        val = out_lane[o_lane + (j // 2 - o)]
+                        m.d.comb += [self.w_data.word_select(j, 8).eq(
+                                         val.as_unsigned()[8 * (j % 2):8 * (j % 2) + 8]),
+                                     self.w_en[j].eq(j // 2 - o < o_k)]
+            m.d.sync += [o_ptr.eq(o_ptr + Mux(o16, o_k << 1, o_k)), held.eq(~take_o)]
+            with m.If(o_row_end):
+                m.d.sync += [o_el.eq(0), o_lane.eq(0), o_row.eq(o_row + 1)]
+                with m.If(last_write):
+                    m.d.sync += [running.eq(0), busy.eq(0), held.eq(0)]
+                    m.d.comb += self.done.eq(1)
+            with m.Elif(o_k == o_beat_left):
+                m.d.sync += [o_el.eq(o_el + o_k), o_lane.eq(0)]
+            with m.Else():
+                m.d.sync += [o_el.eq(o_el + o_k), o_lane.eq(o_lane + o_k)]
+        with m.If(take_o & unit_o_valid):
             m.d.sync += held.eq(1)
             for k in range(P):
                 v = Mux(is_gelu, gelu.o.payload[k],
                         Mux(is_add, add.o.payload[k],
                             ln_pick(lambda u, k=k: u.o.payload[k])))
                 m.d.sync += out_beat[k].eq(v)
-        val = Signal(signed(16))
-        m.d.comb += val.eq(out_beat[o_lane])
-        sat8 = Mux(val > 127, 127, Mux(val < -128, -128, val))
-        with m.If(held):
-            with m.If(o_el < job.width):
-                m.d.comb += self.w_addr.eq(o_ptr >> 2)
-                with m.If(o16):
-                    m.d.comb += [self.w_data.eq(val.as_unsigned() << (o_ptr[1] * 16)),
-                                 self.w_en.eq(Const(0b11, 4) << o_ptr[:2])]
-                with m.Else():
-                    m.d.comb += [self.w_data.eq(sat8.as_unsigned()[:8] << (o_ptr[:2] * 8)),
-                                 self.w_en.eq(Const(1, 4) << o_ptr[:2])]
-                m.d.sync += o_ptr.eq(o_ptr + Mux(o16, 2, 1))
-            with m.If(o_lane == P - 1):
-                m.d.sync += [held.eq(0), o_lane.eq(0)]
-            with m.Else():
-                m.d.sync += o_lane.eq(o_lane + 1)
-            with m.If(o_el == nb * P - 1):
-                m.d.sync += [o_el.eq(0), o_row.eq(o_row + 1)]
-                with m.If(o_row == job.tokens - 1):
-                    m.d.sync += [running.eq(0), busy.eq(0)]
-                    m.d.comb += self.done.eq(1)
-            with m.Else():
-                m.d.sync += o_el.eq(o_el + 1)
 
         # -- job control --------------------------------------------------------------------------
         m.d.comb += self.job.ready.eq(~busy)
@@ -261,9 +302,9 @@ class VectorOps(wiring.Component):
             p = self.job.payload
             m.d.sync += [job.eq(p), busy.eq(1), pcount.eq(0), word_full.eq(0),
                          loading.eq((p.op == Op.GELU) | (p.op == Op.LAYERNORM)),
-                         g_row.eq(0), g_el.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
+                         g_row.eq(0), g_el.eq(0), g_lane.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
                          o_el.eq(0), o_row.eq(0), o_ptr.eq(p.out), o_lane.eq(0), cmds.eq(0),
-                         fill.eq(0)]
+                         fill.eq(0), held.eq(0)]
         with m.If(busy & ~loading & ~running & ~self.done):
             m.d.sync += running.eq(1)
         return m

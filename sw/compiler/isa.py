@@ -290,6 +290,12 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"d = {a['d']} exceeds max_k = {config.max_k}"
         if a["stride"] < a["d"] or a["p_stride"] < a["tokens"]:
             return "a row stride is shorter than its row"
+    halves = {Op.LINEAR: (("out", "out_bits"), ("out_stride", "out_bits")),
+              Op.ADD: (("a", "a_bits"), ("b", "b_bits"), ("out", "out_bits")),
+              Op.LAYERNORM: (("src", "in_bits"),)}.get(cmd.op, ())
+    for name, bits in halves:
+        if a[bits] == 16 and a[name] % 2:
+            return f"{name} = {a[name]}: int16 elements must start on an even byte"
     for name in ("rq_off", "table_off", "params_off"):
         if name in a and a[name] % 4:
             return f"{name} = {a[name]} must be a multiple of 4 bytes"

@@ -30,11 +30,13 @@ from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
+from sw.perf.vector_ops import stream_cycles
 
 __all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
            "program_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
+VECTOR_START = 3  #: a vector command's cycles around its stream: take, start, done
 PRODUCTS = 7  #: the command checks' products (hw.top.accelerator: _PRODUCTS + _MUL_LATENCY)
 
 
@@ -264,14 +266,17 @@ def _layernorm(tokens: int, hidden: int, in_bits: int, P: int) -> int:
 def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
     a = cmd.args
     P = cfg.vector_lanes
-    if cmd.op in (Op.ADD, Op.GELU):
-        # gather, pack and scatter move one beat per P + 1 cycles; GELU first takes its
-        # 64-word table, one word and then its 4 bytes per 5 cycles
-        table = READ_GAP + 5 * 64 if cmd.op == Op.GELU else 0
-        return 8 + P + table + a["tokens"] * -(-a["width"] // P) * (P + 1)
+    if cmd.op == Op.ADD:
+        return VECTOR_START + stream_cycles("add", P, a["tokens"], a["width"], a["a"], a["b"],
+                                            a["out"], a["a_bits"], a["b_bits"], a["out_bits"])
+    if cmd.op == Op.GELU:  # first its 64-word table, one word and then its 4 bytes per 5 cycles
+        return (VECTOR_START + READ_GAP + 5 * 64 + 1
+                + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"],
+                                8, 8, 8))
     params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
-    return params + _layernorm(a["tokens"], a["hidden"], a["in_bits"], P)
-
+    return (params + VECTOR_START
+            + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
+                            a["in_bits"], 8, 8))
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> int:

@@ -1,0 +1,210 @@
+"""Cycle model of the kernel's vector datapath (:class:`hw.top.vector_ops.VectorOps`).
+
+The datapath is a chain of small handshakes whose rates vary beat by beat with the operands'
+alignment, so the model steps it cycle by cycle, register for register: the *gather* reads
+per cycle the row's next elements that share a scratchpad word (of both operands for ADD) up
+to the beat's and the row's end (a group of 1-4), into a 4-entry buffered FIFO; the *pack*
+takes a group per cycle into the beat and offers the full beat to the unit; the unit
+(GELU: one stage, ADD: two, LayerNorm: ingest and normalise as in
+:class:`hw.vector.layernorm.LayerNormUnit`) passes it on with a global stall; the *scatter*
+writes per cycle the held output beat's next elements that share a word, and takes the next
+beat in the beat's last cycle. ``tests/test_sim_top.py`` checks the totals against the RTL's
+cycle counter, cycle for cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sw.perf.vector import (
+    LAYERNORM_PIPE,
+    LAYERNORM_ROOT_CYCLES,
+    LAYERNORM_VAR_CYCLES,
+    layernorm_div_cycles,
+)
+
+__all__ = ["stream_cycles"]
+
+FIFO_INNER = 3  #: amaranth SyncFIFOBuffered(depth=4): 3 memory entries and an output register
+
+
+def _room(ptr: int, bits: int) -> int:
+    return (4 - ptr % 4) if bits == 8 else (2 - (ptr >> 1) % 2)
+
+
+class _Pipe:
+    """GELU (``stages = 1``) or ADD (2): every stage advances when the output is free."""
+
+    def __init__(self, stages: int):
+        self.v = [False] * stages
+
+    def in_ready(self, o_ready: bool) -> bool:
+        return not self.v[-1] or o_ready
+
+    @property
+    def o_valid(self) -> bool:
+        return self.v[-1]
+
+    def step(self, i_valid: bool, o_ready: bool, cmd_valid: bool) -> bool:
+        if not self.v[-1] or o_ready:
+            self.v = [i_valid] + self.v[:-1]
+        return False
+
+
+class _LayerNorm:
+    """:class:`hw.vector.layernorm.LayerNormUnit`'s handshakes: ingest (cmd, then ``nb`` beats
+    into a bank), hand-over when the normalise stage is idle, then variance, square root,
+    divider, and ``nb`` reads through a ``PIPE``-stage pipeline that stalls with the output."""
+
+    def __init__(self, nb: int, in_bits: int):
+        self.nb = nb
+        self.compute = LAYERNORM_VAR_CYCLES + LAYERNORM_ROOT_CYCLES + layernorm_div_cycles(
+            in_bits)
+        self.have = self.pending = False
+        self.a_beat = 0
+        self.state, self.count, self.b_beat = "IDLE", 0, 0
+        self.v = [False] * (LAYERNORM_PIPE - 1)
+        self.o_valid_r = False
+
+    def in_ready(self, o_ready: bool) -> bool:
+        return self.have
+
+    @property
+    def o_valid(self) -> bool:
+        return self.o_valid_r
+
+    def step(self, i_valid: bool, o_ready: bool, cmd_valid: bool) -> bool:
+        handoff = self.state == "IDLE" and self.pending
+        cmd_ready = not self.have and (not self.pending or handoff)
+        cmd_taken = cmd_valid and cmd_ready
+        take = i_valid and self.have
+        adv = not self.o_valid_r or o_ready
+        issue = self.state == "READ" and adv
+        busy = any(self.v) or self.o_valid_r
+        # normalise FSM
+        if self.state == "IDLE":
+            if self.pending:
+                self.state, self.count, self.b_beat = "COMPUTE", 0, 0
+        elif self.state == "COMPUTE":
+            self.count += 1
+            if self.count == self.compute:
+                self.state = "READ"
+        elif self.state == "READ":
+            if adv:
+                self.b_beat += 1
+                if self.b_beat == self.nb:
+                    self.state = "DRAIN"
+        elif self.state == "DRAIN" and not busy:
+            self.state = "IDLE"
+        if adv:
+            self.o_valid_r = self.v[-1]
+            self.v = [issue] + self.v[:-1]
+        # ingest
+        if take:
+            self.a_beat += 1
+            if self.a_beat == self.nb:
+                self.have, self.pending = False, True
+        if handoff:
+            self.pending = False
+        if cmd_taken:
+            self.have, self.a_beat = True, 0
+        return cmd_taken
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
+                  a_bits: int, b_bits: int, out_bits: int) -> int:
+    """Cycles from the first with the stream running to the one writing the last element
+    (both counted) of ``tokens`` rows of ``width`` elements: ``op`` is ``gelu``, ``add`` or
+    ``layernorm`` (``a_bits``: its input width), rows contiguous from byte addresses ``a``,
+    ``b`` (ADD) and ``out``."""
+    is_add = op == "add"
+    unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if is_add
+            else _LayerNorm(-(-width // P), a_bits))
+    # gather
+    g_row = g_el = g_lane = 0
+    a_ptr, b_ptr = a, b
+    pend = None  # (k, last) landing in the FIFO this cycle
+    inner: list[bool] = []  # FIFO entries: the group's `last`
+    r_rdy, r_last = False, False
+    # pack
+    beat_valid = False
+    # scatter
+    held = False
+    o_el = o_lane = o_row = 0
+    o_ptr = out
+    cmds = 0
+    cycle = 0
+    while True:
+        cycle += 1
+        # -- combinational -------------------------------------------------------------------
+        level = len(inner) + r_rdy
+        issue = g_row < tokens and level + (pend is not None) < 4
+        if issue:
+            k = min(_room(a_ptr, a_bits), _room(b_ptr, b_bits) if is_add else 4,
+                    width - g_el, P - g_lane)
+        r_en = not beat_valid
+        consume = r_rdy and r_en
+        last_write = False
+        if held:
+            ok = min(_room(o_ptr, out_bits), width - o_el, P - o_lane)
+            row_end = ok == width - o_el
+            beat_end = row_end or ok == P - o_lane
+            last_write = row_end and o_row == tokens - 1
+            take_o = beat_end and not last_write
+        else:
+            take_o = True
+        i_ready = unit.in_ready(take_o)
+        taken = beat_valid and i_ready
+        o_taken = take_o and unit.o_valid
+        # -- registers -----------------------------------------------------------------------
+        if last_write:
+            return cycle
+        if held:
+            o_ptr += ok * (out_bits // 8)
+            if row_end:
+                o_el = o_lane = 0
+                o_row += 1
+            elif ok == P - o_lane:
+                o_el, o_lane = o_el + ok, 0
+            else:
+                o_el, o_lane = o_el + ok, o_lane + ok
+            held = not take_o
+        if o_taken:
+            held = True
+        if op == "layernorm":
+            cmd_valid = cmds < tokens
+        else:
+            cmd_valid = False
+        if unit.step(taken, take_o, cmd_valid):
+            cmds += 1
+        # pack
+        if consume and r_last:
+            beat_valid = True
+        if taken:
+            beat_valid = False
+        # FIFO: the landing group is written; the output register refills from the memory
+        do_inner_read = bool(inner) and (not r_rdy or r_en)
+        if do_inner_read:
+            new_last = inner.pop(0)
+        if pend is not None:
+            assert len(inner) < FIFO_INNER, "the gather never overfills the FIFO"
+            inner.append(pend)
+        if do_inner_read:
+            r_rdy, r_last = True, new_last
+        elif r_en:
+            r_rdy = False
+        # gather
+        pend = None
+        if issue:
+            row_end_g = k == width - g_el
+            pend = row_end_g or k == P - g_lane
+            a_ptr += k * (a_bits // 8)
+            b_ptr += k * (b_bits // 8)
+            if row_end_g:
+                g_el = g_lane = 0
+                g_row += 1
+            elif k == P - g_lane:
+                g_el, g_lane = g_el + k, 0
+            else:
+                g_el, g_lane = g_el + k, g_lane + k
