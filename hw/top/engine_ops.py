@@ -73,8 +73,9 @@ class EngineOps(wiring.Component):
     --------------------------------
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
     RTL). In short: activations move a scratchpad word per cycle (``G * M / 4`` per token
-    row, one more when the row starts mid-word), QK's key rows likewise; PV's columns of V
-    one byte per cycle (``R * G * M`` per row block); a LINEAR row's values one
+    row, one more when the row starts mid-word), QK's key rows likewise; PV's V a word of
+    4 channels per cycle (per key ``ceil(R' / 4)`` words of the block's ``R'`` channels, one
+    more when they start mid-word; then a cycle per padding slot); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
     in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
@@ -178,7 +179,7 @@ class EngineOps(wiring.Component):
         out_blk = Signal(32)  # out + t0 * out_stride
         out_ptr = Signal(32)  # out + (t0 + beats_out) * out_stride
         w_row = Signal(32)  # QK: w + row * w_stride; LINEAR: w + row * steps
-        w_col = Signal(32)  # PV: w + i1 * w_stride
+        w_col = Signal(32)  # PV: w + key * w_stride + r0
         i_row = Signal(32)  # LINEAR: w + rows * steps + row * ibytes
         rq_ptr = Signal(32)  # rq_off + r0 * 12
 
@@ -438,16 +439,23 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.d.sync += i1.eq(i1 + 1)
                 with m.Else():
-                    # PV: row = channel, w[c, s] = v[s, c]: a column, one byte per cycle
-                    valid = (row < job.rows) & (i1 < job.k)
-                    m.d.comb += [rd_issue.eq(valid), rd_addr.eq(w_col + row)]
-                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~valid),
-                                 land_kind.eq(3)]
-                    with m.If(i1 == steps - 1):
-                        m.d.sync += [w_row.eq(w_row + job.w_stride), w_col.eq(job.w)]
+                    # PV: row = channel, w[c, s] = v[s, c]: V's row s a word per cycle, 4
+                    # channels at slot s, landed realigned like the activations (one more word
+                    # when mid-word); then every row's padding slots, a slot per cycle
+                    cnt = Mux(job.rows - r0 < R, job.rows - r0, R)  # the block's channels
+                    groups = (cnt + 3) >> 2
+                    key_ok = i0 < job.k
+                    v_skip = w_col[:2]
+                    m.d.comb += [rd_issue.eq(key_ok), rd_addr.eq((w_col & ~3) + (i1 << 2))]
+                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(0),
+                                 tgt_skip.eq(v_skip), land_kind.eq(Mux(key_ok, 5, 6))]
+                    with m.If(~key_ok | (i1 == Mux(v_skip != 0, groups, groups - 1))):
+                        m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_col.eq(w_col + job.w_stride)]
+                        with m.If(i0 == steps - 1):
+                            m.d.sync += w_col.eq(job.w + r0 + R)  # the next block's channels
+                            m.next = "WGT_LAST"
                     with m.Else():
-                        m.d.sync += w_col.eq(w_col + job.w_stride)
-                    advance(steps, R, "WGT_LAST")
+                        m.d.sync += i1.eq(i1 + 1)
             if not B:  # LINEAR rows through the 32-bit master (sw.nm.pack layout)
                 with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
                     start = Mux(idx_phase, i_row, w_row)
@@ -750,6 +758,16 @@ class EngineOps(wiring.Component):
                         m.d.comb += [act_w[c].addr.eq(tgt_base + first // M),
                                      act_w[c].data.eq(kept.replicate(M // 4)),
                                      act_w[c].en.eq(Const(0b1111, M) << (first % M))]
+            with m.Case(5):  # V words: 4 channels (rows) of key slot tgt_i0
+                m.d.sync += prev_a.eq(word_in)
+                for r in range(R):
+                    with m.If((entry == r // 4) & ((tgt_skip == 0) | (tgt_i1 != 0))):
+                        put_value(r, tgt_i0, aligned.word_select(r % 4, 8))
+                        put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+            with m.Case(6):  # a padding slot of every row: zero, its dense index
+                for r in range(R):
+                    put_value(r, tgt_i0, Const(0, 8))
+                    put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
             with m.Case(3):
                 for r in range(R):
                     with m.If(tgt_i0 == r):

@@ -183,8 +183,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
             weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
                            for r in range(r0, r0 + R)) + 1
-        else:
-            weights += R * steps + 1  # WGT, WGT_LAST: a column of V, one byte per cycle
+        else:  # WGT: V's rows, 4 of the block's channels per cycle; padding slots; WGT_LAST
+            groups = -(-min(R, rows - r0) // 4)
+            weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
+                           for s in range(k)) + (steps - k) + 1
         if cmd.op != Op.QK_SOFTMAX:
             weights += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ
     # one tile: RUN, STREAM (the tile's steps, its pipeline, then C output beats, each a cycle
