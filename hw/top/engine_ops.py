@@ -608,7 +608,8 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
                 with m.If(a_go):
                     m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
-                # results: one element per cycle from the held beat
+                # results from the held beat: the elements that share a scratchpad word per
+                # cycle (LINEAR, PV), the scores that share a score-bank word (QK)
                 with m.If(held):
                     t = t0 + beats_out
                     rrow = r0 + hr

@@ -42,15 +42,16 @@ def job_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 
 class VectorOps(wiring.Component):
-    """Runs one GELU / ADD / LAYERNORM command: gathers its operands from the scratchpad, one
-    element per cycle, packs them into ``vector_lanes``-wide beats for the unit
+    """Runs one GELU / ADD / LAYERNORM command: gathers its operands from the scratchpad,
+    packs them into ``vector_lanes``-wide beats for the unit
     (:class:`~hw.vector.gelu.GeluUnit`, :class:`~hw.vector.residual_add.ResidualAdd` with
     int16 lanes, :class:`~hw.vector.layernorm.LayerNormUnit` for int8 and for int16 input),
-    and scatters the unit's beats back, one element per cycle, with byte enables.
+    and scatters the unit's beats back with byte enables.
 
-    Rows are ``tokens`` x ``width`` elements, contiguous (row stride = width x element size),
-    padded to whole beats for the unit. GELU first takes its 256-entry table (64 words) and
-    LAYERNORM its ``hidden`` gain/offset records (4 words each) on ``params``.
+    Rows are ``tokens`` x ``width`` elements, contiguous (row stride = width x element size);
+    a row's last beat is partial (its lanes past the row are never written back). GELU first
+    takes its 256-entry table (64 words) and LAYERNORM its ``hidden`` gain/offset records
+    (4 words each) on ``params``. int16 elements start on even bytes (the top refuses others).
 
     Ports
     -----
@@ -64,9 +65,14 @@ class VectorOps(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    One element per cycle in and out (``tokens * ceil(width/P) * P`` cycles of gather, the
-    unit's own latency, and as many of scatter, overlapped), plus the parameter words. The
-    units as listed; two 4-entry element FIFOs.
+    Per cycle the gather reads a *group*: the row's next elements that share a scratchpad
+    word (of both operands for ADD), up to the beat's and the row's end (1-4 elements: 4 per
+    word of int8, 2 of int16); the pack takes a group per cycle and then offers the beat (one
+    cycle); the scatter writes the held output beat's elements that share a word per cycle
+    and takes the next beat in the beat's last cycle. Aligned int8 rows of ``P`` lanes thus
+    move a beat per ``ceil(P / 4) + 1`` cycles; the rate varies with the operands' alignment
+    and :mod:`sw.perf.vector_ops` steps it cycle by cycle. Resources: the units as listed, a
+    4-entry FIFO of groups, ``P`` x 4 lane muxes each in the pack and the scatter.
     """
 
     def __init__(self, *, config: AcceleratorConfig):

@@ -246,25 +246,6 @@ def softmax_row_cycles(length: int, P: int, out: int = 0) -> int:
     return 2 * nb + 1 + words + SOFTMAX_OUT_DELAY + 4
 
 
-def _layernorm(tokens: int, hidden: int, in_bits: int, P: int) -> int:
-    """LAYERNORM after its parameters: the unit's rows (:mod:`sw.perf.vector`) fed one beat
-    per ``P + 1`` cycles by the gather, drained one beat per ``P + 1`` by the scatter."""
-    from sw.perf.vector import layernorm_out_delay
-
-    nb = -(-hidden // P)
-    delay = layernorm_out_delay(in_bits)
-    free = -math.inf
-    start = 0
-    last_out = 0
-    for _ in range(tokens):
-        last_beat = start + (nb - 1) * (P + 1)
-        handover = max(last_beat + 1, free)
-        last_out = handover + nb + delay + (nb - 1) * P
-        free = last_out + 2
-        start = max(handover, last_beat + P + 1)
-    return last_out + 2 * P + 7  # the last beat's P writes, then the command ends
-
-
 def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
     a = cmd.args
     P = cfg.vector_lanes
