@@ -113,7 +113,8 @@ class Accelerator(wiring.Component):
     vector and engine commands as their datapaths' docstrings state. The scratchpad is
     ``spm_kib`` KiB of 32-bit words with byte enables: one write port shared by the
     datapaths, read port A shared by the engine, the vector unit's first operand and STORE
-    (commands run one at a time), read port B for ADD's second operand.
+    (commands run one at a time), read port B for ADD's second operand and the second token
+    row the engine stages at a time.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -147,7 +148,8 @@ class Accelerator(wiring.Component):
             rpa.en.eq(eng.r_en | vec.ra_en | store_en),
             rpa.addr.eq(Mux(eng.r_en, eng.r_addr, Mux(vec.ra_en, vec.ra_addr, store_addr))),
             eng.r_data.eq(rpa.data), vec.ra_data.eq(rpa.data),
-            rpb.addr.eq(vec.rb_addr), rpb.en.eq(vec.rb_en), vec.rb_data.eq(rpb.data),
+            rpb.addr.eq(Mux(eng.r2_en, eng.r2_addr, vec.rb_addr)),
+            rpb.en.eq(eng.r2_en | vec.rb_en), vec.rb_data.eq(rpb.data), eng.r2_data.eq(rpb.data),
         ]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 

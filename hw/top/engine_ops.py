@@ -99,6 +99,7 @@ class EngineOps(wiring.Component):
             "dram_data": In(stream.Signature(32)),
             "done": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
+            "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32),
             "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
             **({"wgt_req": Out(stream.Signature(request_layout())),
                 "wgt_data": In(stream.Signature(8 * config.weight_port_bytes))}
@@ -203,6 +204,11 @@ class EngineOps(wiring.Component):
         tgt_base = Signal(range(act_depth + 1))  # activations: the block's bank address
         tgt_skip = Signal(2)  # activations: the row's leading bytes in its first word
         prev_a = Signal(32)  # activations: the word that landed last
+        # the second row of a pair (read port 2): its bank, leading bytes, last word, and
+        # whether a word of it lands (zeros for a padding row)
+        tgt2_i0, tgt2_skip, tgt2_zero, land2 = Signal(range(C)), Signal(2), Signal(), Signal()
+        prev2 = Signal(32)
+        m.d.sync += land2.eq(0)
         act_words = Signal(kw)  # words of a staged row: G * M / 4
         m.d.comb += act_words.eq((G * M) >> 2)
         # LINEAR rows from params: leading bytes before the row in its first word; the index
@@ -258,12 +264,14 @@ class EngineOps(wiring.Component):
             with m.Else():
                 m.d.sync += i1.eq(i1 + 1)
 
-        def next_act_row():
-            m.d.sync += [act_ptr.eq(act_ptr + job.act_stride), at.eq(at + 1), ab.eq(ab + 1)]
-            with m.If(ab == C - 1):  # a block is staged: stage another if it fits
+        def next_act_rows(two):
+            """The next token row (``two``: the next two, staged as a pair)."""
+            m.d.sync += [act_ptr.eq(act_ptr + Mux(two, job.act_stride << 1, job.act_stride)),
+                         at.eq(at + 1 + two), ab.eq(ab + 1 + two)]
+            with m.If(ab + two == C - 1):  # a block is staged: stage another if it fits
                 m.d.sync += [ab.eq(0), abase.eq(abase + G), nblk.eq(nblk + 1),
                              out_stage.eq(out_stage + C * job.out_stride)]
-                with m.If(is_qk | (at + 1 >= job.tokens) | (abase + 2 * G > act_depth)):
+                with m.If(is_qk | (at + 1 + two >= job.tokens) | (abase + 2 * G > act_depth)):
                     m.next = "ACT_LAST"
 
         # engine feeding FIFOs
@@ -382,15 +390,32 @@ class EngineOps(wiring.Component):
             # at goes to bank at % C from address abase (next_act_row ends the chunk)
             with m.State("ACT"):
                 # a scratchpad word per cycle (i1 counts them); a row starting mid-word reads
-                # one word more and lands realigned; padding rows land zeros
+                # one word more and lands realigned; padding rows land zeros. Rows go in pairs
+                # (banks ab, ab + 1), the second through read port 2
                 row_ok = at < job.tokens
                 a_skip = Mux(row_ok, act_ptr[:2], 0)
-                m.d.comb += [rd_issue.eq(row_ok), rd_addr.eq((act_ptr & ~3) + (i1 << 2))]
+                last1 = Mux(a_skip != 0, act_words, act_words - 1)
+                if C > 1:
+                    two = ab + 1 < C
+                    row2_ok = two & (at + 1 < job.tokens)
+                    ptr2 = act_ptr + job.act_stride
+                    b_skip = Mux(row2_ok, ptr2[:2], 0)
+                    last2 = Mux(b_skip != 0, act_words, act_words - 1)
+                    m.d.comb += [self.r2_en.eq(row2_ok & (i1 <= last2)),
+                                 self.r2_addr.eq(((ptr2 & ~3) + (i1 << 2)) >> 2)]
+                    m.d.sync += [tgt2_i0.eq(ab + 1), tgt2_skip.eq(b_skip), tgt2_zero.eq(~row2_ok),
+                                 land2.eq(two & (i1 <= last2))]
+                    last = Mux(two & (last2 > last1), last2, last1)
+                else:
+                    two, last = Const(0), last1
+                m.d.comb += [rd_issue.eq(row_ok & (i1 <= last1)),
+                             rd_addr.eq((act_ptr & ~3) + (i1 << 2))]
                 m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
-                             land_kind.eq(2), tgt_base.eq(abase), tgt_skip.eq(a_skip)]
-                with m.If(i1 == Mux(a_skip != 0, act_words, act_words - 1)):
+                             land_kind.eq(Mux(i1 <= last1, 2, 0)), tgt_base.eq(abase),
+                             tgt_skip.eq(a_skip)]
+                with m.If(i1 == last):
                     m.d.sync += i1.eq(0)
-                    next_act_row()
+                    next_act_rows(two)
                 with m.Else():
                     m.d.sync += i1.eq(i1 + 1)
             with m.State("ACT_LAST"):
@@ -774,4 +799,17 @@ class EngineOps(wiring.Component):
                     with m.If(tgt_i0 == r):
                         put_value(r, tgt_i1, value[:8])
                         put_index(r, tgt_i1, (tgt_i1 % M)[:ibw])
+        # the pair's second row: the same word of it, from read port 2, into its own bank
+        word2 = Mux(tgt2_zero, 0, self.r2_data)
+        entry2 = Mux(tgt2_skip == 0, tgt_i1, tgt_i1 - 1)
+        first2 = entry2 << 2
+        aligned2 = _realign(prev2, word2, tgt2_skip)
+        kept2 = Cat(Mux(first2 + j < job.k, aligned2.word_select(j, 8), 0) for j in range(4))
+        with m.If(land2):
+            m.d.sync += prev2.eq(word2)
+            for c in range(1, C):
+                with m.If((tgt2_i0 == c) & ((tgt2_skip == 0) | (tgt_i1 != 0))):
+                    m.d.comb += [act_w[c].addr.eq(tgt_base + first2 // M),
+                                 act_w[c].data.eq(kept2.replicate(M // 4)),
+                                 act_w[c].en.eq(Const(0b1111, M) << (first2 % M))]
         return m

@@ -210,10 +210,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
-        # ACT: a scratchpad word per cycle, one more for a row starting mid-word; ACT_LAST
-        rows_staged = range(first * C, (first + b) * C)
-        cyc += sum(G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
-                   for t in rows_staged) + 1
+        # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
+        # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
+        def row_words(t: int) -> int:
+            return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
+
+        cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
+                   for blk in range(first * C, (first + b) * C, C)
+                   for t0 in range(blk, blk + C, 2)) + 1
         cyc += weights + rblocks * b * tile + 1
         cyc += sum(drain((first + tb) * C, r0) for r0 in range(0, rows, R) for tb in range(b))
     if cmd.op == Op.QK_SOFTMAX:
