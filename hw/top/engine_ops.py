@@ -57,7 +57,10 @@ class EngineOps(wiring.Component):
     softmax rows with the key mask. With a weight port (``config.weight_port_bytes = B``)
     LINEAR weights come instead through ``wgt_req`` / ``wgt_data``, one request per row
     block in :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4``
-    rows' value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry.
+    rows' value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A
+    separate weight loader does this, so the next row block's load starts as soon as a
+    chunk's last tile has read its weights and runs while that tile's results go out.
+    Token rows are staged two at a time, the second through read port 2 (``r2_*``).
 
     Ports
     -----
@@ -72,15 +75,17 @@ class EngineOps(wiring.Component):
     Latency / throughput / resources
     --------------------------------
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
-    RTL). In short: activations move a scratchpad word per cycle (``G * M / 4`` per token
-    row, one more when the row starts mid-word), QK's key rows likewise; PV's V a word of
+    RTL). In short: activations move a scratchpad word per cycle per read port (``G * M / 4``
+    per token row, one more when the row starts mid-word; two rows at once), QK's key rows a
+    word per cycle; PV's V a word of
     4 channels per cycle (per key ``ceil(R' / 4)`` words of the block's ``R'`` channels, one
     more when they start mid-word; then a cycle per padding slot); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
     in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
     rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
-    writing every row's implicit indices); a tile takes ``G * N`` engine steps, the stream's
+    writing every row's implicit indices), hidden behind the previous block's write-out
+    except for a chunk's first block; a tile takes ``G * N`` engine steps, the stream's
     pipeline and, per output beat, a cycle to take it and one per scratchpad word its ``R``
     results span (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R / gcd(R, P)``,
     the ``gcd(R, P)`` scores that share a score-bank word per cycle).
@@ -240,6 +245,10 @@ class EngineOps(wiring.Component):
             v_groups, i_groups = Signal(range(R // vw + 1)), Signal(range(R // iwr + 1))
             wg, we = Signal(range(R // min(vw, iwr) + 1)), Signal(kw)
             wbeats = Signal(32)  # the block's beats
+            # the weight loader: started with a block's first row, idle, in its last cycle;
+            # whether the next block's load was started during this block's write-out
+            wl_start, wl_r0, wl_idle, wl_finish = Signal(), Signal(32), Signal(), Signal()
+            prefetched = Signal()
 
         def put_indices(entry, word):
             for r in range(R):
@@ -428,15 +437,18 @@ class EngineOps(wiring.Component):
             # weights of the row block
             with m.State("WGT"):
                 row = r0 + i0
-                if B:  # LINEAR: the block's value and index words through the weight port
-                    blk = Mux(rows_pad - r0 < R, rows_pad - r0, R)
-                    m.d.sync += [v_groups.eq(blk >> log_v), i_groups.eq(blk >> log_i),
-                                 wbeats.eq(entries * ((blk >> log_v)
-                                                      + Mux(dense, 0, blk >> log_i))),
-                                 wg.eq(0), we.eq(0), idx_phase.eq(0)]
                 with m.If(is_lin):
-                    if B:
-                        m.next = "WW_REQ"
+                    if B:  # the block's value and index words through the weight loader,
+                        # unless it was started during the previous block's write-out
+                        with m.If(~prefetched):
+                            m.d.comb += [wl_start.eq(1), wl_r0.eq(r0)]
+                            m.next = "WW_WAIT"
+                        with m.Elif(wl_idle | wl_finish):
+                            m.d.sync += prefetched.eq(0)
+                            m.next = "RQ"
+                        with m.Else():
+                            m.d.sync += prefetched.eq(0)
+                            m.next = "WW_WAIT"
                     else:  # a row at a time through the 32-bit master
                         with m.If(row >= job.rows):
                             m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
@@ -551,44 +563,8 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.next = "WGT"
             if B:
-                with m.State("WW_REQ"):
-                    m.d.comb += [self.wgt_req.valid.eq(1),
-                                 self.wgt_req.payload.addr.eq(w_row),
-                                 self.wgt_req.payload.words.eq(wbeats)]
-                    with m.If(self.wgt_req.ready):
-                        m.d.sync += w_row.eq(w_row + (wbeats << log_b))
-                        m.next = "WW_DATA"
-                with m.State("WW_DATA"):  # a beat per cycle: vw rows' values or iw rows' indices
-                    m.d.comb += self.wgt_data.ready.eq(1)
-                    beat = self.wgt_data.payload
-                    groups = Mux(idx_phase, i_groups, v_groups)
-                    with m.If(self.wgt_data.valid):
-                        for r in range(R):
-                            with m.If(~idx_phase & (wg == r // vw)):
-                                m.d.comb += [wv_w[r].addr.eq(we),
-                                             wv_w[r].data.eq(beat.word_select(r % vw, 32)),
-                                             wv_w[r].en.eq(0b1111)]
-                            with m.If(idx_phase & (wg == r // iwr)):
-                                m.d.comb += [wi_w[r].addr.eq(we),
-                                             wi_w[r].data.eq(beat.word_select(r % iwr, iw)),
-                                             wi_w[r].en.eq(0b1111)]
-                        m.d.sync += wg.eq(wg + 1)
-                        with m.If(wg == groups - 1):
-                            m.d.sync += [wg.eq(0), we.eq(we + 1)]
-                            with m.If(we == entries - 1):
-                                m.d.sync += we.eq(0)
-                                with m.If(dense):
-                                    m.next = "WW_DENSE"
-                                with m.Elif(idx_phase):
-                                    m.next = "RQ"
-                                with m.Else():
-                                    m.d.sync += idx_phase.eq(1)
-                with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
-                    for r in range(R):
-                        m.d.comb += [wi_w[r].addr.eq(we), wi_w[r].en.eq(0b1111),
-                                     wi_w[r].data.eq(Cat(((we << 2) + j)[:ib] for j in range(4)))]
-                    m.d.sync += we.eq(we + 1)
-                    with m.If(we == entries - 1):
+                with m.State("WW_WAIT"):  # the weight loader's last cycle: then RQ
+                    with m.If(wl_finish):
                         m.next = "RQ"
             with m.State("WGT_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
@@ -633,6 +609,12 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
                 with m.If(a_go):
                     m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
+                if B:  # every weight read of the tile issued: the next row block's weights
+                    # may come in while this tile's results go out (not past the chunk)
+                    with m.If(is_lin & (ws == steps) & ~prefetched & (tb + 1 == nblk)
+                              & (r0 + R < job.rows)):
+                        m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R)]
+                        m.d.sync += prefetched.eq(1)
                 # results from the held beat: the elements that share a scratchpad word per
                 # cycle (LINEAR, PV), the scores that share a score-bank word (QK)
                 with m.If(held):
@@ -756,6 +738,59 @@ class EngineOps(wiring.Component):
                     m.next = "ACT"
                 with m.Else():
                     finish()
+
+        if B:  # the weight loader: a row block's words through the weight port (wl_start)
+            blk_l = Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R)
+            with m.FSM(name="wload"):
+                with m.State("IDLE"):
+                    m.d.comb += wl_idle.eq(1)
+                    with m.If(wl_start):
+                        m.d.sync += [v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
+                                     wbeats.eq(entries * ((blk_l >> log_v)
+                                                          + Mux(dense, 0, blk_l >> log_i))),
+                                     wg.eq(0), we.eq(0), idx_phase.eq(0)]
+                        m.next = "WW_REQ"
+                with m.State("WW_REQ"):
+                    m.d.comb += [self.wgt_req.valid.eq(1),
+                                 self.wgt_req.payload.addr.eq(w_row),
+                                 self.wgt_req.payload.words.eq(wbeats)]
+                    with m.If(self.wgt_req.ready):
+                        m.d.sync += w_row.eq(w_row + (wbeats << log_b))
+                        m.next = "WW_DATA"
+                with m.State("WW_DATA"):  # a beat per cycle: vw rows' values or iw rows' indices
+                    m.d.comb += self.wgt_data.ready.eq(1)
+                    beat = self.wgt_data.payload
+                    groups = Mux(idx_phase, i_groups, v_groups)
+                    with m.If(self.wgt_data.valid):
+                        for r in range(R):
+                            with m.If(~idx_phase & (wg == r // vw)):
+                                m.d.comb += [wv_w[r].addr.eq(we),
+                                             wv_w[r].data.eq(beat.word_select(r % vw, 32)),
+                                             wv_w[r].en.eq(0b1111)]
+                            with m.If(idx_phase & (wg == r // iwr)):
+                                m.d.comb += [wi_w[r].addr.eq(we),
+                                             wi_w[r].data.eq(beat.word_select(r % iwr, iw)),
+                                             wi_w[r].en.eq(0b1111)]
+                        m.d.sync += wg.eq(wg + 1)
+                        with m.If(wg == groups - 1):
+                            m.d.sync += [wg.eq(0), we.eq(we + 1)]
+                            with m.If(we == entries - 1):
+                                m.d.sync += we.eq(0)
+                                with m.If(dense):
+                                    m.next = "WW_DENSE"
+                                with m.Elif(idx_phase):
+                                    m.d.comb += wl_finish.eq(1)
+                                    m.next = "IDLE"
+                                with m.Else():
+                                    m.d.sync += idx_phase.eq(1)
+                with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
+                    for r in range(R):
+                        m.d.comb += [wi_w[r].addr.eq(we), wi_w[r].en.eq(0b1111),
+                                     wi_w[r].data.eq(Cat(((we << 2) + j)[:ib] for j in range(4)))]
+                    m.d.sync += we.eq(we + 1)
+                    with m.If(we == entries - 1):
+                        m.d.comb += wl_finish.eq(1)
+                        m.next = "IDLE"
 
         # staged bytes land one cycle after their read (or as zeros for padding)
         value = Mux(tgt_zero, 0, rd_byte)

@@ -157,13 +157,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     if B and cmd.op == Op.LINEAR:
         rows_pad = rows_padded(rows, cfg)
         addr = w_off
+    loads = []  # LINEAR with a weight port: the loader's cycles per row block
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR and B:
-            # WGT, then one request for the block's value and index words (WW_REQ, WW_DATA);
-            # dense: the implicit indices, an entry of every row per cycle (WW_DENSE)
+            # the loader: started (WGT's cycle), one request for the block's value and index
+            # words (WW_REQ, WW_DATA); dense: the implicit indices, an entry of every row per
+            # cycle (WW_DENSE). Only the chunk's first block waits for all of it (below)
             beats = block_bytes(min(R, rows_pad - r0), k, n, M, cfg) // B
-            weights += 1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
-            weights += -(-steps // 4) if n == M else 0
+            loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
+                         + (-(-steps // 4) if n == M else 0))
             addr += beats * B
         elif cmd.op == Op.LINEAR:
             for row in range(r0, r0 + R):
@@ -219,7 +221,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                    for blk in range(first * C, (first + b) * C, C)
                    for t0 in range(blk, blk + C, 2)) + 1
         cyc += weights + rblocks * b * tile + 1
-        cyc += sum(drain((first + tb) * C, r0) for r0 in range(0, rows, R) for tb in range(b))
+        last_t0 = (first + b - 1) * C  # the chunk's last token block
+        drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
+        cyc += sum(drains)
+        if loads:  # block j > 0's load started when block j - 1's last tile had issued its
+            # steps; WGT waits for what is left of it after that tile's write-out
+            cyc += loads[0] + sum(
+                1 + max(0, steps + loads[j] - tile - drain(last_t0, (j - 1) * R))
+                for j in range(1, len(loads)))
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
         # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
