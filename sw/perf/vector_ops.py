@@ -32,6 +32,15 @@ def _room(ptr: int, bits: int) -> int:
     return (4 - ptr % 4) if bits == 8 else (2 - (ptr >> 1) % 2)
 
 
+def _advance(row: int, el: int, lane: int, k: int, width: int, P: int):
+    """(row, element, lane in the beat) after a group of ``k`` elements."""
+    if k == width - el:
+        return row + 1, 0, 0
+    if k == P - lane:
+        return row, el + k, 0
+    return row, el + k, lane + k
+
+
 class _Pipe:
     """GELU (``stages = 1``) or ADD (2): every stage advances when the output is free."""
 
@@ -162,13 +171,7 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
             return cycle
         if held:
             o_ptr += ok * (out_bits // 8)
-            if row_end:
-                o_el = o_lane = 0
-                o_row += 1
-            elif ok == P - o_lane:
-                o_el, o_lane = o_el + ok, 0
-            else:
-                o_el, o_lane = o_el + ok, o_lane + ok
+            o_row, o_el, o_lane = _advance(o_row, o_el, o_lane, ok, width, P)
             held = not take_o
         if o_taken:
             held = True
@@ -201,10 +204,4 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
             pend = row_end_g or k == P - g_lane
             a_ptr += k * (a_bits // 8)
             b_ptr += k * (b_bits // 8)
-            if row_end_g:
-                g_el = g_lane = 0
-                g_row += 1
-            elif k == P - g_lane:
-                g_el, g_lane = g_el + k, 0
-            else:
-                g_el, g_lane = g_el + k, g_lane + k
+            g_row, g_el, g_lane = _advance(g_row, g_el, g_lane, k, width, P)
