@@ -225,6 +225,13 @@ class AcceleratorConfig:
         return min(256, 4096 // self.weight_port_bytes) if self.weight_port_bytes else 0
 
     @property
+    def score_lanes(self) -> int:
+        """QK scores written into the score banks per cycle: ``gcd(pe_rows, softmax_lanes)``,
+        the rows of a tile that share a score-bank word (a tile starts at a multiple of
+        ``pe_rows``)."""
+        return math.gcd(self.pe_rows, self.softmax_lanes)
+
+    @property
     def spm_bytes(self) -> int:
         return self.spm_kib * 1024
 

@@ -319,7 +319,7 @@ class EngineOps(wiring.Component):
         hr = Signal(range(R + 1))  # lane being written out
         # QK: W = gcd(R, P) scores per cycle, lanes hr .. hr + W - 1 of the beat (group hg);
         # a tile's first row is a multiple of R, so the W rows share one score-bank word
-        W = math.gcd(R, P)
+        W = cfg.score_lanes
         hg = Signal(range(R // W + 1))
         score_group = Array(Cat(held_v[g * W + j] for j in range(W)) for g in range(R // W))
         n_out = Signal(range(5))  # lanes written this cycle

@@ -22,7 +22,6 @@ depends only on the offset inside its buffer. With random pauses on the bus (the
 from __future__ import annotations
 
 import functools
-import math
 
 from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST
@@ -36,7 +35,9 @@ __all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles"
            "program_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
-VECTOR_START = 3  #: a vector command's cycles around its stream: take, start, done
+#: a vector command's cycles around its stream: the job taken, ``running`` set, the cycle
+#: after ``done`` (measured against the RTL's command trace; the tests hold it)
+VECTOR_START = 3
 PRODUCTS = 7  #: the command checks' products (hw.top.accelerator: _PRODUCTS + _MUL_LATENCY)
 
 
@@ -198,7 +199,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     rblocks = -(-rows // R)
     if cmd.op == Op.QK_SOFTMAX:  # scores: gcd(R, P) per cycle into the score banks
         def drain(t0: int, r0: int) -> int:
-            return C * (R // math.gcd(R, P))
+            return C * (R // cfg.score_lanes)
     else:  # results: every element of the beat that shares a scratchpad word, per cycle
         out, stride = a["out"], a["out_stride"]
         eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
