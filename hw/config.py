@@ -23,7 +23,8 @@ LUT4s) and places, but nextpnr's routers did not finish it: congestion, not capa
 the size (README, "Bitstreams").
 
 The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
-8,192 of 9,024 on the U280), leaving the rest for the vector units.
+8,192 of 9,024 on the U280), leaving the rest for the vector units, and a scratchpad of 32
+banks (``spm_lanes``): a tile's 96 or 128 int8 results per token go out in one cycle.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class AcceleratorConfig:
         row-interleaved layout of :mod:`sw.compiler.weight_layout`: each beat fills
         ``weight_port_bytes / 4`` rows' weight banks at once. ``pe_rows`` must then be a
         multiple of :attr:`weight_rows_align`.
+    spm_lanes : int
+        Width of the scratchpad's ports in 32-bit words (a power of two up to 64): the
+        scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive
+        words at any alignment (:class:`hw.top.scratchpad.Scratchpad`). The engine's result
+        write-out uses the whole width; the other clients move a word per cycle.
     """
 
     name: str = "custom"
@@ -134,6 +140,7 @@ class AcceleratorConfig:
     part_dsps: int = 0
     mem_bandwidth_gbps: float = 0.0
     weight_port_bytes: int = 0
+    spm_lanes: int = 1
 
     def __post_init__(self):
         def bad(field, why):
@@ -197,6 +204,10 @@ class AcceleratorConfig:
             bad("pe_rows", f"the {B}-byte weight port fills {B // 4} rows' value banks and "
                            f"{8 * B // self.index_word_bits} rows' index banks per beat: "
                            f"pe_rows must be a multiple of {self.weight_rows_align}")
+
+        L = self.spm_lanes
+        if L not in (1, 2, 4, 8, 16, 32, 64):
+            bad("spm_lanes", "must be a power of two from 1 to 64 (32-bit words per access)")
 
     # -- derived quantities (derived here once, so nobody restates them) -----------------------
     @property
@@ -316,14 +327,14 @@ PRESETS: dict[str, AcceleratorConfig] = {
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
-            weight_port_bytes=64,
+            weight_port_bytes=64, spm_lanes=32,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
-            weight_port_bytes=64,
+            weight_port_bytes=64, spm_lanes=32,
         ),
     )
 }

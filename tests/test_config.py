@@ -55,6 +55,9 @@ def test_presets_are_sized_for_their_parts():
                                                   r"fills 4 rows' value banks and 16 rows' "
                                                   r"index banks per beat: pe_rows must be a "
                                                   r"multiple of 16"),
+        ({"spm_lanes": 3}, r"spm_lanes = 3: must be a power of two from 1 to 64"),
+        ({"spm_lanes": 0}, r"spm_lanes = 0"),
+        ({"spm_lanes": 128}, r"spm_lanes = 128"),
     ],
 )
 def test_bad_configs_name_the_field_and_value(changes, message):

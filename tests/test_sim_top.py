@@ -357,7 +357,22 @@ def test_the_score_drain_writes_the_lanes_that_share_a_score_word_at_once(shape)
     _compiled_layer(*shape)
 
 
-def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3):
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes, scratchpad lanes: a beat's results leave spm_lanes words per cycle
+    (16, 2, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 4, 2),  # 4 to 8 words a beat
+    (8, 3, 8, "2:8", 48, 3, 7, 80, True, 1024, 8, 4, 4),  # a beat in one or two cycles
+    (6, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 0, 2, 8),  # a beat always in one cycle
+])
+def test_the_result_write_out_moves_spm_lanes_words_a_cycle(shape):
+    """LINEAR's and PV's results go out through the scratchpad's wide write port
+    (``spm_lanes`` words of the banked scratchpad per cycle, at any word alignment): the
+    rest of the kernel reads and writes lane 0. Bit-exact, cycle-exact."""
+    _compiled_layer(*shape)
+
+
+def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3,
+                    spm=1):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -366,10 +381,11 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}", m=M, n_max=M,
-                            pe_rows=R, pe_cols=C, max_k=256, max_row=32, softmax_lanes=lanes,
-                            vector_lanes=5, max_hidden=128, spm_kib=16,
-                            act_buffer_depth=act_depth, weight_port_bytes=port)
+    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}", m=M,
+                            n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
+                            softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
+                            act_buffer_depth=act_depth, weight_port_bytes=port,
+                            spm_lanes=spm)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()
@@ -401,16 +417,18 @@ def _check_cycles(cycles, commands, config, stall):
     assert cycles >= want if stall else cycles == want
 
 
-@pytest.mark.parametrize("M, nm", [(8, (3, 8)), (4, (1, 4))])
-def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm):
+@pytest.mark.parametrize("M, nm, spm, P", [(8, (3, 8), 1, 4), (4, (1, 4), 1, 4),
+                                           (4, (2, 4), 2, 8)])
+def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, spm, P):
     """Single engine commands whose rows start mid-word everywhere (activations, weights,
     indices, results, key rows, P rows): the realigning staging and the word-wide result
     write-out against the ref backend, bit for bit, and the kernel model, cycle for cycle."""
     from sw.nm import nm_mask, pack
     from sw.perf.top import program_cycles
 
-    cfg = preset("tiny").replace(name=f"odd{M}", m=M, n_max=M, pe_rows=3, pe_cols=2,
-                                 max_k=256, spm_kib=8, act_buffer_depth=64)
+    cfg = preset("tiny").replace(name=f"odd{M}s{spm}p{P}", m=M, n_max=M, pe_rows=3,
+                                 pe_cols=2, max_k=256, spm_kib=8, act_buffer_depth=64,
+                                 spm_lanes=spm, softmax_lanes=P)
     rng = np.random.default_rng(M)
     n, _ = nm
     rows, k, tokens = 7, 43, 5

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
@@ -37,6 +36,7 @@ from .axi_reader import AxiReader
 from .axi_writer import AxiWriter
 from .control import ADDR_WIDTH, ControlRegs
 from .engine_ops import EngineOps
+from .scratchpad import Scratchpad
 from .vector_ops import VectorOps
 
 __all__ = ["Accelerator"]
@@ -110,11 +110,12 @@ class Accelerator(wiring.Component):
     Per command: a 16-word burst to fetch it, ``_PRODUCTS + _MUL_LATENCY`` (7) cycles computing
     the range checks' products through one pipelined 32 x 32 multiplier, one cycle to decide,
     then its work. LOAD and STORE move one 32-bit word per cycle inside 16-beat bursts; the
-    vector and engine commands as their datapaths' docstrings state. The scratchpad is
-    ``spm_kib`` KiB of 32-bit words with byte enables: one write port shared by the
-    datapaths, read port A shared by the engine, the vector unit's first operand and STORE
-    (commands run one at a time), read port B for ADD's second operand and the second token
-    row the engine stages at a time.
+    vector and engine commands as their datapaths' docstrings state. The scratchpad
+    (:class:`~hw.top.scratchpad.Scratchpad`) is ``spm_kib`` KiB of 32-bit words with byte
+    enables, its ports ``spm_lanes`` words wide: one write port shared by the datapaths (the
+    engine's result write-out uses every lane, the others lane 0), read port A shared by the
+    engine, the vector unit's first operand and STORE (commands run one at a time), read port
+    B for ADD's second operand and the second token row the engine stages at a time.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -134,22 +135,23 @@ class Accelerator(wiring.Component):
         m.submodules.ctrl = ctrl = ControlRegs()
         m.submodules.reader = reader = AxiReader()
         m.submodules.writer = writer = AxiWriter()
-        m.submodules.spm = spm = Memory(shape=32, depth=spm_bytes // 4, init=[])
-        spm_w = spm.write_port(granularity=8)
+        m.submodules.spm = spm = Scratchpad(config=cfg)
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
         # Two read ports. Commands run one at a time, so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
         # read port holds its data while no one reads); port B is ADD's second operand.
-        rpa, rpb = spm.read_port(), spm.read_port()
+        # The write port: the engine drives all its lanes, LOAD and the vector unit lane 0.
         store_addr, store_en = Signal(range(spm_bytes // 4)), Signal()
+        rpa_data, rpb_data = spm.ra_data[:32], spm.rb_data[:32]  # the 32-bit readers' lane
         m.d.comb += [
-            rpa.en.eq(eng.r_en | vec.ra_en | store_en),
-            rpa.addr.eq(Mux(eng.r_en, eng.r_addr, Mux(vec.ra_en, vec.ra_addr, store_addr))),
-            eng.r_data.eq(rpa.data), vec.ra_data.eq(rpa.data),
-            rpb.addr.eq(Mux(eng.r2_en, eng.r2_addr, vec.rb_addr)),
-            rpb.en.eq(eng.r2_en | vec.rb_en), vec.rb_data.eq(rpb.data), eng.r2_data.eq(rpb.data),
+            spm.ra_en.eq(eng.r_en | vec.ra_en | store_en),
+            spm.ra_addr.eq(Mux(eng.r_en, eng.r_addr, Mux(vec.ra_en, vec.ra_addr, store_addr))),
+            eng.r_data.eq(rpa_data), vec.ra_data.eq(rpa_data),
+            spm.rb_addr.eq(Mux(eng.r2_en, eng.r2_addr, vec.rb_addr)),
+            spm.rb_en.eq(eng.r2_en | vec.rb_en), vec.rb_data.eq(rpb_data),
+            eng.r2_data.eq(rpb_data),
         ]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 
@@ -428,8 +430,8 @@ class Accelerator(wiring.Component):
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
                 m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)
-                m.d.comb += [spm_w.addr.eq(eng.w_addr), spm_w.data.eq(eng.w_data),
-                             spm_w.en.eq(eng.w_en)]
+                m.d.comb += [spm.w_addr.eq(eng.w_addr), spm.w_data.eq(eng.w_data),
+                             spm.w_en.eq(eng.w_en)]
                 with m.If(eng.done):
                     m.next = "NEXT"
             with m.State("VEC_START"):
@@ -466,8 +468,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [vec.params.valid.eq(reader.data.valid),
                              vec.params.payload.eq(reader.data.payload),
                              reader.data.ready.eq(vec.params.ready),
-                             spm_w.addr.eq(vec.w_addr), spm_w.data.eq(vec.w_data),
-                             spm_w.en.eq(vec.w_en)]
+                             spm.w_addr.eq(vec.w_addr), spm.w_data.eq(vec.w_data),
+                             spm.w_en.eq(vec.w_en)]
                 with m.If(vec.done):
                     m.next = "NEXT"
             with m.State("LOAD_REQ"):
@@ -477,13 +479,13 @@ class Accelerator(wiring.Component):
                 with m.If(reader.req.ready):
                     m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
-                m.d.comb += [reader.data.ready.eq(1), spm_w.addr.eq((f1 >> 2) + moved),
-                             spm_w.data.eq(reader.data.payload)]
+                m.d.comb += [reader.data.ready.eq(1), spm.w_addr.eq((f1 >> 2) + moved),
+                             spm.w_data.eq(reader.data.payload)]
                 with m.If(reader.data.valid):
-                    m.d.comb += spm_w.en.eq(0b1111)
+                    m.d.comb += spm.w_en.eq(0b1111)
                     m.d.sync += moved.eq(moved + 1)
                     with m.If(moved == nwords - 1):
-                        m.d.comb += spm_w.en.eq(last_mask)
+                        m.d.comb += spm.w_en.eq(last_mask)
                         m.next = "NEXT"
             with m.State("STORE_REQ"):
                 m.d.comb += [writer.req.valid.eq(1),
@@ -494,7 +496,7 @@ class Accelerator(wiring.Component):
             with m.State("STORE_RUN"):
                 issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth)
                 m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
-                             sfifo.w_data.eq(rpa.data), sfifo.w_en.eq(pend)]
+                             sfifo.w_data.eq(rpa_data), sfifo.w_en.eq(pend)]
                 m.d.sync += pend.eq(issue)
                 with m.If(issue):
                     m.d.sync += moved.eq(moved + 1)

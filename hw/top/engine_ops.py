@@ -70,7 +70,9 @@ class EngineOps(wiring.Component):
     wgt_req : Out(stream of {addr, words}); wgt_data : In(stream of 8 B bits)
         With a weight port only: beat reads (``words`` beats) of the params buffer.
     done : Out(1)
-    r_* / w_* : a scratchpad read port and write port (word addresses, byte enables).
+    r_* / r2_* : lane 0 of the scratchpad's read ports A and B (word addresses).
+    w_* : the scratchpad's write port, ``spm_lanes`` words wide (byte enables); only the
+        result write-out uses more than lane 0.
 
     Latency / throughput / resources
     --------------------------------
@@ -86,9 +88,10 @@ class EngineOps(wiring.Component):
     rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
     writing every row's implicit indices), hidden behind the previous block's write-out
     except for a chunk's first block; a tile takes ``G * N`` engine steps, the stream's
-    pipeline and, per output beat, a cycle to take it and one per scratchpad word its ``R``
-    results span (LINEAR, PV: ``ceil(R / 4)`` for int8 when aligned; QK: ``R / gcd(R, P)``,
-    the ``gcd(R, P)`` scores that share a score-bank word per cycle).
+    pipeline and, per output beat, a cycle to take it and one per ``L`` scratchpad words its
+    ``R`` results span (``L = spm_lanes``, the write port's width; LINEAR, PV:
+    ``ceil((lane + R) / 4 L)`` for int8, ``lane`` being the first result's byte in its word;
+    QK: ``R / gcd(R, P)``, the ``gcd(R, P)`` scores that share a score-bank word per cycle).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
@@ -105,7 +108,8 @@ class EngineOps(wiring.Component):
             "done": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32),
-            "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
+            "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
+            "w_en": Out(4 * config.spm_lanes),
             **({"wgt_req": Out(stream.Signature(request_layout())),
                 "wgt_data": In(stream.Signature(8 * config.weight_port_bytes))}
                if config.weight_port_bytes else {}),
@@ -322,7 +326,13 @@ class EngineOps(wiring.Component):
         W = cfg.score_lanes
         hg = Signal(range(R // W + 1))
         score_group = Array(Cat(held_v[g * W + j] for j in range(W)) for g in range(R // W))
-        n_out = Signal(range(5))  # lanes written this cycle
+        # LINEAR / PV: a cycle writes up to the write port's L words of a beat's results, the
+        # first cycle from the element's lane ``off`` in its word, so the beat moves on by
+        # 4 L - off (int8) or 2 L - off (int16) elements until its last cycle
+        L = cfg.spm_lanes
+        shifts = sorted({4 * L - o for o in range(4)} | {2 * L - o for o in range(2)})
+        shifts = [v for v in shifts if 0 < v < R]
+        n_out = Signal(range(max(4 * L, W) + 1))  # lanes written this cycle
         beats_out = Signal(32)
         m.d.comb += [eng.o.ready.eq(Mux(is_qk, ~held, rq.i.ready)), rq.o.ready.eq(~held)]
         with m.If(~held):
@@ -356,6 +366,9 @@ class EngineOps(wiring.Component):
                      sm.cmd.payload.shift.eq(job.shift)]
         sm_held = Signal()
         sm_v = Signal(data.ArrayLayout(unsigned(8), P))
+        # a cycle writes up to the write port's 4 L bytes from the first one's byte ``off`` in
+        # its word: the beat moves on by 4 L - off until its last cycle
+        sm_shifts = [v for v in range(4 * L - 3, 4 * L + 1) if v < P]
         sm_lane = Signal(range(P + 1))
         sm_key = Signal(32)  # key of the element being written
         sm_ptr = Signal(32)
@@ -632,34 +645,41 @@ class EngineOps(wiring.Component):
                                              sc_w[c].data.eq(
                                                  score_group[hg].replicate(P // W)),
                                              sc_w[c].en.eq(en)]
-                    with m.Else():  # LINEAR / PV: the beat's elements that share a word
+                    with m.Else():  # LINEAR / PV: the beat's elements that share the
+                        # write port's L words; the beat's head (held_v[0 ..]) goes out first
                         sixteen = job.out_bits == 16
                         addr = Signal(32)
                         m.d.comb += addr.eq(out_ptr + Mux(sixteen, rrow << 1, rrow))
                         off = Signal(2)  # the first element's lane: byte (int8) or half
                         m.d.comb += off.eq(Mux(sixteen, addr[1], addr[:2]))
-                        room = Mux(sixteen, 2, 4) - off
+                        room = Mux(sixteen, 2 * L, 4 * L) - off
                         m.d.comb += n_out.eq(Mux(R - hr < room, R - hr, room))
-                        vals = [held_v[hr + d] for d in range(4)]
+                        vals = [held_v[d] for d in range(min(R, 4 * L))]
                         sat = [Mux(v > 127, 127, Mux(v < -128, -128, v))[:8] for v in vals]
                         m.d.comb += self.w_addr.eq(addr >> 2)
-                        for j in range(4):  # byte lane j of the word
+                        for j in range(4 * L):  # byte lane j of the port's L words
                             for o in range(4):
                                 with m.If(off == o):
                                     d8, d16 = j - o, (j >> 1) - o
-                                    if 0 <= d8 < 4:
+                                    if 0 <= d8 < len(vals):
                                         with m.If(~sixteen):
                                             m.d.comb += self.w_data.word_select(j, 8).eq(sat[d8])
                                             m.d.comb += self.w_en[j].eq(
                                                 (d8 < n_out) & (rrow + d8 < job.rows)
                                                 & (t < job.tokens))
-                                    if 0 <= d16 < 2 and o < 2:
+                                    if 0 <= d16 < len(vals) and o < 2:
                                         with m.If(sixteen):
                                             m.d.comb += self.w_data.word_select(j, 8).eq(
                                                 vals[d16][8 * (j & 1):8 * (j & 1) + 8])
                                             m.d.comb += self.w_en[j].eq(
                                                 (d16 < n_out) & (rrow + d16 < job.rows)
                                                 & (t < job.tokens))
+                        with m.If(hr + n_out < R):  # the rest of the beat moves to its head
+                            with m.Switch(n_out):
+                                for v in shifts:
+                                    with m.Case(v):
+                                        m.d.sync += [held_v[r].eq(held_v[r + v] if r + v < R
+                                                                  else 0) for r in range(R)]
                     m.d.sync += hr.eq(hr + n_out)
                     with m.If(hr + n_out >= R):
                         m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
@@ -709,16 +729,19 @@ class EngineOps(wiring.Component):
                     off = p_addr[:2]
                     to_row_end = job.tokens - sm_key
                     remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
-                    p_n = Mux(remaining < 4 - off, remaining, 4 - off)
-                    lane_v = Array([sm_v[j] for j in range(P)] + [Const(0, 8)] * 3)
+                    p_n = Mux(remaining < 4 * L - off, remaining, 4 * L - off)
                     m.d.comb += self.w_addr.eq(p_addr >> 2)
-                    for j in range(4):  # byte lane j of the word: lane sm_lane + j - off
-                        for o in range(j + 1):
-                            with m.If(off == o):
-                                m.d.comb += [self.w_data.word_select(j, 8).eq(
-                                                 lane_v[sm_lane + (j - o)]),
-                                             self.w_en[j].eq(j - o < p_n)]
+                    for j in range(4 * L):  # byte lane j of the port: the beat's head + j - off
+                        for o in range(min(j + 1, 4)):
+                            if j - o < P:
+                                with m.If(off == o):
+                                    m.d.comb += [self.w_data.word_select(j, 8).eq(sm_v[j - o]),
+                                                 self.w_en[j].eq(j - o < p_n)]
                     m.d.sync += [sm_lane.eq(sm_lane + p_n), sm_key.eq(sm_key + p_n)]
+                    with m.Switch(p_n):  # the rest of the beat moves to its head
+                        for v in sm_shifts:
+                            with m.Case(v):
+                                m.d.sync += sm_v.eq(sm_v.as_value() >> (8 * v))
                     with m.If(p_n == remaining):
                         m.d.comb += beat_done.eq(1)
                         with m.If(~sm.o.valid):

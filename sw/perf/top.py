@@ -200,15 +200,17 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     if cmd.op == Op.QK_SOFTMAX:  # scores: gcd(R, P) per cycle into the score banks
         def drain(t0: int, r0: int) -> int:
             return C * (R // cfg.score_lanes)
-    else:  # results: every element of the beat that shares a scratchpad word, per cycle
+    else:  # results: every element of the beat within the write port's spm_lanes words,
+        # from the first element's lane in its word, per cycle
         out, stride = a["out"], a["out_stride"]
         eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
+        per_cycle = 4 * cfg.spm_lanes // eb
 
         def drain(t0: int, r0: int) -> int:
             total = 0
             for t in range(t0, t0 + C):
                 lane = (out + t * stride + r0 * eb) % 4 // eb
-                total += (lane + R + 4 // eb - 1) // (4 // eb)
+                total += (lane + R + per_cycle - 1) // per_cycle
             return total
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     for first in range(0, blocks, per_chunk):
@@ -233,7 +235,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
         # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
-        cyc += sum(1 + softmax_row_cycles(tokens, P, a["p"] + t * a["p_stride"])
+        cyc += sum(1 + softmax_row_cycles(tokens, P, a["p"] + t * a["p_stride"],
+                                          cfg.spm_lanes)
                    for t in range(tokens)) + blocks
     return cyc
 
@@ -245,19 +248,20 @@ FEED_LATENCY = 3
 STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
 
 
-def softmax_row_cycles(length: int, P: int, out: int = 0) -> int:
+def softmax_row_cycles(length: int, P: int, out: int = 0, lanes: int = 1) -> int:
     """SM_STREAM for one row written from byte address ``out``: the unit's latency, per beat
     the feed (1) and the first pass (1), then the write-out: the first beat's take (1) and,
-    per beat, a cycle per scratchpad word its probabilities span (the next beat is taken in
-    the last of them)."""
+    per beat, a cycle per ``lanes`` scratchpad words (the write port's width) its
+    probabilities span from the first one's byte in its word (the next beat is taken in the
+    last of them)."""
     from sw.perf.vector import SOFTMAX_OUT_DELAY
 
     nb = -(-length // P)
-    words = 0
+    writes = 0
     for b in range(nb):
         first = out + b * P
-        words += -(-(first % 4 + min(P, length - b * P)) // 4)
-    return 2 * nb + 1 + words + SOFTMAX_OUT_DELAY + 4
+        writes += -(-(first % 4 + min(P, length - b * P)) // (4 * lanes))
+    return 2 * nb + 1 + writes + SOFTMAX_OUT_DELAY + 4
 
 
 def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
