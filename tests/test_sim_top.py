@@ -287,11 +287,13 @@ def test_vector_commands_match_the_ref_backend(seed, stall):
     _vector_commands(CFG, np.random.default_rng(seed), seed, stall)
 
 
-@pytest.mark.parametrize("lanes, seed", [(1, 4), (3, 5), (8, 6)])
-def test_vector_commands_at_odd_offsets_match_the_ref_backend(lanes, seed):
+@pytest.mark.parametrize("lanes, seed, spm", [(1, 4, 1), (3, 5, 1), (8, 6, 1),
+                                              (8, 7, 2), (16, 8, 2), (5, 9, 4)])
+def test_vector_commands_at_odd_offsets_match_the_ref_backend(lanes, seed, spm):
     """Operands that start mid-word and rows of up to 40 elements: the gather and scatter
-    move the elements that share a word per cycle, bit-exact and cycle-exact."""
-    cfg = CFG.replace(name=f"vec-lanes{lanes}", vector_lanes=lanes)
+    move the elements within the scratchpad ports' ``spm`` words per cycle, bit-exact and
+    cycle-exact."""
+    cfg = CFG.replace(name=f"vec-lanes{lanes}s{spm}", vector_lanes=lanes, spm_lanes=spm)
     _vector_commands(cfg, np.random.default_rng(seed), seed, False, odd=True, max_width=40)
 
 

@@ -18,9 +18,10 @@ from sw.ref.quant import ADD_MULT_BITS
 __all__ = ["VectorOps", "job_layout"]
 
 
-def _room(ptr, is16):
-    """Elements from byte address ``ptr`` to the end of its scratchpad word."""
-    return Mux(is16, 2 - ptr[1], 4 - ptr[:2])
+def _room(ptr, is16, lanes):
+    """Elements from byte address ``ptr`` to the end of the ``lanes`` scratchpad words from
+    its own on."""
+    return Mux(is16, 2 * lanes - ptr[1], 4 * lanes - ptr[:2])
 
 
 def _min(*values):
@@ -60,19 +61,24 @@ class VectorOps(wiring.Component):
         The command's parameter words in params-buffer order (the top reads them).
     done : Out(1)
         Pulses when the last output element is written.
-    ra_*, rb_* : scratchpad read ports (address in words, enable, data one cycle later)
-    w_* : scratchpad write port (address in words, data, byte enables)
+    ra_*, rb_* : scratchpad read ports (address in words, enable, ``spm_lanes`` words of data
+        one cycle later)
+    w_* : scratchpad write port (address in words, ``spm_lanes`` words of data, byte enables)
 
     Latency / throughput / resources
     --------------------------------
-    Per cycle the gather reads a *group*: the row's next elements that share a scratchpad
-    word (of both operands for ADD), up to the beat's and the row's end (1-4 elements: 4 per
-    word of int8, 2 of int16); the pack takes a group per cycle and then offers the beat (one
-    cycle); the scatter writes the held output beat's elements that share a word per cycle
-    and takes the next beat in the beat's last cycle. Aligned int8 rows of ``P`` lanes thus
-    move a beat per ``ceil(P / 4) + 1`` cycles; the rate varies with the operands' alignment
-    and :mod:`sw.perf.vector_ops` steps it cycle by cycle. Resources: the units as listed, a
-    4-entry FIFO of groups, ``P`` x 4 lane muxes each in the pack and the scatter.
+    With ``L = spm_lanes`` (the scratchpad ports' width in words), per cycle the gather
+    reads a *group*: the row's next elements within the ``L`` words from the current one (of
+    both operands for ADD), up to the beat's and the row's end (``4 L - off`` int8 or
+    ``2 L - off`` int16 elements, ``off`` the first one's slot in its word; at most
+    ``GE = min(4 L, P)``); the pack takes a group per cycle and then offers the beat (one
+    cycle); the scatter writes the held output beat's next elements within ``L`` words per
+    cycle (the rest of the beat shifts to its head) and takes the next beat in the beat's
+    last cycle. Aligned int8 rows of ``P`` lanes thus move a beat per ``ceil(P / 4 L) + 1``
+    cycles; the rate varies with the operands' alignment and :mod:`sw.perf.vector_ops` steps
+    it cycle by cycle. Resources: the units as listed, a 4-entry FIFO of groups of ``GE``
+    elements, ``P`` x ``GE`` lane muxes in the pack, 4:1 byte muxes in the gather and the
+    scatter, and the scatter's shift register of ``P`` x 16 bits.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -83,15 +89,17 @@ class VectorOps(wiring.Component):
             "job": In(stream.Signature(job_layout(config))),
             "params": In(stream.Signature(32)),
             "done": Out(1),
-            "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32),
-            "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32),
-            "w_addr": Out(aw), "w_data": Out(32), "w_en": Out(4),
+            "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32 * config.spm_lanes),
+            "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32 * config.spm_lanes),
+            "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
+            "w_en": Out(4 * config.spm_lanes),
         })
 
     def elaborate(self, platform):  # noqa: C901 - gather, pack, units, scatter
         m = Module()
         cfg = self.config
-        P = cfg.vector_lanes
+        P, L = cfg.vector_lanes, cfg.spm_lanes
+        GE = min(4 * L, P)  # elements a group or a scatter write moves at most
         m.submodules.gelu = gelu = GeluUnit(config=cfg)
         m.submodules.add = add = ResidualAdd(config=cfg, a_bits=16, b_bits=16, out_bits=16)
         m.submodules.ln16 = ln16 = LayerNormUnit(config=cfg, in_bits=16)
@@ -150,27 +158,27 @@ class VectorOps(wiring.Component):
                         with m.If(pcount[:2] == 3):
                             m.d.sync += word_full.eq(1)
 
-        # -- gather: per cycle, the row's next elements that share a scratchpad word (of both
-        # operands for ADD), up to the beat's and the row's end: a group of 1..4 -------------
-        glay = data.StructLayout({"a": data.ArrayLayout(signed(16), 4),
-                                  "b": data.ArrayLayout(signed(16), 4),
-                                  "k": unsigned(3), "last": unsigned(1)})
+        # -- gather: per cycle, the row's next elements within the read ports' L words (of
+        # both operands for ADD), up to the beat's and the row's end: a group of 1..GE ------
+        glay = data.StructLayout({"a": data.ArrayLayout(signed(16), GE),
+                                  "b": data.ArrayLayout(signed(16), GE),
+                                  "k": range(GE + 1), "last": unsigned(1)})
         m.submodules.elems = elems = fifo.SyncFIFOBuffered(width=glay.size, depth=4)
         running = Signal()
         g_row, g_el = Signal(32), Signal(32)  # row, element of the row
         g_lane = Signal(range(P))  # the element's lane in its beat
         a_ptr, b_ptr = Signal(32), Signal(32)  # byte addresses of the element
-        pend, pend_k, pend_last = Signal(), Signal(3), Signal()
+        pend, pend_k, pend_last = Signal(), Signal(range(GE + 1)), Signal()
         pend_a_off, pend_b_off = Signal(2), Signal(2)
         a16, b16 = job.a_bits == 16, job.b_bits == 16
         g_left = Signal()
         m.d.comb += g_left.eq(running & (g_row < job.tokens))
         issue = Signal()
         m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth))
-        g_k, g_row_left, g_beat_left = Signal(3), Signal(32), Signal(range(P + 1))
+        g_k, g_row_left, g_beat_left = Signal(range(GE + 1)), Signal(32), Signal(range(P + 1))
         m.d.comb += [g_row_left.eq(job.width - g_el), g_beat_left.eq(P - g_lane),
-                     g_k.eq(_min(_room(a_ptr, a16),
-                                 Mux(is_add, _room(b_ptr, b16), 4), g_row_left, g_beat_left))]
+                     g_k.eq(_min(_room(a_ptr, a16, L), Mux(is_add, _room(b_ptr, b16, L), GE),
+                                 g_row_left, g_beat_left))]
         g_row_end = g_k == g_row_left
         m.d.comb += [self.ra_addr.eq(a_ptr >> 2), self.rb_addr.eq(b_ptr >> 2),
                      self.ra_en.eq(issue), self.rb_en.eq(issue & is_add)]
@@ -187,19 +195,25 @@ class VectorOps(wiring.Component):
             with m.Else():
                 m.d.sync += [g_el.eq(g_el + g_k), g_lane.eq(g_lane + g_k)]
 
-        def elements(word, off, is16):
-            """The word's 4 int8 (or 2 int16) elements from element slot ``off`` on."""
-            b8 = [word.word_select((off + d)[:2], 8).as_signed() for d in range(4)]
-            h16 = [word.word_select((off[1] + d)[:1], 16).as_signed() for d in range(2)]
-            return [Mux(is16, h16[d], b8[d]) if d < 2 else b8[d] for d in range(4)]
+        def elements(data_, off, is16):
+            """The first ``GE`` int8 (or int16) elements of the port's ``L`` words from
+            element slot ``off`` of the first word on."""
+            def pick(width, n, d, offs):
+                out = Signal(signed(width))
+                m.d.comb += out.eq(Array(data_.word_select(o + d, width) if o + d < n
+                                         else Const(0, width)
+                                         for o in range(offs))[off if offs == 4 else off[1]])
+                return out
+            return [Mux(is16, pick(16, 2 * L, d, 2), pick(8, 4 * L, d, 4)) if d < 2 * L
+                    else pick(8, 4 * L, d, 4) for d in range(GE)]
 
         group = Signal(glay)
         ea = elements(self.ra_data, pend_a_off, a16)
         eb = elements(self.rb_data, pend_b_off, b16)
         m.d.comb += [group.k.eq(pend_k), group.last.eq(pend_last),
                      elems.w_en.eq(pend), elems.w_data.eq(group)]
-        m.d.comb += [group.a[d].eq(ea[d]) for d in range(4)]
-        m.d.comb += [group.b[d].eq(eb[d]) for d in range(4)]
+        m.d.comb += [group.a[d].eq(ea[d]) for d in range(GE)]
+        m.d.comb += [group.b[d].eq(eb[d]) for d in range(GE)]
 
         # -- pack: a group per cycle into lanes fill .. fill + k - 1 of the beat --------------
         lanes_a = [Signal(signed(16), name=f"la{k}") for k in range(P)]
@@ -210,7 +224,7 @@ class VectorOps(wiring.Component):
         m.d.comb += [elems.r_en.eq(~beat_valid), got.eq(elems.r_data)]
         with m.If(elems.r_rdy & ~beat_valid):
             for lane in range(P):
-                for d in range(min(4, lane + 1)):
+                for d in range(min(GE, lane + 1)):
                     with m.If((fill == lane - d) & (d < got.k)):
                         m.d.sync += [lanes_a[lane].eq(got.a[d]), lanes_b[lane].eq(got.b[d])]
             with m.If(got.last):  # lanes past the row's end keep stale values: not written
@@ -247,8 +261,7 @@ class VectorOps(wiring.Component):
 
         # -- scatter: per cycle, the held beat's next elements that share a scratchpad word, up
         # to the beat's and the row's end; the next beat is taken in the beat's last cycle ----
-        out_beat = [Signal(signed(16), name=f"ob{k}") for k in range(P)]
-        out_lane = Array(out_beat + [Const(0, signed(16))] * 3)
+        out_beat = [Signal(signed(16), name=f"ob{k}") for k in range(P)]  # the rest, at its head
         held = Signal()
         o_el, o_row = Signal(32), Signal(32)
         o_lane = Signal(range(P))
@@ -261,29 +274,41 @@ class VectorOps(wiring.Component):
         users += [(u, is_ln & ln_sel[b]) for b, u in lns.items()]
         for u, sel in users:
             m.d.comb += u.o.ready.eq(sel & take_o)
-        o_k, o_row_left, o_beat_left = Signal(3), Signal(32), Signal(range(P + 1))
+        o_k, o_row_left, o_beat_left = Signal(range(GE + 1)), Signal(32), Signal(range(P + 1))
         m.d.comb += [o_row_left.eq(job.width - o_el), o_beat_left.eq(P - o_lane),
-                     o_k.eq(_min(_room(o_ptr, o16), o_row_left, o_beat_left))]
+                     o_k.eq(_min(_room(o_ptr, o16, L), o_row_left, o_beat_left))]
         o_row_end = o_k == o_row_left
+        # a write short of the beat's end fills the port from the first element's slot: the
+        # beat moves on by 4 L - off (int8) or 2 L - off (int16) elements
+        shifts = sorted(v for v in {4 * L - o for o in range(4)} | {2 * L - o for o in range(2)}
+                        if 0 < v < P)
         last_write = held & o_row_end & (o_row == job.tokens - 1)
         m.d.comb += take_o.eq((~held | (o_k == o_beat_left) | o_row_end) & ~last_write)
         with m.If(held):
             off = Mux(o16, o_ptr[1], o_ptr[:2])  # the first element's slot in the word
             m.d.comb += self.w_addr.eq(o_ptr >> 2)
-            for j in range(4):  # byte lane j
-                for o in range(j + 1):
-                    with m.If(~o16 & (off == o)):
-                        val = out_lane[o_lane + (j - o)]
-                        m.d.comb += [
-                            self.w_data.word_select(j, 8).eq(
-                                Mux(val > 127, 127, Mux(val < -128, -128, val))[:8]),
-                            self.w_en[j].eq(j - o < o_k)]
-                for o in range(j // 2 + 1):
-                    with m.If(o16 & (off == o)):
-                        val = out_lane[o_lane + (j // 2 - o)]
-                        m.d.comb += [self.w_data.word_select(j, 8).eq(
-                                         val.as_unsigned()[8 * (j % 2):8 * (j % 2) + 8]),
-                                     self.w_en[j].eq(j // 2 - o < o_k)]
+            for j in range(4 * L):  # byte lane j of the port's L words
+                for o in range(min(j + 1, 4)):
+                    if j - o < P:
+                        with m.If(~o16 & (off == o)):
+                            val = out_beat[j - o]
+                            m.d.comb += [
+                                self.w_data.word_select(j, 8).eq(
+                                    Mux(val > 127, 127, Mux(val < -128, -128, val))[:8]),
+                                self.w_en[j].eq(j - o < o_k)]
+                for o in range(min(j // 2 + 1, 2)):
+                    if j // 2 - o < P:
+                        with m.If(o16 & (off == o)):
+                            val = out_beat[j // 2 - o]
+                            m.d.comb += [self.w_data.word_select(j, 8).eq(
+                                             val.as_unsigned()[8 * (j % 2):8 * (j % 2) + 8]),
+                                         self.w_en[j].eq(j // 2 - o < o_k)]
+            with m.If(~((o_k == o_beat_left) | o_row_end)):  # the rest of the beat to its head
+                with m.Switch(o_k):
+                    for v in shifts:
+                        with m.Case(v):
+                            m.d.sync += [out_beat[k].eq(out_beat[k + v] if k + v < P else 0)
+                                         for k in range(P)]
             m.d.sync += [o_ptr.eq(o_ptr + Mux(o16, o_k << 1, o_k)), held.eq(~take_o)]
             with m.If(o_row_end):
                 m.d.sync += [o_el.eq(0), o_lane.eq(0), o_row.eq(o_row + 1)]

@@ -269,15 +269,16 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
     P = cfg.vector_lanes
     if cmd.op == Op.ADD:
         return VECTOR_START + stream_cycles("add", P, a["tokens"], a["width"], a["a"], a["b"],
-                                            a["out"], a["a_bits"], a["b_bits"], a["out_bits"])
+                                            a["out"], a["a_bits"], a["b_bits"], a["out_bits"],
+                                            cfg.spm_lanes)
     if cmd.op == Op.GELU:  # first its 64-word table, one word and then its 4 bytes per 5 cycles
         return (VECTOR_START + READ_GAP + 5 * 64 + 1
                 + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"],
-                                8, 8, 8))
+                                8, 8, 8, cfg.spm_lanes))
     params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
     return (params + VECTOR_START
             + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
-                            a["in_bits"], 8, 8))
+                            a["in_bits"], 8, 8, cfg.spm_lanes))
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> int:

@@ -2,12 +2,13 @@
 
 The datapath is a chain of small handshakes whose rates vary beat by beat with the operands'
 alignment, so the model steps it cycle by cycle, register for register: the *gather* reads
-per cycle the row's next elements that share a scratchpad word (of both operands for ADD) up
-to the beat's and the row's end (a group of 1-4), into a 4-entry buffered FIFO; the *pack*
-takes a group per cycle into the beat and offers the full beat to the unit; the unit
+per cycle the row's next elements within the scratchpad ports' ``spm_lanes`` words (of both
+operands for ADD) up to the beat's and the row's end (a group of 1 to 4 ``spm_lanes``), into
+a 4-entry buffered FIFO; the *pack* takes a group per cycle into the beat and offers the full
+beat to the unit; the unit
 (GELU: one stage, ADD: two, LayerNorm: ingest and normalise as in
 :class:`hw.vector.layernorm.LayerNormUnit`) passes it on with a global stall; the *scatter*
-writes per cycle the held output beat's next elements that share a word, and takes the next
+writes per cycle the held output beat's next elements within the port's words, takes the next
 beat in the beat's last cycle. ``tests/test_sim_top.py`` checks the totals against the RTL's
 cycle counter, cycle for cycle.
 """
@@ -28,8 +29,9 @@ __all__ = ["stream_cycles"]
 FIFO_INNER = 3  #: amaranth SyncFIFOBuffered(depth=4): 3 memory entries and an output register
 
 
-def _room(ptr: int, bits: int) -> int:
-    return (4 - ptr % 4) if bits == 8 else (2 - (ptr >> 1) % 2)
+def _room(ptr: int, bits: int, lanes: int) -> int:
+    """Elements from byte ``ptr`` to the end of the ``lanes`` scratchpad words from its own."""
+    return (4 * lanes - ptr % 4) if bits == 8 else (2 * lanes - (ptr >> 1) % 2)
 
 
 def _advance(row: int, el: int, lane: int, k: int, width: int, P: int):
@@ -122,11 +124,11 @@ class _LayerNorm:
 
 @functools.lru_cache(maxsize=1 << 14)
 def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
-                  a_bits: int, b_bits: int, out_bits: int) -> int:
+                  a_bits: int, b_bits: int, out_bits: int, lanes: int = 1) -> int:
     """Cycles from the first with the stream running to the one writing the last element
     (both counted) of ``tokens`` rows of ``width`` elements: ``op`` is ``gelu``, ``add`` or
     ``layernorm`` (``a_bits``: its input width), rows contiguous from byte addresses ``a``,
-    ``b`` (ADD) and ``out``."""
+    ``b`` (ADD) and ``out``, through scratchpad ports ``lanes`` words wide."""
     is_add = op == "add"
     unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if is_add
             else _LayerNorm(-(-width // P), a_bits))
@@ -150,13 +152,13 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         level = len(inner) + r_rdy
         issue = g_row < tokens and level + (pend is not None) < 4
         if issue:
-            k = min(_room(a_ptr, a_bits), _room(b_ptr, b_bits) if is_add else 4,
-                    width - g_el, P - g_lane)
+            k = min(_room(a_ptr, a_bits, lanes), _room(b_ptr, b_bits, lanes) if is_add
+                    else 4 * lanes, width - g_el, P - g_lane)
         r_en = not beat_valid
         consume = r_rdy and r_en
         last_write = False
         if held:
-            ok = min(_room(o_ptr, out_bits), width - o_el, P - o_lane)
+            ok = min(_room(o_ptr, out_bits, lanes), width - o_el, P - o_lane)
             row_end = ok == width - o_el
             beat_end = row_end or ok == P - o_lane
             last_write = row_end and o_row == tokens - 1
