@@ -113,10 +113,10 @@ class Accelerator(wiring.Component):
     vector and engine commands as their datapaths' docstrings state. The scratchpad
     (:class:`~hw.top.scratchpad.Scratchpad`) is ``spm_kib`` KiB of 32-bit words with byte
     enables, its ports ``spm_lanes`` words wide: one write port shared by the datapaths (the
-    engine's result write-out and the vector unit use every lane, LOAD lane 0), read port A
-    shared by the
-    engine, the vector unit's first operand and STORE (commands run one at a time), read port
-    B for ADD's second operand and the second token row the engine stages at a time.
+    engine and the vector unit use every lane, LOAD and STORE lane 0), read port A shared by
+    the engine, the vector unit's first operand and STORE (commands run one at a time), read
+    port B for ADD's second operand and the engine's second token row (or, with wide ports,
+    the word past a staged chunk).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -143,17 +143,16 @@ class Accelerator(wiring.Component):
         # Two read ports. Commands run one at a time, so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
         # read port holds its data while no one reads); port B is ADD's second operand.
-        # The ports are spm_lanes words wide: the vector unit and the engine's write-out use
-        # them whole, LOAD, STORE and the engine's staging lane 0.
+        # The ports are spm_lanes words wide: the engine and the vector unit use them whole,
+        # LOAD and STORE lane 0.
         store_addr, store_en = Signal(range(spm_bytes // 4)), Signal()
-        rpa_data, rpb_data = spm.ra_data[:32], spm.rb_data[:32]  # the 32-bit readers' lane
         m.d.comb += [
             spm.ra_en.eq(eng.r_en | vec.ra_en | store_en),
             spm.ra_addr.eq(Mux(eng.r_en, eng.r_addr, Mux(vec.ra_en, vec.ra_addr, store_addr))),
-            eng.r_data.eq(rpa_data), vec.ra_data.eq(spm.ra_data),
+            eng.r_data.eq(spm.ra_data), vec.ra_data.eq(spm.ra_data),
             spm.rb_addr.eq(Mux(eng.r2_en, eng.r2_addr, vec.rb_addr)),
             spm.rb_en.eq(eng.r2_en | vec.rb_en), vec.rb_data.eq(spm.rb_data),
-            eng.r2_data.eq(rpb_data),
+            eng.r2_data.eq(spm.rb_data),
         ]
         wiring.connect(m, wiring.flipped(self.s_axi_control), ctrl.bus)
 
@@ -498,7 +497,7 @@ class Accelerator(wiring.Component):
             with m.State("STORE_RUN"):
                 issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth)
                 m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
-                             sfifo.w_data.eq(rpa_data), sfifo.w_en.eq(pend)]
+                             sfifo.w_data.eq(spm.ra_data[:32]), sfifo.w_en.eq(pend)]
                 m.d.sync += pend.eq(issue)
                 with m.If(issue):
                     m.d.sync += moved.eq(moved + 1)

@@ -106,8 +106,8 @@ class EngineOps(wiring.Component):
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
             "done": Out(1),
-            "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32),
-            "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32),
+            "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
+            "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
             "w_en": Out(4 * config.spm_lanes),
             **({"wgt_req": Out(stream.Signature(request_layout())),
@@ -122,6 +122,8 @@ class EngineOps(wiring.Component):
         ib = cfg.index_bits
         nkb = math.ceil(cfg.max_row / P)
         lay = engine_layouts(cfg)
+        L = cfg.spm_lanes
+        wide = L > 1 and 4 * L >= M  # activations staged a port's width per cycle
         m.submodules.engine = eng = SpmmEngine(config=cfg)
         m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)
         m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
@@ -198,7 +200,8 @@ class EngineOps(wiring.Component):
         rd_pend, rd_off = Signal(), Signal(2)
         m.d.comb += [self.r_addr.eq(rd_addr >> 2), self.r_en.eq(rd_issue)]
         m.d.sync += [rd_pend.eq(rd_issue), rd_off.eq(rd_addr[:2])]
-        rd_byte = self.r_data.word_select(rd_off, 8)
+        r_word, r2_word = self.r_data[:32], self.r2_data[:32]  # lane 0 of each port
+        rd_byte = r_word.word_select(rd_off, 8)
 
         # every staging cycle issues one read (or a zero for padding) whose data lands in its
         # buffer the next cycle: kind 1 = mask byte, 2 = activation word, 3 = weight byte,
@@ -287,6 +290,25 @@ class EngineOps(wiring.Component):
                 with m.If(is_qk | (at + 1 + two >= job.tokens) | (abase + 2 * G > act_depth)):
                     m.next = "ACT_LAST"
 
+        # wide staging (spm_lanes > 1): a chunk of a token row (the port's 4 L bytes, Q bank
+        # entries) per cycle into its bank's buffer; every bank writes an entry of its buffer
+        # per cycle. Chunk j of every row of the block in turn (token sc), j outer
+        if wide:
+            Q = 4 * L // M
+            lq = Q.bit_length() - 1
+            st_buf = [Signal(32 * L, name=f"st_buf{c}") for c in range(C)]
+            st_cnt = [Signal(range(Q + 1), name=f"st_cnt{c}") for c in range(C)]
+            st_addr = [Signal(range(act_depth + 1), name=f"st_addr{c}") for c in range(C)]
+            sj, sc = Signal(kw), Signal(range(C))  # chunk of the row, token of the block
+            s_ptr = Signal(32)  # byte address of chunk sj of token row at + sc
+            s_row = Signal(32)  # byte address of chunk sj of the block's first row
+            nxt_ptr = Signal(32)  # the next block's first row (summed during chunk 0)
+            nchunks = Signal(kw)
+            m.d.comb += nchunks.eq((G * M + 4 * L - 1) >> (4 * L).bit_length() - 1)
+            s_land, s_c, s_skip, s_zero = Signal(), Signal(range(C)), Signal(2), Signal()
+            s_j, s_base = Signal(kw), Signal(range(act_depth + 1))
+            m.d.sync += s_land.eq(0)
+
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
         m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=lay["a"].size, depth=4)
@@ -329,7 +351,6 @@ class EngineOps(wiring.Component):
         # LINEAR / PV: a cycle writes up to the write port's L words of a beat's results, the
         # first cycle from the element's lane ``off`` in its word, so the beat moves on by
         # 4 L - off (int8) or 2 L - off (int16) elements until its last cycle
-        L = cfg.spm_lanes
         shifts = sorted({4 * L - o for o in range(4)} | {2 * L - o for o in range(2)})
         shifts = [v for v in shifts if 0 < v < R]
         n_out = Signal(range(max(4 * L, W) + 1))  # lanes written this cycle
@@ -390,6 +411,9 @@ class EngineOps(wiring.Component):
                                  act_ptr.eq(p.act), at.eq(0), ab.eq(0), abase.eq(0),
                                  nblk.eq(0), c0.eq(0), out_stage.eq(p.out),
                                  out_chunk.eq(p.out)]
+                    if wide:
+                        m.d.sync += [s_ptr.eq(p.act), s_row.eq(p.act), nxt_ptr.eq(p.act),
+                                     sj.eq(0), sc.eq(0)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Else():
@@ -410,36 +434,69 @@ class EngineOps(wiring.Component):
 
             # activations of a chunk of token blocks: C rows x G*M bytes per block; token row
             # at goes to bank at % C from address abase (next_act_row ends the chunk)
-            with m.State("ACT"):
-                # a scratchpad word per cycle (i1 counts them); a row starting mid-word reads
-                # one word more and lands realigned; padding rows land zeros. Rows go in pairs
-                # (banks ab, ab + 1), the second through read port 2
-                row_ok = at < job.tokens
-                a_skip = Mux(row_ok, act_ptr[:2], 0)
-                last1 = Mux(a_skip != 0, act_words, act_words - 1)
-                if C > 1:
-                    two = ab + 1 < C
-                    row2_ok = two & (at + 1 < job.tokens)
-                    ptr2 = act_ptr + job.act_stride
-                    b_skip = Mux(row2_ok, ptr2[:2], 0)
-                    last2 = Mux(b_skip != 0, act_words, act_words - 1)
-                    m.d.comb += [self.r2_en.eq(row2_ok & (i1 <= last2)),
-                                 self.r2_addr.eq(((ptr2 & ~3) + (i1 << 2)) >> 2)]
-                    m.d.sync += [tgt2_i0.eq(ab + 1), tgt2_skip.eq(b_skip), tgt2_zero.eq(~row2_ok),
-                                 land2.eq(two & (i1 <= last2))]
-                    last = Mux(two & (last2 > last1), last2, last1)
-                else:
-                    two, last = Const(0), last1
-                m.d.comb += [rd_issue.eq(row_ok & (i1 <= last1)),
-                             rd_addr.eq((act_ptr & ~3) + (i1 << 2))]
-                m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
-                             land_kind.eq(Mux(i1 <= last1, 2, 0)), tgt_base.eq(abase),
-                             tgt_skip.eq(a_skip)]
-                with m.If(i1 == last):
-                    m.d.sync += i1.eq(0)
-                    next_act_rows(two)
-                with m.Else():
-                    m.d.sync += i1.eq(i1 + 1)
+            if wide:
+                with m.State("ACT"):  # chunk sj of token row at + sc, unless its bank's
+                    # buffer still holds more than the two entries it writes before it lands
+                    row_ok = at + sc < job.tokens
+                    free = (Array(st_cnt)[sc] <= 2) & ~(s_land & (s_c == sc))
+                    m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(s_ptr),
+                                 self.r2_en.eq(free & row_ok),
+                                 self.r2_addr.eq((s_ptr >> 2) + L)]
+                    with m.If(free):
+                        m.d.sync += [s_land.eq(1), s_c.eq(sc), s_skip.eq(s_ptr[:2]),
+                                     s_zero.eq(~row_ok), s_j.eq(sj), s_base.eq(abase)]
+                        with m.If(sj == 0):
+                            m.d.sync += nxt_ptr.eq(nxt_ptr + job.act_stride)
+                        with m.If(sc == C - 1):
+                            m.d.sync += sc.eq(0)
+                            with m.If(sj == nchunks - 1):  # the block is staged
+                                nxt = Mux(sj == 0, nxt_ptr + job.act_stride, nxt_ptr)
+                                m.d.sync += [sj.eq(0), at.eq(at + C), abase.eq(abase + G),
+                                             nblk.eq(nblk + 1), s_row.eq(nxt), s_ptr.eq(nxt),
+                                             act_ptr.eq(nxt),
+                                             out_stage.eq(out_stage + C * job.out_stride)]
+                                with m.If(is_qk | (at + C >= job.tokens)
+                                          | (abase + 2 * G > act_depth)):
+                                    m.next = "ACT_DRAIN"
+                            with m.Else():
+                                m.d.sync += [sj.eq(sj + 1), s_row.eq(s_row + 4 * L),
+                                             s_ptr.eq(s_row + 4 * L)]
+                        with m.Else():
+                            m.d.sync += [sc.eq(sc + 1), s_ptr.eq(s_ptr + job.act_stride)]
+                with m.State("ACT_DRAIN"):  # the buffers' last entries go in
+                    with m.If(~s_land & ~Cat(cnt != 0 for cnt in st_cnt).any()):
+                        m.next = "ACT_LAST"
+            if not wide:  # a word per cycle per read port, two rows at a time
+                with m.State("ACT"):
+                    # a scratchpad word per cycle (i1 counts them); a row starting mid-word
+                    # reads one word more and lands realigned; padding rows land zeros. Rows go
+                    # in pairs (banks ab, ab + 1), the second through read port 2
+                    row_ok = at < job.tokens
+                    a_skip = Mux(row_ok, act_ptr[:2], 0)
+                    last1 = Mux(a_skip != 0, act_words, act_words - 1)
+                    if C > 1:
+                        two = ab + 1 < C
+                        row2_ok = two & (at + 1 < job.tokens)
+                        ptr2 = act_ptr + job.act_stride
+                        b_skip = Mux(row2_ok, ptr2[:2], 0)
+                        last2 = Mux(b_skip != 0, act_words, act_words - 1)
+                        m.d.comb += [self.r2_en.eq(row2_ok & (i1 <= last2)),
+                                     self.r2_addr.eq(((ptr2 & ~3) + (i1 << 2)) >> 2)]
+                        m.d.sync += [tgt2_i0.eq(ab + 1), tgt2_skip.eq(b_skip),
+                                     tgt2_zero.eq(~row2_ok), land2.eq(two & (i1 <= last2))]
+                        last = Mux(two & (last2 > last1), last2, last1)
+                    else:
+                        two, last = Const(0), last1
+                    m.d.comb += [rd_issue.eq(row_ok & (i1 <= last1)),
+                                 rd_addr.eq((act_ptr & ~3) + (i1 << 2))]
+                    m.d.sync += [tgt_i0.eq(ab), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
+                                 land_kind.eq(Mux(i1 <= last1, 2, 0)), tgt_base.eq(abase),
+                                 tgt_skip.eq(a_skip)]
+                    with m.If(i1 == last):
+                        m.d.sync += i1.eq(0)
+                        next_act_rows(two)
+                    with m.Else():
+                        m.d.sync += i1.eq(i1 + 1)
             with m.State("ACT_LAST"):
                 m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0),
                              w_row.eq(job.w), w_col.eq(job.w), i_row.eq(job.w + rows_gn),
@@ -818,7 +875,7 @@ class EngineOps(wiring.Component):
         # staged bytes land one cycle after their read (or as zeros for padding)
         value = Mux(tgt_zero, 0, rd_byte)
         # word landings: realigned to the row (tgt_skip leading bytes), zero past k
-        word_in = Mux(tgt_zero, 0, self.r_data)
+        word_in = Mux(tgt_zero, 0, r_word)
         entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
         aligned = _realign(prev_a, word_in, tgt_skip)
         first = entry << 2  # the word's first element of the row
@@ -858,11 +915,29 @@ class EngineOps(wiring.Component):
                         put_value(r, tgt_i1, value[:8])
                         put_index(r, tgt_i1, (tgt_i1 % M)[:ibw])
         # the pair's second row: the same word of it, from read port 2, into its own bank
-        word2 = Mux(tgt2_zero, 0, self.r2_data)
+        word2 = Mux(tgt2_zero, 0, r2_word)
         entry2 = Mux(tgt2_skip == 0, tgt_i1, tgt_i1 - 1)
         first2 = entry2 << 2
         aligned2 = _realign(prev2, word2, tgt2_skip)
         kept2 = Cat(Mux(first2 + j < job.k, aligned2.word_select(j, 8), 0) for j in range(4))
+        if wide:  # a chunk lands in its bank's buffer; every buffer writes its next entry
+            chunk = (Cat(self.r_data, r2_word) >> (s_skip * 8))[:32 * L]
+            rem = Signal(32)  # the row's elements from the chunk's first on (>= 1)
+            m.d.comb += rem.eq(job.k - (s_j << (4 * L).bit_length() - 1))
+            kept_chunk = Cat(Mux(~s_zero & (i < rem), chunk.word_select(i, 8), 0)
+                             for i in range(4 * L))
+            left_q = Signal(kw)  # the row's entries from the chunk's first on
+            m.d.comb += left_q.eq(G - (s_j << lq))
+            for c in range(C):
+                with m.If(st_cnt[c] != 0):
+                    m.d.comb += [act_w[c].addr.eq(st_addr[c]), act_w[c].data.eq(st_buf[c]),
+                                 act_w[c].en.eq(Const(-1, M))]
+                    m.d.sync += [st_cnt[c].eq(st_cnt[c] - 1), st_addr[c].eq(st_addr[c] + 1),
+                                 st_buf[c].eq(st_buf[c] >> (8 * M))]
+                with m.If(s_land & (s_c == c)):
+                    m.d.sync += [st_buf[c].eq(kept_chunk),
+                                 st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
+                                 st_addr[c].eq(s_base + (s_j << lq))]
         with m.If(land2):
             m.d.sync += prev2.eq(word2)
             for c in range(1, C):

@@ -220,9 +220,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         def row_words(t: int) -> int:
             return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
 
-        cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
-                   for blk in range(first * C, (first + b) * C, C)
-                   for t0 in range(blk, blk + C, 2)) + 1
+        if cfg.spm_lanes > 1 and 4 * cfg.spm_lanes >= M:  # chunks of the port's width
+            cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b) + 1
+        else:
+            cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
+                       for blk in range(first * C, (first + b) * C, C)
+                       for t0 in range(blk, blk + C, 2)) + 1
         cyc += weights + rblocks * b * tile + 1
         last_t0 = (first + b - 1) * C  # the chunk's last token block
         drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
@@ -239,6 +242,35 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                                           cfg.spm_lanes)
                    for t in range(tokens)) + blocks
     return cyc
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def wide_staging_cycles(C: int, Q: int, G: int, blocks: int) -> int:
+    """ACT and ACT_DRAIN with a wide scratchpad port: token rows of ``G`` bank entries in
+    chunks of ``Q`` (the port's width), chunk ``j`` of every row of a block in turn, one
+    chunk per cycle unless the bank's buffer holds more than the two entries it writes before
+    the chunk lands (or that bank's previous chunk is landing); every bank writes an entry
+    of its buffer per cycle; ACT_DRAIN waits for the buffers to empty."""
+    chunks = -(-G // Q)
+    order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
+             for c in range(C)]
+    cnt = [0] * C
+    land = None  # (bank, entries) landing this cycle
+    i = cycles = 0
+    while True:
+        cycles += 1
+        issue = None
+        if i < len(order):
+            c, n = order[i]
+            if cnt[c] <= 2 and not (land is not None and land[0] == c):
+                issue = (c, n)
+        elif land is None and not any(cnt):
+            return cycles
+        cnt = [max(0, x - 1) for x in cnt]
+        if land is not None:
+            cnt[land[0]] = land[1]
+        land = issue
+        i += issue is not None
 
 
 #: cycles from STREAM's first cycle to the engine's first output, past the tile's steps: the
