@@ -60,7 +60,10 @@ class EngineOps(wiring.Component):
     rows' value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A
     separate weight loader does this, so the next row block's load starts as soon as a
     chunk's last tile has read its weights and runs while that tile's results go out.
-    Token rows are staged two at a time, the second through read port 2 (``r2_*``).
+    Token rows are staged two at a time, the second through read port 2 (``r2_*``); with
+    wide scratchpad ports (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L``
+    bytes (``Q = 4 L / M`` bank entries) of one row per cycle, chunk ``j`` of every row of
+    the block in turn, into its bank's buffer, which writes an entry per cycle.
 
     Ports
     -----
@@ -70,7 +73,8 @@ class EngineOps(wiring.Component):
     wgt_req : Out(stream of {addr, words}); wgt_data : In(stream of 8 B bits)
         With a weight port only: beat reads (``words`` beats) of the params buffer.
     done : Out(1)
-    r_* / r2_* : lane 0 of the scratchpad's read ports A and B (word addresses).
+    r_* / r2_* : the scratchpad's read ports A and B, ``spm_lanes`` words wide (word
+        addresses); only wide staging uses more than lane 0.
     w_* : the scratchpad's write port, ``spm_lanes`` words wide (byte enables); only the
         result write-out uses more than lane 0.
 
@@ -78,10 +82,12 @@ class EngineOps(wiring.Component):
     --------------------------------
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
     RTL). In short: activations move a scratchpad word per cycle per read port (``G * M / 4``
-    per token row, one more when the row starts mid-word; two rows at once), QK's key rows a
-    word per cycle; PV's V a word of
-    4 channels per cycle (per key ``ceil(R' / 4)`` words of the block's ``R'`` channels, one
-    more when they start mid-word; then a cycle per padding slot); a LINEAR row's values one
+    per token row, one more when the row starts mid-word; two rows at once), or with wide
+    ports a chunk per cycle (``ceil(G / Q)`` per row; a chunk waits while its bank's buffer
+    holds more than 2 entries, so ``C >= Q`` keeps the rate; then the buffers drain), QK's
+    key rows a word per cycle; PV's V a word of 4 channels per cycle (per key
+    ``ceil(R' / 4)`` words of the block's ``R'`` channels, one more when they start mid-word;
+    then a cycle per padding slot); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
     in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
@@ -94,7 +100,8 @@ class EngineOps(wiring.Component):
     QK: ``R / gcd(R, P)``, the ``gcd(R, P)`` scores that share a score-bank word per cycle).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
-    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask.
+    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
+    staging ``C`` chunk buffers of ``4 L`` bytes.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
