@@ -140,8 +140,12 @@ class EngineOps(wiring.Component):
         # weight banks: one per row, 4 slots per word (value bytes; indices of ibw bits)
         ibw = max(1, ib)
         w_depth = -(-cfg.max_k // 4)
-        wv_mem = [Memory(shape=unsigned(32), depth=w_depth, init=[]) for _ in range(R)]
-        wi_mem = [Memory(shape=unsigned(4 * ibw), depth=w_depth, init=[]) for _ in range(R)]
+        # with a weight port the banks hold two row blocks: the loader fills one while the
+        # tiles read the other (entries from w_depth on: buffer 1)
+        w_bufs = 2 if cfg.weight_port_bytes else 1
+        wv_mem = [Memory(shape=unsigned(32), depth=w_bufs * w_depth, init=[]) for _ in range(R)]
+        wi_mem = [Memory(shape=unsigned(4 * ibw), depth=w_bufs * w_depth, init=[])
+                  for _ in range(R)]
         sc_mem = [Memory(shape=unsigned(32 * P), depth=nkb, init=[]) for _ in range(C)]
         mask_mem = Memory(shape=unsigned(P), depth=nkb, init=[])
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
@@ -263,6 +267,9 @@ class EngineOps(wiring.Component):
             # whether the next block's load was started during this block's write-out
             wl_start, wl_r0, wl_idle, wl_finish = Signal(), Signal(32), Signal(), Signal()
             prefetched = Signal()
+            # the weight banks' buffer the tiles read; the one the loader fills (wl_target
+            # when it starts)
+            cur, wl_buf, wl_target = Signal(), Signal(), Signal()
 
         def put_indices(entry, word):
             for r in range(R):
@@ -327,11 +334,12 @@ class EngineOps(wiring.Component):
                      wfifo.r_en.eq(eng.w.ready), eng.a.payload.eq(afifo.r_data),
                      eng.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(eng.a.ready)]
         wbeat = Signal(lay["w"])
+        r_off = Mux(cur, w_depth, 0) if B else 0  # the entries of the buffer the tiles read
         ws_sel = Signal(2)  # the slot within the word read last cycle
         for r in range(R):
             m.d.comb += [wbeat[r].value.eq(wv_r[r].data.word_select(ws_sel, 8)),
                          wbeat[r].index.eq(wi_r[r].data.word_select(ws_sel, ibw)),
-                         wv_r[r].addr.eq(ws >> 2), wi_r[r].addr.eq(ws >> 2)]
+                         wv_r[r].addr.eq((ws >> 2) + r_off), wi_r[r].addr.eq((ws >> 2) + r_off)]
         m.d.comb += [wfifo.w_data.eq(wbeat), wfifo.w_en.eq(w_pend)]
         abeat = Signal(lay["a"])
         for c in range(C):
@@ -421,6 +429,8 @@ class EngineOps(wiring.Component):
                     if wide:
                         m.d.sync += [s_ptr.eq(p.act), s_row.eq(p.act), nxt_ptr.eq(p.act),
                                      sj.eq(0), sc.eq(0)]
+                    if B:  # QK and PV stage their weights in buffer 0
+                        m.d.sync += cur.eq(0)
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Else():
@@ -516,15 +526,15 @@ class EngineOps(wiring.Component):
                 row = r0 + i0
                 with m.If(is_lin):
                     if B:  # the block's value and index words through the weight loader,
-                        # unless it was started during the previous block's write-out
+                        # unless it was started into the other buffer with the previous block
                         with m.If(~prefetched):
-                            m.d.comb += [wl_start.eq(1), wl_r0.eq(r0)]
+                            m.d.comb += [wl_start.eq(1), wl_r0.eq(r0), wl_target.eq(cur)]
                             m.next = "WW_WAIT"
                         with m.Elif(wl_idle | wl_finish):
-                            m.d.sync += prefetched.eq(0)
+                            m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "RQ"
                         with m.Else():
-                            m.d.sync += prefetched.eq(0)
+                            m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "WW_WAIT"
                     else:  # a row at a time through the 32-bit master
                         with m.If(row >= job.rows):
@@ -652,6 +662,11 @@ class EngineOps(wiring.Component):
 
             # requantizer records of the rows (LINEAR, PV): 3 words each
             with m.State("RQ"):
+                if B:  # the next row block of the chunk loads into the other buffer while
+                    # this one's requantizer records come and its tiles run
+                    with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
+                        m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
+                        m.d.sync += prefetched.eq(1)
                 nrows = Mux(job.rows - r0 < R, job.rows - r0, R)
                 m.d.comb += [self.dram_req.valid.eq(1),
                              self.dram_req.payload.addr.eq(rq_ptr),
@@ -686,12 +701,6 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
                 with m.If(a_go):
                     m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
-                if B:  # every weight read of the tile issued: the next row block's weights
-                    # may come in while this tile's results go out (not past the chunk)
-                    with m.If(is_lin & (ws == steps) & ~prefetched & (tb + 1 == nblk)
-                              & (r0 + R < job.rows)):
-                        m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R)]
-                        m.d.sync += prefetched.eq(1)
                 # results from the held beat: the elements that share a scratchpad word per
                 # cycle (LINEAR, PV), the scores that share a score-bank word (QK)
                 with m.If(held):
@@ -828,11 +837,13 @@ class EngineOps(wiring.Component):
 
         if B:  # the weight loader: a row block's words through the weight port (wl_start)
             blk_l = Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R)
+            wl_off = Mux(wl_buf, w_depth, 0)  # the entries of the buffer being filled
             with m.FSM(name="wload"):
                 with m.State("IDLE"):
                     m.d.comb += wl_idle.eq(1)
                     with m.If(wl_start):
-                        m.d.sync += [v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
+                        m.d.sync += [wl_buf.eq(wl_target),
+                                     v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
                                      wbeats.eq(entries * ((blk_l >> log_v)
                                                           + Mux(dense, 0, blk_l >> log_i))),
                                      wg.eq(0), we.eq(0), idx_phase.eq(0)]
@@ -851,11 +862,11 @@ class EngineOps(wiring.Component):
                     with m.If(self.wgt_data.valid):
                         for r in range(R):
                             with m.If(~idx_phase & (wg == r // vw)):
-                                m.d.comb += [wv_w[r].addr.eq(we),
+                                m.d.comb += [wv_w[r].addr.eq(we + wl_off),
                                              wv_w[r].data.eq(beat.word_select(r % vw, 32)),
                                              wv_w[r].en.eq(0b1111)]
                             with m.If(idx_phase & (wg == r // iwr)):
-                                m.d.comb += [wi_w[r].addr.eq(we),
+                                m.d.comb += [wi_w[r].addr.eq(we + wl_off),
                                              wi_w[r].data.eq(beat.word_select(r % iwr, iw)),
                                              wi_w[r].en.eq(0b1111)]
                         m.d.sync += wg.eq(wg + 1)
@@ -872,7 +883,7 @@ class EngineOps(wiring.Component):
                                     m.d.sync += idx_phase.eq(1)
                 with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
                     for r in range(R):
-                        m.d.comb += [wi_w[r].addr.eq(we), wi_w[r].en.eq(0b1111),
+                        m.d.comb += [wi_w[r].addr.eq(we + wl_off), wi_w[r].en.eq(0b1111),
                                      wi_w[r].data.eq(Cat(((we << 2) + j)[:ib] for j in range(4)))]
                     m.d.sync += we.eq(we + 1)
                     with m.If(we == entries - 1):

@@ -159,6 +159,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         rows_pad = rows_padded(rows, cfg)
         addr = w_off
     loads = []  # LINEAR with a weight port: the loader's cycles per row block
+    rq = []  # LINEAR, PV: the requantizer records' cycles per row block
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR and B:
             # the loader: started (WGT's cycle), one request for the block's value and index
@@ -191,7 +192,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
                            for s in range(k)) + (steps - k) + 1
         if cmd.op != Op.QK_SOFTMAX:
-            weights += read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0))  # RQ
+            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))  # RQ
+            weights += rq[-1]
     # one tile: RUN, STREAM (the tile's steps, its pipeline, then C output beats, each a cycle
     # to take it and its write-out), TILE_END
     latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
@@ -227,13 +229,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
         cyc += weights + rblocks * b * tile + 1
-        last_t0 = (first + b - 1) * C  # the chunk's last token block
         drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
         cyc += sum(drains)
-        if loads:  # block j > 0's load started when block j - 1's last tile had issued its
-            # steps; WGT waits for what is left of it after that tile's write-out
+        if loads:  # block j > 0's load (into the other buffer) started in block j - 1's
+            # first RQ cycle; WGT waits for what is left of it after that block's requantizer
+            # records, tiles and write-outs
             cyc += loads[0] + sum(
-                1 + max(0, steps + loads[j] - tile - drain(last_t0, (j - 1) * R))
+                1 + max(0, loads[j] - 1 - rq[j - 1] - b * tile - drains[j - 1])
                 for j in range(1, len(loads)))
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
