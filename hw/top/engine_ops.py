@@ -87,7 +87,8 @@ class EngineOps(wiring.Component):
     holds more than 2 entries, so ``C >= Q`` keeps the rate; then the buffers drain), QK's
     key rows a word per cycle; PV's V a word of 4 channels per cycle (per key
     ``ceil(R' / 4)`` words of the block's ``R'`` channels, one more when they start mid-word;
-    then a cycle per padding slot); a LINEAR row's values one
+    then a cycle per padding slot; with wide ports and ``R <= 4 L`` a key's ``R`` channels
+    per cycle); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
     in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
@@ -131,6 +132,7 @@ class EngineOps(wiring.Component):
         lay = engine_layouts(cfg)
         L = cfg.spm_lanes
         wide = L > 1 and 4 * L >= M  # activations staged a port's width per cycle
+        wide_v = L > 1 and R <= 4 * L  # PV: a key's channels of the block per cycle
         m.submodules.engine = eng = SpmmEngine(config=cfg)
         m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)
         m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
@@ -563,23 +565,37 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.d.sync += i1.eq(i1 + 1)
                 with m.Else():
-                    # PV: row = channel, w[c, s] = v[s, c]: V's row s a word per cycle, 4
-                    # channels at slot s, landed realigned like the activations (one more word
-                    # when mid-word); then every row's padding slots, a slot per cycle
-                    cnt = Mux(job.rows - r0 < R, job.rows - r0, R)  # the block's channels
-                    groups = (cnt + 3) >> 2
-                    key_ok = i0 < job.k
-                    v_skip = w_col[:2]
-                    m.d.comb += [rd_issue.eq(key_ok), rd_addr.eq((w_col & ~3) + (i1 << 2))]
-                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(0),
-                                 tgt_skip.eq(v_skip), land_kind.eq(Mux(key_ok, 5, 6))]
-                    with m.If(~key_ok | (i1 == Mux(v_skip != 0, groups, groups - 1))):
-                        m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_col.eq(w_col + job.w_stride)]
+                    if wide_v:
+                        # PV: row = channel, w[c, s] = v[s, c]: the block's channels of V's row s
+                        # at once (port A's L words and port B's next one), a key per cycle; then
+                        # every row's padding slots, a slot per cycle
+                        key_ok = i0 < job.k
+                        m.d.comb += [rd_issue.eq(key_ok), rd_addr.eq(w_col),
+                                     self.r2_en.eq(key_ok), self.r2_addr.eq((w_col >> 2) + L)]
+                        m.d.sync += [tgt_i0.eq(i0), tgt_skip.eq(w_col[:2]),
+                                     land_kind.eq(Mux(key_ok, 7, 6)), i0.eq(i0 + 1),
+                                     w_col.eq(w_col + job.w_stride)]
                         with m.If(i0 == steps - 1):
                             m.d.sync += w_col.eq(job.w + r0 + R)  # the next block's channels
                             m.next = "WGT_LAST"
-                    with m.Else():
-                        m.d.sync += i1.eq(i1 + 1)
+                    else:
+                        # PV: row = channel, w[c, s] = v[s, c]: V's row s a word per cycle, 4
+                        # channels at slot s, landed realigned like the activations (one more word
+                        # when mid-word); then every row's padding slots, a slot per cycle
+                        cnt = Mux(job.rows - r0 < R, job.rows - r0, R)  # the block's channels
+                        groups = (cnt + 3) >> 2
+                        key_ok = i0 < job.k
+                        v_skip = w_col[:2]
+                        m.d.comb += [rd_issue.eq(key_ok), rd_addr.eq((w_col & ~3) + (i1 << 2))]
+                        m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(0),
+                                     tgt_skip.eq(v_skip), land_kind.eq(Mux(key_ok, 5, 6))]
+                        with m.If(~key_ok | (i1 == Mux(v_skip != 0, groups, groups - 1))):
+                            m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_col.eq(w_col + job.w_stride)]
+                            with m.If(i0 == steps - 1):
+                                m.d.sync += w_col.eq(job.w + r0 + R)  # the next block's channels
+                                m.next = "WGT_LAST"
+                        with m.Else():
+                            m.d.sync += i1.eq(i1 + 1)
             if not B:  # LINEAR rows through the 32-bit master (sw.nm.pack layout)
                 with m.State("W_REQ"):  # LINEAR row: values, then indices, from params
                     start = Mux(idx_phase, i_row, w_row)
@@ -922,6 +938,12 @@ class EngineOps(wiring.Component):
                 for r in range(R):
                     with m.If((entry == r // 4) & ((tgt_skip == 0) | (tgt_i1 != 0))):
                         put_value(r, tgt_i0, aligned.word_select(r % 4, 8))
+                        put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+            if wide_v:
+                with m.Case(7):  # a V row's chunk: channel r of the block at key slot tgt_i0
+                    v_chunk = Cat(self.r_data, r2_word) >> (tgt_skip * 8)
+                    for r in range(R):
+                        put_value(r, tgt_i0, v_chunk.word_select(r, 8))
                         put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
             with m.Case(6):  # a padding slot of every row: zero, its dense index
                 for r in range(R):

@@ -187,6 +187,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
             weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
                            for r in range(r0, r0 + R)) + 1
+        elif cfg.spm_lanes > 1 and R <= 4 * cfg.spm_lanes:  # WGT: a key's channels per
+            weights += steps + 1  # cycle (wide ports), padding slots; WGT_LAST
         else:  # WGT: V's rows, 4 of the block's channels per cycle; padding slots; WGT_LAST
             groups = -(-min(R, rows - r0) // 4)
             weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
