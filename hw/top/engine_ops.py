@@ -85,7 +85,9 @@ class EngineOps(wiring.Component):
     per token row, one more when the row starts mid-word; two rows at once), or with wide
     ports a chunk per cycle (``ceil(G / Q)`` per row; a chunk waits while its bank's buffer
     holds more than 2 entries, so ``C >= Q`` keeps the rate; then the buffers drain), QK's
-    key rows a word per cycle; PV's V a word of 4 channels per cycle (per key
+    key rows a word per cycle (with wide ports like wide activations: a chunk of ``L`` words
+    of one row per cycle, the ``R`` row buffers writing a word each per cycle); PV's V a
+    word of 4 channels per cycle (per key
     ``ceil(R' / 4)`` words of the block's ``R'`` channels, one more when they start mid-word;
     then a cycle per padding slot; with wide ports and ``R <= 4 L`` a key's ``R`` channels
     per cycle); a LINEAR row's values one
@@ -102,7 +104,8 @@ class EngineOps(wiring.Component):
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
-    staging ``C`` chunk buffers of ``4 L`` bytes.
+    ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
+    banks twice as deep (two row blocks).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -133,6 +136,7 @@ class EngineOps(wiring.Component):
         L = cfg.spm_lanes
         wide = L > 1 and 4 * L >= M  # activations staged a port's width per cycle
         wide_v = L > 1 and R <= 4 * L  # PV: a key's channels of the block per cycle
+        wide_k = L > 1  # QK: key rows staged like wide activations, L words a chunk
         m.submodules.engine = eng = SpmmEngine(config=cfg)
         m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)
         m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
@@ -324,6 +328,18 @@ class EngineOps(wiring.Component):
             s_land, s_c, s_skip, s_zero = Signal(), Signal(range(C)), Signal(2), Signal()
             s_j, s_base = Signal(kw), Signal(range(act_depth + 1))
             m.d.sync += s_land.eq(0)
+        if wide_k:  # QK's key rows: chunk j (L words) of every row of the block in turn into
+            # the row's buffer; every buffer writes a bank word (4 slots) per cycle
+            kb_buf = [Signal(32 * L, name=f"kb_buf{r}") for r in range(R)]
+            kb_cnt = [Signal(range(L + 1), name=f"kb_cnt{r}") for r in range(R)]
+            kb_addr = [Signal(range(w_depth + 1), name=f"kb_addr{r}") for r in range(R)]
+            kj, kr = Signal(kw), Signal(range(R))  # chunk of the row, row of the block
+            k_ptr, k_row, k_nxt = Signal(32), Signal(32), Signal(32)
+            kchunks = Signal(kw)
+            m.d.comb += kchunks.eq((entries + L - 1) >> (L.bit_length() - 1))
+            k_land, k_r, k_skip, k_zero = Signal(), Signal(range(R)), Signal(2), Signal()
+            k_j = Signal(kw)
+            m.d.sync += k_land.eq(0)
 
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
@@ -517,6 +533,9 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.d.sync += i1.eq(i1 + 1)
             with m.State("ACT_LAST"):
+                if wide_k:  # QK: every chunk runs against the key rows from the first
+                    m.d.sync += [k_ptr.eq(job.w), k_row.eq(job.w), k_nxt.eq(job.w), kj.eq(0),
+                                 kr.eq(0)]
                 m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0),
                              w_row.eq(job.w), w_col.eq(job.w), i_row.eq(job.w + rows_gn),
                              rq_ptr.eq(job.rq_off), tb.eq(0), t0.eq(c0), a_base.eq(0),
@@ -551,19 +570,44 @@ class EngineOps(wiring.Component):
                         with m.Else():
                             m.next = "W_REQ"
                 with m.Elif(is_qk):
-                    # QK: row = key, w[key, s] = k[key, s]: a word of the key row per cycle,
-                    # landed realigned like the activations (one more word when mid-word)
-                    row_ok = row < job.rows
-                    k_skip = Mux(row_ok, w_row[:2], 0)
-                    m.d.comb += [rd_issue.eq(row_ok), rd_addr.eq((w_row & ~3) + (i1 << 2))]
-                    m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
-                                 land_kind.eq(4), tgt_skip.eq(k_skip)]
-                    with m.If(i1 == Mux(k_skip != 0, entries, entries - 1)):
-                        m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_row.eq(w_row + job.w_stride)]
-                        with m.If(i0 == R - 1):
-                            m.next = "WGT_LAST"
-                    with m.Else():
-                        m.d.sync += i1.eq(i1 + 1)
+                    if wide_k:
+                        # QK with wide ports: chunk kj of key row r0 + kr, unless its bank's
+                        # buffer holds more than the two words it writes before it lands
+                        row_ok = r0 + kr < job.rows
+                        free = (Array(kb_cnt)[kr] <= 2) & ~(k_land & (k_r == kr))
+                        m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(k_ptr),
+                                     self.r2_en.eq(free & row_ok),
+                                     self.r2_addr.eq((k_ptr >> 2) + L)]
+                        with m.If(free):
+                            m.d.sync += [k_land.eq(1), k_r.eq(kr), k_skip.eq(k_ptr[:2]),
+                                         k_zero.eq(~row_ok), k_j.eq(kj)]
+                            with m.If(kj == 0):
+                                m.d.sync += k_nxt.eq(k_nxt + job.w_stride)
+                            with m.If(kr == R - 1):
+                                m.d.sync += kr.eq(0)
+                                with m.If(kj == kchunks - 1):  # the block's rows are read
+                                    nxt = Mux(kj == 0, k_nxt + job.w_stride, k_nxt)
+                                    m.d.sync += [kj.eq(0), k_row.eq(nxt), k_ptr.eq(nxt)]
+                                    m.next = "WGT_DRAIN"
+                                with m.Else():
+                                    m.d.sync += [kj.eq(kj + 1), k_row.eq(k_row + 4 * L),
+                                                 k_ptr.eq(k_row + 4 * L)]
+                            with m.Else():
+                                m.d.sync += [kr.eq(kr + 1), k_ptr.eq(k_ptr + job.w_stride)]
+                    else:
+                        # QK: row = key, w[key, s] = k[key, s]: a word of the key row per cycle,
+                        # landed realigned like the activations (one more word when mid-word)
+                        row_ok = row < job.rows
+                        k_skip = Mux(row_ok, w_row[:2], 0)
+                        m.d.comb += [rd_issue.eq(row_ok), rd_addr.eq((w_row & ~3) + (i1 << 2))]
+                        m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(~row_ok),
+                                     land_kind.eq(4), tgt_skip.eq(k_skip)]
+                        with m.If(i1 == Mux(k_skip != 0, entries, entries - 1)):
+                            m.d.sync += [i1.eq(0), i0.eq(i0 + 1), w_row.eq(w_row + job.w_stride)]
+                            with m.If(i0 == R - 1):
+                                m.next = "WGT_LAST"
+                        with m.Else():
+                            m.d.sync += i1.eq(i1 + 1)
                 with m.Else():
                     if wide_v:
                         # PV: row = channel, w[c, s] = v[s, c]: the block's channels of V's row s
@@ -669,6 +713,10 @@ class EngineOps(wiring.Component):
                 with m.State("WW_WAIT"):  # the weight loader's last cycle: then RQ
                     with m.If(wl_finish):
                         m.next = "RQ"
+            if wide_k:
+                with m.State("WGT_DRAIN"):  # QK: the key buffers' last words go in
+                    with m.If(~k_land & ~Cat(cnt != 0 for cnt in kb_cnt).any()):
+                        m.next = "WGT_LAST"
             with m.State("WGT_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
                 with m.If(is_qk):
@@ -978,6 +1026,27 @@ class EngineOps(wiring.Component):
                     m.d.sync += [st_buf[c].eq(kept_chunk),
                                  st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
                                  st_addr[c].eq(s_base + (s_j << lq))]
+        if wide_k:  # a key chunk lands in its row's buffer; every buffer writes its next word
+            k_chunk = (Cat(self.r_data, r2_word) >> (k_skip * 8))[:32 * L]
+            k_rem = Signal(32)  # the key row's elements from the chunk's first on (>= 1)
+            m.d.comb += k_rem.eq(job.k - (k_j << (4 * L).bit_length() - 1))
+            k_kept = Cat(Mux(~k_zero & (i < k_rem), k_chunk.word_select(i, 8), 0)
+                         for i in range(4 * L))
+            k_left = Signal(kw)  # the row's bank words from the chunk's first on
+            m.d.comb += k_left.eq(entries - (k_j << (L.bit_length() - 1)))
+            for r in range(R):
+                with m.If(kb_cnt[r] != 0):
+                    slot0 = kb_addr[r] << 2
+                    m.d.comb += [wv_w[r].addr.eq(kb_addr[r]), wv_w[r].data.eq(kb_buf[r]),
+                                 wv_w[r].en.eq(0b1111), wi_w[r].addr.eq(kb_addr[r]),
+                                 wi_w[r].data.eq(Cat((slot0 + j)[:ib] for j in range(4))),
+                                 wi_w[r].en.eq(0b1111)]
+                    m.d.sync += [kb_cnt[r].eq(kb_cnt[r] - 1), kb_addr[r].eq(kb_addr[r] + 1),
+                                 kb_buf[r].eq(kb_buf[r] >> 32)]
+                with m.If(k_land & (k_r == r)):
+                    m.d.sync += [kb_buf[r].eq(k_kept),
+                                 kb_cnt[r].eq(Mux(k_left < L, k_left, L)),
+                                 kb_addr[r].eq(k_j << (L.bit_length() - 1))]
         with m.If(land2):
             m.d.sync += prev2.eq(word2)
             for c in range(1, C):

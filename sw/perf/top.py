@@ -184,6 +184,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                     beats = tuple(bursts(istart & ~3, _words(istart, ibytes)))
                     weights += _indices(istart & 3, beats, steps, ib)
                 weights += 1  # W_ROW_END
+        elif cmd.op == Op.QK_SOFTMAX and cfg.spm_lanes > 1:  # WGT, WGT_DRAIN: chunks of
+            # spm_lanes words of the key rows into per-row buffers (as activations); WGT_LAST
+            weights += wide_staging_cycles(R, cfg.spm_lanes, -(-steps // 4), 1) + 1
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
             weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
                            for r in range(r0, r0 + R)) + 1
@@ -254,7 +257,9 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int) -> int:
     chunks of ``Q`` (the port's width), chunk ``j`` of every row of a block in turn, one
     chunk per cycle unless the bank's buffer holds more than the two entries it writes before
     the chunk lands (or that bank's previous chunk is landing); every bank writes an entry
-    of its buffer per cycle; ACT_DRAIN waits for the buffers to empty."""
+    of its buffer per cycle; ACT_DRAIN waits for the buffers to empty. QK's key rows (WGT,
+    WGT_DRAIN) go the same way: ``C`` rows of the block, ``G`` bank words of 4 slots, ``Q``
+    words a chunk."""
     chunks = -(-G // Q)
     order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
              for c in range(C)]
