@@ -142,9 +142,10 @@ class Accelerator(wiring.Component):
         m.submodules.eng = eng = EngineOps(config=cfg)
         # Two read ports. Commands run one at a time, so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
-        # read port holds its data while no one reads); port B is ADD's second operand.
-        # The ports are spm_lanes words wide: the engine and the vector unit use them whole,
-        # LOAD and STORE lane 0.
+        # read port holds its data while no one reads); port B is ADD's second operand and
+        # the engine's second token row or the word past a wide chunk. The ports are
+        # spm_lanes words wide: the engine and the vector unit use them whole, LOAD and STORE
+        # lane 0.
         store_addr, store_en = Signal(range(spm_bytes // 4)), Signal()
         m.d.comb += [
             spm.ra_en.eq(eng.r_en | vec.ra_en | store_en),
