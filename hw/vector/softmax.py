@@ -74,8 +74,10 @@ class SoftmaxUnit(wiring.Component):
     * Normalise, from the hand-over edge: pass-1 reads (``nb``), the exp pipeline's drain
       (``PIPE``), the divider (``1 + DIV_CYCLES``), pass-2 reads (``nb``) and drain
       (``PIPE``): the last output beat is taken ``2 * nb + OUT_DELAY`` cycles after the
-      hand-over (``OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2`` = 30) and the stage takes the next
-      row ``2 * nb + ROW_OVERHEAD`` cycles after it (``ROW_OVERHEAD = OUT_DELAY + 2`` = 30).
+      hand-over (``OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2`` = 22, the divider settling
+      ``DIV_RADIX_BITS`` = 2 of the reciprocal's 16 bits per cycle: ``DIV_CYCLES`` = 8) and
+      the stage takes the next row ``2 * nb + ROW_OVERHEAD`` cycles after it
+      (``ROW_OVERHEAD = OUT_DELAY + 2`` = 24).
     * Steady state with no stalls: one row every ``2 * nb + ROW_OVERHEAD`` cycles (ingest of
       the next row overlaps). :func:`sw.perf.vector.softmax_cycles` models any sequence of
       rows exactly; the benches check it against the RTL. (The target of one row every
@@ -85,7 +87,9 @@ class SoftmaxUnit(wiring.Component):
     """
 
     PIPE = 6  #: exp pipeline: memory read, d, d * A, u (variable shift), (c0, c1 * l), e
-    DIV_CYCLES = RECIP_Q_BITS
+    DIV_RADIX_BITS = 2  #: quotient bits the divider settles per cycle (chained steps)
+    DIV_CYCLES = RECIP_Q_BITS // DIV_RADIX_BITS
+    assert RECIP_Q_BITS % DIV_RADIX_BITS == 0, "the divider settles whole quotient digits"
     OUT_DELAY = 2 * PIPE + DIV_CYCLES + 2
     ROW_OVERHEAD = OUT_DELAY + 2
 
@@ -207,15 +211,15 @@ class SoftmaxUnit(wiring.Component):
                         m.d.sync += [rem.eq(UINT8_MAX << (RECIP_BITS - RECIP_Q_BITS)),
                                      div_step.eq(0), recip.eq(0)]
                         m.next = "DIVIDE"
-            with m.State("DIVIDE"):
-                shifted = Cat(Const(0, 1), rem)
-                fits = (shifted >= total) & (total != 0)
-                m.d.sync += [
-                    rem.eq(Mux(fits, shifted - total, shifted)),
-                    recip.eq(Cat(fits, recip)),
-                    div_step.eq(div_step + 1),
-                ]
-                with m.If(div_step == RECIP_Q_BITS - 1):
+            with m.State("DIVIDE"):  # DIV_RADIX_BITS restoring steps per cycle
+                r, q = rem, recip
+                for _ in range(self.DIV_RADIX_BITS):
+                    shifted = Cat(Const(0, 1), r)
+                    fits = (shifted >= total) & (total != 0)
+                    r = Mux(fits, shifted - total, shifted)[:len(rem)]
+                    q = Cat(fits, q)[:len(recip)]
+                m.d.sync += [rem.eq(r), recip.eq(q), div_step.eq(div_step + 1)]
+                with m.If(div_step == self.DIV_CYCLES - 1):
                     m.d.sync += [pass2.eq(1), b_beat.eq(0)]
                     m.next = "READ"
 

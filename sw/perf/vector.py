@@ -26,10 +26,10 @@ __all__ = [
     "check_lengths", "softmax_cycles", "layernorm_cycles",
 ]
 
-#: softmax: exp pipeline (read, d, d*A, u, c0/c1*l, e) and the 16-bit reciprocal divider;
-#: two passes over the row (exp + sum, then exp + scale) around the divider
+#: softmax: exp pipeline (read, d, d*A, u, c0/c1*l, e) and the 16-bit reciprocal divider
+#: (radix 4); two passes over the row (exp + sum, then exp + scale) around the divider
 SOFTMAX_PIPE = 6
-SOFTMAX_DIV_CYCLES = 16
+SOFTMAX_DIV_CYCLES = 8  #: 16 reciprocal bits, 2 per cycle
 SOFTMAX_OUT_DELAY = 2 * SOFTMAX_PIPE + SOFTMAX_DIV_CYCLES + 2
 #: LayerNorm: variance (3 cycles), bit-serial square root, the reciprocal divider (one cycle
 #: per quotient bit: RECIP_BITS + 1 - sqrt_frac, i.e. 41 for int8 input, 49 for int16), then
@@ -77,7 +77,7 @@ def _rows_cycles(nbs: list[int], passes: int, out_delay: int) -> int:
 
 
 def softmax_cycles(config: AcceleratorConfig, lengths) -> int:
-    """Cycles of softmax rows of the given lengths (steady state: ``2 nb + 30`` per row)."""
+    """Cycles of softmax rows of the given lengths (steady state: ``2 nb + 24`` per row)."""
     lengths = check_lengths(lengths, config.max_row, "softmax row", config)
     P = config.softmax_lanes
     return _rows_cycles([math.ceil(n / P) for n in lengths], 2, SOFTMAX_OUT_DELAY)
