@@ -59,8 +59,10 @@ class LayerNormUnit(wiring.Component):
     on ``load``; ``cmd`` gives each token's ``H`` and ``eps_int``.
 
     Structure: ingest stores the token in one of two banks and accumulates ``S`` and ``Q``;
-    the normalise stage computes ``V``, a bit-serial square root (``ROOT_BITS`` cycles), a
-    restoring divider for ``r = floor(2**RECIP_BITS / s)`` (``div_cycles`` cycles), then
+    the normalise stage computes ``V``, a restoring square root (``ROOT_BITS`` result bits,
+    ``RADIX_BITS`` = 2 of them per cycle: ``ROOT_CYCLES``), a restoring divider for
+    ``r = floor(2**RECIP_BITS / s)`` (``q_bits`` quotient bits, 2 per cycle: ``div_cycles``
+    cycles), then
     streams the token out through a ``PIPE``-stage datapath. Ingest of the next token overlaps.
 
     Ports
@@ -76,10 +78,10 @@ class LayerNormUnit(wiring.Component):
       cycle after its last beat once the normalise stage is free (the next ``cmd`` is taken
       in the same cycle).
     * Normalise, from the hand-over edge: the last output beat is taken
-      ``nb + out_delay`` cycles later (``out_delay = VAR_CYCLES + ROOT_BITS + div_cycles +
-      PIPE`` = 3 + 31 + ``div_cycles`` + 6, with
-      ``div_cycles = RECIP_BITS + 1 - sqrt_frac``: 41 for int8 input, 49 for int16) and the
-      next token is taken ``nb + out_delay + 2`` cycles later.
+      ``nb + out_delay`` cycles later (``out_delay = VAR_CYCLES + ROOT_CYCLES + div_cycles +
+      PIPE`` = 3 + 16 + ``div_cycles`` + 6, with ``q_bits = RECIP_BITS + 1 - sqrt_frac``
+      (41 for int8 input, 49 for int16) and ``div_cycles = ceil(q_bits / 2)``: 21 and 25)
+      and the next token is taken ``nb + out_delay + 2`` cycles later.
       :func:`sw.perf.vector.layernorm_cycles` models sequences of tokens exactly.
     * Resources: 2 banks of ``ceil(max_hidden/P)`` x ``in_bits P`` bits, P gain/offset memories;
       per lane an ``H x`` multiplier, ``c * r`` as two registered partial products, a
@@ -89,7 +91,8 @@ class LayerNormUnit(wiring.Component):
 
     PIPE = 6  #: read, c = H x - S, c * r (two partial products), their sum, u * G + B, output
     VAR_CYCLES = 3  #: H * Q and S**2, their difference, H * (H Q - S**2) + eps
-    ROOT_CYCLES = ROOT_BITS
+    RADIX_BITS = 2  #: root and quotient bits the square root and divider settle per cycle
+    ROOT_CYCLES = -(-ROOT_BITS // RADIX_BITS)
 
     def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8):
         require_config(self, config)
@@ -97,8 +100,9 @@ class LayerNormUnit(wiring.Component):
             refuse(self, f"LayerNormUnit in_bits must be 8 or 16, got {in_bits!r}")
         self.config, self.in_bits = config, in_bits
         self.sqrt_frac = SQRT_FRAC if in_bits == 8 else 0
-        self.div_cycles = RECIP_BITS + 1 - self.sqrt_frac
-        self.out_delay = self.VAR_CYCLES + ROOT_BITS + self.div_cycles + self.PIPE
+        self.q_bits = RECIP_BITS + 1 - self.sqrt_frac  # bits of the reciprocal
+        self.div_cycles = -(-self.q_bits // self.RADIX_BITS)
+        self.out_delay = self.VAR_CYCLES + self.ROOT_CYCLES + self.div_cycles + self.PIPE
         lay = layernorm_layouts(config, in_bits)
         super().__init__({
             "cmd": In(stream.Signature(lay["cmd"])),
@@ -113,7 +117,7 @@ class LayerNormUnit(wiring.Component):
         P = cfg.vector_lanes
         NB = math.ceil(cfg.max_hidden / P)
         lay = layernorm_layouts(cfg, self.in_bits)
-        bits, F, Q = self.in_bits, self.sqrt_frac, self.div_cycles
+        bits, F, Q = self.in_bits, self.sqrt_frac, self.q_bits
         s_bits = bits + cfg.max_hidden.bit_length() + 1
         q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
         c_bits = bits + cfg.max_hidden.bit_length() + 2
@@ -217,32 +221,38 @@ class LayerNormUnit(wiring.Component):
                              root.eq(0), rrem.eq(0), rstep.eq(0)]
                 m.next = "SQRT"
             with m.State("SQRT"):
-                # restoring square root, two radicand bits per step, MSB first
-                top = radicand[2 * ROOT_BITS - 2:2 * ROOT_BITS]
-                trial_rem = Cat(top, rrem)
-                trial = Cat(Const(1, 2), root)  # (root << 2) | 1
-                ok = trial_rem >= trial
-                m.d.sync += [
-                    rrem.eq(Mux(ok, trial_rem - trial, trial_rem)),
-                    root.eq(Cat(ok, root)),
-                    radicand.eq(radicand << 2),
-                    rstep.eq(rstep + 1),
-                ]
-                with m.If(rstep == ROOT_BITS - 1):
+                # restoring square root, two radicand bits per step, MSB first; RADIX_BITS
+                # steps per cycle (each truncated to the registers' widths; a last cycle
+                # past ROOT_BITS steps leaves the rest alone)
+                ra, rr, ro = radicand, rrem, root
+                for j in range(self.RADIX_BITS):
+                    top = ra[2 * ROOT_BITS - 2:2 * ROOT_BITS]
+                    trial_rem = Cat(top, rr)
+                    trial = Cat(Const(1, 2), ro)  # (root << 2) | 1
+                    ok = trial_rem >= trial
+                    act = rstep * self.RADIX_BITS + j < ROOT_BITS
+                    ra, rr, ro = (Mux(act, (ra << 2)[:len(radicand)], ra),
+                                  Mux(act, Mux(ok, trial_rem - trial, trial_rem)[:len(rrem)], rr),
+                                  Mux(act, Cat(ok, ro)[:len(root)], ro))
+                m.d.sync += [radicand.eq(ra), rrem.eq(rr), root.eq(ro), rstep.eq(rstep + 1)]
+                with m.If(rstep == self.ROOT_CYCLES - 1):
                     m.d.sync += [drem.eq((1 << RECIP_BITS) >> Q), recip.eq(0), dstep.eq(0)]
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 # r = floor(2**RECIP_BITS / s), quotient bits MSB first; s = 0 gives r = 0.
-                # The dividend's bits below the initial remainder are shifted in one a step.
-                dividend_bit = (dstep == Q - 1 - RECIP_BITS) if Q > RECIP_BITS else Const(0)
-                shifted = Cat(dividend_bit, drem)
-                fits = (shifted >= root) & (root != 0)
-                m.d.sync += [
-                    drem.eq(Mux(fits, shifted - root, shifted)),
-                    recip.eq(Cat(fits, recip)),
-                    dstep.eq(dstep + 1),
-                ]
-                with m.If(dstep == Q - 1):
+                # The dividend's bits below the initial remainder are shifted in one a step;
+                # RADIX_BITS steps per cycle, as in SQRT
+                dr, rc = drem, recip
+                for j in range(self.RADIX_BITS):
+                    s = dstep * self.RADIX_BITS + j  # the step
+                    dividend_bit = (s == Q - 1 - RECIP_BITS) if Q > RECIP_BITS else Const(0)
+                    shifted = Cat(dividend_bit, dr)
+                    fits = (shifted >= root) & (root != 0)
+                    act = s < Q
+                    dr, rc = (Mux(act, Mux(fits, shifted - root, shifted)[:len(drem)], dr),
+                              Mux(act, Cat(fits, rc)[:len(recip)], rc))
+                m.d.sync += [drem.eq(dr), recip.eq(rc), dstep.eq(dstep + 1)]
+                with m.If(dstep == self.div_cycles - 1):
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += issue.eq(adv)

@@ -31,19 +31,21 @@ __all__ = [
 SOFTMAX_PIPE = 6
 SOFTMAX_DIV_CYCLES = 8  #: 16 reciprocal bits, 2 per cycle
 SOFTMAX_OUT_DELAY = 2 * SOFTMAX_PIPE + SOFTMAX_DIV_CYCLES + 2
-#: LayerNorm: variance (3 cycles), bit-serial square root, the reciprocal divider (one cycle
-#: per quotient bit: RECIP_BITS + 1 - sqrt_frac, i.e. 41 for int8 input, 49 for int16), then
+#: LayerNorm: variance (3 cycles), square root (2 root bits per cycle), the reciprocal
+#: divider (2 quotient bits per cycle of RECIP_BITS + 1 - sqrt_frac, i.e. 41 for int8 input,
+#: 49 for int16), then
 #: one pass through a 6-stage datapath (read, c, c * r in two partial products, their sum,
 #: u * G + B, output)
 LAYERNORM_PIPE = 6
 LAYERNORM_VAR_CYCLES = 3
-LAYERNORM_ROOT_CYCLES = 31
+LAYERNORM_ROOT_CYCLES = 16  #: 31 root bits, 2 per cycle
 
 
 def layernorm_div_cycles(in_bits: int = 8) -> int:
+    """The reciprocal divider's cycles: its quotient bits, 2 per cycle."""
     from sw.ref.layernorm import RECIP_BITS, SQRT_FRAC
 
-    return RECIP_BITS + 1 - (SQRT_FRAC if in_bits == 8 else 0)
+    return -(-(RECIP_BITS + 1 - (SQRT_FRAC if in_bits == 8 else 0)) // 2)
 
 
 def layernorm_out_delay(in_bits: int = 8) -> int:
