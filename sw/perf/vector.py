@@ -86,8 +86,8 @@ def softmax_cycles(config: AcceleratorConfig, lengths) -> int:
 
 
 def layernorm_cycles(config: AcceleratorConfig, hiddens, in_bits: int = 8) -> int:
-    """Cycles of LayerNorm tokens of the given hidden sizes (steady state ``nb + 79`` for int8
-    input, ``nb + 87`` for int16)."""
+    """Cycles of LayerNorm tokens of the given hidden sizes (steady state ``nb + 48`` for int8
+    input, ``nb + 52`` for int16)."""
     hiddens = check_lengths(hiddens, config.max_hidden, "LayerNorm token", config)
     P = config.vector_lanes
     return _rows_cycles([math.ceil(n / P) for n in hiddens], 1, layernorm_out_delay(in_bits))
