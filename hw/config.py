@@ -243,6 +243,18 @@ class AcceleratorConfig:
         return math.gcd(self.pe_rows, self.softmax_lanes)
 
     @property
+    def wide_staging(self) -> bool:
+        """The engine stages token and key rows a port's width (``4 spm_lanes`` bytes) per
+        cycle: wide ports holding at least one activation bank entry (``M`` bytes)."""
+        return self.spm_lanes > 1 and 4 * self.spm_lanes >= self.m
+
+    @property
+    def wide_v_staging(self) -> bool:
+        """PV stages a key's channels of a row block per cycle: wide ports that hold
+        ``pe_rows`` bytes."""
+        return self.spm_lanes > 1 and self.pe_rows <= 4 * self.spm_lanes
+
+    @property
     def spm_bytes(self) -> int:
         return self.spm_kib * 1024
 

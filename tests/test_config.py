@@ -101,6 +101,16 @@ def test_config_is_frozen():
         preset("tiny").m = 8
 
 
+def test_wide_staging_needs_ports_that_hold_an_entry_or_a_row_block():
+    tiny = preset("tiny")  # M = 4, 4 rows
+    assert not tiny.wide_staging and not tiny.wide_v_staging  # one lane: the narrow paths
+    assert tiny.replace(spm_lanes=2).wide_staging
+    assert not tiny.replace(m=16, n_max=16, spm_lanes=2).wide_staging  # 8 bytes < M = 16
+    assert tiny.replace(m=16, n_max=16, spm_lanes=4).wide_staging
+    assert not tiny.replace(pe_rows=9, spm_lanes=2).wide_v_staging  # 9 rows > 8 bytes
+    assert tiny.replace(pe_rows=8, spm_lanes=2).wide_v_staging
+
+
 def test_derived_quantities():
     cfg = preset("u200")
     assert cfg.index_bits == 3

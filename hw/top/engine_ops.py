@@ -134,8 +134,8 @@ class EngineOps(wiring.Component):
         nkb = math.ceil(cfg.max_row / P)
         lay = engine_layouts(cfg)
         L = cfg.spm_lanes
-        wide = L > 1 and 4 * L >= M  # activations staged a port's width per cycle
-        wide_v = L > 1 and R <= 4 * L  # PV: a key's channels of the block per cycle
+        wide = cfg.wide_staging  # activations staged a port's width per cycle
+        wide_v = cfg.wide_v_staging  # PV: a key's channels of the block per cycle
         wide_k = L > 1  # QK: key rows staged like wide activations, L words a chunk
         m.submodules.engine = eng = SpmmEngine(config=cfg)
         m.submodules.rq = rq = Requantizer(lanes=R, out_bits=16)

@@ -190,7 +190,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
             weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
                            for r in range(r0, r0 + R)) + 1
-        elif cfg.spm_lanes > 1 and R <= 4 * cfg.spm_lanes:  # WGT: a key's channels per
+        elif cfg.wide_v_staging:  # WGT: a key's channels per
             weights += steps + 1  # cycle (wide ports), padding slots; WGT_LAST
         else:  # WGT: V's rows, 4 of the block's channels per cycle; padding slots; WGT_LAST
             groups = -(-min(R, rows - r0) // 4)
@@ -227,7 +227,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         def row_words(t: int) -> int:
             return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
 
-        if cfg.spm_lanes > 1 and 4 * cfg.spm_lanes >= M:  # chunks of the port's width
+        if cfg.wide_staging:  # chunks of the port's width
             cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b) + 1
         else:
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
