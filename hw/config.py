@@ -243,6 +243,22 @@ class AcceleratorConfig:
         return math.gcd(self.pe_rows, self.softmax_lanes)
 
     @property
+    def softmax_ring(self) -> int:
+        """Beats the softmax unit's score and exponent rings hold: ``max(32, 2 NB)`` rounded
+        up to a power of two, ``NB = ceil(max_row / softmax_lanes)`` (two longest rows, and
+        enough short ones in flight for a row per ``nb`` cycles)."""
+        nb = -(-self.max_row // self.softmax_lanes)
+        return 1 << max(5, (2 * nb - 1).bit_length())
+
+    @property
+    def layernorm_ring(self) -> int:
+        """Beats the LayerNorm unit's token ring holds: ``max(128, 2 NB)`` rounded up to a
+        power of two, ``NB = ceil(max_hidden / vector_lanes)`` (two longest tokens, and the
+        tokens in flight through its statistics pipeline at a token per ``nb`` cycles)."""
+        nb = -(-self.max_hidden // self.vector_lanes)
+        return 1 << max(7, (2 * nb - 1).bit_length())
+
+    @property
     def wide_staging(self) -> bool:
         """The engine stages token and key rows a port's width (``4 spm_lanes`` bytes) per
         cycle: wide ports holding at least one activation bank entry (``M`` bytes)."""

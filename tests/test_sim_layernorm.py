@@ -37,6 +37,7 @@ def test_model_constants_match_the_hardware(in_bits):
     assert (unit.PIPE, unit.VAR_CYCLES, unit.ROOT_CYCLES, unit.div_cycles, unit.out_delay) == (
         model.LAYERNORM_PIPE, model.LAYERNORM_VAR_CYCLES, model.LAYERNORM_ROOT_CYCLES,
         model.layernorm_div_cycles(in_bits), model.layernorm_out_delay(in_bits))
+    assert unit.ROWS == model.ROWS
     unit._MustUse__silence = True  # built only to read its timing constants
 
 
@@ -45,3 +46,20 @@ def test_tokens_the_unit_cannot_hold_are_refused():
     with pytest.raises(ValueError, match=r"LayerNorm token 0 has length 1024; config 'tiny' "
                                          r"holds 1..768"):
         model.layernorm_cycles(cfg, [1024])
+
+
+@pytest.mark.parametrize(("hidden", "in_bits"), [(4, 8), (7, 16)])
+def test_layernorm_bench_many_short_tokens(hidden, in_bits):
+    """40 tokens of one or two beats: the unit holds its 16 tokens, the ring's addresses
+    wrap, and tokens overlap (far fewer cycles than one token at a time)."""
+    cfg = preset("tiny").replace(name=f"ln-short-h{hidden}-in{in_bits}", vector_lanes=4,
+                                 max_hidden=32)
+    tokens = [{"kind": KINDS[i % len(KINDS)], "seed": 500 + i} for i in range(40)]
+    report = run_bench(component=LayerNormUnit(config=cfg, in_bits=in_bits),
+                       bench="sim.benches.layernorm", case=cfg.name,
+                       params={"config": cfg.to_dict(), "hidden": hidden, "tokens": tokens,
+                               "saturate": False, "eps": 1e-12, "seed": 3, "in_bits": in_bits})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
+    nb = -(-hidden // 4)
+    alone = 40 * (2 * nb + model.layernorm_out_delay(in_bits))
+    assert report["no_stalls"]["rtl_cycles"] * 4 < alone

@@ -33,6 +33,7 @@ def test_softmax_bench(lanes):
 def test_model_constants_match_the_hardware():
     assert (SoftmaxUnit.PIPE, SoftmaxUnit.DIV_CYCLES, SoftmaxUnit.OUT_DELAY) == (
         model.SOFTMAX_PIPE, model.SOFTMAX_DIV_CYCLES, model.SOFTMAX_OUT_DELAY)
+    assert SoftmaxUnit.ROWS == model.ROWS
 
 
 def test_rows_the_unit_cannot_hold_are_refused():
@@ -54,3 +55,18 @@ def test_softmax_bench_longest_rows():
     report = run_bench(component=SoftmaxUnit(config=cfg), bench="sim.benches.softmax",
                        case="softmax-tiny-longest", params={"config": cfg.to_dict(), "rows": rows})
     assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
+
+
+def test_softmax_bench_many_short_rows():
+    """48 rows of one to three beats: the unit holds its 16 rows / 32-beat ring full, rows
+    overtake nothing and the ring's addresses wrap."""
+    cfg = preset("tiny").replace(name="softmax-short-rows", softmax_lanes=4, max_row=16)
+    assert cfg.softmax_ring == 32
+    rows = [{"length": 1 + (7 * i) % 12, "kind": "random", "mask": "partial" if i % 5 else "none",
+             "seed": 300 + i} for i in range(48)]
+    report = run_bench(component=SoftmaxUnit(config=cfg), bench="sim.benches.softmax",
+                       case=cfg.name, params={"config": cfg.to_dict(), "rows": rows})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]
+    # rows overlap: far fewer cycles than one row at a time (a lone row: 3 nb + OUT_DELAY)
+    alone = sum(3 * -(-r["length"] // 4) + SoftmaxUnit.OUT_DELAY for r in rows)
+    assert report["no_stalls"]["rtl_cycles"] * 4 < alone

@@ -48,22 +48,24 @@ class EngineOps(wiring.Component):
 
     Loop order: *chunks* of token blocks (``C`` tokens each) outer, as many blocks as the
     activation banks hold (``act_buffer_depth // ceil(K / M)``; QK: one block); row blocks of
-    ``R`` inside; the chunk's token blocks innermost. A chunk's activations are staged once
-    from the scratchpad; each row block's weights are staged once per chunk: LINEAR from the
-    params buffer (values and bit-packed indices, as :func:`sw.nm.pack` lays them out), QK
-    from the key rows and PV from the columns of V in the scratchpad (dense); then the row
-    block streams through the engine against every token block of the chunk. QK keeps a
-    token block's raw scores on chip until every key block is done and then runs the block's
-    softmax rows with the key mask. With a weight port (``config.weight_port_bytes = B``)
-    LINEAR weights come instead through ``wgt_req`` / ``wgt_data``, one request per row
-    block in :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4``
-    rows' value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A
-    separate weight loader does this, so the next row block's load starts as soon as a
-    chunk's last tile has read its weights and runs while that tile's results go out.
-    Token rows are staged two at a time, the second through read port 2 (``r2_*``); with
-    wide scratchpad ports (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L``
-    bytes (``Q = 4 L / M`` bank entries) of one row per cycle, chunk ``j`` of every row of
-    the block in turn, into its bank's buffer, which writes an entry per cycle.
+    ``R`` inside; the chunk's token blocks innermost. A chunk's activations are staged once from
+    the scratchpad; each row block's weights are staged once per chunk: LINEAR from the params
+    buffer (values and bit-packed indices, as :func:`sw.nm.pack` lays them out), QK from the key
+    rows and PV from the columns of V in the scratchpad (dense); then the row block streams
+    through the engine against every token block of the chunk. QK keeps a token block's raw
+    scores on chip until every key block is done and then streams the block's softmax rows
+    through the unit with the key mask: a feed reads a beat of scores a cycle, the unit takes a
+    row per ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while
+    later rows are still coming in. With a weight port (``config.weight_port_bytes = B``) LINEAR
+    weights come instead through ``wgt_req`` / ``wgt_data``, one request per row block in
+    :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4`` rows'
+    value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
+    loader does this, so the next row block's load starts as soon as a chunk's last tile has
+    read its weights and runs while that tile's results go out. Token rows are staged two at a
+    time, the second through read port 2 (``r2_*``); with wide scratchpad ports
+    (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L`` bytes (``Q = 4 L / M``
+    bank entries) of one row per cycle, chunk ``j`` of every row of the block in turn, into its
+    bank's buffer, which writes an entry per cycle.
 
     Ports
     -----
@@ -100,7 +102,10 @@ class EngineOps(wiring.Component):
     pipeline and, per output beat, a cycle to take it and one per ``L`` scratchpad words its
     ``R`` results span (``L = spm_lanes``, the write port's width; LINEAR, PV:
     ``ceil((lane + R) / 4 L)`` for int8, ``lane`` being the first result's byte in its word;
-    QK: ``R / gcd(R, P)``, the ``gcd(R, P)`` scores that share a score-bank word per cycle).
+    QK: ``R / gcd(R, P)``, the ``gcd(R, P)`` scores that share a score-bank word per cycle);
+    a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
+    output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
+    latency (``sw.perf.top.softmax_phase_cycles``).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
@@ -400,16 +405,21 @@ class EngineOps(wiring.Component):
                     m.d.sync += held_v[r].eq(rq.o.payload[r])
 
         # softmax feed and drain
-        kb = Signal(32)  # key beats issued for the current row
-        sm_c = Signal(32)  # query row (column of the block) being normalised
+        # the feed reads the block's rows of scores (and the mask) into the unit, a beat a
+        # cycle, while the drain writes earlier rows' probabilities: rows stream through it
+        kb = Signal(32)  # key beats the feed issued of its row
+        f_c = Signal(32)  # query row (column of the block) the feed reads
+        f_sel = Signal(max(1, (C - 1).bit_length()))  # ... the one the banks return now
+        cm_c = Signal(32)  # rows whose cmd the unit took
+        d_c = Signal(32)  # row the drain writes
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
         for c in range(C):
             m.d.comb += sc_r[c].addr.eq(kb)
         m.d.comb += mk_r.addr.eq(kb)
-        sc_data = Array(sc_r[c].data for c in range(C))[sm_c[:max(1, (C - 1).bit_length())]]
+        sc_data = Array(sc_r[c].data for c in range(C))[f_sel]
         s_base = Signal(32)
-        m.d.sync += s_base.eq(kb * P)
+        m.d.sync += [s_base.eq(kb * P), f_sel.eq(f_c)]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
                          sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < job.tokens))]
@@ -835,27 +845,30 @@ class EngineOps(wiring.Component):
                     with m.If(r0 + R < job.rows):
                         m.next = "WGT"
                     with m.Elif(is_qk):
-                        m.d.sync += [sm_c.eq(0), sm_ptr.eq(out_chunk)]
-                        m.next = "SM_ROW"
+                        m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
+                                     sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
+                        m.next = "SM_RUN"
                     with m.Else():
                         m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows
-            with m.State("SM_ROW"):
-                with m.If((sm_c >= C) | (t0 + sm_c >= job.tokens)):
-                    m.next = "BLOCK_END"
-                with m.Else():
-                    m.d.comb += sm.cmd.valid.eq(1)
-                    with m.If(sm.cmd.ready):
-                        m.d.sync += [kb.eq(0), sm_lane.eq(0), sm_key.eq(0), sm_held.eq(0)]
-                        m.next = "SM_STREAM"
-            with m.State("SM_STREAM"):
-                s_go = (kb < nbeats) & (sfifo.level + s_pend < sfifo.depth)
+            with m.State("SM_RUN"):
+                def row_in(r):
+                    return (r < C) & (t0 + r < job.tokens)
+
+                m.d.comb += sm.cmd.valid.eq(row_in(cm_c))
+                with m.If(sm.cmd.valid & sm.cmd.ready):
+                    m.d.sync += cm_c.eq(cm_c + 1)
+                s_go = row_in(f_c) & (sfifo.level + s_pend < sfifo.depth)
                 for c in range(C):
                     m.d.comb += sc_r[c].en.eq(s_go)
                 m.d.comb += mk_r.en.eq(s_go)
                 with m.If(s_go):
-                    m.d.sync += [kb.eq(kb + 1), s_pend.eq(1)]
+                    m.d.sync += s_pend.eq(1)
+                    with m.If(kb + 1 == nbeats):
+                        m.d.sync += [kb.eq(0), f_c.eq(f_c + 1)]
+                    with m.Else():
+                        m.d.sync += kb.eq(kb + 1)
                 # the held beat's probabilities, the ones that share a scratchpad word per
                 # cycle (up to the row's end); the next beat is taken in the beat's last cycle
                 beat_done = Signal()
@@ -883,11 +896,11 @@ class EngineOps(wiring.Component):
                         m.d.comb += beat_done.eq(1)
                         with m.If(~sm.o.valid):
                             m.d.sync += sm_held.eq(0)
-                        with m.If(sm_key + p_n >= job.tokens):
-                            m.d.sync += [sm_c.eq(sm_c + 1), sm_ptr.eq(sm_ptr + job.out_stride),
-                                         sm_held.eq(0)]
-                            m.d.comb += sm.o.ready.eq(0)
-                            m.next = "SM_ROW"
+                        with m.If(sm_key + p_n >= job.tokens):  # the row's last beat
+                            m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + job.out_stride),
+                                         sm_key.eq(0)]
+                            with m.If(~row_in(d_c + 1)):
+                                m.next = "BLOCK_END"
                 with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
                     m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
 

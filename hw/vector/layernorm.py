@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -58,41 +58,49 @@ class LayerNormUnit(wiring.Component):
     (:class:`sw.ref.layernorm.LayerNormParams` ``gain``/``offset``) are loaded once per layer
     on ``load``; ``cmd`` gives each token's ``H`` and ``eps_int``.
 
-    Structure: ingest stores the token in one of two banks and accumulates ``S`` and ``Q``;
-    the normalise stage computes ``V``, a restoring square root (``ROOT_BITS`` result bits,
-    ``RADIX_BITS`` = 2 of them per cycle: ``ROOT_CYCLES``), a restoring divider for
-    ``r = floor(2**RECIP_BITS / s)`` (``q_bits`` quotient bits, 2 per cycle: ``div_cycles``
-    cycles), then
-    streams the token out through a ``PIPE``-stage datapath. Ingest of the next token overlaps.
+    Structure: three stages, each working on its own token, so tokens stream through at one
+    beat per cycle. *Ingest* writes the token into a ring of ``RING`` beats and accumulates
+    ``S`` and ``Q``; at its last beat the token's statistics enter a pipeline that computes
+    ``V`` (``VAR_CYCLES`` stages), a restoring square root (``ROOT_CYCLES`` stages of
+    ``RADIX_BITS`` = 2 result bits) and a restoring divider for ``r = floor(2**RECIP_BITS /
+    s)`` (``div_cycles`` stages of 2 of its ``q_bits`` quotient bits); a token may enter it
+    every cycle. The *output* stage then reads the token back through a ``PIPE``-stage
+    datapath. Records wait for the output stage in a FIFO of ``ROWS``; at most ``ROWS`` tokens
+    are in the unit (from their ``cmd`` to their last read) and at most ``RING`` beats, so
+    nothing but the output stalls.
 
     Ports
     -----
     cmd : In(stream of {hidden, eps})
+        Taken when ingest is free or in the cycle it takes the previous token's last beat
+        (fewer than ``ROWS`` tokens in the unit).
     load : In(stream of {channel, gain, offset}); always ready
     i : In(stream of P x int8)
     o : Out(stream of P x int8)
 
     Latency / throughput / resources
     --------------------------------
-    * Ingest: the ``cmd``, then ``nb`` beats one per cycle; the token is handed over one
-      cycle after its last beat once the normalise stage is free (the next ``cmd`` is taken
-      in the same cycle).
-    * Normalise, from the hand-over edge: the last output beat is taken
-      ``nb + out_delay`` cycles later (``out_delay = VAR_CYCLES + ROOT_CYCLES + div_cycles +
-      PIPE`` = 3 + 16 + ``div_cycles`` + 6, with ``q_bits = RECIP_BITS + 1 - sqrt_frac``
-      (41 for int8 input, 49 for int16) and ``div_cycles = ceil(q_bits / 2)``: 21 and 25)
-      and the next token is taken ``nb + out_delay + 2`` cycles later.
-      :func:`sw.perf.vector.layernorm_cycles` models sequences of tokens exactly.
-    * Resources: 2 banks of ``ceil(max_hidden/P)`` x ``in_bits P`` bits, P gain/offset memories;
-      per lane an ``H x`` multiplier, ``c * r`` as two registered partial products, a
-      ``u * G`` multiplier; one square root, one divider. Every multiplier has registers on
-      both sides (ECP5: a MULT18X18D cascade and one adder per stage at most).
+    * Steady state: a token every ``nb`` cycles, as long as ``ROWS`` tokens and ``RING``
+      beats cover a token's time in the unit (``RING = config.layernorm_ring``:
+      ``max(128, 2 ceil(max_hidden / P))`` rounded up to a power of two).
+    * A lone token, from its first beat to its last output beat: ``2 nb + out_delay``
+      cycles, ``out_delay = 1 + VAR_CYCLES + ROOT_CYCLES + div_cycles + 1 + PIPE - 1``
+      = 3 + 16 + ``div_cycles`` + 7, with ``q_bits = RECIP_BITS + 1 - sqrt_frac`` (41 for int8
+      input, 49 for int16) and ``div_cycles = ceil(q_bits / 2)``: 21 and 25.
+      :func:`sw.perf.vector.layernorm_cycles` follows the control cycle by cycle
+      (:class:`sw.perf.vector.RowControl`); the benches check it against the RTL.
+    * Resources: a ``RING`` x ``in_bits P``-bit ring, P gain/offset memories; per lane an
+      ``H x`` multiplier, ``c * r`` as two registered partial products, a ``u * G``
+      multiplier; the statistics pipeline (``2 ROOT_CYCLES + 2 div_cycles`` subtractors of
+      about 33 bits and their registers). Every multiplier has registers on both sides
+      (ECP5: a MULT18X18D cascade and one adder per stage at most).
     """
 
     PIPE = 6  #: read, c = H x - S, c * r (two partial products), their sum, u * G + B, output
     VAR_CYCLES = 3  #: H * Q and S**2, their difference, H * (H Q - S**2) + eps
-    RADIX_BITS = 2  #: root and quotient bits the square root and divider settle per cycle
+    RADIX_BITS = 2  #: root and quotient bits each square-root and divider stage settles
     ROOT_CYCLES = -(-ROOT_BITS // RADIX_BITS)
+    ROWS = 16  #: tokens in the unit at most (the record FIFO's depth)
 
     def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8):
         require_config(self, config)
@@ -102,7 +110,7 @@ class LayerNormUnit(wiring.Component):
         self.sqrt_frac = SQRT_FRAC if in_bits == 8 else 0
         self.q_bits = RECIP_BITS + 1 - self.sqrt_frac  # bits of the reciprocal
         self.div_cycles = -(-self.q_bits // self.RADIX_BITS)
-        self.out_delay = self.VAR_CYCLES + self.ROOT_CYCLES + self.div_cycles + self.PIPE
+        self.out_delay = self.VAR_CYCLES + self.ROOT_CYCLES + self.div_cycles + self.PIPE + 1
         lay = layernorm_layouts(config, in_bits)
         super().__init__({
             "cmd": In(stream.Signature(lay["cmd"])),
@@ -111,18 +119,21 @@ class LayerNormUnit(wiring.Component):
             "o": Out(stream.Signature(lay["o"])),
         })
 
-    def elaborate(self, platform):
+    def elaborate(self, platform):  # noqa: C901 - three stages
         m = Module()
         cfg = self.config
         P = cfg.vector_lanes
         NB = math.ceil(cfg.max_hidden / P)
+        D = cfg.layernorm_ring
+        ab = D.bit_length() - 1  # ring address bits
         lay = layernorm_layouts(cfg, self.in_bits)
         bits, F, Q = self.in_bits, self.sqrt_frac, self.q_bits
         s_bits = bits + cfg.max_hidden.bit_length() + 1
         q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
         c_bits = bits + cfg.max_hidden.bit_length() + 2
+        h_bits = cfg.max_hidden.bit_length()
 
-        m.submodules.tokens = tokens = Memory(shape=lay["i"], depth=2 * NB, init=[])
+        m.submodules.tokens = tokens = Memory(shape=lay["i"], depth=D, init=[])
         wr, rd = tokens.write_port(), tokens.read_port()
         params = []
         m.d.comb += self.load.ready.eq(1)
@@ -142,146 +153,164 @@ class LayerNormUnit(wiring.Component):
             params.append(mem.read_port())
 
         # -- ingest -------------------------------------------------------------------------
+        head = Signal(ab + 1)  # beats written (mod 2 RING)
+        tail = Signal(ab + 1)  # beats the output stage has read
+        rows = Signal(range(self.ROWS + 1))  # tokens in the unit
         a_cmd = Signal(lay["cmd"])
         a_have = Signal()
-        a_pending = Signal()
-        a_bank = Signal()
+        a_start = Signal(ab)
         a_beat = Signal(range(NB + 1))
         a_s = Signal(signed(s_bits))
         a_q = Signal(unsigned(q_bits))
         a_nb = Signal(range(NB + 1))
         m.d.comb += a_nb.eq((a_cmd.hidden + P - 1) // P if P > 1 else a_cmd.hidden)
-        handoff = Signal()
-        m.d.comb += [
-            self.cmd.ready.eq(~a_have & (~a_pending | handoff)),
-            self.i.ready.eq(a_have),
-        ]
+        m.d.comb += self.i.ready.eq(a_have & ((head - tail)[:ab + 1] < D))
         take = self.i.valid & self.i.ready
+        a_last = take & (a_beat + 1 == a_nb)
+        m.d.comb += self.cmd.ready.eq((~a_have | a_last) & (rows < self.ROWS))
+        cmd_take = self.cmd.valid & self.cmd.ready
         xs = []
         for j in range(P):
             x = Signal(signed(bits), name=f"x_{j}")
             m.d.comb += x.eq(Mux(a_beat * P + j < a_cmd.hidden, self.i.payload[j], 0))
             xs.append(x)
-        m.d.comb += [wr.addr.eq(a_bank * NB + a_beat), wr.en.eq(take)]
+        m.d.comb += [wr.addr.eq(head[:ab]), wr.en.eq(take)]
         for j in range(P):
             m.d.comb += wr.data[j].eq(xs[j])
-        with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [a_cmd.eq(self.cmd.payload), a_have.eq(1), a_beat.eq(0),
-                         a_s.eq(0), a_q.eq(0)]
+        s_next = Signal(signed(s_bits))
+        q_next = Signal(unsigned(q_bits))
+        m.d.comb += [s_next.eq(a_s + sum(xs)), q_next.eq(a_q + sum(x * x for x in xs))]
         with m.If(take):
-            m.d.sync += [a_beat.eq(a_beat + 1), a_s.eq(a_s + sum(xs)),
-                         a_q.eq(a_q + sum(x * x for x in xs))]
-            with m.If(a_beat + 1 == a_nb):
-                m.d.sync += [a_have.eq(0), a_pending.eq(1)]
-        with m.If(handoff):
-            m.d.sync += [a_bank.eq(~a_bank), a_pending.eq(0)]
+            m.d.sync += [head.eq(head + 1), a_beat.eq(a_beat + 1), a_s.eq(s_next),
+                         a_q.eq(q_next)]
+            with m.If(a_last):
+                m.d.sync += a_have.eq(0)
+        with m.If(cmd_take):
+            m.d.sync += [a_cmd.eq(self.cmd.payload), a_have.eq(1), a_beat.eq(0),
+                         a_s.eq(0), a_q.eq(0), a_start.eq(head[:ab] + take)]
 
-        # -- normalise ----------------------------------------------------------------------
-        b_bank = Signal()
-        b_nb = Signal(range(NB + 1))
-        b_h = Signal(unsigned(cfg.max_hidden.bit_length()))
-        b_s = Signal(signed(s_bits))
-        b_q = Signal(unsigned(q_bits))
-        b_eps = Signal(unsigned(EPS_BITS))
-        b_beat = Signal(range(NB + 1))
-        radicand = Signal(unsigned(2 * ROOT_BITS))  # V << 2*sqrt_frac < 2**62
-        root = Signal(unsigned(ROOT_BITS + 1))
-        rrem = Signal(unsigned(ROOT_BITS + 3))
-        rstep = Signal(range(ROOT_BITS + 1))
-        recip = Signal(unsigned(Q))
-        drem = Signal(unsigned(ROOT_BITS + 2))
-        dstep = Signal(range(Q + 1))
+        # -- statistics: V, its square root, the reciprocal; a token may enter every cycle ---
+        # the token's record (where it is, its nb, H, S) waits in a FIFO beside the stages,
+        # which are in order
+        rec = data.StructLayout({"start": unsigned(ab), "nb": range(NB + 1),
+                                 "h": unsigned(h_bits), "s": signed(s_bits)})
+        m.submodules.q_rec = q_rec = fifo.SyncFIFO(width=rec.size, depth=self.ROWS)
+        rec_in = Signal(rec)
+        m.d.comb += [rec_in.start.eq(a_start), rec_in.nb.eq(a_nb), rec_in.h.eq(a_cmd.hidden),
+                     rec_in.s.eq(s_next), q_rec.w_data.eq(rec_in), q_rec.w_en.eq(a_last)]
 
-        v = [Signal(name=f"v{s}") for s in range(self.PIPE - 1)]
-        hw_ = len(b_h)
-        hq, ss, spread = (Signal(unsigned(q_bits + hw_)), Signal(unsigned(2 * s_bits)),
-                          Signal(signed(q_bits + hw_ + 1)))
+        def stage(name, src=None, **fields):
+            """A stage's registers: valid (following ``src``'s) and ``fields``."""
+            regs = {"valid": Signal(name=f"{name}_valid")}
+            regs.update({k: Signal(shape, name=f"{name}_{k}") for k, shape in fields.items()})
+            if src is not None:
+                m.d.sync += regs["valid"].eq(src["valid"])
+            return regs
+
+        st0 = stage("stats", h=unsigned(h_bits), s=signed(s_bits), q=unsigned(q_bits),
+                    eps=unsigned(EPS_BITS))
+        m.d.sync += [st0["valid"].eq(a_last), st0["h"].eq(a_cmd.hidden), st0["s"].eq(s_next),
+                     st0["q"].eq(q_next), st0["eps"].eq(a_cmd.eps)]
+        # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*sqrt_frac, in three stages
+        v1 = stage("var1", st0, h=unsigned(h_bits), hq=unsigned(q_bits + h_bits),
+                   ss=unsigned(2 * s_bits), eps=unsigned(EPS_BITS))
+        m.d.sync += [v1["h"].eq(st0["h"]), v1["hq"].eq(st0["h"] * st0["q"]),
+                     v1["ss"].eq(st0["s"] * st0["s"]), v1["eps"].eq(st0["eps"])]
+        v2 = stage("var2", v1, h=unsigned(h_bits), spread=signed(q_bits + h_bits + 1),
+                   eps=unsigned(EPS_BITS))
+        m.d.sync += [v2["h"].eq(v1["h"]), v2["spread"].eq(v1["hq"] - v1["ss"]),
+                     v2["eps"].eq(v1["eps"])]
+        root_fields = {"radicand": unsigned(2 * ROOT_BITS), "rrem": unsigned(ROOT_BITS + 3),
+                       "root": unsigned(ROOT_BITS + 1)}
+        prev = stage("var3", v2, **root_fields)
+        m.d.sync += [prev["radicand"].eq((v2["h"] * v2["spread"] + v2["eps"]) << (2 * F)),
+                     prev["rrem"].eq(0), prev["root"].eq(0)]
+        # restoring square root, two radicand bits per step, MSB first; RADIX_BITS steps per
+        # stage (each truncated to the registers' widths; steps past ROOT_BITS are left out)
+        for k in range(self.ROOT_CYCLES):
+            ra, rr, ro = prev["radicand"], prev["rrem"], prev["root"]
+            for j in range(self.RADIX_BITS):
+                if k * self.RADIX_BITS + j >= ROOT_BITS:
+                    continue
+                top = ra[2 * ROOT_BITS - 2:2 * ROOT_BITS]
+                trial_rem = Cat(top, rr)
+                trial = Cat(Const(1, 2), ro)  # (root << 2) | 1
+                ok = trial_rem >= trial
+                ra, rr, ro = ((ra << 2)[:2 * ROOT_BITS],
+                              Mux(ok, trial_rem - trial, trial_rem)[:ROOT_BITS + 3],
+                              Cat(ok, ro)[:ROOT_BITS + 1])
+            nxt = stage(f"sqrt{k}", prev, **root_fields)
+            m.d.sync += [nxt["radicand"].eq(ra), nxt["rrem"].eq(rr), nxt["root"].eq(ro)]
+            prev = nxt
+        # r = floor(2**RECIP_BITS / s), quotient bits MSB first; s = 0 gives r = 0. The
+        # dividend's bits below the initial remainder are shifted in one a step; RADIX_BITS
+        # steps per stage
+        div_fields = {"root": unsigned(ROOT_BITS + 1), "drem": unsigned(ROOT_BITS + 2),
+                      "recip": unsigned(Q)}
+        dr = Const((1 << RECIP_BITS) >> Q, ROOT_BITS + 2)
+        rc = Const(0, Q)
+        root = prev["root"]
+        for k in range(self.div_cycles):
+            for j in range(self.RADIX_BITS):
+                step = k * self.RADIX_BITS + j
+                if step >= Q:
+                    continue
+                dividend_bit = Const(int(step == Q - 1 - RECIP_BITS), 1)
+                shifted = Cat(dividend_bit, dr)
+                fits = (shifted >= root) & (root != 0)
+                dr, rc = Mux(fits, shifted - root, shifted)[:ROOT_BITS + 2], Cat(fits, rc)[:Q]
+            nxt = stage(f"div{k}", prev, **div_fields)
+            m.d.sync += [nxt["root"].eq(root), nxt["drem"].eq(dr), nxt["recip"].eq(rc)]
+            prev, root, dr, rc = nxt, nxt["root"], nxt["drem"], nxt["recip"]
+
+        out_rec = data.StructLayout({"rec": rec, "recip": unsigned(Q)})
+        m.submodules.q2 = q2 = fifo.SyncFIFO(width=out_rec.size, depth=self.ROWS)
+        done = Signal(out_rec)
+        m.d.comb += [q_rec.r_en.eq(prev["valid"]), done.rec.eq(q_rec.r_data),
+                     done.recip.eq(prev["recip"]), q2.w_data.eq(done), q2.w_en.eq(prev["valid"])]
+
+        # -- output: the token's beats through the datapath, with backpressure ---------------
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        c = Signal(out_rec)
+        c_have = Signal()
+        c_beat = Signal(range(NB + 1))
+        c_last = Signal()
         issue = Signal()
-        busy = Cat(*v).any() | self.o.valid
+        m.d.comb += [c_last.eq(c_beat + 1 == c.rec.nb), issue.eq(c_have & adv),
+                     q2.r_en.eq(~c_have | (adv & c_last))]
+        with m.If(q2.r_rdy & q2.r_en):
+            m.d.sync += [c.eq(q2.r_data), c_have.eq(1), c_beat.eq(0)]
+        with m.Elif(issue & c_last):
+            m.d.sync += c_have.eq(0)
+        with m.Elif(issue):
+            m.d.sync += c_beat.eq(c_beat + 1)
+        with m.If(issue):
+            m.d.sync += tail.eq(tail + 1)
+        m.d.sync += rows.eq(rows + cmd_take - (issue & c_last))
 
-        with m.FSM(name="norm"):
-            with m.State("IDLE"):
-                m.d.comb += handoff.eq(a_pending)
-                with m.If(a_pending):
-                    m.d.sync += [b_bank.eq(a_bank), b_nb.eq(a_nb), b_h.eq(a_cmd.hidden),
-                                 b_s.eq(a_s), b_q.eq(a_q), b_eps.eq(a_cmd.eps), b_beat.eq(0)]
-                    m.next = "VARIANCE"
-            # V = H * (H * Q - S**2) + eps_int (exact), radicand V << 2*sqrt_frac, in three
-            # registered steps
-            with m.State("VARIANCE"):
-                m.d.sync += [hq.eq(b_h * b_q), ss.eq(b_s * b_s)]
-                m.next = "VARIANCE_2"
-            with m.State("VARIANCE_2"):
-                m.d.sync += spread.eq(hq - ss)
-                m.next = "VARIANCE_3"
-            with m.State("VARIANCE_3"):
-                m.d.sync += [radicand.eq((b_h * spread + b_eps) << (2 * F)),
-                             root.eq(0), rrem.eq(0), rstep.eq(0)]
-                m.next = "SQRT"
-            with m.State("SQRT"):
-                # restoring square root, two radicand bits per step, MSB first; RADIX_BITS
-                # steps per cycle (each truncated to the registers' widths; a last cycle
-                # past ROOT_BITS steps leaves the rest alone)
-                ra, rr, ro = radicand, rrem, root
-                for j in range(self.RADIX_BITS):
-                    top = ra[2 * ROOT_BITS - 2:2 * ROOT_BITS]
-                    trial_rem = Cat(top, rr)
-                    trial = Cat(Const(1, 2), ro)  # (root << 2) | 1
-                    ok = trial_rem >= trial
-                    act = rstep * self.RADIX_BITS + j < ROOT_BITS
-                    ra, rr, ro = (Mux(act, (ra << 2)[:len(radicand)], ra),
-                                  Mux(act, Mux(ok, trial_rem - trial, trial_rem)[:len(rrem)], rr),
-                                  Mux(act, Cat(ok, ro)[:len(root)], ro))
-                m.d.sync += [radicand.eq(ra), rrem.eq(rr), root.eq(ro), rstep.eq(rstep + 1)]
-                with m.If(rstep == self.ROOT_CYCLES - 1):
-                    m.d.sync += [drem.eq((1 << RECIP_BITS) >> Q), recip.eq(0), dstep.eq(0)]
-                    m.next = "DIVIDE"
-            with m.State("DIVIDE"):
-                # r = floor(2**RECIP_BITS / s), quotient bits MSB first; s = 0 gives r = 0.
-                # The dividend's bits below the initial remainder are shifted in one a step;
-                # RADIX_BITS steps per cycle, as in SQRT
-                dr, rc = drem, recip
-                for j in range(self.RADIX_BITS):
-                    s = dstep * self.RADIX_BITS + j  # the step
-                    dividend_bit = (s == Q - 1 - RECIP_BITS) if Q > RECIP_BITS else Const(0)
-                    shifted = Cat(dividend_bit, dr)
-                    fits = (shifted >= root) & (root != 0)
-                    act = s < Q
-                    dr, rc = (Mux(act, Mux(fits, shifted - root, shifted)[:len(drem)], dr),
-                              Mux(act, Cat(fits, rc)[:len(recip)], rc))
-                m.d.sync += [drem.eq(dr), recip.eq(rc), dstep.eq(dstep + 1)]
-                with m.If(dstep == self.div_cycles - 1):
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += issue.eq(adv)
-                with m.If(adv):
-                    m.d.sync += b_beat.eq(b_beat + 1)
-                    with m.If(b_beat + 1 == b_nb):
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(~busy):
-                    m.next = "IDLE"
-
-        m.d.comb += [rd.addr.eq(b_bank * NB + b_beat), rd.en.eq(adv)]
+        m.d.comb += [rd.addr.eq(c.rec.start + c_beat), rd.en.eq(adv)]
         for pr in params:
-            m.d.comb += [pr.addr.eq(b_beat), pr.en.eq(adv)]
-        with m.If(adv):
-            m.d.sync += v[0].eq(issue)
-            for s in range(1, len(v)):
-                m.d.sync += v[s].eq(v[s - 1])
-            m.d.sync += self.o.valid.eq(v[-1])
-
-        # lanes inside the token, carried along the datapath with each beat
+            m.d.comb += [pr.addr.eq(c_beat), pr.en.eq(adv)]
+        v = [Signal(name=f"v{s}") for s in range(self.PIPE - 1)]
+        # the beat's token fields along the datapath: H and S (stage 0), r (stage 1), and the
+        # lanes inside the token
+        d_h = Signal(unsigned(h_bits))
+        d_s = Signal(signed(s_bits))
+        d_r = [Signal(unsigned(Q), name=f"recip{s}") for s in range(2)]
         masks = [Signal(P, name=f"mask{s}") for s in range(self.PIPE - 1)]
         with m.If(adv):
-            m.d.sync += masks[0].eq(Cat(*[b_beat * P + j < b_h for j in range(P)]))
-            for s in range(1, len(masks)):
-                m.d.sync += masks[s].eq(masks[s - 1])
+            m.d.sync += [v[0].eq(issue), d_h.eq(c.rec.h), d_s.eq(c.rec.s),
+                         d_r[0].eq(c.recip), d_r[1].eq(d_r[0]),
+                         masks[0].eq(Cat(*[c_beat * P + j < c.rec.h for j in range(P)]))]
+            for s in range(1, len(v)):
+                m.d.sync += [v[s].eq(v[s - 1]), masks[s].eq(masks[s - 1])]
+            m.d.sync += self.o.valid.eq(v[-1])
+
         split = 18  # c * r as c * r[:18] + (c * r[18:] << 18): one MULT18 row per product
+        recip = d_r[1]
         for j in range(P):
-            c = Signal(signed(c_bits), name=f"c_{j}")
+            cj = Signal(signed(c_bits), name=f"c_{j}")
             p_lo = Signal(signed(c_bits + split + 1), name=f"plo_{j}")
             p_hi = Signal(signed(c_bits + Q - split + 1), name=f"phi_{j}")
             cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
@@ -293,10 +322,10 @@ class LayerNormUnit(wiring.Component):
             out = saturate(m, q, INT8_MIN, INT8_MAX, signed(8), name=f"out_{j}")
             with m.If(adv):
                 m.d.sync += [
-                    c.eq(b_h * rd.data[j] - b_s),
+                    cj.eq(d_h * rd.data[j] - d_s),
                     gains[0].eq(params[j].data.gain), offs[0].eq(params[j].data.offset),
-                    p_lo.eq(c * recip[:split]),
-                    p_hi.eq(c * recip[split:]),
+                    p_lo.eq(cj * recip[:split]),
+                    p_hi.eq(cj * recip[split:]),
                     cr.eq(p_lo + (p_hi << split)),
                     z.eq(u * gains[2] + offs[2]),
                     self.o.payload[j].eq(Mux(masks[-1][j], out, 0)),  # lanes past H give 0
@@ -304,4 +333,3 @@ class LayerNormUnit(wiring.Component):
                 for s in range(1, 3):
                     m.d.sync += [gains[s].eq(gains[s - 1]), offs[s].eq(offs[s - 1])]
         return m
-

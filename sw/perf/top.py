@@ -133,7 +133,7 @@ def _indices(skip: int, beats: tuple, steps: int, ib: int) -> int:
 
 def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FSM
     a = cmd.args
-    R, C, M, P = cfg.pe_rows, cfg.pe_cols, cfg.m, cfg.softmax_lanes
+    R, C, M = cfg.pe_rows, cfg.pe_cols, cfg.m
     ib = cfg.index_bits
     if cmd.op == Op.LINEAR:
         tokens, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
@@ -244,10 +244,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 for j in range(1, len(loads)))
     if cmd.op == Op.QK_SOFTMAX:
         cyc += tokens + 1  # MASK, MASK_LAST
-        # per query row: SM_ROW, then SM_STREAM; one SM_ROW cycle ends each token block
-        cyc += sum(1 + softmax_row_cycles(tokens, P, a["p"] + t * a["p_stride"],
-                                          cfg.spm_lanes)
-                   for t in range(tokens)) + blocks
+        # per token block, SM_RUN: its query rows stream through the softmax unit
+        cyc += sum(softmax_phase_cycles(cfg, tokens, tuple(
+            (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))))
+            for t0 in range(0, tokens, C))
     return cyc
 
 
@@ -289,20 +289,55 @@ FEED_LATENCY = 3
 STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
 
 
-def softmax_row_cycles(length: int, P: int, out: int = 0, lanes: int = 1) -> int:
-    """SM_STREAM for one row written from byte address ``out``: the unit's latency, per beat
-    the feed (1) and the first pass (1), then the write-out: the first beat's take (1) and,
-    per beat, a cycle per ``lanes`` scratchpad words (the write port's width) its
-    probabilities span from the first one's byte in its word (the next beat is taken in the
-    last of them)."""
-    from sw.perf.vector import SOFTMAX_OUT_DELAY
+@functools.lru_cache(maxsize=1 << 10)
+def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple) -> int:
+    """SM_RUN for one token block: rows of ``length`` scores whose probabilities go to byte
+    ``offsets[r] (mod 4)`` of a scratchpad word. The feed reads a beat of the score and mask
+    banks per cycle into a 4-entry FIFO (``SyncFIFOBuffered``) while there is room, the
+    unit takes a ``cmd`` per row (:class:`sw.perf.vector.RowControl`), and the drain
+    writes each output beat in a cycle per ``spm_lanes`` words it spans from its first
+    byte's place in its word, taking the next beat in the last of them; the state ends in
+    the cycle that writes the last row's last beat."""
+    from sw.perf.vector import RowControl
 
+    P, n = cfg.softmax_lanes, len(offsets)
     nb = -(-length // P)
-    writes = 0
-    for b in range(nb):
-        first = out + b * P
-        writes += -(-(first % 4 + min(P, length - b * P)) // (4 * lanes))
-    return 2 * nb + 1 + writes + SOFTMAX_OUT_DELAY + 4
+    port = 4 * cfg.spm_lanes
+
+    def writes(row: int, beat: int) -> int:
+        return -(-((offsets[row] + beat * P) % 4 + min(P, length - beat * P)) // port)
+
+    unit = RowControl.softmax(cfg.softmax_ring)
+    f_c = kb = cm_c = 0  # feed: row, beat; cmds taken
+    pend = rrdy = False  # a bank read in flight; the FIFO's output register
+    inner = 0  # the FIFO's other entries
+    held = 0  # drain: write cycles left of the held beat
+    held_end = False  # the held beat is the last row's last
+    d_row = d_beat = 0  # the next output beat
+    t = 0
+    while True:
+        s_go = f_c < n and inner + rrdy + pend < 4
+        beat_done = held == 1
+        cmd_take, i_take, o_take = unit.cycle(cm_c < n, nb, rrdy, held == 0 or beat_done)
+        if beat_done and held_end:
+            return t + 1
+        inner_read = inner > 0 and (not rrdy or i_take)
+        inner += pend - inner_read
+        rrdy = inner_read or (rrdy and not i_take)
+        pend = s_go
+        if s_go:
+            kb += 1
+            if kb == nb:
+                kb, f_c = 0, f_c + 1
+        cm_c += cmd_take
+        held = max(0, held - 1)
+        if o_take:
+            held = writes(d_row, d_beat)
+            held_end = d_row == n - 1 and d_beat == nb - 1
+            d_beat += 1
+            if d_beat == nb:
+                d_row, d_beat = d_row + 1, 0
+        t += 1
 
 
 def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
@@ -319,7 +354,7 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
     params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
     return (params + VECTOR_START
             + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
-                            a["in_bits"], 8, 8, cfg.spm_lanes))
+                            a["in_bits"], 8, 8, cfg.spm_lanes, cfg.layernorm_ring))
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> int:

@@ -5,9 +5,10 @@ alignment, so the model steps it cycle by cycle, register for register: the *gat
 per cycle the row's next elements within the scratchpad ports' ``spm_lanes`` words (of both
 operands for ADD) up to the beat's and the row's end (a group of 1 to 4 ``spm_lanes``), into
 a 4-entry buffered FIFO; the *pack* takes a group per cycle into the beat and offers the full
-beat to the unit; the unit
-(GELU: one stage, ADD: two, LayerNorm: ingest and normalise as in
-:class:`hw.vector.layernorm.LayerNormUnit`) passes it on with a global stall; the *scatter*
+beat to the unit (the next beat's first group lands as the unit takes it); the unit
+(GELU: one stage, ADD: two, LayerNorm: tokens streaming through
+:class:`hw.vector.layernorm.LayerNormUnit`, :class:`sw.perf.vector.RowControl`) passes it on
+with a global stall; the *scatter*
 writes per cycle the held output beat's next elements within the port's words, takes the next
 beat in the beat's last cycle. ``tests/test_sim_top.py`` checks the totals against the RTL's
 cycle counter, cycle for cycle.
@@ -17,12 +18,7 @@ from __future__ import annotations
 
 import functools
 
-from sw.perf.vector import (
-    LAYERNORM_PIPE,
-    LAYERNORM_ROOT_CYCLES,
-    LAYERNORM_VAR_CYCLES,
-    layernorm_div_cycles,
-)
+from sw.perf.vector import RowControl
 
 __all__ = ["stream_cycles"]
 
@@ -62,76 +58,36 @@ class _Pipe:
         return False
 
 
-class _LayerNorm:
-    """:class:`hw.vector.layernorm.LayerNormUnit`'s handshakes: ingest (cmd, then ``nb`` beats
-    into a bank), hand-over when the normalise stage is idle, then variance, square root,
-    divider, and ``nb`` reads through a ``PIPE``-stage pipeline that stalls with the output."""
+class _Rows:
+    """A row unit (LayerNorm: :class:`sw.perf.vector.RowControl`) behind this model's step
+    interface; every token has ``nb`` beats."""
 
-    def __init__(self, nb: int, in_bits: int):
-        self.nb = nb
-        self.compute = LAYERNORM_VAR_CYCLES + LAYERNORM_ROOT_CYCLES + layernorm_div_cycles(
-            in_bits)
-        self.have = self.pending = False
-        self.a_beat = 0
-        self.state, self.count, self.b_beat = "IDLE", 0, 0
-        self.v = [False] * (LAYERNORM_PIPE - 1)
-        self.o_valid_r = False
+    def __init__(self, ctl: RowControl, nb: int):
+        self.ctl, self.nb = ctl, nb
 
     def in_ready(self, o_ready: bool) -> bool:
-        return self.have
+        return self.ctl.i_ready
 
     @property
     def o_valid(self) -> bool:
-        return self.o_valid_r
+        return self.ctl.o_valid
 
     def step(self, i_valid: bool, o_ready: bool, cmd_valid: bool) -> bool:
-        handoff = self.state == "IDLE" and self.pending
-        cmd_ready = not self.have and (not self.pending or handoff)
-        cmd_taken = cmd_valid and cmd_ready
-        take = i_valid and self.have
-        adv = not self.o_valid_r or o_ready
-        issue = self.state == "READ" and adv
-        busy = any(self.v) or self.o_valid_r
-        # normalise FSM
-        if self.state == "IDLE":
-            if self.pending:
-                self.state, self.count, self.b_beat = "COMPUTE", 0, 0
-        elif self.state == "COMPUTE":
-            self.count += 1
-            if self.count == self.compute:
-                self.state = "READ"
-        elif self.state == "READ":
-            if adv:
-                self.b_beat += 1
-                if self.b_beat == self.nb:
-                    self.state = "DRAIN"
-        elif self.state == "DRAIN" and not busy:
-            self.state = "IDLE"
-        if adv:
-            self.o_valid_r = self.v[-1]
-            self.v = [issue] + self.v[:-1]
-        # ingest
-        if take:
-            self.a_beat += 1
-            if self.a_beat == self.nb:
-                self.have, self.pending = False, True
-        if handoff:
-            self.pending = False
-        if cmd_taken:
-            self.have, self.a_beat = True, 0
-        return cmd_taken
+        return self.ctl.cycle(cmd_valid, self.nb, i_valid, o_ready)[0]
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
-                  a_bits: int, b_bits: int, out_bits: int, lanes: int = 1) -> int:
+                  a_bits: int, b_bits: int, out_bits: int, lanes: int = 1,
+                  ring: int = 0) -> int:
     """Cycles from the first with the stream running to the one writing the last element
     (both counted) of ``tokens`` rows of ``width`` elements: ``op`` is ``gelu``, ``add`` or
-    ``layernorm`` (``a_bits``: its input width), rows contiguous from byte addresses ``a``,
-    ``b`` (ADD) and ``out``, through scratchpad ports ``lanes`` words wide."""
+    ``layernorm`` (``a_bits``: its input width; ``ring``: the unit's
+    ``config.layernorm_ring``), rows contiguous from byte addresses ``a``, ``b`` (ADD) and
+    ``out``, through scratchpad ports ``lanes`` words wide."""
     is_add = op == "add"
     unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if is_add
-            else _LayerNorm(-(-width // P), a_bits))
+            else _Rows(RowControl.layernorm(ring, a_bits), -(-width // P)))
     # gather
     g_row = g_el = g_lane = 0
     a_ptr, b_ptr = a, b
@@ -154,8 +110,6 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         if issue:
             k = min(_room(a_ptr, a_bits, lanes), _room(b_ptr, b_bits, lanes) if is_add
                     else 4 * lanes, width - g_el, P - g_lane)
-        r_en = not beat_valid
-        consume = r_rdy and r_en
         last_write = False
         if held:
             ok = min(_room(o_ptr, out_bits, lanes), width - o_el, P - o_lane)
@@ -167,6 +121,8 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
             take_o = True
         i_ready = unit.in_ready(take_o)
         taken = beat_valid and i_ready
+        r_en = not beat_valid or taken  # the next beat's first group as the unit takes one
+        consume = r_rdy and r_en
         o_taken = take_o and unit.o_valid
         # -- registers -----------------------------------------------------------------------
         if last_write:
@@ -184,10 +140,10 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         if unit.step(taken, take_o, cmd_valid):
             cmds += 1
         # pack
-        if consume and r_last:
-            beat_valid = True
         if taken:
             beat_valid = False
+        if consume and r_last:
+            beat_valid = True
         # FIFO: the landing group is written; the output register refills from the memory
         do_inner_read = bool(inner) and (not r_rdy or r_en)
         if do_inner_read:
