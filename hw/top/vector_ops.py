@@ -67,18 +67,18 @@ class VectorOps(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    With ``L = spm_lanes`` (the scratchpad ports' width in words), per cycle the gather
-    reads a *group*: the row's next elements within the ``L`` words from the current one (of
-    both operands for ADD), up to the beat's and the row's end (``4 L - off`` int8 or
-    ``2 L - off`` int16 elements, ``off`` the first one's slot in its word; at most
-    ``GE = min(4 L, P)``); the pack takes a group per cycle and then offers the beat (one
-    cycle); the scatter writes the held output beat's next elements within ``L`` words per
-    cycle (the rest of the beat shifts to its head) and takes the next beat in the beat's
-    last cycle. Aligned int8 rows of ``P`` lanes thus move a beat per ``ceil(P / 4 L) + 1``
-    cycles; the rate varies with the operands' alignment and :mod:`sw.perf.vector_ops` steps
-    it cycle by cycle. Resources: the units as listed, a 4-entry FIFO of groups of ``GE``
-    elements, ``P`` x ``GE`` lane muxes in the pack, 4:1 byte muxes in the gather and the
-    scatter, and the scatter's shift register of ``P`` x 16 bits.
+    With ``L = spm_lanes`` (the scratchpad ports' width in words), per cycle the gather reads a
+    *group*: the row's next elements within the ``L`` words from the current one (of both
+    operands for ADD), up to the beat's and the row's end (``4 L - off`` int8 or ``2 L - off``
+    int16 elements, ``off`` the first one's slot in its word; at most ``GE = min(4 L, P)``); the
+    pack takes a group per cycle and offers the full beat, taking the next beat's first group in
+    the cycle the unit takes it; the scatter writes the held output beat's next elements within
+    ``L`` words per cycle (the rest of the beat shifts to its head) and takes the next beat in
+    the beat's last cycle. Aligned int8 rows of ``P`` lanes thus move a beat per
+    ``ceil(P / 4 L)`` cycles; the rate varies with the operands' alignment and
+    :mod:`sw.perf.vector_ops` steps it cycle by cycle. Resources: the units as listed, a
+    4-entry FIFO of groups of ``GE`` elements, ``P`` x ``GE`` lane muxes in the pack, 4:1 byte
+    muxes in the gather and the scatter, and the scatter's shift register of ``P`` x 16 bits.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -221,8 +221,13 @@ class VectorOps(wiring.Component):
         fill = Signal(range(P + 1))
         beat_valid = Signal()
         got = Signal(glay)
-        m.d.comb += [elems.r_en.eq(~beat_valid), got.eq(elems.r_data)]
-        with m.If(elems.r_rdy & ~beat_valid):
+        taken = Signal()  # the unit takes the offered beat
+        # the next beat's first group lands in the cycle the unit takes the beat (the unit
+        # samples the lanes before the edge that overwrites them)
+        m.d.comb += [elems.r_en.eq(~beat_valid | taken), got.eq(elems.r_data)]
+        with m.If(beat_valid & taken):
+            m.d.sync += beat_valid.eq(0)
+        with m.If(elems.r_rdy & elems.r_en):
             for lane in range(P):
                 for d in range(min(GE, lane + 1)):
                     with m.If((fill == lane - d) & (d < got.k)):
@@ -231,7 +236,6 @@ class VectorOps(wiring.Component):
                 m.d.sync += [fill.eq(0), beat_valid.eq(1)]
             with m.Else():
                 m.d.sync += fill.eq(fill + got.k)
-        taken = Signal()
         for k in range(P):
             m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
                          add.i.payload.b[k].eq(lanes_b[k])]
@@ -246,10 +250,8 @@ class VectorOps(wiring.Component):
 
         m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & is_add)]
         m.d.comb += [u.i.valid.eq(beat_valid & is_ln & ln_sel[b]) for b, u in lns.items()]
-        m.d.comb += taken.eq(Mux(is_gelu, gelu.i.ready, Mux(is_add, add.i.ready,
-                                                             ln_pick(lambda u: u.i.ready))))
-        with m.If(beat_valid & taken):
-            m.d.sync += beat_valid.eq(0)
+        m.d.comb += taken.eq(beat_valid & Mux(is_gelu, gelu.i.ready, Mux(
+            is_add, add.i.ready, ln_pick(lambda u: u.i.ready))))
 
         # LayerNorm: one cmd per token
         cmds = Signal(32)
