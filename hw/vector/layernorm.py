@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.lib.checks import refuse, require_config
 from hw.lib.fixedpoint import round_shift, saturate
+from hw.lib.rows import row_reader
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN
 from sw.ref.layernorm import (
     EPS_BITS,
@@ -272,19 +273,8 @@ class LayerNormUnit(wiring.Component):
         # -- output: the token's beats through the datapath, with backpressure ---------------
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        c = Signal(out_rec)
-        c_have = Signal()
-        c_beat = Signal(range(NB + 1))
-        c_last = Signal()
-        issue = Signal()
-        m.d.comb += [c_last.eq(c_beat + 1 == c.rec.nb), issue.eq(c_have & adv),
-                     q2.r_en.eq(~c_have | (adv & c_last))]
-        with m.If(q2.r_rdy & q2.r_en):
-            m.d.sync += [c.eq(q2.r_data), c_have.eq(1), c_beat.eq(0)]
-        with m.Elif(issue & c_last):
-            m.d.sync += c_have.eq(0)
-        with m.Elif(issue):
-            m.d.sync += c_beat.eq(c_beat + 1)
+        c, c_beat, issue, c_last = row_reader(m, q2, out_rec, nb_max=NB,
+                                              nb_of=lambda r: r.rec.nb, adv=adv, name="out")
         with m.If(issue):
             m.d.sync += tail.eq(tail + 1)
         m.d.sync += rows.eq(rows + cmd_take - (issue & c_last))

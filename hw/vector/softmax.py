@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.lib.checks import require_config
 from hw.lib.fixedpoint import round_shift
+from hw.lib.rows import row_reader
 from hw.vector.requant import SHIFT_BITS
 from sw.ref.fixedpoint import MULT_BITS, UINT8_MAX
 from sw.ref.softmax import EXP_BITS, EXP_C0, EXP_C1, FRAC_BITS, RECIP_BITS, SEG_SHIFT
@@ -185,18 +186,8 @@ class SoftmaxUnit(wiring.Component):
                          a_start.eq(head[:ab] + take)]
 
         # -- pass 1: scores -> e_i (to the exponent ring) and their sum ----------------------
-        b = Signal(rec1)
-        b_have = Signal()
-        b_beat = Signal(range(NB + 1))
-        b_last = Signal()
-        m.d.comb += [b_last.eq(b_beat + 1 == b.nb),
-                     q1.r_en.eq(~b_have | b_last)]
-        with m.If(q1.r_rdy & q1.r_en):
-            m.d.sync += [b.eq(q1.r_data), b_have.eq(1), b_beat.eq(0)]
-        with m.Elif(b_have & b_last):
-            m.d.sync += b_have.eq(0)
-        with m.Elif(b_have):
-            m.d.sync += b_beat.eq(b_beat + 1)
+        b, b_beat, b_issue, b_last = row_reader(m, q1, rec1, nb_max=NB, nb_of=lambda r: r.nb,
+                                                name="pass1")
         m.d.comb += [s_rd.addr.eq(b.start + b_beat), s_rd.en.eq(1)]
         # per stage: valid, last beat of its row, ring address, and the row's fields its
         # next stage uses (max at 0, mult at 1, shift at 2)
@@ -206,7 +197,7 @@ class SoftmaxUnit(wiring.Component):
         p_max = Signal(signed(32))
         p_mult = [Signal(MULT_BITS, name=f"mult{s}") for s in range(2)]
         p_shift = [Signal(SHIFT_BITS, name=f"shift{s}") for s in range(3)]
-        m.d.sync += [v[0].eq(b_have), last[0].eq(b_last), addr[0].eq(b.start + b_beat),
+        m.d.sync += [v[0].eq(b_issue), last[0].eq(b_last), addr[0].eq(b.start + b_beat),
                      p_max.eq(b.max), p_mult[0].eq(b.mult), p_shift[0].eq(b.shift),
                      p_mult[1].eq(p_mult[0]), p_shift[1].eq(p_shift[0]),
                      p_shift[2].eq(p_shift[1])]
@@ -300,19 +291,8 @@ class SoftmaxUnit(wiring.Component):
         # -- pass 2: e_i * r, with backpressure ----------------------------------------------
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        c = Signal(rec2)
-        c_have = Signal()
-        c_beat = Signal(range(NB + 1))
-        c_last = Signal()
-        issue = Signal()
-        m.d.comb += [c_last.eq(c_beat + 1 == c.nb), issue.eq(c_have & adv),
-                     q2.r_en.eq(~c_have | (adv & c_last))]
-        with m.If(q2.r_rdy & q2.r_en):
-            m.d.sync += [c.eq(q2.r_data), c_have.eq(1), c_beat.eq(0)]
-        with m.Elif(issue & c_last):
-            m.d.sync += c_have.eq(0)
-        with m.Elif(issue):
-            m.d.sync += c_beat.eq(c_beat + 1)
+        c, c_beat, issue, c_last = row_reader(m, q2, rec2, nb_max=NB, nb_of=lambda r: r.nb,
+                                              adv=adv, name="pass2")
         m.d.comb += [e_rd.addr.eq(c.start + c_beat), e_rd.en.eq(adv)]
         with m.If(issue):
             m.d.sync += tail.eq(tail + 1)
