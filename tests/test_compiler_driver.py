@@ -10,7 +10,7 @@ from transformers import BertConfig, BertModel
 
 from hw.config import preset
 from sw.cli import main
-from sw.compiler.encoder import CompileError, compile_encoder, emit_step
+from sw.compiler.encoder import CompileError, allocate_step, compile_encoder, emit_step
 from sw.compiler.ir import load_ir
 from sw.compiler.isa import (
     CMD_WORDS,
@@ -71,14 +71,15 @@ def test_ref_backend_equals_the_golden_layers(compiled):
         want = layer_int(ql, want, mask)
     assert np.array_equal(y, want)
     assert result.status == Status.OK and result.command == len(comp.program) - 1
+    # the FFN's GELU runs inside its first LINEAR (the compiler's fuse step)
     assert set(result.per_op) == {"HEADER", "LOAD", "STORE", "LINEAR", "QK_SOFTMAX", "PV",
-                                  "ADD", "LAYERNORM", "GELU", "END"}
+                                  "ADD", "LAYERNORM", "END"}
     assert all(c > 0 for c in result.per_op.values())  # cycles vs RTL: tests/test_sim_top.py
 
 
 def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
     comp, ir_dir, _, _ = compiled
-    for step in ("quantize", "lower", "allocate", "emit"):
+    for step in ("quantize", "lower", "fuse", "allocate", "emit"):
         assert (ir_dir / f"{step}.json").is_file() and (ir_dir / f"{step}.npz").is_file()
     again = emit_step(load_ir(ir_dir / "allocate"))
     assert again.program.to_bytes() == comp.program.to_bytes()
@@ -87,6 +88,25 @@ def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
     assert {n["op"]["value"] for n in lowered["nodes"]} == {int(o) for o in Op
                                                             if o not in (Op.END, Op.LOAD,
                                                                          Op.STORE)}
+
+
+def test_fusing_gelu_into_the_linear_changes_no_output_bit(compiled):
+    """The fuse step: each layer's FFN LINEAR takes its GELU on (one fewer command and no
+    intermediate tensor in the scratchpad); the Program without the step (separate GELU
+    commands) gives the same output bytes on the ref backend."""
+    comp, ir_dir, xq, mask = compiled
+    layers = len(load_ir(ir_dir / "quantize").layers)
+    fused = [c for c in comp.program.commands if c.op == Op.LINEAR and c.gelu]
+    assert len(fused) == layers and not any(c.op == Op.GELU for c in comp.program.commands)
+    lowered = load_ir(ir_dir / "lower")
+    assert sum(n.op == Op.GELU for n in lowered.nodes) == layers
+    unfused = emit_step(allocate_step(lowered))
+    assert len(unfused.program) == len(comp.program) + layers
+    assert unfused.spm_peak >= comp.spm_peak
+    y_fused, _ = run_on_device(open_device("ref", comp.config), comp, xq, mask)
+    y_unfused, res = run_on_device(open_device("ref", comp.config), unfused, xq, mask)
+    assert res.per_op["GELU"] > 0
+    assert np.array_equal(y_fused, y_unfused)
 
 
 def test_scratchpad_allocation_never_overlaps_live_tensors(compiled):

@@ -104,6 +104,18 @@ FAULTS = {
     "LINEAR int16 rows at an odd stride": ([Command(Op.LINEAR, {
         "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 4, "n": 2, "m": 4, "w_off": 0,
         "rq_off": 0, "out": 64, "out_stride": 9, "out_bits": 16})], None, None),
+    "LINEAR's GELU table past params": ([Command(Op.LINEAR, {
+        "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 2, "n": 2, "m": 4, "w_off": 0,
+        "rq_off": 16, "out": 64, "out_stride": 2, "out_bits": 8, "gelu": 1,
+        "table_off": 0})], None, None),
+    "LINEAR through GELU with int16 results": ([Command(Op.LINEAR, {
+        "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 2, "n": 2, "m": 4, "w_off": 0,
+        "rq_off": 16, "out": 64, "out_stride": 4, "out_bits": 16, "gelu": 1,
+        "table_off": 0})], None, None),
+    "LINEAR with gelu = 2": ([Command(Op.LINEAR, {
+        "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 2, "n": 2, "m": 4, "w_off": 0,
+        "rq_off": 16, "out": 64, "out_stride": 2, "out_bits": 8, "gelu": 2,
+        "table_off": 0})], None, None),
     "LAYERNORM wider than max_hidden": ([Command(Op.LAYERNORM, {
         "src": 0, "dst": 64, "tokens": 1, "hidden": CFG.max_hidden + 1, "in_bits": 8,
         "params_off": 0, "eps_int": 1, "sqrt_frac": 8})], None, None),
@@ -424,7 +436,8 @@ def _check_cycles(cycles, commands, config, stall):
 def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, spm, P):
     """Single engine commands whose rows start mid-word everywhere (activations, weights,
     indices, results, key rows, P rows): the realigning staging and the word-wide result
-    write-out against the ref backend, bit for bit, and the kernel model, cycle for cycle."""
+    write-out (also through LINEAR's GELU table) against the ref backend, bit for bit, and the
+    kernel model, cycle for cycle."""
     from sw.nm import nm_mask, pack
     from sw.perf.top import program_cycles
 
@@ -448,6 +461,11 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, 
             Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
                                 "rows": rows, "n": n, "m": M, "w_off": w_off,
                                 "rq_off": 2048, "out": 3001, "out_stride": 9, "out_bits": 8}),
+            # the same through a GELU table (random bytes: any 256 int8 values are a table)
+            Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
+                                "rows": rows, "n": n, "m": M, "w_off": w_off,
+                                "rq_off": 2048, "out": 3103, "out_stride": 8, "out_bits": 8,
+                                "gelu": 1, "table_off": 1024 + 4 * M}),
             Command(Op.QK_SOFTMAX, {"q": 5, "k": 301, "stride": 13, "tokens": tokens, "d": 11,
                                     "mask": 701, "mult": 3000, "shift": 20, "p": 3501,
                                     "p_stride": 7}),

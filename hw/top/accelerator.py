@@ -328,8 +328,8 @@ class Accelerator(wiring.Component):
                             vec_params_bad.eq(w[6] + _times(w[4], LN_RECORD)
                                               > ctrl.params_size)]
                 # engine commands: LINEAR a a_stride tokens k rows n m w_off rq_off out
-                # out_stride out_bits; QK q k stride tokens d mask mult shift p p_stride;
-                # PV p p_stride v stride tokens d rq_off out out_stride
+                # out_stride out_bits gelu table_off; QK q k stride tokens d mask mult shift p
+                # p_stride; PV p p_stride v stride tokens d rq_off out out_stride
                 eng_shape_bad, eng_spm_bad, eng_params_bad = Signal(), Signal(), Signal()
                 wbytes = Signal(65)
                 if cfg.weight_port_bytes:  # sw.compiler.weight_layout: 4 (+ index) bytes
@@ -349,12 +349,15 @@ class Accelerator(wiring.Component):
                                              | (w[11] < out_row) | (w[9][:2] != 0)
                                              | ((w[12] == 16) & (w[10][0] | w[11][0]))
                                              | ((w[8] & max(cfg.weight_port_bytes - 1, 0))
-                                                != 0)),
+                                                != 0)
+                                             | (w[13] > 1) | (w[13][0] & (w[12] != 8))
+                                             | (w[14][:2] != 0)),
                             eng_spm_bad.eq((w[1] + prods[1] + w[4] > spm_bytes)
                                            | (w[10] + prods[2] + out_row > spm_bytes)),
                             eng_params_bad.eq((w[8] + wbytes > ctrl.params_size)
                                               | (w[9] + _times(w[5], RQ_RECORD)
-                                                 > ctrl.params_size))]
+                                                 > ctrl.params_size)
+                                              | (w[13][0] & (w[14] + 256 > ctrl.params_size)))]
                     with m.Case(Op.QK_SOFTMAX):
                         m.d.comb += [
                             eng_shape_bad.eq((w[4] == 0) | (w[5] == 0) | (w[4] > cfg.max_row)
@@ -415,7 +418,8 @@ class Accelerator(wiring.Component):
                         m.d.comb += [j.act.eq(w[1]), j.act_stride.eq(w[2]), j.tokens.eq(w[3]),
                                      j.k.eq(w[4]), j.rows.eq(w[5]), j.n.eq(w[6]),
                                      j.w.eq(w[8]), j.rq_off.eq(w[9]), j.out.eq(w[10]),
-                                     j.out_stride.eq(w[11]), j.out_bits.eq(w[12])]
+                                     j.out_stride.eq(w[11]), j.out_bits.eq(w[12]),
+                                     j.gelu.eq(w[13]), j.table.eq(w[14])]
                     with m.Case(Op.QK_SOFTMAX):
                         m.d.comb += [j.act.eq(w[1]), j.act_stride.eq(w[3]), j.w.eq(w[2]),
                                      j.w_stride.eq(w[3]), j.tokens.eq(w[4]), j.k.eq(w[5]),

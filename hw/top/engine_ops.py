@@ -31,6 +31,7 @@ def engine_job_layout() -> data.StructLayout:
         "rq_off": unsigned(32), "out": unsigned(32), "out_stride": unsigned(32),
         "out_bits": unsigned(5), "mask": unsigned(32), "mult": unsigned(32),
         "shift": unsigned(6),
+        "gelu": unsigned(1), "table": unsigned(32),  # LINEAR: results through the GELU table
     })
 
 
@@ -44,7 +45,8 @@ def _realign(prev, word, skip):
 class EngineOps(wiring.Component):
     """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
     :class:`~hw.spmm.engine.SpmmEngine`, tile by tile, then requantizes (LINEAR, PV) or feeds
-    the softmax (QK_SOFTMAX).
+    the softmax (QK_SOFTMAX). A LINEAR with ``gelu`` first reads its 256-byte GELU table
+    (64 words from ``table``) and writes every int8 result through it.
 
     Loop order: *chunks* of token blocks (``C`` tokens each) outer, as many blocks as the
     activation banks hold (``act_buffer_depth // ceil(K / M)``; QK: one block); row blocks of
@@ -110,7 +112,9 @@ class EngineOps(wiring.Component):
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
-    banks twice as deep (two row blocks).
+    banks twice as deep (two row blocks); the GELU table, 64 x 32 bits with ``min(R, 4 L)``
+    asynchronous read ports (LUTRAM copies), which a LINEAR with ``gelu`` fills first (one
+    request of 64 words) before its activations.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -181,6 +185,12 @@ class EngineOps(wiring.Component):
         sc_r = [mm.read_port() for mm in sc_mem]
         mk_w = mask_mem.write_port(granularity=1)
         mk_r = mask_mem.read_port()
+        # LINEAR's GELU table (sw.ref.gelu): entry x + 128 in byte (x + 128) % 4 of word
+        # (x + 128) // 4; one asynchronous read port per result the write port takes a cycle
+        gelu_mem = Memory(shape=unsigned(32), depth=64, init=[])
+        m.submodules.gelu_table = gelu_mem
+        gl_w = gelu_mem.write_port()
+        gl_r = [gelu_mem.read_port(domain="comb") for _ in range(min(R, 4 * L))]
 
         job = Signal(engine_job_layout())
         is_lin, is_qk, is_pv = job.op == Op.LINEAR, job.op == Op.QK_SOFTMAX, job.op == Op.PV
@@ -461,7 +471,26 @@ class EngineOps(wiring.Component):
                         m.d.sync += cur.eq(0)
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
+                    with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
+                        m.next = "TABLE"
                     with m.Else():
+                        m.next = "ACT"
+            # LINEAR with gelu: its table, 64 words, one a cycle as the bus delivers them
+            with m.State("TABLE"):
+                m.d.comb += [self.dram_req.valid.eq(1),
+                             self.dram_req.payload.addr.eq(job.table),
+                             self.dram_req.payload.words.eq(64)]
+                with m.If(self.dram_req.ready):
+                    m.d.sync += i1.eq(0)
+                    m.next = "TABLE_DATA"
+            with m.State("TABLE_DATA"):
+                m.d.comb += [self.dram_data.ready.eq(1), gl_w.addr.eq(i1),
+                             gl_w.data.eq(self.dram_data.payload),
+                             gl_w.en.eq(self.dram_data.valid)]
+                with m.If(self.dram_data.valid):
+                    m.d.sync += i1.eq(i1 + 1)
+                    with m.If(i1 == 63):
+                        m.d.sync += i1.eq(0)
                         m.next = "ACT"
             # key mask -> mask bits (QK only), one byte per cycle
             with m.State("MASK"):
@@ -803,6 +832,10 @@ class EngineOps(wiring.Component):
                         m.d.comb += n_out.eq(Mux(R - hr < room, R - hr, room))
                         vals = [held_v[d] for d in range(min(R, 4 * L))]
                         sat = [Mux(v > 127, 127, Mux(v < -128, -128, v))[:8] for v in vals]
+                        for d, v in enumerate(sat):  # LINEAR with gelu: through the table
+                            e = Signal(8, name=f"gelu_in{d}")
+                            m.d.comb += [e.eq(v ^ 0x80), gl_r[d].addr.eq(e[2:])]
+                            sat[d] = Mux(job.gelu, gl_r[d].data.word_select(e[:2], 8), v)
                         m.d.comb += self.w_addr.eq(addr >> 2)
                         for j in range(4 * L):  # byte lane j of the port's L words
                             for o in range(4):

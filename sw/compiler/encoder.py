@@ -11,10 +11,13 @@ next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<ste
    run (dense otherwise).
 2. ``lower`` (:class:`Graph`): the layer dataflow as nodes over named tensors (linear, per-head
    QK+softmax and PV, add, LayerNorm, GELU) and the parameter blobs in the device byte format.
-3. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first fit, 64-byte
+3. ``fuse`` (:class:`Graph`): a LINEAR whose int8 result only feeds a GELU takes the GELU
+   on (the ``gelu`` field: the engine's write-out looks each result up in the table), so the
+   FFN's intermediate is written once, already through GELU, and never read back.
+4. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first fit, 64-byte
    aligned; a model that does not fit the config's ``spm_kib`` is refused, naming the peak)
    and parameter offsets.
-4. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
+5. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
    and the layout of the ``input`` / ``output`` buffers.
 
 Activations stay on chip for the whole encoder (DESIGN.md section 5): the Program loads the key
@@ -39,7 +42,8 @@ from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
 from .weight_layout import weight_blob
 
 __all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
-           "quantize_step", "lower_step", "allocate_step", "emit_step", "compile_encoder",
+           "quantize_step", "lower_step", "fuse_step", "allocate_step", "emit_step",
+           "compile_encoder",
            "detect_nm", "CompileError", "ALIGN"]
 
 ALIGN = 64  #: scratchpad and params alignment (bytes)
@@ -232,6 +236,30 @@ def lower_step(qe: QuantEncoder) -> Graph:
                  config=qe.config)
 
 
+# -- step 3: fuse ----------------------------------------------------------------------------
+def fuse_step(g: Graph) -> Graph:
+    """LINEAR -> GELU pairs into one LINEAR with ``gelu_blob`` (the table), where the
+    LINEAR's result is int8, is read by the GELU alone and is not the graph's output."""
+    readers: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            readers.setdefault(t, []).append(n)
+    tensors, nodes, gone = dict(g.tensors), [], set()
+    for n in g.nodes:
+        if id(n) in gone:
+            continue
+        r = readers.get(n.output, [])
+        if (n.op == Op.LINEAR and n.attrs["out_bits"] == 8 and "gelu_blob" not in n.attrs
+                and n.output != g.output and len(r) == 1 and r[0].op == Op.GELU):
+            gelu = r[0]
+            del tensors[n.output]
+            gone.add(id(gelu))
+            n = Node(Op.LINEAR, n.name, n.inputs, gelu.output,
+                     {**n.attrs, "gelu_blob": gelu.attrs["table_blob"]})
+        nodes.append(n)
+    return Graph(**{**g.__dict__, "tensors": tensors, "nodes": nodes})
+
+
 def _add_attrs(p) -> dict:
     return {"m_a": p.m_a, "m_b": p.m_b, "shift": p.shift, "a_bits": p.a_bits,
             "b_bits": p.b_bits, "out_bits": p.out_bits}
@@ -360,7 +388,9 @@ def emit_step(s: Schedule) -> Compiled:
             args = {"a": spm[src.name], "a_stride": src.width, "tokens": L, "k": a["k"],
                     "rows": a["rows"], "n": a["n"], "m": a["m"], "w_off": s.params[a["w_blob"]],
                     "rq_off": s.params[a["rq_blob"]], "out": spm[n.output],
-                    "out_stride": a["rows"] * a["out_bits"] // 8, "out_bits": a["out_bits"]}
+                    "out_stride": a["rows"] * a["out_bits"] // 8, "out_bits": a["out_bits"],
+                    "gelu": int("gelu_blob" in a),
+                    "table_off": s.params[a["gelu_blob"]] if "gelu_blob" in a else 0}
         elif n.op == Op.QK_SOFTMAX:
             q, k, mask = n.inputs
             off = a["head"] * a["d"]
@@ -406,7 +436,8 @@ def emit_step(s: Schedule) -> Compiled:
 
 
 #: The compiler's steps, in order: (name, function from the previous IR).
-STEPS = (("lower", lower_step), ("allocate", allocate_step), ("emit", emit_step))
+STEPS = (("lower", lower_step), ("fuse", fuse_step), ("allocate", allocate_step),
+         ("emit", emit_step))
 
 
 def compile_encoder(model, config: AcceleratorConfig, samples: torch.Tensor,

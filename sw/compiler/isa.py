@@ -37,10 +37,10 @@ from enum import IntEnum
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
 from sw.ref.quant import ADD_MULT_BITS
 
-__all__ = ["Op", "Status", "FIELDS", "Command", "Program", "ProgramError", "HEADER_WORDS",
-           "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD", "LN_RECORD",
-           "check_command", "check_shape", "footprint", "linear_param_bytes", "REGISTERS",
-           "BUFFERS"]
+__all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramError",
+           "HEADER_WORDS", "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD",
+           "LN_RECORD", "check_command", "check_shape", "footprint", "linear_param_bytes",
+           "REGISTERS", "BUFFERS"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
 VERSION = 1
@@ -100,9 +100,11 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.STORE: ("dst", "src", "bytes"),
     # a [tokens, k] int8 at a (row stride a_stride); weights rows x k, N:M, at w_off (values
     # int8 [rows, ceil(k/m)*n] then bit-packed indices unless n == m); requantizer records at
-    # rq_off; out [tokens, rows] of out_bits at out (row stride out_stride).
+    # rq_off; out [tokens, rows] of out_bits at out (row stride out_stride). gelu = 1 (int8
+    # out only): each result then goes through the 256-entry int8 table at table_off on its way
+    # out, as GELU would (the FFN's first Linear and its GELU in one command).
     Op.LINEAR: ("a", "a_stride", "tokens", "k", "rows", "n", "m", "w_off", "rq_off", "out",
-                "out_stride", "out_bits"),
+                "out_stride", "out_bits", "gelu", "table_off"),
     # q, k: [tokens, d] int8 (stride); mask: one byte per key (1 = attend); p: [tokens, tokens]
     # uint8 (row stride p_stride); softmax multiplier and shift inline.
     Op.QK_SOFTMAX: ("q", "k", "stride", "tokens", "d", "mask", "mult", "shift", "p",
@@ -116,6 +118,9 @@ FIELDS: dict[Op, tuple[str, ...]] = {
                    "sqrt_frac"),
     Op.GELU: ("src", "dst", "tokens", "width", "table_off"),
 }
+#: Fields a :class:`Command` may leave out, and the value they then take (a Program written
+#: before the field existed has zero there, which means the same).
+DEFAULTS: dict[Op, dict[str, int]] = {Op.LINEAR: {"gelu": 0, "table_off": 0}}
 
 
 class ProgramError(ValueError):
@@ -129,6 +134,7 @@ class Command:
 
     def __post_init__(self):
         want = FIELDS[self.op]
+        object.__setattr__(self, "args", {**DEFAULTS.get(self.op, {}), **self.args})
         if set(self.args) != set(want):
             raise ProgramError(f"{self.op.name} takes fields {list(want)}, "
                                f"got {sorted(self.args)}")
@@ -234,6 +240,8 @@ def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
         spm.append(_span(a["out"], a["tokens"], a["out_stride"], a["rows"] * a["out_bits"] // 8))
         w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"], config)
         out["params"] += [(a["w_off"], a["w_off"] + w), (a["rq_off"], a["rq_off"] + rq)]
+        if a["gelu"]:
+            out["params"].append((a["table_off"], a["table_off"] + 256))
     elif cmd.op == Op.QK_SOFTMAX:
         spm.append(_span(a["q"], a["tokens"], a["stride"], a["d"]))
         spm.append(_span(a["k"], a["tokens"], a["stride"], a["d"]))
@@ -279,6 +287,10 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"k = {a['k']} exceeds max_k = {config.max_k}"
         if a["a_stride"] < a["k"] or a["out_stride"] < a["rows"] * a["out_bits"] // 8:
             return "a row stride is shorter than its row"
+        if a["gelu"] not in (0, 1):
+            return f"gelu = {a['gelu']} must be 0 or 1"
+        if a["gelu"] and a["out_bits"] != 8:
+            return f"gelu = 1 needs int8 results (out_bits = 8), got out_bits = {a['out_bits']}"
         if config.weight_port_bytes and a["w_off"] % config.weight_port_bytes:
             return (f"w_off = {a['w_off']} must be a multiple of the weight port's "
                     f"{config.weight_port_bytes} bytes")

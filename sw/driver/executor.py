@@ -85,8 +85,9 @@ def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
     a, m = cmd.args, config.m
     if cmd.op in (Op.LOAD, Op.STORE):
         return -(-a["bytes"] // config.pe_cols)
-    if cmd.op == Op.LINEAR:
-        return gemm_cycles(config, GemmShape(a["rows"], a["k"], a["tokens"], a["n"], a["m"]))
+    if cmd.op == Op.LINEAR:  # (with gelu, its table first, like a LOAD of 256 bytes)
+        return (gemm_cycles(config, GemmShape(a["rows"], a["k"], a["tokens"], a["n"], a["m"]))
+                + (-(-256 // config.pe_cols) if a["gelu"] else 0))
     if cmd.op == Op.QK_SOFTMAX:
         return (gemm_cycles(config, GemmShape(a["tokens"], a["d"], a["tokens"], m, m))
                 + softmax_cycles(config, [a["tokens"]] * a["tokens"]))
@@ -139,6 +140,11 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
     return Status.NO_END, count, "the commands ran out without END", per_op
 
 
+def _gelu_table(params, off: int) -> GeluParams:
+    table = np.frombuffer(params, np.int8, count=256, offset=off)
+    return GeluParams(table=table.astype(np.int64), scale_in=math.nan, scale_out=math.nan)
+
+
 def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
          config: AcceleratorConfig) -> None:
     a = cmd.args
@@ -155,6 +161,8 @@ def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
                       a["out_bits"])
         x = s.rows(a["a"], L, a["a_stride"], a["k"])
         y = requantize_int(spmm_int(x, w), rq)
+        if a["gelu"]:
+            y = gelu_int(y, _gelu_table(mem["params"], a["table_off"]))
         s.put_rows(a["out"], a["out_stride"], y, a["out_bits"])
     elif cmd.op == Op.QK_SOFTMAX:
         q = s.rows(a["q"], L, a["stride"], a["d"])
@@ -191,6 +199,4 @@ def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
     elif cmd.op == Op.GELU:
         W = a["width"]
         x = s.rows(a["src"], L, W, W)
-        table = np.frombuffer(mem["params"], np.int8, count=256, offset=a["table_off"])
-        p = GeluParams(table=table.astype(np.int64), scale_in=math.nan, scale_out=math.nan)
-        s.put_rows(a["dst"], W, gelu_int(x, p))
+        s.put_rows(a["dst"], W, gelu_int(x, _gelu_table(mem["params"], a["table_off"])))

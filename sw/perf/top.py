@@ -220,6 +220,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 total += (lane + R + per_cycle - 1) // per_cycle
             return total
     cyc = 1  # ENG_START (the job is taken in the same cycle)
+    if cmd.op == Op.LINEAR and a["gelu"]:
+        cyc += read_cycles(a["table_off"], 64)  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
