@@ -109,7 +109,8 @@ class AcceleratorConfig:
         4 to 128) of a second, read-only AXI master ``m_axi_wgt`` that streams them in the
         row-interleaved layout of :mod:`sw.compiler.weight_layout`: each beat fills
         ``weight_port_bytes / 4`` rows' weight banks at once. ``pe_rows`` must then be a
-        multiple of :attr:`weight_rows_align`.
+        multiple of :attr:`weight_rows_align`. From 16 bytes on it also brings LayerNorm's
+        records (:attr:`wide_ln_params`).
     spm_lanes : int
         Width of the scratchpad's ports in 32-bit words (a power of two up to 64): the
         scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive
@@ -234,6 +235,14 @@ class AcceleratorConfig:
     def weight_port_burst(self) -> int:
         """Longest burst of the weight port (beats): 256 (AXI4 INCR) or a 4 KiB page."""
         return min(256, 4096 // self.weight_port_bytes) if self.weight_port_bytes else 0
+
+    @property
+    def wide_ln_params(self) -> bool:
+        """LAYERNORM's gain/offset records (16 bytes a channel) come through the weight port,
+        ``weight_port_bytes / 16`` a beat and one a cycle, instead of 4 words a channel over
+        the 32-bit bus: with a weight port of 16 bytes or more. Their ``params_off`` must
+        then be a multiple of ``weight_port_bytes``."""
+        return self.weight_port_bytes >= 16
 
     @property
     def score_lanes(self) -> int:

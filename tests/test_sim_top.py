@@ -168,6 +168,22 @@ def test_the_weight_port_checks_its_padded_range_and_alignment_like_the_ref_back
         assert rtl[0] == ref[0]
 
 
+def test_layernorm_records_off_the_wide_weight_port_s_beat_are_refused():
+    """With a 16-byte weight port the LayerNorm records come through it: ``params_off`` 48
+    is a beat and runs, 40 (a multiple of 4 bytes, not of 16) stops the kernel with
+    BAD_SHAPE, like the ref backend."""
+    cfg = CFG.replace(name="wport16", m=8, n_max=8, pe_rows=8, weight_port_bytes=16)
+    params = bytes(range(128))
+    for off, status in ((48, Status.OK), (40, Status.BAD_SHAPE)):
+        cmds = [Command(Op.LAYERNORM, {"src": 0, "dst": 64, "tokens": 2, "hidden": 4,
+                                       "in_bits": 16, "params_off": off, "eps_int": 1,
+                                       "sqrt_frac": 0}), Command(Op.END, {})]
+        ref = _run("ref", _program(cmds, cfg), bytes(range(256)), config=cfg, params=params)
+        rtl = _run("rtl", _program(cmds, cfg), bytes(range(256)), config=cfg, params=params)
+        assert rtl[1:3] == ref[1:3] == (status, 1 if status == Status.OK else 0), off
+        assert rtl[0] == ref[0]
+
+
 def test_an_int8_layernorm_is_refused_where_the_config_builds_none():
     """``layernorm_int8 = False`` (the ecp5 preset) leaves the int8-input LayerNorm out: a
     command that needs it stops the kernel with BAD_SHAPE, like the ref backend."""
@@ -307,6 +323,18 @@ def test_vector_commands_at_odd_offsets_match_the_ref_backend(lanes, seed, spm):
     cycle-exact."""
     cfg = CFG.replace(name=f"vec-lanes{lanes}s{spm}", vector_lanes=lanes, spm_lanes=spm)
     _vector_commands(cfg, np.random.default_rng(seed), seed, False, odd=True, max_width=40)
+
+
+@pytest.mark.parametrize("port, seed, stall", [(16, 10, False), (32, 11, True),
+                                               (64, 12, False)])
+def test_layernorm_records_come_through_a_wide_weight_port(port, seed, stall):
+    """With a weight port of 16 bytes or more, LAYERNORM's records come through it,
+    ``port / 16`` a beat and one a cycle (rows up to 40 channels: partial last beats):
+    bit-exact, and cycle-exact against the kernel model without stalls."""
+    cfg = CFG.replace(name=f"vec-wport{port}", m=8, n_max=8, pe_rows=32,
+                      weight_port_bytes=port)
+    assert cfg.wide_ln_params
+    _vector_commands(cfg, np.random.default_rng(seed), seed, stall, max_width=40)
 
 
 def _vector_commands(cfg, rng, seed, stall, **kwargs):

@@ -322,7 +322,9 @@ class Accelerator(wiring.Component):
                                              | ((w[5] == 8) & (not cfg.layernorm_int8))
                                              | (w[4] > cfg.max_hidden)
                                              | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))
-                                             | ((w[5] == 16) & w[1][0])),
+                                             | ((w[5] == 16) & w[1][0])
+                                             | ((w[6] & (cfg.weight_port_bytes - 1) != 0)
+                                                if cfg.wide_ln_params else 0)),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[5]) > spm_bytes)
                                            | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[6] + _times(w[4], LN_RECORD)
@@ -464,18 +466,38 @@ class Accelerator(wiring.Component):
                         m.next = "VEC_PARAMS"
             with m.State("VEC_PARAMS"):
                 off = Mux(op == Op.GELU, words[5], words[6])
-                m.d.comb += [reader.req.valid.eq(1),
-                             reader.req.payload.addr.eq(ctrl.params + off),
-                             reader.req.payload.words.eq(
-                                 Mux(op == Op.GELU, 64, words[4] * (LN_RECORD // 4)))]
-                with m.If(reader.req.ready):
-                    m.next = "VEC_RUN"
+
+                def param_words():
+                    m.d.comb += [reader.req.valid.eq(1),
+                                 reader.req.payload.addr.eq(ctrl.params + off),
+                                 reader.req.payload.words.eq(
+                                     Mux(op == Op.GELU, 64, words[4] * (LN_RECORD // 4)))]
+                    with m.If(reader.req.ready):
+                        m.next = "VEC_RUN"
+
+                if cfg.wide_ln_params:  # LayerNorm's records through the weight port
+                    per_beat = cfg.weight_port_bytes // LN_RECORD
+                    with m.If(op == Op.LAYERNORM):
+                        m.d.comb += [wgt.req.valid.eq(1),
+                                     wgt.req.payload.addr.eq(ctrl.params + off),
+                                     wgt.req.payload.words.eq((words[4] + per_beat - 1)
+                                                              >> (per_beat.bit_length() - 1))]
+                        with m.If(wgt.req.ready):
+                            m.next = "VEC_RUN"
+                    with m.Else():
+                        param_words()
+                else:
+                    param_words()
             with m.State("VEC_RUN"):
                 m.d.comb += [vec.params.valid.eq(reader.data.valid),
                              vec.params.payload.eq(reader.data.payload),
                              reader.data.ready.eq(vec.params.ready),
                              spm.w_addr.eq(vec.w_addr), spm.w_data.eq(vec.w_data),
                              spm.w_en.eq(vec.w_en)]
+                if cfg.wide_ln_params:
+                    m.d.comb += [vec.wide_params.valid.eq(wgt.data.valid),
+                                 vec.wide_params.payload.eq(wgt.data.payload),
+                                 wgt.data.ready.eq(vec.wide_params.ready)]
                 with m.If(vec.done):
                     m.next = "NEXT"
             with m.State("LOAD_REQ"):

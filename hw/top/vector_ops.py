@@ -52,13 +52,18 @@ class VectorOps(wiring.Component):
     Rows are ``tokens`` x ``width`` elements, contiguous (row stride = width x element size);
     a row's last beat is partial (its lanes past the row are never written back). GELU first
     takes its 256-entry table (64 words) and LAYERNORM its ``hidden`` gain/offset records
-    (4 words each) on ``params``. int16 elements start on even bytes (the top refuses others).
+    (4 words each) on ``params``, or with a weight port of ``B >= 16`` bytes
+    (:attr:`~hw.config.AcceleratorConfig.wide_ln_params`) on ``wide_params``, ``B / 16``
+    records a beat. int16 elements start on even bytes (the top refuses others).
 
     Ports
     -----
     job : In(stream of job_layout)
     params : In(stream of 32 bits)
         The command's parameter words in params-buffer order (the top reads them).
+    wide_params : In(stream of 8 B bits)
+        With ``wide_ln_params`` only: LAYERNORM's records, ``B / 16`` a beat, a record a
+        cycle (the top reads them through the weight port).
     done : Out(1)
         Pulses when the last output element is written.
     ra_*, rb_* : scratchpad read ports (address in words, enable, ``spm_lanes`` words of data
@@ -88,6 +93,8 @@ class VectorOps(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(job_layout(config))),
             "params": In(stream.Signature(32)),
+            **({"wide_params": In(stream.Signature(8 * config.weight_port_bytes))}
+               if config.wide_ln_params else {}),
             "done": Out(1),
             "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32 * config.spm_lanes),
             "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32 * config.spm_lanes),
@@ -124,12 +131,32 @@ class VectorOps(wiring.Component):
             gelu.load.payload.value.eq(word.word_select(byte_i, 8)),
         ]
         ln_load = [u.load for u in lns.values()]
+        # the record a LayerNorm load beat carries: 4 words (gain's low word, its high word,
+        # offset's two), from ln_rec or from the wide beat
+        rec, channel = Signal(128), Signal(32)
+        m.d.comb += [rec.eq(Cat(*ln_rec)), channel.eq(pcount // 4 - 1)]
         for ld in ln_load:
-            m.d.comb += [ld.payload.channel.eq(pcount // 4 - 1),
-                         ld.payload.gain.eq(ln_rec[0][:GAIN_BITS]),
-                         ld.payload.offset.eq(Cat(ln_rec[2], ln_rec[3])[:OFFSET_BITS])]
+            m.d.comb += [ld.payload.channel.eq(channel),
+                         ld.payload.gain.eq(rec[:GAIN_BITS]),
+                         ld.payload.offset.eq(rec[64:64 + OFFSET_BITS])]
         need = Mux(is_gelu, 64, job.width * 4)
-        with m.If(loading):
+        if cfg.wide_ln_params:  # a record a cycle; a beat is taken with its last record
+            K = cfg.weight_port_bytes // 16
+            rj = Signal(range(K))  # the beat's record on offer
+            wp = self.wide_params
+            with m.If(loading & is_ln):
+                m.d.comb += [rec.eq(wp.payload.word_select(rj, 128)), channel.eq(pcount)]
+                for u in ln_load:
+                    m.d.comb += u.valid.eq(wp.valid)
+                with m.If(wp.valid):
+                    last = pcount == job.width - 1
+                    m.d.sync += [pcount.eq(pcount + 1), rj.eq(rj + 1)]
+                    with m.If((rj == K - 1) | last):
+                        m.d.comb += wp.ready.eq(1)
+                        m.d.sync += rj.eq(0)
+                    with m.If(last):
+                        m.d.sync += loading.eq(0)
+        with m.If(loading & (is_gelu | (not cfg.wide_ln_params))):
             with m.If(is_gelu):
                 with m.If(word_full):
                     m.d.comb += gelu.load.valid.eq(1)

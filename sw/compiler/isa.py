@@ -321,6 +321,9 @@ def check_shape(cmd: Command, config) -> str | None:
     if cmd.op == Op.LAYERNORM:
         if a["hidden"] > config.max_hidden:
             return f"hidden = {a['hidden']} exceeds max_hidden = {config.max_hidden}"
+        if config.wide_ln_params and a["params_off"] % config.weight_port_bytes:
+            return (f"params_off = {a['params_off']} must be a multiple of the weight port's "
+                    f"{config.weight_port_bytes} bytes (the LayerNorm records come through it)")
         from sw.ref.layernorm import SQRT_FRAC
 
         if a["in_bits"] == 8 and not config.layernorm_int8:

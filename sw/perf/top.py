@@ -88,6 +88,23 @@ def _consume(offset: int, words: int, busy) -> int:
     return taken + 1
 
 
+def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
+    """LayerNorm's records through the weight port (``B / 16`` a beat): the request state,
+    then each beat's records one a cycle, the beat taken with its last (the command's last
+    record ends the last beat); cycles from the request state to the one after the last."""
+    B = cfg.weight_port_bytes
+    per_beat = B // 16
+    taken = i = 0
+    for n in bursts(offset, -(-records // per_beat), B, cfg.weight_port_burst):
+        ready = taken + READ_GAP + 1  # the burst's first beat
+        for _ in range(n):
+            start = ready if i == 0 else max(ready, taken + 1)
+            taken = start + min(per_beat, records - i) - 1
+            ready = taken + 1
+            i += per_beat
+    return taken + 1
+
+
 def _values(start: int, nbytes: int) -> int:
     """A LINEAR row's values: one word per cycle as the bus delivers them, realigned into
     4-slot bank words; a row starting mid-word whose last bytes sit in its last word alone
@@ -353,7 +370,10 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
         return (VECTOR_START + READ_GAP + 5 * 64 + 1
                 + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"],
                                 8, 8, 8, cfg.spm_lanes))
-    params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+    if cfg.wide_ln_params:  # the records through the weight port, one a cycle
+        params = _records(a["params_off"], a["hidden"], cfg)
+    else:  # 4 words a record, then its load beat
+        params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
     return (params + VECTOR_START
             + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
                             a["in_bits"], 8, 8, cfg.spm_lanes, cfg.layernorm_ring))
