@@ -245,13 +245,6 @@ class AcceleratorConfig:
         return self.weight_port_bytes >= 16
 
     @property
-    def score_lanes(self) -> int:
-        """QK scores written into the score banks per cycle: ``gcd(pe_rows, softmax_lanes)``,
-        the rows of a tile that share a score-bank word (a tile starts at a multiple of
-        ``pe_rows``)."""
-        return math.gcd(self.pe_rows, self.softmax_lanes)
-
-    @property
     def softmax_ring(self) -> int:
         """Beats the softmax unit's score and exponent rings hold: ``max(32, 2 NB)`` rounded
         up to a power of two, ``NB = ceil(max_row / softmax_lanes)`` (two longest rows, and

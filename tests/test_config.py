@@ -120,7 +120,3 @@ def test_derived_quantities():
     assert preset("tiny").weight_rows_align == 1
     assert cfg.replace(weight_port_bytes=64).weight_rows_align == 32  # M = 8: 16-bit words
     assert preset("tiny").replace(weight_port_bytes=8, pe_rows=8).weight_rows_align == 8
-    # QK scores per cycle: the rows of a tile that share a score-bank word
-    assert cfg.score_lanes == 32  # 96 rows, 64 lanes
-    assert preset("u280").score_lanes == 64 and preset("ecp5").score_lanes == 1
-    assert preset("tiny").replace(pe_rows=6, softmax_lanes=4).score_lanes == 2

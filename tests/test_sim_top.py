@@ -388,14 +388,16 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
 
 @pytest.mark.parametrize("shape", [
     # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
-    # softmax lanes P: the score drain writes gcd(R, P) lanes of a score-bank word per cycle
-    (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 2),  # 2 of a tile's rows per word
+    # softmax lanes P: the score drain writes a score-bank word of P keys per cycle
+    (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 2),  # a tile's rows span 2 words
     (2, 3, 8, "2:8", 48, 3, 7, 80, True, 1024, 0, 4),  # a tile fills half a word
-    (6, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 0, 4),  # gcd 2: 3 cycles a beat
+    (6, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 0, 4),  # a tile starts mid-word: 2 or 3 words
+    (3, 2, 4, "2:4", 36, 3, 9, 50, False, 64, 0, 8),  # 3-row tiles in 8-lane words
 ])
-def test_the_score_drain_writes_the_lanes_that_share_a_score_word_at_once(shape):
-    """QK's scores leave the engine ``gcd(pe_rows, softmax_lanes)`` per cycle: bit-exact and
-    cycle-exact (kernel model) whether the tile's rows span words or share one."""
+def test_the_score_drain_writes_the_scores_that_share_a_score_word_at_once(shape):
+    """QK's scores leave the engine a score-bank word (the ``P`` keys it holds) per cycle,
+    keys past the sequence skipped: bit-exact and cycle-exact (kernel model) whether the
+    tile's rows span words, start mid-word or share one."""
     _compiled_layer(*shape)
 
 

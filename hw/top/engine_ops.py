@@ -101,10 +101,11 @@ class EngineOps(wiring.Component):
     rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
     writing every row's implicit indices), hidden behind the previous block's write-out
     except for a chunk's first block; a tile takes ``G * N`` engine steps, the stream's
-    pipeline and, per output beat, a cycle to take it and one per ``L`` scratchpad words its
-    ``R`` results span (``L = spm_lanes``, the write port's width; LINEAR, PV:
-    ``ceil((lane + R) / 4 L)`` for int8, ``lane`` being the first result's byte in its word;
-    QK: ``R / gcd(R, P)``, the ``gcd(R, P)`` scores that share a score-bank word per cycle);
+    pipeline, 2 cycles in a 2-beat result FIFO and, per output beat (taken in the previous
+    one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
+    (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for
+    int8, ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word
+    of ``P`` keys its valid keys span);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``).
@@ -388,31 +389,35 @@ class EngineOps(wiring.Component):
             m.d.comb += [lane.acc.eq(eng.o.payload[r]), lane.bias.eq(rq_regs[3 * r]),
                          lane.mult.eq(rq_regs[3 * r + 1][:MULT_BITS]),
                          lane.shift.eq(rq_regs[3 * r + 2][:6])]
+        # results (requantized, or QK's raw scores) queue in a 2-beat FIFO; the write-out holds
+        # one beat and takes the next from the FIFO in its last write cycle
+        m.submodules.ofifo = ofifo = fifo.SyncFIFO(width=32 * R, depth=2)
         held = Signal()
         held_v = Array(Signal(signed(32), name=f"hv{k}") for k in range(R))
+        last_w = Signal()  # the held beat's last write cycle
         hr = Signal(range(R + 1))  # lane being written out
-        # QK: W = gcd(R, P) scores per cycle, lanes hr .. hr + W - 1 of the beat (group hg);
-        # a tile's first row is a multiple of R, so the W rows share one score-bank word
-        W = cfg.score_lanes
-        hg = Signal(range(R // W + 1))
-        score_group = Array(Cat(held_v[g * W + j] for j in range(W)) for g in range(R // W))
+        # QK: a cycle writes the beat's scores that share a score-bank word (P keys), the
+        # word's lane p taking beat lane p + d, d = (word's first key) - r0: a multiple of
+        # g = gcd(R, P) in (-P, R), as r0 is a multiple of R
+        g = math.gcd(R, P)
+        qk_d = list(range(-((P - 1) // g) * g, R, g))
+        qk_word = {d: Cat(held_v[p + d] if 0 <= p + d < R else Const(0, 32) for p in range(P))
+                   for d in qk_d}
         # LINEAR / PV: a cycle writes up to the write port's L words of a beat's results, the
         # first cycle from the element's lane ``off`` in its word, so the beat moves on by
         # 4 L - off (int8) or 2 L - off (int16) elements until its last cycle
         shifts = sorted({4 * L - o for o in range(4)} | {2 * L - o for o in range(2)})
         shifts = [v for v in shifts if 0 < v < R]
-        n_out = Signal(range(max(4 * L, W) + 1))  # lanes written this cycle
+        n_out = Signal(range(max(4 * L, min(R, P)) + 1))  # lanes written this cycle
         beats_out = Signal(32)
-        m.d.comb += [eng.o.ready.eq(Mux(is_qk, ~held, rq.i.ready)), rq.o.ready.eq(~held)]
-        with m.If(~held):
-            with m.If(is_qk & eng.o.valid):
-                m.d.sync += [held.eq(1), hr.eq(0), hg.eq(0)]
-                for r in range(R):
-                    m.d.sync += held_v[r].eq(eng.o.payload[r])
-            with m.If(~is_qk & rq.o.valid):
-                m.d.sync += [held.eq(1), hr.eq(0)]
-                for r in range(R):
-                    m.d.sync += held_v[r].eq(rq.o.payload[r])
+        m.d.comb += [eng.o.ready.eq(Mux(is_qk, ofifo.w_rdy, rq.i.ready)),
+                     rq.o.ready.eq(ofifo.w_rdy & ~is_qk),
+                     ofifo.w_en.eq(Mux(is_qk, eng.o.valid, rq.o.valid)),
+                     ofifo.r_en.eq(~held | last_w)]
+        for r in range(R):  # each lane sign-extended to 32 bits
+            v = Signal(signed(32), name=f"ov{r}")
+            m.d.comb += [v.eq(Mux(is_qk, eng.o.payload[r], rq.o.payload[r])),
+                         ofifo.w_data.word_select(r, 32).eq(v)]
 
         # softmax feed and drain
         # the feed reads the block's rows of scores (and the mask) into the unit, a beat a
@@ -809,17 +814,25 @@ class EngineOps(wiring.Component):
                 with m.If(held):
                     t = t0 + beats_out
                     rrow = r0 + hr
-                    m.d.comb += n_out.eq(W)  # QK: W scores per cycle
+                    qk_end = Signal()  # QK: no valid key after this word
                     with m.If(is_qk):
-                        lane_grp = (rrow % P) // W
-                        en = Cat((lane_grp == lane // W) & (rrow + lane % W < job.rows)
-                                 for lane in range(P))
-                        m.d.sync += hg.eq(hg + 1)
+                        s_lane = Signal(range(P))  # the first score's lane in its word
+                        word_key = Signal(32)  # the word's first key
+                        d = Signal(signed(33))
+                        m.d.comb += [s_lane.eq(rrow % P), word_key.eq(rrow - s_lane),
+                                     d.eq(word_key - r0),
+                                     n_out.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
+                                     qk_end.eq(word_key + P >= job.rows)]
+                        en = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
+                                 & (word_key + lane < job.rows) for lane in range(P))
+                        data_ = Signal(32 * P)
+                        with m.Switch(d):
+                            for dv, word_v in qk_word.items():
+                                with m.Case(dv):
+                                    m.d.comb += data_.eq(word_v)
                         for c in range(C):
                             with m.If(beats_out == c):
-                                m.d.comb += [sc_w[c].addr.eq(rrow // P),
-                                             sc_w[c].data.eq(
-                                                 score_group[hg].replicate(P // W)),
+                                m.d.comb += [sc_w[c].addr.eq(rrow // P), sc_w[c].data.eq(data_),
                                              sc_w[c].en.eq(en)]
                     with m.Else():  # LINEAR / PV: the beat's elements that share the
                         # write port's L words; the beat's head (held_v[0 ..]) goes out first
@@ -861,7 +874,8 @@ class EngineOps(wiring.Component):
                                         m.d.sync += [held_v[r].eq(held_v[r + v] if r + v < R
                                                                   else 0) for r in range(R)]
                     m.d.sync += hr.eq(hr + n_out)
-                    with m.If(hr + n_out >= R):
+                    m.d.comb += last_w.eq((hr + n_out >= R) | (is_qk & qk_end))
+                    with m.If(last_w):
                         m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
                                      out_ptr.eq(out_ptr + job.out_stride)]
                         with m.If(beats_out == C - 1):
@@ -1100,4 +1114,10 @@ class EngineOps(wiring.Component):
                     m.d.comb += [act_w[c].addr.eq(tgt_base + first2 // M),
                                  act_w[c].data.eq(kept2.replicate(M // 4)),
                                  act_w[c].en.eq(Const(0b1111, M) << (first2 % M))]
+        # the write-out takes the next beat (after the FSM: it overrides the last write's
+        # ``held.eq(0)``)
+        with m.If(ofifo.r_en & ofifo.r_rdy):
+            m.d.sync += [held.eq(1), hr.eq(0)]
+            for r in range(R):
+                m.d.sync += held_v[r].eq(ofifo.r_data.word_select(r, 32))
         return m

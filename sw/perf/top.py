@@ -216,14 +216,18 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         if cmd.op != Op.QK_SOFTMAX:
             rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))  # RQ
             weights += rq[-1]
-    # one tile: RUN, STREAM (the tile's steps, its pipeline, then C output beats, each a cycle
-    # to take it and its write-out), TILE_END
+    # one tile: RUN, STREAM (the tile's steps, its pipeline, the result FIFO's 2 cycles,
+    # then the C output beats' write-outs back to back: the next beat is taken in a beat's
+    # last write cycle), TILE_END
     latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
-    tile = 1 + steps + latency + C + 1
+    tile = 1 + steps + latency + RESULT_FIFO_LATENCY + 1
     rblocks = -(-rows // R)
-    if cmd.op == Op.QK_SOFTMAX:  # scores: gcd(R, P) per cycle into the score banks
+    if cmd.op == Op.QK_SOFTMAX:  # scores: a cycle per score-bank word (P keys) the beat's
+        # valid keys (below ``rows``) span
+        P = cfg.softmax_lanes
+
         def drain(t0: int, r0: int) -> int:
-            return C * (R // cfg.score_lanes)
+            return C * ((min(r0 + R, rows) - 1) // P - r0 // P + 1)
     else:  # results: every element of the beat within the write port's spm_lanes words,
         # from the first element's lane in its word, per cycle
         out, stride = a["out"], a["out_stride"]
@@ -306,6 +310,9 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int) -> int:
 #: add the requantizer's latency
 FEED_LATENCY = 3
 STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
+#: cycles a result beat spends in EngineOps' result FIFO before the write-out can hold it
+#: (read off the RTL's command trace; the tests hold it)
+RESULT_FIFO_LATENCY = 2
 
 
 @functools.lru_cache(maxsize=1 << 10)
