@@ -245,6 +245,14 @@ class AcceleratorConfig:
         return self.weight_port_bytes >= 16
 
     @property
+    def wide_load(self) -> bool:
+        """LOAD reads the ``input`` buffer through the weight port, a beat of
+        ``weight_port_bytes`` a cycle into the scratchpad, instead of a word a cycle over
+        the 32-bit master: with a weight port wider than a word whose beat fits the
+        scratchpad's write port (``weight_port_bytes <= 4 spm_lanes``)."""
+        return 4 < self.weight_port_bytes <= 4 * self.spm_lanes
+
+    @property
     def softmax_ring(self) -> int:
         """Beats the softmax unit's score and exponent rings hold: ``max(32, 2 NB)`` rounded
         up to a power of two, ``NB = ceil(max_row / softmax_lanes)`` (two longest rows, and

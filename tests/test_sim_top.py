@@ -29,7 +29,8 @@ def _program(cmds, config=CFG, count=None):
 
 
 def _run(kind, program, inp, config=CFG, params=bytes(range(64)), **kwargs):
-    """Run on a fresh device; returns (memory, status, command, output buffer)."""
+    """Run on a fresh device; returns (memory, status, command, output buffer, cycles or
+    None when the device stopped with a fault)."""
     dev = open_device(kind, config, **kwargs)
     bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)),
                                                ("params", len(params)),
@@ -40,20 +41,20 @@ def _run(kind, program, inp, config=CFG, params=bytes(range(64)), **kwargs):
     dev.write(bufs["output"], b"\xa5" * OUT)
     try:
         res = dev.wait(dev.run(**bufs), timeout=60)
-        status, command = res.status, res.command
+        status, command, cycles = res.status, res.command, res.cycles
     except DeviceTimeout:
         raise
     except DeviceError as e:
-        status, command = e.status, e.command
-    return bytes(dev.memory), status, command, bufs["output"]
+        status, command, cycles = e.status, e.command, None
+    return bytes(dev.memory), status, command, bufs["output"], cycles
 
 
-def _random_dma_program(rng, inp_size):
+def _random_dma_program(rng, inp_size, config=CFG, longest=120):
     cmds = []
     for _ in range(6):
-        n = int(rng.integers(1, 120))
+        n = int(rng.integers(1, longest))
         src = 4 * int(rng.integers(0, (inp_size - n) // 4 + 1))
-        dst = 4 * int(rng.integers(0, (CFG.spm_bytes - n) // 4))
+        dst = 4 * int(rng.integers(0, (config.spm_bytes - n) // 4))
         cmds.append(Command(Op.LOAD, {"dst": dst, "src": src, "bytes": n}))
         out = 4 * int(rng.integers(0, (OUT - n) // 4 + 1))
         cmds.append(Command(Op.STORE, {"dst": out, "src": dst, "bytes": n}))
@@ -69,6 +70,32 @@ def test_random_dma_programs_match_the_ref_backend(stall):
     rtl = _run("rtl", program, inp, stall=stall, seed=SEED)
     assert rtl[1:3] == ref[1:3] == (Status.OK, 12)
     assert rtl[0] == ref[0]
+
+
+@pytest.mark.parametrize("port, lanes, M, rows, stall", [
+    (8, 2, 4, 8, False),  # a beat of 2 words in a 2-word write port
+    (16, 4, 8, 8, True),
+    (32, 8, 8, 16, False),  # 8-word beats fill the 8-word port
+])
+def test_loads_through_the_weight_port_match_the_ref_backend(port, lanes, M, rows, stall):
+    """With a weight port wider than a word whose beat fits the scratchpad's write port,
+    LOAD reads whole beats through it (the first one shifted to the destination, partial
+    first and last beats, up to 300 bytes): bit-exact, and cycle-exact without stalls."""
+    from sw.perf.top import program_cycles
+
+    cfg = CFG.replace(name=f"load-w{port}s{lanes}", m=M, n_max=M, pe_rows=rows,
+                      weight_port_bytes=port, spm_lanes=lanes)
+    assert cfg.wide_load
+    rng = np.random.default_rng(SEED + port + lanes)
+    inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    cmds = _random_dma_program(rng, len(inp), cfg, longest=300)
+    program = _program(cmds, cfg)
+    ref = _run("ref", program, inp, config=cfg)
+    rtl = _run("rtl", program, inp, config=cfg, stall=stall, seed=SEED)
+    assert rtl[1:3] == ref[1:3] == (Status.OK, 12)
+    assert rtl[0] == ref[0]
+    if not stall:
+        assert rtl[4] == program_cycles(cmds, cfg)
 
 
 def _dma(dst, src, n, op=Op.LOAD):

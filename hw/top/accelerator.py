@@ -10,7 +10,7 @@ reference for every value and status is :func:`sw.driver.executor.execute`.
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -103,7 +103,9 @@ class Accelerator(wiring.Component):
         buffer only, each access checked against the declared buffer first.
     m_axi_wgt : Out(Axi4Signature(8 * weight_port_bytes))
         Only with ``config.weight_port_bytes``: read-only, the LINEAR weights inside the
-        params buffer (bursts of up to 256 beats or a 4 KiB page), checked like the rest.
+        params buffer (bursts of up to 256 beats or a 4 KiB page), checked like the rest;
+        with ``wide_ln_params`` the LayerNorm records, with ``wide_load`` LOAD's input
+        (whole beats: up to ``B - 1`` bytes past the checked range, inside its page).
 
     Latency / throughput / resources
     --------------------------------
@@ -161,6 +163,7 @@ class Accelerator(wiring.Component):
         wgt_error = Const(0)
         if cfg.weight_port_bytes:  # read-only: its write channels stay idle
             B = cfg.weight_port_bytes
+            Q, lb = B // 4, B.bit_length() - 1  # words and address bits of a beat
             m.submodules.wgt_reader = wgt = AxiReader(data_width=8 * B,
                                                       max_burst=cfg.weight_port_burst)
             _wire_axi(m, self.m_axi_wgt, wgt.axi, None)
@@ -501,20 +504,50 @@ class Accelerator(wiring.Component):
                 with m.If(vec.done):
                     m.next = "NEXT"
             with m.State("LOAD_REQ"):
-                m.d.comb += [reader.req.valid.eq(1),
-                             reader.req.payload.addr.eq(ctrl.input + f2),
-                             reader.req.payload.words.eq(nwords)]
-                with m.If(reader.req.ready):
-                    m.next = "LOAD_RUN"
-            with m.State("LOAD_RUN"):
-                m.d.comb += [reader.data.ready.eq(1), spm.w_addr.eq((f1 >> 2) + moved),
-                             spm.w_data.eq(reader.data.payload)]
-                with m.If(reader.data.valid):
-                    m.d.comb += spm.w_en.eq(0b1111)
-                    m.d.sync += moved.eq(moved + 1)
-                    with m.If(moved == nwords - 1):
-                        m.d.comb += spm.w_en.eq(last_mask)
-                        m.next = "NEXT"
+                if cfg.wide_load:
+                    beat0 = Cat(Const(0, lb), f2[lb:])  # src rounded down to a beat
+                    m.d.comb += [wgt.req.valid.eq(1),
+                                 wgt.req.payload.addr.eq(ctrl.input + beat0),
+                                 wgt.req.payload.words.eq((f2[:lb] + nbytes + B - 1) >> lb)]
+                    with m.If(wgt.req.ready):
+                        m.next = "LOAD_RUN"
+                else:
+                    m.d.comb += [reader.req.valid.eq(1),
+                                 reader.req.payload.addr.eq(ctrl.input + f2),
+                                 reader.req.payload.words.eq(nwords)]
+                    with m.If(reader.req.ready):
+                        m.next = "LOAD_RUN"
+            if cfg.wide_load:  # LOAD through the weight port, a beat of Q words a cycle:
+                # beat k's word j is the LOAD's word g = k Q + j - o: the first beat goes to
+                # dst shifted down by o words, the others to dst + k Q - o as they are
+                with m.State("LOAD_RUN"):
+                    sh = Mux(moved == 0, f2[2:lb], 0)  # the first word's place in its beat
+                    beat = wgt.data.payload
+                    m.d.comb += [wgt.data.ready.eq(1), spm.w_addr.eq((f1 >> 2) + moved)]
+                    for i in range(Q):
+                        g = moved + i  # the LOAD's word lane i writes
+                        with m.Switch(sh):
+                            for v in range(Q - i):
+                                with m.Case(v):
+                                    m.d.comb += spm.w_data.word_select(i, 32).eq(
+                                        beat.word_select(i + v, 32))
+                        with m.If(wgt.data.valid & (i + sh < Q) & (g < nwords)):
+                            m.d.comb += spm.w_en[4 * i:4 * i + 4].eq(
+                                Mux(g == nwords - 1, last_mask, 0b1111))
+                    with m.If(wgt.data.valid):
+                        m.d.sync += moved.eq(moved + Q - sh)
+                        with m.If(moved + Q - sh >= nwords):
+                            m.next = "NEXT"
+            else:
+                with m.State("LOAD_RUN"):
+                    m.d.comb += [reader.data.ready.eq(1), spm.w_addr.eq((f1 >> 2) + moved),
+                                 spm.w_data.eq(reader.data.payload)]
+                    with m.If(reader.data.valid):
+                        m.d.comb += spm.w_en.eq(0b1111)
+                        m.d.sync += moved.eq(moved + 1)
+                        with m.If(moved == nwords - 1):
+                            m.d.comb += spm.w_en.eq(last_mask)
+                            m.next = "NEXT"
             with m.State("STORE_REQ"):
                 m.d.comb += [writer.req.valid.eq(1),
                              writer.req.payload.addr.eq(ctrl.output + f1),

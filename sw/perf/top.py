@@ -393,6 +393,11 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> i
     fetch = fetch_cycles(index)
     if cmd.op == Op.END:
         return fetch - 1
+    if cmd.op == Op.LOAD and config.wide_load:  # whole beats through the weight port
+        B = config.weight_port_bytes
+        beats = -(-(a["src"] % B + a["bytes"]) // B)
+        return fetch + read_cycles(a["src"] - a["src"] % B, beats, B,
+                                   config.weight_port_burst) + 1
     if cmd.op == Op.LOAD:
         return fetch + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
     if cmd.op == Op.STORE:
