@@ -59,8 +59,9 @@ def wrapper_verilog(top_verilog: str) -> str:
 def kernel_xml(config: AcceleratorConfig) -> str:
     """The kernel's ports and arguments. Every buffer argument is on ``m_axi_gmem``; with a
     weight port (``config.weight_port_bytes``) the read-only ``m_axi_wgt`` master reads the
-    LINEAR weights inside the ``params`` buffer, so the link must connect both masters to the
-    memory bank that buffer lives in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
+    LINEAR weights and LayerNorm records inside the ``params`` buffer (and, with
+    ``config.wide_load``, LOAD's ``input``), so the link must connect both masters to the
+    memory bank those buffers live in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
     --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``)."""
     wgt = ""
     if config.weight_port_bytes:
