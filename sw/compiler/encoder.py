@@ -26,6 +26,7 @@ mask and the int8 input once, and stores the last layer's int8 output once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,7 +258,7 @@ def fuse_step(g: Graph) -> Graph:
             n = Node(Op.LINEAR, n.name, n.inputs, gelu.output,
                      {**n.attrs, "gelu_blob": gelu.attrs["table_blob"]})
         nodes.append(n)
-    return Graph(**{**g.__dict__, "tensors": tensors, "nodes": nodes})
+    return dataclasses.replace(g, tensors=tensors, nodes=nodes)
 
 
 def _add_attrs(p) -> dict:
