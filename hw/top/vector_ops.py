@@ -11,7 +11,7 @@ from hw.lib.checks import require_config
 from hw.vector.gelu import GeluUnit
 from hw.vector.layernorm import LayerNormUnit
 from hw.vector.residual_add import ResidualAdd
-from sw.compiler.isa import Op
+from sw.compiler.isa import LN_RECORD, Op
 from sw.ref.layernorm import GAIN_BITS, OFFSET_BITS
 from sw.ref.quant import ADD_MULT_BITS
 
@@ -131,9 +131,9 @@ class VectorOps(wiring.Component):
             gelu.load.payload.value.eq(word.word_select(byte_i, 8)),
         ]
         ln_load = [u.load for u in lns.values()]
-        # the record a LayerNorm load beat carries: 4 words (gain's low word, its high word,
-        # offset's two), from ln_rec or from the wide beat
-        rec, channel = Signal(128), Signal(32)
+        # the record a LayerNorm load beat carries: LN_RECORD bytes, 4 words (gain's low
+        # word, its high word, offset's two), from ln_rec or from the wide beat
+        rec, channel = Signal(8 * LN_RECORD), Signal(32)
         m.d.comb += [rec.eq(Cat(*ln_rec)), channel.eq(pcount // 4 - 1)]
         for ld in ln_load:
             m.d.comb += [ld.payload.channel.eq(channel),
@@ -141,11 +141,12 @@ class VectorOps(wiring.Component):
                          ld.payload.offset.eq(rec[64:64 + OFFSET_BITS])]
         need = Mux(is_gelu, 64, job.width * 4)
         if cfg.wide_ln_params:  # a record a cycle; a beat is taken with its last record
-            K = cfg.weight_port_bytes // 16
+            K = cfg.weight_port_bytes // LN_RECORD
             rj = Signal(range(K))  # the beat's record on offer
             wp = self.wide_params
             with m.If(loading & is_ln):
-                m.d.comb += [rec.eq(wp.payload.word_select(rj, 128)), channel.eq(pcount)]
+                m.d.comb += [rec.eq(wp.payload.word_select(rj, 8 * LN_RECORD)),
+                             channel.eq(pcount)]
                 for u in ln_load:
                     m.d.comb += u.valid.eq(wp.valid)
                 with m.If(wp.valid):

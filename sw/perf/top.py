@@ -26,7 +26,7 @@ import functools
 from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST
 from hw.vector.requant import Requantizer
-from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, RQ_RECORD, Command, Op
+from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
 from sw.perf.vector_ops import stream_cycles
@@ -93,7 +93,7 @@ def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
     then each beat's records one a cycle, the beat taken with its last (the command's last
     record ends the last beat); cycles from the request state to the one after the last."""
     B = cfg.weight_port_bytes
-    per_beat = B // 16
+    per_beat = B // LN_RECORD
     taken = i = 0
     for n in bursts(offset, -(-records // per_beat), B, cfg.weight_port_burst):
         ready = taken + READ_GAP + 1  # the burst's first beat
