@@ -67,9 +67,10 @@ bench: setup
 accuracy: setup
 	HF_HUB_OFFLINE=1 $(PY) -m sw.prune.accuracy --readme README.md
 
-# ECP5 place and route of the ecp5 preset and the xcup slice syntheses take minutes each.
+# ECP5 place and route of the ecp5 preset and the xcup slice syntheses take minutes each;
+# JOBS of them run side by side.
 bitstream: setup
-	$(PY) -m bitstreams.build --all --table README.md
+	$(PY) -m bitstreams.build --all --jobs $(JOBS) --table README.md
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -114,6 +114,38 @@ def update_readme(readme: Path, text: str) -> None:
     Path(readme).write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
+def _side_by_side(builds, jobs: int, clock_mhz) -> set:
+    """Run the ECP5 builds and every xcup synthesis the builds need in ``jobs`` processes;
+    returns the builds finished (the ECP5 ones: the xcup summaries then come from the cache)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from bitstreams import xcup
+
+    ecp5 = [(n, t) for n, t in builds if t == "ecp5"]
+    wanted = []
+    for name, target in builds:
+        if target == "xcup":
+            cfg = preset(name)
+            wanted += xcup.plan(xcup.mid_config(cfg), validating=True) + xcup.plan(cfg)
+    started = time.monotonic()
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding Amaranth state
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(synth, n, t, clock_mhz=clock_mhz): f"{n}-{t}" for n, t in ecp5}
+        futures.update({f: "an xcup synthesis"
+                        for f in xcup.prefetch(wanted, WORK_ROOT / "xcup", pool=pool)})
+        print(f"{len(futures)} jobs on {jobs} processes", flush=True)
+        for i, fut in enumerate(cf.as_completed(futures), 1):
+            try:
+                fut.result()
+            except Exception as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise type(exc)(f"{futures[fut]}: {exc}") from exc
+            print(f"[{i}/{len(futures)}] {futures[fut]} done, "
+                  f"{time.monotonic() - started:.0f} s", flush=True)
+    return set(ecp5)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bitstreams.build", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,18 +157,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="ECP5 kernel clock (default: the board clock of BOARD_CLOCK_MHZ, else "
                          "the preset's clock_mhz)")
     ap.add_argument("--table", metavar="README", help="regenerate this README's table")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run up to N tool processes side by side (each Yosys run is "
+                         "single-threaded and needs up to 5 GB; default 1)")
     args = ap.parse_args(argv)
     builds = list(DEFAULT_BUILDS) if args.all else []
     if args.preset or args.target:
         if not (args.preset and args.target):
             ap.error("--preset and --target go together")
         builds.append((args.preset, args.target))
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     if not builds and not args.table:
         ap.error("nothing to do: give --preset and --target, --all, or --table")
     from bitstreams.ecp5 import BuildFailed
     from bitstreams.synth import SynthFailed
 
+    try:
+        done = _side_by_side(builds, args.jobs, args.clock_mhz) if args.jobs > 1 else set()
+    except (BuildFailed, SynthFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name, target in builds:
+        if (name, target) in done:
+            continue
         try:
             synth(name, target, clock_mhz=args.clock_mhz)
         except (BuildFailed, SynthFailed) as exc:

@@ -73,7 +73,7 @@ from bitstreams.synth import TARGETS, SynthFailed, yosys_binary
 from hw.config import AcceleratorConfig, ConfigError, preset
 
 __all__ = ["CLASSES", "ENGINE_SHAPES", "LANES", "PART_CAPACITY", "cell_classes", "estimate",
-           "fit_linear", "main", "mid_config", "synth_part", "validate"]
+           "fit_linear", "main", "mid_config", "plan", "prefetch", "synth_part", "validate"]
 
 LABEL = "Yosys estimate (synth_xilinx -family xcup), not vendor results"
 #: PE-array shapes (R, C) of the engine slices; C even, so packed DSPs pair whole columns.
@@ -184,11 +184,9 @@ def synth_part(part: str, config: AcceleratorConfig, workdir, *, log=print) -> d
     """
     if part not in _PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of {sorted(_PARTS)}")
-    key = hashlib.sha256(f"{part}\n{config.to_json()}\n{TARGETS['xcup']}\n"
-                         f"{rtl_digest()}".encode()).hexdigest()
+    cache = _cache_path(part, config, workdir)
     shape = f"{config.pe_rows}x{config.pe_cols}-L{config.vector_lanes}"
     workdir = Path(workdir)
-    cache = workdir / "slices" / f"{part}-{shape}-{key[:16]}.json"
     if cache.exists():
         rec = json.loads(cache.read_text())
         log(f"  {part:6} {shape:12} cached ({rec['wall_s']:.0f} s when synthesized)")
@@ -197,12 +195,14 @@ def synth_part(part: str, config: AcceleratorConfig, workdir, *, log=print) -> d
     module, cls = _PARTS[part].split(":")
     component = getattr(importlib.import_module(module), cls)(config=config)
     t0 = time.monotonic()
-    cells = synth_rtlil(component, workdir / "runs" / f"{part}-{shape}-{key[:16]}")
+    cells = synth_rtlil(component, workdir / "runs" / cache.stem)
     rec = {"part": part, "pe_rows": config.pe_rows, "pe_cols": config.pe_cols,
            "vector_lanes": config.vector_lanes, "cells": cells,
            "wall_s": round(time.monotonic() - t0, 1), "rtl_digest": rtl_digest()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    tmp = cache.with_suffix(".tmp")  # whole records only, also with syntheses side by side
+    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    tmp.replace(cache)
     log(f"  {part:6} {shape:12} {rec['wall_s']:.0f} s")
     return rec
 
@@ -301,19 +301,25 @@ def _slice_rec(rec: dict) -> dict:
     return {k: rec[k] for k in ("part", "pe_rows", "pe_cols", "vector_lanes", "cells", "wall_s")}
 
 
+def _slice_jobs(config, shapes, lanes) -> list[tuple[str, AcceleratorConfig]]:
+    """The ``(part, config)`` syntheses of :func:`_sliced`, in its order."""
+    glue_cfg = neutral(config, **GLUE)
+    return ([("engine", engine_config(config, r, c)) for r, c in shapes]
+            + [("vector", vector_config(config, n)) for n in lanes]
+            + [(p, glue_cfg) for p in ("accel", "engine", "vector")])
+
+
 def _sliced(config, workdir, shapes, lanes, log) -> dict:
     """The three-part prediction for ``config`` from the given engine shapes and lane counts."""
-    recs = []
-    log(f"engine slices of {config.name} at {len(shapes)} PE-array shapes:")
-    eng = [synth_part("engine", engine_config(config, r, c), workdir, log=log)
-           for r, c in shapes]
+    jobs = _slice_jobs(config, shapes, lanes)
+    n_eng, n_vec = len(shapes), len(lanes)
+    log(f"engine slices of {config.name} at {n_eng} PE-array shapes:")
+    eng = [synth_part(p, c, workdir, log=log) for p, c in jobs[:n_eng]]
     log(f"vector slices at lanes {list(lanes)}:")
-    vec = [synth_part("vector", vector_config(config, n), workdir, log=log) for n in lanes]
+    vec = [synth_part(p, c, workdir, log=log) for p, c in jobs[n_eng:n_eng + n_vec]]
     log("glue (Accelerator - EngineOps - VectorOps) at "
         + ", ".join(f"{k}={v}" for k, v in GLUE.items()) + ":")
-    glue_cfg = neutral(config, **GLUE)
-    g_acc, g_eng, g_vec = (synth_part(p, glue_cfg, workdir, log=log)
-                           for p in ("accel", "engine", "vector"))
+    g_acc, g_eng, g_vec = (synth_part(p, c, workdir, log=log) for p, c in jobs[n_eng + n_vec:])
     recs = eng + vec + [g_acc, g_eng, g_vec]
     eng_model = _fit_classes(eng, ("R", "C"))
     vec_model = _fit_classes(vec, ("L",))
@@ -329,6 +335,64 @@ def _sliced(config, workdir, shapes, lanes, log) -> dict:
             "slices": [_slice_rec(r) for r in recs]}
 
 
+def _whole(config: AcceleratorConfig) -> bool:
+    return config.num_pes <= FULL_MAX_PES and config.vector_lanes <= max(LANES)
+
+
+def _estimate_lanes(config: AcceleratorConfig) -> tuple[int, ...]:
+    return (config.vector_lanes,) if config.vector_lanes <= max(LANES) else LANES
+
+
+def _validate_slices(config_mid: AcceleratorConfig) -> tuple[tuple, tuple]:
+    if config_mid.vector_lanes > max(LANES):
+        raise ValueError(f"validate needs vector_lanes <= {max(LANES)} (the whole Accelerator "
+                         f"must synthesize); got {config_mid.vector_lanes}")
+    shape = (config_mid.pe_rows, config_mid.pe_cols)
+    lanes = tuple(n for n in LANES if n < config_mid.vector_lanes)
+    if len(lanes) < 2:
+        raise ValueError(f"validate needs two lane counts of {LANES} below vector_lanes")
+    return tuple(s for s in ENGINE_SHAPES if s != shape), lanes
+
+
+def plan(config: AcceleratorConfig, *, validating: bool = False
+         ) -> list[tuple[str, AcceleratorConfig]]:
+    """Every ``(part, config)`` synthesis :func:`estimate` (or, with ``validating``,
+    :func:`validate`) of ``config`` asks :func:`synth_part` for, so that :func:`prefetch`
+    can run them side by side first."""
+    if validating:
+        shapes, lanes = _validate_slices(config)
+        return _slice_jobs(config, shapes, lanes) + [
+            ("accel", neutral(config)),
+            ("engine", engine_config(config, config.pe_rows, config.pe_cols)),
+            ("vector", vector_config(config, config.vector_lanes))]
+    if _whole(config):
+        return [("accel", neutral(config))]
+    return _slice_jobs(config, ENGINE_SHAPES, _estimate_lanes(config))
+
+
+def _cache_path(part: str, config: AcceleratorConfig, workdir) -> Path:
+    key = hashlib.sha256(f"{part}\n{config.to_json()}\n{TARGETS['xcup']}\n"
+                         f"{rtl_digest()}".encode()).hexdigest()
+    shape = f"{config.pe_rows}x{config.pe_cols}-L{config.vector_lanes}"
+    return Path(workdir) / "slices" / f"{part}-{shape}-{key[:16]}.json"
+
+
+def prefetch(jobs_list: list[tuple[str, AcceleratorConfig]], workdir, *, pool, log=print
+             ) -> list:
+    """Submit the syntheses of ``jobs_list`` not yet cached (each once) to ``pool``, a
+    :class:`concurrent.futures.Executor` of processes (each Yosys run is single-threaded and
+    takes up to 4.6 GB); returns the futures, whose results land in the cache."""
+    todo, seen = [], set()
+    for part, cfg in jobs_list:
+        path = _cache_path(part, cfg, workdir)
+        if path in seen or path.exists():
+            continue
+        seen.add(path)
+        todo.append((part, cfg))
+    log(f"xcup: {len(todo)} of {len(jobs_list)} syntheses to run, side by side")
+    return [pool.submit(synth_part, part, cfg, workdir) for part, cfg in todo]
+
+
 def estimate(config: AcceleratorConfig, workdir, *, log=print) -> dict:
     """Yosys xcup utilisation of the whole Accelerator for ``config`` (see the module doc)."""
     workdir = Path(workdir)
@@ -336,14 +400,13 @@ def estimate(config: AcceleratorConfig, workdir, *, log=print) -> dict:
     result = {"target": "xcup", "label": LABEL, "config": config.name, "part": config.part,
               "pe_rows": config.pe_rows, "pe_cols": config.pe_cols,
               "vector_lanes": config.vector_lanes, "macs_per_dsp": config.macs_per_dsp}
-    if config.num_pes <= FULL_MAX_PES and config.vector_lanes <= max(LANES):
+    if _whole(config):
         log(f"{config.name}: whole Accelerator")
         rec = synth_part("accel", neutral(config), workdir, log=log)
         total = cell_classes(rec["cells"])
         result.update(method="full", slices=[_slice_rec(rec)], model=None, parts=None)
     else:
-        lanes = (config.vector_lanes,) if config.vector_lanes <= max(LANES) else LANES
-        pred = _sliced(config, workdir, ENGINE_SHAPES, lanes, log)
+        pred = _sliced(config, workdir, ENGINE_SHAPES, _estimate_lanes(config), log)
         total = pred["total"]
         result.update(method="slices", slices=pred["slices"], model=pred["model"],
                       parts={n: _round(p) for n, p in pred["parts"].items()})
@@ -373,14 +436,8 @@ def validate(config_mid: AcceleratorConfig, workdir, *, log=print) -> dict:
     """Predict ``config_mid`` from slices that exclude its PE-array shape and lane count,
     synthesize it whole, and compare per class (and per part: the engine and vector models
     against their own whole synthesis, and the glue's additivity)."""
-    if config_mid.vector_lanes > max(LANES):
-        raise ValueError(f"validate needs vector_lanes <= {max(LANES)} (the whole Accelerator "
-                         f"must synthesize); got {config_mid.vector_lanes}")
+    shapes, lanes = _validate_slices(config_mid)
     shape = (config_mid.pe_rows, config_mid.pe_cols)
-    shapes = tuple(s for s in ENGINE_SHAPES if s != shape)
-    lanes = tuple(n for n in LANES if n < config_mid.vector_lanes)
-    if len(lanes) < 2:
-        raise ValueError(f"validate needs two lane counts of {LANES} below vector_lanes")
     pred = _sliced(config_mid, workdir, shapes, lanes, log)
     log(f"{config_mid.name} whole, and its engine and vector parts:")
     full = cell_classes(synth_part("accel", neutral(config_mid), workdir, log=log)["cells"])

@@ -100,6 +100,50 @@ def test_validate_excludes_the_mid_shape_and_lanes(fake_yosys, tmp_path):
     assert (16, 16) in engine_shapes and 8 in vector_lanes
 
 
+@pytest.mark.parametrize("name", ["u200", "u280", "tiny"])
+def test_plan_lists_what_estimate_and_validate_synthesize(monkeypatch, tmp_path, name):
+    """`make bitstream --jobs N` runs the plan side by side first; the serial estimate must
+    then find every synthesis it asks for in the cache (none missing, none extra)."""
+    asked = []
+
+    def synth_part(part, cfg, workdir, *, log=print):
+        asked.append((part, cfg))
+        return {"part": part, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
+                "vector_lanes": cfg.vector_lanes, "cells": _fake_cells(part, cfg),
+                "wall_s": 0.0}
+
+    monkeypatch.setattr(xcup, "synth_part", synth_part)
+    monkeypatch.setattr(xcup, "yosys_version", lambda: "Yosys test")
+    cfg = preset(name)
+    xcup.estimate(cfg, tmp_path, log=lambda m: None)
+    assert asked == xcup.plan(cfg)
+    if name != "tiny":
+        asked.clear()
+        mid = xcup.mid_config(cfg)
+        xcup.validate(mid, tmp_path, log=lambda m: None)
+        assert asked == xcup.plan(mid, validating=True)
+
+
+def test_prefetch_submits_each_missing_synthesis_once(monkeypatch, tmp_path):
+    import concurrent.futures as cf
+
+    monkeypatch.setattr(xcup, "rtl_digest", lambda: "0" * 16)
+    jobs = xcup.plan(preset("u200"))
+    cached = xcup._cache_path(*jobs[0], tmp_path)
+    cached.parent.mkdir(parents=True)
+    cached.write_text("{}")
+    ran = []
+    monkeypatch.setattr(xcup, "synth_part", lambda part, cfg, workdir: ran.append((part, cfg)))
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = xcup.prefetch(jobs + jobs, tmp_path, pool=pool, log=lambda m: None)
+        cf.wait(futures)
+    # the glue's engine and vector slices coincide with a 2 x 2 engine and a 2-lane vector one
+    unique = {xcup._cache_path(*j, tmp_path): j for j in jobs[1:]}
+    assert len(unique) < len(jobs) - 1
+    assert len(futures) == len(unique) - (cached in unique)
+    assert sorted(map(repr, ran)) == sorted(repr(j) for k, j in unique.items() if k != cached)
+
+
 def test_bad_preset_name_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         xcup.main(["--preset", "u999"])
