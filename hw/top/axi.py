@@ -12,11 +12,15 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiLiteSignature", "Axi4Signature", "RESP_OKAY", "BURST_INCR", "MAX_BURST",
-           "request_layout", "next_burst"]
+           "OUTSTANDING", "request_layout", "next_burst"]
 
 RESP_OKAY = 0
 BURST_INCR = 1
 MAX_BURST = 16  #: beats per burst (AXI4 allows 256; 16 keeps the bus fair between directions)
+#: read bursts a reader has in flight at most: their addresses go out while earlier bursts'
+#: beats stream, hiding a memory's latency up to 3 bursts (48 words on the 32-bit master,
+#: 3 x 64 beats on a 64-byte weight port)
+OUTSTANDING = 4
 
 
 def request_layout() -> data.StructLayout:

@@ -11,10 +11,11 @@ stream's ``STREAM_LATENCY``, the softmax row's and the vector commands' end cost
 read off per-command traces of the RTL (the top bench's ``trace`` option) and are held
 there by the same tests: change the RTL, re-trace, and mend the model with it.
 
-Device memory: the cocotbext-axi RAM model answers a read burst's address 3 cycles after the
-reader's request state (``READ_GAP``: the reader's SIZE and AR states and the RAM's latency),
-then one beat per cycle; bursts stop at :data:`~hw.top.axi.MAX_BURST` beats and at 4 KiB
-boundaries. Buffers are page aligned (:data:`sw.driver.device.PAGE`), so a burst's split
+Device memory: the cocotbext-axi RAM model answers a request's first burst 3 cycles after
+the reader's request state (``READ_GAP``: the reader's size and AR cycles and the RAM's
+latency), then one beat per cycle; bursts stop at :data:`~hw.top.axi.MAX_BURST` beats and at
+4 KiB boundaries, and the reader asks for up to :data:`~hw.top.axi.OUTSTANDING` of them ahead
+(:class:`Read`), so a request's later bursts follow without a gap. Buffers are page aligned (:data:`sw.driver.device.PAGE`), so a burst's split
 depends only on the offset inside its buffer. With random pauses on the bus (the benches'
 ``stall``) the kernel only gets slower: the model is then a lower bound.
 """
@@ -24,14 +25,14 @@ from __future__ import annotations
 import functools
 
 from hw.config import AcceleratorConfig
-from hw.top.axi import MAX_BURST
+from hw.top.axi import MAX_BURST, OUTSTANDING
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
 from sw.perf.vector_ops import stream_cycles
 
-__all__ = ["READ_GAP", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
+__all__ = ["READ_GAP", "Read", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
            "program_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
@@ -54,11 +55,56 @@ def bursts(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST) -
     return out
 
 
-def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST) -> int:
-    """A read request's cycles when the consumer takes every beat at once: the request
-    state, then ``READ_GAP + beats`` per burst (up to the cycle taking the last beat)."""
-    return 1 + sum(READ_GAP + n for n in bursts(offset, words, beat, max_burst))
+class Read:
+    """One read request on an :class:`~hw.top.axi_reader.AxiReader`, beat by beat: when the
+    consumer can take the next beat, given when it took the previous ones.
 
+    Times count from the request state (cycle 0). Burst ``k``'s AR goes out 2 cycles after
+    the previous AR (its size is registered in between; the first: 2 cycles after the request
+    state) and not before the cycle after burst ``k - outstanding``'s last beat was taken;
+    its first beat comes ``READ_GAP - 1`` cycles after its AR, and never before the cycle
+    after the previous beat was taken (the memory streams a burst's beats back to back)."""
+
+    def __init__(self, offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST,
+                 outstanding: int = OUTSTANDING):
+        self.sizes = bursts(offset, words, beat, max_burst)
+        self.outstanding = outstanding
+        self.ar: list[int] = []  # each burst's AR cycle
+        self.last: list[int] = []  # the cycle each burst's last beat was taken
+        self.k, self.n = 0, 0  # the next beat: its burst, its place in the burst
+        self.prev = 0  # the cycle the previous beat was taken (the request state at first)
+
+    def ready(self) -> int:
+        """The first cycle the next beat can be taken."""
+        if self.n:
+            return self.prev + 1
+        k = self.k
+        if len(self.ar) == k:
+            ar = self.ar[-1] + 2 if k else 2
+            if k >= self.outstanding:
+                ar = max(ar, self.last[k - self.outstanding] + 1)
+            self.ar.append(ar)
+        return max(self.prev + 1, self.ar[k] + READ_GAP - 1)
+
+    def take(self, t: int) -> bool:
+        """The next beat taken in cycle ``t``; whether it ended its burst."""
+        self.prev = t
+        self.n += 1
+        if self.n < self.sizes[self.k]:
+            return False
+        self.last.append(t)
+        self.k, self.n = self.k + 1, 0
+        return True
+
+
+def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST,
+                outstanding: int = OUTSTANDING) -> int:
+    """A read request's cycles when the consumer takes every beat at once: from the request
+    state to the cycle taking the last beat, inclusive (:class:`Read`)."""
+    r = Read(offset, words, beat, max_burst, outstanding)
+    for _ in range(words):
+        r.take(r.ready())
+    return r.prev + 1
 
 
 FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
@@ -67,7 +113,8 @@ FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK 
 def fetch_cycles(index: int) -> int:
     """Fetching command ``index`` of a Program (its words in one read request; two bursts
     when they straddle a 4 KiB page, as commands 63, 127, ... do), the check products and the
-    CHECK cycle: :data:`FETCH`, plus a read gap for a straddling command."""
+    CHECK cycle: :data:`FETCH` (a straddling command's second burst follows the first
+    without a gap)."""
     return read_cycles(4 * (HEADER_WORDS + index * CMD_WORDS), CMD_WORDS) + PRODUCTS + 1
 
 
@@ -77,15 +124,10 @@ HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header re
 def _consume(offset: int, words: int, busy) -> int:
     """A read request whose consumer, after taking word ``i``, is busy ``busy(i)`` more
     cycles: cycles from the request state to the one taking the last word, inclusive."""
-    taken = 0  # the cycle of the last take (the request state to begin with)
-    i = 0
-    for n in bursts(offset, words):
-        ready = taken + READ_GAP + 1  # the burst's first beat, after the previous burst
-        for _ in range(n):
-            taken = ready if i == 0 else max(ready, taken + 1 + busy(i - 1))
-            ready = taken + 1  # the next beat of the burst
-            i += 1
-    return taken + 1
+    r = Read(offset, words)
+    for i in range(words):
+        r.take(max(r.ready(), r.prev + 1 + busy(i - 1)) if i else r.ready())
+    return r.prev + 1
 
 
 def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
@@ -94,15 +136,10 @@ def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
     record ends the last beat); cycles from the request state to the one after the last."""
     B = cfg.weight_port_bytes
     per_beat = B // LN_RECORD
-    taken = i = 0
-    for n in bursts(offset, -(-records // per_beat), B, cfg.weight_port_burst):
-        ready = taken + READ_GAP + 1  # the burst's first beat
-        for _ in range(n):
-            start = ready if i == 0 else max(ready, taken + 1)
-            taken = start + min(per_beat, records - i) - 1
-            ready = taken + 1
-            i += per_beat
-    return taken + 1
+    r = Read(offset, -(-records // per_beat), B, cfg.weight_port_burst)
+    for i in range(0, records, per_beat):
+        r.take(r.ready() + min(per_beat, records - i) - 1)
+    return r.prev + 1
 
 
 def _values(start: int, nbytes: int) -> int:
@@ -120,26 +157,22 @@ def _words(start: int, nbytes: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _indices(skip: int, beats: tuple, steps: int, ib: int) -> int:
+def _indices(skip: int, page_off: int, words: int, steps: int, ib: int) -> int:
     """A LINEAR row's indices (EngineOps W_REQ, W_DATA with idx_phase), cycle by cycle: each
     cycle emits a bank word of 4 slots when ``4 ib`` bits are queued (or the row's last slots
     once every word is in) and takes a bus word if fewer than ``4 ib`` bits stay queued.
-    ``beats``: the request's bursts. Cycles from the request state to the last emission."""
-    words = sum(beats)
+    The request: ``words`` bus words from byte ``page_off`` of a 4 KiB page. Cycles from the
+    request state to the last emission."""
     entries = -(-steps // 4)
-    burst_end = set()
-    k = 0
-    for n in beats:
-        k += n
-        burst_end.add(k)  # words taken when a burst is done
-    t, avail, wk, bits, ent = 1, 1 + READ_GAP, 0, 0, 0
+    r = Read(page_off, words)
+    t, wk, bits, ent = 1, 0, 0, 0
     while True:
         emit = bits >= 4 * ib or wk == words
         after = (bits - 4 * ib if bits >= 4 * ib else 0) if emit else bits
-        if wk < words and after < 4 * ib and avail <= t:
+        if wk < words and after < 4 * ib and r.ready() <= t:
             after += 32 - 8 * skip if wk == 0 else 32
             wk += 1
-            avail = t + (1 + READ_GAP if wk in burst_end else 1)
+            r.take(t)
         bits = after
         if emit:
             ent += 1
@@ -198,8 +231,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                     weights += -(-steps // 4)  # W_DENSE_IDX: a bank word of 4 slots per cycle
                 else:  # W_REQ, W_DATA: the index words, a bank word of 4 slots per cycle
                     istart = w_off + rows * steps + row * ibytes
-                    beats = tuple(bursts(istart & ~3, _words(istart, ibytes)))
-                    weights += _indices(istart & 3, beats, steps, ib)
+                    weights += _indices(istart & 3, (istart & ~3) % 4096,
+                                        _words(istart, ibytes), steps, ib)
                 weights += 1  # W_ROW_END
         elif cmd.op == Op.QK_SOFTMAX and cfg.spm_lanes > 1:  # WGT, WGT_DRAIN: chunks of
             # spm_lanes words of the key rows into per-row buffers (as activations); WGT_LAST
