@@ -254,6 +254,15 @@ class AcceleratorConfig:
         return 4 < self.weight_port_bytes <= 4 * self.spm_lanes
 
     @property
+    def mask_lanes(self) -> int:
+        """QK_SOFTMAX's key-mask bytes staged per cycle: the largest divisor of
+        ``softmax_lanes`` (so a cycle's keys share a mask word) that a scratchpad read holds
+        from any byte (``4 spm_lanes - 3``)."""
+        reach = 4 * self.spm_lanes - 3
+        return max(d for d in range(1, min(self.softmax_lanes, reach) + 1)
+                   if self.softmax_lanes % d == 0)
+
+    @property
     def softmax_ring(self) -> int:
         """Beats the softmax unit's score and exponent rings hold: ``max(32, 2 NB)`` rounded
         up to a power of two, ``NB = ceil(max_row / softmax_lanes)`` (two longest rows, and

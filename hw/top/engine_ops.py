@@ -108,7 +108,9 @@ class EngineOps(wiring.Component):
     of ``P`` keys its valid keys span);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
-    latency (``sw.perf.top.softmax_phase_cycles``).
+    latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
+    keys per cycle (``ceil(tokens / mask_lanes)`` cycles: a byte per cycle with one-word
+    ports, a mask word of ``P`` keys with wide ones).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
@@ -144,6 +146,7 @@ class EngineOps(wiring.Component):
         nkb = math.ceil(cfg.max_row / P)
         lay = engine_layouts(cfg)
         L = cfg.spm_lanes
+        KM = cfg.mask_lanes  # QK: key-mask bytes staged per cycle
         wide = cfg.wide_staging  # activations staged a port's width per cycle
         wide_v = cfg.wide_v_staging  # PV: a key's channels of the block per cycle
         wide_k = L > 1  # QK: key rows staged like wide activations, L words a chunk
@@ -237,7 +240,7 @@ class EngineOps(wiring.Component):
         rd_byte = r_word.word_select(rd_off, 8)
 
         # every staging cycle issues one read (or a zero for padding) whose data lands in its
-        # buffer the next cycle: kind 1 = mask byte, 2 = activation word, 3 = weight byte,
+        # buffer the next cycle: kind 1 = mask bytes, 2 = activation word, 3 = weight byte,
         # 4 = key word (QK weights)
         land_kind = Signal(3)
         m.d.sync += land_kind.eq(0)
@@ -497,16 +500,16 @@ class EngineOps(wiring.Component):
                     with m.If(i1 == 63):
                         m.d.sync += i1.eq(0)
                         m.next = "ACT"
-            # key mask -> mask bits (QK only), one byte per cycle
+            # key mask -> mask bits (QK only), mask_lanes bytes (keys) per cycle
             with m.State("MASK"):
                 key = i1
                 m.d.comb += [rd_issue.eq(1), rd_addr.eq(job.mask + key)]
                 m.d.sync += [tgt_i1.eq(key), tgt_zero.eq(0), land_kind.eq(1)]
-                with m.If(key == job.tokens - 1):
+                with m.If(key + KM >= job.tokens):
                     m.d.sync += i1.eq(0)
                     m.next = "MASK_LAST"
                 with m.Else():
-                    m.d.sync += i1.eq(i1 + 1)
+                    m.d.sync += i1.eq(i1 + KM)
             with m.State("MASK_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
                 m.next = "ACT"
@@ -1023,9 +1026,11 @@ class EngineOps(wiring.Component):
         first = entry << 2  # the word's first element of the row
         kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0) for j in range(4))
         with m.Switch(land_kind):
-            with m.Case(1):
-                m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq((value != 0).replicate(P)),
-                             mk_w.en.eq(Const(1, P) << (tgt_i1 % P))]
+            with m.Case(1):  # KM mask bytes from key tgt_i1 (a multiple of KM) -> its bits
+                mask_bytes = self.r_data >> (rd_off * 8)
+                bits = Cat(mask_bytes.word_select(j, 8) != 0 for j in range(KM))
+                m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq(bits.replicate(P // KM)),
+                             mk_w.en.eq(Const((1 << KM) - 1, P) << (tgt_i1 % P))]
             with m.Case(4):  # key words: 4 slots of a key row, their dense indices
                 m.d.sync += prev_a.eq(word_in)
                 for r in range(R):

@@ -299,7 +299,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 1 + max(0, loads[j] - 1 - rq[j - 1] - b * tile - drains[j - 1])
                 for j in range(1, len(loads)))
     if cmd.op == Op.QK_SOFTMAX:
-        cyc += tokens + 1  # MASK, MASK_LAST
+        cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
         # per token block, SM_RUN: its query rows stream through the softmax unit
         cyc += sum(softmax_phase_cycles(cfg, tokens, tuple(
             (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))))
