@@ -266,6 +266,10 @@ class EngineOps(wiring.Component):
         bits_acc, bits_n = Signal(4 * ib + 32), Signal(range(4 * ib + 33))
         # requantizer parameters of the tile's rows
         rq_regs = Array(Signal(32, name=f"rq{k}") for k in range(3 * R))
+        # their words, 3 min(R, rows - r0), registered: r0 changes at least a cycle (WGT)
+        # before RQ asks for them (on the ECP5 this count fed the AXI reader's counters and
+        # state enables in the same cycle: the routed kernel's critical path at f426603)
+        rq_words = Signal(range(3 * R + 1))
         # LINEAR: the row's values are staged first, then its indices
         idx_phase = Signal()
         slot = Signal(32)
@@ -454,6 +458,9 @@ class EngineOps(wiring.Component):
         sm_lane = Signal(range(P + 1))
         sm_key = Signal(32)  # key of the element being written
         sm_ptr = Signal(32)
+
+        rq_rows = Mux(job.rows - r0 < R, job.rows - r0, R)
+        m.d.sync += rq_words.eq(rq_rows + (rq_rows << 1))
 
         def finish():
             m.d.comb += self.done.eq(1)
@@ -778,14 +785,13 @@ class EngineOps(wiring.Component):
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
                         m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                         m.d.sync += prefetched.eq(1)
-                nrows = Mux(job.rows - r0 < R, job.rows - r0, R)
                 m.d.comb += [self.dram_req.valid.eq(1),
                              self.dram_req.payload.addr.eq(rq_ptr),
-                             self.dram_req.payload.words.eq(nrows * 3)]
+                             self.dram_req.payload.words.eq(rq_words)]
                 for k in range(3 * R):
                     m.d.sync += rq_regs[k].eq(0)
                 with m.If(self.dram_req.ready):
-                    m.d.sync += [i1.eq(0), left.eq(nrows * 3)]
+                    m.d.sync += [i1.eq(0), left.eq(rq_words)]
                     m.next = "RQ_DATA"
             with m.State("RQ_DATA"):
                 m.d.comb += self.dram_data.ready.eq(1)
