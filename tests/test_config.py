@@ -120,3 +120,14 @@ def test_derived_quantities():
     assert preset("tiny").weight_rows_align == 1
     assert cfg.replace(weight_port_bytes=64).weight_rows_align == 32  # M = 8: 16-bit words
     assert preset("tiny").replace(weight_port_bytes=8, pe_rows=8).weight_rows_align == 8
+
+
+def test_mask_lanes_divide_the_softmax_lanes_and_fit_one_read():
+    tiny = preset("tiny")  # P = 4, one-word ports: a byte a cycle
+    assert tiny.mask_lanes == 1
+    assert preset("u200").mask_lanes == 64  # a whole mask word from a 128-byte read
+    # a read holds 4 L - 3 bytes from any byte; the keys of a cycle share a mask word
+    assert tiny.replace(spm_lanes=2).mask_lanes == 4  # 5 bytes: the 4-key word
+    assert tiny.replace(softmax_lanes=8, spm_lanes=2).mask_lanes == 4  # half a word
+    assert tiny.replace(softmax_lanes=6, spm_lanes=2).mask_lanes == 3
+    assert tiny.replace(softmax_lanes=7, spm_lanes=2).mask_lanes == 1  # no divisor fits

@@ -15,9 +15,10 @@ Device memory: the cocotbext-axi RAM model answers a request's first burst 3 cyc
 the reader's request state (``READ_GAP``: the reader's size and AR cycles and the RAM's
 latency), then one beat per cycle; bursts stop at :data:`~hw.top.axi.MAX_BURST` beats and at
 4 KiB boundaries, and the reader asks for up to :data:`~hw.top.axi.OUTSTANDING` of them ahead
-(:class:`Read`), so a request's later bursts follow without a gap. Buffers are page aligned (:data:`sw.driver.device.PAGE`), so a burst's split
-depends only on the offset inside its buffer. With random pauses on the bus (the benches'
-``stall``) the kernel only gets slower: the model is then a lower bound.
+(:class:`Read`), so a request's later bursts follow without a gap. Buffers are page
+aligned (:data:`sw.driver.device.PAGE`), so a burst's split depends only on the offset
+inside its buffer. With random pauses on the bus (the benches' ``stall``) the kernel only
+gets slower: the model is then a lower bound.
 """
 
 from __future__ import annotations
