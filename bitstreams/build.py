@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -114,13 +116,22 @@ def update_readme(readme: Path, text: str) -> None:
     Path(readme).write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
+def _own_group() -> None:
+    """Pool worker initializer: a process group of its own, so that a failed run can stop a
+    worker together with the Yosys / nextpnr process it waits on."""
+    os.setpgrp()
+
+
 def _side_by_side(builds, jobs: int, clock_mhz) -> set:
     """Run the ECP5 builds and every xcup synthesis the builds need in ``jobs`` processes;
-    returns the builds finished (the ECP5 ones: the xcup summaries then come from the cache)."""
+    returns the builds finished (the ECP5 ones: the xcup summaries then come from the cache).
+    The first failure stops the others (their tools too) and raises :class:`SynthFailed`
+    naming the job."""
     import concurrent.futures as cf
     import multiprocessing
 
     from bitstreams import xcup
+    from bitstreams.synth import SynthFailed
 
     ecp5 = [(n, t) for n, t in builds if t == "ecp5"]
     wanted = []
@@ -130,17 +141,23 @@ def _side_by_side(builds, jobs: int, clock_mhz) -> set:
             wanted += xcup.plan(xcup.mid_config(cfg), validating=True) + xcup.plan(cfg)
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding Amaranth state
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                                initializer=_own_group) as pool:
         futures = {pool.submit(synth, n, t, clock_mhz=clock_mhz): f"{n}-{t}" for n, t in ecp5}
-        futures.update({f: "an xcup synthesis"
-                        for f in xcup.prefetch(wanted, WORK_ROOT / "xcup", pool=pool)})
+        futures.update(xcup.prefetch(wanted, WORK_ROOT / "xcup", pool=pool))
         print(f"{len(futures)} jobs on {jobs} processes", flush=True)
         for i, fut in enumerate(cf.as_completed(futures), 1):
             try:
                 fut.result()
-            except Exception as exc:
+            except Exception as exc:  # a tool's failure, a worker killed (out of memory), ...
+                procs = list((getattr(pool, "_processes", None) or {}).values())
                 pool.shutdown(wait=False, cancel_futures=True)
-                raise type(exc)(f"{futures[fut]}: {exc}") from exc
+                for proc in procs:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                raise SynthFailed(f"{futures[fut]}: {type(exc).__name__}: {exc}") from exc
             print(f"[{i}/{len(futures)}] {futures[fut]} done, "
                   f"{time.monotonic() - started:.0f} s", flush=True)
     return set(ecp5)

@@ -378,10 +378,10 @@ def _cache_path(part: str, config: AcceleratorConfig, workdir) -> Path:
 
 
 def prefetch(jobs_list: list[tuple[str, AcceleratorConfig]], workdir, *, pool, log=print
-             ) -> list:
+             ) -> dict:
     """Submit the syntheses of ``jobs_list`` not yet cached (each once) to ``pool``, a
     :class:`concurrent.futures.Executor` of processes (each Yosys run is single-threaded and
-    takes up to 4.6 GB); returns the futures, whose results land in the cache."""
+    takes up to 4.6 GB); returns ``{future: label}``, the results landing in the cache."""
     todo, seen = [], set()
     for part, cfg in jobs_list:
         path = _cache_path(part, cfg, workdir)
@@ -390,7 +390,8 @@ def prefetch(jobs_list: list[tuple[str, AcceleratorConfig]], workdir, *, pool, l
         seen.add(path)
         todo.append((part, cfg))
     log(f"xcup: {len(todo)} of {len(jobs_list)} syntheses to run, side by side")
-    return [pool.submit(synth_part, part, cfg, workdir) for part, cfg in todo]
+    return {pool.submit(synth_part, part, cfg, workdir):
+            f"xcup {part} {cfg.pe_rows}x{cfg.pe_cols}-L{cfg.vector_lanes}" for part, cfg in todo}
 
 
 def estimate(config: AcceleratorConfig, workdir, *, log=print) -> dict:

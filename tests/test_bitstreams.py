@@ -95,6 +95,14 @@ def test_a_preset_too_big_for_the_ecp5_is_refused_before_building(tmp_path):
         build(preset("u200"), tmp_path / "out", tmp_path / "work")
 
 
+def test_a_failed_job_side_by_side_names_the_build_and_fails_the_run(capsys):
+    """``--jobs 2`` runs builds in worker processes: a failure there still ends the run with
+    the build's name, the error and exit 1 (here the refusal above, from a worker)."""
+    assert main(["--preset", "u200", "--target", "ecp5", "--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "u200-ecp5: BuildFailed: preset 'u200' needs 6144 multipliers" in err
+
+
 @pytest.mark.synth
 def test_the_tiny_engine_places_and_routes_on_the_ecp5_with_one_mult18_per_pe(tmp_path):
     """CI's ECP5 synthesis + place and route (about a minute): the tiny preset's PE array

@@ -136,6 +136,7 @@ def test_prefetch_submits_each_missing_synthesis_once(monkeypatch, tmp_path):
     monkeypatch.setattr(xcup, "synth_part", lambda part, cfg, workdir: ran.append((part, cfg)))
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
         futures = xcup.prefetch(jobs + jobs, tmp_path, pool=pool, log=lambda m: None)
+        assert all(label.startswith("xcup ") for label in futures.values())
         cf.wait(futures)
     # the glue's engine and vector slices coincide with a 2 x 2 engine and a 2-lane vector one
     unique = {xcup._cache_path(*j, tmp_path): j for j in jobs[1:]}
