@@ -62,9 +62,10 @@ class EngineOps(wiring.Component):
     weights come instead through ``wgt_req`` / ``wgt_data``, one request per row block in
     :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4`` rows'
     value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
-    loader does this, so the next row block's load starts as soon as a chunk's last tile has
-    read its weights and runs while that tile's results go out. Token rows are staged two at a
-    time, the second through read port 2 (``r2_*``); with wide scratchpad ports
+    loader does this into the banks' other buffer: a chunk's first row block while the chunk's
+    activations (and the GELU table) are staged, each next one from the previous block's
+    requantizer records on, while its tiles run and their results go out. Token rows are
+    staged two at a time, the second through read port 2 (``r2_*``); with wide scratchpad ports
     (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L`` bytes (``Q = 4 L / M``
     bank entries) of one row per cycle, chunk ``j`` of every row of the block in turn, into its
     bank's buffer, which writes an entry per cycle.
@@ -96,16 +97,16 @@ class EngineOps(wiring.Component):
     then a cycle per padding slot; with wide ports and ``R <= 4 L`` a key's ``R`` channels
     per cycle); a LINEAR row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
-    bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries
-    in ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's
-    rows, padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles
-    writing every row's implicit indices), hidden behind the previous block's write-out
-    except for a chunk's first block; a tile takes ``G * N`` engine steps, the stream's
-    pipeline, 2 cycles in a 2-beat result FIFO and, per output beat (taken in the previous
-    one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
-    (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for
-    int8, ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word
-    of ``P`` keys its valid keys span);
+    bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries in
+    ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's rows,
+    padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles writing every
+    row's implicit indices), hidden behind the previous block's records, tiles and write-out, a
+    chunk's first block behind the chunk's staging; a tile takes ``G * N`` engine steps, the
+    stream's pipeline, 2 cycles in a 2-beat result FIFO and, per output beat (taken in the
+    previous one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
+    (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
+    ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word of ``P``
+    keys its valid keys span);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -296,6 +297,10 @@ class EngineOps(wiring.Component):
             # whether the next block's load was started during this block's write-out
             wl_start, wl_r0, wl_idle, wl_finish = Signal(), Signal(32), Signal(), Signal()
             prefetched = Signal()
+            # a LINEAR chunk's first row block loads while the chunk's activations (and, for
+            # the first chunk, the GELU table) are staged: started the cycle after the job is
+            # taken or the previous chunk ends
+            pf_first = Signal()
             # the weight banks' buffer the tiles read; the one the loader fills (wl_target
             # when it starts)
             cur, wl_buf, wl_target = Signal(), Signal(), Signal()
@@ -311,17 +316,6 @@ class EngineOps(wiring.Component):
                 with m.If(i0 == r):
                     m.d.comb += [wv_w[r].addr.eq(entry), wv_w[r].data.eq(word),
                                  wv_w[r].en.eq(0b1111)]
-
-        def advance(limit_inner, limit_outer, done_state, on_row=None):
-            with m.If(i1 == limit_inner - 1):
-                m.d.sync += i1.eq(0)
-                m.d.sync += i0.eq(i0 + 1)
-                if on_row is not None:
-                    on_row()
-                with m.If(i0 == limit_outer - 1):
-                    m.next = done_state
-            with m.Else():
-                m.d.sync += i1.eq(i1 + 1)
 
         def next_act_rows(two):
             """The next token row (``two``: the next two, staged as a pair)."""
@@ -482,8 +476,9 @@ class EngineOps(wiring.Component):
                     if wide:
                         m.d.sync += [s_ptr.eq(p.act), s_row.eq(p.act), nxt_ptr.eq(p.act),
                                      sj.eq(0), sc.eq(0)]
-                    if B:  # QK and PV stage their weights in buffer 0
-                        m.d.sync += cur.eq(0)
+                    if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
+                        # row block starts loading (into buffer 1) in the next cycle
+                        m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR), w_row.eq(p.w)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
@@ -590,22 +585,24 @@ class EngineOps(wiring.Component):
                 if wide_k:  # QK: every chunk runs against the key rows from the first
                     m.d.sync += [k_ptr.eq(job.w), k_row.eq(job.w), k_nxt.eq(job.w), kj.eq(0),
                                  kr.eq(0)]
-                m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), idx_phase.eq(0),
-                             w_row.eq(job.w), w_col.eq(job.w), i_row.eq(job.w + rows_gn),
-                             rq_ptr.eq(job.rq_off), tb.eq(0), t0.eq(c0), a_base.eq(0),
-                             out_blk.eq(out_chunk)]
+                m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), w_col.eq(job.w),
+                             i_row.eq(job.w + rows_gn), rq_ptr.eq(job.rq_off), tb.eq(0),
+                             t0.eq(c0), a_base.eq(0), out_blk.eq(out_chunk)]
+                if B:  # a LINEAR's loader is already on its way with w_row and idx_phase
+                    with m.If(~is_lin):
+                        m.d.sync += [w_row.eq(job.w), idx_phase.eq(0)]
+                else:
+                    m.d.sync += [w_row.eq(job.w), idx_phase.eq(0)]
                 m.next = "WGT"
 
             # weights of the row block
             with m.State("WGT"):
                 row = r0 + i0
                 with m.If(is_lin):
-                    if B:  # the block's value and index words through the weight loader,
-                        # unless it was started into the other buffer with the previous block
-                        with m.If(~prefetched):
-                            m.d.comb += [wl_start.eq(1), wl_r0.eq(r0), wl_target.eq(cur)]
-                            m.next = "WW_WAIT"
-                        with m.Elif(wl_idle | wl_finish):
+                    if B:  # the block's value and index words came through the weight
+                        # loader into the other buffer: started with the chunk (the first
+                        # block) or in the previous block's RQ; wait for what is left of it
+                        with m.If(wl_idle | wl_finish):
                             m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "RQ"
                         with m.Else():
@@ -964,11 +961,16 @@ class EngineOps(wiring.Component):
                 m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0), i1.eq(0),
                              ab.eq(0), abase.eq(0), nblk.eq(0)]
                 with m.If(at < job.tokens):
+                    if B:  # its first row block loads while it is staged
+                        m.d.sync += [pf_first.eq(is_lin), w_row.eq(job.w)]
                     m.next = "ACT"
                 with m.Else():
                     finish()
 
         if B:  # the weight loader: a row block's words through the weight port (wl_start)
+            with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
+                m.d.comb += [wl_start.eq(1), wl_r0.eq(0), wl_target.eq(~cur)]
+                m.d.sync += [pf_first.eq(0), prefetched.eq(1)]
             blk_l = Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R)
             wl_off = Mux(wl_buf, w_depth, 0)  # the entries of the buffer being filled
             with m.FSM(name="wload"):

@@ -275,10 +275,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 total += (lane + R + per_cycle - 1) // per_cycle
             return total
     cyc = 1  # ENG_START (the job is taken in the same cycle)
-    if cmd.op == Op.LINEAR and a["gelu"]:
-        cyc += read_cycles(a["table_off"], 64)  # TABLE, TABLE_DATA: the GELU table's words
+    table = read_cycles(a["table_off"], 64) if cmd.op == Op.LINEAR and a["gelu"] else 0
+    cyc += table  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
+        # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
+        # first chunk's: before its GELU table)
+        load_start = cyc - (table if first == 0 else 0)
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
         # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
         def row_words(t: int) -> int:
@@ -290,15 +293,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
-        cyc += weights + rblocks * b * tile + 1
         drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
-        cyc += sum(drains)
-        if loads:  # block j > 0's load (into the other buffer) started in block j - 1's
-            # first RQ cycle; WGT waits for what is left of it after that block's requantizer
-            # records, tiles and write-outs
-            cyc += loads[0] + sum(
+        if loads:  # WGT waits for what is left of the block's load: the first block's ran
+            # while the table and activations came, block j > 0's (into the other buffer)
+            # since block j - 1's first RQ cycle, through its requantizer records, tiles and
+            # write-outs
+            cyc += 1 + max(0, loads[0] - 1 - (cyc - load_start)) + sum(
                 1 + max(0, loads[j] - 1 - rq[j - 1] - b * tile - drains[j - 1])
                 for j in range(1, len(loads)))
+        cyc += weights + rblocks * b * tile + 1 + sum(drains)
     if cmd.op == Op.QK_SOFTMAX:
         cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
         # per token block, SM_RUN: its query rows stream through the softmax unit
