@@ -106,7 +106,9 @@ class EngineOps(wiring.Component):
     previous one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
     ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word of ``P``
-    keys its valid keys span);
+    keys its valid keys span); a row block's requantizer records (LINEAR, PV: 3 words a row
+    over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
+    staged (PV; LINEAR with a weight port: after the GELU table);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -263,7 +265,7 @@ class EngineOps(wiring.Component):
         # LINEAR rows from params: leading bytes before the row in its first word; the index
         # bits queued (LSB first, as sw.nm.pack packs them)
         skip = Signal(2)
-        left = Signal(32)  # requantizer words to take
+        left, rq_i = Signal(32), Signal(32)  # requantizer words to take; taken
         bits_acc, bits_n = Signal(4 * ib + 32), Signal(range(4 * ib + 33))
         # requantizer parameters of the tile's rows
         rq_regs = Array(Signal(32, name=f"rq{k}") for k in range(3 * R))
@@ -271,6 +273,13 @@ class EngineOps(wiring.Component):
         # before RQ asks for them (on the ECP5 this count fed the AXI reader's counters and
         # state enables in the same cycle: the routed kernel's critical path at f426603)
         rq_words = Signal(range(3 * R + 1))
+        # the records loader (dram port): started by RQ (rq_go), or for a chunk's first row
+        # block (LINEAR with a weight port, PV) two cycles after the chunk starts (pf_rq, then
+        # pf_rq2: r0 and rq_words settle), while the activations and weights are staged; rq_pf:
+        # the block's records come that way
+        rq_go, rq_idle, rq_finish = Signal(), Signal(), Signal()
+        pf_rq, pf_rq2, rq_pf = Signal(), Signal(), Signal()
+        m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
         # LINEAR: the row's values are staged first, then its indices
         idx_phase = Signal()
         slot = Signal(32)
@@ -479,6 +488,11 @@ class EngineOps(wiring.Component):
                     if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
                         # row block starts loading (into buffer 1) in the next cycle
                         m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR), w_row.eq(p.w)]
+                    # the first row block's records: now, or after the GELU table
+                    early = (p.op == Op.PV) | ((p.op == Op.LINEAR) & ~p.gelu) if B else (
+                        p.op == Op.PV)
+                    m.d.sync += [r0.eq(0), rq_ptr.eq(p.rq_off), pf_rq.eq(early),
+                                 rq_pf.eq(early)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
                         m.next = "MASK"
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
@@ -501,6 +515,8 @@ class EngineOps(wiring.Component):
                     m.d.sync += i1.eq(i1 + 1)
                     with m.If(i1 == 63):
                         m.d.sync += i1.eq(0)
+                        if B:  # the first row block's records, now the bus is free
+                            m.d.sync += [pf_rq.eq(1), rq_pf.eq(1)]
                         m.next = "ACT"
             # key mask -> mask bits (QK only), mask_lanes bytes (keys) per cycle
             with m.State("MASK"):
@@ -782,21 +798,17 @@ class EngineOps(wiring.Component):
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
                         m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                         m.d.sync += prefetched.eq(1)
-                m.d.comb += [self.dram_req.valid.eq(1),
-                             self.dram_req.payload.addr.eq(rq_ptr),
-                             self.dram_req.payload.words.eq(rq_words)]
-                for k in range(3 * R):
-                    m.d.sync += rq_regs[k].eq(0)
-                with m.If(self.dram_req.ready):
-                    m.d.sync += [i1.eq(0), left.eq(rq_words)]
-                    m.next = "RQ_DATA"
-            with m.State("RQ_DATA"):
-                m.d.comb += self.dram_data.ready.eq(1)
-                with m.If(self.dram_data.valid):
-                    m.d.sync += [rq_regs[i1].eq(self.dram_data.payload), i1.eq(i1 + 1)]
-                    with m.If(i1 == left - 1):
-                        m.d.sync += [i1.eq(0)]
+                with m.If(rq_pf):  # fetched with the chunk: wait for what is left of it
+                    with m.If((rq_idle & ~pf_rq & ~pf_rq2) | rq_finish):
+                        m.d.sync += [rq_pf.eq(0), i1.eq(0)]
                         m.next = "RUN"
+                with m.Else():
+                    m.d.comb += rq_go.eq(1)
+                    m.next = "RQ_WAIT"
+            with m.State("RQ_WAIT"):
+                with m.If(rq_finish):
+                    m.d.sync += i1.eq(0)
+                    m.next = "RUN"
 
             # one tile through the engine
             with m.State("RUN"):
@@ -963,9 +975,38 @@ class EngineOps(wiring.Component):
                 with m.If(at < job.tokens):
                     if B:  # its first row block loads while it is staged
                         m.d.sync += [pf_first.eq(is_lin), w_row.eq(job.w)]
+                    early = is_pv | is_lin if B else is_pv
+                    m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
                     m.next = "ACT"
                 with m.Else():
                     finish()
+
+        # the records loader: 3 words a row of the block into rq_regs (the rest zero)
+        with m.FSM(name="rqload"):
+            with m.State("IDLE"):
+                m.d.comb += rq_idle.eq(1)
+                with m.If(rq_go | pf_rq2):
+                    m.d.comb += [self.dram_req.valid.eq(1),
+                                 self.dram_req.payload.addr.eq(rq_ptr),
+                                 self.dram_req.payload.words.eq(rq_words)]
+                    m.d.sync += [rq_regs[k].eq(0) for k in range(3 * R)]
+                    m.d.sync += [rq_i.eq(0), left.eq(rq_words)]
+                    with m.If(self.dram_req.ready):
+                        m.next = "DATA"
+                    with m.Else():
+                        m.next = "REQ"
+            with m.State("REQ"):
+                m.d.comb += [self.dram_req.valid.eq(1), self.dram_req.payload.addr.eq(rq_ptr),
+                             self.dram_req.payload.words.eq(left)]
+                with m.If(self.dram_req.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += self.dram_data.ready.eq(1)
+                with m.If(self.dram_data.valid):
+                    m.d.sync += [rq_regs[rq_i].eq(self.dram_data.payload), rq_i.eq(rq_i + 1)]
+                    with m.If(rq_i == left - 1):
+                        m.d.comb += rq_finish.eq(1)
+                        m.next = "IDLE"
 
         if B:  # the weight loader: a row block's words through the weight port (wl_start)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to

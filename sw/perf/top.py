@@ -204,7 +204,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
     blocks = -(-tokens // C)
     per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else cfg.act_buffer_depth // G
-    weights = 0  # per row block: staging its weights (and requantizer records)
+    weights = 0  # per row block: staging its weights
+    first_weights = None  # the first row block's
     B = cfg.weight_port_bytes
     if B and cmd.op == Op.LINEAR:
         rows_pad = rows_padded(rows, cfg)
@@ -247,9 +248,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             groups = -(-min(R, rows - r0) // 4)
             weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
                            for s in range(k)) + (steps - k) + 1
-        if cmd.op != Op.QK_SOFTMAX:
-            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))  # RQ
-            weights += rq[-1]
+        if first_weights is None:
+            first_weights = weights
+        if cmd.op != Op.QK_SOFTMAX:  # RQ, RQ_WAIT: the records loader
+            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))
+    # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
+    # with a weight port, after its GELU table): RQ waits for what is left of them
+    rq_early = cmd.op == Op.PV or (cmd.op == Op.LINEAR and B)
     # one tile: RUN, STREAM (the tile's steps, its pipeline, the result FIFO's 2 cycles,
     # then the C output beats' write-outs back to back: the next beat is taken in a beat's
     # last write cycle), TILE_END
@@ -282,6 +287,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
         # first chunk's: before its GELU table)
         load_start = cyc - (table if first == 0 else 0)
+        act_start = cyc
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
         # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
         def row_words(t: int) -> int:
@@ -294,14 +300,17 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
         drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
-        if loads:  # WGT waits for what is left of the block's load: the first block's ran
-            # while the table and activations came, block j > 0's (into the other buffer)
-            # since block j - 1's first RQ cycle, through its requantizer records, tiles and
-            # write-outs
-            cyc += 1 + max(0, loads[0] - 1 - (cyc - load_start)) + sum(
-                1 + max(0, loads[j] - 1 - rq[j - 1] - b * tile - drains[j - 1])
-                for j in range(1, len(loads)))
-        cyc += weights + rblocks * b * tile + 1 + sum(drains)
+        # WGT waits for what is left of the block's load: the first block's ran while the
+        # table and activations came, block j > 0's (into the other buffer) since block
+        # j - 1's first RQ cycle, through its requantizer records, tiles and write-outs
+        wgt0 = 1 + max(0, loads[0] - 1 - (cyc - load_start)) if loads else 0
+        rqs = list(rq)
+        if rq_early:
+            ahead = cyc + wgt0 + first_weights - act_start - 1
+            rqs[0] = 1 + max(0, rq[0] - 1 - ahead)
+        cyc += wgt0 + sum(1 + max(0, loads[j] - 1 - rqs[j - 1] - b * tile - drains[j - 1])
+                          for j in range(1, len(loads)))
+        cyc += weights + sum(rqs) + rblocks * b * tile + 1 + sum(drains)
     if cmd.op == Op.QK_SOFTMAX:
         cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
         # per token block, SM_RUN: its query rows stream through the softmax unit
