@@ -7,7 +7,8 @@
   ``s_axi_control_*``, ``m_axi_gmem_*``);
 * ``kernel.xml``: the kernel's arguments with their register offsets
   (:data:`sw.compiler.isa.REGISTERS`), all buffers on ``m_axi_gmem`` (and, with a weight
-  port, the read-only ``m_axi_wgt`` master that streams LINEAR weights from ``params``);
+  port, the ``m_axi_wgt`` master that streams LINEAR weights from ``params`` and, on the
+  Alveo presets, moves LOAD's input and STORE's output a beat at a time);
 * ``package_xo.tcl``: packages the Verilog as an IP and then as ``nmaccel.xo``
   (``vivado -mode batch -source package_xo.tcl``), to link with
   ``v++ -l -t hw --platform <platform> nmaccel.xo``;
@@ -58,10 +59,11 @@ def wrapper_verilog(top_verilog: str) -> str:
 
 def kernel_xml(config: AcceleratorConfig) -> str:
     """The kernel's ports and arguments. Every buffer argument is on ``m_axi_gmem``; with a
-    weight port (``config.weight_port_bytes``) the read-only ``m_axi_wgt`` master reads the
-    LINEAR weights and LayerNorm records inside the ``params`` buffer (and, with
-    ``config.wide_load``, LOAD's ``input``), so the link must connect both masters to the
-    memory bank those buffers live in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
+    weight port (``config.weight_port_bytes``) the ``m_axi_wgt`` master reads the LINEAR
+    weights and LayerNorm records inside the ``params`` buffer (and, with
+    ``config.wide_load``, LOAD's ``input``; with ``config.wide_store`` it writes STORE's
+    ``output``), so the link must connect both masters to the memory bank those buffers live
+    in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
     --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``)."""
     wgt = ""
     if config.weight_port_bytes:

@@ -107,11 +107,12 @@ class AcceleratorConfig:
     weight_port_bytes : int
         0: LINEAR weights come through the kernel's one 32-bit AXI master, a row at a time,
         in :func:`sw.nm.pack`'s layout. Otherwise the data width (bytes, a power of two from
-        4 to 128) of a second, read-only AXI master ``m_axi_wgt`` that streams them in the
+        4 to 128) of a second AXI master ``m_axi_wgt`` that streams them in the
         row-interleaved layout of :mod:`sw.compiler.weight_layout`: each beat fills
         ``weight_port_bytes / 4`` rows' weight banks at once. ``pe_rows`` must then be a
         multiple of :attr:`weight_rows_align`. From 16 bytes on it also brings LayerNorm's
-        records (:attr:`wide_ln_params`).
+        records (:attr:`wide_ln_params`); where a beat fits the scratchpad's port, LOAD's
+        input and STORE's output (:attr:`wide_load`, :attr:`wide_store`).
     spm_lanes : int
         Width of the scratchpad's ports in 32-bit words (a power of two up to 64): the
         scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive
@@ -252,6 +253,13 @@ class AcceleratorConfig:
         the 32-bit master: with a weight port wider than a word whose beat fits the
         scratchpad's write port (``weight_port_bytes <= 4 spm_lanes``)."""
         return 4 < self.weight_port_bytes <= 4 * self.spm_lanes
+
+    @property
+    def wide_store(self) -> bool:
+        """STORE writes the ``output`` buffer through the weight port (which then has write
+        channels), a beat of ``weight_port_bytes`` a cycle read from the scratchpad, instead
+        of a word a cycle over the 32-bit master: where LOAD is wide (:attr:`wide_load`)."""
+        return self.wide_load
 
     @property
     def mask_lanes(self) -> int:

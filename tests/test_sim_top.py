@@ -28,17 +28,17 @@ def _program(cmds, config=CFG, count=None):
     return bytes(data)
 
 
-def _run(kind, program, inp, config=CFG, params=bytes(range(64)), **kwargs):
-    """Run on a fresh device; returns (memory, status, command, output buffer, cycles or
-    None when the device stopped with a fault)."""
+def _run(kind, program, inp, config=CFG, params=bytes(range(64)), out=OUT, **kwargs):
+    """Run on a fresh device (an ``out``-byte output buffer); returns (memory, status,
+    command, output buffer, cycles or None when the device stopped with a fault)."""
     dev = open_device(kind, config, **kwargs)
     bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)),
                                                ("params", len(params)),
-                                               ("input", len(inp)), ("output", OUT))}
+                                               ("input", len(inp)), ("output", out))}
     dev.write(bufs["program"], program)
     dev.write(bufs["params"], params)
     dev.write(bufs["input"], inp)
-    dev.write(bufs["output"], b"\xa5" * OUT)
+    dev.write(bufs["output"], b"\xa5" * out)
     try:
         res = dev.wait(dev.run(**bufs), timeout=60)
         status, command, cycles = res.status, res.command, res.cycles
@@ -150,6 +150,37 @@ FAULTS = {
         "src": 0, "dst": 64, "tokens": 1, "hidden": 4, "in_bits": 16, "params_off": 0,
         "eps_int": 1, "sqrt_frac": 8})], None, None),
 }
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_long_stores_go_through_the_weight_port_in_page_split_bursts(stall):
+    """With ``wide_store`` STORE writes whole beats (16 bytes here) through the weight port,
+    the bytes outside the STORE strobed off: several KiB from a destination off the beat
+    (bursts of up to 256 beats, split at 4 KiB pages), one that straddles a page inside a
+    beat's reach, one read from the scratchpad's last bytes: bit-exact (the whole memory, so
+    no byte next to a STORE moved) and cycle-exact without stalls."""
+    from sw.perf.top import program_cycles
+
+    cfg = CFG.replace(name="store-w16", m=8, n_max=8, pe_rows=8, weight_port_bytes=16,
+                      spm_lanes=4)
+    assert cfg.wide_store
+    rng = np.random.default_rng(SEED + 16)
+    inp = rng.integers(0, 256, 9001, dtype=np.uint8).tobytes()
+    spm = cfg.spm_bytes
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 9001}),
+            Command(Op.LOAD, {"dst": spm - 700, "src": 12, "bytes": 700}),
+            Command(Op.STORE, {"dst": 36, "src": 8, "bytes": 8993}),  # 3 pages, 3 bursts
+            Command(Op.STORE, {"dst": 4092 + 9216, "src": 4, "bytes": 71}),  # across a page
+            Command(Op.STORE, {"dst": 9216 + 8, "src": spm - 700, "bytes": 697}),
+            Command(Op.END, {})]
+    program = _program(cmds, cfg)
+    out = 9216 * 2
+    ref = _run("ref", program, inp, config=cfg, out=out)
+    rtl = _run("rtl", program, inp, config=cfg, out=out, stall=stall, seed=SEED)
+    assert rtl[1:3] == ref[1:3] == (Status.OK, 5)
+    assert rtl[0] == ref[0]
+    if not stall:
+        assert rtl[4] == program_cycles(cmds, cfg)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

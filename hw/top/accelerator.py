@@ -100,18 +100,22 @@ class Accelerator(wiring.Component):
         Registers of :data:`sw.compiler.isa.REGISTERS`.
     m_axi_gmem : Out(Axi4Signature(32))
         Device memory: reads of the program, params and input buffers, writes of the output
-        buffer only, each access checked against the declared buffer first.
+        buffer only (STORE's, unless ``wide_store``), each access checked against the
+        declared buffer first.
     m_axi_wgt : Out(Axi4Signature(8 * weight_port_bytes))
-        Only with ``config.weight_port_bytes``: read-only, the LINEAR weights inside the
+        Only with ``config.weight_port_bytes``: reads of the LINEAR weights inside the
         params buffer (bursts of up to 256 beats or a 4 KiB page), checked like the rest;
         with ``wide_ln_params`` the LayerNorm records, with ``wide_load`` LOAD's input
-        (whole beats: up to ``B - 1`` bytes past the checked range, inside its page).
+        (whole beats: up to ``B - 1`` bytes past the checked range, inside its page); with
+        ``wide_store`` STORE's writes of the output buffer (whole beats, the bytes outside
+        the STORE strobed off). Its write channels stay idle otherwise.
 
     Latency / throughput / resources
     --------------------------------
     Per command: a 16-word burst to fetch it, ``_PRODUCTS + _MUL_LATENCY`` (7) cycles computing
     the range checks' products through one pipelined 32 x 32 multiplier, one cycle to decide,
-    then its work. LOAD and STORE move one 32-bit word per cycle inside 16-beat bursts; the
+    then its work. LOAD and STORE move one 32-bit word per cycle inside 16-beat bursts (with
+    ``wide_load`` / ``wide_store`` a beat of the weight port per cycle inside its bursts); the
     vector and engine commands as their datapaths' docstrings state. The scratchpad
     (:class:`~hw.top.scratchpad.Scratchpad`) is ``spm_kib`` KiB of 32-bit words with byte
     enables, its ports ``spm_lanes`` words wide: one write port shared by the datapaths (the
@@ -139,7 +143,9 @@ class Accelerator(wiring.Component):
         m.submodules.reader = reader = AxiReader()
         m.submodules.writer = writer = AxiWriter()
         m.submodules.spm = spm = Scratchpad(config=cfg)
-        m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=32, depth=4)
+        # STORE's words (or, with wide_store, beats) read from the scratchpad for the writer
+        store_bits = 8 * cfg.weight_port_bytes if cfg.wide_store else 32
+        m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=store_bits, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
         # Two read ports. Commands run one at a time, so the engine, the vector unit's first
@@ -161,12 +167,16 @@ class Accelerator(wiring.Component):
 
         _wire_axi(m, self.m_axi_gmem, reader.axi, writer.axi)
         wgt_error = Const(0)
-        if cfg.weight_port_bytes:  # read-only: its write channels stay idle
+        store_writer = writer  # STORE's
+        if cfg.weight_port_bytes:  # its write channels: STORE's with wide_store, else idle
             B = cfg.weight_port_bytes
             Q, lb = B // 4, B.bit_length() - 1  # words and address bits of a beat
             m.submodules.wgt_reader = wgt = AxiReader(data_width=8 * B,
                                                       max_burst=cfg.weight_port_burst)
-            _wire_axi(m, self.m_axi_wgt, wgt.axi, None)
+            if cfg.wide_store:
+                m.submodules.wgt_writer = store_writer = AxiWriter(
+                    data_width=8 * B, max_burst=cfg.weight_port_burst)
+            _wire_axi(m, self.m_axi_wgt, wgt.axi, store_writer.axi if cfg.wide_store else None)
             m.d.comb += _serve(wgt, eng.wgt_req, eng.wgt_data, ctrl.params)
             wgt_error = wgt.error
 
@@ -548,35 +558,76 @@ class Accelerator(wiring.Component):
                         with m.If(moved == nwords - 1):
                             m.d.comb += spm.w_en.eq(last_mask)
                             m.next = "NEXT"
-            with m.State("STORE_REQ"):
-                m.d.comb += [writer.req.valid.eq(1),
-                             writer.req.payload.addr.eq(ctrl.output + f1),
-                             writer.req.payload.words.eq(nwords)]
-                with m.If(writer.req.ready):
-                    m.next = "STORE_RUN"
-            with m.State("STORE_RUN"):
-                issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth)
-                m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
-                             sfifo.w_data.eq(spm.ra_data[:32]), sfifo.w_en.eq(pend)]
-                m.d.sync += pend.eq(issue)
-                with m.If(issue):
-                    m.d.sync += moved.eq(moved + 1)
-                sent = Signal(32)
-                last = (sent == nwords - 1)
-                m.d.comb += [writer.data.valid.eq(sfifo.r_rdy),
-                             writer.data.payload.data.eq(sfifo.r_data),
-                             writer.data.payload.strb.eq(0b1111),
-                             sfifo.r_en.eq(writer.data.ready)]
-                with m.If(last):
-                    m.d.comb += writer.data.payload.strb.eq(last_mask)
-                with m.If(sfifo.r_rdy & writer.data.ready):
-                    m.d.sync += sent.eq(sent + 1)
+            if cfg.wide_store:  # whole beats of the output buffer through the weight port:
+                # beat k's lane j is the STORE's word g = k Q + j - o (o: dst's word in its
+                # beat), written where 0 <= g < nwords; beat 0 is read at src and shifted up
+                # by o lanes, beat k > 0 at src + k Q - o words
+                o = f1[2:lb]
+                nbeats = Signal(32)
+                m.d.comb += nbeats.eq((f1[:lb] + nbytes + B - 1) >> lb)
+                with m.State("STORE_REQ"):
+                    m.d.comb += [store_writer.req.valid.eq(1),
+                                 store_writer.req.payload.addr.eq(
+                                     ctrl.output + Cat(Const(0, lb), f1[lb:])),
+                                 store_writer.req.payload.words.eq(nbeats)]
+                    with m.If(store_writer.req.ready):
+                        m.next = "STORE_RUN"
+                with m.State("STORE_RUN"):
+                    issue = (moved < nbeats) & (sfifo.level + pend < sfifo.depth)
+                    pend_first = Signal()
+                    raw = spm.ra_data[:8 * B]
+                    m.d.comb += [store_addr.eq(Mux(moved == 0, f2 >> 2,
+                                                   (f2 >> 2) - o + (moved << (lb - 2)))),
+                                 store_en.eq(issue),
+                                 sfifo.w_data.eq(Mux(pend_first, raw << (o * 32), raw)),
+                                 sfifo.w_en.eq(pend)]
+                    m.d.sync += [pend.eq(issue), pend_first.eq(moved == 0)]
+                    with m.If(issue):
+                        m.d.sync += moved.eq(moved + 1)
+                    sent = Signal(32)
+                    m.d.comb += [store_writer.data.valid.eq(sfifo.r_rdy),
+                                 store_writer.data.payload.data.eq(sfifo.r_data),
+                                 sfifo.r_en.eq(store_writer.data.ready)]
+                    for j in range(Q):
+                        g = (sent << (lb - 2)) + j  # o + the STORE's word in lane j
+                        m.d.comb += store_writer.data.payload.strb[4 * j:4 * j + 4].eq(
+                            Mux((g >= o) & (g < o + nwords),
+                                Mux(g == o + nwords - 1, last_mask, 0b1111), 0))
+                    with m.If(sfifo.r_rdy & store_writer.data.ready):
+                        m.d.sync += sent.eq(sent + 1)
+                        with m.If(sent == nbeats - 1):
+                            m.d.sync += sent.eq(0)
+                            m.next = "STORE_WAIT"
+            else:
+                with m.State("STORE_REQ"):
+                    m.d.comb += [writer.req.valid.eq(1),
+                                 writer.req.payload.addr.eq(ctrl.output + f1),
+                                 writer.req.payload.words.eq(nwords)]
+                    with m.If(writer.req.ready):
+                        m.next = "STORE_RUN"
+                with m.State("STORE_RUN"):
+                    issue = (moved < nwords) & (sfifo.level + pend < sfifo.depth)
+                    m.d.comb += [store_addr.eq((f2 >> 2) + moved), store_en.eq(issue),
+                                 sfifo.w_data.eq(spm.ra_data[:32]), sfifo.w_en.eq(pend)]
+                    m.d.sync += pend.eq(issue)
+                    with m.If(issue):
+                        m.d.sync += moved.eq(moved + 1)
+                    sent = Signal(32)
+                    last = (sent == nwords - 1)
+                    m.d.comb += [writer.data.valid.eq(sfifo.r_rdy),
+                                 writer.data.payload.data.eq(sfifo.r_data),
+                                 writer.data.payload.strb.eq(0b1111),
+                                 sfifo.r_en.eq(writer.data.ready)]
                     with m.If(last):
-                        m.d.sync += sent.eq(0)
-                        m.next = "STORE_WAIT"
+                        m.d.comb += writer.data.payload.strb.eq(last_mask)
+                    with m.If(sfifo.r_rdy & writer.data.ready):
+                        m.d.sync += sent.eq(sent + 1)
+                        with m.If(last):
+                            m.d.sync += sent.eq(0)
+                            m.next = "STORE_WAIT"
             with m.State("STORE_WAIT"):
-                with m.If(writer.idle):
-                    with m.If(writer.error):
+                with m.If(store_writer.idle):
+                    with m.If(store_writer.error):
                         finish(Status.BUS_ERROR)
                     with m.Else():
                         m.next = "NEXT"

@@ -14,9 +14,15 @@ __all__ = ["AxiWriter"]
 class AxiWriter(wiring.Component):
     """Writes ``words`` consecutive bus words from byte address ``addr`` (word aligned).
 
-    Bursts as :class:`~hw.top.axi_reader.AxiReader` (at most :data:`~hw.top.axi.MAX_BURST`
-    beats, not crossing 4 KiB); each burst is AW, then its W beats, then the B response, before
-    the next.
+    Bursts as :class:`~hw.top.axi_reader.AxiReader` (at most ``max_burst`` beats, not
+    crossing 4 KiB); each burst is AW, then its W beats, then the B response, before the next.
+
+    Parameters
+    ----------
+    data_width : int
+        Bits of a bus word (a beat).
+    max_burst : int
+        Longest burst, 1 to 256 beats (default :data:`~hw.top.axi.MAX_BURST`).
 
     Ports
     -----
@@ -35,8 +41,10 @@ class AxiWriter(wiring.Component):
     One W beat per cycle inside a burst; per burst add the AW and B handshakes.
     """
 
-    def __init__(self, *, data_width: int = 32):
-        self.data_width = data_width
+    def __init__(self, *, data_width: int = 32, max_burst: int = MAX_BURST):
+        if not 1 <= max_burst <= 256:
+            raise ValueError(f"max_burst must be in 1..256 (AXI4 INCR), got {max_burst!r}")
+        self.data_width, self.max_burst = data_width, max_burst
         super().__init__({
             "req": In(stream.Signature(request_layout())),
             "data": In(stream.Signature(data.StructLayout({"data": data_width,
@@ -52,8 +60,8 @@ class AxiWriter(wiring.Component):
         beat_bytes = self.data_width // 8
         addr = Signal(64)
         left = Signal(32)
-        burst = Signal(range(MAX_BURST + 1))
-        sent = Signal(range(MAX_BURST + 1))
+        burst = Signal(range(self.max_burst + 1))
+        sent = Signal(range(self.max_burst + 1))
         m.d.comb += [
             axi.awsize.eq(axi.signature.size),
             axi.awburst.eq(BURST_INCR),
@@ -72,7 +80,7 @@ class AxiWriter(wiring.Component):
                     with m.If(self.req.payload.words != 0):
                         m.next = "SIZE"
             with m.State("SIZE"):
-                n = next_burst(addr, left, beat_bytes)
+                n = next_burst(addr, left, beat_bytes, self.max_burst)
                 m.d.sync += [burst.eq(n), sent.eq(0)]
                 m.next = "AW"
             with m.State("AW"):

@@ -4,8 +4,9 @@ cocotbext-axi provides the host side: an AXI4-Lite master on ``s_axi_control`` a
 model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.bench_params`):
 
 * ``image``: a file with the device memory's initial bytes (from address 0);
-* ``weight_port``: the kernel has the read-only weight master ``m_axi_wgt`` (a config's
-  ``weight_port_bytes``): a second AXI RAM read port on the same memory answers it;
+* ``weight_port``: the kernel has the weight master ``m_axi_wgt`` (a config's
+  ``weight_port_bytes``): a second AXI RAM on the same memory answers it, its read side, and
+  with ``weight_writes`` (a config's ``wide_store``) its write side too;
 * ``buffers``: ``{name: [addr, size]}`` for each of :data:`sw.compiler.isa.BUFFERS`;
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
@@ -118,15 +119,22 @@ async def run_program(dut):
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_gmem_"), dut.clk, dut.rst, size=len(image))
     ram.write(0, image)
     host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control_"), dut.clk, dut.rst)
-    reads = [ram.read_if]
-    if P.get("weight_port"):
+    reads, writes = [ram.read_if], [ram.write_if]
+    if P.get("weight_port") and P.get("weight_writes"):
+        wgt = AxiRam(AxiBus.from_prefix(dut, "m_axi_wgt_"), dut.clk, dut.rst, size=len(image),
+                     mem=ram.mem)
+        reads.append(wgt.read_if)
+        writes.append(wgt.write_if)
+    elif P.get("weight_port"):
         reads.append(AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_wgt_"), dut.clk, dut.rst,
                                 mem=ram.mem))
-    for side in (ram.write_if, host.write_if, host.read_if, *reads):
+    for side in (host.write_if, host.read_if, *reads, *writes):
         side.log.setLevel(logging.WARNING)  # one INFO line per burst slows long runs
     if P.get("stall"):
         rng = random.Random(int(P.get("seed", 1)))
-        channels = [ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel]
+        channels = []
+        for side in writes:
+            channels += [side.aw_channel, side.w_channel, side.b_channel]
         for side in reads:
             channels += [side.ar_channel, side.r_channel]
         for ch in channels:

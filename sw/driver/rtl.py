@@ -63,7 +63,8 @@ class RtlDevice(RefDevice):
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace,
-                  "weight_port": bool(self.config.weight_port_bytes)}
+                  "weight_port": bool(self.config.weight_port_bytes),
+                  "weight_writes": self.config.wide_store}
         with self._progress_watch(work, params):
             report = run_bench(component=lambda: Accelerator(config=self.config),
                                bench="sim.benches.top", case=case, params=params,

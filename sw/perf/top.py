@@ -446,6 +446,11 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> i
                                    config.weight_port_burst) + 1
     if cmd.op == Op.LOAD:
         return fetch + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
+    if cmd.op == Op.STORE and config.wide_store:  # whole beats through the weight port
+        B = config.weight_port_bytes
+        beats = -(-(a["dst"] % B + a["bytes"]) // B)
+        return fetch + 4 + sum(4 + n for n in bursts(a["dst"] - a["dst"] % B, beats, B,
+                                                     config.weight_port_burst))
     if cmd.op == Op.STORE:
         return fetch + 4 + sum(4 + n for n in bursts(a["dst"], -(-a["bytes"] // 4)))
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
