@@ -166,6 +166,9 @@ def test_floor_and_utilisation_in_the_report(bench):
     assert c["latency_ms"] == pytest.approx(c["projected_cycles"] / 1e5)
     assert c["utilisation"] == pytest.approx(c["floor_cycles"] / c["projected_cycles"])
     assert 0 < c["utilisation"] <= 1 and c["model_cycles"] > 0
+    # the kernel as built, against the same floor: slower than the block model on tiny
+    assert c["kernel_utilisation"] == pytest.approx(c["floor_cycles"] / c["kernel_cycles"])
+    assert 0 < c["kernel_utilisation"] < c["utilisation"]
     assert c["model_cycles"] == sum(c["model_cycles_by_op"].values())
     assert c["model_cycles"] < _case(report, "tiny", "dense")["model_cycles"]
 
@@ -259,7 +262,7 @@ def _fake_report():
         "cases": [
             {"model": "bert-base", "preset": "u200", "sparsity": "2:4", "nm": "4:8",
              "status": "ok", "model_cycles": 1_627_226, "latency_ms": 5.424, "floor_ms": 1.398,
-             "kernel_cycles": 3_000_000, "kernel_ms": 10.0,
+             "kernel_cycles": 3_000_000, "kernel_ms": 10.0, "kernel_utilisation": 0.1398,
              "utilisation": 0.258, "bound": "compute", "best_cpu": {"backend": "ort-int8",
                                                                     "median_ms": 240.9},
              "speedup": 44.4},
@@ -279,7 +282,7 @@ def test_readme_table_between_markers(tmp_path):
     assert "44.4x" in table and "240.9 ms (ort-int8)" in table
     assert "does not fit: the encoder needs 1 bytes" in table
     assert "1.0000 x the kernel model** (1,734,288) and 1.88 x the block model" in table
-    assert "| 10.0 ms (3,000,000 cycles) |" in table and "no Fmax measured" in table
+    assert "| 10.0 ms (3,000,000 cycles) | 0.14 |" in table and "no Fmax measured" in table
     before, after = "# Title\n\nintro text\n", "\n\n## Next\nmore text\n"
     readme = tmp_path / "README.md"
     readme.write_text(f"{before}{BEGIN}\nold table\n{END}{after}")

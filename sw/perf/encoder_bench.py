@@ -388,6 +388,7 @@ def _finish_case(case: dict, cfg: AcceleratorConfig, clock: dict) -> None:
     case["latency_ms"] = proj / (mhz * 1e3) if proj is not None and mhz else None
     case["kernel_ms"] = case["kernel_cycles"] / (mhz * 1e3) if mhz else None
     case["utilisation"] = fc / proj if proj else None
+    case["kernel_utilisation"] = fc / case["kernel_cycles"]  # the RTL kernel as built
     case["compute_utilisation"] = fc / case["model_cycles"]
     case["array_utilisation"] = case["array_floor_cycles"] / case["model_cycles"]
 
@@ -731,7 +732,7 @@ def readme_table(report: dict) -> str:
     clocks = "; ".join(f"{k}: {v['clock']['label']}" for k, v in report["presets"].items())
     lines += ["", f"Clocks: {clocks}. Floor: the compute-bound minimum, (weight MACs x N/M + "
               "attention MACs) / (the part's DSPs x MACs per DSP); utilisation = floor / "
-              "projected.", ""]
+              "projected (for the block model, and for the RTL kernel as built).", ""]
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(
@@ -746,28 +747,31 @@ def readme_table(report: dict) -> str:
     if not report.get("rtl_checks"):
         lines.append("RTL check: not run (`--no-rtl-check`); the figures are model-only.")
     lines += ["", "| model | preset | sparsity | block-model cycles | projected latency (block "
-              "model) | floor | utilisation | bound | RTL kernel as built | best CPU | "
-              "speed-up (block model) | speed-up (kernel as built) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "model) | floor | utilisation | bound | RTL kernel as built | utilisation "
+              "(kernel as built) | best CPU | speed-up (block model) | speed-up (kernel as "
+              "built) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["cases"]:
         model = MODEL_LABELS.get(c["model"], c["model"])
         sp = _sparsity_label(c)
         if c["status"] != "ok":
             reason = c.get("reason", "").split("; use")[0].replace("|", "/")
             lines.append(f"| {model} | {c['preset']} | {sp} | {c['status']}: {reason} "
-                         f"| - | {_floor(c)} | - | - | - | - | - | - |")
+                         f"| - | {_floor(c)} | - | - | - | - | - | - | - |")
             continue
         lat = _ms(c.get("latency_ms")) if c.get("latency_ms") else "no clock"
         util = f"{c['utilisation']:.2f}" if c.get("utilisation") else "-"
         kern = (f"{_ms(c['kernel_ms'])} ({c['kernel_cycles']:,} cycles)" if c.get("kernel_ms")
                 else f"{c['kernel_cycles']:,} cycles")
+        k_util = (f"{c['kernel_utilisation']:.2f}" if c.get("kernel_utilisation") is not None
+                  else "-")  # reports written before the field existed have none
         best = c.get("best_cpu")
         cpu = f"{_ms(best['median_ms'])} ({best['backend']})" if best else "-"
         sp_up = f"{c['speedup']:.1f}x" if c.get("speedup") else "-"
         k_sp = _kernel_speedup(c)  # also for reports written before the field existed
         k_up = f"{k_sp:.2f}x" if k_sp else "-"
         lines.append(f"| {model} | {c['preset']} | {sp} | {c['model_cycles']:,} | {lat} | "
-                     f"{_floor(c)} | {util} | {c['bound']} | {kern} | {cpu} | "
+                     f"{_floor(c)} | {util} | {c['bound']} | {kern} | {k_util} | {cpu} | "
                      f"{sp_up} | {k_up} |")
     cpu = report.get("cpu")
     if cpu and cpu.get("cases"):
@@ -816,9 +820,11 @@ def format_report(report: dict) -> str:
         util = f"{c['utilisation']:.2f}" if c.get("utilisation") else "-"
         sp = f", {c['speedup']:.1f}x vs {c['best_cpu']['backend']}" if c.get("speedup") else ""
         kern = _ms(c["kernel_ms"]) if c.get("kernel_ms") else f"{c['kernel_cycles']:,} cycles"
+        k_util = c.get("kernel_utilisation")
+        k_util = f", util {k_util:.2f}" if k_util is not None else ""
         lines.append(f"{head} {c['model_cycles']:>12,} cycles, {lat:>10s} (floor "
                      f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}; RTL kernel as "
-                     f"built: {kern}")
+                     f"built: {kern}{k_util}")
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(f"  RTL check {r['preset']}: {r['rtl_cycles']:,} RTL cycles = "
