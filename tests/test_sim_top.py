@@ -152,25 +152,26 @@ FAULTS = {
 }
 
 
+@pytest.mark.parametrize("port, lanes", [(16, 4), (8, 2)])
 @pytest.mark.parametrize("stall", [False, True])
-def test_long_stores_go_through_the_weight_port_in_page_split_bursts(stall):
-    """With ``wide_store`` STORE writes whole beats (16 bytes here) through the weight port,
-    the bytes outside the STORE strobed off: several KiB from a destination off the beat
-    (bursts of up to 256 beats, split at 4 KiB pages), one that straddles a page inside a
-    beat's reach, one read from the scratchpad's last bytes: bit-exact (the whole memory, so
-    no byte next to a STORE moved) and cycle-exact without stalls."""
+def test_long_stores_go_through_the_weight_port_in_page_split_bursts(port, lanes, stall):
+    """With ``wide_store`` STORE writes whole beats through the weight port, the bytes outside
+    the STORE strobed off: several KiB from a destination off the beat (bursts of up to 256
+    beats: split at 4 KiB pages with 16-byte beats, at 2 KiB with 8-byte ones), one that
+    straddles a page, one read from the scratchpad's last bytes: bit-exact (the whole memory,
+    so no byte next to a STORE moved) and cycle-exact without stalls."""
     from sw.perf.top import program_cycles
 
-    cfg = CFG.replace(name="store-w16", m=8, n_max=8, pe_rows=8, weight_port_bytes=16,
-                      spm_lanes=4)
-    assert cfg.wide_store
-    rng = np.random.default_rng(SEED + 16)
+    cfg = CFG.replace(name=f"store-w{port}", m=8, n_max=8, pe_rows=8, weight_port_bytes=port,
+                      spm_lanes=lanes)
+    assert cfg.wide_store and cfg.weight_port_burst == 256
+    rng = np.random.default_rng(SEED + port)
     inp = rng.integers(0, 256, 9001, dtype=np.uint8).tobytes()
     spm = cfg.spm_bytes
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 9001}),
             Command(Op.LOAD, {"dst": spm - 700, "src": 12, "bytes": 700}),
-            Command(Op.STORE, {"dst": 36, "src": 8, "bytes": 8993}),  # 3 pages, 3 bursts
-            Command(Op.STORE, {"dst": 4092 + 9216, "src": 4, "bytes": 71}),  # across a page
+            Command(Op.STORE, {"dst": 36, "src": 8, "bytes": 8993}),  # 3 pages
+            Command(Op.STORE, {"dst": 3 * 4096 - 4, "src": 4, "bytes": 71}),  # across a page
             Command(Op.STORE, {"dst": 9216 + 8, "src": spm - 700, "bytes": 697}),
             Command(Op.END, {})]
     program = _program(cmds, cfg)
@@ -441,6 +442,10 @@ def test_a_compiled_encoder_layer_runs_on_the_rtl_bit_exact(shape):
     (2, 2, 16, "dense", 32, 2, 5, 64, False, 1024, 4),
     # the u200's port and M: 64-byte beats, 16 rows' values or 32 rows' indices per beat
     (32, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 64),
+    # 64-word activation banks, 32 tokens in 16 blocks: the FFN's first LINEAR (with GELU)
+    # runs in 4 chunks, P.V in 2, each chunk's first row block and records fetched while the
+    # chunk is staged
+    (8, 2, 4, "2:4", 64, 4, 32, 128, False, 64, 8),
 ])
 def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape):
     """The same with the read-only weight master (``weight_port_bytes``): LINEAR weights in

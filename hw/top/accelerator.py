@@ -108,7 +108,9 @@ class Accelerator(wiring.Component):
         with ``wide_ln_params`` the LayerNorm records, with ``wide_load`` LOAD's input
         (whole beats: up to ``B - 1`` bytes past the checked range, inside its page); with
         ``wide_store`` STORE's writes of the output buffer (whole beats, the bytes outside
-        the STORE strobed off). Its write channels stay idle otherwise.
+        the STORE strobed off). Its write channels stay idle otherwise. Whole beats assume
+        the ``input`` and ``output`` buffers start on a beat (the drivers place buffers on
+        4 KiB pages; the kernel does not check it).
 
     Latency / throughput / resources
     --------------------------------
@@ -119,7 +121,8 @@ class Accelerator(wiring.Component):
     vector and engine commands as their datapaths' docstrings state. The scratchpad
     (:class:`~hw.top.scratchpad.Scratchpad`) is ``spm_kib`` KiB of 32-bit words with byte
     enables, its ports ``spm_lanes`` words wide: one write port shared by the datapaths (the
-    engine and the vector unit use every lane, LOAD and STORE lane 0), read port A shared by
+    engine and the vector unit use every lane, LOAD and STORE lane 0 or, with ``wide_load``
+    / ``wide_store``, a beat's ``B / 4`` lanes), read port A shared by
     the engine, the vector unit's first operand and STORE (commands run one at a time), read
     port B for ADD's second operand and the engine's second token row (or, with wide ports,
     the word past a staged chunk).
@@ -153,7 +156,7 @@ class Accelerator(wiring.Component):
         # read port holds its data while no one reads); port B is ADD's second operand and
         # the engine's second token row or the word past a wide chunk. The ports are
         # spm_lanes words wide: the engine and the vector unit use them whole, LOAD and STORE
-        # lane 0.
+        # lane 0 (or a weight-port beat's lanes with wide_load / wide_store).
         store_addr, store_en = Signal(range(spm_bytes // 4)), Signal()
         m.d.comb += [
             spm.ra_en.eq(eng.r_en | vec.ra_en | store_en),

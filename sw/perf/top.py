@@ -214,9 +214,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     rq = []  # LINEAR, PV: the requantizer records' cycles per row block
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR and B:
-            # the loader: started (WGT's cycle), one request for the block's value and index
-            # words (WW_REQ, WW_DATA); dense: the implicit indices, an entry of every row per
-            # cycle (WW_DENSE). Only the chunk's first block waits for all of it (below)
+            # the loader: started (with the chunk for its first block, else in the previous
+            # block's first RQ cycle), one request for the block's value and index words
+            # (WW_REQ, WW_DATA); dense: the implicit indices, an entry of every row per cycle
+            # (WW_DENSE). WGT waits for what is left of it (below)
             beats = block_bytes(min(R, rows_pad - r0), k, n, M, cfg) // B
             loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
                          + (-(-steps // 4) if n == M else 0))
