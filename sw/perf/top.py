@@ -440,20 +440,17 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> i
     fetch = fetch_cycles(index)
     if cmd.op == Op.END:
         return fetch - 1
-    if cmd.op == Op.LOAD and config.wide_load:  # whole beats through the weight port
-        B = config.weight_port_bytes
-        beats = -(-(a["src"] % B + a["bytes"]) // B)
-        return fetch + read_cycles(a["src"] - a["src"] % B, beats, B,
-                                   config.weight_port_burst) + 1
-    if cmd.op == Op.LOAD:
-        return fetch + read_cycles(a["src"], -(-a["bytes"] // 4)) + 1
-    if cmd.op == Op.STORE and config.wide_store:  # whole beats through the weight port
-        B = config.weight_port_bytes
-        beats = -(-(a["dst"] % B + a["bytes"]) // B)
-        return fetch + 4 + sum(4 + n for n in bursts(a["dst"] - a["dst"] % B, beats, B,
-                                                     config.weight_port_burst))
-    if cmd.op == Op.STORE:
-        return fetch + 4 + sum(4 + n for n in bursts(a["dst"], -(-a["bytes"] // 4)))
+    if cmd.op in (Op.LOAD, Op.STORE):
+        # whole bus words from the buffer offset rounded down to one: the weight port's
+        # beats with wide_load / wide_store, else the 32-bit master's words
+        wide = config.wide_load if cmd.op == Op.LOAD else config.wide_store
+        beat, burst = ((config.weight_port_bytes, config.weight_port_burst) if wide
+                       else (4, MAX_BURST))
+        off = a["src"] if cmd.op == Op.LOAD else a["dst"]
+        start, n = off - off % beat, -(-(off % beat + a["bytes"]) // beat)
+        if cmd.op == Op.LOAD:
+            return fetch + read_cycles(start, n, beat, burst) + 1
+        return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config) + 1
     return fetch + _vector(cmd, config)
