@@ -4,11 +4,13 @@
 
 * ``nmaccel.v``: the generated kernel (``hw.top.accelerator.Accelerator``, module ``top``)
   and a wrapper module ``nmaccel`` with the Vitis port names (``ap_clk``, ``ap_rst_n``,
-  ``s_axi_control_*``, ``m_axi_gmem_*``);
-* ``kernel.xml``: the kernel's arguments with their register offsets
-  (:data:`sw.compiler.isa.REGISTERS`), all buffers on ``m_axi_gmem`` (and, with a weight
-  port, the ``m_axi_wgt`` master that streams LINEAR weights from ``params`` and, on the
-  Alveo presets, moves LOAD's input and STORE's output a beat at a time);
+  ``s_axi_control_*``, ``m_axi_gmem_*`` and the weight ports' ``m_axi_wgt*_*``);
+* ``kernel.xml``: the kernel's arguments (:func:`sw.compiler.isa.buffers`) with their
+  register offsets (:data:`sw.compiler.isa.REGISTERS`), the four buffers on ``m_axi_gmem``
+  (and, with a weight port, the ``m_axi_wgt`` master that streams LINEAR weights from
+  ``params`` and, on the Alveo presets, moves LOAD's input and STORE's output a beat at a
+  time); with ``config.weight_ports = P > 1`` also the weight banks ``params1`` ..
+  ``params<P-1>``, each on its own read-only master ``m_axi_wgt1`` .. ``m_axi_wgt<P-1>``;
 * ``package_xo.tcl``: packages the Verilog as an IP and then as ``nmaccel.xo``
   (``vivado -mode batch -source package_xo.tcl``), to link with
   ``v++ -l -t hw --platform <platform> nmaccel.xo``;
@@ -26,11 +28,30 @@ import sys
 from pathlib import Path
 
 from hw.config import AcceleratorConfig, preset
-from sw.compiler.isa import BUFFERS, REGISTERS
+from sw.compiler.isa import BUFFERS, REGISTERS, WEIGHT_BANKS, buffers
 
-__all__ = ["write_package", "wrapper_verilog", "kernel_xml", "package_tcl", "KERNEL_NAME"]
+__all__ = ["write_package", "wrapper_verilog", "kernel_xml", "package_tcl", "KERNEL_NAME",
+           "weight_masters", "buffer_port"]
 
 KERNEL_NAME = "nmaccel"
+
+
+def weight_masters(config: AcceleratorConfig) -> tuple[str, ...]:
+    """The kernel's weight-port AXI masters: ``m_axi_wgt`` (port 0) and one
+    ``m_axi_wgt<p>`` per extra weight port; none without a weight port."""
+    if not config.weight_port_bytes:
+        return ()
+    return ("m_axi_wgt",) + tuple(f"m_axi_wgt{p}" for p in range(1, config.weight_ports))
+
+
+def buffer_port(name: str) -> str:
+    """The master a buffer argument is declared on: ``m_axi_wgt<p>`` for weight bank
+    ``params<p>`` (the only master that reads it), ``m_axi_gmem`` for the others."""
+    if name in WEIGHT_BANKS:
+        return f"m_axi_wgt{WEIGHT_BANKS.index(name) + 1}"
+    if name not in BUFFERS:
+        raise ValueError(f"{name!r} is no buffer argument")
+    return "m_axi_gmem"
 
 
 def _ports(verilog: str) -> list[tuple[str, str, int]]:
@@ -58,21 +79,27 @@ def wrapper_verilog(top_verilog: str) -> str:
 
 
 def kernel_xml(config: AcceleratorConfig) -> str:
-    """The kernel's ports and arguments. Every buffer argument is on ``m_axi_gmem``; with a
-    weight port (``config.weight_port_bytes``) the ``m_axi_wgt`` master reads the LINEAR
-    weights and LayerNorm records inside the ``params`` buffer (and, with
-    ``config.wide_load``, LOAD's ``input``; with ``config.wide_store`` it writes STORE's
-    ``output``), so the link must connect both masters to the memory bank those buffers live
-    in (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
-    --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``)."""
-    wgt = ""
-    if config.weight_port_bytes:
-        wgt = (f'\n      <port name="m_axi_wgt" mode="master" range="0xFFFFFFFFFFFFFFFF" '
-               f'dataWidth="{8 * config.weight_port_bytes}"\n'
-               f'            portType="addressable" base="0x0"/>')
+    """The kernel's ports and arguments (:func:`sw.compiler.isa.buffers`, in register order).
+    ``program``, ``params``, ``input`` and ``output`` are on ``m_axi_gmem``; with a weight
+    port (``config.weight_port_bytes``) the ``m_axi_wgt`` master reads the LINEAR weights and
+    LayerNorm records inside the ``params`` buffer (and, with ``config.wide_load``, LOAD's
+    ``input``; with ``config.wide_store`` it writes STORE's ``output``), so the link must
+    connect both masters to the memory bank those buffers live in
+    (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
+    --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``). With ``config.weight_ports = P > 1``
+    each weight bank ``params<p>`` is on its own master ``m_axi_wgt<p>``, the only one that
+    reads it, which should get a memory bank of its own so the ports' bandwidth adds up
+    (``--connectivity.sp nmaccel_1.m_axi_wgt1:DDR[1]
+    --connectivity.sp nmaccel_1.m_axi_wgt2:DDR[2]`` ...; ``HBM[p]`` on an HBM card); the
+    host then allocates each bank in its argument's memory bank (:mod:`sw.driver.xrt`)."""
+    wgt = "".join(f'\n      <port name="{m}" mode="master" range="0xFFFFFFFFFFFFFFFF" '
+                  f'dataWidth="{8 * config.weight_port_bytes}"\n'
+                  f'            portType="addressable" base="0x0"/>'
+                  for m in weight_masters(config))
     args = []
-    for i, b in enumerate(BUFFERS):
-        args.append(f'      <arg name="{b}" addressQualifier="1" id="{2 * i}" port="m_axi_gmem" '
+    for i, b in enumerate(buffers(config)):
+        args.append(f'      <arg name="{b}" addressQualifier="1" id="{2 * i}" '
+                    f'port="{buffer_port(b)}" '
                     f'size="0x8" offset="{REGISTERS[b.upper() + "_LO"]:#x}" '
                     f'hostOffset="0x0" hostSize="0x8" type="void*"/>')
         args.append(f'      <arg name="{b}_size" addressQualifier="0" id="{2 * i + 1}" '
@@ -99,9 +126,12 @@ def kernel_xml(config: AcceleratorConfig) -> str:
 
 
 def package_tcl(config: AcceleratorConfig) -> str:
+    """The Vivado Tcl that packages ``nmaccel.v`` and ``kernel.xml`` as ``nmaccel.xo``; every
+    AXI interface (``s_axi_control``, ``m_axi_gmem`` and the weight masters of
+    :func:`weight_masters`) is associated with ``ap_clk``."""
     part = config.part
-    wgt = ("ipx::associate_bus_interfaces -busif m_axi_wgt -clock ap_clk $core\n"
-           if config.weight_port_bytes else "")
+    wgt = "".join(f"ipx::associate_bus_interfaces -busif {m} -clock ap_clk $core\n"
+                  for m in weight_masters(config))
     return f"""# Package nmaccel.v as a Vitis RTL kernel: vivado -mode batch -source package_xo.tcl
 set here [file dirname [file normalize [info script]]]
 create_project -force kernel_pack $here/kernel_pack -part {part}

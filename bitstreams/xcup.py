@@ -89,7 +89,7 @@ GLUE = {"pe_rows": 2, "pe_cols": 2, "vector_lanes": 2, "softmax_lanes": 4}
 #: M = 8) excludes the slices' small PE arrays. Estimates of a config with a weight port
 #: count the 32-bit weight path's staging logic in its place (README, "Bitstreams").
 NEUTRAL = {"name": "xcup-slice", "part": "generic", "part_dsps": 0, "mem_bandwidth_gbps": 0.0,
-           "clock_mhz": 100.0, "weight_port_bytes": 0}
+           "clock_mhz": 100.0, "weight_port_bytes": 0, "weight_ports": 1}
 #: classes that must be within 5 % in :func:`validate` when the full synthesis has this many.
 MIN_CHECKED = 50
 TOLERANCE = 0.05
@@ -430,7 +430,8 @@ def mid_config(config: AcceleratorConfig, rows: int = 16, cols: int = 16,
                lanes: int = 8) -> AcceleratorConfig:
     """A mid-size variant of ``config`` that Yosys can synthesize whole (for :func:`validate`)."""
     return config.replace(name=f"{config.name}-mid{rows}x{cols}", pe_rows=rows, pe_cols=cols,
-                          vector_lanes=lanes, weight_port_bytes=0)  # as the slices (NEUTRAL)
+                          vector_lanes=lanes, weight_port_bytes=0,
+                          weight_ports=1)  # as the slices (NEUTRAL)
 
 
 def validate(config_mid: AcceleratorConfig, workdir, *, log=print) -> dict:

@@ -26,6 +26,8 @@ set the size (README, "Bitstreams").
 The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
 8,192 of 9,024 on the U280), leaving the rest for the vector units, and a scratchpad of 32
 banks (``spm_lanes``): a tile's 96 or 128 int8 results per token go out in one cycle.
+Their LINEAR weights come through 3 (U200: three of its four DDR4 banks) or 4 (U280: four
+HBM pseudo-channels) 512-bit weight ports (``weight_ports``), 32 rows of a row block each.
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ class AcceleratorConfig:
         multiple of :attr:`weight_rows_align`. From 16 bytes on it also brings LayerNorm's
         records (:attr:`wide_ln_params`); where a beat fits the scratchpad's port, LOAD's
         input and STORE's output (:attr:`wide_load`, :attr:`wide_store`).
+    weight_ports : int
+        LINEAR weights come through this many weight ports (``m_axi_wgt``, ``m_axi_wgt1``,
+        ...), each a ``weight_port_bytes`` AXI master on its own device-memory bank: port ``p``
+        streams rows ``[p R / P, (p + 1) R / P)`` of every row block (``R = pe_rows``) from
+        the ``params`` buffer (port 0) or its own buffer ``params<p>`` at the same offset
+        (:mod:`sw.compiler.weight_layout`), so a block loads in ``1 / P`` of the beats.
+        1 (the default) or up to 4 with a weight port; ``pe_rows / weight_ports`` must then be
+        a multiple of the port's row granule. Only port 0 has write channels and carries
+        LayerNorm records, LOAD and STORE.
     spm_lanes : int
         Width of the scratchpad's ports in 32-bit words (a power of two up to 64): the
         scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive
@@ -144,6 +155,7 @@ class AcceleratorConfig:
     mem_bandwidth_gbps: float = 0.0
     weight_port_bytes: int = 0
     spm_lanes: int = 1
+    weight_ports: int = 1
 
     def __post_init__(self):
         def bad(field, why):
@@ -203,10 +215,20 @@ class AcceleratorConfig:
         if B and (B not in (4, 8, 16, 32, 64, 128)):
             bad("weight_port_bytes", "must be 0 (no weight port) or a power of two from 4 to "
                                      "128 (an AXI4 data width of 32 to 1024 bits)")
-        if B and self.pe_rows % self.weight_rows_align:
+        if not 1 <= self.weight_ports <= 4:
+            bad("weight_ports", "must be 1 to 4 (LINEAR weights striped over that many ports)")
+        if self.weight_ports > 1 and not B:
+            bad("weight_ports", "more than one weight port needs weight_port_bytes > 0")
+        if self.weight_ports > 1 and self.pe_rows % 8:
+            bad("pe_rows", "must be a multiple of 8 with several weight ports (the kernel "
+                           "counts a LINEAR's row blocks with a multiply by 1 / pe_rows)")
+        g = self.weight_row_granule
+        if B and self.pe_rows % (g * self.weight_ports):
             bad("pe_rows", f"the {B}-byte weight port fills {B // 4} rows' value banks and "
                            f"{8 * B // self.index_word_bits} rows' index banks per beat: "
-                           f"pe_rows must be a multiple of {self.weight_rows_align}")
+                           f"pe_rows must be a multiple of {g}"
+                           + (f" x weight_ports = {g * self.weight_ports}"
+                              if self.weight_ports > 1 else ""))
 
         L = self.spm_lanes
         if L not in (1, 2, 4, 8, 16, 32, 64):
@@ -225,13 +247,25 @@ class AcceleratorConfig:
         return 8 if 4 * self.index_bits <= 8 else 16
 
     @property
-    def weight_rows_align(self) -> int:
+    def weight_row_granule(self) -> int:
         """The weight port's row granule: a beat holds whole 4-byte value words of
         ``weight_port_bytes / 4`` rows, or whole index words of ``8 weight_port_bytes /
-        index_word_bits`` rows; LINEAR rows are padded to a multiple of the larger (1 without
-        a weight port)."""
+        index_word_bits`` rows; the larger (1 without a weight port)."""
         B = self.weight_port_bytes
         return max(B // 4, 8 * B // self.index_word_bits) if B else 1
+
+    @property
+    def weight_rows_align(self) -> int:
+        """LINEAR rows are padded (with zero rows) to a multiple of this: the weight port's
+        row granule (:attr:`weight_row_granule`), or with several weight ports a whole row
+        block (``pe_rows``), so every port streams ``pe_rows / weight_ports`` rows of every
+        block."""
+        return self.pe_rows if self.weight_ports > 1 else self.weight_row_granule
+
+    @property
+    def port_rows(self) -> int:
+        """Rows of a row block each weight port streams: ``pe_rows / weight_ports``."""
+        return self.pe_rows // self.weight_ports
 
     @property
     def weight_port_burst(self) -> int:
@@ -323,7 +357,12 @@ class AcceleratorConfig:
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields; ``weight_ports`` only when it is not 1, so the JSON (and the Program
+        fingerprint) of a config from before the field existed does not change."""
+        d = dataclasses.asdict(self)
+        if d["weight_ports"] == 1:
+            del d["weight_ports"]
+        return d
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of the config; also written to ``path`` when one is given."""
@@ -383,14 +422,14 @@ PRESETS: dict[str, AcceleratorConfig] = {
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
-            weight_port_bytes=64, spm_lanes=32,
+            weight_port_bytes=64, spm_lanes=32, weight_ports=3,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
             vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
             part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
-            weight_port_bytes=64, spm_lanes=32,
+            weight_port_bytes=64, spm_lanes=32, weight_ports=4,
         ),
     )
 }

@@ -118,8 +118,34 @@ def test_derived_quantities():
     assert preset("tiny").index_bits == 2
     # the weight port's row granule: 4-byte value words, 8- or 16-bit index words per beat
     assert preset("tiny").weight_rows_align == 1
-    assert cfg.replace(weight_port_bytes=64).weight_rows_align == 32  # M = 8: 16-bit words
+    assert cfg.weight_row_granule == 32  # M = 8: 16-bit words
+    assert cfg.replace(weight_ports=1).weight_rows_align == 32
     assert preset("tiny").replace(weight_port_bytes=8, pe_rows=8).weight_rows_align == 8
+    # several weight ports: rows pad to whole row blocks, each port streams R / P of them
+    assert cfg.weight_ports == 3 and cfg.weight_rows_align == 96 and cfg.port_rows == 32
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"weight_ports": 0}, "weight_ports = 0: must be 1 to 4"),
+    ({"weight_ports": 5}, "weight_ports = 5: must be 1 to 4"),
+    ({"weight_ports": 2, "weight_port_bytes": 0}, "needs weight_port_bytes > 0"),
+    ({"weight_ports": 2}, "pe_rows must be a multiple of 32 x weight_ports = 64"),
+    ({"weight_ports": 4, "pe_rows": 64}, "pe_rows = 64: .* multiple of 32 x weight_ports = 128"),
+])
+def test_bad_weight_port_counts_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("u200").replace(**changes)
+
+
+def test_a_config_with_one_weight_port_serialises_as_before():
+    """weight_ports postdates saved configs: at its default it is left out of the JSON (so
+    Program fingerprints and bitstream summaries stay valid) and read back as 1."""
+    cfg = preset("tiny")
+    assert "weight_ports" not in cfg.to_dict()
+    assert AcceleratorConfig.from_json(cfg.to_json()) == cfg
+    u200 = preset("u200")
+    assert u200.to_dict()["weight_ports"] == 3
+    assert AcceleratorConfig.from_json(u200.to_json()) == u200
 
 
 def test_mask_lanes_divide_the_softmax_lanes_and_fit_one_read():

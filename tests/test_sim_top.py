@@ -28,13 +28,18 @@ def _program(cmds, config=CFG, count=None):
     return bytes(data)
 
 
-def _run(kind, program, inp, config=CFG, params=bytes(range(64)), out=OUT, **kwargs):
-    """Run on a fresh device (an ``out``-byte output buffer); returns (memory, status,
-    command, output buffer, cycles or None when the device stopped with a fault)."""
+def _run(kind, program, inp, config=CFG, params=bytes(range(64)), out=OUT, banks=(),
+         **kwargs):
+    """Run on a fresh device (an ``out``-byte output buffer; ``banks``: the bytes of the
+    weight banks params1, ...); returns (memory, status, command, output buffer, cycles or
+    None when the device stopped with a fault)."""
     dev = open_device(kind, config, **kwargs)
     bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)),
                                                ("params", len(params)),
                                                ("input", len(inp)), ("output", out))}
+    for name, data in zip(("params1", "params2", "params3"), banks, strict=False):
+        bufs[name] = dev.allocate(len(data), name)
+        dev.write(bufs[name], data)
     dev.write(bufs["program"], program)
     dev.write(bufs["params"], params)
     dev.write(bufs["input"], inp)
@@ -455,6 +460,57 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
 
 @pytest.mark.parametrize("shape", [
     # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes, scratchpad lanes, weight ports
+    # 2 ports of 8 rows (M = 8: a 4-row granule); the FFN's 80 rows padded to 96
+    (16, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 8, 3, 1, 2),
+    # 3 ports of 8 rows (R = 24 = 3 x 8: blocks counted through the reciprocal), stalls
+    (24, 2, 4, "2:4", 64, 4, 12, 128, True, 1024, 8, 3, 1, 3),
+    # the u200's port per weight port: 32 rows of 64-byte beats each, wide scratchpad
+    (64, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 64, 4, 16, 2),
+    # 64-word activation banks: LINEARs in several chunks, every chunk's first block
+    # through both ports while the chunk is staged
+    (16, 2, 4, "2:4", 64, 4, 32, 128, False, 64, 8, 3, 1, 2),
+])
+def test_a_compiled_encoder_layer_streams_weights_through_several_weight_ports(shape):
+    """LINEAR weights striped over ``weight_ports`` masters (port p: rows [p R / P,
+    (p + 1) R / P) of every row block, from its own bank at the same offset): bit-exact and
+    cycle-exact (kernel model), with the banks as separate buffers."""
+    _compiled_layer(*shape)
+
+
+def test_every_weight_bank_is_range_checked_like_the_ref_backend():
+    """2 weight ports: a LINEAR's bank bytes must fit at w_off in params *and* in params1
+    (a bank one beat short stops the kernel with OUT_OF_BUFFER before it runs)."""
+    from sw.compiler.weight_layout import weight_banks
+    from sw.nm import pack
+
+    cfg = CFG.replace(name="wports2", pe_rows=16, weight_port_bytes=8, weight_ports=2)
+    rng = np.random.default_rng(SEED)
+    w = rng.integers(-128, 128, (10, 8))
+    w[:, 2:4] = 0
+    w[:, 6:8] = 0
+    banks = weight_banks(pack(w, 2, 4), cfg)  # 8 of the 16 padded rows each: 40 bytes
+    rq = np.array([[0, 1024, 12]] * 10, "<i4").tobytes()
+    params = rq + banks[0].tobytes()
+    w_off = len(rq)
+    assert w_off % 8 == 0
+    lin = Command(Op.LINEAR, {"a": 0, "a_stride": 8, "tokens": 3, "k": 8, "rows": 10,
+                              "n": 2, "m": 4, "w_off": w_off, "rq_off": 0, "out": 64,
+                              "out_stride": 10, "out_bits": 8})
+    program = _program([_dma(0, 0, 24), lin, _dma(0, 64, 32, Op.STORE), Command(Op.END, {})],
+                       cfg)
+    bank1 = bytes(w_off) + banks[1].tobytes()
+    for data, status in ((bank1, Status.OK), (bank1[:-8], Status.OUT_OF_BUFFER)):
+        ref = _run("ref", program, bytes(range(256)), config=cfg, params=params, banks=[data])
+        rtl = _run("rtl", program, bytes(range(256)), config=cfg, params=params, banks=[data])
+        assert ref[1:3] == rtl[1:3] == (status, 3 if status == Status.OK else 1)
+        assert rtl[0] == ref[0]
+    ok = _run("ref", program, bytes(range(256)), config=cfg, params=params, banks=[bank1])
+    assert ok[0][ok[3].addr: ok[3].addr + 30] != b"\xa5" * 30  # the LINEAR wrote its result
+
+
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
     # softmax lanes P: the score drain writes a score-bank word of P keys per cycle
     (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 2),  # a tile's rows span 2 words
     (2, 3, 8, "2:8", 48, 3, 7, 80, True, 1024, 0, 4),  # a tile fills half a word
@@ -483,7 +539,7 @@ def test_the_result_write_out_moves_spm_lanes_words_a_cycle(shape):
 
 
 def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3,
-                    spm=1):
+                    spm=1, ports=1):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -492,11 +548,11 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}", m=M,
-                            n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
+    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}",
+                            m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
                             softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
                             act_buffer_depth=act_depth, weight_port_bytes=port,
-                            spm_lanes=spm)
+                            spm_lanes=spm, weight_ports=ports)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()

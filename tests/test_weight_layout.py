@@ -10,6 +10,7 @@ from sw.compiler.weight_layout import (
     linear_weight_bytes,
     read_weights,
     rows_padded,
+    weight_banks,
     weight_blob,
 )
 from sw.nm import nm_mask, pack, unpack
@@ -77,3 +78,31 @@ def test_a_weight_offset_off_the_beat_is_refused():
     assert "w_off = 8 must be a multiple of the weight port's 16 bytes" in check_shape(
         Command(Op.LINEAR, args), cfg)
     assert check_shape(Command(Op.LINEAR, args | {"w_off": 32}), cfg) is None
+
+
+@pytest.mark.parametrize("ports, R, port", [(2, 16, 8), (3, 96, 64), (4, 128, 64)])
+@pytest.mark.parametrize("m, n, rows, k", [(8, 4, 100, 72), (8, 8, 33, 16), (16, 1, 130, 20),
+                                           (8, 2, 384, 40)])
+def test_several_ports_split_every_row_block_into_equal_banks(ports, R, port, m, n, rows, k):
+    """Port p's bank holds rows [p R / P, (p + 1) R / P) of every row block, laid out as a
+    one-port config with blocks of R / P rows would lay them out; rows pad to whole blocks."""
+    rng = np.random.default_rng(SEED + ports)
+    cfg = AcceleratorConfig(m=m, n_max=m, pe_rows=R, weight_port_bytes=port,
+                            weight_ports=ports)
+    w = _weights(rng, rows, k, n, m)
+    banks = weight_banks(pack(w, n, m), cfg)
+    rp = -(-rows // R) * R
+    assert rows_padded(rows, cfg) == rp
+    assert banks.shape == (ports, linear_weight_bytes(rows, k, n, m, cfg))
+    assert linear_param_bytes(rows, k, n, m, cfg)[0] == banks.shape[1]
+    assert banks.shape[1] % port == 0  # whole beats
+    one = cfg.replace(pe_rows=R // ports, weight_ports=1)
+    if rows % R == 0:  # no padding rows (whose indices pack() would choose differently)
+        for p in range(ports):
+            mine = np.concatenate([w[b + p * R // ports: b + (p + 1) * R // ports]
+                                   for b in range(0, rows, R)])
+            assert np.array_equal(banks[p], weight_blob(pack(mine, n, m), one))
+    bufs = [bytes(9) + b.tobytes() for b in banks]
+    assert np.array_equal(unpack(read_weights(bufs, 9, rows, k, n, m, cfg)), w)
+    with pytest.raises(ValueError, match="weight_banks"):
+        weight_blob(pack(w, n, m), cfg)

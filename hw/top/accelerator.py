@@ -23,8 +23,10 @@ from sw.compiler.isa import (
     MAGIC,
     RQ_RECORD,
     VERSION,
+    WEIGHT_BANKS,
     Op,
     Status,
+    buffers,
     config_fingerprint,
 )
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
@@ -79,6 +81,30 @@ def _round_up(x, granule: int):
     return (x + granule - 1) & ~(granule - 1)
 
 
+class _RowBlocks:
+    """``ceil(rows / R)`` for a 32-bit ``rows`` and a constant ``R = D 2^s`` (``D`` odd,
+    ``s >= 3``) through the check's 32 x 32 multiplier: ``y = ceil(rows / 2^s) + D - 1`` (at
+    most ``2^29 + D - 1``) times ``mult = ceil(2^k / D)``, shifted right by ``k = 33 - s +
+    bitlen(D)``, is ``floor(y / D)`` exactly, since ``y (mult D - 2^k) < y D < 2^k``; a
+    power-of-two ``R`` multiplies by 1."""
+
+    def __init__(self, R: int):
+        s = (R & -R).bit_length() - 1
+        d = R >> s
+        if s < 3:
+            raise ValueError(f"R = {R}: the reciprocal needs a multiple of 8")
+        self.s, self.d = s, d
+        self.k = 0 if d == 1 else 33 - s + d.bit_length()
+        self.mult = -(-(1 << self.k) // d)
+        assert self.mult < 1 << 32
+
+    def operand(self, rows):
+        return ((rows + (1 << self.s) - 1) >> self.s) + (self.d - 1)
+
+    def blocks(self, product):
+        return product >> self.k
+
+
 def _bytes(count, bits):
     """``count * (bits >> 3)`` where a valid command has ``bits`` 8 or 16 (other widths are
     refused as BAD_SHAPE before any range is looked at, so their value does not matter)."""
@@ -111,6 +137,11 @@ class Accelerator(wiring.Component):
         the STORE strobed off). Its write channels stay idle otherwise. Whole beats assume
         the ``input`` and ``output`` buffers start on a beat (the drivers place buffers on
         4 KiB pages; the kernel does not check it).
+    m_axi_wgt1 .. m_axi_wgt<P-1> : Out(Axi4Signature(8 * weight_port_bytes))
+        With ``config.weight_ports = P > 1``: weight port ``p``'s reads of its bank of LINEAR
+        weights in the buffer ``params<p>`` (:mod:`sw.compiler.weight_layout`), checked like
+        the rest (a LINEAR reads the same bytes at ``w_off`` of every bank); their write
+        channels stay idle.
 
     Latency / throughput / resources
     --------------------------------
@@ -136,13 +167,16 @@ class Accelerator(wiring.Component):
             "m_axi_gmem": Out(Axi4Signature(32)),
             **({"m_axi_wgt": Out(Axi4Signature(8 * config.weight_port_bytes))}
                if config.weight_port_bytes else {}),
+            **{f"m_axi_wgt{p}": Out(Axi4Signature(8 * config.weight_port_bytes))
+               for p in range(1, config.weight_ports)},
         })
 
     def elaborate(self, platform):  # noqa: C901 - one FSM, one state per step
         m = Module()
         cfg = self.config
         spm_bytes = cfg.spm_bytes
-        m.submodules.ctrl = ctrl = ControlRegs()
+        m.submodules.ctrl = ctrl = ControlRegs(buffers=buffers(cfg))
+        banks = WEIGHT_BANKS[:cfg.weight_ports - 1]
         m.submodules.reader = reader = AxiReader()
         m.submodules.writer = writer = AxiWriter()
         m.submodules.spm = spm = Scratchpad(config=cfg)
@@ -182,6 +216,13 @@ class Accelerator(wiring.Component):
             _wire_axi(m, self.m_axi_wgt, wgt.axi, store_writer.axi if cfg.wide_store else None)
             m.d.comb += _serve(wgt, eng.wgt_req, eng.wgt_data, ctrl.params)
             wgt_error = wgt.error
+            for p, bank in enumerate(banks, 1):  # the other weight ports: their own banks
+                rd = AxiReader(data_width=8 * B, max_burst=cfg.weight_port_burst)
+                m.submodules[f"wgt{p}_reader"] = rd
+                _wire_axi(m, getattr(self, f"m_axi_wgt{p}"), rd.axi, None)
+                m.d.comb += _serve(rd, getattr(eng, f"wgt{p}_req"),
+                                   getattr(eng, f"wgt{p}_data"), getattr(ctrl, bank))
+                wgt_error = wgt_error | rd.error
 
         busy = Signal()
         cycles = Signal(32)
@@ -236,16 +277,29 @@ class Accelerator(wiring.Component):
         mul_p = Signal(64)
         prods = [Signal(64, name=f"prod{k}") for k in range(_PRODUCTS)]
         groups = (w[4] + cfg.m - 1) // cfg.m
+        # LINEAR: groups x n ("gn"); a rows ("a"); out rows ("out"); with one weight port,
+        # rows padded to its granule x bank entries per row ("w"), or without one, rows x
+        # (groups x n) ("w") and rows x index bytes per row ("idx"); with several, first
+        # ("div") ceil(rows / R) row blocks as a multiply by a reciprocal (_RowBlocks), and
+        # blocks x bank entries per row ("w")
+        lin = ({"gn": 0, "a": 1, "out": 2, "w": 3, "idx": 4} if cfg.weight_ports == 1
+               else {"div": 0, "gn": 1, "a": 2, "out": 3, "w": 4})
+        lin_operands = {"gn": (groups, w[6]), "a": (w[3] - 1, w[2]), "out": (w[3] - 1, w[11])}
+        if cfg.weight_ports > 1:
+            rb = _RowBlocks(cfg.pe_rows)
+            lin_operands["div"] = (rb.operand(w[5]), rb.mult)
+            lin_operands["w"] = (rb.blocks(prods[lin["div"]]), (prods[lin["gn"]] + 3) >> 2)
+        elif cfg.weight_port_bytes:  # rows padded to the granule x bank entries per row
+            lin_operands["w"] = (_round_up(w[5], cfg.weight_rows_align),
+                                 (prods[lin["gn"]] + 3) >> 2)
+        else:
+            lin_operands["w"] = (w[5], prods[lin["gn"]])
+            lin_operands["idx"] = (w[5], (_times(prods[lin["gn"]], cfg.index_bits) + 7) >> 3)
         operands = {
             Op.GELU: [(w[3], w[4])],  # tokens x width
             Op.ADD: [(w[4], w[5])],  # tokens x width
             Op.LAYERNORM: [(w[3], w[4])],  # tokens x hidden
-            # groups x n; a rows; out rows; rows x (groups x n); rows x index bytes per row
-            Op.LINEAR: [(groups, w[6]), (w[3] - 1, w[2]), (w[3] - 1, w[11])] + (
-                # rows padded to the weight port's granule x bank entries per row
-                [(_round_up(w[5], cfg.weight_rows_align), (prods[0] + 3) >> 2)]
-                if cfg.weight_port_bytes else
-                [(w[5], prods[0]), (w[5], (_times(prods[0], cfg.index_bits) + 7) >> 3)]),
+            Op.LINEAR: [lin_operands[k] for k in sorted(lin_operands, key=lin.get)],
             Op.QK_SOFTMAX: [(w[4] - 1, w[3]), (w[4] - 1, w[10])],
             Op.PV: [(w[5] - 1, w[2]), (w[5] - 1, w[4]), (w[5] - 1, w[9])],
         }
@@ -350,11 +404,14 @@ class Accelerator(wiring.Component):
                 # p_stride; PV p p_stride v stride tokens d rq_off out out_stride
                 eng_shape_bad, eng_spm_bad, eng_params_bad = Signal(), Signal(), Signal()
                 wbytes = Signal(65)
-                if cfg.weight_port_bytes:  # sw.compiler.weight_layout: 4 (+ index) bytes
-                    m.d.comb += wbytes.eq(Mux(w[6] == w[7], prods[3] << 2, _times(
-                        prods[3], 4 + cfg.index_word_bits // 8)))
+                pw = prods[lin["w"]]
+                if cfg.weight_port_bytes:  # sw.compiler.weight_layout: 4 (+ index) bytes,
+                    # per row of a bank (R / P rows of every block with several ports)
+                    rows = 1 if cfg.weight_ports == 1 else cfg.port_rows
+                    m.d.comb += wbytes.eq(Mux(w[6] == w[7], _times(pw, 4 * rows), _times(
+                        pw, (4 + cfg.index_word_bits // 8) * rows)))
                 else:
-                    m.d.comb += wbytes.eq(prods[3] + Mux(w[6] == w[7], 0, prods[4]))
+                    m.d.comb += wbytes.eq(pw + Mux(w[6] == w[7], 0, prods[lin["idx"]]))
                 out_row = _bytes(w[5], w[12])  # rows x output bytes
                 with m.Switch(op):
                     with m.Case(Op.LINEAR):
@@ -370,9 +427,12 @@ class Accelerator(wiring.Component):
                                                 != 0)
                                              | (w[13] > 1) | (w[13][0] & (w[12] != 8))
                                              | (w[14][:2] != 0)),
-                            eng_spm_bad.eq((w[1] + prods[1] + w[4] > spm_bytes)
-                                           | (w[10] + prods[2] + out_row > spm_bytes)),
+                            eng_spm_bad.eq((w[1] + prods[lin["a"]] + w[4] > spm_bytes)
+                                           | (w[10] + prods[lin["out"]] + out_row
+                                              > spm_bytes)),
                             eng_params_bad.eq((w[8] + wbytes > ctrl.params_size)
+                                              | Cat(w[8] + wbytes > getattr(ctrl, f"{b}_size")
+                                                    for b in banks).any()
                                               | (w[9] + _times(w[5], RQ_RECORD)
                                                  > ctrl.params_size)
                                               | (w[13][0] & (w[14] + 256 > ctrl.params_size)))]

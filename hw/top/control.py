@@ -6,7 +6,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.compiler.isa import BUFFERS, REGISTERS
+from sw.compiler.isa import BUFFERS, REGISTERS, WEIGHT_BANKS
 
 from .axi import RESP_OKAY, AxiLiteSignature
 
@@ -30,7 +30,8 @@ class ControlRegs(wiring.Component):
     start : Out(1)
         One-cycle pulse; the arguments are stable until the run ends.
     <buffer>, <buffer>_size : Out(64), Out(32)
-        For each of :data:`sw.compiler.isa.BUFFERS`.
+        For each of ``buffers`` (a constructor argument: :data:`sw.compiler.isa.BUFFERS`, then
+        a config's weight banks, :func:`sw.compiler.isa.buffers`).
     busy, done : In(1)
         The kernel is running; it ends this cycle (with ``status``, ``command``, ``cycles``).
     status, command, cycles : In(8), In(32), In(32)
@@ -38,14 +39,19 @@ class ControlRegs(wiring.Component):
     Latency / throughput / resources
     --------------------------------
     A write is answered one cycle after both AW and W are valid; a read one cycle after AR.
-    Ten 32-bit argument registers.
+    Three 32-bit argument registers per buffer.
     """
 
-    def __init__(self):
+    def __init__(self, *, buffers: tuple[str, ...] = BUFFERS):
+        if tuple(buffers[:len(BUFFERS)]) != BUFFERS or not set(buffers) <= {*BUFFERS,
+                                                                             *WEIGHT_BANKS}:
+            raise ValueError(f"ControlRegs buffers must be {BUFFERS} then weight banks of "
+                             f"{WEIGHT_BANKS}, got {buffers!r}")
+        self.buffers = tuple(buffers)
         ports = {"bus": In(AxiLiteSignature(ADDR_WIDTH)), "start": Out(1),
                  "busy": In(1), "done": In(1), "status": In(8), "command": In(32),
                  "cycles": In(32)}
-        for b in BUFFERS:
+        for b in self.buffers:
             ports[b] = Out(64)
             ports[f"{b}_size"] = Out(32)
         super().__init__(ports)
@@ -73,7 +79,7 @@ class ControlRegs(wiring.Component):
             with m.If((addr == REGISTERS["CTRL"]) & bus.wdata[0] & bus.wstrb[0] & ~self.busy):
                 m.d.comb += self.start.eq(1)
             with m.If(~self.busy):
-                for b in BUFFERS:
+                for b in self.buffers:
                     key = b.upper()
                     ptr = getattr(self, b)
                     for reg, lo, width in ((f"{key}_LO", 0, 32), (f"{key}_HI", 32, 32)):
@@ -105,7 +111,7 @@ class ControlRegs(wiring.Component):
                     m.d.sync += rdata.eq(command)
                 with m.Case(REGISTERS["CYCLES"]):
                     m.d.sync += rdata.eq(cycles)
-                for b in BUFFERS:
+                for b in self.buffers:
                     key = b.upper()
                     with m.Case(REGISTERS[f"{key}_LO"]):
                         m.d.sync += rdata.eq(getattr(self, b)[:32])

@@ -139,7 +139,85 @@ class EngineOps(wiring.Component):
             **({"wgt_req": Out(stream.Signature(request_layout())),
                 "wgt_data": In(stream.Signature(8 * config.weight_port_bytes))}
                if config.weight_port_bytes else {}),
+            **{name: sig for q in range(1, config.weight_ports) for name, sig in (
+                (f"wgt{q}_req", Out(stream.Signature(request_layout()))),
+                (f"wgt{q}_data", In(stream.Signature(8 * config.weight_port_bytes))))},
         })
+
+    def _weight_loader(self, m, q, req, data, w_row, start, wl_off, entries, dense, rows_pad,
+                       wl_r0, wv_w, wi_w):
+        """Weight port ``q``'s loader: on ``start``, its rows of a row block (all ``R`` with
+        one port, the block's padded rows; ``R / P`` from row ``q R / P`` with ``P``) in one
+        request at ``w_row`` (which moves past it), a beat per cycle into the banks at
+        ``wl_off``; dense rows then get their implicit indices. Returns "idle or in its last
+        cycle"."""
+        cfg = self.config
+        R, B, ib = cfg.pe_rows, cfg.weight_port_bytes, cfg.index_bits
+        vw, iw = B // 4, cfg.index_word_bits
+        iwr = 8 * B // iw
+        log_v, log_i, log_b = vw.bit_length() - 1, iwr.bit_length() - 1, B.bit_length() - 1
+        nr = R if cfg.weight_ports == 1 else cfg.port_rows  # the port's rows of a block
+        base = q * nr
+        blk_l = (Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R) if cfg.weight_ports == 1
+                 else Const(nr))
+        v_groups = Signal(range(nr // vw + 1), name=f"wl{q}_v_groups")
+        i_groups = Signal(range(nr // iwr + 1), name=f"wl{q}_i_groups")
+        wg = Signal(range(nr // min(vw, iwr) + 1), name=f"wl{q}_wg")
+        we = Signal(len(entries), name=f"wl{q}_we")
+        wbeats = Signal(32, name=f"wl{q}_beats")  # the block's beats
+        idx_phase = Signal(name=f"wl{q}_idx_phase")
+        idle, finish = Signal(name=f"wl{q}_idle"), Signal(name=f"wl{q}_finish")
+        with m.FSM(name="wload" if q == 0 else f"wload{q}"):
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                with m.If(start):
+                    m.d.sync += [v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
+                                 wbeats.eq(entries * ((blk_l >> log_v)
+                                                      + Mux(dense, 0, blk_l >> log_i))),
+                                 wg.eq(0), we.eq(0), idx_phase.eq(0)]
+                    m.next = "WW_REQ"
+            with m.State("WW_REQ"):
+                m.d.comb += [req.valid.eq(1), req.payload.addr.eq(w_row),
+                             req.payload.words.eq(wbeats)]
+                with m.If(req.ready):
+                    m.d.sync += w_row.eq(w_row + (wbeats << log_b))
+                    m.next = "WW_DATA"
+            with m.State("WW_DATA"):  # a beat per cycle: vw rows' values or iwr rows' indices
+                m.d.comb += data.ready.eq(1)
+                beat = data.payload
+                groups = Mux(idx_phase, i_groups, v_groups)
+                with m.If(data.valid):
+                    for r in range(nr):
+                        with m.If(~idx_phase & (wg == r // vw)):
+                            m.d.comb += [wv_w[base + r].addr.eq(we + wl_off),
+                                         wv_w[base + r].data.eq(beat.word_select(r % vw, 32)),
+                                         wv_w[base + r].en.eq(0b1111)]
+                        with m.If(idx_phase & (wg == r // iwr)):
+                            m.d.comb += [wi_w[base + r].addr.eq(we + wl_off),
+                                         wi_w[base + r].data.eq(beat.word_select(r % iwr, iw)),
+                                         wi_w[base + r].en.eq(0b1111)]
+                    m.d.sync += wg.eq(wg + 1)
+                    with m.If(wg == groups - 1):
+                        m.d.sync += [wg.eq(0), we.eq(we + 1)]
+                        with m.If(we == entries - 1):
+                            m.d.sync += we.eq(0)
+                            with m.If(dense):
+                                m.next = "WW_DENSE"
+                            with m.Elif(idx_phase):
+                                m.d.comb += finish.eq(1)
+                                m.next = "IDLE"
+                            with m.Else():
+                                m.d.sync += idx_phase.eq(1)
+            with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
+                for r in range(nr):
+                    m.d.comb += [wi_w[base + r].addr.eq(we + wl_off), wi_w[base + r].en.eq(0b1111),
+                                 wi_w[base + r].data.eq(Cat(((we << 2) + j)[:ib]
+                                                            for j in range(4)))]
+                m.d.sync += we.eq(we + 1)
+                with m.If(we == entries - 1):
+                    m.d.comb += finish.eq(1)
+                    m.next = "IDLE"
+        return idle | finish
 
     def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per phase
         m = Module()
@@ -291,27 +369,26 @@ class EngineOps(wiring.Component):
         # the weight port (B bytes a beat; sw.compiler.weight_layout): a block's value words,
         # vw rows a beat, then its index words, iwr rows a beat; entry e, row group g
         B = cfg.weight_port_bytes
+        NP = cfg.weight_ports
         if B:
-            vw, iw = B // 4, cfg.index_word_bits
-            iwr = 8 * B // iw
-            log_v, log_i, log_b = (vw.bit_length() - 1, iwr.bit_length() - 1,
-                                   B.bit_length() - 1)
             align = cfg.weight_rows_align
             rows_pad = Signal(32)
-            m.d.comb += rows_pad.eq((job.rows + align - 1) & ~(align - 1))
-            v_groups, i_groups = Signal(range(R // vw + 1)), Signal(range(R // iwr + 1))
-            wg, we = Signal(range(R // min(vw, iwr) + 1)), Signal(kw)
-            wbeats = Signal(32)  # the block's beats
-            # the weight loader: started with a block's first row, idle, in its last cycle;
+            if NP == 1:
+                m.d.comb += rows_pad.eq((job.rows + align - 1) & ~(align - 1))
+            # the weight loaders, one per weight port (port p: rows [p R / NP, (p + 1) R / NP)
+            # of a block, NP > 1), started together with a block's first row (wl_start);
+            # each has its own address (w_rows[p], the LINEAR's w_off in its bank), idle and
+            # last-cycle flags; wl_done: every one is idle or in its last cycle
+            w_rows = [w_row] + [Signal(32, name=f"w_row{q}") for q in range(1, NP)]
+            wl_start, wl_r0, wl_done = Signal(), Signal(32), Signal()
             # whether the next block's load was started during this block's write-out
-            wl_start, wl_r0, wl_idle, wl_finish = Signal(), Signal(32), Signal(), Signal()
             prefetched = Signal()
             # a LINEAR chunk's first row block loads while the chunk's activations (and, for
             # the first chunk, the GELU table) are staged: started the cycle after the job is
             # taken or the previous chunk ends
             pf_first = Signal()
-            # the weight banks' buffer the tiles read; the one the loader fills (wl_target
-            # when it starts)
+            # the weight banks' buffer the tiles read; the one the loaders fill (wl_target
+            # when they start)
             cur, wl_buf, wl_target = Signal(), Signal(), Signal()
 
         def put_indices(entry, word):
@@ -487,7 +564,8 @@ class EngineOps(wiring.Component):
                                      sj.eq(0), sc.eq(0)]
                     if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
                         # row block starts loading (into buffer 1) in the next cycle
-                        m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR), w_row.eq(p.w)]
+                        m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR)]
+                        m.d.sync += [wr.eq(p.w) for wr in w_rows]
                     # the first row block's records: now, or after the GELU table
                     early = (p.op == Op.PV) | ((p.op == Op.LINEAR) & ~p.gelu) if B else (
                         p.op == Op.PV)
@@ -618,7 +696,7 @@ class EngineOps(wiring.Component):
                     if B:  # the block's value and index words came through the weight
                         # loader into the other buffer: started with the chunk (the first
                         # block) or in the previous block's RQ; wait for what is left of it
-                        with m.If(wl_idle | wl_finish):
+                        with m.If(wl_done):
                             m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "RQ"
                         with m.Else():
@@ -777,8 +855,8 @@ class EngineOps(wiring.Component):
                     with m.Else():
                         m.next = "WGT"
             if B:
-                with m.State("WW_WAIT"):  # the weight loader's last cycle: then RQ
-                    with m.If(wl_finish):
+                with m.State("WW_WAIT"):  # the weight loaders' last cycle: then RQ
+                    with m.If(wl_done):
                         m.next = "RQ"
             if wide_k:
                 with m.State("WGT_DRAIN"):  # QK: the key buffers' last words go in
@@ -974,7 +1052,7 @@ class EngineOps(wiring.Component):
                              ab.eq(0), abase.eq(0), nblk.eq(0)]
                 with m.If(at < job.tokens):
                     if B:  # its first row block loads while it is staged
-                        m.d.sync += [pf_first.eq(is_lin), w_row.eq(job.w)]
+                        m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
                     early = is_pv | is_lin if B else is_pv
                     m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
                     m.next = "ACT"
@@ -1008,63 +1086,22 @@ class EngineOps(wiring.Component):
                         m.d.comb += rq_finish.eq(1)
                         m.next = "IDLE"
 
-        if B:  # the weight loader: a row block's words through the weight port (wl_start)
+        if B:  # the weight loaders: a row block's words through the weight ports (wl_start)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
                 m.d.comb += [wl_start.eq(1), wl_r0.eq(0), wl_target.eq(~cur)]
                 m.d.sync += [pf_first.eq(0), prefetched.eq(1)]
-            blk_l = Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R)
+            with m.If(wl_start):
+                m.d.sync += wl_buf.eq(wl_target)
             wl_off = Mux(wl_buf, w_depth, 0)  # the entries of the buffer being filled
-            with m.FSM(name="wload"):
-                with m.State("IDLE"):
-                    m.d.comb += wl_idle.eq(1)
-                    with m.If(wl_start):
-                        m.d.sync += [wl_buf.eq(wl_target),
-                                     v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
-                                     wbeats.eq(entries * ((blk_l >> log_v)
-                                                          + Mux(dense, 0, blk_l >> log_i))),
-                                     wg.eq(0), we.eq(0), idx_phase.eq(0)]
-                        m.next = "WW_REQ"
-                with m.State("WW_REQ"):
-                    m.d.comb += [self.wgt_req.valid.eq(1),
-                                 self.wgt_req.payload.addr.eq(w_row),
-                                 self.wgt_req.payload.words.eq(wbeats)]
-                    with m.If(self.wgt_req.ready):
-                        m.d.sync += w_row.eq(w_row + (wbeats << log_b))
-                        m.next = "WW_DATA"
-                with m.State("WW_DATA"):  # a beat per cycle: vw rows' values or iw rows' indices
-                    m.d.comb += self.wgt_data.ready.eq(1)
-                    beat = self.wgt_data.payload
-                    groups = Mux(idx_phase, i_groups, v_groups)
-                    with m.If(self.wgt_data.valid):
-                        for r in range(R):
-                            with m.If(~idx_phase & (wg == r // vw)):
-                                m.d.comb += [wv_w[r].addr.eq(we + wl_off),
-                                             wv_w[r].data.eq(beat.word_select(r % vw, 32)),
-                                             wv_w[r].en.eq(0b1111)]
-                            with m.If(idx_phase & (wg == r // iwr)):
-                                m.d.comb += [wi_w[r].addr.eq(we + wl_off),
-                                             wi_w[r].data.eq(beat.word_select(r % iwr, iw)),
-                                             wi_w[r].en.eq(0b1111)]
-                        m.d.sync += wg.eq(wg + 1)
-                        with m.If(wg == groups - 1):
-                            m.d.sync += [wg.eq(0), we.eq(we + 1)]
-                            with m.If(we == entries - 1):
-                                m.d.sync += we.eq(0)
-                                with m.If(dense):
-                                    m.next = "WW_DENSE"
-                                with m.Elif(idx_phase):
-                                    m.d.comb += wl_finish.eq(1)
-                                    m.next = "IDLE"
-                                with m.Else():
-                                    m.d.sync += idx_phase.eq(1)
-                with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
-                    for r in range(R):
-                        m.d.comb += [wi_w[r].addr.eq(we + wl_off), wi_w[r].en.eq(0b1111),
-                                     wi_w[r].data.eq(Cat(((we << 2) + j)[:ib] for j in range(4)))]
-                    m.d.sync += we.eq(we + 1)
-                    with m.If(we == entries - 1):
-                        m.d.comb += wl_finish.eq(1)
-                        m.next = "IDLE"
+            ports = [(self.wgt_req, self.wgt_data)] + [
+                (getattr(self, f"wgt{q}_req"), getattr(self, f"wgt{q}_data"))
+                for q in range(1, NP)]
+            done = []
+            for q, (req, dat) in enumerate(ports):
+                done.append(self._weight_loader(
+                    m, q, req, dat, w_rows[q], wl_start, wl_off, entries, dense, rows_pad,
+                    wl_r0, wv_w, wi_w))
+            m.d.comb += wl_done.eq(Cat(done).all())
 
         # staged bytes land one cycle after their read (or as zeros for padding)
         value = Mux(tgt_zero, 0, rd_byte)

@@ -6,8 +6,10 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``image``: a file with the device memory's initial bytes (from address 0);
 * ``weight_port``: the kernel has the weight master ``m_axi_wgt`` (a config's
   ``weight_port_bytes``): a second AXI RAM on the same memory answers it, its read side, and
-  with ``weight_writes`` (a config's ``wide_store``) its write side too;
-* ``buffers``: ``{name: [addr, size]}`` for each of :data:`sw.compiler.isa.BUFFERS`;
+  with ``weight_writes`` (a config's ``wide_store``) its write side too; with
+  ``weight_ports`` = P > 1 the read sides of ``m_axi_wgt1`` .. ``m_axi_wgt<P-1>`` too;
+* ``buffers``: ``{name: [addr, size]}`` for each of the kernel's buffer arguments
+  (:func:`sw.compiler.isa.buffers`), whose registers are written in that order;
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
 * ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
@@ -35,7 +37,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiRamRead,
 
 from sim.runner import bench_params, bench_report_path
 from sim.streams import CLOCK_NS, start_clock
-from sw.compiler.isa import BUFFERS, REGISTERS
+from sw.compiler.isa import REGISTERS
 
 P = bench_params()
 
@@ -65,8 +67,7 @@ async def _reset(dut, cycles: int = 4) -> None:
 
 
 async def _start(host, buffers) -> None:
-    for name in BUFFERS:
-        addr, size = buffers[name]
+    for name, (addr, size) in buffers.items():
         await _reg_write(host, f"{name.upper()}_LO", addr & 0xFFFF_FFFF)
         await _reg_write(host, f"{name.upper()}_HI", addr >> 32)
         await _reg_write(host, f"{name.upper()}_SIZE", size)
@@ -128,6 +129,9 @@ async def run_program(dut):
     elif P.get("weight_port"):
         reads.append(AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_wgt_"), dut.clk, dut.rst,
                                 mem=ram.mem))
+    for p in range(1, int(P.get("weight_ports", 1))):
+        reads.append(AxiRamRead(AxiReadBus.from_prefix(dut, f"m_axi_wgt{p}_"), dut.clk,
+                                dut.rst, mem=ram.mem))
     for side in (host.write_if, host.read_if, *reads, *writes):
         side.log.setLevel(logging.WARNING)  # one INFO line per burst slows long runs
     if P.get("stall"):

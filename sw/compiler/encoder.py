@@ -38,9 +38,17 @@ from sw.nm import is_nm
 from sw.ref.quant import RequantParams
 
 from .ir import save_ir
-from .isa import LN_RECORD, Command, Op, Program, check_command, config_fingerprint
+from .isa import (
+    LN_RECORD,
+    WEIGHT_BANKS,
+    Command,
+    Op,
+    Program,
+    check_command,
+    config_fingerprint,
+)
 from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
-from .weight_layout import weight_blob
+from .weight_layout import weight_banks
 
 __all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
            "quantize_step", "lower_step", "fuse_step", "allocate_step", "emit_step",
@@ -153,7 +161,9 @@ class Graph:
     hidden: int
     tensors: dict[str, Tensor]
     nodes: list[Node]
-    blobs: dict[str, np.ndarray]  # uint8 device bytes
+    # uint8 device bytes; a LINEAR's weights with several weight ports: [ports, bytes], one
+    # row per bank (sw.compiler.weight_layout), each at the same offset of its bank
+    blobs: dict[str, np.ndarray]
     input: str  # the int8 [tokens, hidden] input tensor
     mask: str  # the key-mask tensor (one byte per token)
     output: str
@@ -188,7 +198,8 @@ def lower_step(qe: QuantEncoder) -> Graph:
     def linear(prefix, key, ql: QuantBertLayer, src):
         lin = ql.linears[key]
         w = lin.weight
-        blobs[f"{prefix}.{key}.w"] = weight_blob(w, qe.config)
+        banks = weight_banks(w, qe.config)
+        blobs[f"{prefix}.{key}.w"] = banks[0] if len(banks) == 1 else banks
         blobs[f"{prefix}.{key}.rq"] = requant_blob(lin.requant)
         bits = lin.requant.out_bits
         out = tensor(f"{prefix}.{key}", w.rows, bits)
@@ -328,9 +339,10 @@ def allocate_step(g: Graph) -> Schedule:
                            f"{g.config.spm_kib}); use fewer tokens or a larger spm_kib")
     params, off = {}, 0
     to = max(ALIGN, g.config.weight_port_bytes)  # a weight blob starts on a beat
-    for name, blob in g.blobs.items():
+    # weights in banks first, so the other banks (which hold only weights) end with them
+    for name, blob in sorted(g.blobs.items(), key=lambda kv: kv[1].ndim != 2):
         params[name] = off
-        off += _align(blob.size, to)
+        off += _align(blob.shape[-1], to)
     return Schedule(graph=g, spm=spm, params=params, spm_peak=peak, params_bytes=off,
                     lifetimes={t: [first[t], last[t]] for t in first})
 
@@ -340,6 +352,7 @@ def allocate_step(g: Graph) -> Schedule:
 class Compiled:
     program: Program
     params: np.ndarray  # uint8 image of the params buffer
+    banks: tuple[np.ndarray, ...]  # images of the weight banks params1, ... (weight_ports - 1)
     input_bytes: int  # input buffer: mask (tokens bytes, padded to ALIGN) then x int8
     output_bytes: int  # output buffer: y int8 [tokens, hidden]
     tokens: int
@@ -369,6 +382,12 @@ class Compiled:
         buf[: self.tokens] = mask
         buf[self.x_offset:] = x.astype(np.int8).reshape(-1).view(np.uint8)
         return buf.tobytes()
+
+    def buffers(self) -> dict[str, bytes]:
+        """The initial bytes of the read-only buffers the Program runs with, by name
+        (:func:`sw.compiler.isa.buffers`): ``program``, ``params``, the weight banks."""
+        return {"program": self.program.to_bytes(), "params": self.params.tobytes(),
+                **{n: b.tobytes() for n, b in zip(WEIGHT_BANKS, self.banks, strict=False)}}
 
     def unpack_output(self, data: bytes) -> np.ndarray:
         arr = np.frombuffer(bytes(data), np.int8, count=self.tokens * self.hidden)
@@ -421,13 +440,23 @@ def emit_step(s: Schedule) -> Compiled:
     cmds.append(Command(Op.STORE, {"dst": 0, "src": spm[g.output], "bytes": L * H}))
     cmds.append(Command(Op.END, {}))
     image = np.zeros(s.params_bytes, np.uint8)
+    nbanks = cfg.weight_ports - 1
+    banks_end = max((off + g.blobs[name].shape[-1] for name, off in s.params.items()
+                     if g.blobs[name].ndim == 2), default=ALIGN)
+    banks = tuple(np.zeros(banks_end, np.uint8) for _ in range(nbanks))
     for name, off in s.params.items():
         blob = g.blobs[name]
-        image[off: off + blob.size] = blob
+        if blob.ndim == 2:
+            for b, bank in zip((image, *banks), blob, strict=True):
+                b[off: off + blob.shape[1]] = bank
+        else:
+            image[off: off + blob.size] = blob
     out = Compiled(program=Program(tuple(cmds), config_fingerprint(cfg)), params=image,
+                   banks=banks,
                    input_bytes=x_off + L * H, output_bytes=L * H, tokens=L, hidden=H,
                    in_scale=g.in_scale, out_scale=g.out_scale, spm_peak=s.spm_peak, config=cfg)
-    sizes = {"params": image.size, "input": out.input_bytes, "output": out.output_bytes}
+    sizes = {"params": image.size, "input": out.input_bytes, "output": out.output_bytes,
+             **{name: bank.size for name, bank in zip(WEIGHT_BANKS, banks, strict=False)}}
     for i, c in enumerate(cmds):
         bad = check_command(c, cfg, sizes)
         if bad:

@@ -19,6 +19,9 @@ Operands live in four places the host declares when it starts a run:
   command fields ending in ``_off`` are byte offsets into it;
 * ``input`` (read-only) and ``output`` (write-only): activations in and out, used by
   ``LOAD`` and ``STORE`` only (``src`` / ``dst`` are byte offsets into them);
+* with several weight ports (``config.weight_ports = P > 1``), ``params1`` ..
+  ``params<P-1>`` (read-only, :data:`WEIGHT_BANKS`): the other ports' banks of LINEAR
+  weights, each at the LINEAR's ``w_off`` (:mod:`sw.compiler.weight_layout`);
 * the on-chip scratchpad (``AcceleratorConfig.spm_bytes``): every other address field is a
   byte address in it; tensors are row-major with a row stride in bytes.
 
@@ -40,7 +43,7 @@ from sw.ref.quant import ADD_MULT_BITS
 __all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramError",
            "HEADER_WORDS", "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD",
            "LN_RECORD", "check_command", "check_shape", "footprint", "linear_param_bytes",
-           "REGISTERS", "BUFFERS"]
+           "REGISTERS", "BUFFERS", "WEIGHT_BANKS", "buffers"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
 VERSION = 1
@@ -74,9 +77,19 @@ REGISTERS = {
     "PARAMS_LO": 0x30, "PARAMS_HI": 0x34, "PARAMS_SIZE": 0x38,
     "INPUT_LO": 0x40, "INPUT_HI": 0x44, "INPUT_SIZE": 0x48,
     "OUTPUT_LO": 0x50, "OUTPUT_HI": 0x54, "OUTPUT_SIZE": 0x58,
+    "PARAMS1_LO": 0x60, "PARAMS1_HI": 0x64, "PARAMS1_SIZE": 0x68,
+    "PARAMS2_LO": 0x70, "PARAMS2_HI": 0x74, "PARAMS2_SIZE": 0x78,
+    "PARAMS3_LO": 0x80, "PARAMS3_HI": 0x84, "PARAMS3_SIZE": 0x88,
 }
-#: The buffer arguments, in register order.
+#: The buffer arguments every kernel has, in register order.
 BUFFERS = ("program", "params", "input", "output")
+#: The weight banks of weight ports 1, 2, 3 (a kernel has ``config.weight_ports - 1`` of them).
+WEIGHT_BANKS = ("params1", "params2", "params3")
+
+
+def buffers(config) -> tuple[str, ...]:
+    """The buffer arguments of ``config``'s kernel, in register order."""
+    return BUFFERS + WEIGHT_BANKS[:config.weight_ports - 1]
 
 
 class Status(IntEnum):
@@ -224,11 +237,15 @@ def linear_param_bytes(rows: int, k: int, n: int, m: int, config) -> tuple[int, 
 
 def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
     """The byte ranges a command reads or writes on ``config``, by memory (``spm``,
-    ``params``, ``input``, ``output``). Assumes :func:`check_shape` passed."""
+    ``params``, ``input``, ``output``, the weight banks). Assumes :func:`check_shape`
+    passed."""
     a = cmd.args
     spm: list[tuple[int, int]] = []
     out: dict[str, list[tuple[int, int]]] = {"spm": spm, "params": [], "input": [],
                                              "output": []}
+    banks = WEIGHT_BANKS[:config.weight_ports - 1]
+    for b in banks:
+        out[b] = []
     if cmd.op == Op.LOAD:
         out["input"].append((a["src"], a["src"] + a["bytes"]))
         spm.append((a["dst"], a["dst"] + a["bytes"]))
@@ -240,6 +257,8 @@ def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
         spm.append(_span(a["out"], a["tokens"], a["out_stride"], a["rows"] * a["out_bits"] // 8))
         w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"], config)
         out["params"] += [(a["w_off"], a["w_off"] + w), (a["rq_off"], a["rq_off"] + rq)]
+        for b in banks:
+            out[b].append((a["w_off"], a["w_off"] + w))
         if a["gelu"]:
             out["params"].append((a["table_off"], a["table_off"] + 256))
     elif cmd.op == Op.QK_SOFTMAX:
@@ -338,7 +357,8 @@ def check_shape(cmd: Command, config) -> str | None:
 
 def check_command(cmd: Command, config, sizes: dict[str, int]) -> tuple[Status, str] | None:
     """The status a device stops with before running ``cmd`` (None: it may run). ``sizes``
-    holds the byte sizes of the declared ``params``, ``input`` and ``output`` buffers."""
+    holds the byte sizes of the declared ``params``, ``input`` and ``output`` buffers (and
+    of the weight banks, :func:`buffers`)."""
     why = check_shape(cmd, config)
     if why:
         return Status.BAD_SHAPE, why

@@ -7,7 +7,8 @@ with a seeded random input sequence (and a padded tail, so the key mask matters)
 backend runs the same buffers and gives the expected output; the board folds the output
 buffer into a CRC-32 and compares it with :attr:`SelfTestImage.crc`.
 
-Memory layout (byte addresses, each buffer 64-byte aligned): program, params, input, output.
+Memory layout (byte addresses, each buffer 64-byte aligned): program, params, input, output
+(then the weight banks of a config with several weight ports).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.config import AcceleratorConfig
-from sw.compiler.isa import BUFFERS, Status
+from sw.compiler.isa import Status, buffers
 
 __all__ = ["SelfTestImage", "selftest_image", "DEFAULT_LAYER"]
 
@@ -32,7 +33,7 @@ class SelfTestImage:
     """Device memory for a self-test run and what the run must give."""
 
     words: list[int]  #: little-endian 32-bit words from byte address 0
-    buffers: dict[str, tuple[int, int]]  #: name -> (byte address, bytes), BUFFERS order
+    buffers: dict[str, tuple[int, int]]  #: name -> (byte address, bytes), isa.buffers order
     output: bytes  #: the output buffer the ``ref`` backend computed
     crc: int  #: CRC-32 (zlib / ISO-HDLC) of the words covering the correct output buffer
     crc_as_loaded: int  #: the same for the image as loaded (differs if it was corrupted)
@@ -83,29 +84,27 @@ def selftest_image(config: AcceleratorConfig, *, seed: int = 0, layer: dict | No
     comp = compile_encoder(model, config, emb[:4], masks[:4])
     x = np.clip(np.round(emb[4].numpy() / comp.in_scale), -128, 127).astype(np.int8)
 
-    contents = {"program": comp.program.to_bytes(), "params": comp.params.tobytes(),
-                "input": comp.pack_input(x, masks[4].numpy()),
+    contents = {**comp.buffers(), "input": comp.pack_input(x, masks[4].numpy()),
                 "output": bytes(comp.output_bytes)}
-    buffers, addr = {}, 0
-    for name in BUFFERS:
-        buffers[name] = (addr, len(contents[name]))
+    places, addr = {}, 0
+    for name in buffers(config):
+        places[name] = (addr, len(contents[name]))
         addr = _align(addr + len(contents[name]))
     memory = bytearray(addr)
-    for name in BUFFERS:
-        a, size = buffers[name]
+    for name, (a, size) in places.items():
         memory[a: a + size] = contents[name]
 
-    output = _ref_output(config, memory, buffers)
+    output = _ref_output(config, memory, places)
     loaded = bytearray(memory)
     if corrupt is not None:
         name, offset = corrupt
-        if name not in buffers or not 0 <= offset < buffers[name][1]:
+        if name not in places or not 0 <= offset < places[name][1]:
             raise ValueError(f"corrupt={corrupt!r}: not a byte of the program, params, input "
-                             f"or output buffer ({buffers})")
-        loaded[buffers[name][0] + offset] ^= 0xFF
+                             f"or output buffer ({places})")
+        loaded[places[name][0] + offset] ^= 0xFF
     words = np.frombuffer(bytes(loaded), "<u4").tolist()
-    return SelfTestImage(words=words, buffers=buffers, output=output, crc=_crc(output),
-                         crc_as_loaded=_crc(_ref_output(config, loaded, buffers)),
+    return SelfTestImage(words=words, buffers=places, output=output, crc=_crc(output),
+                         crc_as_loaded=_crc(_ref_output(config, loaded, places)),
                          layer={**shape, "seed": seed})
 
 

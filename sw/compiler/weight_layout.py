@@ -20,6 +20,12 @@ shorter). Each block, in order, is
 A beat of the value region is then ``B / 4`` rows' words of one entry, a beat of the index
 region ``8 B / index_word_bits`` rows' words, and every region is a whole number of beats.
 Zero rows and zero slots multiply as zeros, so the padding never changes a result.
+
+With ``P = config.weight_ports > 1`` weight ports, rows are padded to whole row blocks
+(``weight_rows_align = pe_rows``) and port ``p`` streams rows ``[p R / P, (p + 1) R / P)``
+of every block: its *bank* (``params`` for port 0, the buffer ``params<p>`` for the others,
+the LINEAR's ``w_off`` in each) holds exactly those rows in the layout above with row blocks
+of ``R / P`` rows. Every bank holds the same number of bytes (:func:`linear_weight_bytes`).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from sw.nm import PackedNM, _pack_bits
 
-__all__ = ["rows_padded", "block_bytes", "linear_weight_bytes", "weight_blob", "read_weights",
-           "entries"]
+__all__ = ["rows_padded", "block_bytes", "linear_weight_bytes", "weight_blob", "weight_banks",
+           "read_weights", "entries", "port_rows_of"]
 
 
 def entries(k: int, n: int, m: int) -> int:
@@ -51,12 +57,21 @@ def block_bytes(block_rows: int, k: int, n: int, m: int, config: AcceleratorConf
 
 
 def linear_weight_bytes(rows: int, k: int, n: int, m: int, config: AcceleratorConfig) -> int:
-    """Bytes of a LINEAR's weights in ``config``'s layout (see the module docstring)."""
+    """Bytes of a LINEAR's weights in ``config``'s layout (see the module docstring): in each
+    bank with several weight ports."""
     if not config.weight_port_bytes:
         groups = -(-k // m)
         indices = 0 if n == m else rows * (-(-groups * n * (m.bit_length() - 1) // 8))
         return rows * groups * n + indices
-    return block_bytes(rows_padded(rows, config), k, n, m, config)
+    return block_bytes(rows_padded(rows, config) // config.weight_ports, k, n, m, config)
+
+
+def port_rows_of(padded_rows: int, port: int, config: AcceleratorConfig) -> np.ndarray:
+    """The (padded) rows weight port ``port`` streams, in its bank's order: rows
+    ``[p R / P, (p + 1) R / P)`` of every row block of ``R = pe_rows``."""
+    g, R = config.port_rows, config.pe_rows
+    return np.concatenate([np.arange(b + port * g, b + (port + 1) * g)
+                           for b in range(0, padded_rows, R)])
 
 
 def _slots(w: PackedNM, rows: int, e: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,32 +85,79 @@ def _slots(w: PackedNM, rows: int, e: int) -> tuple[np.ndarray, np.ndarray]:
     return vals, idx
 
 
-def weight_blob(w: PackedNM, config: AcceleratorConfig) -> np.ndarray:
-    """The device bytes (uint8) of packed weights ``w`` in ``config``'s layout."""
-    if not config.weight_port_bytes:
-        return np.concatenate([w.values.astype(np.int8).reshape(-1).view(np.uint8),
-                               w.indices.reshape(-1)])
-    e = entries(w.k, w.n, w.m)
-    rp = rows_padded(w.rows, config)
-    vals, idx = _slots(w, rp, e)
-    ib, iw = w.m.bit_length() - 1, config.index_word_bits
-    # [rows, entries] index words: slot j of an entry at bits ib * j
-    words = sum(idx[:, j::4].astype(np.uint32) << (ib * j) for j in range(4))
-    word_dtype = np.dtype("<u2") if iw == 16 else np.dtype(np.uint8)
+def _blocks(vals: np.ndarray, words: np.ndarray | None, block: int,
+            config: AcceleratorConfig) -> np.ndarray:
+    """Rows' slots (``[rows, 4 E]`` values, ``[rows, E]`` index words or None) in row blocks
+    of ``block`` rows: each block's values entry-major, then its index words."""
+    rp, e = vals.shape[0], vals.shape[1] // 4
+    word_dtype = np.dtype("<u2") if config.index_word_bits == 16 else np.dtype(np.uint8)
     out = []
-    for r0 in range(0, rp, config.pe_rows):
-        r1 = min(r0 + config.pe_rows, rp)
+    for r0 in range(0, rp, block):
+        r1 = min(r0 + block, rp)
         # [entries, block rows, 4] -> entry-major, row inside
         out.append(vals[r0:r1].reshape(r1 - r0, e, 4).transpose(1, 0, 2).reshape(-1))
-        if w.n != w.m:
+        if words is not None:
             out.append(words[r0:r1].T.astype(word_dtype).reshape(-1).view(np.uint8))
     return np.concatenate(out)
 
 
+def weight_banks(w: PackedNM, config: AcceleratorConfig) -> np.ndarray:
+    """The device bytes (uint8) of packed weights ``w`` in ``config``'s layout, one row per
+    weight port's bank: ``[weight_ports, linear_weight_bytes]``."""
+    if not config.weight_port_bytes:
+        return np.concatenate([w.values.astype(np.int8).reshape(-1).view(np.uint8),
+                               w.indices.reshape(-1)])[None]
+    e = entries(w.k, w.n, w.m)
+    rp = rows_padded(w.rows, config)
+    vals, idx = _slots(w, rp, e)
+    ib = w.m.bit_length() - 1
+    # [rows, entries] index words: slot j of an entry at bits ib * j
+    words = (None if w.n == w.m
+             else sum(idx[:, j::4].astype(np.uint32) << (ib * j) for j in range(4)))
+    if config.weight_ports == 1:
+        return _blocks(vals, words, config.pe_rows, config)[None]
+    banks = []
+    for p in range(config.weight_ports):
+        rows = port_rows_of(rp, p, config)
+        banks.append(_blocks(vals[rows], None if words is None else words[rows],
+                             config.port_rows, config))
+    return np.stack(banks)
+
+
+def weight_blob(w: PackedNM, config: AcceleratorConfig) -> np.ndarray:
+    """The device bytes (uint8) of packed weights ``w`` in ``config``'s layout with one weight
+    port (or none); :func:`weight_banks` with several."""
+    if config.weight_ports != 1:
+        raise ValueError(f"config {config.name!r} has {config.weight_ports} weight ports: its "
+                         f"weights are one bank per port (weight_banks)")
+    return weight_banks(w, config)[0]
+
+
+def _read_blocks(buf, pos: int, rows: int, block: int, e: int, dense: bool, ib: int,
+                 config: AcceleratorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`_blocks`: ``rows`` rows' values and indices ``[rows, 4 e]``."""
+    iw = config.index_word_bits
+    vals = np.zeros((rows, 4 * e), np.int8)
+    idx = np.zeros((rows, 4 * e), np.uint8)
+    for r0 in range(0, rows, block):
+        br = min(block, rows - r0)
+        chunk = np.frombuffer(buf, np.int8, count=e * br * 4, offset=pos)
+        vals[r0:r0 + br] = chunk.reshape(e, br, 4).transpose(1, 0, 2).reshape(br, 4 * e)
+        pos += e * br * 4
+        if not dense:
+            dt = np.dtype("<u2") if iw == 16 else np.dtype(np.uint8)
+            words = np.frombuffer(buf, dt, count=e * br, offset=pos).reshape(e, br).T
+            for j in range(4):
+                idx[r0:r0 + br, j::4] = (words >> (ib * j)) & ((1 << ib) - 1)
+            pos += e * br * (iw // 8)
+    return vals, idx
+
+
 def read_weights(buf, offset: int, rows: int, k: int, n: int, m: int,
                  config: AcceleratorConfig) -> PackedNM:
-    """The inverse of :func:`weight_blob`: a LINEAR's weights read from device bytes ``buf``
-    at ``offset`` (as the kernel reads them: padding rows and slots are ignored)."""
+    """The inverse of :func:`weight_banks`: a LINEAR's weights read from device bytes ``buf``
+    (with several weight ports, a sequence of the banks' bytes, port 0's first) at
+    ``offset`` (as the kernel reads them: padding rows and slots are ignored)."""
     groups = -(-k // m)
     steps = groups * n
     ib = m.bit_length() - 1
@@ -108,21 +170,18 @@ def read_weights(buf, offset: int, rows: int, k: int, n: int, m: int,
                         n=n, m=m, k=k)
     e = entries(k, n, m)
     rp = rows_padded(rows, config)
-    iw = config.index_word_bits
-    vals = np.zeros((rp, 4 * e), np.int8)
-    idx = np.zeros((rp, 4 * e), np.uint8)
-    pos = offset
-    for r0 in range(0, rp, config.pe_rows):
-        br = min(config.pe_rows, rp - r0)
-        block = np.frombuffer(buf, np.int8, count=e * br * 4, offset=pos)
-        vals[r0:r0 + br] = block.reshape(e, br, 4).transpose(1, 0, 2).reshape(br, 4 * e)
-        pos += e * br * 4
-        if n != m:
-            dt = np.dtype("<u2") if iw == 16 else np.dtype(np.uint8)
-            words = np.frombuffer(buf, dt, count=e * br, offset=pos).reshape(e, br).T
-            for j in range(4):
-                idx[r0:r0 + br, j::4] = (words >> (ib * j)) & ((1 << ib) - 1)
-            pos += e * br * (iw // 8)
+    P = config.weight_ports
+    if P == 1:
+        vals, idx = _read_blocks(buf, offset, rp, config.pe_rows, e, n == m, ib, config)
+    else:
+        if len(buf) != P:
+            raise ValueError(f"{P} weight ports read {P} banks, got {len(buf)}")
+        vals = np.zeros((rp, 4 * e), np.int8)
+        idx = np.zeros((rp, 4 * e), np.uint8)
+        for p in range(P):
+            sel = port_rows_of(rp, p, config)
+            vals[sel], idx[sel] = _read_blocks(buf[p], offset, rp // P, config.port_rows, e,
+                                               n == m, ib, config)
     indices = (np.zeros((rows, 0), np.uint8) if n == m
                else _pack_bits(idx[:rows, :steps], ib).reshape(rows, -1))
     return PackedNM(values=vals[:rows, :steps].astype(np.int64), indices=indices, n=n, m=m, k=k)

@@ -21,7 +21,7 @@ import abc
 from dataclasses import dataclass, field
 
 from hw.config import AcceleratorConfig
-from sw.compiler.isa import Status
+from sw.compiler.isa import BUFFERS, Status, buffers
 
 __all__ = ["Buffer", "RunResult", "Device", "DeviceError", "DeviceTimeout", "open_device",
            "BACKENDS", "PAGE"]
@@ -96,12 +96,20 @@ class Device(abc.ABC):
         return self._read(buf.addr + offset, size)
 
     # -- kernel ---------------------------------------------------------------------------------
-    def run(self, *, program: Buffer, params: Buffer, input: Buffer, output: Buffer):  # noqa: A002
-        """Start the kernel; returns a handle for :meth:`wait`."""
-        for b in (program, params, input, output):
+    def run(self, *, program: Buffer, params: Buffer, input: Buffer, output: Buffer,  # noqa: A002
+            **banks: Buffer):
+        """Start the kernel; returns a handle for :meth:`wait`. A config with several weight
+        ports also takes its weight banks ``params1=``, ... (:func:`sw.compiler.isa.buffers`)."""
+        want = buffers(self.config)[len(BUFFERS):]
+        if set(banks) != set(want):
+            raise ValueError(f"config {self.config.name!r} has {self.config.weight_ports} "
+                             f"weight port(s): run() takes the weight banks "
+                             f"{list(want) or 'none'}, got {sorted(banks) or 'none'}")
+        args = {"program": program, "params": params, "input": input, "output": output,
+                **{k: banks[k] for k in want}}
+        for b in args.values():
             self._check(b, 0, b.size)
-        return self._start({"program": program, "params": params, "input": input,
-                            "output": output})
+        return self._start(args)
 
     def wait(self, handle, timeout: float = 60.0) -> RunResult:
         """Wait for done; raise :class:`DeviceError` / :class:`DeviceTimeout` on failure."""

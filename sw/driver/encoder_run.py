@@ -30,7 +30,7 @@ import torch
 
 from hw.config import AcceleratorConfig
 from sw.compiler.encoder import compile_encoder
-from sw.compiler.isa import Op
+from sw.compiler.isa import WEIGHT_BANKS, Op
 from sw.compiler.qlayer import cosine
 from sw.perf.engine import GemmShape, ideal_cycles
 
@@ -130,12 +130,12 @@ def float_encoder(model, x: torch.Tensor, mask: torch.Tensor, layers: int) -> to
 def run_on_device(dev: Device, compiled, x_int8: np.ndarray, mask: np.ndarray,
                   timeout: float = 3600.0):
     """Load the Program, params and input on ``dev``, run, return ``(y int8, RunResult)``."""
-    prog = compiled.program.to_bytes()
-    bufs = {k: dev.allocate(n, k) for k, n in (
-        ("program", len(prog)), ("params", compiled.params.size),
-        ("input", compiled.input_bytes), ("output", compiled.output_bytes))}
-    dev.write(bufs["program"], prog)
-    dev.write(bufs["params"], compiled.params.tobytes())
+    contents = compiled.buffers()  # program, params, the weight banks
+    bufs = {k: dev.allocate(len(v), k) for k, v in contents.items()}
+    bufs["input"] = dev.allocate(compiled.input_bytes, "input")
+    bufs["output"] = dev.allocate(compiled.output_bytes, "output")
+    for k, v in contents.items():
+        dev.write(bufs[k], v)
     dev.write(bufs["input"], compiled.pack_input(x_int8, mask))
     result = dev.wait(dev.run(**bufs), timeout=timeout)
     return compiled.unpack_output(dev.read(bufs["output"])), result
@@ -213,8 +213,10 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, 
              f"{'pruned one-shot to ' + nm if pruned else 'weights used as they are'}")
     compiled = compile_encoder(net, config, calib, cmask, layers=layers, save_dir=save_ir,
                                progress=lambda i, k: progress(f"calibrated layer {i}/{k}"))
-    progress(f"compiled: {len(compiled.program)} commands, params {compiled.params.size} B, "
-             f"scratchpad peak {compiled.spm_peak} B of {config.spm_bytes}")
+    banks = "".join(f" + {b.size} B ({name})" for name, b in zip(WEIGHT_BANKS, compiled.banks,
+                                                                  strict=False))
+    progress(f"compiled: {len(compiled.program)} commands, params {compiled.params.size} B"
+             f"{banks}, scratchpad peak {compiled.spm_peak} B of {config.spm_bytes}")
     xq = np.clip(np.round(x.numpy() / compiled.in_scale), -128, 127).astype(np.int8)
     mask = xmask.numpy().astype(bool)
     t1 = time.monotonic()
@@ -222,6 +224,7 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, 
     report: dict = {"model": model, "preset": config.name, "nm": nm, "seq": seq,
                     "layers": layers, "pruned_oneshot": pruned, "device": device,
                     "commands": len(compiled.program), "params_bytes": int(compiled.params.size),
+                    "weight_bank_bytes": [int(b.size) for b in compiled.banks],
                     "spm_peak_bytes": compiled.spm_peak, "ref_seconds": time.monotonic() - t1}
     y, res = ref_y, ref_res
     if device != "ref":

@@ -24,9 +24,11 @@ from sw.compiler.isa import (
     MAGIC,
     RQ_RECORD,
     VERSION,
+    WEIGHT_BANKS,
     Command,
     Op,
     Status,
+    buffers,
     check_command,
     config_fingerprint,
 )
@@ -103,13 +105,14 @@ def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
 def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearray,
             ) -> tuple[Status, int, str, dict[str, int]]:
     """Run the Program in ``mem["program"]``; ``mem`` maps ``program``, ``params``, ``input``,
-    ``output`` to their bytes (``output`` writable). Returns ``(status, command index, detail,
+    ``output`` (and the weight banks, :func:`sw.compiler.isa.buffers`) to their bytes
+    (``output`` writable). Returns ``(status, command index, detail,
     kernel cycles by opcode)``, the header's under ``"HEADER"`` (:mod:`sw.perf.top`; exact
     for runs that end with END, the commands that ran for the others)."""
     from sw.perf import top
 
     prog = mem["program"]
-    sizes = {k: len(mem[k]) for k in ("params", "input", "output")}
+    sizes = {k: len(mem[k]) for k in buffers(config) if k != "program"}
     per_op: dict[str, int] = {"HEADER": top.HEADER}
     if len(prog) < 4 * HEADER_WORDS:
         return Status.BAD_HEADER, -1, "program buffer shorter than the header", per_op
@@ -156,7 +159,9 @@ def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
     elif cmd.op == Op.LINEAR:
         rows = a["rows"]
         params = mem["params"]
-        w = read_weights(params, a["w_off"], rows, a["k"], a["n"], a["m"], config)
+        banks = [params] + [mem[b] for b in WEIGHT_BANKS[:config.weight_ports - 1]]
+        w = read_weights(params if len(banks) == 1 else banks, a["w_off"], rows, a["k"],
+                         a["n"], a["m"], config)
         rq = _requant(bytes(params[a["rq_off"]: a["rq_off"] + rows * RQ_RECORD]), rows,
                       a["out_bits"])
         x = s.rows(a["a"], L, a["a_stride"], a["k"])

@@ -32,9 +32,9 @@ class RefDevice(Device):
     def _start(self, buffers: dict[str, Buffer]):
         view = memoryview(self.memory)
         mem = {k: view[b.addr: b.addr + b.size] for k, b in buffers.items()}
-        mem["program"] = mem["program"].toreadonly()
-        mem["params"] = mem["params"].toreadonly()
-        mem["input"] = mem["input"].toreadonly()
+        for k in mem:
+            if k != "output":
+                mem[k] = mem[k].toreadonly()
         try:
             status, index, detail, per_op = execute(self.config, mem, self.spm)
         finally:

@@ -64,6 +64,7 @@ class RtlDevice(RefDevice):
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace,
                   "weight_port": bool(self.config.weight_port_bytes),
+                  "weight_ports": self.config.weight_ports,
                   "weight_writes": self.config.wide_store}
         with self._progress_watch(work, params):
             report = run_bench(component=lambda: Accelerator(config=self.config),

@@ -1,10 +1,14 @@
 """The ``xrt`` backend: an Alveo card through XRT's Python bindings (``pyxrt``).
 
 The kernel is the Vitis RTL kernel packaged from ``hw/top`` (``python -m bitstreams.vitis``): its
-arguments are the four buffers' addresses and sizes in the order of
-:data:`KERNEL_ARGS`. This backend needs XRT installed (``source /opt/xilinx/xrt/setup.sh``)
-and an ``.xclbin`` built for the config; without them it fails at open with a message that
-says which.
+arguments are the buffers' addresses and sizes in the order of :func:`kernel_args` (the four
+buffers of :data:`KERNEL_ARGS`, then, with ``config.weight_ports = P > 1``, the weight banks
+``params1`` .. ``params<P-1>``, :func:`sw.compiler.isa.buffers`). Each buffer is allocated in
+the memory bank of the kernel argument its name names (``dev.allocate(size, "params1")``), so
+a weight bank lands on the bank its own ``m_axi_wgt<p>`` master is linked to; an unnamed
+buffer goes to the first argument's bank. This backend needs XRT installed
+(``source /opt/xilinx/xrt/setup.sh``) and an ``.xclbin`` built for the config; without them
+it fails at open with a message that says which (importing this module does not need them).
 """
 
 from __future__ import annotations
@@ -14,14 +18,23 @@ import time
 
 from hw.config import AcceleratorConfig
 from sw.compiler.isa import REGISTERS, Status
+from sw.compiler.isa import buffers as buffer_names
 
 from .device import Buffer, Device, DeviceTimeout, RunResult
 
-__all__ = ["XrtDevice", "KERNEL_ARGS", "KERNEL_NAME"]
+__all__ = ["XrtDevice", "KERNEL_ARGS", "KERNEL_NAME", "kernel_args"]
 
 KERNEL_NAME = "nmaccel"
+#: The kernel's arguments with one weight port (``kernel_args`` of a config with
+#: ``weight_ports = 1``).
 KERNEL_ARGS = ("program", "program_size", "params", "params_size", "input", "input_size",
                "output", "output_size")
+
+
+def kernel_args(config: AcceleratorConfig) -> tuple[str, ...]:
+    """The names of ``config``'s kernel arguments in order: for each buffer of
+    :func:`sw.compiler.isa.buffers`, its address ``name`` then its size ``name_size``."""
+    return tuple(a for b in buffer_names(config) for a in (b, f"{b}_size"))
 
 
 def _pyxrt():
@@ -47,13 +60,19 @@ class XrtDevice(Device):
         self._dev = pyxrt.device(index)
         uuid = self._dev.load_xclbin(xclbin)
         self._kernel = pyxrt.kernel(self._dev, uuid, KERNEL_NAME)
+        self._args = kernel_args(config)
         self._bos: dict[Buffer, object] = {}
         self._pyxrt = pyxrt
 
     def _on_allocate(self, buf: Buffer) -> None:
-        bo = self._pyxrt.bo(self._dev, buf.size, self._pyxrt.bo.normal, self._kernel.group_id(0))
-        self._bos[buf] = bo
+        # the memory bank of the argument the buffer is named for (a weight bank's own DDR/HBM
+        # bank); unnamed or otherwise named buffers go to the first argument's
+        arg = self._args.index(buf.name) if buf.name in buffer_names(self.config) else 0
+        bo = self._pyxrt.bo(self._dev, buf.size, self._pyxrt.bo.normal,
+                            self._kernel.group_id(arg))
+        # the address first: a Buffer hashes by its fields, so it is a key only once it is final
         object.__setattr__(buf, "addr", bo.address())
+        self._bos[buf] = bo
 
     def _bo(self, addr: int):
         for b, bo in self._bos.items():
@@ -73,7 +92,7 @@ class XrtDevice(Device):
 
     def _start(self, buffers: dict[str, Buffer]):
         args = []
-        for name in ("program", "params", "input", "output"):
+        for name in buffer_names(self.config):
             args += [self._bos[buffers[name]], buffers[name].size]
         return self._kernel(*args), time.monotonic()
 

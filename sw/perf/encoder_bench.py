@@ -206,7 +206,7 @@ def command_stream_bytes(cmd, config: AcceleratorConfig) -> int:
     blocks = -(-a.get("tokens", 1) // config.pe_cols)
     if cmd.op == Op.LINEAR:  # in the config's weight layout (sw.compiler.weight_layout)
         w, rq = linear_param_bytes(a["rows"], a["k"], a["n"], a["m"], config)
-        return (w + rq) * blocks
+        return (w * config.weight_ports + rq) * blocks  # w: per weight port's bank
     if cmd.op == Op.PV:
         return a["d"] * RQ_RECORD * blocks
     if cmd.op == Op.LAYERNORM:
@@ -256,7 +256,7 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
            "kernel_cycles": HEADER + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,
            "array_floor_cycles": ideal_program_cycles(compiled),
-           "params_bytes": int(compiled.params.size),
+           "params_bytes": int(compiled.params.size + sum(b.size for b in compiled.banks)),
            "weight_bytes_streamed": weight_bytes, "io_bytes": io_bytes,
            "mem_bandwidth_gbps": bw or None, "spm_peak_bytes": int(compiled.spm_peak),
            "commands": len(compiled.program)}

@@ -217,8 +217,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             # the loader: started (with the chunk for its first block, else in the previous
             # block's first RQ cycle), one request for the block's value and index words
             # (WW_REQ, WW_DATA); dense: the implicit indices, an entry of every row per cycle
-            # (WW_DENSE). WGT waits for what is left of it (below)
-            beats = block_bytes(min(R, rows_pad - r0), k, n, M, cfg) // B
+            # (WW_DENSE). WGT waits for what is left of it (below). With several weight ports
+            # each loads R / P rows of every block from its bank at the same offset, beat for
+            # beat alike: one of them stands for all
+            beats = block_bytes(min(R, rows_pad - r0) // cfg.weight_ports, k, n, M, cfg) // B
             loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
                          + (-(-steps // 4) if n == M else 0))
             addr += beats * B
