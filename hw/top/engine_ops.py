@@ -108,7 +108,9 @@ class EngineOps(wiring.Component):
     ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word of ``P``
     keys its valid keys span); a row block's requantizer records (LINEAR, PV: 3 words a row
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
-    staged (PV; LINEAR with a weight port: after the GELU table);
+    staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
+    commands) into a second register set from the block's first tile on, then copied in a
+    cycle;
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -358,6 +360,15 @@ class EngineOps(wiring.Component):
         rq_go, rq_idle, rq_finish = Signal(), Signal(), Signal()
         pf_rq, pf_rq2, rq_pf = Signal(), Signal(), Signal()
         m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
+        # the next row block's records, fetched into rq_nx from the block's first RUN cycle
+        # (nx_go) while its tiles run (PV, and LINEAR with a weight port: nothing else uses
+        # the dram port then); its RQ copies them into rq_regs in one cycle once they are in
+        # (nx_ready). nx_pend: the current block's next block's records are on their way.
+        # to_nx: the loader fills rq_nx; ld_ptr: its request's address (for REQ)
+        rq_nx = Array(Signal(32, name=f"rqn{k}") for k in range(3 * R))
+        nx_words = Signal(range(3 * R + 1))
+        nx_go, nx_pend, nx_ready, to_nx = Signal(), Signal(), Signal(), Signal()
+        ld_ptr = Signal(32)
         # LINEAR: the row's values are staged first, then its indices
         idx_phase = Signal()
         slot = Signal(32)
@@ -541,6 +552,9 @@ class EngineOps(wiring.Component):
 
         rq_rows = Mux(job.rows - r0 < R, job.rows - r0, R)
         m.d.sync += rq_words.eq(rq_rows + (rq_rows << 1))
+        nx_rows = Mux(job.rows - r0 - R < R, job.rows - r0 - R, R)  # when r0 + R < rows
+        m.d.sync += nx_words.eq(nx_rows + (nx_rows << 1))
+        nx_on = (is_pv | is_lin) if B else is_pv
 
         def finish():
             m.d.comb += self.done.eq(1)
@@ -876,7 +890,12 @@ class EngineOps(wiring.Component):
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
                         m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                         m.d.sync += prefetched.eq(1)
-                with m.If(rq_pf):  # fetched with the chunk: wait for what is left of it
+                with m.If(nx_pend):  # fetched while the previous block ran: copy them in
+                    with m.If(nx_ready):
+                        m.d.sync += [rq_regs[k].eq(rq_nx[k]) for k in range(3 * R)]
+                        m.d.sync += [nx_pend.eq(0), nx_ready.eq(0), i1.eq(0)]
+                        m.next = "RUN"
+                with m.Elif(rq_pf):  # fetched with the chunk: wait for what is left of it
                     with m.If((rq_idle & ~pf_rq & ~pf_rq2) | rq_finish):
                         m.d.sync += [rq_pf.eq(0), i1.eq(0)]
                         m.next = "RUN"
@@ -890,6 +909,10 @@ class EngineOps(wiring.Component):
 
             # one tile through the engine
             with m.State("RUN"):
+                with m.If(nx_on & (tb == 0) & ~nx_pend & rq_idle & ~pf_rq & ~pf_rq2
+                          & (r0 + R < job.rows)):
+                    m.d.comb += nx_go.eq(1)
+                    m.d.sync += nx_pend.eq(1)
                 m.d.comb += eng.cmd.valid.eq(1)
                 with m.If(eng.cmd.ready):
                     m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0), out_ptr.eq(out_blk)]
@@ -1059,31 +1082,42 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     finish()
 
-        # the records loader: 3 words a row of the block into rq_regs (the rest zero)
+        # the records loader: 3 words a row of the block into rq_regs, or of the next block
+        # into rq_nx (the rest zero)
         with m.FSM(name="rqload"):
             with m.State("IDLE"):
                 m.d.comb += rq_idle.eq(1)
-                with m.If(rq_go | pf_rq2):
+                with m.If(rq_go | pf_rq2 | nx_go):
+                    addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
+                    words = Mux(nx_go, nx_words, rq_words)
                     m.d.comb += [self.dram_req.valid.eq(1),
-                                 self.dram_req.payload.addr.eq(rq_ptr),
-                                 self.dram_req.payload.words.eq(rq_words)]
-                    m.d.sync += [rq_regs[k].eq(0) for k in range(3 * R)]
-                    m.d.sync += [rq_i.eq(0), left.eq(rq_words)]
+                                 self.dram_req.payload.addr.eq(addr),
+                                 self.dram_req.payload.words.eq(words)]
+                    with m.If(nx_go):
+                        m.d.sync += [rq_nx[k].eq(0) for k in range(3 * R)]
+                    with m.Else():
+                        m.d.sync += [rq_regs[k].eq(0) for k in range(3 * R)]
+                    m.d.sync += [rq_i.eq(0), left.eq(words), ld_ptr.eq(addr), to_nx.eq(nx_go)]
                     with m.If(self.dram_req.ready):
                         m.next = "DATA"
                     with m.Else():
                         m.next = "REQ"
             with m.State("REQ"):
-                m.d.comb += [self.dram_req.valid.eq(1), self.dram_req.payload.addr.eq(rq_ptr),
+                m.d.comb += [self.dram_req.valid.eq(1), self.dram_req.payload.addr.eq(ld_ptr),
                              self.dram_req.payload.words.eq(left)]
                 with m.If(self.dram_req.ready):
                     m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += self.dram_data.ready.eq(1)
                 with m.If(self.dram_data.valid):
-                    m.d.sync += [rq_regs[rq_i].eq(self.dram_data.payload), rq_i.eq(rq_i + 1)]
+                    with m.If(to_nx):
+                        m.d.sync += rq_nx[rq_i].eq(self.dram_data.payload)
+                    with m.Else():
+                        m.d.sync += rq_regs[rq_i].eq(self.dram_data.payload)
+                    m.d.sync += rq_i.eq(rq_i + 1)
                     with m.If(rq_i == left - 1):
                         m.d.comb += rq_finish.eq(1)
+                        m.d.sync += nx_ready.eq(to_nx)
                         m.next = "IDLE"
 
         if B:  # the weight loaders: a row block's words through the weight ports (wl_start)

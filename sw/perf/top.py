@@ -204,7 +204,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
     blocks = -(-tokens // C)
     per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else cfg.act_buffer_depth // G
-    weights = 0  # per row block: staging its weights
+    weights = 0  # staging the row blocks' weights
+    wts = []  # per row block
+    before = 0  # weights before this block
     first_weights = None  # the first row block's
     B = cfg.weight_port_bytes
     if B and cmd.op == Op.LINEAR:
@@ -251,12 +253,16 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             groups = -(-min(R, rows - r0) // 4)
             weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
                            for s in range(k)) + (steps - k) + 1
+        wts.append(weights - before)
+        before = weights
         if first_weights is None:
             first_weights = weights
         if cmd.op != Op.QK_SOFTMAX:  # RQ, RQ_WAIT: the records loader
             rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))
     # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
-    # with a weight port, after its GELU table): RQ waits for what is left of them
+    # with a weight port, after its GELU table): RQ waits for what is left of them; the next
+    # blocks' (same commands) from the previous block's first RUN cycle, RQ copying them in
+    # the cycle after they are in (so at least one cycle)
     rq_early = cmd.op == Op.PV or (cmd.op == Op.LINEAR and B)
     # one tile: RUN, STREAM (the tile's steps, its pipeline, the result FIFO's 2 cycles,
     # then the C output beats' write-outs back to back: the next beat is taken in a beat's
@@ -311,8 +317,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         if rq_early:
             ahead = cyc + wgt0 + first_weights - act_start - 1
             rqs[0] = 1 + max(0, rq[0] - 1 - ahead)
-        cyc += wgt0 + sum(1 + max(0, loads[j] - 1 - rqs[j - 1] - b * tile - drains[j - 1])
-                          for j in range(1, len(loads)))
+        waits = []
+        for j in range(1, rblocks):
+            waits.append(1 + max(0, loads[j] - 1 - rqs[j - 1] - b * tile - drains[j - 1])
+                         if loads else 0)
+            if rq_early:  # fetched since block j - 1's first RUN cycle
+                gap = b * tile + drains[j - 1] + waits[-1] + wts[j]
+                rqs[j] = max(1, rq[j] + 1 - gap)
+        cyc += wgt0 + sum(waits)
         cyc += weights + sum(rqs) + rblocks * b * tile + 1 + sum(drains)
     if cmd.op == Op.QK_SOFTMAX:
         cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
