@@ -468,8 +468,8 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
     # 32-byte beats (16 rows' values or indices) and a wide scratchpad, 16 rows a port
     (32, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 32, 4, 8, 2),
     # 64-word activation banks: LINEARs in several chunks, every chunk's first block
-    # through both ports while the chunk is staged
-    (16, 2, 4, "2:4", 64, 4, 32, 128, False, 64, 8, 3, 1, 2),
+    # through both ports while the chunk is staged, under AXI stalls
+    (16, 2, 4, "2:4", 64, 4, 32, 128, True, 64, 8, 3, 1, 2),
 ])
 def test_a_compiled_encoder_layer_streams_weights_through_several_weight_ports(shape):
     """LINEAR weights striped over ``weight_ports`` masters (port p: rows [p R / P,

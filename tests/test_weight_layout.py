@@ -106,3 +106,20 @@ def test_several_ports_split_every_row_block_into_equal_banks(ports, R, port, m,
     assert np.array_equal(unpack(read_weights(bufs, 9, rows, k, n, m, cfg)), w)
     with pytest.raises(ValueError, match="weight_banks"):
         weight_blob(pack(w, n, m), cfg)
+
+
+@pytest.mark.parametrize("R", [8, 24, 40, 96, 128, 160, 192, 224, 2040])
+def test_the_kernel_counts_row_blocks_exactly_for_every_32_bit_row_count(R):
+    """With several weight ports the kernel sizes a LINEAR's banks from ceil(rows / R),
+    computed as a multiply by a reciprocal through its 32 x 32 check multiplier: exact at the
+    ends of the 32-bit range and on random counts, and its operands fit 32 bits."""
+    from hw.top.accelerator import _RowBlocks
+
+    rb = _RowBlocks(R)
+    rng = np.random.default_rng(SEED)
+    counts = [0, 1, R - 1, R, R + 1, 2**31, 2**32 - R, 2**32 - 2, 2**32 - 1]
+    counts += rng.integers(0, 2**32, 20_000, dtype=np.uint64).tolist()
+    for rows in counts:
+        y = rb.operand(int(rows))
+        assert y < 2**32 and rb.mult < 2**32
+        assert rb.blocks(y * rb.mult) == -(-int(rows) // R), rows
