@@ -465,6 +465,8 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
     (16, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 8, 3, 1, 2),
     # 3 ports of 8 rows (R = 24 = 3 x 8: blocks counted through the reciprocal), stalls
     (24, 2, 4, "2:4", 64, 4, 12, 128, True, 1024, 8, 3, 1, 3),
+    # 4 ports of 8 rows (the u280's count), dense: no index words, implicit indices per port
+    (32, 2, 8, "dense", 48, 3, 7, 80, False, 1024, 8, 3, 1, 4),
     # 32-byte beats (16 rows' values or indices) and a wide scratchpad, 16 rows a port
     (32, 2, 8, "2:8", 48, 3, 7, 80, False, 1024, 32, 4, 8, 2),
     # 64-word activation banks: LINEARs in several chunks, every chunk's first block
