@@ -122,8 +122,9 @@ class AcceleratorConfig:
         the ``params`` buffer (port 0) or its own buffer ``params<p>`` at the same offset
         (:mod:`sw.compiler.weight_layout`), so a block loads in ``1 / P`` of the beats.
         1 (the default) or up to 4 with a weight port; ``pe_rows / weight_ports`` must then be
-        a multiple of the port's row granule. Only port 0 has write channels and carries
-        LayerNorm records, LOAD and STORE.
+        a multiple of the port's row granule, and ``pe_rows`` a multiple of 8 (the kernel
+        counts a LINEAR's row blocks with a multiply by ``1 / pe_rows``). Only port 0 has
+        write channels and carries LayerNorm records, LOAD and STORE.
     spm_lanes : int
         Width of the scratchpad's ports in 32-bit words (a power of two up to 64): the
         scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive

@@ -165,3 +165,8 @@ def test_xrt_allocates_each_buffer_in_its_arguments_bank(monkeypatch, tmp_path):
     (passed,) = calls
     assert passed[::2] == tuple(dev._bos[bufs[b]] for b in args[::2])
     assert passed[1::2] == (64,) * 5
+    # a weight bank allocated without its name would land in bank 0: refused before the run
+    unnamed = dict(bufs, params1=dev.allocate(64))
+    with pytest.raises(ValueError, match="'params1' buffer must be allocated with name"):
+        dev.run(**unnamed)
+    assert len(calls) == 1

@@ -77,6 +77,8 @@ class EngineOps(wiring.Component):
         Word reads of the params buffer (``addr`` is a byte offset into it, word aligned).
     wgt_req : Out(stream of {addr, words}); wgt_data : In(stream of 8 B bits)
         With a weight port only: beat reads (``words`` beats) of the params buffer.
+    wgt<q>_req, wgt<q>_data : the same for weight port ``q`` = 1 .. ``weight_ports - 1``
+        (reads of its bank), each with its own loader of ``R / P`` rows of every block.
     done : Out(1)
     r_* / r2_* : the scratchpad's read ports A and B, ``spm_lanes`` words wide (word
         addresses); only wide staging uses more than lane 0.
@@ -99,8 +101,9 @@ class EngineOps(wiring.Component):
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries in
     ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's rows,
-    padded to ``weight_rows_align``; dense rows: no index words, then ``E`` cycles writing every
-    row's implicit indices), hidden behind the previous block's records, tiles and write-out, a
+    padded to ``weight_rows_align``; with ``P`` weight ports ``R / P`` rows through each, the
+    ports in parallel; dense rows: no index words, then ``E`` cycles writing every row's
+    implicit indices), hidden behind the previous block's records, tiles and write-out, a
     chunk's first block behind the chunk's staging; a tile takes ``G * N`` engine steps, the
     stream's pipeline, 2 cycles in a 2-beat result FIFO and, per output beat (taken in the
     previous one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
@@ -120,9 +123,10 @@ class EngineOps(wiring.Component):
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
-    banks twice as deep (two row blocks); the GELU table, 64 x 32 bits with ``min(R, 4 L)``
-    asynchronous read ports (LUTRAM copies), which a LINEAR with ``gelu`` fills first (one
-    request of 64 words) before its activations.
+    banks twice as deep (two row blocks); two sets of ``3 R`` 32-bit requantizer-record
+    registers (the block's and the next block's); the GELU table, 64 x 32 bits with
+    ``min(R, 4 L)`` asynchronous read ports (LUTRAM copies), which a LINEAR with ``gelu``
+    fills first (one request of 64 words) before its activations.
     """
 
     def __init__(self, *, config: AcceleratorConfig):

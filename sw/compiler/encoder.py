@@ -352,7 +352,6 @@ def allocate_step(g: Graph) -> Schedule:
 class Compiled:
     program: Program
     params: np.ndarray  # uint8 image of the params buffer
-    banks: tuple[np.ndarray, ...]  # images of the weight banks params1, ... (weight_ports - 1)
     input_bytes: int  # input buffer: mask (tokens bytes, padded to ALIGN) then x int8
     output_bytes: int  # output buffer: y int8 [tokens, hidden]
     tokens: int
@@ -361,6 +360,8 @@ class Compiled:
     out_scale: float
     spm_peak: int
     config: AcceleratorConfig
+    # images of the weight banks params1, ... (weight_ports - 1; none in IRs saved before them)
+    banks: tuple[np.ndarray, ...] = ()
 
     @property
     def x_offset(self) -> int:

@@ -12,7 +12,8 @@ command: word 0 = opcode, words 1.. = the opcode's fields, one 32-bit word each,
 One field per word keeps the command processor's decoder trivial (field ``i`` is word
 ``i + 1``) and lets the hardware decoder be generated from :data:`FIELDS`.
 
-Operands live in four places the host declares when it starts a run:
+Operands live in these places (buffers the host declares when it starts a run, and the
+scratchpad):
 
 * ``program`` (read-only): this buffer;
 * ``params`` (read-only): packed weights, requantizers, LayerNorm gains, GELU tables;

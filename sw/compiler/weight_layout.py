@@ -45,7 +45,8 @@ def entries(k: int, n: int, m: int) -> int:
 
 
 def rows_padded(rows: int, config: AcceleratorConfig) -> int:
-    """``rows`` rounded up to the weight port's row granule."""
+    """``rows`` rounded up to ``config.weight_rows_align``: the weight port's row granule, or
+    whole row blocks with several weight ports."""
     a = config.weight_rows_align
     return -(-rows // a) * a
 

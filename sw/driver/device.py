@@ -2,12 +2,18 @@
 
 ```python
 dev = open_device("ref", config)
-prog, params = dev.allocate(len(program_bytes)), dev.allocate(params.size)
-inp, out = dev.allocate(compiled.input_bytes), dev.allocate(compiled.output_bytes)
-dev.write(prog, program_bytes); dev.write(params, params_image); dev.write(inp, input_bytes)
-result = dev.wait(dev.run(program=prog, params=params, input=inp, output=out), timeout=60)
-y = dev.read(out)
+bufs = {name: dev.allocate(len(data), name) for name, data in compiled.buffers().items()}
+bufs["input"] = dev.allocate(compiled.input_bytes, "input")
+bufs["output"] = dev.allocate(compiled.output_bytes, "output")
+for name, data in compiled.buffers().items():  # program, params, the weight banks
+    dev.write(bufs[name], data)
+dev.write(bufs["input"], input_bytes)
+result = dev.wait(dev.run(**bufs), timeout=60)
+y = dev.read(bufs["output"])
 ```
+
+Buffers are named after the kernel argument they are for (the ``xrt`` backend places each in
+its argument's memory bank; a config with several weight ports has a bank per port).
 
 Buffers are device-memory ranges the host declares; the kernel gets their addresses and sizes
 as arguments and may touch nothing else. :meth:`Device.wait` raises :class:`DeviceError` (with

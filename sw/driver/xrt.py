@@ -17,7 +17,7 @@ import os
 import time
 
 from hw.config import AcceleratorConfig
-from sw.compiler.isa import REGISTERS, Status
+from sw.compiler.isa import BUFFERS, REGISTERS, Status
 from sw.compiler.isa import buffers as buffer_names
 
 from .device import Buffer, Device, DeviceTimeout, RunResult
@@ -91,6 +91,12 @@ class XrtDevice(Device):
         return bytes(bo.read(size, addr - b.addr))
 
     def _start(self, buffers: dict[str, Buffer]):
+        for name in buffer_names(self.config)[len(BUFFERS):]:  # each weight bank must be in
+            # its own port's memory bank (_on_allocate picks it by the buffer's name)
+            if buffers[name].name != name:
+                raise ValueError(f"the {name!r} buffer must be allocated with name={name!r} so "
+                                 f"it lands in its weight port's memory bank, got "
+                                 f"{buffers[name].name!r}")
         args = []
         for name in buffer_names(self.config):
             args += [self._bos[buffers[name]], buffers[name].size]
