@@ -157,19 +157,20 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("port, lanes", [(16, 4), (8, 2)])
+@pytest.mark.parametrize("port, lanes", [(16, 4), (8, 2), (64, 16)])
 @pytest.mark.parametrize("stall", [False, True])
 def test_long_stores_go_through_the_weight_port_in_page_split_bursts(port, lanes, stall):
     """With ``wide_store`` STORE writes whole beats through the weight port, the bytes outside
     the STORE strobed off: several KiB from a destination off the beat (bursts of up to 256
-    beats: split at 4 KiB pages with 16-byte beats, at 2 KiB with 8-byte ones), one that
+    beats: split at 4 KiB pages with 16-byte beats, at 2 KiB with 8-byte ones; the Alveo
+    presets' 64-byte beats in 4 KiB bursts of 64), one that
     straddles a page, one read from the scratchpad's last bytes: bit-exact (the whole memory,
     so no byte next to a STORE moved) and cycle-exact without stalls."""
     from sw.perf.top import program_cycles
 
-    cfg = CFG.replace(name=f"store-w{port}", m=8, n_max=8, pe_rows=8, weight_port_bytes=port,
-                      spm_lanes=lanes)
-    assert cfg.wide_store and cfg.weight_port_burst == 256
+    cfg = CFG.replace(name=f"store-w{port}", m=8, n_max=8, pe_rows=max(8, port // 2),
+                      weight_port_bytes=port, spm_lanes=lanes)
+    assert cfg.wide_store and cfg.weight_port_burst == min(256, 4096 // port)
     rng = np.random.default_rng(SEED + port)
     inp = rng.integers(0, 256, 9001, dtype=np.uint8).tobytes()
     spm = cfg.spm_bytes
