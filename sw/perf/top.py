@@ -207,7 +207,6 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     weights = 0  # staging the row blocks' weights
     wts = []  # per row block
     before = 0  # weights before this block
-    first_weights = None  # the first row block's
     B = cfg.weight_port_bytes
     if B and cmd.op == Op.LINEAR:
         rows_pad = rows_padded(rows, cfg)
@@ -255,8 +254,6 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                            for s in range(k)) + (steps - k) + 1
         wts.append(weights - before)
         before = weights
-        if first_weights is None:
-            first_weights = weights
         if cmd.op != Op.QK_SOFTMAX:  # RQ, RQ_WAIT: the records loader
             rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))
     # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
@@ -315,7 +312,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         wgt0 = 1 + max(0, loads[0] - 1 - (cyc - load_start)) if loads else 0
         rqs = list(rq)
         if rq_early:
-            ahead = cyc + wgt0 + first_weights - act_start - 1
+            ahead = cyc + wgt0 + wts[0] - act_start - 1
             rqs[0] = 1 + max(0, rq[0] - 1 - ahead)
         waits = []
         for j in range(1, rblocks):
