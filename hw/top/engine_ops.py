@@ -162,7 +162,7 @@ class EngineOps(wiring.Component):
         vw, iw = B // 4, cfg.index_word_bits
         iwr = 8 * B // iw
         log_v, log_i, log_b = vw.bit_length() - 1, iwr.bit_length() - 1, B.bit_length() - 1
-        nr = R if cfg.weight_ports == 1 else cfg.port_rows  # the port's rows of a block
+        nr = cfg.port_rows  # the port's rows of a block (R / P)
         base = q * nr
         blk_l = (Mux(rows_pad - wl_r0 < R, rows_pad - wl_r0, R) if cfg.weight_ports == 1
                  else Const(nr))
