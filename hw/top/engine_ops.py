@@ -351,8 +351,19 @@ class EngineOps(wiring.Component):
         skip = Signal(2)
         left, rq_i = Signal(32), Signal(32)  # requantizer words to take; taken
         bits_acc, bits_n = Signal(4 * ib + 32), Signal(range(4 * ib + 33))
-        # requantizer parameters of the tile's rows
-        rq_regs = Array(Signal(32, name=f"rq{k}") for k in range(3 * R))
+        # requantizer records, a row block's in a slot: record r (bias, mult, shift words) of
+        # the block in slot s at entry s of row r's memory (LUTRAM). The loader fills slot
+        # ld_slot (wslot when it starts); the requantizer reads slot rslot, which moves on with
+        # the last engine output beat of a row block's tiles. At most four blocks are between
+        # the two: the one whose results drain from the engine, the next (its sums waiting to be
+        # captured), the one running and the one whose records come (see the write-out below)
+        rq_mem = [Memory(shape=unsigned(96), depth=4, init=[]) for _ in range(R)]
+        for r, mem in enumerate(rq_mem):
+            m.submodules[f"rq_rec{r}"] = mem
+        rq_w = [mem.write_port(granularity=32) for mem in rq_mem]
+        rq_r = [mem.read_port(domain="comb") for mem in rq_mem]
+        wslot, rslot, ld_slot = Signal(3), Signal(3), Signal(2)
+        ld_row, ld_f = Signal(range(R)), Signal(2)  # the word the loader takes: record, field
         # their words, 3 min(R, rows - r0), registered: r0 changes at least a cycle (WGT)
         # before RQ asks for them (on the ECP5 this count fed the AXI reader's counters and
         # state enables in the same cycle: the routed kernel's critical path at f426603)
@@ -364,12 +375,11 @@ class EngineOps(wiring.Component):
         rq_go, rq_idle, rq_finish = Signal(), Signal(), Signal()
         pf_rq, pf_rq2, rq_pf = Signal(), Signal(), Signal()
         m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
-        # the next row block's records, fetched into rq_nx from the block's first RUN cycle
-        # (nx_go) while its tiles run (PV, and LINEAR with a weight port: nothing else uses
-        # the dram port then); its RQ copies them into rq_regs in one cycle once they are in
-        # (nx_ready). nx_pend: the current block's next block's records are on their way.
-        # to_nx: the loader fills rq_nx; ld_ptr: its request's address (for REQ)
-        rq_nx = Array(Signal(32, name=f"rqn{k}") for k in range(3 * R))
+        # the next row block's records, fetched from the block's first RUN cycle (nx_go) while
+        # its tiles run (PV, and LINEAR with a weight port: nothing else uses the dram port
+        # then); its RQ waits for them (nx_ready). nx_pend: the current block's next block's
+        # records are on their way; to_nx: the loader fetches them. ld_ptr: its request
+        # address (for REQ)
         nx_words = Signal(range(3 * R + 1))
         nx_go, nx_pend, nx_ready, to_nx = Signal(), Signal(), Signal(), Signal()
         ld_ptr = Signal(32)
@@ -488,9 +498,10 @@ class EngineOps(wiring.Component):
         m.d.comb += [rq.i.valid.eq(eng.o.valid & ~is_qk)]
         for r in range(R):
             lane = rq.i.payload[r]
-            m.d.comb += [lane.acc.eq(eng.o.payload[r]), lane.bias.eq(rq_regs[3 * r]),
-                         lane.mult.eq(rq_regs[3 * r + 1][:MULT_BITS]),
-                         lane.shift.eq(rq_regs[3 * r + 2][:6])]
+            rec = rq_r[r].data
+            m.d.comb += [rq_r[r].addr.eq(rslot[:2]), lane.acc.eq(eng.o.payload[r]),
+                         lane.bias.eq(rec[:32]), lane.mult.eq(rec[32:32 + MULT_BITS]),
+                         lane.shift.eq(rec[64:70])]
         # results (requantized, or QK's raw scores) queue in a 2-beat FIFO; the write-out holds
         # one beat and takes the next from the FIFO in its last write cycle
         m.submodules.ofifo = ofifo = fifo.SyncFIFO(width=32 * R, depth=2)
@@ -520,6 +531,23 @@ class EngineOps(wiring.Component):
             v = Signal(signed(32), name=f"ov{r}")
             m.d.comb += [v.eq(Mux(is_qk, eng.o.payload[r], rq.o.payload[r])),
                          ofifo.w_data.word_select(r, 32).eq(v)]
+        # the requantizer's records slot moves on with a row block's last engine output beat
+        # (the C-th of its chunk's nblk-th tile)
+        eo_col, eo_tb = Signal(range(C + 1)), Signal(range(act_depth + 1))
+        with m.If(eng.o.valid & eng.o.ready & ~is_qk):
+            m.d.sync += eo_col.eq(eo_col + 1)
+            with m.If(eo_col == C - 1):
+                m.d.sync += [eo_col.eq(0), eo_tb.eq(eo_tb + 1)]
+                with m.If(eo_tb == nblk - 1):
+                    m.d.sync += [eo_tb.eq(0), rslot.eq(rslot + 1)]
+        # the write-out runs beside the sequencer: each tile's first row, first token and
+        # output address go into a descriptor FIFO when the tile starts (RUN) and leave it with
+        # the tile's last write. At most 3 tiles are between the engine and its sums' capture
+        # (one draining, one waiting, one stepping) and 7 beats after the engine (4 in the
+        # requantizer, 2 in ofifo, one held): RUN never finds the FIFO full
+        desc_l = data.StructLayout({"r0": unsigned(32), "t0": unsigned(32), "out": unsigned(32)})
+        m.submodules.desc = desc = fifo.SyncFIFO(width=desc_l.size, depth=16)
+        wo = data.View(desc_l, desc.r_data)
 
         # softmax feed and drain
         # the feed reads the block's rows of scores (and the mask) into the unit, a beat a
@@ -571,7 +599,8 @@ class EngineOps(wiring.Component):
                     p = self.job.payload
                     g = (p.k[:kw] + M - 1) // M
                     n_p = Mux(p.op == Op.LINEAR, p.n, M)
-                    m.d.sync += [job.eq(p), i0.eq(0), i1.eq(0),
+                    m.d.sync += [job.eq(p), i0.eq(0), i1.eq(0), wslot.eq(0), rslot.eq(0),
+                                 eo_col.eq(0), eo_tb.eq(0),
                                  G.eq(g), steps.eq(g * n_p[:max(1, M.bit_length())]),
                                  nbeats.eq((p.tokens + P - 1) // P),
                                  act_ptr.eq(p.act), at.eq(0), ab.eq(0), abase.eq(0),
@@ -894,9 +923,8 @@ class EngineOps(wiring.Component):
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
                         m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                         m.d.sync += prefetched.eq(1)
-                with m.If(nx_pend):  # fetched while the previous block ran: copy them in
+                with m.If(nx_pend):  # fetched while the previous block ran
                     with m.If(nx_ready):
-                        m.d.sync += [rq_regs[k].eq(rq_nx[k]) for k in range(3 * R)]
                         m.d.sync += [nx_pend.eq(0), nx_ready.eq(0), i1.eq(0)]
                         m.next = "RUN"
                 with m.Elif(rq_pf):  # fetched with the chunk: wait for what is left of it
@@ -917,9 +945,10 @@ class EngineOps(wiring.Component):
                           & (r0 + R < job.rows)):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
-                m.d.comb += eng.cmd.valid.eq(1)
-                with m.If(eng.cmd.ready):
-                    m.d.sync += [ws.eq(0), ag.eq(0), beats_out.eq(0), out_ptr.eq(out_blk)]
+                m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
+                             desc.w_data.eq(Cat(r0, t0, out_blk))]
+                with m.If(eng.cmd.ready & desc.w_rdy):
+                    m.d.sync += [ws.eq(0), ag.eq(0)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth)
@@ -932,77 +961,8 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
                 with m.If(a_go):
                     m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
-                # results from the held beat: the elements that share a scratchpad word per
-                # cycle (LINEAR, PV), the scores that share a score-bank word (QK)
-                with m.If(held):
-                    t = t0 + beats_out
-                    rrow = r0 + hr
-                    qk_end = Signal()  # QK: no valid key after this word
-                    with m.If(is_qk):
-                        s_lane = Signal(range(P))  # the first score's lane in its word
-                        word_key = Signal(32)  # the word's first key
-                        d = Signal(signed(33))
-                        m.d.comb += [s_lane.eq(rrow % P), word_key.eq(rrow - s_lane),
-                                     d.eq(word_key - r0),
-                                     n_out.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
-                                     qk_end.eq(word_key + P >= job.rows)]
-                        en = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
-                                 & (word_key + lane < job.rows) for lane in range(P))
-                        data_ = Signal(32 * P)
-                        with m.Switch(d):
-                            for dv, word_v in qk_word.items():
-                                with m.Case(dv):
-                                    m.d.comb += data_.eq(word_v)
-                        for c in range(C):
-                            with m.If(beats_out == c):
-                                m.d.comb += [sc_w[c].addr.eq(rrow // P), sc_w[c].data.eq(data_),
-                                             sc_w[c].en.eq(en)]
-                    with m.Else():  # LINEAR / PV: the beat's elements that share the
-                        # write port's L words; the beat's head (held_v[0 ..]) goes out first
-                        sixteen = job.out_bits == 16
-                        addr = Signal(32)
-                        m.d.comb += addr.eq(out_ptr + Mux(sixteen, rrow << 1, rrow))
-                        off = Signal(2)  # the first element's lane: byte (int8) or half
-                        m.d.comb += off.eq(Mux(sixteen, addr[1], addr[:2]))
-                        room = Mux(sixteen, 2 * L, 4 * L) - off
-                        m.d.comb += n_out.eq(Mux(R - hr < room, R - hr, room))
-                        vals = [held_v[d] for d in range(min(R, 4 * L))]
-                        sat = [Mux(v > 127, 127, Mux(v < -128, -128, v))[:8] for v in vals]
-                        for d, v in enumerate(sat):  # LINEAR with gelu: through the table
-                            e = Signal(8, name=f"gelu_in{d}")
-                            m.d.comb += [e.eq(v ^ 0x80), gl_r[d].addr.eq(e[2:])]
-                            sat[d] = Mux(job.gelu, gl_r[d].data.word_select(e[:2], 8), v)
-                        m.d.comb += self.w_addr.eq(addr >> 2)
-                        for j in range(4 * L):  # byte lane j of the port's L words
-                            for o in range(4):
-                                with m.If(off == o):
-                                    d8, d16 = j - o, (j >> 1) - o
-                                    if 0 <= d8 < len(vals):
-                                        with m.If(~sixteen):
-                                            m.d.comb += self.w_data.word_select(j, 8).eq(sat[d8])
-                                            m.d.comb += self.w_en[j].eq(
-                                                (d8 < n_out) & (rrow + d8 < job.rows)
-                                                & (t < job.tokens))
-                                    if 0 <= d16 < len(vals) and o < 2:
-                                        with m.If(sixteen):
-                                            m.d.comb += self.w_data.word_select(j, 8).eq(
-                                                vals[d16][8 * (j & 1):8 * (j & 1) + 8])
-                                            m.d.comb += self.w_en[j].eq(
-                                                (d16 < n_out) & (rrow + d16 < job.rows)
-                                                & (t < job.tokens))
-                        with m.If(hr + n_out < R):  # the rest of the beat moves to its head
-                            with m.Switch(n_out):
-                                for v in shifts:
-                                    with m.Case(v):
-                                        m.d.sync += [held_v[r].eq(held_v[r + v] if r + v < R
-                                                                  else 0) for r in range(R)]
-                    m.d.sync += hr.eq(hr + n_out)
-                    m.d.comb += last_w.eq((hr + n_out >= R) | (is_qk & qk_end))
-                    with m.If(last_w):
-                        m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
-                                     out_ptr.eq(out_ptr + job.out_stride)]
-                        with m.If(beats_out == C - 1):
-                            m.next = "TILE_END"
+                with m.If((ws == steps) & eng.cmd.ready):  # the engine took the last step
+                    m.next = "TILE_END"
             with m.State("TILE_END"):
                 with m.If(tb + 1 < nblk):  # the row block against the chunk's next block
                     m.d.sync += [tb.eq(tb + 1), t0.eq(t0 + C), a_base.eq(a_base + G),
@@ -1014,9 +974,16 @@ class EngineOps(wiring.Component):
                                  a_base.eq(0), out_blk.eq(out_chunk)]
                     with m.If(r0 + R < job.rows):
                         m.next = "WGT"
-                    with m.Elif(is_qk):
-                        m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
-                                     sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
+                    with m.Else():
+                        with m.If(is_qk):
+                            m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
+                                         sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
+                        m.next = "WO_WAIT"
+            # the chunk's last results go out before its softmax rows (QK: the score banks,
+            # the write port) or the next chunk (its staging may read them)
+            with m.State("WO_WAIT"):
+                with m.If(~desc.r_rdy):
+                    with m.If(is_qk):
                         m.next = "SM_RUN"
                     with m.Else():
                         m.next = "BLOCK_END"
@@ -1086,8 +1053,8 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     finish()
 
-        # the records loader: 3 words a row of the block into rq_regs, or of the next block
-        # into rq_nx (the rest zero)
+        # the records loader: 3 words a row of the block (or, nx_go, of the next block) into
+        # the next slot
         with m.FSM(name="rqload"):
             with m.State("IDLE"):
                 m.d.comb += rq_idle.eq(1)
@@ -1097,11 +1064,9 @@ class EngineOps(wiring.Component):
                     m.d.comb += [self.dram_req.valid.eq(1),
                                  self.dram_req.payload.addr.eq(addr),
                                  self.dram_req.payload.words.eq(words)]
-                    with m.If(nx_go):
-                        m.d.sync += [rq_nx[k].eq(0) for k in range(3 * R)]
-                    with m.Else():
-                        m.d.sync += [rq_regs[k].eq(0) for k in range(3 * R)]
-                    m.d.sync += [rq_i.eq(0), left.eq(words), ld_ptr.eq(addr), to_nx.eq(nx_go)]
+                    m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
+                                 ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), wslot.eq(wslot + 1),
+                                 to_nx.eq(nx_go)]
                     with m.If(self.dram_req.ready):
                         m.next = "DATA"
                     with m.Else():
@@ -1114,11 +1079,13 @@ class EngineOps(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += self.dram_data.ready.eq(1)
                 with m.If(self.dram_data.valid):
-                    with m.If(to_nx):
-                        m.d.sync += rq_nx[rq_i].eq(self.dram_data.payload)
-                    with m.Else():
-                        m.d.sync += rq_regs[rq_i].eq(self.dram_data.payload)
-                    m.d.sync += rq_i.eq(rq_i + 1)
+                    for r in range(R):
+                        m.d.comb += [rq_w[r].addr.eq(ld_slot),
+                                     rq_w[r].data.eq(self.dram_data.payload.replicate(3)),
+                                     rq_w[r].en.eq(Mux(ld_row == r, Const(1, 3) << ld_f, 0))]
+                    m.d.sync += [rq_i.eq(rq_i + 1), ld_f.eq(ld_f + 1)]
+                    with m.If(ld_f == 2):
+                        m.d.sync += [ld_f.eq(0), ld_row.eq(ld_row + 1)]
                     with m.If(rq_i == left - 1):
                         m.d.comb += rq_finish.eq(1)
                         m.d.sync += nx_ready.eq(to_nx)
@@ -1243,6 +1210,82 @@ class EngineOps(wiring.Component):
                     m.d.comb += [act_w[c].addr.eq(tgt_base + first2 // M),
                                  act_w[c].data.eq(kept2.replicate(M // 4)),
                                  act_w[c].en.eq(Const(0b1111, M) << (first2 % M))]
+        # the write-out: results from the held beat, the elements that share a scratchpad word
+        # per cycle (LINEAR, PV), the scores that share a score-bank word (QK), of the tile at
+        # the descriptor FIFO's head (``wo``); a tile's first beat is written from its
+        # descriptor's address, the next ones from out_ptr
+        ptr = Signal(32)
+        m.d.comb += ptr.eq(Mux(beats_out == 0, wo.out, out_ptr))
+        with m.If(held):
+            t = wo.t0 + beats_out
+            rrow = wo.r0 + hr
+            qk_end = Signal()  # QK: no valid key after this word
+            with m.If(is_qk):
+                s_lane = Signal(range(P))  # the first score's lane in its word
+                word_key = Signal(32)  # the word's first key
+                d = Signal(signed(33))
+                m.d.comb += [s_lane.eq(rrow % P), word_key.eq(rrow - s_lane),
+                             d.eq(word_key - wo.r0),
+                             n_out.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
+                             qk_end.eq(word_key + P >= job.rows)]
+                en = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
+                         & (word_key + lane < job.rows) for lane in range(P))
+                data_ = Signal(32 * P)
+                with m.Switch(d):
+                    for dv, word_v in qk_word.items():
+                        with m.Case(dv):
+                            m.d.comb += data_.eq(word_v)
+                for c in range(C):
+                    with m.If(beats_out == c):
+                        m.d.comb += [sc_w[c].addr.eq(rrow // P), sc_w[c].data.eq(data_),
+                                     sc_w[c].en.eq(en)]
+            with m.Else():  # LINEAR / PV: the beat's elements that share the
+                # write port's L words; the beat's head (held_v[0 ..]) goes out first
+                sixteen = job.out_bits == 16
+                addr = Signal(32)
+                m.d.comb += addr.eq(ptr + Mux(sixteen, rrow << 1, rrow))
+                off = Signal(2)  # the first element's lane: byte (int8) or half
+                m.d.comb += off.eq(Mux(sixteen, addr[1], addr[:2]))
+                room = Mux(sixteen, 2 * L, 4 * L) - off
+                m.d.comb += n_out.eq(Mux(R - hr < room, R - hr, room))
+                vals = [held_v[d] for d in range(min(R, 4 * L))]
+                sat = [Mux(v > 127, 127, Mux(v < -128, -128, v))[:8] for v in vals]
+                for d, v in enumerate(sat):  # LINEAR with gelu: through the table
+                    e = Signal(8, name=f"gelu_in{d}")
+                    m.d.comb += [e.eq(v ^ 0x80), gl_r[d].addr.eq(e[2:])]
+                    sat[d] = Mux(job.gelu, gl_r[d].data.word_select(e[:2], 8), v)
+                m.d.comb += self.w_addr.eq(addr >> 2)
+                for j in range(4 * L):  # byte lane j of the port's L words
+                    for o in range(4):
+                        with m.If(off == o):
+                            d8, d16 = j - o, (j >> 1) - o
+                            if 0 <= d8 < len(vals):
+                                with m.If(~sixteen):
+                                    m.d.comb += self.w_data.word_select(j, 8).eq(sat[d8])
+                                    m.d.comb += self.w_en[j].eq(
+                                        (d8 < n_out) & (rrow + d8 < job.rows)
+                                        & (t < job.tokens))
+                            if 0 <= d16 < len(vals) and o < 2:
+                                with m.If(sixteen):
+                                    m.d.comb += self.w_data.word_select(j, 8).eq(
+                                        vals[d16][8 * (j & 1):8 * (j & 1) + 8])
+                                    m.d.comb += self.w_en[j].eq(
+                                        (d16 < n_out) & (rrow + d16 < job.rows)
+                                        & (t < job.tokens))
+                with m.If(hr + n_out < R):  # the rest of the beat moves to its head
+                    with m.Switch(n_out):
+                        for v in shifts:
+                            with m.Case(v):
+                                m.d.sync += [held_v[r].eq(held_v[r + v] if r + v < R
+                                                          else 0) for r in range(R)]
+            m.d.sync += hr.eq(hr + n_out)
+            m.d.comb += last_w.eq((hr + n_out >= R) | (is_qk & qk_end))
+            with m.If(last_w):
+                m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
+                             out_ptr.eq(ptr + job.out_stride)]
+                with m.If(beats_out == C - 1):  # the tile's last write
+                    m.d.comb += desc.r_en.eq(1)
+                    m.d.sync += beats_out.eq(0)
         # the write-out takes the next beat (after the FSM: it overrides the last write's
         # ``held.eq(0)``)
         with m.If(ofifo.r_en & ofifo.r_rdy):

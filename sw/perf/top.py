@@ -258,33 +258,26 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))
     # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
     # with a weight port, after its GELU table): RQ waits for what is left of them; the next
-    # blocks' (same commands) from the previous block's first RUN cycle, RQ copying them in
-    # the cycle after they are in (so at least one cycle)
+    # blocks' (same commands) from the previous block's first RUN cycle, RQ waiting for them
+    # (at least one cycle)
     rq_early = cmd.op == Op.PV or (cmd.op == Op.LINEAR and B)
-    # one tile: RUN, STREAM (the tile's steps, its pipeline, the result FIFO's 2 cycles,
-    # then the C output beats' write-outs back to back: the next beat is taken in a beat's
-    # last write cycle), TILE_END
-    latency = STREAM_LATENCY + (0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY)
-    tile = 1 + steps + latency + RESULT_FIFO_LATENCY + 1
     rblocks = -(-rows // R)
     if cmd.op == Op.QK_SOFTMAX:  # scores: a cycle per score-bank word (P keys) the beat's
         # valid keys (below ``rows``) span
         P = cfg.softmax_lanes
 
-        def drain(t0: int, r0: int) -> int:
-            return C * ((min(r0 + R, rows) - 1) // P - r0 // P + 1)
+        def beat(t: int, r0: int) -> int:
+            return (min(r0 + R, rows) - 1) // P - r0 // P + 1
     else:  # results: every element of the beat within the write port's spm_lanes words,
         # from the first element's lane in its word, per cycle
         out, stride = a["out"], a["out_stride"]
         eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
         per_cycle = 4 * cfg.spm_lanes // eb
 
-        def drain(t0: int, r0: int) -> int:
-            total = 0
-            for t in range(t0, t0 + C):
-                lane = (out + t * stride + r0 * eb) % 4 // eb
-                total += (lane + R + per_cycle - 1) // per_cycle
-            return total
+        def beat(t: int, r0: int) -> int:
+            lane = (out + t * stride + r0 * eb) % 4 // eb
+            return (lane + R + per_cycle - 1) // per_cycle
+    requant = 0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     table = read_cycles(a["table_off"], 64) if cmd.op == Op.LINEAR and a["gelu"] else 0
     cyc += table  # TABLE, TABLE_DATA: the GELU table's words
@@ -305,24 +298,40 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
-        drains = [sum(drain((first + tb) * C, r0) for tb in range(b)) for r0 in range(0, rows, R)]
-        # WGT waits for what is left of the block's load: the first block's ran while the
-        # table and activations came, block j > 0's (into the other buffer) since block
-        # j - 1's first RQ cycle, through its requantizer records, tiles and write-outs
-        wgt0 = 1 + max(0, loads[0] - 1 - (cyc - load_start)) if loads else 0
-        rqs = list(rq)
-        if rq_early:
-            ahead = cyc + wgt0 + wts[0] - act_start - 1
-            rqs[0] = 1 + max(0, rq[0] - 1 - ahead)
-        waits = []
-        for j in range(1, rblocks):
-            waits.append(1 + max(0, loads[j] - 1 - rqs[j - 1] - b * tile - drains[j - 1])
-                         if loads else 0)
-            if rq_early:  # fetched since block j - 1's first RUN cycle
-                gap = b * tile + drains[j - 1] + waits[-1] + wts[j]
-                rqs[j] = max(1, rq[j] + 1 - gap)
-        cyc += wgt0 + sum(waits)
-        cyc += weights + sum(rqs) + rblocks * b * tile + 1 + sum(drains)
+        results = _Results(C, requant)
+        captured = 0  # the cycle the engine captured the previous tile's sums
+        rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
+        for j in range(rblocks):
+            r0 = j * R
+            # WGT waits for what is left of the block's load: the first block's ran while the
+            # table and activations came, block j > 0's (into the other buffer) since block
+            # j - 1's first RQ cycle, through its records and tiles
+            if loads:
+                since = cyc - (load_start if j == 0 else rq_at)
+                cyc += 1 + max(0, loads[j] - 1 - since)
+            cyc += wts[j]
+            rq_at = cyc
+            if not rq:  # QK
+                pass
+            elif rq_early and j == 0:  # fetched since the chunk's third cycle
+                cyc += 1 + max(0, rq[0] - 1 - (cyc - act_start - 1))
+            elif rq_early:  # fetched since the previous block's first RUN cycle
+                cyc += max(1, rq[j] + 1 - (cyc - run_at))
+            else:  # RQ, RQ_WAIT
+                cyc += rq[j]
+            run_at = cyc
+            for tb in range(b):
+                # RUN; STREAM from the next cycle: the first step FEED_LATENCY cycles in, not
+                # before the engine captured the previous tile's sums; TILE_END after the last
+                step0 = max(cyc + 1 + FEED_LATENCY, captured)
+                last = step0 + steps - 1
+                t0 = (first + tb) * C
+                captured = results.capture(last + CAPTURE_LATENCY,
+                                           [beat(t, r0) for t in range(t0, t0 + C)])
+                cyc = last + 2
+        # WO_WAIT until the chunk's last result is written, then (QK: its softmax rows,
+        # below) BLOCK_END
+        cyc = max(cyc, results.finish() + 1) + 2
     if cmd.op == Op.QK_SOFTMAX:
         cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
         # per token block, SM_RUN: its query rows stream through the softmax unit
@@ -330,6 +339,72 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))))
             for t0 in range(0, tokens, C))
     return cyc
+
+
+class _Results:
+    """The engine's results after its array, cycle by cycle (EngineOps' write-out): a tile's
+    ``C`` output beats leave the engine's shadow buffer one a cycle while the requantizer
+    (``requant`` stages that advance together, or none: QK) can take them; they queue in the
+    2-beat result FIFO; the write-out holds one beat for its write cycles and takes the next
+    in the last of them. The engine captures a tile's sums when they are ready and the
+    shadow buffer is empty or gives up its last beat in that cycle."""
+
+    def __init__(self, C: int, requant: int):
+        self.C, self.stages = C, [None] * requant
+        self.shadow: list[int] = []  # the write cycles of the shadow buffer's beats, reversed
+        self.fifo: list[int] = []
+        self.held = 0  # write cycles left of the held beat
+        self.t = 0  # the next cycle
+        self.last_write = 0
+
+    def _idle(self) -> bool:
+        return not (self.shadow or self.fifo or self.held or any(
+            s is not None for s in self.stages))
+
+    def _cycle(self) -> bool:
+        """Cycle ``self.t``; whether it took the shadow buffer's last beat."""
+        full = bool(self.shadow)
+        last_w = self.held == 1
+        read = (self.held == 0 or last_w) and bool(self.fifo)
+        room = len(self.fifo) < 2
+        st = self.stages
+        if st:
+            advance = st[-1] is None or room
+            take = full and advance
+            push = st[-1] if st[-1] is not None and room else None
+        else:
+            advance, take = False, full and room
+        beat = self.shadow.pop() if take else None
+        if last_w:
+            self.last_write = self.t
+        self.held = self.fifo.pop(0) if read else max(0, self.held - 1)
+        if st:
+            if advance:
+                self.stages = [beat] + st[:-1]
+            if push is not None:
+                self.fifo.append(push)
+        elif take:
+            self.fifo.append(beat)
+        self.t += 1
+        return take and not self.shadow
+
+    def capture(self, ready: int, beats: list[int]) -> int:
+        """A tile's sums, ready from cycle ``ready``, its beats' write cycles ``beats``: the
+        cycle the engine captures them."""
+        if self.t < ready and self._idle():
+            self.t = ready
+        while True:
+            t, empty = self.t, not self.shadow
+            drained = self._cycle()
+            if t >= ready and (empty or drained):
+                self.shadow = beats[::-1]
+                return t
+
+    def finish(self) -> int:
+        """The cycle of the last result's last write."""
+        while not self._idle():
+            self._cycle()
+        return self.last_write
 
 
 @functools.lru_cache(maxsize=1 << 10)
