@@ -124,9 +124,29 @@ def test_scratchpad_allocation_never_overlaps_live_tensors(compiled):
 
 
 def test_linears_run_at_the_pruned_nm(compiled):
+    """Every LINEAR at 2:4; per layer Q, K and V are one LINEAR of their 3 x 64 stacked rows
+    (the lower step), then the attention output and the FFN's two."""
     comp, _, _, _ = compiled
     linears = [c for c in comp.program.commands if c.op == Op.LINEAR]
-    assert len(linears) == 12 and all((c.n, c.m) == (2, 4) for c in linears)
+    assert len(linears) == 8 and all((c.n, c.m) == (2, 4) for c in linears)
+    assert [c.rows for c in linears] == [192, 64, 128, 64] * 2
+
+
+def test_q_k_v_of_different_n_m_stay_three_linears(tmp_path):
+    """A layer whose K projection is dense while Q and V are 2:4 cannot stack them in one
+    LINEAR: three LINEARs, and the output still equals the golden integer layer."""
+    model = tiny_bert(layers=1)
+    with torch.no_grad():
+        model.encoder.layer[0].attention.self.key.weight.normal_(std=0.05)
+    calib, cmask, x, xmask = inputs(model)
+    comp = compile_encoder(model, preset("tiny"), calib, cmask, save_dir=tmp_path)
+    linears = [c for c in comp.program.commands if c.op == Op.LINEAR]
+    assert [(c.rows, c.n) for c in linears[:3]] == [(64, 2), (64, 4), (64, 2)]
+    xq = np.clip(np.round(x.numpy() / comp.in_scale), -128, 127).astype(np.int8)
+    y, result = run_on_device(open_device("ref", comp.config), comp, xq, xmask.numpy())
+    want = layer_int(load_ir(tmp_path / "quantize").layers[0], xq.astype(np.int64),
+                     xmask.numpy())
+    assert result.status == Status.OK and np.array_equal(y, want)
 
 
 def test_program_round_trips_and_corrupt_programs_are_refused(compiled):
@@ -170,7 +190,7 @@ def _patched(comp, index, **fields):
 @pytest.mark.parametrize("fault, status, index", [
     ("opcode", Status.BAD_OPCODE, 5),
     ("params", Status.OUT_OF_BUFFER, 2),
-    ("spm", Status.OUT_OF_SPM, 3),
+    ("spm", Status.OUT_OF_SPM, 2),
     ("shape", Status.BAD_SHAPE, 2),
     ("config", Status.BAD_HEADER, -1),
     ("no_end", Status.NO_END, None),
@@ -185,7 +205,7 @@ def test_faults_stop_the_device_and_leave_memory_untouched(compiled, fault, stat
     elif fault == "params":
         prog = _patched(comp, 2, w_off=comp.params.size - 8)
     elif fault == "spm":
-        prog = _patched(comp, 3, out=comp.config.spm_bytes - 16)
+        prog = _patched(comp, 2, out=comp.config.spm_bytes - 16)
     elif fault == "shape":
         prog = _patched(comp, 2, k=comp.config.max_k + 4)
     elif fault == "config":

@@ -11,6 +11,8 @@ next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<ste
    run (dense otherwise).
 2. ``lower`` (:class:`Graph`): the layer dataflow as nodes over named tensors (linear, per-head
    QK+softmax and PV, add, LayerNorm, GELU) and the parameter blobs in the device byte format.
+   Q, K and V are one LINEAR of their stacked rows (``l<i>.qkv``; QK and PV read its column
+   views) when their N:M and result widths agree: the layer input is staged once for all three.
 3. ``fuse`` (:class:`Graph`): a LINEAR whose int8 result only feeds a GELU takes the GELU
    on (the ``gelu`` field: the engine's write-out looks each result up in the table), so the
    FFN's intermediate is written once, already through GELU, and never read back.
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from hw.config import AcceleratorConfig
-from sw.nm import is_nm
+from sw.nm import PackedNM, is_nm
 from sw.ref.quant import RequantParams
 
 from .ir import save_ir
@@ -197,11 +199,13 @@ def lower_step(qe: QuantEncoder) -> Graph:
 
     def linear(prefix, key, ql: QuantBertLayer, src):
         lin = ql.linears[key]
-        w = lin.weight
+        return linear_of(prefix, key, lin.weight, lin.requant, src)
+
+    def linear_of(prefix, key, w: PackedNM, rq: RequantParams, src):
         banks = weight_banks(w, qe.config)
         blobs[f"{prefix}.{key}.w"] = banks[0] if len(banks) == 1 else banks
-        blobs[f"{prefix}.{key}.rq"] = requant_blob(lin.requant)
-        bits = lin.requant.out_bits
+        blobs[f"{prefix}.{key}.rq"] = requant_blob(rq)
+        bits = rq.out_bits
         out = tensor(f"{prefix}.{key}", w.rows, bits)
         nodes.append(Node(Op.LINEAR, f"{prefix}.{key}", [src], out,
                           {"k": w.k, "rows": w.rows, "n": w.n, "m": w.m, "out_bits": bits,
@@ -218,22 +222,41 @@ def lower_step(qe: QuantEncoder) -> Graph:
         nodes.append(Node(Op.LAYERNORM, blob, [h], out, _ln_attrs(ln, blob)))
         return out
 
+    def qkv(prefix, ql: QuantBertLayer, src):
+        """Q, K and V: one LINEAR of their stacked rows when their N:M and result widths agree
+        (the input is staged once, the row blocks run back to back), read through column
+        views; else three. Returns each one's (tensor, first column)."""
+        lins = [ql.linears[key] for key in ("q", "k", "v")]
+        ws = [lin.weight for lin in lins]
+        if (len({(w.n, w.m, w.k) for w in ws}) > 1
+                or len({lin.requant.out_bits for lin in lins}) > 1):
+            return [(linear(prefix, key, ql, src), 0) for key in ("q", "k", "v")]
+        w = PackedNM(values=np.concatenate([w.values for w in ws]),
+                     indices=np.concatenate([w.indices for w in ws]),
+                     n=ws[0].n, m=ws[0].m, k=ws[0].k)
+        rqs = [lin.requant for lin in lins]
+        rq = RequantParams(*(np.concatenate([getattr(r, f) for r in rqs])
+                             for f in ("m", "s", "bias", "real")), out_bits=rqs[0].out_bits)
+        out = linear_of(prefix, "qkv", w, rq, src)
+        return [(out, 0), (out, ws[0].rows), (out, ws[0].rows + ws[1].rows)]
+
     mask = tensor("mask", 1, rows=L)
     x = tensor("x", H)
     src = x
     for i, ql in enumerate(qe.layers):
         p = f"l{i}"
         d = H // ql.heads
-        q, k, v = (linear(p, key, ql, src) for key in ("q", "k", "v"))
+        (q, q_col), (k, k_col), (v, v_col) = qkv(p, ql, src)
         ctx = tensor(f"{p}.ctx", H)
         for h in range(ql.heads):
             prob = tensor(f"{p}.p{h}", L)
             sm = ql.softmax[h]
             nodes.append(Node(Op.QK_SOFTMAX, f"{p}.qk{h}", [q, k, mask], prob,
-                              {"head": h, "d": d, "mult": sm.mult, "shift": sm.shift}))
+                              {"head": h, "d": d, "mult": sm.mult, "shift": sm.shift,
+                               "q_col": q_col, "k_col": k_col}))
             blobs[f"{p}.pv{h}.rq"] = requant_blob(ql.pv[h])
             nodes.append(Node(Op.PV, f"{p}.pv{h}", [prob, v], ctx,
-                              {"head": h, "d": d, "rq_blob": f"{p}.pv{h}.rq"}))
+                              {"head": h, "d": d, "rq_blob": f"{p}.pv{h}.rq", "v_col": v_col}))
         a = linear(p, "ao", ql, ctx)
         l1 = add_norm(f"{p}.h1", f"{p}.l1", a, src, ql.add1, ql.ln1)
         inter = linear(p, "inter", ql, l1)
@@ -415,13 +438,17 @@ def emit_step(s: Schedule) -> Compiled:
         elif n.op == Op.QK_SOFTMAX:
             q, k, mask = n.inputs
             off = a["head"] * a["d"]
-            args = {"q": spm[q] + off, "k": spm[k] + off, "stride": t[q].width, "tokens": L,
+            if t[q].width != t[k].width:  # pragma: no cover - lower_step keeps them alike
+                raise CompileError(f"{n.name}: Q and K rows differ in width")
+            args = {"q": spm[q] + a["q_col"] + off, "k": spm[k] + a["k_col"] + off,
+                    "stride": t[q].width, "tokens": L,
                     "d": a["d"], "mask": spm[mask], "mult": a["mult"], "shift": a["shift"],
                     "p": spm[n.output], "p_stride": L}
         elif n.op == Op.PV:
             p, v = n.inputs
             off = a["head"] * a["d"]
-            args = {"p": spm[p], "p_stride": L, "v": spm[v] + off, "stride": t[v].width,
+            args = {"p": spm[p], "p_stride": L, "v": spm[v] + a["v_col"] + off,
+                    "stride": t[v].width,
                     "tokens": L, "d": a["d"], "rq_off": s.params[a["rq_blob"]],
                     "out": spm[n.output] + off, "out_stride": t[n.output].width}
         elif n.op == Op.ADD:
