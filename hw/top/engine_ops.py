@@ -54,7 +54,11 @@ class EngineOps(wiring.Component):
     the scratchpad; each row block's weights are staged once per chunk: LINEAR from the params
     buffer (values and bit-packed indices, as :func:`sw.nm.pack` lays them out), QK from the key
     rows and PV from the columns of V in the scratchpad (dense); then the row block streams
-    through the engine against every token block of the chunk. QK keeps a token block's raw
+    through the engine against every token block of the chunk. A tile's results go out (the
+    *write-out*: requantizer, a 2-beat result FIFO, the scratchpad's write port or QK's score
+    banks) while the next tiles run: each tile leaves its first row, first token and output
+    address in a descriptor FIFO for the write-out, and a chunk waits for its last results
+    before its softmax rows or the next chunk's staging. QK keeps a token block's raw
     scores on chip until every key block is done and then streams the block's softmax rows
     through the unit with the key mask: a feed reads a beat of scores a cycle, the unit takes a
     row per ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while
@@ -68,7 +72,9 @@ class EngineOps(wiring.Component):
     staged two at a time, the second through read port 2 (``r2_*``); with wide scratchpad ports
     (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L`` bytes (``Q = 4 L / M``
     bank entries) of one row per cycle, chunk ``j`` of every row of the block in turn, into its
-    bank's buffer, which writes an entry per cycle.
+    bank's buffer, which writes an entry per cycle; when every row starts on a word (the
+    first row's address and the stride multiples of 4) and ``C`` is even, port B reads the
+    same chunk of the next row instead of the chunk's second half: two rows a cycle.
 
     Ports
     -----
@@ -90,8 +96,9 @@ class EngineOps(wiring.Component):
     :mod:`sw.perf.top` gives every command's cycles exactly (the tests check it against the
     RTL). In short: activations move a scratchpad word per cycle per read port (``G * M / 4``
     per token row, one more when the row starts mid-word; two rows at once), or with wide
-    ports a chunk per cycle (``ceil(G / Q)`` per row; a chunk waits while its bank's buffer
-    holds more than 2 entries, so ``C >= Q`` keeps the rate; then the buffers drain), QK's
+    ports a chunk per cycle, two with word-aligned rows (``ceil(G / Q)`` per row; a chunk
+    waits while its bank's buffer holds more than 2 entries, so ``C >= Q`` (``C >= 2 Q``
+    with pairs) keeps the rate; then the buffers drain), QK's
     key rows a word per cycle (with wide ports like wide activations: a chunk of ``L`` words
     of one row per cycle, the ``R`` row buffers writing a word each per cycle); PV's V a
     word of 4 channels per cycle (per key
@@ -104,16 +111,18 @@ class EngineOps(wiring.Component):
     padded to ``weight_rows_align``; with ``P`` weight ports ``R / P`` rows through each, the
     ports in parallel; dense rows: no index words, then ``E`` cycles writing every row's
     implicit indices), hidden behind the previous block's records, tiles and write-out, a
-    chunk's first block behind the chunk's staging; a tile takes ``G * N`` engine steps, the
-    stream's pipeline, 2 cycles in a 2-beat result FIFO and, per output beat (taken in the
-    previous one's last write cycle), a cycle per ``L`` scratchpad words its ``R`` results span
+    chunk's first block behind the chunk's staging; a tile takes ``G * N + 5`` cycles (RUN, the
+    feed's 3 cycles before the first step, TILE_END), unless the engine still holds the
+    previous tile's sums; its results go out behind it: 2 cycles to the engine's shadow buffer,
+    the requantizer's 4 (LINEAR, PV), 2 in the result FIFO, then per output beat (taken in the
+    previous one's last write cycle) a cycle per ``L`` scratchpad words its ``R`` results span
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
     ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word of ``P``
-    keys its valid keys span); a row block's requantizer records (LINEAR, PV: 3 words a row
+    keys its valid keys span), so ``C`` beats hide behind the next tile's ``G * N`` steps when
+    they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
-    commands) into a second register set from the block's first tile on, then copied in a
-    cycle;
+    commands) into the next records slot from the block's first tile on;
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -123,8 +132,9 @@ class EngineOps(wiring.Component):
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
     ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
-    banks twice as deep (two row blocks); two sets of ``3 R`` 32-bit requantizer-record
-    registers (the block's and the next block's); the GELU table, 64 x 32 bits with
+    banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
+    (a row's bias, multiplier and shift for 4 row blocks: LUTRAM), a 16-entry x 96-bit tile
+    descriptor FIFO; the GELU table, 64 x 32 bits with
     ``min(R, 4 L)`` asynchronous read ports (LUTRAM copies), which a LINEAR with ``gelu``
     fills first (one request of 64 words) before its activations.
     """
@@ -456,6 +466,11 @@ class EngineOps(wiring.Component):
             s_land, s_c, s_skip, s_zero = Signal(), Signal(range(C)), Signal(2), Signal()
             s_j, s_base = Signal(kw), Signal(range(act_depth + 1))
             m.d.sync += s_land.eq(0)
+            # pairs: with word-aligned rows (the job's first row and stride; C even) port B reads
+            # chunk sj of the next row instead of the chunk's second half, so two rows' chunks
+            # land per cycle (s_land2: the one of row at + sc + 1, in bank s_c + 1)
+            pairs, s_land2, s_zero2 = Signal(), Signal(), Signal()
+            m.d.sync += s_land2.eq(0)
         if wide_k:  # QK's key rows: chunk j (L words) of every row of the block in turn into
             # the row's buffer; every buffer writes a bank word (4 slots) per cycle
             kb_buf = [Signal(32 * L, name=f"kb_buf{r}") for r in range(R)]
@@ -608,7 +623,9 @@ class EngineOps(wiring.Component):
                                  out_chunk.eq(p.out)]
                     if wide:
                         m.d.sync += [s_ptr.eq(p.act), s_row.eq(p.act), nxt_ptr.eq(p.act),
-                                     sj.eq(0), sc.eq(0)]
+                                     sj.eq(0), sc.eq(0),
+                                     pairs.eq((p.act[:2] == 0) & (p.act_stride[:2] == 0)
+                                              if C % 2 == 0 else 0)]
                     if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
                         # row block starts loading (into buffer 1) in the next cycle
                         m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR)]
@@ -660,22 +677,35 @@ class EngineOps(wiring.Component):
             # activations of a chunk of token blocks: C rows x G*M bytes per block; token row
             # at goes to bank at % C from address abase (next_act_row ends the chunk)
             if wide:
-                with m.State("ACT"):  # chunk sj of token row at + sc, unless its bank's
-                    # buffer still holds more than the two entries it writes before it lands
+                with m.State("ACT"):  # chunk sj of token row at + sc (and with pairs of row
+                    # at + sc + 1), unless its bank's buffer still holds more than the two
+                    # entries it writes before the chunk lands
+                    def landing(c):
+                        return (s_land & (s_c == c)) | (s_land2 & (s_c + 1 == c))
+
                     row_ok = at + sc < job.tokens
-                    free = (Array(st_cnt)[sc] <= 2) & ~(s_land & (s_c == sc))
+                    free = (Array(st_cnt)[sc] <= 2) & ~landing(sc)
+                    if C % 2 == 0:
+                        row2_ok = at + sc + 1 < job.tokens
+                        free2 = (Array(st_cnt)[sc + 1] <= 2) & ~landing(sc + 1)
+                        free = free & (~pairs | free2)
+                        r2_ok = Mux(pairs, row2_ok, row_ok)
+                        r2_at = Mux(pairs, (s_ptr + job.act_stride) >> 2, (s_ptr >> 2) + L)
+                    else:
+                        row2_ok, r2_ok, r2_at = Const(0), row_ok, (s_ptr >> 2) + L
+                    stride = Mux(pairs, job.act_stride << 1, job.act_stride)  # per step
                     m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(s_ptr),
-                                 self.r2_en.eq(free & row_ok),
-                                 self.r2_addr.eq((s_ptr >> 2) + L)]
+                                 self.r2_en.eq(free & r2_ok), self.r2_addr.eq(r2_at)]
                     with m.If(free):
                         m.d.sync += [s_land.eq(1), s_c.eq(sc), s_skip.eq(s_ptr[:2]),
-                                     s_zero.eq(~row_ok), s_j.eq(sj), s_base.eq(abase)]
+                                     s_zero.eq(~row_ok), s_j.eq(sj), s_base.eq(abase),
+                                     s_land2.eq(pairs), s_zero2.eq(~row2_ok)]
                         with m.If(sj == 0):
-                            m.d.sync += nxt_ptr.eq(nxt_ptr + job.act_stride)
-                        with m.If(sc == C - 1):
+                            m.d.sync += nxt_ptr.eq(nxt_ptr + stride)
+                        with m.If(sc + pairs == C - 1):
                             m.d.sync += sc.eq(0)
                             with m.If(sj == nchunks - 1):  # the block is staged
-                                nxt = Mux(sj == 0, nxt_ptr + job.act_stride, nxt_ptr)
+                                nxt = Mux(sj == 0, nxt_ptr + stride, nxt_ptr)
                                 m.d.sync += [sj.eq(0), at.eq(at + C), abase.eq(abase + G),
                                              nblk.eq(nblk + 1), s_row.eq(nxt), s_ptr.eq(nxt),
                                              act_ptr.eq(nxt),
@@ -687,9 +717,9 @@ class EngineOps(wiring.Component):
                                 m.d.sync += [sj.eq(sj + 1), s_row.eq(s_row + 4 * L),
                                              s_ptr.eq(s_row + 4 * L)]
                         with m.Else():
-                            m.d.sync += [sc.eq(sc + 1), s_ptr.eq(s_ptr + job.act_stride)]
+                            m.d.sync += [sc.eq(sc + 1 + pairs), s_ptr.eq(s_ptr + stride)]
                 with m.State("ACT_DRAIN"):  # the buffers' last entries go in
-                    with m.If(~s_land & ~Cat(cnt != 0 for cnt in st_cnt).any()):
+                    with m.If(~s_land & ~s_land2 & ~Cat(cnt != 0 for cnt in st_cnt).any()):
                         m.next = "ACT_LAST"
             if not wide:  # a word per cycle per read port, two rows at a time
                 with m.State("ACT"):
@@ -1170,6 +1200,8 @@ class EngineOps(wiring.Component):
             m.d.comb += rem.eq(job.k - (s_j << (4 * L).bit_length() - 1))
             kept_chunk = Cat(Mux(~s_zero & (i < rem), chunk.word_select(i, 8), 0)
                              for i in range(4 * L))
+            kept_chunk2 = Cat(Mux(~s_zero2 & (i < rem), self.r2_data.word_select(i, 8), 0)
+                              for i in range(4 * L))
             left_q = Signal(kw)  # the row's entries from the chunk's first on
             m.d.comb += left_q.eq(G - (s_j << lq))
             for c in range(C):
@@ -1182,6 +1214,11 @@ class EngineOps(wiring.Component):
                     m.d.sync += [st_buf[c].eq(kept_chunk),
                                  st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
                                  st_addr[c].eq(s_base + (s_j << lq))]
+                if c:
+                    with m.If(s_land2 & (s_c + 1 == c)):  # the pair's second row, from port B
+                        m.d.sync += [st_buf[c].eq(kept_chunk2),
+                                     st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
+                                     st_addr[c].eq(s_base + (s_j << lq))]
         if wide_k:  # a key chunk lands in its row's buffer; every buffer writes its next word
             k_chunk = (Cat(self.r_data, r2_word) >> (k_skip * 8))[:32 * L]
             k_rem = Signal(32)  # the key row's elements from the chunk's first on (>= 1)

@@ -3,11 +3,12 @@
 :func:`sw.driver.executor.command_cycles` gives what the blocks (engine, vector units) need for
 a command, fed at full rate: the architecture's target. This module gives what the kernel in
 ``hw/top`` takes today, state by state: the command fetch and checks, the DMA bursts, the
-operand staging and result write-out of :class:`~hw.top.engine_ops.EngineOps`, the
+operand staging of :class:`~hw.top.engine_ops.EngineOps` and its result write-out beside the
+next tiles (:class:`_Results`, simulated a cycle at a time), the
 element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`.
 ``tests/test_sim_top.py`` checks it against the RTL's cycle counter, with device memory
 always ready. The state sequence is read from the RTL; a few pipeline constants (the
-stream's ``STREAM_LATENCY``, the softmax row's and the vector commands' end costs) were
+feed's ``FEED_LATENCY``, the softmax row's and the vector commands' end costs) were
 read off per-command traces of the RTL (the top bench's ``trace`` option) and are held
 there by the same tests: change the RTL, re-trace, and mend the model with it.
 
@@ -292,8 +293,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         def row_words(t: int) -> int:
             return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
 
-        if cfg.wide_staging:  # chunks of the port's width
-            cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b) + 1
+        if cfg.wide_staging:  # chunks of the port's width, two rows a cycle when aligned
+            pairs = 2 if C % 2 == 0 and act % 4 == 0 and act_stride % 4 == 0 else 1
+            cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b, pairs) + 1
         else:
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
@@ -408,44 +410,42 @@ class _Results:
 
 
 @functools.lru_cache(maxsize=1 << 10)
-def wide_staging_cycles(C: int, Q: int, G: int, blocks: int) -> int:
+def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> int:
     """ACT and ACT_DRAIN with a wide scratchpad port: token rows of ``G`` bank entries in
-    chunks of ``Q`` (the port's width), chunk ``j`` of every row of a block in turn, one
-    chunk per cycle unless the bank's buffer holds more than the two entries it writes before
-    the chunk lands (or that bank's previous chunk is landing); every bank writes an entry
-    of its buffer per cycle; ACT_DRAIN waits for the buffers to empty. QK's key rows (WGT,
-    WGT_DRAIN) go the same way: ``C`` rows of the block, ``G`` bank words of 4 slots, ``Q``
-    words a chunk."""
+    chunks of ``Q`` (the port's width), chunk ``j`` of every row of a block in turn, ``rows``
+    (1, or 2 when every row starts on a word and ``C`` is even: port B reads the second row)
+    a cycle unless a bank's buffer holds more than the two entries it writes before the
+    chunk lands (or that bank's previous chunk is landing); every bank writes an entry of its
+    buffer per cycle; ACT_DRAIN waits for the buffers to empty. QK's key rows (WGT,
+    WGT_DRAIN) go the same way, a row a cycle: ``C`` rows of the block, ``G`` bank words of 4
+    slots, ``Q`` words a chunk."""
     chunks = -(-G // Q)
     order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
-             for c in range(C)]
+             for c in range(0, C, rows)]
     cnt = [0] * C
-    land = None  # (bank, entries) landing this cycle
+    land = None  # (first bank, entries) landing this cycle
     i = cycles = 0
     while True:
         cycles += 1
         issue = None
         if i < len(order):
             c, n = order[i]
-            if cnt[c] <= 2 and not (land is not None and land[0] == c):
+            if all(cnt[b] <= 2 and not (land is not None and land[0] <= b < land[0] + rows)
+                   for b in range(c, c + rows)):
                 issue = (c, n)
         elif land is None and not any(cnt):
             return cycles
         cnt = [max(0, x - 1) for x in cnt]
         if land is not None:
-            cnt[land[0]] = land[1]
+            for b in range(land[0], land[0] + rows):
+                cnt[b] = land[1]
         land = issue
         i += issue is not None
 
 
-#: cycles from STREAM's first cycle to the engine's first output, past the tile's steps: the
-#: feed (bank read, FIFO write, FIFO output register) and the engine's capture; LINEAR and PV
-#: add the requantizer's latency
+#: cycles from STREAM's first cycle to the engine's first step: the feed (bank read, FIFO
+#: write, FIFO output register)
 FEED_LATENCY = 3
-STREAM_LATENCY = FEED_LATENCY + CAPTURE_LATENCY
-#: cycles a result beat spends in EngineOps' result FIFO before the write-out can hold it
-#: (read off the RTL's command trace; the tests hold it)
-RESULT_FIFO_LATENCY = 2
 
 
 @functools.lru_cache(maxsize=1 << 10)
