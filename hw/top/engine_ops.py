@@ -338,8 +338,8 @@ class EngineOps(wiring.Component):
 
         # every staging cycle issues one read (or a zero for padding) whose data lands in its
         # buffer the next cycle: kind 1 = mask bytes, 2 = activation word, 3 = weight byte,
-        # 4 = key word (QK weights)
-        land_kind = Signal(3)
+        # 4 = key word (QK weights), 5-8 = V (PV weights)
+        land_kind = Signal(4)
         m.d.sync += land_kind.eq(0)
 
         # counters shared by the phases
@@ -483,7 +483,12 @@ class EngineOps(wiring.Component):
             k_land, k_r, k_skip, k_zero = Signal(), Signal(range(R)), Signal(2), Signal()
             k_j = Signal(kw)
             m.d.sync += k_land.eq(0)
+            # pairs of word-aligned key rows (R even), as for activations: k_land2 lands row
+            # r0 + k_r + 1's chunk from port B
+            k_pairs, k_land2, k_zero2 = Signal(), Signal(), Signal()
+            m.d.sync += k_land2.eq(0)
 
+        v_pairs = Signal()  # PV with wide ports: two word-aligned V rows a cycle
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
         m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=lay["a"].size, depth=4)
@@ -626,6 +631,12 @@ class EngineOps(wiring.Component):
                                      sj.eq(0), sc.eq(0),
                                      pairs.eq((p.act[:2] == 0) & (p.act_stride[:2] == 0)
                                               if C % 2 == 0 else 0)]
+                    if wide_v:
+                        m.d.sync += v_pairs.eq((p.w[:2] == 0) & (p.w_stride[:2] == 0)
+                                               if R % 4 == 0 else 0)
+                    if wide_k:
+                        m.d.sync += k_pairs.eq((p.w[:2] == 0) & (p.w_stride[:2] == 0)
+                                               if R % 2 == 0 else 0)
                     if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
                         # row block starts loading (into buffer 1) in the next cycle
                         m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR)]
@@ -793,29 +804,44 @@ class EngineOps(wiring.Component):
                             m.next = "W_REQ"
                 with m.Elif(is_qk):
                     if wide_k:
-                        # QK with wide ports: chunk kj of key row r0 + kr, unless its bank's
-                        # buffer holds more than the two words it writes before it lands
+                        # QK with wide ports: chunk kj of key row r0 + kr (and with pairs of
+                        # row r0 + kr + 1), unless its bank's buffer holds more than the two
+                        # words it writes before it lands. Rows past the keys are not staged:
+                        # their scores are never written
+                        def k_landing(r):
+                            return (k_land & (k_r == r)) | (k_land2 & (k_r + 1 == r))
+
                         row_ok = r0 + kr < job.rows
-                        free = (Array(kb_cnt)[kr] <= 2) & ~(k_land & (k_r == kr))
+                        free = (Array(kb_cnt)[kr] <= 2) & ~k_landing(kr)
+                        if R % 2 == 0:
+                            row2_ok = r0 + kr + 1 < job.rows
+                            free2 = (Array(kb_cnt)[kr + 1] <= 2) & ~k_landing(kr + 1)
+                            free = free & (~k_pairs | free2)
+                            r2_ok = Mux(k_pairs, row2_ok, row_ok)
+                            r2_at = Mux(k_pairs, (k_ptr + job.w_stride) >> 2, (k_ptr >> 2) + L)
+                        else:
+                            row2_ok, r2_ok, r2_at = Const(0), row_ok, (k_ptr >> 2) + L
+                        k_stride = Mux(k_pairs, job.w_stride << 1, job.w_stride)
+                        nxt_row = kr + 1 + k_pairs  # the next step's first row
                         m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(k_ptr),
-                                     self.r2_en.eq(free & row_ok),
-                                     self.r2_addr.eq((k_ptr >> 2) + L)]
+                                     self.r2_en.eq(free & r2_ok), self.r2_addr.eq(r2_at)]
                         with m.If(free):
                             m.d.sync += [k_land.eq(1), k_r.eq(kr), k_skip.eq(k_ptr[:2]),
-                                         k_zero.eq(~row_ok), k_j.eq(kj)]
+                                         k_zero.eq(~row_ok), k_j.eq(kj), k_land2.eq(k_pairs),
+                                         k_zero2.eq(~row2_ok)]
                             with m.If(kj == 0):
-                                m.d.sync += k_nxt.eq(k_nxt + job.w_stride)
-                            with m.If(kr == R - 1):
+                                m.d.sync += k_nxt.eq(k_nxt + k_stride)
+                            with m.If((nxt_row >= R) | (r0 + nxt_row >= job.rows)):
                                 m.d.sync += kr.eq(0)
                                 with m.If(kj == kchunks - 1):  # the block's rows are read
-                                    nxt = Mux(kj == 0, k_nxt + job.w_stride, k_nxt)
+                                    nxt = Mux(kj == 0, k_nxt + k_stride, k_nxt)
                                     m.d.sync += [kj.eq(0), k_row.eq(nxt), k_ptr.eq(nxt)]
                                     m.next = "WGT_DRAIN"
                                 with m.Else():
                                     m.d.sync += [kj.eq(kj + 1), k_row.eq(k_row + 4 * L),
                                                  k_ptr.eq(k_row + 4 * L)]
                             with m.Else():
-                                m.d.sync += [kr.eq(kr + 1), k_ptr.eq(k_ptr + job.w_stride)]
+                                m.d.sync += [kr.eq(nxt_row), k_ptr.eq(k_ptr + k_stride)]
                     else:
                         # QK: row = key, w[key, s] = k[key, s]: a word of the key row per cycle,
                         # landed realigned like the activations (one more word when mid-word)
@@ -833,15 +859,22 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     if wide_v:
                         # PV: row = channel, w[c, s] = v[s, c]: the block's channels of V's row s
-                        # at once (port A's L words and port B's next one), a key per cycle; then
-                        # every row's padding slots, a slot per cycle
+                        # at once (port A's L words and port B's next one), a key per cycle, or
+                        # with word-aligned V rows and R a multiple of 4 (v_pairs) two keys a
+                        # cycle, the second's from port B; then every row's padding slots, a
+                        # slot per cycle
                         key_ok = i0 < job.k
+                        key2_ok = i0 + 1 < job.k
+                        two = v_pairs & key_ok
                         m.d.comb += [rd_issue.eq(key_ok), rd_addr.eq(w_col),
-                                     self.r2_en.eq(key_ok), self.r2_addr.eq((w_col >> 2) + L)]
-                        m.d.sync += [tgt_i0.eq(i0), tgt_skip.eq(w_col[:2]),
-                                     land_kind.eq(Mux(key_ok, 7, 6)), i0.eq(i0 + 1),
-                                     w_col.eq(w_col + job.w_stride)]
-                        with m.If(i0 == steps - 1):
+                                     self.r2_en.eq(key_ok & (~v_pairs | key2_ok)),
+                                     self.r2_addr.eq(Mux(v_pairs, (w_col + job.w_stride) >> 2,
+                                                         (w_col >> 2) + L))]
+                        m.d.sync += [tgt_i0.eq(i0), tgt_skip.eq(w_col[:2]), tgt_zero.eq(~key2_ok),
+                                     land_kind.eq(Mux(key_ok, Mux(v_pairs, 8, 7), 6)),
+                                     i0.eq(i0 + 1 + two),
+                                     w_col.eq(w_col + Mux(two, job.w_stride << 1, job.w_stride))]
+                        with m.If(i0 + two >= steps - 1):
                             m.d.sync += w_col.eq(job.w + r0 + R)  # the next block's channels
                             m.next = "WGT_LAST"
                     else:
@@ -937,7 +970,7 @@ class EngineOps(wiring.Component):
                         m.next = "RQ"
             if wide_k:
                 with m.State("WGT_DRAIN"):  # QK: the key buffers' last words go in
-                    with m.If(~k_land & ~Cat(cnt != 0 for cnt in kb_cnt).any()):
+                    with m.If(~k_land & ~k_land2 & ~Cat(cnt != 0 for cnt in kb_cnt).any()):
                         m.next = "WGT_LAST"
             with m.State("WGT_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
@@ -1179,6 +1212,17 @@ class EngineOps(wiring.Component):
                     for r in range(R):
                         put_value(r, tgt_i0, v_chunk.word_select(r, 8))
                         put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+                with m.Case(8):  # two V rows: keys tgt_i0 (port A) and tgt_i0 + 1 (port B,
+                    # zero past the keys) at the even slot pair of a bank word
+                    pair_en = Const(0b11, 4) << tgt_i0[:2]
+                    idx = Cat((tgt_i0 % M)[:ibw], ((tgt_i0 + 1) % M)[:ibw])
+                    for r in range(R):
+                        b1 = Mux(tgt_zero, 0, self.r2_data.word_select(r, 8))
+                        m.d.comb += [wv_w[r].addr.eq(tgt_i0 >> 2), wi_w[r].addr.eq(tgt_i0 >> 2),
+                                     wv_w[r].data.eq(Cat(self.r_data.word_select(r, 8),
+                                                         b1).replicate(2)),
+                                     wv_w[r].en.eq(pair_en), wi_w[r].data.eq(idx.replicate(2)),
+                                     wi_w[r].en.eq(pair_en)]
             with m.Case(6):  # a padding slot of every row: zero, its dense index
                 for r in range(R):
                     put_value(r, tgt_i0, Const(0, 8))
@@ -1225,6 +1269,8 @@ class EngineOps(wiring.Component):
             m.d.comb += k_rem.eq(job.k - (k_j << (4 * L).bit_length() - 1))
             k_kept = Cat(Mux(~k_zero & (i < k_rem), k_chunk.word_select(i, 8), 0)
                          for i in range(4 * L))
+            k_kept2 = Cat(Mux(~k_zero2 & (i < k_rem), self.r2_data.word_select(i, 8), 0)
+                          for i in range(4 * L))
             k_left = Signal(kw)  # the row's bank words from the chunk's first on
             m.d.comb += k_left.eq(entries - (k_j << (L.bit_length() - 1)))
             for r in range(R):
@@ -1240,6 +1286,11 @@ class EngineOps(wiring.Component):
                     m.d.sync += [kb_buf[r].eq(k_kept),
                                  kb_cnt[r].eq(Mux(k_left < L, k_left, L)),
                                  kb_addr[r].eq(k_j << (L.bit_length() - 1))]
+                if r:
+                    with m.If(k_land2 & (k_r + 1 == r)):  # the pair's second row, from port B
+                        m.d.sync += [kb_buf[r].eq(k_kept2),
+                                     kb_cnt[r].eq(Mux(k_left < L, k_left, L)),
+                                     kb_addr[r].eq(k_j << (L.bit_length() - 1))]
         with m.If(land2):
             m.d.sync += prev2.eq(word2)
             for c in range(1, C):

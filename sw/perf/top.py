@@ -242,13 +242,20 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                                         _words(istart, ibytes), steps, ib)
                 weights += 1  # W_ROW_END
         elif cmd.op == Op.QK_SOFTMAX and cfg.spm_lanes > 1:  # WGT, WGT_DRAIN: chunks of
-            # spm_lanes words of the key rows into per-row buffers (as activations); WGT_LAST
-            weights += wide_staging_cycles(R, cfg.spm_lanes, -(-steps // 4), 1) + 1
+            # spm_lanes words of the block's key rows (none past the keys) into per-row
+            # buffers, as activations (pairs of word-aligned rows with R even); WGT_LAST
+            pairs = 2 if R % 2 == 0 and a["k"] % 4 == 0 and a["stride"] % 4 == 0 else 1
+            slots = -(-min(R, rows - r0) // pairs) * pairs
+            weights += wide_staging_cycles(slots, cfg.spm_lanes, -(-steps // 4), 1, pairs) + 1
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
             weights += sum(steps // 4 + int(r < rows and (a["k"] + r * a["stride"]) % 4 != 0)
                            for r in range(r0, r0 + R)) + 1
-        elif cfg.wide_v_staging:  # WGT: a key's channels per
-            weights += steps + 1  # cycle (wide ports), padding slots; WGT_LAST
+        elif cfg.wide_v_staging:  # WGT: a key's channels per cycle (wide ports), two keys'
+            # with word-aligned V rows and R a multiple of 4; padding slots; WGT_LAST
+            if R % 4 == 0 and a["v"] % 4 == 0 and a["stride"] % 4 == 0:
+                weights += -(-k // 2) + steps - 2 * -(-k // 2) + 1
+            else:
+                weights += steps + 1
         else:  # WGT: V's rows, 4 of the block's channels per cycle; padding slots; WGT_LAST
             groups = -(-min(R, rows - r0) // 4)
             weights += sum(groups + int((a["v"] + s * a["stride"] + r0) % 4 != 0)
