@@ -282,6 +282,16 @@ class AcceleratorConfig:
         return self.weight_port_bytes >= 16
 
     @property
+    def ln_load_lanes(self) -> int:
+        """LAYERNORM records loaded per cycle: with :attr:`wide_ln_params` all of a beat's
+        ``weight_port_bytes / 16`` when ``vector_lanes`` is a multiple of that (each goes to
+        its own lane's parameter memory), else one."""
+        if not self.wide_ln_params:
+            return 1
+        k = self.weight_port_bytes // 16
+        return k if self.vector_lanes % k == 0 else 1
+
+    @property
     def wide_load(self) -> bool:
         """LOAD reads the ``input`` buffer through the weight port, a beat of
         ``weight_port_bytes`` a cycle into the scratchpad, instead of a word a cycle over

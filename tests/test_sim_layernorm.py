@@ -41,6 +41,13 @@ def test_model_constants_match_the_hardware(in_bits):
     unit._MustUse__silence = True  # built only to read its timing constants
 
 
+@pytest.mark.parametrize("lanes", [0, 3, 8, 2.0])
+def test_load_lanes_must_divide_the_vector_lanes(lanes):
+    with pytest.raises(ValueError, match=rf"load_lanes must be a power of two dividing "
+                                         rf"vector_lanes = 4, got {lanes!r}"):
+        LayerNormUnit(config=preset("tiny"), load_lanes=lanes)
+
+
 def test_tokens_the_unit_cannot_hold_are_refused():
     cfg = preset("tiny")  # max_hidden 768
     with pytest.raises(ValueError, match=r"LayerNorm token 0 has length 1024; config 'tiny' "

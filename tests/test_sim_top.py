@@ -394,15 +394,19 @@ def test_vector_commands_at_odd_offsets_match_the_ref_backend(lanes, seed, spm):
     _vector_commands(cfg, np.random.default_rng(seed), seed, False, odd=True, max_width=40)
 
 
-@pytest.mark.parametrize("port, seed, stall", [(16, 10, False), (32, 11, True),
-                                               (64, 12, False)])
-def test_layernorm_records_come_through_a_wide_weight_port(port, seed, stall):
+@pytest.mark.parametrize("port, seed, stall, lanes, per_cycle", [
+    (16, 10, False, 4, 1), (32, 11, True, 4, 2), (64, 12, False, 4, 4),
+    (64, 13, False, 6, 1),  # 6 lanes: a beat's 4 records one a cycle
+])
+def test_layernorm_records_come_through_a_wide_weight_port(port, seed, stall, lanes,
+                                                           per_cycle):
     """With a weight port of 16 bytes or more, LAYERNORM's records come through it,
-    ``port / 16`` a beat and one a cycle (rows up to 40 channels: partial last beats):
-    bit-exact, and cycle-exact against the kernel model without stalls."""
-    cfg = CFG.replace(name=f"vec-wport{port}", m=8, n_max=8, pe_rows=32,
-                      weight_port_bytes=port)
-    assert cfg.wide_ln_params
+    ``port / 16`` a beat: the whole beat a cycle when ``vector_lanes`` is a multiple of that,
+    else one a cycle (rows up to 40 channels: partial last beats): bit-exact, and
+    cycle-exact against the kernel model without stalls."""
+    cfg = CFG.replace(name=f"vec-wport{port}l{lanes}", m=8, n_max=8, pe_rows=32,
+                      weight_port_bytes=port, vector_lanes=lanes)
+    assert cfg.wide_ln_params and cfg.ln_load_lanes == per_cycle
     _vector_commands(cfg, np.random.default_rng(seed), seed, stall, max_width=40)
 
 

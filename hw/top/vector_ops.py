@@ -109,10 +109,11 @@ class VectorOps(wiring.Component):
         GE = min(4 * L, P)  # elements a group or a scatter write moves at most
         m.submodules.gelu = gelu = GeluUnit(config=cfg)
         m.submodules.add = add = ResidualAdd(config=cfg, a_bits=16, b_bits=16, out_bits=16)
-        m.submodules.ln16 = ln16 = LayerNormUnit(config=cfg, in_bits=16)
+        KL = cfg.ln_load_lanes  # LayerNorm records loaded per cycle
+        m.submodules.ln16 = ln16 = LayerNormUnit(config=cfg, in_bits=16, load_lanes=KL)
         lns = {16: ln16}  # LayerNorm units by input width
         if cfg.layernorm_int8:
-            m.submodules.ln8 = lns[8] = LayerNormUnit(config=cfg, in_bits=8)
+            m.submodules.ln8 = lns[8] = LayerNormUnit(config=cfg, in_bits=8, load_lanes=KL)
 
         job = Signal(job_layout(cfg))
         busy = Signal()
@@ -136,11 +137,27 @@ class VectorOps(wiring.Component):
         rec, channel = Signal(8 * LN_RECORD), Signal(32)
         m.d.comb += [rec.eq(Cat(*ln_rec)), channel.eq(pcount // 4 - 1)]
         for ld in ln_load:
-            m.d.comb += [ld.payload.channel.eq(channel),
-                         ld.payload.gain.eq(rec[:GAIN_BITS]),
-                         ld.payload.offset.eq(rec[64:64 + OFFSET_BITS])]
+            m.d.comb += ld.payload.channel.eq(channel)
+            if KL == 1:
+                m.d.comb += [ld.payload.gain.eq(rec[:GAIN_BITS]),
+                             ld.payload.offset.eq(rec[64:64 + OFFSET_BITS])]
+            else:  # a whole beat: its KL records
+                for k in range(KL):
+                    r_k = self.wide_params.payload.word_select(k, 8 * LN_RECORD)
+                    m.d.comb += [ld.payload.records[k].gain.eq(r_k[:GAIN_BITS]),
+                                 ld.payload.records[k].offset.eq(r_k[64:64 + OFFSET_BITS])]
         need = Mux(is_gelu, 64, job.width * 4)
-        if cfg.wide_ln_params:  # a record a cycle; a beat is taken with its last record
+        if KL > 1:  # a beat of KL records a cycle
+            wp = self.wide_params
+            with m.If(loading & is_ln):
+                m.d.comb += [channel.eq(pcount), wp.ready.eq(1)]
+                for u in ln_load:
+                    m.d.comb += u.valid.eq(wp.valid)
+                with m.If(wp.valid):
+                    m.d.sync += pcount.eq(pcount + KL)
+                    with m.If(pcount + KL >= job.width):
+                        m.d.sync += loading.eq(0)
+        elif cfg.wide_ln_params:  # a record a cycle; a beat is taken with its last record
             K = cfg.weight_port_bytes // LN_RECORD
             rj = Signal(range(K))  # the beat's record on offer
             wp = self.wide_params

@@ -37,14 +37,19 @@ __all__ = ["LayerNormUnit", "layernorm_layouts"]
 ROOT_BITS = 31  #: isqrt(V << 2*sqrt_frac) < 2**31 for H <= 1024 (V < 2**62 either way)
 
 
-def layernorm_layouts(config: AcceleratorConfig, in_bits: int = 8) -> dict[str, data.Layout]:
+def layernorm_layouts(config: AcceleratorConfig, in_bits: int = 8,
+                      load_lanes: int = 1) -> dict[str, data.Layout]:
+    """Payload layouts; ``load`` carries one record, or with ``load_lanes = K > 1`` the K
+    records of channels ``channel .. channel + K - 1`` (``channel`` a multiple of K)."""
     P = config.vector_lanes
+    channel = unsigned(max(1, (config.max_hidden - 1).bit_length()))
+    record = {"gain": signed(GAIN_BITS), "offset": signed(OFFSET_BITS)}
     return {
         "cmd": data.StructLayout({"hidden": unsigned(config.max_hidden.bit_length()),
                                   "eps": unsigned(EPS_BITS)}),
-        "load": data.StructLayout({"channel": unsigned(max(1, (config.max_hidden - 1)
-                                                               .bit_length())),
-                                   "gain": signed(GAIN_BITS), "offset": signed(OFFSET_BITS)}),
+        "load": data.StructLayout({"channel": channel, **record} if load_lanes == 1 else {
+            "channel": channel,
+            "records": data.ArrayLayout(data.StructLayout(record), load_lanes)}),
         "i": data.ArrayLayout(signed(in_bits), P),
         "o": data.ArrayLayout(signed(8), P),
     }
@@ -76,6 +81,8 @@ class LayerNormUnit(wiring.Component):
         Taken when ingest is free or in the cycle it takes the previous token's last beat
         (fewer than ``ROWS`` tokens in the unit).
     load : In(stream of {channel, gain, offset}); always ready
+        With ``load_lanes = K > 1`` (a divisor of P): {channel, records: K x {gain, offset}},
+        K channels from ``channel`` (a multiple of K) per beat, each into its lane's memory.
     i : In(stream of P x int8)
     o : Out(stream of P x int8)
 
@@ -103,16 +110,20 @@ class LayerNormUnit(wiring.Component):
     ROOT_CYCLES = -(-ROOT_BITS // RADIX_BITS)
     ROWS = 16  #: tokens in the unit at most (the record FIFO's depth)
 
-    def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8):
+    def __init__(self, *, config: AcceleratorConfig, in_bits: int = 8, load_lanes: int = 1):
         require_config(self, config)
         if in_bits not in (8, 16):
             refuse(self, f"LayerNormUnit in_bits must be 8 or 16, got {in_bits!r}")
-        self.config, self.in_bits = config, in_bits
+        if (not isinstance(load_lanes, int) or load_lanes < 1
+                or config.vector_lanes % load_lanes or load_lanes & (load_lanes - 1)):
+            refuse(self, f"LayerNormUnit load_lanes must be a power of two dividing "
+                         f"vector_lanes = {config.vector_lanes}, got {load_lanes!r}")
+        self.config, self.in_bits, self.load_lanes = config, in_bits, load_lanes
         self.sqrt_frac = SQRT_FRAC if in_bits == 8 else 0
         self.q_bits = RECIP_BITS + 1 - self.sqrt_frac  # bits of the reciprocal
         self.div_cycles = -(-self.q_bits // self.RADIX_BITS)
         self.out_delay = self.VAR_CYCLES + self.ROOT_CYCLES + self.div_cycles + self.PIPE + 1
-        lay = layernorm_layouts(config, in_bits)
+        lay = layernorm_layouts(config, in_bits, load_lanes)
         super().__init__({
             "cmd": In(stream.Signature(lay["cmd"])),
             "load": In(stream.Signature(lay["load"])),
@@ -127,7 +138,7 @@ class LayerNormUnit(wiring.Component):
         NB = math.ceil(cfg.max_hidden / P)
         D = cfg.layernorm_ring
         ab = D.bit_length() - 1  # ring address bits
-        lay = layernorm_layouts(cfg, self.in_bits)
+        lay = layernorm_layouts(cfg, self.in_bits, self.load_lanes)
         bits, F, Q = self.in_bits, self.sqrt_frac, self.q_bits
         s_bits = bits + cfg.max_hidden.bit_length() + 1
         q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
@@ -145,11 +156,15 @@ class LayerNormUnit(wiring.Component):
             m.submodules[f"params_{j}"] = mem
             pw = mem.write_port()
             ch = self.load.payload.channel
+            K = self.load_lanes
+            rec = self.load.payload if K == 1 else self.load.payload.records[j % K]
+            # channel ch + j % K of a K-record beat lands in lane (ch % P) + j % K
+            here = ((ch % P) // K == j // K) if P > K else 1
             m.d.comb += [
                 pw.addr.eq(ch // P if P > 1 else ch),
-                pw.data.gain.eq(self.load.payload.gain),
-                pw.data.offset.eq(self.load.payload.offset),
-                pw.en.eq(self.load.valid & ((ch % P == j) if P > 1 else 1)),
+                pw.data.gain.eq(rec.gain),
+                pw.data.offset.eq(rec.offset),
+                pw.en.eq(self.load.valid & here),
             ]
             params.append(mem.read_port())
 

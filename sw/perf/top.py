@@ -135,12 +135,13 @@ def _consume(offset: int, words: int, busy) -> int:
 def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
     """LayerNorm's records through the weight port (``B / 16`` a beat): the request state,
     then each beat's records one a cycle, the beat taken with its last (the command's last
-    record ends the last beat); cycles from the request state to the one after the last."""
+    record ends the last beat), or the whole beat in a cycle (``config.ln_load_lanes > 1``);
+    cycles from the request state to the one after the last."""
     B = cfg.weight_port_bytes
     per_beat = B // LN_RECORD
     r = Read(offset, -(-records // per_beat), B, cfg.weight_port_burst)
-    for i in range(0, records, per_beat):
-        r.take(r.ready() + min(per_beat, records - i) - 1)
+    for i in range(0, records, per_beat):  # a beat a cycle when the unit loads all of it
+        r.take(r.ready() + (0 if cfg.ln_load_lanes > 1 else min(per_beat, records - i) - 1))
     return r.prev + 1
 
 
