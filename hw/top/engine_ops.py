@@ -117,8 +117,8 @@ class EngineOps(wiring.Component):
     the requantizer's 4 (LINEAR, PV), 2 in the result FIFO, then per output beat (taken in the
     previous one's last write cycle) a cycle per ``L`` scratchpad words its ``R`` results span
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
-    ``lane`` being the first result's byte in its word; QK: a cycle per score-bank word of ``P``
-    keys its valid keys span), so ``C`` beats hide behind the next tile's ``G * N`` steps when
+    ``lane`` being the first result's byte in its word; QK: a cycle per two score-bank words of
+    ``P`` keys its valid keys span), so ``C`` beats hide behind the next tile's ``G * N`` steps when
     they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
@@ -129,8 +129,9 @@ class EngineOps(wiring.Component):
     keys per cycle (``ceil(tokens / mask_lanes)`` cycles: a byte per cycle with one-word
     ports, a mask word of ``P`` keys with wide ones).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
-    and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``C`` score banks of
-    ``ceil(max_row / P)`` x ``32 P`` bits and a ``max_row``-bit key mask; with wide
+    and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``2 C`` score banks (a token's
+    even and odd words) of ``ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits and a
+    ``max_row``-bit key mask; with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
     banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
     (a row's bias, multiplier and shift for 4 row blocks: LUTRAM), a 16-entry x 96-bit tile
@@ -262,7 +263,11 @@ class EngineOps(wiring.Component):
         wv_mem = [Memory(shape=unsigned(32), depth=w_bufs * w_depth, init=[]) for _ in range(R)]
         wi_mem = [Memory(shape=unsigned(4 * ibw), depth=w_bufs * w_depth, init=[])
                   for _ in range(R)]
-        sc_mem = [Memory(shape=unsigned(32 * P), depth=nkb, init=[]) for _ in range(C)]
+        # score banks: token column c's scores, a word of P keys per entry, its even words in
+        # sc_mem[c] and its odd ones in sc_mem[C + c], so the write-out can write two
+        # neighbouring words a cycle
+        sc_mem = [Memory(shape=unsigned(32 * P), depth=-(-nkb // 2), init=[])
+                  for _ in range(2 * C)]
         mask_mem = Memory(shape=unsigned(P), depth=nkb, init=[])
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
             m.submodules[f"buf{k}"] = mem
@@ -273,7 +278,7 @@ class EngineOps(wiring.Component):
         wv_r = [mm.read_port() for mm in wv_mem]
         wi_w = [mm.write_port(granularity=ibw) for mm in wi_mem]
         wi_r = [mm.read_port() for mm in wi_mem]
-        sc_w = [mm.write_port(granularity=32) for mm in sc_mem]
+        sc_w = [mm.write_port(granularity=32) for mm in sc_mem]  # even words, then odd
 
         def put_value(r, slot, byte):
             """Write row ``r``'s value of ``slot`` (its byte lane of the slot's word)."""
@@ -529,19 +534,24 @@ class EngineOps(wiring.Component):
         held_v = Array(Signal(signed(32), name=f"hv{k}") for k in range(R))
         last_w = Signal()  # the held beat's last write cycle
         hr = Signal(range(R + 1))  # lane being written out
-        # QK: a cycle writes the beat's scores that share a score-bank word (P keys), the
-        # word's lane p taking beat lane p + d, d = (word's first key) - r0: a multiple of
-        # g = gcd(R, P) in (-P, R), as r0 is a multiple of R
+        # QK: a cycle writes the beat's scores that share two neighbouring score-bank words
+        # (P keys each), the first word's lane p taking beat lane p + d, d = (word's first
+        # key) - r0: a multiple of g = gcd(R, P) in (-P, R), as r0 is a multiple of R; the
+        # second word's lane p beat lane p + d + P
         g = math.gcd(R, P)
         qk_d = list(range(-((P - 1) // g) * g, R, g))
-        qk_word = {d: Cat(held_v[p + d] if 0 <= p + d < R else Const(0, 32) for p in range(P))
-                   for d in qk_d}
+
+        def qk_lanes(d):
+            return Cat(held_v[p + d] if 0 <= p + d < R else Const(0, 32) for p in range(P))
+
+        qk_word = {d: qk_lanes(d) for d in qk_d}
+        qk_next = {d: qk_lanes(d + P) for d in qk_d if d + P < R}
         # LINEAR / PV: a cycle writes up to the write port's L words of a beat's results, the
         # first cycle from the element's lane ``off`` in its word, so the beat moves on by
         # 4 L - off (int8) or 2 L - off (int16) elements until its last cycle
         shifts = sorted({4 * L - o for o in range(4)} | {2 * L - o for o in range(2)})
         shifts = [v for v in shifts if 0 < v < R]
-        n_out = Signal(range(max(4 * L, min(R, P)) + 1))  # lanes written this cycle
+        n_out = Signal(range(max(4 * L, min(R, 2 * P)) + 1))  # lanes written this cycle
         beats_out = Signal(32)
         m.d.comb += [eng.o.ready.eq(Mux(is_qk, ofifo.w_rdy, rq.i.ready)),
                      rq.o.ready.eq(ofifo.w_rdy & ~is_qk),
@@ -579,12 +589,13 @@ class EngineOps(wiring.Component):
         d_c = Signal(32)  # row the drain writes
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
-        for c in range(C):
-            m.d.comb += sc_r[c].addr.eq(kb)
+        for c in range(2 * C):
+            m.d.comb += sc_r[c].addr.eq(kb >> 1)
         m.d.comb += mk_r.addr.eq(kb)
-        sc_data = Array(sc_r[c].data for c in range(C))[f_sel]
+        kb_odd = Signal()  # the word the banks return is an odd one
+        sc_data = Array(Mux(kb_odd, sc_r[C + c].data, sc_r[c].data) for c in range(C))[f_sel]
         s_base = Signal(32)
-        m.d.sync += [s_base.eq(kb * P), f_sel.eq(f_c)]
+        m.d.sync += [s_base.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
                          sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < job.tokens))]
@@ -1060,7 +1071,7 @@ class EngineOps(wiring.Component):
                 with m.If(sm.cmd.valid & sm.cmd.ready):
                     m.d.sync += cm_c.eq(cm_c + 1)
                 s_go = row_in(f_c) & (sfifo.level + s_pend < sfifo.depth)
-                for c in range(C):
+                for c in range(2 * C):
                     m.d.comb += sc_r[c].en.eq(s_go)
                 m.d.comb += mk_r.en.eq(s_go)
                 with m.If(s_go):
@@ -1308,25 +1319,38 @@ class EngineOps(wiring.Component):
             t = wo.t0 + beats_out
             rrow = wo.r0 + hr
             qk_end = Signal()  # QK: no valid key after this word
-            with m.If(is_qk):
+            with m.If(is_qk):  # the beat's scores in the word of key rrow and the next
                 s_lane = Signal(range(P))  # the first score's lane in its word
                 word_key = Signal(32)  # the word's first key
+                word = Signal(32)  # its index: rrow // P
                 d = Signal(signed(33))
-                m.d.comb += [s_lane.eq(rrow % P), word_key.eq(rrow - s_lane),
-                             d.eq(word_key - wo.r0),
-                             n_out.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
-                             qk_end.eq(word_key + P >= job.rows)]
-                en = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
-                         & (word_key + lane < job.rows) for lane in range(P))
-                data_ = Signal(32 * P)
+                n_a, rest = Signal(range(P + 1)), Signal(range(R + 1))  # scores in it, after
+                m.d.comb += [word.eq(rrow // P), s_lane.eq(rrow - word * P),
+                             word_key.eq(rrow - s_lane), d.eq(word_key - wo.r0),
+                             n_a.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
+                             rest.eq(R - hr - n_a),
+                             n_out.eq(n_a + Mux(word_key + P < job.rows,
+                                                Mux(rest < P, rest, P), 0)),
+                             qk_end.eq(word_key + 2 * P >= job.rows)]
+                en_a = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
+                           & (word_key + lane < job.rows) for lane in range(P))
+                en_b = Cat((lane < rest) & (word_key + P + lane < job.rows) for lane in range(P))
+                data_a, data_b = Signal(32 * P), Signal(32 * P)
                 with m.Switch(d):
                     for dv, word_v in qk_word.items():
                         with m.Case(dv):
-                            m.d.comb += data_.eq(word_v)
+                            m.d.comb += data_a.eq(word_v)
+                            if dv in qk_next:
+                                m.d.comb += data_b.eq(qk_next[dv])
+                odd, half = word[0], word >> 1
                 for c in range(C):
-                    with m.If(beats_out == c):
-                        m.d.comb += [sc_w[c].addr.eq(rrow // P), sc_w[c].data.eq(data_),
-                                     sc_w[c].en.eq(en)]
+                    with m.If(beats_out == c):  # the even bank takes the even word of the two
+                        ev, od = sc_w[c], sc_w[C + c]
+                        m.d.comb += [ev.addr.eq(Mux(odd, half + 1, half)),
+                                     ev.data.eq(Mux(odd, data_b, data_a)),
+                                     ev.en.eq(Mux(odd, en_b, en_a)),
+                                     od.addr.eq(half), od.data.eq(Mux(odd, data_a, data_b)),
+                                     od.en.eq(Mux(odd, en_a, en_b))]
             with m.Else():  # LINEAR / PV: the beat's elements that share the
                 # write port's L words; the beat's head (held_v[0 ..]) goes out first
                 sixteen = job.out_bits == 16

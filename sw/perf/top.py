@@ -271,12 +271,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     # (at least one cycle)
     rq_early = cmd.op == Op.PV or (cmd.op == Op.LINEAR and B)
     rblocks = -(-rows // R)
-    if cmd.op == Op.QK_SOFTMAX:  # scores: a cycle per score-bank word (P keys) the beat's
-        # valid keys (below ``rows``) span
+    if cmd.op == Op.QK_SOFTMAX:  # scores: a cycle per two score-bank words (P keys each)
+        # the beat's valid keys (below ``rows``) span
         P = cfg.softmax_lanes
 
         def beat(t: int, r0: int) -> int:
-            return (min(r0 + R, rows) - 1) // P - r0 // P + 1
+            return ((min(r0 + R, rows) - 1) // P - r0 // P + 2) // 2
     else:  # results: every element of the beat within the write port's spm_lanes words,
         # from the first element's lane in its word, per cycle
         out, stride = a["out"], a["out_stride"]
