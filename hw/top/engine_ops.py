@@ -1048,19 +1048,17 @@ class EngineOps(wiring.Component):
                                  a_base.eq(0), out_blk.eq(out_chunk)]
                     with m.If(r0 + R < job.rows):
                         m.next = "WGT"
-                    with m.Else():
-                        with m.If(is_qk):
-                            m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
-                                         sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
-                        m.next = "WO_WAIT"
-            # the chunk's last results go out before its softmax rows (QK: the score banks,
-            # the write port) or the next chunk (its staging may read them)
-            with m.State("WO_WAIT"):
-                with m.If(~desc.r_rdy):
-                    with m.If(is_qk):
+                    with m.Elif(is_qk):  # the softmax rows follow the last scores out
+                        m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
+                                     sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
                         m.next = "SM_RUN"
                     with m.Else():
-                        m.next = "BLOCK_END"
+                        m.next = "WO_WAIT"
+            # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
+            # may read them)
+            with m.State("WO_WAIT"):
+                with m.If(~desc.r_rdy):
+                    m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows
             with m.State("SM_RUN"):
@@ -1070,7 +1068,11 @@ class EngineOps(wiring.Component):
                 m.d.comb += sm.cmd.valid.eq(row_in(cm_c))
                 with m.If(sm.cmd.valid & sm.cmd.ready):
                     m.d.sync += cm_c.eq(cm_c + 1)
-                s_go = row_in(f_c) & (sfifo.level + s_pend < sfifo.depth)
+                # a row's scores are read once they are all written: every tile's but the
+                # last's, and the last's beat f_c (the write-out writes to the score banks,
+                # the softmax drain to the scratchpad)
+                scored = ~desc.r_rdy | ((desc.level == 1) & (f_c < beats_out))
+                s_go = row_in(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
                 for c in range(2 * C):
                     m.d.comb += sc_r[c].en.eq(s_go)
                 m.d.comb += mk_r.en.eq(s_go)
@@ -1115,17 +1117,19 @@ class EngineOps(wiring.Component):
                 with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
                     m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
 
-            with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any
-                m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0), i1.eq(0),
-                             ab.eq(0), abase.eq(0), nblk.eq(0)]
-                with m.If(at < job.tokens):
-                    if B:  # its first row block loads while it is staged
-                        m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
-                    early = is_pv | is_lin if B else is_pv
-                    m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
-                    m.next = "ACT"
-                with m.Else():
-                    finish()
+            with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any (QK:
+                # once its padding tokens' scores are out too)
+                with m.If(~desc.r_rdy):
+                    m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
+                                 i1.eq(0), ab.eq(0), abase.eq(0), nblk.eq(0)]
+                    with m.If(at < job.tokens):
+                        if B:  # its first row block loads while it is staged
+                            m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
+                        early = is_pv | is_lin if B else is_pv
+                        m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
+                        m.next = "ACT"
+                    with m.Else():
+                        finish()
 
         # the records loader: 3 words a row of the block (or, nx_go, of the next block) into
         # the next slot

@@ -288,6 +288,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             return (lane + R + per_cycle - 1) // per_cycle
     requant = 0 if cmd.op == Op.QK_SOFTMAX else Requantizer.LATENCY
     cyc = 1  # ENG_START (the job is taken in the same cycle)
+    if cmd.op == Op.QK_SOFTMAX:
+        cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
     table = read_cycles(a["table_off"], 64) if cmd.op == Op.LINEAR and a["gelu"] else 0
     cyc += table  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
@@ -339,15 +341,17 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 captured = results.capture(last + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
                 cyc = last + 2
-        # WO_WAIT until the chunk's last result is written, then (QK: its softmax rows,
-        # below) BLOCK_END
-        cyc = max(cyc, results.finish() + 1) + 2
-    if cmd.op == Op.QK_SOFTMAX:
-        cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
-        # per token block, SM_RUN: its query rows stream through the softmax unit
-        cyc += sum(softmax_phase_cycles(cfg, tokens, tuple(
-            (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))))
-            for t0 in range(0, tokens, C))
+        done = results.finish()  # the chunk's last result's last write
+        if cmd.op == Op.QK_SOFTMAX:  # SM_RUN: the block's query rows through the softmax
+            # unit, each once its scores are all written (the last tile's beat for it)
+            t0 = first * C
+            ready = tuple(max(0, w + 1 - cyc) for w in results.writes[-C:][:tokens - t0])
+            cyc += softmax_phase_cycles(cfg, tokens, tuple(
+                (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
+                ready)
+            cyc = max(cyc, done + 1) + 1  # BLOCK_END, once the padding tokens' are out too
+        else:  # WO_WAIT until the chunk's last result is written, BLOCK_END
+            cyc = max(cyc, done + 1) + 2
     return cyc
 
 
@@ -365,7 +369,7 @@ class _Results:
         self.fifo: list[int] = []
         self.held = 0  # write cycles left of the held beat
         self.t = 0  # the next cycle
-        self.last_write = 0
+        self.writes: list[int] = []  # each beat's last write cycle, in order
 
     def _idle(self) -> bool:
         return not (self.shadow or self.fifo or self.held or any(
@@ -386,7 +390,7 @@ class _Results:
             advance, take = False, full and room
         beat = self.shadow.pop() if take else None
         if last_w:
-            self.last_write = self.t
+            self.writes.append(self.t)
         self.held = self.fifo.pop(0) if read else max(0, self.held - 1)
         if st:
             if advance:
@@ -414,7 +418,7 @@ class _Results:
         """The cycle of the last result's last write."""
         while not self._idle():
             self._cycle()
-        return self.last_write
+        return self.writes[-1]
 
 
 @functools.lru_cache(maxsize=1 << 10)
@@ -457,10 +461,13 @@ FEED_LATENCY = 3
 
 
 @functools.lru_cache(maxsize=1 << 10)
-def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple) -> int:
+def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple,
+                         ready: tuple = ()) -> int:
     """SM_RUN for one token block: rows of ``length`` scores whose probabilities go to byte
-    ``offsets[r] (mod 4)`` of a scratchpad word. The feed reads a beat of the score and mask
-    banks per cycle into a 4-entry FIFO (``SyncFIFOBuffered``) while there is room, the
+    ``offsets[r] (mod 4)`` of a scratchpad word, row ``r``'s scores readable from cycle
+    ``ready[r]`` of the state on (all from the first without ``ready``). The feed reads a
+    beat of the score and mask banks per cycle into a 4-entry FIFO (``SyncFIFOBuffered``)
+    while there is room, the
     unit takes a ``cmd`` per row (:class:`sw.perf.vector.RowControl`), and the drain
     writes each output beat in a cycle per ``spm_lanes`` words it spans from its first
     byte's place in its word, taking the next beat in the last of them; the state ends in
@@ -483,7 +490,7 @@ def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple) ->
     d_row = d_beat = 0  # the next output beat
     t = 0
     while True:
-        s_go = f_c < n and inner + rrdy + pend < 4
+        s_go = f_c < n and inner + rrdy + pend < 4 and (not ready or ready[f_c] <= t)
         beat_done = held == 1
         cmd_take, i_take, o_take = unit.cycle(cm_c < n, nb, rrdy, held == 0 or beat_done)
         if beat_done and held_end:
