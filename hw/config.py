@@ -276,7 +276,8 @@ class AcceleratorConfig:
     @property
     def wide_ln_params(self) -> bool:
         """LAYERNORM's gain/offset records (16 bytes a channel) come through the weight port,
-        ``weight_port_bytes / 16`` a beat and one a cycle, instead of 4 words a channel over
+        ``weight_port_bytes / 16`` a beat (one a cycle, or the whole beat: :attr:`ln_load_lanes`),
+        instead of 4 words a channel over
         the 32-bit bus: with a weight port of 16 bytes or more. Their ``params_off`` must
         then be a multiple of ``weight_port_bytes``."""
         return self.weight_port_bytes >= 16

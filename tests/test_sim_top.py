@@ -477,6 +477,9 @@ def test_a_compiled_encoder_layer_streams_weights_through_the_weight_port(shape)
     # 64-word activation banks: LINEARs in several chunks, every chunk's first block
     # through both ports while the chunk is staged, under AXI stalls
     (16, 2, 4, "2:4", 64, 4, 32, 128, True, 64, 8, 3, 1, 2),
+    # the same with 4-word scratchpad ports: token, key and V rows two a cycle (aligned),
+    # 4 chunks of 4 token blocks against 4 row blocks, records in their slots across chunks
+    (16, 2, 4, "2:4", 64, 4, 32, 128, False, 64, 8, 3, 4, 2),
 ])
 def test_a_compiled_encoder_layer_streams_weights_through_several_weight_ports(shape):
     """LINEAR weights striped over ``weight_ports`` masters (port p: rows [p R / P,
@@ -518,16 +521,18 @@ def test_every_weight_bank_is_range_checked_like_the_ref_backend():
 
 @pytest.mark.parametrize("shape", [
     # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
-    # softmax lanes P: the score drain writes a score-bank word of P keys per cycle
+    # softmax lanes P: the score drain writes two neighbouring score-bank words of P keys a
+    # cycle
     (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 2),  # a tile's rows span 2 words
     (2, 3, 8, "2:8", 48, 3, 7, 80, True, 1024, 0, 4),  # a tile fills half a word
     (6, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 0, 4),  # a tile starts mid-word: 2 or 3 words
     (3, 2, 4, "2:4", 36, 3, 9, 50, False, 64, 0, 8),  # 3-row tiles in 8-lane words
 ])
 def test_the_score_drain_writes_the_scores_that_share_a_score_word_at_once(shape):
-    """QK's scores leave the engine a score-bank word (the ``P`` keys it holds) per cycle,
-    keys past the sequence skipped: bit-exact and cycle-exact (kernel model) whether the
-    tile's rows span words, start mid-word or share one."""
+    """QK's scores leave the engine two neighbouring score-bank words (the ``P`` keys each
+    holds; even and odd words in their own banks) per cycle, keys past the sequence skipped:
+    bit-exact and cycle-exact (kernel model) whether the tile's rows span words, start
+    mid-word or share one."""
     _compiled_layer(*shape)
 
 

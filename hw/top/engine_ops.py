@@ -57,10 +57,11 @@ class EngineOps(wiring.Component):
     through the engine against every token block of the chunk. A tile's results go out (the
     *write-out*: requantizer, a 2-beat result FIFO, the scratchpad's write port or QK's score
     banks) while the next tiles run: each tile leaves its first row, first token and output
-    address in a descriptor FIFO for the write-out, and a chunk waits for its last results
-    before its softmax rows or the next chunk's staging. QK keeps a token block's raw
-    scores on chip until every key block is done and then streams the block's softmax rows
-    through the unit with the key mask: a feed reads a beat of scores a cycle, the unit takes a
+    address in a descriptor FIFO for the write-out, and a LINEAR or PV chunk waits for its
+    last results before the next chunk's staging. QK keeps a token block's raw scores on
+    chip until every key block is done and then streams the block's softmax rows through
+    the unit with the key mask, each row once the last tile's scores for it are written: a
+    feed reads a beat of scores a cycle, the unit takes a
     row per ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while
     later rows are still coming in. With a weight port (``config.weight_port_bytes = B``) LINEAR
     weights come instead through ``wgt_req`` / ``wgt_data``, one request per row block in
@@ -100,11 +101,13 @@ class EngineOps(wiring.Component):
     waits while its bank's buffer holds more than 2 entries, so ``C >= Q`` (``C >= 2 Q``
     with pairs) keeps the rate; then the buffers drain), QK's
     key rows a word per cycle (with wide ports like wide activations: a chunk of ``L`` words
-    of one row per cycle, the ``R`` row buffers writing a word each per cycle); PV's V a
+    of one row per cycle, two with word-aligned rows and ``R`` even, only the rows that hold
+    keys, the ``R`` row buffers writing a word each per cycle); PV's V a
     word of 4 channels per cycle (per key
     ``ceil(R' / 4)`` words of the block's ``R'`` channels, one more when they start mid-word;
     then a cycle per padding slot; with wide ports and ``R <= 4 L`` a key's ``R`` channels
-    per cycle); a LINEAR row's values one
+    per cycle, two keys' with word-aligned V rows and ``R`` a multiple of 4); a LINEAR
+    row's values one
     bus word per cycle and its indices one bank word (4 slots) per cycle, each after the
     bus's read gap; with a weight port, a LINEAR row block's ``E = ceil(G * N / 4)`` entries in
     ``E * R' * (4 + index_word_bits / 8) / B`` beats, one per cycle (``R'``: the block's rows,
@@ -818,7 +821,8 @@ class EngineOps(wiring.Component):
                         # QK with wide ports: chunk kj of key row r0 + kr (and with pairs of
                         # row r0 + kr + 1), unless its bank's buffer holds more than the two
                         # words it writes before it lands. Rows past the keys are not staged:
-                        # their scores are never written
+                        # the engine's sums from their stale bank rows are never written (the
+                        # score write-out enables only keys below rows)
                         def k_landing(r):
                             return (k_land & (k_r == r)) | (k_land2 & (k_r + 1 == r))
 

@@ -440,14 +440,15 @@ def emit_step(s: Schedule) -> Compiled:
             off = a["head"] * a["d"]
             if t[q].width != t[k].width:  # pragma: no cover - lower_step keeps them alike
                 raise CompileError(f"{n.name}: Q and K rows differ in width")
-            args = {"q": spm[q] + a["q_col"] + off, "k": spm[k] + a["k_col"] + off,
+            # column views of a stacked Q/K/V LINEAR (absent in IRs saved before it)
+            args = {"q": spm[q] + a.get("q_col", 0) + off, "k": spm[k] + a.get("k_col", 0) + off,
                     "stride": t[q].width, "tokens": L,
                     "d": a["d"], "mask": spm[mask], "mult": a["mult"], "shift": a["shift"],
                     "p": spm[n.output], "p_stride": L}
         elif n.op == Op.PV:
             p, v = n.inputs
             off = a["head"] * a["d"]
-            args = {"p": spm[p], "p_stride": L, "v": spm[v] + a["v_col"] + off,
+            args = {"p": spm[p], "p_stride": L, "v": spm[v] + a.get("v_col", 0) + off,
                     "stride": t[v].width,
                     "tokens": L, "d": a["d"], "rq_off": s.params[a["rq_blob"]],
                     "out": spm[n.output] + off, "out_stride": t[n.output].width}

@@ -429,8 +429,8 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
     a cycle unless a bank's buffer holds more than the two entries it writes before the
     chunk lands (or that bank's previous chunk is landing); every bank writes an entry of its
     buffer per cycle; ACT_DRAIN waits for the buffers to empty. QK's key rows (WGT,
-    WGT_DRAIN) go the same way, a row a cycle: ``C`` rows of the block, ``G`` bank words of 4
-    slots, ``Q`` words a chunk."""
+    WGT_DRAIN) go the same way: ``C`` of the block's key rows (those below ``rows``, rounded
+    up to ``rows``), ``G`` bank words of 4 slots, ``Q`` words a chunk."""
     chunks = -(-G // Q)
     order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
              for c in range(0, C, rows)]
@@ -525,7 +525,7 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
         return (VECTOR_START + READ_GAP + 5 * 64 + 1
                 + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"],
                                 8, 8, 8, cfg.spm_lanes))
-    if cfg.wide_ln_params:  # the records through the weight port, one a cycle
+    if cfg.wide_ln_params:  # the records through the weight port (one or a beat a cycle)
         params = _records(a["params_off"], a["hidden"], cfg)
     else:  # 4 words a record, then its load beat
         params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
