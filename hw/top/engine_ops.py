@@ -496,6 +496,28 @@ class EngineOps(wiring.Component):
             k_pairs, k_land2, k_zero2 = Signal(), Signal(), Signal()
             m.d.sync += k_land2.eq(0)
 
+        def wide_step(cnt, land, land2, land_at, i, ok, ok2, ptr, stride, two):
+            """One step of wide staging (token rows into bank buffers, or QK's key rows into
+            row buffers ``cnt``): chunk ``j`` of row ``i`` at ``ptr`` through port A, and with
+            ``two`` (pairs: an even count of buffers, word-aligned rows) of row ``i + 1``
+            through port B instead of the chunk's realigning second half; ``ok`` / ``ok2``:
+            the rows exist. Issues the reads when the buffers can take the chunks (each holds
+            at most the two entries it writes before they land, and none is landing now).
+            Returns (issued, the pointer's step)."""
+            def landing(k):
+                return (land & (land_at == k)) | (land2 & (land_at + 1 == k))
+
+            free = (Array(cnt)[i] <= 2) & ~landing(i)
+            if len(cnt) % 2 == 0:
+                free = free & (~two | ((Array(cnt)[i + 1] <= 2) & ~landing(i + 1)))
+                r2_ok = Mux(two, ok2, ok)
+                r2_at = Mux(two, (ptr + stride) >> 2, (ptr >> 2) + L)
+            else:
+                r2_ok, r2_at = ok, (ptr >> 2) + L
+            m.d.comb += [rd_issue.eq(free & ok), rd_addr.eq(ptr), self.r2_en.eq(free & r2_ok),
+                         self.r2_addr.eq(r2_at)]
+            return free, Mux(two, stride << 1, stride)
+
         v_pairs = Signal()  # PV with wide ports: two word-aligned V rows a cycle
         # engine feeding FIFOs
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=lay["w"].size, depth=4)
@@ -705,22 +727,10 @@ class EngineOps(wiring.Component):
                 with m.State("ACT"):  # chunk sj of token row at + sc (and with pairs of row
                     # at + sc + 1), unless its bank's buffer still holds more than the two
                     # entries it writes before the chunk lands
-                    def landing(c):
-                        return (s_land & (s_c == c)) | (s_land2 & (s_c + 1 == c))
-
                     row_ok = at + sc < job.tokens
-                    free = (Array(st_cnt)[sc] <= 2) & ~landing(sc)
-                    if C % 2 == 0:
-                        row2_ok = at + sc + 1 < job.tokens
-                        free2 = (Array(st_cnt)[sc + 1] <= 2) & ~landing(sc + 1)
-                        free = free & (~pairs | free2)
-                        r2_ok = Mux(pairs, row2_ok, row_ok)
-                        r2_at = Mux(pairs, (s_ptr + job.act_stride) >> 2, (s_ptr >> 2) + L)
-                    else:
-                        row2_ok, r2_ok, r2_at = Const(0), row_ok, (s_ptr >> 2) + L
-                    stride = Mux(pairs, job.act_stride << 1, job.act_stride)  # per step
-                    m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(s_ptr),
-                                 self.r2_en.eq(free & r2_ok), self.r2_addr.eq(r2_at)]
+                    row2_ok = (at + sc + 1 < job.tokens) if C % 2 == 0 else Const(0)
+                    free, stride = wide_step(st_cnt, s_land, s_land2, s_c, sc, row_ok, row2_ok,
+                                             s_ptr, job.act_stride, pairs)
                     with m.If(free):
                         m.d.sync += [s_land.eq(1), s_c.eq(sc), s_skip.eq(s_ptr[:2]),
                                      s_zero.eq(~row_ok), s_j.eq(sj), s_base.eq(abase),
@@ -823,23 +833,11 @@ class EngineOps(wiring.Component):
                         # words it writes before it lands. Rows past the keys are not staged:
                         # the engine's sums from their stale bank rows are never written (the
                         # score write-out enables only keys below rows)
-                        def k_landing(r):
-                            return (k_land & (k_r == r)) | (k_land2 & (k_r + 1 == r))
-
                         row_ok = r0 + kr < job.rows
-                        free = (Array(kb_cnt)[kr] <= 2) & ~k_landing(kr)
-                        if R % 2 == 0:
-                            row2_ok = r0 + kr + 1 < job.rows
-                            free2 = (Array(kb_cnt)[kr + 1] <= 2) & ~k_landing(kr + 1)
-                            free = free & (~k_pairs | free2)
-                            r2_ok = Mux(k_pairs, row2_ok, row_ok)
-                            r2_at = Mux(k_pairs, (k_ptr + job.w_stride) >> 2, (k_ptr >> 2) + L)
-                        else:
-                            row2_ok, r2_ok, r2_at = Const(0), row_ok, (k_ptr >> 2) + L
-                        k_stride = Mux(k_pairs, job.w_stride << 1, job.w_stride)
+                        row2_ok = (r0 + kr + 1 < job.rows) if R % 2 == 0 else Const(0)
+                        free, k_stride = wide_step(kb_cnt, k_land, k_land2, k_r, kr, row_ok,
+                                                   row2_ok, k_ptr, job.w_stride, k_pairs)
                         nxt_row = kr + 1 + k_pairs  # the next step's first row
-                        m.d.comb += [rd_issue.eq(free & row_ok), rd_addr.eq(k_ptr),
-                                     self.r2_en.eq(free & r2_ok), self.r2_addr.eq(r2_at)]
                         with m.If(free):
                             m.d.sync += [k_land.eq(1), k_r.eq(kr), k_skip.eq(k_ptr[:2]),
                                          k_zero.eq(~row_ok), k_j.eq(kj), k_land2.eq(k_pairs),
