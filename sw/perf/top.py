@@ -323,13 +323,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 cyc += 1 + max(0, loads[j] - 1 - since)
             cyc += wts[j]
             rq_at = cyc
-            if not rq:  # QK
-                pass
-            elif rq_early and j == 0:  # fetched since the chunk's third cycle
+            if rq_early and j == 0:  # fetched since the chunk's third cycle
                 cyc += 1 + max(0, rq[0] - 1 - (cyc - act_start - 1))
             elif rq_early:  # fetched since the previous block's first RUN cycle
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
-            else:  # RQ, RQ_WAIT
+            elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
             run_at = cyc
             for tb in range(b):
