@@ -155,6 +155,12 @@ def _values(start: int, nbytes: int) -> int:
     return read_cycles(start - skip, words) + flush
 
 
+def _on_words(first: int, stride: int) -> bool:
+    """Every row starts on a scratchpad word (its first row's byte and the stride): what
+    wide staging needs to move two rows a cycle (EngineOps' pairs, k_pairs, v_pairs)."""
+    return first % 4 == 0 and stride % 4 == 0
+
+
 def _words(start: int, nbytes: int) -> int:
     return ((start & 3) + nbytes + 3) >> 2
 
@@ -245,7 +251,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
         elif cmd.op == Op.QK_SOFTMAX and cfg.spm_lanes > 1:  # WGT, WGT_DRAIN: chunks of
             # spm_lanes words of the block's key rows (none past the keys) into per-row
             # buffers, as activations (pairs of word-aligned rows with R even); WGT_LAST
-            pairs = 2 if R % 2 == 0 and a["k"] % 4 == 0 and a["stride"] % 4 == 0 else 1
+            pairs = 2 if R % 2 == 0 and _on_words(a["k"], a["stride"]) else 1
             slots = -(-min(R, rows - r0) // pairs) * pairs
             weights += wide_staging_cycles(slots, cfg.spm_lanes, -(-steps // 4), 1, pairs) + 1
         elif cmd.op == Op.QK_SOFTMAX:  # WGT: a word of each key row per cycle; WGT_LAST
@@ -253,7 +259,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                            for r in range(r0, r0 + R)) + 1
         elif cfg.wide_v_staging:  # WGT: a key's channels per cycle (wide ports), two keys'
             # with word-aligned V rows and R a multiple of 4; padding slots; WGT_LAST
-            if R % 4 == 0 and a["v"] % 4 == 0 and a["stride"] % 4 == 0:
+            if R % 4 == 0 and _on_words(a["v"], a["stride"]):
                 weights += -(-k // 2) + steps - 2 * -(-k // 2) + 1
             else:
                 weights += steps + 1
@@ -304,7 +310,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
             return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
 
         if cfg.wide_staging:  # chunks of the port's width, two rows a cycle when aligned
-            pairs = 2 if C % 2 == 0 and act % 4 == 0 and act_stride % 4 == 0 else 1
+            pairs = 2 if C % 2 == 0 and _on_words(act, act_stride) else 1
             cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b, pairs) + 1
         else:
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
