@@ -71,9 +71,10 @@ def test_ref_backend_equals_the_golden_layers(compiled):
         want = layer_int(ql, want, mask)
     assert np.array_equal(y, want)
     assert result.status == Status.OK and result.command == len(comp.program) - 1
-    # the FFN's GELU runs inside its first LINEAR (the compiler's fuse step)
+    # the FFN's GELU runs inside its first LINEAR, each residual ADD inside its LayerNorm's
+    # command (the compiler's fuse step)
     assert set(result.per_op) == {"HEADER", "LOAD", "STORE", "LINEAR", "QK_SOFTMAX", "PV",
-                                  "ADD", "LAYERNORM", "END"}
+                                  "ADD_LAYERNORM", "END"}
     assert all(c > 0 for c in result.per_op.values())  # cycles vs RTL: tests/test_sim_top.py
 
 
@@ -85,28 +86,32 @@ def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
     assert again.program.to_bytes() == comp.program.to_bytes()
     assert np.array_equal(again.params, comp.params)
     lowered = json.loads((ir_dir / "lower.json").read_text())
-    assert {n["op"]["value"] for n in lowered["nodes"]} == {int(o) for o in Op
-                                                            if o not in (Op.END, Op.LOAD,
-                                                                         Op.STORE)}
+    assert {n["op"]["value"] for n in lowered["nodes"]} == {
+        int(o) for o in Op if o not in (Op.END, Op.LOAD, Op.STORE, Op.ADD_LAYERNORM)}
 
 
-def test_fusing_gelu_into_the_linear_changes_no_output_bit(compiled):
-    """The fuse step: each layer's FFN LINEAR takes its GELU on (one fewer command and no
-    intermediate tensor in the scratchpad); the Program without the step (separate GELU
-    commands) gives the same output bytes on the ref backend."""
+def test_fusing_changes_no_output_bit(compiled):
+    """The fuse step: each layer's FFN LINEAR takes its GELU on, and each residual ADD and the
+    LayerNorm after it become one ADD_LAYERNORM (three fewer commands a layer, no sum or FFN
+    intermediate in the scratchpad); the Program without the step (separate GELU, ADD and
+    LAYERNORM commands) gives the same output bytes on the ref backend, in more cycles."""
     comp, ir_dir, xq, mask = compiled
     layers = len(load_ir(ir_dir / "quantize").layers)
+    ops = [c.op for c in comp.program.commands]
     fused = [c for c in comp.program.commands if c.op == Op.LINEAR and c.gelu]
-    assert len(fused) == layers and not any(c.op == Op.GELU for c in comp.program.commands)
+    assert len(fused) == layers and ops.count(Op.ADD_LAYERNORM) == 2 * layers
+    assert not {Op.GELU, Op.ADD, Op.LAYERNORM} & set(ops)
     lowered = load_ir(ir_dir / "lower")
     assert sum(n.op == Op.GELU for n in lowered.nodes) == layers
+    assert sum(n.op == Op.ADD for n in lowered.nodes) == 2 * layers
     unfused = emit_step(allocate_step(lowered))
-    assert len(unfused.program) == len(comp.program) + layers
+    assert len(unfused.program) == len(comp.program) + 3 * layers
     assert unfused.spm_peak >= comp.spm_peak
-    y_fused, _ = run_on_device(open_device("ref", comp.config), comp, xq, mask)
+    y_fused, res_fused = run_on_device(open_device("ref", comp.config), comp, xq, mask)
     y_unfused, res = run_on_device(open_device("ref", comp.config), unfused, xq, mask)
-    assert res.per_op["GELU"] > 0
+    assert res.per_op["GELU"] > 0 and res.per_op["ADD"] > 0
     assert np.array_equal(y_fused, y_unfused)
+    assert res_fused.cycles < res.cycles
 
 
 def test_scratchpad_allocation_never_overlaps_live_tensors(compiled):

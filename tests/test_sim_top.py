@@ -107,6 +107,14 @@ def _dma(dst, src, n, op=Op.LOAD):
     return Command(op, {"dst": dst, "src": src, "bytes": n})
 
 
+def _add_ln(**fields):
+    """An ADD_LAYERNORM of 2 x 2 int8 elements (32 bytes of records), ``fields`` changed."""
+    return Command(Op.ADD_LAYERNORM, {
+        "a": 0, "b": 64, "dst": 128, "tokens": 2, "hidden": 2, "m_a": 1, "m_b": 1, "shift": 0,
+        "a_bits": 8, "b_bits": 8, "in_bits": 16, "params_off": 0, "eps_int": 1,
+        "sqrt_frac": 0, **fields})
+
+
 FAULTS = {
     # name: (commands, header count override, config of the Program)
     "unknown opcode": ([_dma(0, 0, 8)], None, None),
@@ -154,6 +162,11 @@ FAULTS = {
     "LAYERNORM with the wrong sqrt_frac": ([Command(Op.LAYERNORM, {
         "src": 0, "dst": 64, "tokens": 1, "hidden": 4, "in_bits": 16, "params_off": 0,
         "eps_int": 1, "sqrt_frac": 8})], None, None),
+    "ADD_LAYERNORM with the wrong sqrt_frac": ([_add_ln(sqrt_frac=8)], None, None),
+    "ADD_LAYERNORM with an int16 operand on an odd byte": ([_add_ln(b=65, b_bits=16)], None,
+                                                           None),
+    "ADD_LAYERNORM's records past params": ([_add_ln(params_off=48)], None, None),
+    "ADD_LAYERNORM past the scratchpad": ([_add_ln(dst=CFG.spm_bytes - 2)], None, None),
 }
 
 
@@ -338,9 +351,10 @@ def test_the_driver_times_out_instead_of_hanging():
 
 
 def _vector_program(rng, odd=False, max_width=22, config=CFG):
-    """LOAD random bytes, then GELU, ADD (random widths), LAYERNORM (int8 and int16 input)
-    with parameters from the sw/ref builders, then STORE every result; random shapes.
-    ``odd``: every operand starts mid-word (int16 ones on an even byte)."""
+    """LOAD random bytes, then GELU, ADD (random widths), LAYERNORM (int8 and int16 input),
+    ADD_LAYERNORM (the ADD's operands and sum width) with parameters from the sw/ref builders,
+    then STORE every result; random shapes. ``odd``: every operand starts mid-word (int16
+    ones on an even byte)."""
     from sw.compiler.encoder import _ln_blob
     from sw.ref.gelu import gelu_params
     from sw.ref.layernorm import layernorm_params
@@ -360,10 +374,10 @@ def _vector_program(rng, odd=False, max_width=22, config=CFG):
     ap = add_params(*rng.uniform(0.01, 0.1, 3), a_bits=ab, b_bits=bb, out_bits=ob)
     region = T * W * 2  # bytes of the largest operand, rounded to words below
     r = -(-region // 4) * 4 + 4 * odd
-    a, b, g, s, l16, l8 = (i * r for i in range(6))
+    a, b, g, s, l16, l8, f = (i * r for i in range(7))
     if odd:
-        a, b, g, s, l16, l8 = (a + 2, b + (1 if bb == 8 else 2), g + 3,
-                               s + (1 if ob == 8 else 2), l16 + 1, l8 + 3)
+        a, b, g, s, l16, l8, f = (a + 2, b + (1 if bb == 8 else 2), g + 3,
+                                  s + (1 if ob == 8 else 2), l16 + 1, l8 + 3, f + 2)
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2 * r}),
             Command(Op.GELU, {"src": a, "dst": g, "tokens": T, "width": W, "table_off": 0}),
             Command(Op.ADD, {"a": a, "b": b, "out": s, "tokens": T, "width": W, "m_a": ap.m_a,
@@ -374,7 +388,12 @@ def _vector_program(rng, odd=False, max_width=22, config=CFG):
         cmds.append(Command(Op.LAYERNORM, {"src": a, "dst": dst, "tokens": T, "hidden": W,
                                            "in_bits": bits, "params_off": off,
                                            "eps_int": lp.eps_int, "sqrt_frac": lp.sqrt_frac}))
-    cmds += [Command(Op.STORE, {"dst": 0, "src": 2 * r, "bytes": 4 * r}), Command(Op.END, {})]
+    off, lp = lns[ob]  # the sums of the ADD above, normalized without being stored
+    cmds.append(Command(Op.ADD_LAYERNORM, {
+        "a": a, "b": b, "dst": f, "tokens": T, "hidden": W, "m_a": ap.m_a, "m_b": ap.m_b,
+        "shift": ap.shift, "a_bits": ab, "b_bits": bb, "in_bits": ob, "params_off": off,
+        "eps_int": lp.eps_int, "sqrt_frac": lp.sqrt_frac}))
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 2 * r, "bytes": 5 * r}), Command(Op.END, {})]
     inp = rng.integers(0, 256, 2 * r, dtype=np.uint8).tobytes()
     return _program(cmds, config=config), bytes(params), inp
 

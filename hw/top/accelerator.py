@@ -3,9 +3,9 @@
 The host interface and the command processor's contract (:mod:`sw.compiler.isa`): AXI4-Lite
 control, an AXI4 master to device memory, the program header and per-command checks, the
 scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``LAYERNORM``
-/ ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` / ``QK_SOFTMAX`` /
-``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after another; the
-reference for every value and status is :func:`sw.driver.executor.execute`.
+/ ``ADD_LAYERNORM`` / ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` /
+``QK_SOFTMAX`` / ``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after
+another; the reference for every value and status is :func:`sw.driver.executor.execute`.
 """
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ class _RowBlocks:
 
     def blocks(self, product):
         return product >> self.k
+
+
+def _ln_shape_bad(cfg: AcceleratorConfig, hidden, in_bits, sqrt_frac, params_off):
+    """A LayerNorm's (LAYERNORM, ADD_LAYERNORM) fields ``cfg`` cannot run: input width,
+    hidden size, the square root's fraction bits, a records offset off the weight port."""
+    return (((in_bits != 8) & (in_bits != 16)) | ((in_bits == 8) & (not cfg.layernorm_int8))
+            | (hidden > cfg.max_hidden) | (sqrt_frac != Mux(in_bits == 8, SQRT_FRAC, 0))
+            | ((params_off & (cfg.weight_port_bytes - 1) != 0) if cfg.wide_ln_params else 0))
 
 
 def _bytes(count, bits):
@@ -299,6 +307,7 @@ class Accelerator(wiring.Component):
             Op.GELU: [(w[3], w[4])],  # tokens x width
             Op.ADD: [(w[4], w[5])],  # tokens x width
             Op.LAYERNORM: [(w[3], w[4])],  # tokens x hidden
+            Op.ADD_LAYERNORM: [(w[4], w[5])],  # tokens x hidden
             Op.LINEAR: [lin_operands[k] for k in sorted(lin_operands, key=lin.get)],
             Op.QK_SOFTMAX: [(w[4] - 1, w[3]), (w[4] - 1, w[10])],
             Op.PV: [(w[5] - 1, w[2]), (w[5] - 1, w[4]), (w[5] - 1, w[9])],
@@ -360,7 +369,7 @@ class Accelerator(wiring.Component):
                 with m.If(op == Op.STORE):
                     m.d.comb += [spm_addr.eq(f2), dram_end.eq(f1 + nbytes),
                                  dram_size.eq(ctrl.output_size)]
-                t_w = prods[0]  # tokens x width (GELU, ADD) or tokens x hidden (LAYERNORM)
+                t_w = prods[0]  # tokens x width (GELU, ADD) or tokens x hidden (LAYERNORMs)
                 bits_ok = Signal()
                 vec_shape_bad = Signal()
                 vec_spm_bad = Signal()
@@ -371,7 +380,10 @@ class Accelerator(wiring.Component):
                             vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)),
                             vec_spm_bad.eq((w[1] + t_w > spm_bytes) | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[5] + 256 > ctrl.params_size)]
-                    with m.Case(Op.ADD):  # a b out tokens width m_a m_b shift a/b/out bits
+                    with m.Case(Op.ADD, Op.ADD_LAYERNORM):
+                        # ADD: a b out tokens width m_a m_b shift a/b/out bits; ADD_LAYERNORM:
+                        # a b dst tokens hidden m_a m_b shift a/b/in bits off eps frac
+                        fused = op == Op.ADD_LAYERNORM
                         m.d.comb += bits_ok.eq(
                             ((w[9] == 8) | (w[9] == 16)) & ((w[10] == 8) | (w[10] == 16))
                             & ((w[11] == 8) | (w[11] == 16)))
@@ -381,20 +393,20 @@ class Accelerator(wiring.Component):
                                              | (w[7] >= 2**ADD_MULT_BITS)
                                              | ((w[9] == 16) & w[1][0])
                                              | ((w[10] == 16) & w[2][0])
-                                             | ((w[11] == 16) & w[3][0])),
+                                             | (~fused & (w[11] == 16) & w[3][0])
+                                             | (fused & _ln_shape_bad(cfg, w[5], w[11],
+                                                                      w[14], w[12]))),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[9]) > spm_bytes)
                                            | (w[2] + _bytes(t_w, w[10]) > spm_bytes)
-                                           | (w[3] + _bytes(t_w, w[11]) > spm_bytes))]
+                                           | (w[3] + Mux(fused, t_w, _bytes(t_w, w[11]))
+                                              > spm_bytes)),
+                            vec_params_bad.eq(fused & (w[12] + _times(w[5], LN_RECORD)
+                                                       > ctrl.params_size))]
                     with m.Case(Op.LAYERNORM):  # src dst tokens hidden in_bits off eps frac
                         m.d.comb += [
                             vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)
-                                             | ((w[5] != 8) & (w[5] != 16))
-                                             | ((w[5] == 8) & (not cfg.layernorm_int8))
-                                             | (w[4] > cfg.max_hidden)
-                                             | (w[8] != Mux(w[5] == 8, SQRT_FRAC, 0))
-                                             | ((w[5] == 16) & w[1][0])
-                                             | ((w[6] & (cfg.weight_port_bytes - 1) != 0)
-                                                if cfg.wide_ln_params else 0)),
+                                             | _ln_shape_bad(cfg, w[4], w[5], w[8], w[6])
+                                             | ((w[5] == 16) & w[1][0])),
                             vec_spm_bad.eq((w[1] + _bytes(t_w, w[5]) > spm_bytes)
                                            | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[6] + _times(w[4], LN_RECORD)
@@ -458,7 +470,8 @@ class Accelerator(wiring.Component):
                             eng_params_bad.eq(w[7] + _times(w[6], RQ_RECORD)
                                               > ctrl.params_size)]
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
-                is_vec = (op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
+                is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
+                          | (op == Op.ADD_LAYERNORM))
                 with m.If(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
                 with m.Elif(op > max(Op)):
@@ -532,8 +545,14 @@ class Accelerator(wiring.Component):
                                      j.b_bits.eq(w[10]), j.out_bits.eq(w[11])]
                     with m.Case(Op.LAYERNORM):
                         m.d.comb += [j.a.eq(w[1]), j.out.eq(w[2]), j.tokens.eq(w[3]),
-                                     j.width.eq(w[4]), j.a_bits.eq(w[5]), j.out_bits.eq(8),
-                                     j.eps.eq(w[7])]
+                                     j.width.eq(w[4]), j.a_bits.eq(w[5]), j.ln_bits.eq(w[5]),
+                                     j.out_bits.eq(8), j.eps.eq(w[7])]
+                    with m.Case(Op.ADD_LAYERNORM):
+                        m.d.comb += [j.a.eq(w[1]), j.b.eq(w[2]), j.out.eq(w[3]),
+                                     j.tokens.eq(w[4]), j.width.eq(w[5]), j.m_a.eq(w[6]),
+                                     j.m_b.eq(w[7]), j.shift.eq(w[8]), j.a_bits.eq(w[9]),
+                                     j.b_bits.eq(w[10]), j.ln_bits.eq(w[11]), j.out_bits.eq(8),
+                                     j.eps.eq(w[13])]
                 m.d.comb += [j.op.eq(op), vec.job.valid.eq(1)]
                 with m.If(vec.job.ready):
                     with m.If(op == Op.ADD):
@@ -541,22 +560,24 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.next = "VEC_PARAMS"
             with m.State("VEC_PARAMS"):
-                off = Mux(op == Op.GELU, words[5], words[6])
+                fused = op == Op.ADD_LAYERNORM
+                off = Mux(op == Op.GELU, words[5], Mux(fused, words[12], words[6]))
+                hidden = Mux(fused, words[5], words[4])
 
                 def param_words():
                     m.d.comb += [reader.req.valid.eq(1),
                                  reader.req.payload.addr.eq(ctrl.params + off),
                                  reader.req.payload.words.eq(
-                                     Mux(op == Op.GELU, 64, words[4] * (LN_RECORD // 4)))]
+                                     Mux(op == Op.GELU, 64, hidden * (LN_RECORD // 4)))]
                     with m.If(reader.req.ready):
                         m.next = "VEC_RUN"
 
                 if cfg.wide_ln_params:  # LayerNorm's records through the weight port
                     per_beat = cfg.weight_port_bytes // LN_RECORD
-                    with m.If(op == Op.LAYERNORM):
+                    with m.If(op != Op.GELU):
                         m.d.comb += [wgt.req.valid.eq(1),
                                      wgt.req.payload.addr.eq(ctrl.params + off),
-                                     wgt.req.payload.words.eq((words[4] + per_beat - 1)
+                                     wgt.req.payload.words.eq((hidden + per_beat - 1)
                                                               >> (per_beat.bit_length() - 1))]
                         with m.If(wgt.req.ready):
                             m.next = "VEC_RUN"

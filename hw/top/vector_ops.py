@@ -1,4 +1,5 @@
-"""The top's vector datapath: GELU, ADD and LAYERNORM commands over the scratchpad."""
+"""The top's vector datapath: GELU, ADD, LAYERNORM and ADD_LAYERNORM commands over the
+scratchpad."""
 
 from __future__ import annotations
 
@@ -37,17 +38,20 @@ def job_layout(config: AcceleratorConfig) -> data.StructLayout:
         "op": unsigned(4), "a": unsigned(32), "b": unsigned(32), "out": unsigned(32),
         "tokens": unsigned(32), "width": unsigned(32),
         "a_bits": unsigned(5), "b_bits": unsigned(5), "out_bits": unsigned(5),
+        "ln_bits": unsigned(5),  # the LayerNorm's input: a (LAYERNORM) or the sums
         "m_a": unsigned(ADD_MULT_BITS), "m_b": unsigned(ADD_MULT_BITS), "shift": unsigned(6),
         "eps": unsigned(32),
     })
 
 
 class VectorOps(wiring.Component):
-    """Runs one GELU / ADD / LAYERNORM command: gathers its operands from the scratchpad,
-    packs them into ``vector_lanes``-wide beats for the unit
+    """Runs one GELU / ADD / LAYERNORM / ADD_LAYERNORM command: gathers its operands from
+    the scratchpad, packs them into ``vector_lanes``-wide beats for the unit
     (:class:`~hw.vector.gelu.GeluUnit`, :class:`~hw.vector.residual_add.ResidualAdd` with
-    int16 lanes, :class:`~hw.vector.layernorm.LayerNormUnit` for int8 and for int16 input),
-    and scatters the unit's beats back with byte enables.
+    int16 lanes, :class:`~hw.vector.layernorm.LayerNormUnit` for int8 and for int16 input;
+    ADD_LAYERNORM: the adder's sums, saturated to the command's ``in_bits``, stream into the
+    LayerNorm unit and are never stored), and scatters the unit's beats back with byte
+    enables.
 
     Rows are ``tokens`` x ``width`` elements, contiguous (row stride = width x element size);
     a row's last beat is partial (its lanes past the row are never written back). GELU first
@@ -59,6 +63,8 @@ class VectorOps(wiring.Component):
     Ports
     -----
     job : In(stream of job_layout)
+        ``ln_bits``: the LayerNorm's input width (LAYERNORM: ``a_bits``; ADD_LAYERNORM: the
+        sums').
     params : In(stream of 32 bits)
         The command's parameter words in params-buffer order (the top reads them).
     wide_params : In(stream of 8 B bits)
@@ -81,9 +87,12 @@ class VectorOps(wiring.Component):
     ``L`` words per cycle (the rest of the beat shifts to its head) and takes the next beat in
     the beat's last cycle. Aligned int8 rows of ``P`` lanes thus move a beat per
     ``ceil(P / 4 L)`` cycles; the rate varies with the operands' alignment and
-    :mod:`sw.perf.vector_ops` steps it cycle by cycle. Resources: the units as listed, a
-    4-entry FIFO of groups of ``GE`` elements, ``P`` x ``GE`` lane muxes in the pack, 4:1 byte
-    muxes in the gather and the scatter, and the scatter's shift register of ``P`` x 16 bits.
+    :mod:`sw.perf.vector_ops` steps it cycle by cycle. ADD_LAYERNORM moves at LAYERNORM's
+    rate (the gather reads both operands in a cycle) plus the adder's
+    ``ResidualAdd.LATENCY``, in one pass where ADD and LAYERNORM take one each. Resources: the
+    units as listed, a 4-entry FIFO of groups of ``GE`` elements, ``P`` x ``GE`` lane muxes in
+    the pack, 4:1 byte muxes in the gather and the scatter, the scatter's shift register of
+    ``P`` x 16 bits, and ``P`` 16-bit 2:1 muxes (and int8 saturators) before each LayerNorm.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -117,7 +126,10 @@ class VectorOps(wiring.Component):
 
         job = Signal(job_layout(cfg))
         busy = Signal()
-        is_gelu, is_add, is_ln = job.op == Op.GELU, job.op == Op.ADD, job.op == Op.LAYERNORM
+        is_gelu, is_add = job.op == Op.GELU, job.op == Op.ADD
+        is_addln = job.op == Op.ADD_LAYERNORM
+        is_ln = (job.op == Op.LAYERNORM) | is_addln  # the jobs that run a LayerNorm
+        adds = is_add | is_addln  # the jobs whose beats go through the adder
         m.d.comb += [add.m_a.eq(job.m_a), add.m_b.eq(job.m_b), add.shift.eq(job.shift)]
 
         # -- parameters: the GELU table or LayerNorm records ----------------------------------
@@ -222,11 +234,11 @@ class VectorOps(wiring.Component):
         m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth))
         g_k, g_row_left, g_beat_left = Signal(range(GE + 1)), Signal(32), Signal(range(P + 1))
         m.d.comb += [g_row_left.eq(job.width - g_el), g_beat_left.eq(P - g_lane),
-                     g_k.eq(_min(_room(a_ptr, a16, L), Mux(is_add, _room(b_ptr, b16, L), GE),
+                     g_k.eq(_min(_room(a_ptr, a16, L), Mux(adds, _room(b_ptr, b16, L), GE),
                                  g_row_left, g_beat_left))]
         g_row_end = g_k == g_row_left
         m.d.comb += [self.ra_addr.eq(a_ptr >> 2), self.rb_addr.eq(b_ptr >> 2),
-                     self.ra_en.eq(issue), self.rb_en.eq(issue & is_add)]
+                     self.ra_en.eq(issue), self.rb_en.eq(issue & adds)]
         m.d.sync += pend.eq(issue)
         with m.If(issue):
             m.d.sync += [pend_k.eq(g_k), pend_last.eq(g_row_end | (g_k == g_beat_left)),
@@ -284,8 +296,12 @@ class VectorOps(wiring.Component):
         for k in range(P):
             m.d.comb += [gelu.i.payload[k].eq(lanes_a[k]), add.i.payload.a[k].eq(lanes_a[k]),
                          add.i.payload.b[k].eq(lanes_b[k])]
-            m.d.comb += [u.i.payload[k].eq(lanes_a[k]) for u in lns.values()]
-        ln_i16 = job.a_bits == 16
+            # ADD_LAYERNORM: the adder's sums (int16 lanes) saturated to the LayerNorm's input
+            total = add.o.payload[k]
+            sums = {16: total, 8: Mux(total > 127, 127, Mux(total < -128, -128, total))}
+            m.d.comb += [u.i.payload[k].eq(Mux(is_addln, sums[b], lanes_a[k]))
+                         for b, u in lns.items()]
+        ln_i16 = job.ln_bits == 16
         ln_sel = {16: ln_i16, 8: ~ln_i16}  # which LayerNorm a job uses (int8 ones are
         # refused before they get here when the config has no int8 LayerNorm)
 
@@ -293,10 +309,11 @@ class VectorOps(wiring.Component):
             """``get(unit)`` of the LayerNorm the job uses."""
             return Mux(ln_i16, get(ln16), get(lns[8])) if 8 in lns else get(ln16)
 
-        m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & is_add)]
-        m.d.comb += [u.i.valid.eq(beat_valid & is_ln & ln_sel[b]) for b, u in lns.items()]
+        m.d.comb += [gelu.i.valid.eq(beat_valid & is_gelu), add.i.valid.eq(beat_valid & adds)]
+        m.d.comb += [u.i.valid.eq(Mux(is_addln, add.o.valid, beat_valid & is_ln) & ln_sel[b])
+                     for b, u in lns.items()]
         m.d.comb += taken.eq(beat_valid & Mux(is_gelu, gelu.i.ready, Mux(
-            is_add, add.i.ready, ln_pick(lambda u: u.i.ready))))
+            adds, add.i.ready, ln_pick(lambda u: u.i.ready))))
 
         # LayerNorm: one cmd per token
         cmds = Signal(32)
@@ -317,10 +334,10 @@ class VectorOps(wiring.Component):
         unit_o_valid = Mux(is_gelu, gelu.o.valid, Mux(is_add, add.o.valid,
                                                       ln_pick(lambda u: u.o.valid)))
         take_o = Signal()
-        users = [(gelu, is_gelu), (add, is_add)]
-        users += [(u, is_ln & ln_sel[b]) for b, u in lns.items()]
+        users = [(gelu, is_gelu)] + [(u, is_ln & ln_sel[b]) for b, u in lns.items()]
         for u, sel in users:
             m.d.comb += u.o.ready.eq(sel & take_o)
+        m.d.comb += add.o.ready.eq(Mux(is_addln, ln_pick(lambda u: u.i.ready), is_add & take_o))
         o_k, o_row_left, o_beat_left = Signal(range(GE + 1)), Signal(32), Signal(range(P + 1))
         m.d.comb += [o_row_left.eq(job.width - o_el), o_beat_left.eq(P - o_lane),
                      o_k.eq(_min(_room(o_ptr, o16, L), o_row_left, o_beat_left))]
@@ -379,7 +396,8 @@ class VectorOps(wiring.Component):
         with m.If(self.job.valid & ~busy):
             p = self.job.payload
             m.d.sync += [job.eq(p), busy.eq(1), pcount.eq(0), word_full.eq(0),
-                         loading.eq((p.op == Op.GELU) | (p.op == Op.LAYERNORM)),
+                         loading.eq((p.op == Op.GELU) | (p.op == Op.LAYERNORM)
+                                    | (p.op == Op.ADD_LAYERNORM)),
                          g_row.eq(0), g_el.eq(0), g_lane.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
                          o_el.eq(0), o_row.eq(0), o_ptr.eq(p.out), o_lane.eq(0), cmds.eq(0),
                          fill.eq(0), held.eq(0)]

@@ -15,7 +15,9 @@ next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<ste
    views) when their N:M and result widths agree: the layer input is staged once for all three.
 3. ``fuse`` (:class:`Graph`): a LINEAR whose int8 result only feeds a GELU takes the GELU
    on (the ``gelu`` field: the engine's write-out looks each result up in the table), so the
-   FFN's intermediate is written once, already through GELU, and never read back.
+   FFN's intermediate is written once, already through GELU, and never read back; a residual
+   ADD whose sum only feeds a LayerNorm becomes one ADD_LAYERNORM (the sums stream from the
+   adder into the LayerNorm unit and are never stored).
 4. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first fit, 64-byte
    aligned; a model that does not fit the config's ``spm_kib`` is refused, naming the peak)
    and parameter offsets.
@@ -273,8 +275,13 @@ def lower_step(qe: QuantEncoder) -> Graph:
 
 # -- step 3: fuse ----------------------------------------------------------------------------
 def fuse_step(g: Graph) -> Graph:
-    """LINEAR -> GELU pairs into one LINEAR with ``gelu_blob`` (the table), where the
-    LINEAR's result is int8, is read by the GELU alone and is not the graph's output."""
+    """Pairs whose intermediate is read by the second node alone and is not the graph's
+    output, into one command that never writes it:
+
+    * LINEAR -> GELU into one LINEAR with ``gelu_blob`` (the table), where the LINEAR's result
+      is int8: the engine's write-out looks each result up on its way out;
+    * ADD -> LAYERNORM into one ADD_LAYERNORM: the vector datapath streams the sums into the
+      LayerNorm unit, one pass over the scratchpad instead of two."""
     readers: dict[str, list[Node]] = {}
     for n in g.nodes:
         for t in n.inputs:
@@ -284,13 +291,19 @@ def fuse_step(g: Graph) -> Graph:
         if id(n) in gone:
             continue
         r = readers.get(n.output, [])
+        only = r[0] if len(r) == 1 and n.output != g.output else None
         if (n.op == Op.LINEAR and n.attrs["out_bits"] == 8 and "gelu_blob" not in n.attrs
-                and n.output != g.output and len(r) == 1 and r[0].op == Op.GELU):
-            gelu = r[0]
+                and only is not None and only.op == Op.GELU):
             del tensors[n.output]
-            gone.add(id(gelu))
-            n = Node(Op.LINEAR, n.name, n.inputs, gelu.output,
-                     {**n.attrs, "gelu_blob": gelu.attrs["table_blob"]})
+            gone.add(id(only))
+            n = Node(Op.LINEAR, n.name, n.inputs, only.output,
+                     {**n.attrs, "gelu_blob": only.attrs["table_blob"]})
+        elif (n.op == Op.ADD and only is not None and only.op == Op.LAYERNORM
+              and only.attrs["in_bits"] == n.attrs["out_bits"]):
+            del tensors[n.output]
+            gone.add(id(only))
+            add = {k: v for k, v in n.attrs.items() if k != "out_bits"}
+            n = Node(Op.ADD_LAYERNORM, only.name, n.inputs, only.output, {**add, **only.attrs})
         nodes.append(n)
     return dataclasses.replace(g, tensors=tensors, nodes=nodes)
 
@@ -329,6 +342,28 @@ def _align(n: int, to: int = ALIGN) -> int:
     return -(-n // to) * to
 
 
+def _place(order, first, last, size, best: bool) -> tuple[dict[str, int], int]:
+    """Scratchpad addresses placing tensors in ``order``, each clear of the placed tensors
+    live at any of its steps (``first`` .. ``last``): in the lowest gap it fits, or with
+    ``best`` the smallest (then lowest) one; and the peak."""
+    placed: list[tuple[int, int, str]] = []  # (start, end, tensor)
+    spm: dict[str, int] = {}
+    peak = 0
+    for t in order:
+        gaps, addr = [], 0  # (room, start) of the gaps below the live tensors' ends
+        for lo, hi, _ in sorted(iv for iv in placed
+                                if first[iv[2]] <= last[t] and first[t] <= last[iv[2]]):
+            if lo - addr >= size[t]:
+                gaps.append((lo - addr, addr))
+            addr = max(addr, hi)
+        if gaps:
+            addr = min(gaps)[1] if best else gaps[0][1]
+        spm[t] = addr
+        placed.append((addr, addr + size[t], t))
+        peak = max(peak, addr + size[t])
+    return spm, peak
+
+
 def allocate_step(g: Graph) -> Schedule:
     # lifetimes in node steps; the input and mask are live from the start (LOAD), the output
     # to the end (STORE)
@@ -340,22 +375,14 @@ def allocate_step(g: Graph) -> Schedule:
         last[n.output] = max(last.get(n.output, i), i)
         for t in n.inputs:
             last[t] = max(last.get(t, i), i)
-    order = sorted(first, key=lambda t: (first[t], -g.tensors[t].nbytes))
-    live: list[tuple[int, int, str]] = []  # (start, end, tensor)
-    spm: dict[str, int] = {}
-    peak = 0
-    for t in order:
-        # free tensors whose last use is before this one's first definition
-        live = [iv for iv in live if last[iv[2]] >= first[t]]
-        size = _align(g.tensors[t].nbytes)
-        addr = 0
-        for lo, hi, _ in sorted(live):
-            if addr + size <= lo:
-                break
-            addr = max(addr, hi)
-        spm[t] = addr
-        live.append((addr, addr + size, t))
-        peak = max(peak, addr + size)
+    size = {t: _align(g.tensors[t].nbytes) for t in first}
+    # first and best fit in three orders (by definition, the longer-lived and then the larger
+    # first; largest first; longest-lived first): the lowest peak
+    orders = (sorted(first, key=lambda t: (first[t], -last[t], -size[t])),
+              sorted(first, key=lambda t: (-size[t], first[t])),
+              sorted(first, key=lambda t: (first[t] - last[t], first[t])))
+    spm, peak = min((_place(order, first, last, size, best) for order in orders
+                     for best in (False, True)), key=lambda r: r[1])
     if peak > g.config.spm_bytes:
         raise CompileError(f"the encoder needs {peak} bytes of scratchpad at its peak, config "
                            f"{g.config.name!r} has {g.config.spm_bytes} (spm_kib = "
@@ -460,6 +487,11 @@ def emit_step(s: Schedule) -> Compiled:
             args = {"src": spm[n.inputs[0]], "dst": spm[n.output], "tokens": L, "hidden": H,
                     "in_bits": a["in_bits"], "params_off": s.params[a["params_blob"]],
                     "eps_int": a["eps_int"], "sqrt_frac": a["sqrt_frac"]}
+        elif n.op == Op.ADD_LAYERNORM:
+            args = {"a": spm[n.inputs[0]], "b": spm[n.inputs[1]], "dst": spm[n.output],
+                    "tokens": L, "hidden": H, "params_off": s.params[a["params_blob"]],
+                    **{k: a[k] for k in ("m_a", "m_b", "shift", "a_bits", "b_bits", "in_bits",
+                                         "eps_int", "sqrt_frac")}}
         elif n.op == Op.GELU:
             args = {"src": spm[n.inputs[0]], "dst": spm[n.output], "tokens": L,
                     "width": t[n.output].width, "table_off": s.params[a["table_blob"]]}

@@ -67,6 +67,7 @@ class Op(IntEnum):
     ADD = 6  # residual add, int8/int16 in and out
     LAYERNORM = 7
     GELU = 8  # 256-entry int8 table from params
+    ADD_LAYERNORM = 9  # LAYERNORM of an ADD's sum, the sum never stored
 
 
 #: The kernel's AXI4-Lite control registers (byte offsets; Vitis RTL-kernel convention: CTRL at
@@ -131,6 +132,10 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.LAYERNORM: ("src", "dst", "tokens", "hidden", "in_bits", "params_off", "eps_int",
                    "sqrt_frac"),
     Op.GELU: ("src", "dst", "tokens", "width", "table_off"),
+    # dst = LAYERNORM(sum), sum = ADD(a, b) saturated to in_bits: the residual add and its
+    # LayerNorm in one pass over the scratchpad (words 1..10 as ADD's, then LAYERNORM's)
+    Op.ADD_LAYERNORM: ("a", "b", "dst", "tokens", "hidden", "m_a", "m_b", "shift", "a_bits",
+                       "b_bits", "in_bits", "params_off", "eps_int", "sqrt_frac"),
 }
 #: Fields a :class:`Command` may leave out, and the value they then take (a Program written
 #: before the field existed has zero there, which means the same).
@@ -280,6 +285,11 @@ def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
         n = a["tokens"] * a["hidden"]
         spm += [(a["src"], a["src"] + n * a["in_bits"] // 8), (a["dst"], a["dst"] + n)]
         out["params"].append((a["params_off"], a["params_off"] + a["hidden"] * LN_RECORD))
+    elif cmd.op == Op.ADD_LAYERNORM:
+        n = a["tokens"] * a["hidden"]
+        spm += [(a["a"], a["a"] + n * a["a_bits"] // 8), (a["b"], a["b"] + n * a["b_bits"] // 8),
+                (a["dst"], a["dst"] + n)]
+        out["params"].append((a["params_off"], a["params_off"] + a["hidden"] * LN_RECORD))
     elif cmd.op == Op.GELU:
         n = a["tokens"] * a["width"]
         spm += [(a["src"], a["src"] + n), (a["dst"], a["dst"] + n)]
@@ -324,7 +334,8 @@ def check_shape(cmd: Command, config) -> str | None:
             return "a row stride is shorter than its row"
     halves = {Op.LINEAR: (("out", "out_bits"), ("out_stride", "out_bits")),
               Op.ADD: (("a", "a_bits"), ("b", "b_bits"), ("out", "out_bits")),
-              Op.LAYERNORM: (("src", "in_bits"),)}.get(cmd.op, ())
+              Op.LAYERNORM: (("src", "in_bits"),),
+              Op.ADD_LAYERNORM: (("a", "a_bits"), ("b", "b_bits"))}.get(cmd.op, ())
     for name, bits in halves:
         if a[bits] == 16 and a[name] % 2:
             return f"{name} = {a[name]}: int16 elements must start on an even byte"
@@ -335,10 +346,10 @@ def check_shape(cmd: Command, config) -> str | None:
         return f"softmax multiplier {a['mult']} / shift {a['shift']} out of range"
     if cmd.op == Op.PV and a["out_stride"] < a["d"]:
         return "a row stride is shorter than its row"
-    if cmd.op == Op.ADD and (a["shift"] > MAX_SHIFT - 1
+    if cmd.op in (Op.ADD, Op.ADD_LAYERNORM) and (a["shift"] > MAX_SHIFT - 1
                              or max(a["m_a"], a["m_b"]) >= 2**ADD_MULT_BITS):
         return f"add multipliers {a['m_a']}, {a['m_b']} / shift {a['shift']} out of range"
-    if cmd.op == Op.LAYERNORM:
+    if cmd.op in (Op.LAYERNORM, Op.ADD_LAYERNORM):
         if a["hidden"] > config.max_hidden:
             return f"hidden = {a['hidden']} exceeds max_hidden = {config.max_hidden}"
         if config.wide_ln_params and a["params_off"] % config.weight_port_bytes:

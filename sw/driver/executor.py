@@ -81,6 +81,7 @@ def _requant(raw: bytes, channels: int, out_bits: int) -> RequantParams:
 def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
     """Cycles of one command run alone, from the blocks' exact cycle models (no overlap
     between commands; LOAD/STORE at one ``pe_cols``-byte beat per cycle)."""
+    from hw.vector.residual_add import ResidualAdd
     from sw.perf.engine import GemmShape, gemm_cycles
     from sw.perf.vector import layernorm_cycles, softmax_cycles
 
@@ -97,6 +98,9 @@ def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:
         return gemm_cycles(config, GemmShape(a["d"], a["tokens"], a["tokens"], m, m))
     if cmd.op == Op.LAYERNORM:
         return layernorm_cycles(config, [a["hidden"]] * a["tokens"], a["in_bits"])
+    if cmd.op == Op.ADD_LAYERNORM:  # the sums stream into the LayerNorm behind the adder
+        return (layernorm_cycles(config, [a["hidden"]] * a["tokens"], a["in_bits"])
+                + ResidualAdd.LATENCY)
     if cmd.op in (Op.ADD, Op.GELU):
         return a["tokens"] * -(-a["width"] // config.vector_lanes)
     return 1
@@ -148,6 +152,30 @@ def _gelu_table(params, off: int) -> GeluParams:
     return GeluParams(table=table.astype(np.int64), scale_in=math.nan, scale_out=math.nan)
 
 
+def _add(a: dict, s: _Spm, W: int) -> np.ndarray:
+    """ADD's (or ADD_LAYERNORM's) sums of ``tokens`` rows of ``W`` elements, in ``out_bits``
+    (ADD_LAYERNORM: ``in_bits``)."""
+    L = a["tokens"]
+    x = s.rows(a["a"], L, W * a["a_bits"] // 8, W, a["a_bits"])
+    y = s.rows(a["b"], L, W * a["b_bits"] // 8, W, a["b_bits"])
+    p = AddParams(m_a=a["m_a"], m_b=a["m_b"], shift=a["shift"], scale_a=math.nan,
+                  scale_b=math.nan, scale_out=math.nan, a_bits=a["a_bits"],
+                  b_bits=a["b_bits"], out_bits=a.get("out_bits", a.get("in_bits")))
+    return add_int(x, y, p)
+
+
+def _layernorm(x: np.ndarray, a: dict, mem) -> np.ndarray:
+    """LAYERNORM's (or ADD_LAYERNORM's) int8 output for ``x`` with the command's records."""
+    H = a["hidden"]
+    raw = bytes(mem["params"][a["params_off"]: a["params_off"] + H * LN_RECORD])
+    rec = np.frombuffer(raw, "<i8").reshape(H, 2).astype(np.int64)
+    nan = np.full(H, math.nan)
+    p = LayerNormParams(hidden=H, gain=rec[:, 0], offset=rec[:, 1], eps_int=a["eps_int"],
+                        scale_in=math.nan, scale_out=math.nan, gamma=nan, beta=nan,
+                        eps=math.nan, in_bits=a["in_bits"], sqrt_frac=a["sqrt_frac"])
+    return layernorm_int(x, p)
+
+
 def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
          config: AcceleratorConfig) -> None:
     a = cmd.args
@@ -184,23 +212,14 @@ def _run(cmd: Command, s: _Spm, mem,  # noqa: C901 - one branch per opcode
         ctx = requantize_int(dense_gemm_int(p, v.T, a_unsigned=True), rq)
         s.put_rows(a["out"], a["out_stride"], ctx)
     elif cmd.op == Op.ADD:
-        W = a["width"]
-        x = s.rows(a["a"], L, W * a["a_bits"] // 8, W, a["a_bits"])
-        y = s.rows(a["b"], L, W * a["b_bits"] // 8, W, a["b_bits"])
-        p = AddParams(m_a=a["m_a"], m_b=a["m_b"], shift=a["shift"], scale_a=math.nan,
-                      scale_b=math.nan, scale_out=math.nan, a_bits=a["a_bits"],
-                      b_bits=a["b_bits"], out_bits=a["out_bits"])
-        s.put_rows(a["out"], W * a["out_bits"] // 8, add_int(x, y, p), a["out_bits"])
+        s.put_rows(a["out"], a["width"] * a["out_bits"] // 8, _add(a, s, a["width"]),
+                   a["out_bits"])
     elif cmd.op == Op.LAYERNORM:
         H = a["hidden"]
         x = s.rows(a["src"], L, H * a["in_bits"] // 8, H, a["in_bits"])
-        raw = bytes(mem["params"][a["params_off"]: a["params_off"] + H * LN_RECORD])
-        rec = np.frombuffer(raw, "<i8").reshape(H, 2).astype(np.int64)
-        nan = np.full(H, math.nan)
-        p = LayerNormParams(hidden=H, gain=rec[:, 0], offset=rec[:, 1], eps_int=a["eps_int"],
-                            scale_in=math.nan, scale_out=math.nan, gamma=nan, beta=nan,
-                            eps=math.nan, in_bits=a["in_bits"], sqrt_frac=a["sqrt_frac"])
-        s.put_rows(a["dst"], H, layernorm_int(x, p))
+        s.put_rows(a["dst"], H, _layernorm(x, a, mem))
+    elif cmd.op == Op.ADD_LAYERNORM:  # the sum as ADD with out_bits = in_bits would write it
+        s.put_rows(a["dst"], a["hidden"], _layernorm(_add(a, s, a["hidden"]), a, mem))
     elif cmd.op == Op.GELU:
         W = a["width"]
         x = s.rows(a["src"], L, W, W)

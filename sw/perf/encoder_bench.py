@@ -209,7 +209,7 @@ def command_stream_bytes(cmd, config: AcceleratorConfig) -> int:
         return (w * config.weight_ports + rq) * blocks  # w: per weight port's bank
     if cmd.op == Op.PV:
         return a["d"] * RQ_RECORD * blocks
-    if cmd.op == Op.LAYERNORM:
+    if cmd.op in (Op.LAYERNORM, Op.ADD_LAYERNORM):
         return a["hidden"] * LN_RECORD
     if cmd.op == Op.GELU:
         return 256

@@ -533,6 +533,11 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
         params = _records(a["params_off"], a["hidden"], cfg)
     else:  # 4 words a record, then its load beat
         params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+    if cmd.op == Op.ADD_LAYERNORM:  # both operands gathered as ADD's, the sums into the unit
+        return (params + VECTOR_START
+                + stream_cycles("add_layernorm", P, a["tokens"], a["hidden"], a["a"], a["b"],
+                                a["dst"], a["a_bits"], a["b_bits"], 8, cfg.spm_lanes,
+                                cfg.layernorm_ring, a["in_bits"]))
     return (params + VECTOR_START
             + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
                             a["in_bits"], 8, 8, cfg.spm_lanes, cfg.layernorm_ring))

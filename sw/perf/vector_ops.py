@@ -7,8 +7,8 @@ operands for ADD) up to the beat's and the row's end (a group of 1 to 4 ``spm_la
 a 4-entry buffered FIFO; the *pack* takes a group per cycle into the beat and offers the full
 beat to the unit (the next beat's first group lands as the unit takes it); the unit
 (GELU: one stage, ADD: two, LayerNorm: tokens streaming through
-:class:`hw.vector.layernorm.LayerNormUnit`, :class:`sw.perf.vector.RowControl`) passes it on
-with a global stall; the *scatter*
+:class:`hw.vector.layernorm.LayerNormUnit`, :class:`sw.perf.vector.RowControl`; ADD_LAYERNORM:
+the adder's two stages into the LayerNorm) passes it on with a global stall; the *scatter*
 writes per cycle the held output beat's next elements within the port's words, takes the next
 beat in the beat's last cycle. ``tests/test_sim_top.py`` checks the totals against the RTL's
 cycle counter, cycle for cycle.
@@ -76,18 +76,41 @@ class _Rows:
         return self.ctl.cycle(cmd_valid, self.nb, i_valid, o_ready)[0]
 
 
+class _Chain:
+    """ADD_LAYERNORM: the adder's stages (:class:`_Pipe`) whose output is the LayerNorm's
+    input (:class:`_Rows`); both step on the state they start the cycle with."""
+
+    def __init__(self, pipe: _Pipe, rows: _Rows):
+        self.pipe, self.rows = pipe, rows
+
+    def in_ready(self, o_ready: bool) -> bool:
+        return self.pipe.in_ready(self.rows.in_ready(o_ready))
+
+    @property
+    def o_valid(self) -> bool:
+        return self.rows.o_valid
+
+    def step(self, i_valid: bool, o_ready: bool, cmd_valid: bool) -> bool:
+        mid_ready, mid_valid = self.rows.in_ready(o_ready), self.pipe.o_valid
+        self.pipe.step(i_valid, mid_ready, False)
+        return self.rows.step(mid_valid, o_ready, cmd_valid)
+
+
 @functools.lru_cache(maxsize=1 << 14)
 def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
                   a_bits: int, b_bits: int, out_bits: int, lanes: int = 1,
-                  ring: int = 0) -> int:
+                  ring: int = 0, ln_bits: int = 0) -> int:
     """Cycles from the first with the stream running to the one writing the last element
-    (both counted) of ``tokens`` rows of ``width`` elements: ``op`` is ``gelu``, ``add`` or
-    ``layernorm`` (``a_bits``: its input width; ``ring``: the unit's
-    ``config.layernorm_ring``), rows contiguous from byte addresses ``a``, ``b`` (ADD) and
-    ``out``, through scratchpad ports ``lanes`` words wide."""
-    is_add = op == "add"
-    unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if is_add
-            else _Rows(RowControl.layernorm(ring, a_bits), -(-width // P)))
+    (both counted) of ``tokens`` rows of ``width`` elements: ``op`` is ``gelu``, ``add``,
+    ``layernorm`` (``a_bits``: its input width) or ``add_layernorm`` (``ln_bits``: the sum's
+    width, the LayerNorm's input); ``ring``: the LayerNorm's ``config.layernorm_ring``; rows
+    contiguous from byte addresses ``a``, ``b`` (ADD, ADD_LAYERNORM) and ``out``, through
+    scratchpad ports ``lanes`` words wide."""
+    is_add = op in ("add", "add_layernorm")
+    nb = -(-width // P)
+    unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if op == "add"
+            else _Rows(RowControl.layernorm(ring, a_bits), nb) if op == "layernorm"
+            else _Chain(_Pipe(2), _Rows(RowControl.layernorm(ring, ln_bits), nb)))
     # gather
     g_row = g_el = g_lane = 0
     a_ptr, b_ptr = a, b
@@ -133,7 +156,7 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
             held = not take_o
         if o_taken:
             held = True
-        if op == "layernorm":
+        if op in ("layernorm", "add_layernorm"):
             cmd_valid = cmds < tokens
         else:
             cmd_valid = False
