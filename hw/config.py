@@ -293,6 +293,13 @@ class AcceleratorConfig:
         return k if self.vector_lanes % k == 0 else 1
 
     @property
+    def wide_fetch(self) -> bool:
+        """The command processor fetches each 64-byte command through the weight port, the
+        beats that hold it (two of 64 bytes: commands start 16 bytes into a beat) instead of
+        16 words over the 32-bit master: with a weight port of 16 bytes or more."""
+        return self.weight_port_bytes >= 16
+
+    @property
     def wide_load(self) -> bool:
         """LOAD reads the ``input`` buffer through the weight port, a beat of
         ``weight_port_bytes`` a cycle into the scratchpad, instead of a word a cycle over

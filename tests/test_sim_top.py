@@ -288,26 +288,37 @@ def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
 
 
-def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts():
+@pytest.mark.parametrize("port", [0, 16, 64])
+def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts(port):
     """Commands 63 and 127 of a Program straddle 4 KiB pages (16-byte header, 64-byte
     commands): their fetch takes a second read burst, whose address goes out while the first
     one's words stream (the reader keeps up to OUTSTANDING bursts in flight), so it costs no
-    extra cycle. 130 short DMA commands, checked command by command against sw/perf/top.py
-    through the bench's trace."""
+    extra cycle. With a weight port of 16 bytes or more the commands come through it, the
+    beats that hold each (4 of 16 bytes, or 2 of 64 bytes from 16 bytes into the first).
+    130 short DMA commands, checked command by command against sw/perf/top.py through the
+    bench's trace."""
     from sw.compiler.isa import CMD_WORDS, HEADER_WORDS
     from sw.perf.top import HEADER, Read, command_cycles, fetch_cycles
 
-    assert len(Read(4 * (HEADER_WORDS + 63 * CMD_WORDS), CMD_WORDS).sizes) == 2
-    assert fetch_cycles(63) == fetch_cycles(62) == fetch_cycles(0)
+    cfg = CFG if not port else CFG.replace(name=f"fetch-w{port}", m=8, n_max=8, pe_rows=32,
+                                           weight_port_bytes=port)
+    assert cfg.wide_fetch == bool(port)
+    at = 4 * (HEADER_WORDS + 63 * CMD_WORDS)
+    if port:  # the beats from the one holding the command's first byte
+        assert len(Read(at - at % port, -(-(at % port + 64) // port), port).sizes) == 2
+        assert fetch_cycles(0, cfg) < fetch_cycles(0)
+    else:
+        assert len(Read(at, CMD_WORDS).sizes) == 2
+        assert fetch_cycles(63) == fetch_cycles(62) == fetch_cycles(0)
     cmds = []
     for i in range(65):
         cmds += [_dma(4 * i, 4 * i, 8), _dma(4 * i, 4 * i, 8, Op.STORE)]
     commands = cmds + [Command(Op.END, {})]
-    program = _program(commands)
+    program = _program(commands, cfg)
     inp = bytes(range(256)) * 2
     res = {}
     for kind in ("ref", "rtl"):
-        dev = open_device(kind, CFG, **({"trace": True} if kind == "rtl" else {}))
+        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
         bufs = {k: dev.allocate(n, k) for k, n in (("program", len(program)), ("params", 64),
                                                    ("input", len(inp)), ("output", OUT))}
         dev.write(bufs["program"], program)
@@ -319,7 +330,7 @@ def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts():
     want = HEADER
     for i, cmd in enumerate(commands):
         assert fetched[i] == want, (i, cmd.op.name)
-        want += command_cycles(cmd, CFG, i)
+        want += command_cycles(cmd, cfg, i)
     assert want == res["rtl"].cycles
 
 

@@ -346,13 +346,45 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [count.eq(words[2]), index.eq(0)]
                     m.next = "FETCH"
+            cmd_at = Signal(32)  # the command's byte offset in the program buffer
+            m.d.comb += cmd_at.eq(4 * HEADER_WORDS + index * (4 * CMD_WORDS))
             with m.State("FETCH"):
                 with m.If(index == count):
                     finish(Status.NO_END)
                 with m.Else():
-                    read_words(ctrl.program + 4 * HEADER_WORDS + index * (4 * CMD_WORDS),
-                               CMD_WORDS, "FETCH_READ")
-            read_state("FETCH_READ", CMD_WORDS, "PRODUCTS")
+                    if cfg.wide_fetch:  # the weight-port beats that hold the command
+                        m.d.comb += [wgt.req.valid.eq(1),
+                                     wgt.req.payload.addr.eq(ctrl.program
+                                                             + Cat(Const(0, lb), cmd_at[lb:])),
+                                     wgt.req.payload.words.eq(
+                                         (cmd_at[:lb] + 4 * CMD_WORDS + B - 1) >> lb)]
+                        with m.If(wgt.req.ready):
+                            m.d.sync += got.eq(0)
+                            m.next = "FETCH_READ"
+                    else:
+                        read_words(ctrl.program + cmd_at, CMD_WORDS, "FETCH_READ")
+            if cfg.wide_fetch:  # beat k's word j is command word k Q + j - o, o the command's
+                # first word in its first beat
+                with m.State("FETCH_READ"):
+                    o_at = cmd_at[2:lb]
+                    n_beats = (cmd_at[:lb] + 4 * CMD_WORDS + B - 1) >> lb
+                    m.d.comb += wgt.data.ready.eq(1)
+                    with m.If(wgt.data.valid):
+                        m.d.sync += got.eq(got + 1)
+                        offsets = sorted({(4 * HEADER_WORDS + i * 4 * CMD_WORDS) % B // 4
+                                          for i in range(B)})
+                        for k in range(-(-(4 * (Q - 1) + 4 * CMD_WORDS) // B)):
+                            for o in offsets:
+                                with m.If((got == k) & (o_at == o)):
+                                    for j in range(Q):
+                                        g = k * Q + j - o
+                                        if 0 <= g < CMD_WORDS:
+                                            m.d.sync += words[g].eq(
+                                                wgt.data.payload.word_select(j, 32))
+                        with m.If(got == n_beats - 1):
+                            m.next = "PRODUCTS"
+            else:
+                read_state("FETCH_READ", CMD_WORDS, "PRODUCTS")
             with m.State("PRODUCTS"):
                 # the range checks' products, through one pipelined multiplier (below)
                 m.d.sync += mul_k.eq(mul_k + 1)

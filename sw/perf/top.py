@@ -112,12 +112,18 @@ def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BUR
 FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
 
 
-def fetch_cycles(index: int) -> int:
+def fetch_cycles(index: int, config: AcceleratorConfig | None = None) -> int:
     """Fetching command ``index`` of a Program (its words in one read request; two bursts
     when they straddle a 4 KiB page, as commands 63, 127, ... do), the check products and the
     CHECK cycle: :data:`FETCH` (a straddling command's second burst follows the first
-    without a gap)."""
-    return read_cycles(4 * (HEADER_WORDS + index * CMD_WORDS), CMD_WORDS) + PRODUCTS + 1
+    without a gap). With ``config.wide_fetch`` the request is for the weight-port beats that
+    hold the command."""
+    start = 4 * (HEADER_WORDS + index * CMD_WORDS)
+    if config is not None and config.wide_fetch:
+        B = config.weight_port_bytes
+        beats = -(-(start % B + 4 * CMD_WORDS) // B)
+        return read_cycles(start - start % B, beats, B, config.weight_port_burst) + PRODUCTS + 1
+    return read_cycles(start, CMD_WORDS) + PRODUCTS + 1
 
 
 HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header read, its check
@@ -547,7 +553,7 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> i
     """Cycles of one command in the kernel, from the cycle that fetches it to the one that
     fetches the next; ``index``: its position in the Program (:func:`fetch_cycles`)."""
     a = cmd.args
-    fetch = fetch_cycles(index)
+    fetch = fetch_cycles(index, config)
     if cmd.op == Op.END:
         return fetch - 1
     if cmd.op in (Op.LOAD, Op.STORE):
