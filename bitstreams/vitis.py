@@ -82,9 +82,10 @@ def kernel_xml(config: AcceleratorConfig) -> str:
     """The kernel's ports and arguments (:func:`sw.compiler.isa.buffers`, in register order).
     ``program``, ``params``, ``input`` and ``output`` are on ``m_axi_gmem``; with a weight
     port (``config.weight_port_bytes``) the ``m_axi_wgt`` master reads the LINEAR weights and
-    LayerNorm records inside the ``params`` buffer (and, with ``config.wide_load``, LOAD's
-    ``input``; with ``config.wide_store`` it writes STORE's ``output``), so the link must
-    connect both masters to the memory bank those buffers live in
+    LayerNorm records inside the ``params`` buffer (and, with ``config.wide_fetch``, the
+    ``program``'s commands; with ``config.wide_load``, LOAD's ``input``; with
+    ``config.wide_store`` it writes STORE's ``output``), so the link must connect both
+    masters to the memory bank those buffers live in
     (``v++ --connectivity.sp nmaccel_1.m_axi_gmem:DDR[0]
     --connectivity.sp nmaccel_1.m_axi_wgt:DDR[0]``). With ``config.weight_ports = P > 1``
     each weight bank ``params<p>`` is on its own master ``m_axi_wgt<p>``, the only one that

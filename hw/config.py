@@ -113,8 +113,9 @@ class AcceleratorConfig:
         row-interleaved layout of :mod:`sw.compiler.weight_layout`: each beat fills
         ``weight_port_bytes / 4`` rows' weight banks at once. ``pe_rows`` must then be a
         multiple of :attr:`weight_rows_align`. From 16 bytes on it also brings LayerNorm's
-        records (:attr:`wide_ln_params`); where a beat fits the scratchpad's port, LOAD's
-        input and STORE's output (:attr:`wide_load`, :attr:`wide_store`).
+        records (:attr:`wide_ln_params`) and the commands (:attr:`wide_fetch`); where a beat
+        fits the scratchpad's port, LOAD's input and STORE's output (:attr:`wide_load`,
+        :attr:`wide_store`).
     weight_ports : int
         LINEAR weights come through this many weight ports (``m_axi_wgt``, ``m_axi_wgt1``,
         ...), each a ``weight_port_bytes`` AXI master on its own device-memory bank: port ``p``
@@ -295,8 +296,9 @@ class AcceleratorConfig:
     @property
     def wide_fetch(self) -> bool:
         """The command processor fetches each 64-byte command through the weight port, the
-        beats that hold it (two of 64 bytes: commands start 16 bytes into a beat) instead of
-        16 words over the 32-bit master: with a weight port of 16 bytes or more."""
+        beats that hold it (commands start 16 bytes into a 64-byte block: 4 beats of 16
+        bytes, 3 of 32, 2 of 64), instead of 16 words over the 32-bit master: with a weight
+        port of 16 bytes or more."""
         return self.weight_port_bytes >= 16
 
     @property

@@ -167,6 +167,13 @@ FAULTS = {
                                                            None),
     "ADD_LAYERNORM's records past params": ([_add_ln(params_off=48)], None, None),
     "ADD_LAYERNORM past the scratchpad": ([_add_ln(dst=CFG.spm_bytes - 2)], None, None),
+    "ADD_LAYERNORM wider than max_hidden": ([_add_ln(hidden=CFG.max_hidden + 1)], None, None),
+    "ADD_LAYERNORM's records off the word": ([_add_ln(params_off=2)], None, None),
+    "LAYERNORM's records off the word": ([Command(Op.LAYERNORM, {
+        "src": 0, "dst": 64, "tokens": 1, "hidden": 2, "in_bits": 16, "params_off": 2,
+        "eps_int": 1, "sqrt_frac": 0})], None, None),
+    "GELU's table off the word": ([Command(Op.GELU, {"src": 0, "dst": 64, "tokens": 2,
+                                                     "width": 8, "table_off": 2})], None, None),
 }
 
 
@@ -288,13 +295,13 @@ def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
 
 
-@pytest.mark.parametrize("port", [0, 16, 64])
+@pytest.mark.parametrize("port", [0, 16, 32, 64])
 def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts(port):
     """Commands 63 and 127 of a Program straddle 4 KiB pages (16-byte header, 64-byte
     commands): their fetch takes a second read burst, whose address goes out while the first
     one's words stream (the reader keeps up to OUTSTANDING bursts in flight), so it costs no
     extra cycle. With a weight port of 16 bytes or more the commands come through it, the
-    beats that hold each (4 of 16 bytes, or 2 of 64 bytes from 16 bytes into the first).
+    beats that hold each (4 of 16 bytes, 3 of 32 or 2 of 64, from 16 bytes into the first).
     130 short DMA commands, checked command by command against sw/perf/top.py through the
     bench's trace."""
     from sw.compiler.isa import CMD_WORDS, HEADER_WORDS
@@ -388,7 +395,7 @@ def _vector_program(rng, odd=False, max_width=22, config=CFG):
     a, b, g, s, l16, l8, f = (i * r for i in range(7))
     if odd:
         a, b, g, s, l16, l8, f = (a + 2, b + (1 if bb == 8 else 2), g + 3,
-                                  s + (1 if ob == 8 else 2), l16 + 1, l8 + 3, f + 2)
+                                  s + (1 if ob == 8 else 2), l16 + 1, l8 + 3, f + 1)
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2 * r}),
             Command(Op.GELU, {"src": a, "dst": g, "tokens": T, "width": W, "table_off": 0}),
             Command(Op.ADD, {"a": a, "b": b, "out": s, "tokens": T, "width": W, "m_a": ap.m_a,

@@ -110,6 +110,7 @@ def _ln_shape_bad(cfg: AcceleratorConfig, hidden, in_bits, sqrt_frac, params_off
     hidden size, the square root's fraction bits, a records offset off the weight port."""
     return (((in_bits != 8) & (in_bits != 16)) | ((in_bits == 8) & (not cfg.layernorm_int8))
             | (hidden > cfg.max_hidden) | (sqrt_frac != Mux(in_bits == 8, SQRT_FRAC, 0))
+            | (params_off[:2] != 0)
             | ((params_off & (cfg.weight_port_bytes - 1) != 0) if cfg.wide_ln_params else 0))
 
 
@@ -133,18 +134,21 @@ class Accelerator(wiring.Component):
     s_axi_control : In(AxiLiteSignature(8))
         Registers of :data:`sw.compiler.isa.REGISTERS`.
     m_axi_gmem : Out(Axi4Signature(32))
-        Device memory: reads of the program, params and input buffers, writes of the output
+        Device memory: reads of the program (unless ``wide_fetch``), params and input
+        buffers, writes of the output
         buffer only (STORE's, unless ``wide_store``), each access checked against the
         declared buffer first.
     m_axi_wgt : Out(Axi4Signature(8 * weight_port_bytes))
         Only with ``config.weight_port_bytes``: reads of the LINEAR weights inside the
         params buffer (bursts of up to 256 beats or a 4 KiB page), checked like the rest;
-        with ``wide_ln_params`` the LayerNorm records, with ``wide_load`` LOAD's input
+        with ``wide_ln_params`` the LayerNorm records, with ``wide_fetch`` the commands (the
+        beats holding each: the last command's up to ``B - 16`` bytes past the Program, inside
+        its page), with ``wide_load`` LOAD's input
         (whole beats: up to ``B - 1`` bytes past the checked range, inside its page); with
         ``wide_store`` STORE's writes of the output buffer (whole beats, the bytes outside
         the STORE strobed off). Its write channels stay idle otherwise. Whole beats assume
-        the ``input`` and ``output`` buffers start on a beat (the drivers place buffers on
-        4 KiB pages; the kernel does not check it).
+        the ``program``, ``input`` and ``output`` buffers start on a beat (the drivers place
+        buffers on 4 KiB pages; the kernel does not check it).
     m_axi_wgt1 .. m_axi_wgt<P-1> : Out(Axi4Signature(8 * weight_port_bytes))
         With ``config.weight_ports = P > 1``: weight port ``p``'s reads of its bank of LINEAR
         weights in the buffer ``params<p>`` (:mod:`sw.compiler.weight_layout`), checked like
@@ -153,7 +157,8 @@ class Accelerator(wiring.Component):
 
     Latency / throughput / resources
     --------------------------------
-    Per command: a 16-word burst to fetch it, ``_PRODUCTS + _MUL_LATENCY`` (7) cycles computing
+    Per command: a 16-word burst to fetch it (with ``wide_fetch`` the weight-port beats that
+    hold it), ``_PRODUCTS + _MUL_LATENCY`` (7) cycles computing
     the range checks' products through one pipelined 32 x 32 multiplier, one cycle to decide,
     then its work. LOAD and STORE move one 32-bit word per cycle inside 16-beat bursts (with
     ``wide_load`` / ``wide_store`` a beat of the weight port per cycle inside its bursts); the
@@ -409,7 +414,7 @@ class Accelerator(wiring.Component):
                 with m.Switch(op):
                     with m.Case(Op.GELU):  # src dst tokens width table_off
                         m.d.comb += [
-                            vec_shape_bad.eq((w[3] == 0) | (w[4] == 0)),
+                            vec_shape_bad.eq((w[3] == 0) | (w[4] == 0) | (w[5][:2] != 0)),
                             vec_spm_bad.eq((w[1] + t_w > spm_bytes) | (w[2] + t_w > spm_bytes)),
                             vec_params_bad.eq(w[5] + 256 > ctrl.params_size)]
                     with m.Case(Op.ADD, Op.ADD_LAYERNORM):

@@ -18,9 +18,9 @@ next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<ste
    FFN's intermediate is written once, already through GELU, and never read back; a residual
    ADD whose sum only feeds a LayerNorm becomes one ADD_LAYERNORM (the sums stream from the
    adder into the LayerNorm unit and are never stored).
-4. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first fit, 64-byte
-   aligned; a model that does not fit the config's ``spm_kib`` is refused, naming the peak)
-   and parameter offsets.
+4. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first and best fit in
+   a few orders, the lowest peak kept; 64-byte aligned; a model that does not fit the
+   config's ``spm_kib`` is refused, naming the peak) and parameter offsets.
 5. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
    and the layout of the ``input`` / ``output`` buffers.
 
@@ -376,9 +376,10 @@ def allocate_step(g: Graph) -> Schedule:
         for t in n.inputs:
             last[t] = max(last.get(t, i), i)
     size = {t: _align(g.tensors[t].nbytes) for t in first}
-    # first and best fit in three orders (by definition, the longer-lived and then the larger
-    # first; largest first; longest-lived first): the lowest peak
-    orders = (sorted(first, key=lambda t: (first[t], -last[t], -size[t])),
+    # first and best fit in four orders (by definition, the larger first, or the longer-lived
+    # and then the larger first; largest first; longest-lived first): the lowest peak
+    orders = (sorted(first, key=lambda t: (first[t], -size[t])),
+              sorted(first, key=lambda t: (first[t], -last[t], -size[t])),
               sorted(first, key=lambda t: (-size[t], first[t])),
               sorted(first, key=lambda t: (first[t] - last[t], first[t])))
     spm, peak = min((_place(order, first, last, size, best) for order in orders

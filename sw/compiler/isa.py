@@ -47,7 +47,8 @@ __all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramE
            "REGISTERS", "BUFFERS", "WEIGHT_BANKS", "buffers"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
-VERSION = 1
+#: 2: ADD_LAYERNORM (opcode 9); a kernel refuses a Program of another version at its header
+VERSION = 2
 HEADER_WORDS = 4
 CMD_WORDS = 16
 #: Bytes per output channel of a requantizer in ``params``: bias, multiplier, shift (int32 each).
