@@ -575,21 +575,20 @@ class Accelerator(wiring.Component):
                     with m.Case(Op.GELU):
                         m.d.comb += [j.a.eq(w[1]), j.out.eq(w[2]), j.tokens.eq(w[3]),
                                      j.width.eq(w[4]), j.a_bits.eq(8), j.out_bits.eq(8)]
-                    with m.Case(Op.ADD):
+                    with m.Case(Op.ADD, Op.ADD_LAYERNORM):  # words 1..10 alike
                         m.d.comb += [j.a.eq(w[1]), j.b.eq(w[2]), j.out.eq(w[3]),
                                      j.tokens.eq(w[4]), j.width.eq(w[5]), j.m_a.eq(w[6]),
                                      j.m_b.eq(w[7]), j.shift.eq(w[8]), j.a_bits.eq(w[9]),
-                                     j.b_bits.eq(w[10]), j.out_bits.eq(w[11])]
+                                     j.b_bits.eq(w[10])]
+                        with m.If(op == Op.ADD):
+                            m.d.comb += j.out_bits.eq(w[11])
+                        with m.Else():  # the sums' width, then the LayerNorm's eps
+                            m.d.comb += [j.ln_bits.eq(w[11]), j.out_bits.eq(8),
+                                         j.eps.eq(w[13])]
                     with m.Case(Op.LAYERNORM):
                         m.d.comb += [j.a.eq(w[1]), j.out.eq(w[2]), j.tokens.eq(w[3]),
                                      j.width.eq(w[4]), j.a_bits.eq(w[5]), j.ln_bits.eq(w[5]),
                                      j.out_bits.eq(8), j.eps.eq(w[7])]
-                    with m.Case(Op.ADD_LAYERNORM):
-                        m.d.comb += [j.a.eq(w[1]), j.b.eq(w[2]), j.out.eq(w[3]),
-                                     j.tokens.eq(w[4]), j.width.eq(w[5]), j.m_a.eq(w[6]),
-                                     j.m_b.eq(w[7]), j.shift.eq(w[8]), j.a_bits.eq(w[9]),
-                                     j.b_bits.eq(w[10]), j.ln_bits.eq(w[11]), j.out_bits.eq(8),
-                                     j.eps.eq(w[13])]
                 m.d.comb += [j.op.eq(op), vec.job.valid.eq(1)]
                 with m.If(vec.job.ready):
                     with m.If(op == Op.ADD):
