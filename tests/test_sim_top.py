@@ -633,6 +633,84 @@ def _check_cycles(cycles, commands, config, stall):
     assert cycles >= want if stall else cycles == want
 
 
+def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_start():
+    """PV commands whose first row block's records are already in the engine's records slot
+    0 (same params offset, same words) do not fetch them again: after an equal PV, after a
+    LINEAR that reloaded them; a different offset, or a 2-block PV, fetches. Checked against
+    the ref backend bit for bit and against the kernel model command by command (its
+    KernelState). Then the same Program runs after a first run on other records at that
+    offset, without a reset: the kernel forgets its records when it starts, so the results
+    and cycles are those of a fresh kernel."""
+    from sw.nm import nm_mask, pack
+    from sw.perf.top import HEADER, command_costs
+
+    cfg = preset("tiny").replace(name="rqcache", m=4, n_max=4, pe_rows=8, pe_cols=2,
+                                 max_k=256, spm_kib=8, act_buffer_depth=64)
+    rng = np.random.default_rng(11)
+    rows, k, tokens = 17, 43, 5
+    w = rng.integers(-128, 128, (rows, k))
+    pk = pack(w * nm_mask(w, 2, 4), 2, 4)
+    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    blob = np.concatenate([pk.values.astype(np.int8).view(np.uint8).ravel(), pk.indices.ravel()])
+    params[:blob.size] = blob.tobytes()
+
+    def records(n):
+        rq = np.zeros((n, 3), np.int32)
+        rq[:, 0] = rng.integers(-1000, 1000, n)
+        rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, n), 18
+        return rq.tobytes()
+
+    params[2048:2048 + 12 * rows] = records(rows)
+    other = records(rows)  # what the first run finds at 2048
+
+    def pv(out, d=8, rq_off=2048):  # 2 tokens: the records take longer than the staging
+        return Command(Op.PV, {"p": 3501, "p_stride": 7, "v": 902, "stride": 17,
+                               "tokens": 2, "d": d, "rq_off": rq_off, "out": out,
+                               "out_stride": 17})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            Command(Op.QK_SOFTMAX, {"q": 5, "k": 301, "stride": 13, "tokens": tokens, "d": 11,
+                                    "mask": 701, "mult": 3000, "shift": 20, "p": 3501,
+                                    "p_stride": 7}),
+            pv(4003), pv(4203),  # fetched, then in slot 0
+            Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
+                                "rows": rows, "n": 2, "m": 4, "w_off": 0, "rq_off": 2048,
+                                "out": 3001, "out_stride": 20, "out_bits": 8}),
+            pv(4403),  # block 0 of the LINEAR left the same records in slot 0
+            pv(4603, rq_off=2060),  # another offset: fetched
+            pv(5003, d=16), pv(5403, d=16),  # fetched, then the first block's in slot 0
+            Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}),
+            Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    inp[701:701 + tokens] = [1, 0, 1, 1, 1]  # the key mask
+    costs = command_costs(cmds, cfg)
+    fresh = [command_costs([c], cfg)[0] for c in cmds]
+    assert [i for i, (a, b) in enumerate(zip(costs, fresh, strict=True)) if a != b] == [3, 5, 8]
+    out = {}
+    for kind, kw in (("ref", {}), ("rtl", {"trace": True}),
+                     ("rerun", {"prerun": {2048: other}})):
+        dev = open_device("ref" if kind == "ref" else "rtl", cfg, **kw)
+        bufs = {b: dev.allocate(size, b) for b, size in (
+            ("program", len(program)), ("params", len(params)), ("input", 2048),
+            ("output", 3000))}
+        if kind == "rerun":  # the first run's records: at the params buffer's 2048
+            dev.prerun = {bufs["params"].addr + 2048: other}
+        for b, data in (("program", program), ("params", bytes(params)),
+                        ("input", inp.tobytes())):
+            dev.write(bufs[b], data)
+        res = dev.wait(dev.run(**bufs), timeout=120)
+        assert res.status == Status.OK
+        out[kind] = (dev.read(bufs["output"]), res)
+    assert out["rtl"][0] == out["ref"][0] == out["rerun"][0]
+    assert out["rtl"][1].cycles == out["rerun"][1].cycles == HEADER + sum(costs)
+    fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(cmds)}
+    want = HEADER
+    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += cyc
+
+
 @pytest.mark.parametrize("M, nm, spm, P", [(8, (3, 8), 1, 4), (4, (1, 4), 1, 4),
                                            (4, (2, 4), 2, 8)])
 def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, spm, P):
@@ -694,10 +772,10 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, 
     commands = Program.from_bytes(program).commands
     assert out["rtl"][1].cycles == program_cycles(commands, cfg)
     # command by command: the cycle counter when each command was fetched (the bench's trace)
-    from sw.perf.top import HEADER, command_cycles
+    from sw.perf.top import HEADER, command_costs
 
     fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(commands)}
     want = HEADER
-    for i, cmd in enumerate(commands):
+    for i, (cmd, cyc) in enumerate(zip(commands, command_costs(commands, cfg), strict=True)):
         assert fetched[i] == want, (i, cmd.op.name)
-        want += command_cycles(cmd, cfg, i)
+        want += cyc

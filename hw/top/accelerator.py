@@ -332,7 +332,8 @@ class Accelerator(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(ctrl.start):
+                with m.If(ctrl.start):  # (the engine forgets its cached records)
+                    m.d.comb += eng.flush.eq(1)
                     m.d.sync += [busy.eq(1), cycles.eq(1), index.eq(_NO_COMMAND)]
                     m.next = "HEADER"
             with m.State("HEADER"):

@@ -87,6 +87,8 @@ class EngineOps(wiring.Component):
     wgt<q>_req, wgt<q>_data : the same for weight port ``q`` = 1 .. ``weight_ports - 1``
         (reads of its bank), each with its own loader of ``R / P`` rows of every block.
     done : Out(1)
+    flush : In(1)
+        The kernel starts a Program: forget the cached requantizer records (below).
     r_* / r2_* : the scratchpad's read ports A and B, ``spm_lanes`` words wide (word
         addresses); only wide staging uses more than lane 0.
     w_* : the scratchpad's write port, ``spm_lanes`` words wide (byte enables); only the
@@ -125,7 +127,10 @@ class EngineOps(wiring.Component):
     they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
-    commands) into the next records slot from the block's first tile on;
+    commands) into the next records slot from the block's first tile on; a chunk's first
+    block's not at all when records slot 0 already holds them (*records cache*: the same
+    params offset and word count as the load that last filled slot 0 since ``flush``; PV
+    heads share a record blob, so a layer fetches PV records once);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -151,7 +156,7 @@ class EngineOps(wiring.Component):
             "job": In(stream.Signature(engine_job_layout())),
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
-            "done": Out(1),
+            "done": Out(1), "flush": In(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -393,6 +398,12 @@ class EngineOps(wiring.Component):
         rq_go, rq_idle, rq_finish = Signal(), Signal(), Signal()
         pf_rq, pf_rq2, rq_pf = Signal(), Signal(), Signal()
         m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
+        # records cache: what slot 0 holds (valid, the params offset and words of the load that
+        # filled it). A chunk's first block's records (pf_rq2) into slot 0 that are already
+        # there are not fetched again: PV's heads share one record blob (the compiler gives
+        # equal blobs one offset). The params buffer is read-only while a Program runs; flush
+        # forgets the records when the kernel starts one
+        c_valid, c_addr, c_words = Signal(), Signal(32), Signal(range(3 * R + 1))
         # the next row block's records, fetched from the block's first RUN cycle (nx_go) while
         # its tiles run (PV, and LINEAR with a weight port: nothing else uses the dram port
         # then); its RQ waits for them (nx_ready). nx_pend: the current block's next block's
@@ -1141,16 +1152,21 @@ class EngineOps(wiring.Component):
                 with m.If(rq_go | pf_rq2 | nx_go):
                     addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
                     words = Mux(nx_go, nx_words, rq_words)
-                    m.d.comb += [self.dram_req.valid.eq(1),
-                                 self.dram_req.payload.addr.eq(addr),
-                                 self.dram_req.payload.words.eq(words)]
-                    m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
-                                 ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), wslot.eq(wslot + 1),
-                                 to_nx.eq(nx_go)]
-                    with m.If(self.dram_req.ready):
-                        m.next = "DATA"
-                    with m.Else():
-                        m.next = "REQ"
+                    hit = (pf_rq2 & (wslot[:2] == 0) & c_valid & (c_addr == addr)
+                           & (c_words == words))
+                    m.d.sync += wslot.eq(wslot + 1)
+                    with m.If(~hit):
+                        m.d.comb += [self.dram_req.valid.eq(1),
+                                     self.dram_req.payload.addr.eq(addr),
+                                     self.dram_req.payload.words.eq(words)]
+                        m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
+                                     ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), to_nx.eq(nx_go)]
+                        with m.If(wslot[:2] == 0):
+                            m.d.sync += c_valid.eq(0)
+                        with m.If(self.dram_req.ready):
+                            m.next = "DATA"
+                        with m.Else():
+                            m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [self.dram_req.valid.eq(1), self.dram_req.payload.addr.eq(ld_ptr),
                              self.dram_req.payload.words.eq(left)]
@@ -1169,7 +1185,11 @@ class EngineOps(wiring.Component):
                     with m.If(rq_i == left - 1):
                         m.d.comb += rq_finish.eq(1)
                         m.d.sync += nx_ready.eq(to_nx)
+                        with m.If(ld_slot == 0):
+                            m.d.sync += [c_valid.eq(1), c_addr.eq(ld_ptr), c_words.eq(left)]
                         m.next = "IDLE"
+        with m.If(self.flush):
+            m.d.sync += c_valid.eq(0)
 
         if B:  # the weight loaders: a row block's words through the weight ports (wl_start)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to

@@ -13,6 +13,9 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
 * ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
+* ``prerun``: ``[[addr, hex bytes], ...]``: first run to ap_done on the image with these bytes
+  written over it, then write the image back and run again, without a reset (what the kernel
+  keeps from one run must not change the next); the report is the second run's;
 * ``trace``: record the kernel's cycle counter each time the command index moves on;
 * ``progress``: a file to which the kernel's cycle counter and command index are written
   every ``progress_every`` cycles (default 200,000) while it runs (a host-side thread
@@ -151,6 +154,13 @@ async def run_program(dut):
         await ClockCycles(dut.clk, int(P["reset_at"]))
         await _reset(dut)
         assert (await _reg_read(host, "CTRL")) & 0b100, "not idle after a mid-run reset"
+    if P.get("prerun"):
+        for addr, data in P["prerun"]:
+            ram.write(int(addr), bytes.fromhex(data))
+        await _start(host, buffers)
+        assert await _wait_done(dut, host, int(P.get("max_cycles", 10_000_000))), \
+            "the first run did not finish"
+        ram.write(0, image)
     if P.get("trace"):
         cocotb.start_soon(_trace(dut, trace))
     if P.get("progress"):

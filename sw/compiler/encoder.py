@@ -390,9 +390,18 @@ def allocate_step(g: Graph) -> Schedule:
                            f"{g.config.spm_kib}); use fewer tokens or a larger spm_kib")
     params, off = {}, 0
     to = max(ALIGN, g.config.weight_port_bytes)  # a weight blob starts on a beat
-    # weights in banks first, so the other banks (which hold only weights) end with them
+    # weights in banks first, so the other banks (which hold only weights) end with them;
+    # equal params blobs share one offset (PV's heads' requantizer records are all alike, and
+    # the kernel then reuses the records it holds instead of fetching them again)
+    seen: dict[tuple, int] = {}
     for name, blob in sorted(g.blobs.items(), key=lambda kv: kv[1].ndim != 2):
+        key = (blob.ndim, blob.dtype.str, blob.shape, blob.tobytes()) if blob.ndim == 1 else None
+        if key in seen:
+            params[name] = seen[key]
+            continue
         params[name] = off
+        if key is not None:
+            seen[key] = off
         off += _align(blob.shape[-1], to)
     return Schedule(graph=g, spm=spm, params=params, spm_peak=peak, params_bytes=off,
                     lifetimes={t: [first[t], last[t]] for t in first})

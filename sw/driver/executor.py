@@ -129,6 +129,7 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
     if 4 * (HEADER_WORDS + count * CMD_WORDS) > len(prog):
         return Status.BAD_HEADER, -1, f"{count} commands overrun the program buffer", per_op
     s = _Spm(spm)
+    state = top.KernelState()  # what each command leaves for the next (the records cache)
     for i in range(count):
         w = struct.unpack_from(f"<{CMD_WORDS}I", prog, 4 * (HEADER_WORDS + i * CMD_WORDS))
         try:
@@ -143,7 +144,7 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
         if bad:
             return bad[0], i, f"{op.name}: {bad[1]}", per_op
         _run(cmd, s, mem, config)
-        per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config, i)
+        per_op[op.name] = per_op.get(op.name, 0) + top.command_cycles(cmd, config, i, state)
     return Status.NO_END, count, "the commands ran out without END", per_op
 
 

@@ -30,16 +30,19 @@ class RtlDevice(RefDevice):
     def __init__(self, config: AcceleratorConfig, *, max_cycles: int = 50_000_000,
                  stall: bool = False, seed: int = 1, reset_at: int | None = None,
                  trace: bool = False, build_root: str | Path | None = None,
-                 progress=None, progress_every: int = 200_000):
+                 progress=None, progress_every: int = 200_000,
+                 prerun: dict[int, bytes] | None = None):
         """``progress``: called as ``progress(cycles, command)`` (from a helper thread) with
         the kernel's cycle counter and command index, sampled every ``progress_every``
-        simulated cycles, while a run simulates."""
+        simulated cycles, while a run simulates. ``prerun`` (for tests): each run first runs
+        on device memory with these bytes at these addresses, then again on the memory as it
+        is, without a reset in between; the result is the second run's."""
         if progress_every < 1:
             raise ValueError(f"progress_every must be a positive number of cycles, got "
                              f"{progress_every}")
         super().__init__(config)
         self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
-        self.trace = trace
+        self.trace, self.prerun = trace, prerun
         self.progress, self.progress_every = progress, progress_every
         self.build_root = Path(build_root) if build_root else None
         self.runs = 0
@@ -63,6 +66,7 @@ class RtlDevice(RefDevice):
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace,
+                  "prerun": [[a, bytes(d).hex()] for a, d in (self.prerun or {}).items()],
                   "weight_port": bool(self.config.weight_port_bytes),
                   "weight_ports": self.config.weight_ports,
                   "weight_writes": self.config.wide_store}

@@ -245,13 +245,12 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
             mem_cycles += mc
             bound_cmds += mc > cyc
             projected += max(cyc, math.ceil(mc))
-    from sw.perf.top import HEADER
-    from sw.perf.top import command_cycles as kernel_command_cycles
+    from sw.perf.top import HEADER, command_costs
 
     kernel_by_op: dict[str, int] = {}
-    for i, c in enumerate(compiled.program.commands):
-        kernel_by_op[c.op.name] = (kernel_by_op.get(c.op.name, 0)
-                                   + kernel_command_cycles(c, cfg, i))
+    commands = compiled.program.commands
+    for c, cyc in zip(commands, command_costs(commands, cfg), strict=True):
+        kernel_by_op[c.op.name] = kernel_by_op.get(c.op.name, 0) + cyc
     fig = {"model_cycles": compute, "model_cycles_by_op": by_op,
            "kernel_cycles": HEADER + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,

@@ -5,7 +5,9 @@ a command, fed at full rate: the architecture's target. This module gives what t
 ``hw/top`` takes today, state by state: the command fetch and checks, the DMA bursts, the
 operand staging of :class:`~hw.top.engine_ops.EngineOps` and its result write-out beside the
 next tiles (:class:`_Results`, simulated a cycle at a time), the
-element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`.
+element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`. A command's
+cycles can depend on the ones before it (:class:`KernelState`: EngineOps' records cache), so
+a Program's are :func:`command_costs`.
 ``tests/test_sim_top.py`` checks it against the RTL's cycle counter, with device memory
 always ready. The state sequence is read from the RTL; a few pipeline constants (the
 feed's ``FEED_LATENCY``, the softmax row's and the vector commands' end costs) were
@@ -34,8 +36,8 @@ from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
 from sw.perf.vector_ops import stream_cycles
 
-__all__ = ["READ_GAP", "Read", "bursts", "read_cycles", "fetch_cycles", "command_cycles",
-           "program_cycles"]
+__all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
+           "command_cycles", "command_costs", "program_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
 #: a vector command's cycles around its stream: the job taken, ``running`` set, the cycle
@@ -196,7 +198,16 @@ def _indices(skip: int, page_off: int, words: int, steps: int, ib: int) -> int:
         t += 1
 
 
-def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FSM
+class KernelState:
+    """What a command leaves in the kernel for the next ones: the requantizer records that
+    slot 0 holds, as (params offset, words) of the load that filled it (EngineOps' records
+    cache; ``None`` when the kernel starts a Program)."""
+
+    def __init__(self):
+        self.rq_slot0: tuple[int, int] | None = None
+
+
+def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState) -> int:  # noqa: C901
     a = cmd.args
     R, C, M = cfg.pe_rows, cfg.pe_cols, cfg.m
     ib = cfg.index_bits
@@ -306,6 +317,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
     cyc += table  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
+        # the records loads of the chunk: block j's into slot (chunk * rblocks + j) % 4; a
+        # chunk's first block's (fetched early) are not fetched when slot 0 holds them
+        load0 = first // per_chunk * rblocks
+        hit = (rq_early and load0 % 4 == 0
+               and state.rq_slot0 == (rq_off, 3 * min(R, rows)))
+        if rq:
+            for j in range(rblocks):
+                if (load0 + j) % 4 == 0 and not (j == 0 and hit):
+                    state.rq_slot0 = (rq_off + RQ_RECORD * R * j, 3 * min(R, rows - R * j))
         # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
         # first chunk's: before its GELU table)
         load_start = cyc - (table if first == 0 else 0)
@@ -335,8 +355,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig) -> int:  # noqa: C901 - one FS
                 cyc += 1 + max(0, loads[j] - 1 - since)
             cyc += wts[j]
             rq_at = cyc
-            if rq_early and j == 0:  # fetched since the chunk's third cycle
-                cyc += 1 + max(0, rq[0] - 1 - (cyc - act_start - 1))
+            if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
+                cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
             elif rq_early:  # fetched since the previous block's first RUN cycle
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
@@ -549,9 +569,12 @@ def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
                             a["in_bits"], 8, 8, cfg.spm_lanes, cfg.layernorm_ring))
 
 
-def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> int:
+def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
+                   state: KernelState | None = None) -> int:
     """Cycles of one command in the kernel, from the cycle that fetches it to the one that
-    fetches the next; ``index``: its position in the Program (:func:`fetch_cycles`)."""
+    fetches the next; ``index``: its position in the Program (:func:`fetch_cycles`);
+    ``state``: what the commands before it left (updated; a fresh kernel without it).
+    :func:`command_costs` gives a Program's, in order."""
     a = cmd.args
     fetch = fetch_cycles(index, config)
     if cmd.op == Op.END:
@@ -568,11 +591,18 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0) -> i
             return fetch + read_cycles(start, n, beat, burst) + 1
         return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
-        return fetch + _engine(cmd, config) + 1
+        return fetch + _engine(cmd, config, KernelState() if state is None else state) + 1
     return fetch + _vector(cmd, config)
+
+
+def command_costs(commands, config: AcceleratorConfig) -> list[int]:
+    """:func:`command_cycles` of each of a Program's ``commands``, run in order from the
+    kernel's start."""
+    state = KernelState()
+    return [command_cycles(c, config, i, state) for i, c in enumerate(commands)]
 
 
 def program_cycles(commands, config: AcceleratorConfig) -> int:
     """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
     ``commands`` (ending with END) without a fault."""
-    return HEADER + sum(command_cycles(c, config, i) for i, c in enumerate(commands))
+    return HEADER + sum(command_costs(commands, config))
