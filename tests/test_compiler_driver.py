@@ -1,5 +1,6 @@
 """The encoder compiler, the Program format and the Device API on the ``ref`` backend."""
 
+import dataclasses
 import json
 import struct
 
@@ -10,7 +11,14 @@ from transformers import BertConfig, BertModel
 
 from hw.config import preset
 from sw.cli import main
-from sw.compiler.encoder import CompileError, allocate_step, compile_encoder, emit_step
+from sw.compiler.encoder import (
+    CompileError,
+    _allocate,
+    allocate_step,
+    compile_encoder,
+    emit_step,
+    order_step,
+)
 from sw.compiler.ir import load_ir
 from sw.compiler.isa import (
     CMD_WORDS,
@@ -78,9 +86,34 @@ def test_ref_backend_equals_the_golden_layers(compiled):
     assert all(c > 0 for c in result.per_op.values())  # cycles vs RTL: tests/test_sim_top.py
 
 
+def test_the_order_step_puts_a_layer_s_qk_softmaxes_before_its_pvs_where_they_fit(compiled):
+    """Each layer's heads: every QK_SOFTMAX, then every PV, in head order, the other nodes
+    where they were; a scratchpad that holds the interleaved graph and not the reordered one
+    keeps the interleaved graph."""
+    _, ir_dir, _, _ = compiled
+    fused = load_ir(ir_dir / "fuse")
+    ordered = order_step(fused)
+    assert load_ir(ir_dir / "order").nodes == ordered.nodes
+    att = (Op.QK_SOFTMAX, Op.PV)
+    for layer in range(2):
+        heads = [(n.op, n.attrs["head"]) for n in ordered.nodes
+                 if n.op in att and n.name.startswith(f"l{layer}.")]
+        assert heads == [(Op.QK_SOFTMAX, h) for h in range(4)] + [(Op.PV, h) for h in range(4)]
+    assert [n.name for n in ordered.nodes if n.op not in att] == [
+        n.name for n in fused.nodes if n.op not in att]
+    assert sorted(n.name for n in ordered.nodes) == sorted(n.name for n in fused.nodes)
+    lo, hi = _allocate(fused)[1], _allocate(ordered)[1]
+    assert lo < hi  # every head's probabilities at once
+    kib = -(-lo // 1024)
+    assert kib * 1024 < hi, (lo, hi)
+    small = fused.config.replace(name="small", spm_kib=kib)
+    kept = order_step(dataclasses.replace(fused, config=small))
+    assert kept.nodes == fused.nodes
+
+
 def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
     comp, ir_dir, _, _ = compiled
-    for step in ("quantize", "lower", "fuse", "allocate", "emit"):
+    for step in ("quantize", "lower", "fuse", "order", "allocate", "emit"):
         assert (ir_dir / f"{step}.json").is_file() and (ir_dir / f"{step}.npz").is_file()
     again = emit_step(load_ir(ir_dir / "allocate"))
     assert again.program.to_bytes() == comp.program.to_bytes()
@@ -104,7 +137,7 @@ def test_fusing_changes_no_output_bit(compiled):
     lowered = load_ir(ir_dir / "lower")
     assert sum(n.op == Op.GELU for n in lowered.nodes) == layers
     assert sum(n.op == Op.ADD for n in lowered.nodes) == 2 * layers
-    unfused = emit_step(allocate_step(lowered))
+    unfused = emit_step(allocate_step(order_step(lowered)))
     assert len(unfused.program) == len(comp.program) + 3 * layers
     assert unfused.spm_peak >= comp.spm_peak
     y_fused, res_fused = run_on_device(open_device("ref", comp.config), comp, xq, mask)

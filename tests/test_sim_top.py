@@ -642,7 +642,7 @@ def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_star
     offset, without a reset: the kernel forgets its records when it starts, so the results
     and cycles are those of a fresh kernel."""
     from sw.nm import nm_mask, pack
-    from sw.perf.top import HEADER, command_costs
+    from sw.perf.top import HEADER, KernelState, command_costs, command_cycles
 
     cfg = preset("tiny").replace(name="rqcache", m=4, n_max=4, pe_rows=8, pe_cols=2,
                                  max_k=256, spm_kib=8, act_buffer_depth=64)
@@ -685,8 +685,11 @@ def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_star
     inp = rng.integers(0, 256, 2048, dtype=np.uint8)
     inp[701:701 + tokens] = [1, 0, 1, 1, 1]  # the key mask
     costs = command_costs(cmds, cfg)
-    fresh = [command_costs([c], cfg)[0] for c in cmds]
-    assert [i for i, (a, b) in enumerate(zip(costs, fresh, strict=True)) if a != b] == [3, 5, 8]
+    state, uncached = KernelState(), []  # the model without the records cache
+    for i, cmd in enumerate(cmds):
+        state.rq_slot0 = None
+        uncached.append(command_cycles(cmd, cfg, i, state))
+    assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [3, 5, 8]
     out = {}
     for kind, kw in (("ref", {}), ("rtl", {"trace": True}),
                      ("rerun", {"prerun": {2048: other}})):
@@ -705,6 +708,75 @@ def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_star
     assert out["rtl"][0] == out["ref"][0] == out["rerun"][0]
     assert out["rtl"][1].cycles == out["rerun"][1].cycles == HEADER + sum(costs)
     fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(cmds)}
+    want = HEADER
+    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += cyc
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault):
+    """A QK_SOFTMAX's softmax rows run on after its command (3 token blocks of 8: each block
+    hands off once the one before is done); the next QK_SOFTMAX starts beside them when it
+    reads none of their bytes (its scores and mask go to the other buffers); one whose query
+    rows, or key mask, are the previous probabilities, and STORE, wait for them. With
+    ``fault``, a bad QK_SOFTMAX (d over max_k) after one running beside stops the kernel only
+    once the rows before are written: the memory equals the ref backend's. Bit for bit, and
+    cycle for cycle command by command."""
+    from sw.perf.top import HEADER, KernelState, _beside, command_cycles, fetch_cycles
+
+    cfg = preset("tiny").replace(name="smbeside", m=4, n_max=4, pe_rows=3, pe_cols=8,
+                                 max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=4)
+    rng = np.random.default_rng(5)
+    tokens = 24
+
+    def qk(q, k, p, d=11, mask=701, stride=13):
+        return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": stride, "tokens": tokens,
+                                       "d": d, "mask": mask, "mult": 3000, "shift": 20,
+                                       "p": p, "p_stride": 25})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            qk(5, 301, 3001),
+            qk(101, 401, 3601),  # beside
+            # its queries are the last token block's probabilities before, its key mask the
+            # last row of the next ones: they wait
+            qk(4001, 501, 4201, d=5, stride=5),
+            qk(7, 303, 4801, mask=4776)]
+    if fault:
+        cmds += [qk(9, 305, 5401), qk(9, 305, 6001, d=300)]  # beside, then a bad one
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}), Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    inp[701:701 + tokens] = rng.integers(0, 2, tokens)
+    inp[701] = 1
+    out = {}
+    for kind in ("ref", "rtl"):
+        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
+        bufs = {b: dev.allocate(size, b) for b, size in (
+            ("program", len(program)), ("params", 64), ("input", 2048), ("output", 3000))}
+        dev.write(bufs["program"], program)
+        dev.write(bufs["input"], inp.tobytes())
+        try:
+            res = dev.wait(dev.run(**bufs), timeout=120)
+            out[kind] = (bytes(dev.memory), res.status, res.command, res)
+        except DeviceError as e:
+            out[kind] = (bytes(dev.memory), e.status, e.command, None)
+    assert out["rtl"][:3] == out["ref"][:3]
+    if fault:
+        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == 6
+        return
+    # the model: the rows before still run at each CHECK from the second QK_SOFTMAX to STORE;
+    # only the second QK_SOFTMAX starts beside them
+    state, costs, running, beside = KernelState(), [], [], []
+    for i, cmd in enumerate(cmds):
+        running.append(state.sm_end > state.now + fetch_cycles(i, cfg) - 1)
+        beside.append(_beside(cmd, state))
+        costs.append(command_cycles(cmd, cfg, i, state))
+    assert running == [False, False, True, True, True, True, False]
+    assert [i for i in range(2, 6) if beside[i]] == [2]
+    res = out["rtl"][3]
+    assert res.cycles == HEADER + sum(costs)
+    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
     want = HEADER
     for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
         assert fetched[i] == want, (i, cmd.op.name)

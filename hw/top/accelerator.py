@@ -5,7 +5,11 @@ control, an AXI4 master to device memory, the program header and per-command che
 scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``LAYERNORM``
 / ``ADD_LAYERNORM`` / ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` /
 ``QK_SOFTMAX`` / ``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after
-another; the reference for every value and status is :func:`sw.driver.executor.execute`.
+another, but for a ``QK_SOFTMAX``'s softmax rows, which run on after its command
+(``eng.sm_busy``): the next command starts beside them only if it is a good ``QK_SOFTMAX``
+that reads none of the bytes they write (CHECK compares its query, key and mask ranges with
+them); any other command, ``END`` and any fault wait for them. So every value and status is
+still that of running the commands one by one: :func:`sw.driver.executor.execute`.
 """
 
 from __future__ import annotations
@@ -238,6 +242,7 @@ class Accelerator(wiring.Component):
                 wgt_error = wgt_error | rd.error
 
         busy = Signal()
+        sm_lo, sm_hi = Signal(33), Signal(33)  # the running softmax rows' bytes (below)
         cycles = Signal(32)
         status = Signal(8)  # the status the run ends with, valid with ctrl.done
         index = Signal(32)
@@ -507,10 +512,21 @@ class Accelerator(wiring.Component):
                                            | (w[8] + prods[2] + w[6] > spm_bytes)),
                             eng_params_bad.eq(w[7] + _times(w[6], RQ_RECORD)
                                               > ctrl.params_size)]
+                # the softmax rows of the last QK_SOFTMAX may still run (eng.sm_busy), writing
+                # its probabilities [sm_lo, sm_hi): only a good QK_SOFTMAX that reads none of
+                # them starts beside them (its scores go to the other score buffer); any other
+                # command, END and any fault wait for them
+                qk_reads = ((w[1], w[1] + prods[0] + w[5]), (w[2], w[2] + prods[0] + w[5]),
+                            (w[6], w[6] + w[4]))
+                beside = ((op == Op.QK_SOFTMAX) & ~eng_shape_bad & ~eng_spm_bad
+                          & ~reader.error & ~wgt_error
+                          & Cat((hi <= sm_lo) | (lo >= sm_hi) for lo, hi in qk_reads).all())
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                           | (op == Op.ADD_LAYERNORM))
-                with m.If(reader.error | wgt_error):
+                with m.If(eng.sm_busy & ~beside):
+                    pass
+                with m.Elif(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
                 with m.Elif(op > max(Op)):
                     finish(Status.BAD_OPCODE)
@@ -562,6 +578,8 @@ class Accelerator(wiring.Component):
                                      j.out_stride.eq(w[9]), j.out_bits.eq(8), j.n.eq(cfg.m)]
                 m.d.comb += [j.op.eq(op), eng.job.valid.eq(1)]
                 with m.If(eng.job.ready):
+                    with m.If(op == Op.QK_SOFTMAX):  # where its softmax rows write
+                        m.d.sync += [sm_lo.eq(w[9]), sm_hi.eq(w[9] + prods[1] + w[4])]
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
                 m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)
@@ -754,8 +772,14 @@ class Accelerator(wiring.Component):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(reader.error | wgt_error):
-                    finish(Status.BUS_ERROR)
+                    with m.If(~eng.sm_busy):  # (after any softmax rows still running)
+                        finish(Status.BUS_ERROR)
                 with m.Else():
                     m.d.sync += index.eq(index + 1)
                     m.next = "FETCH"
+        # a QK_SOFTMAX's softmax rows write the scratchpad after its command (nothing else
+        # writes it meanwhile: CHECK holds every other command)
+        with m.If(eng.sm_busy):
+            m.d.comb += [spm.w_addr.eq(eng.w_addr), spm.w_data.eq(eng.w_data),
+                         spm.w_en.eq(eng.w_en)]
         return m

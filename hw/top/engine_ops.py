@@ -63,7 +63,10 @@ class EngineOps(wiring.Component):
     the unit with the key mask, each row once the last tile's scores for it are written: a
     feed reads a beat of scores a cycle, the unit takes a
     row per ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while
-    later rows are still coming in. With a weight port (``config.weight_port_bytes = B``) LINEAR
+    later rows are still coming in. The rows run beside the rest of the command and after it
+    (``sm_busy``; the QK's fields they need latched when they start, SM_HAND, once the rows
+    before are done), while the next token block's, or the next QK's, tiles fill the other
+    of two score buffers and its MASK the other of two key-mask buffers. With a weight port (``config.weight_port_bytes = B``) LINEAR
     weights come instead through ``wgt_req`` / ``wgt_data``, one request per row block in
     :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4`` rows'
     value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
@@ -89,6 +92,10 @@ class EngineOps(wiring.Component):
     done : Out(1)
     flush : In(1)
         The kernel starts a Program: forget the cached requantizer records (below).
+    sm_busy : Out(1)
+        A QK_SOFTMAX's softmax rows still run (and write the scratchpad through ``w_*``)
+        after its ``done``: the kernel starts no command that could see them (anything but a
+        QK_SOFTMAX that reads none of the probabilities' bytes) until it falls.
     r_* / r2_* : the scratchpad's read ports A and B, ``spm_lanes`` words wide (word
         addresses); only wide staging uses more than lane 0.
     w_* : the scratchpad's write port, ``spm_lanes`` words wide (byte enables); only the
@@ -138,8 +145,8 @@ class EngineOps(wiring.Component):
     ports, a mask word of ``P`` keys with wide ones).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``2 C`` score banks (a token's
-    even and odd words) of ``ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits and a
-    ``max_row``-bit key mask; with wide
+    even and odd words) of ``2 ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits and a
+    ``2 max_row``-bit key mask (two buffers each); with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
     banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
     (a row's bias, multiplier and shift for 4 row blocks: LUTRAM), a 16-entry x 96-bit tile
@@ -156,7 +163,7 @@ class EngineOps(wiring.Component):
             "job": In(stream.Signature(engine_job_layout())),
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
-            "done": Out(1), "flush": In(1),
+            "done": Out(1), "flush": In(1), "sm_busy": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -274,9 +281,23 @@ class EngineOps(wiring.Component):
         # score banks: token column c's scores, a word of P keys per entry, its even words in
         # sc_mem[c] and its odd ones in sc_mem[C + c], so the write-out can write two
         # neighbouring words a cycle
-        sc_mem = [Memory(shape=unsigned(32 * P), depth=-(-nkb // 2), init=[])
-                  for _ in range(2 * C)]
-        mask_mem = Memory(shape=unsigned(P), depth=nkb, init=[])
+        # Two buffers of each (entries from hd, nkb on: buffer 1): a QK's tiles fill score
+        # buffer qbuf (flipped when a token block's scores are all out) and its MASK mask
+        # buffer mq (flipped per QK) while the softmax rows before read the others (sbuf, smk)
+        hd = -(-nkb // 2)
+        sc_mem = [Memory(shape=unsigned(32 * P), depth=2 * hd, init=[]) for _ in range(2 * C)]
+        mask_mem = Memory(shape=unsigned(P), depth=2 * nkb, init=[])
+        qbuf, sbuf = Signal(), Signal()
+        # the softmax rows run beside the next commands (sm_busy) with the QK's fields latched
+        # when they start: its tokens, the block's rows (tokens - t0), softmax beats a row,
+        # multiplier, shift, output stride
+        sj_tokens, sj_left, sj_nbeats = Signal(32), Signal(32), Signal(32)
+        sj_mult, sj_shift, sj_stride = Signal(32), Signal(6), Signal(32)
+        sm_busy = Signal()
+        m.d.comb += self.sm_busy.eq(sm_busy)
+        # sm_all: the rows' scores are all written; mq: the key-mask buffer the QK's MASK
+        # fills (flipped per QK; qbuf flips per token block), smk: the one the rows read
+        sm_all, mq, smk = Signal(), Signal(), Signal()
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
             m.submodules[f"buf{k}"] = mem
         m.submodules.mask_mem = mask_mem
@@ -626,20 +647,20 @@ class EngineOps(wiring.Component):
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
         for c in range(2 * C):
-            m.d.comb += sc_r[c].addr.eq(kb >> 1)
-        m.d.comb += mk_r.addr.eq(kb)
+            m.d.comb += sc_r[c].addr.eq((kb >> 1) + Mux(sbuf, hd, 0))
+        m.d.comb += mk_r.addr.eq(kb + Mux(smk, nkb, 0))
         kb_odd = Signal()  # the word the banks return is an odd one
         sc_data = Array(Mux(kb_odd, sc_r[C + c].data, sc_r[c].data) for c in range(C))[f_sel]
         s_base = Signal(32)
         m.d.sync += [s_base.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
-                         sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < job.tokens))]
+                         sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < sj_tokens))]
         m.d.comb += [sfifo.w_data.eq(sbeat), sfifo.w_en.eq(s_pend),
                      sm.i.payload.eq(sfifo.r_data), sm.i.valid.eq(sfifo.r_rdy),
                      sfifo.r_en.eq(sm.i.ready),
-                     sm.cmd.payload.length.eq(job.tokens), sm.cmd.payload.mult.eq(job.mult),
-                     sm.cmd.payload.shift.eq(job.shift)]
+                     sm.cmd.payload.length.eq(sj_tokens), sm.cmd.payload.mult.eq(sj_mult),
+                     sm.cmd.payload.shift.eq(sj_shift)]
         sm_held = Signal()
         sm_v = Signal(data.ArrayLayout(unsigned(8), P))
         # a cycle writes up to the write port's 4 L bytes from the first one's byte ``off`` in
@@ -694,6 +715,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += [r0.eq(0), rq_ptr.eq(p.rq_off), pf_rq.eq(early),
                                  rq_pf.eq(early)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
+                        m.d.sync += mq.eq(~mq)
                         m.next = "MASK"
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
                         m.next = "TABLE"
@@ -1061,10 +1083,8 @@ class EngineOps(wiring.Component):
                                  a_base.eq(0), out_blk.eq(out_chunk)]
                     with m.If(r0 + R < job.rows):
                         m.next = "WGT"
-                    with m.Elif(is_qk):  # the softmax rows follow the last scores out
-                        m.d.sync += [f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
-                                     sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0)]
-                        m.next = "SM_RUN"
+                    with m.Elif(is_qk):  # the softmax rows, once the scores are out
+                        m.next = "SM_HAND"
                     with m.Else():
                         m.next = "WO_WAIT"
             # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
@@ -1073,68 +1093,25 @@ class EngineOps(wiring.Component):
                 with m.If(~desc.r_rdy):
                     m.next = "BLOCK_END"
 
-            # QK: the token block's softmax rows
-            with m.State("SM_RUN"):
-                def row_in(r):
-                    return (r < C) & (t0 + r < job.tokens)
-
-                m.d.comb += sm.cmd.valid.eq(row_in(cm_c))
-                with m.If(sm.cmd.valid & sm.cmd.ready):
-                    m.d.sync += cm_c.eq(cm_c + 1)
-                # a row's scores are read once they are all written: every tile's but the
-                # last's, and the last's beat f_c (the write-out writes to the score banks,
-                # the softmax drain to the scratchpad)
-                scored = ~desc.r_rdy | ((desc.level == 1) & (f_c < beats_out))
-                s_go = row_in(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
-                for c in range(2 * C):
-                    m.d.comb += sc_r[c].en.eq(s_go)
-                m.d.comb += mk_r.en.eq(s_go)
-                with m.If(s_go):
-                    m.d.sync += s_pend.eq(1)
-                    with m.If(kb + 1 == nbeats):
-                        m.d.sync += [kb.eq(0), f_c.eq(f_c + 1)]
-                    with m.Else():
-                        m.d.sync += kb.eq(kb + 1)
-                # the held beat's probabilities, the ones that share a scratchpad word per
-                # cycle (up to the row's end); the next beat is taken in the beat's last cycle
-                beat_done = Signal()
-                m.d.comb += sm.o.ready.eq(~sm_held | beat_done)
-                with m.If(sm_held):
-                    p_addr = Signal(32)
-                    m.d.comb += p_addr.eq(sm_ptr + sm_key)
-                    off = p_addr[:2]
-                    to_row_end = job.tokens - sm_key
-                    remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
-                    p_n = Mux(remaining < 4 * L - off, remaining, 4 * L - off)
-                    m.d.comb += self.w_addr.eq(p_addr >> 2)
-                    for j in range(4 * L):  # byte lane j of the port: the beat's head + j - off
-                        for o in range(min(j + 1, 4)):
-                            if j - o < P:
-                                with m.If(off == o):
-                                    m.d.comb += [self.w_data.word_select(j, 8).eq(sm_v[j - o]),
-                                                 self.w_en[j].eq(j - o < p_n)]
-                    m.d.sync += [sm_lane.eq(sm_lane + p_n), sm_key.eq(sm_key + p_n)]
-                    with m.Switch(p_n):  # the rest of the beat moves to its head
-                        for v in sm_shifts:
-                            with m.Case(v):
-                                m.d.sync += sm_v.eq(sm_v.as_value() >> (8 * v))
-                    with m.If(p_n == remaining):
-                        m.d.comb += beat_done.eq(1)
-                        with m.If(~sm.o.valid):
-                            m.d.sync += sm_held.eq(0)
-                        with m.If(sm_key + p_n >= job.tokens):  # the row's last beat
-                            m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + job.out_stride),
-                                         sm_key.eq(0)]
-                            with m.If(~row_in(d_c + 1)):
-                                m.next = "BLOCK_END"
-                with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
-                    m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
+            # QK: the token block's softmax rows start beside the write-out of its last scores,
+            # once the softmax rows before them are done, and run on after the command
+            with m.State("SM_HAND"):
+                with m.If(~sm_busy):
+                    m.d.sync += [sm_busy.eq(1), sm_all.eq(0), f_c.eq(0), kb.eq(0), cm_c.eq(0),
+                                 d_c.eq(0), sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0),
+                                 sj_tokens.eq(job.tokens), sj_left.eq(job.tokens - t0),
+                                 sj_nbeats.eq(nbeats), sj_mult.eq(job.mult),
+                                 sj_shift.eq(job.shift), sj_stride.eq(job.out_stride),
+                                 sbuf.eq(qbuf), smk.eq(mq)]
+                    m.next = "BLOCK_END"
 
             with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any (QK:
                 # once its padding tokens' scores are out too)
                 with m.If(~desc.r_rdy):
                     m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
                                  i1.eq(0), ab.eq(0), abase.eq(0), nblk.eq(0)]
+                    with m.If(is_qk):  # its scores are all out: the next ones into the other
+                        m.d.sync += qbuf.eq(~qbuf)
                     with m.If(at < job.tokens):
                         if B:  # its first row block loads while it is staged
                             m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
@@ -1143,6 +1120,67 @@ class EngineOps(wiring.Component):
                         m.next = "ACT"
                     with m.Else():
                         finish()
+
+        # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
+        # and mask bits into the unit, a drain writes the probabilities
+        with m.If(~desc.r_rdy):  # the block's scores are all out (sticky until the next
+            # SM_HAND: a multi-block QK's next tiles fill the descriptor FIFO again)
+            m.d.sync += sm_all.eq(1)
+        with m.If(sm_busy):
+            def row_in(r):
+                return (r < C) & (r < sj_left)
+
+            m.d.comb += sm.cmd.valid.eq(row_in(cm_c))
+            with m.If(sm.cmd.valid & sm.cmd.ready):
+                m.d.sync += cm_c.eq(cm_c + 1)
+            # a row's scores are read once they are all written: every tile's but the
+            # last's, and the last's beat f_c (the write-out writes to the score banks,
+            # the softmax drain to the scratchpad)
+            scored = sm_all | ~desc.r_rdy | ((desc.level == 1) & (f_c < beats_out))
+            s_go = row_in(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
+            for c in range(2 * C):
+                m.d.comb += sc_r[c].en.eq(s_go)
+            m.d.comb += mk_r.en.eq(s_go)
+            with m.If(s_go):
+                m.d.sync += s_pend.eq(1)
+                with m.If(kb + 1 == sj_nbeats):
+                    m.d.sync += [kb.eq(0), f_c.eq(f_c + 1)]
+                with m.Else():
+                    m.d.sync += kb.eq(kb + 1)
+            # the held beat's probabilities, the ones that share a scratchpad word per
+            # cycle (up to the row's end); the next beat is taken in the beat's last cycle
+            beat_done = Signal()
+            m.d.comb += sm.o.ready.eq(~sm_held | beat_done)
+            with m.If(sm_held):
+                p_addr = Signal(32)
+                m.d.comb += p_addr.eq(sm_ptr + sm_key)
+                off = p_addr[:2]
+                to_row_end = sj_tokens - sm_key
+                remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
+                p_n = Mux(remaining < 4 * L - off, remaining, 4 * L - off)
+                m.d.comb += self.w_addr.eq(p_addr >> 2)
+                for j in range(4 * L):  # byte lane j of the port: the beat's head + j - off
+                    for o in range(min(j + 1, 4)):
+                        if j - o < P:
+                            with m.If(off == o):
+                                m.d.comb += [self.w_data.word_select(j, 8).eq(sm_v[j - o]),
+                                             self.w_en[j].eq(j - o < p_n)]
+                m.d.sync += [sm_lane.eq(sm_lane + p_n), sm_key.eq(sm_key + p_n)]
+                with m.Switch(p_n):  # the rest of the beat moves to its head
+                    for v in sm_shifts:
+                        with m.Case(v):
+                            m.d.sync += sm_v.eq(sm_v.as_value() >> (8 * v))
+                with m.If(p_n == remaining):
+                    m.d.comb += beat_done.eq(1)
+                    with m.If(~sm.o.valid):
+                        m.d.sync += sm_held.eq(0)
+                    with m.If(sm_key + p_n >= sj_tokens):  # the row's last beat
+                        m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + sj_stride),
+                                     sm_key.eq(0)]
+                        with m.If(~row_in(d_c + 1)):
+                            m.d.sync += sm_busy.eq(0)
+            with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
+                m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
 
         # the records loader: 3 words a row of the block (or, nx_go, of the next block) into
         # the next slot
@@ -1220,7 +1258,8 @@ class EngineOps(wiring.Component):
             with m.Case(1):  # KM mask bytes from key tgt_i1 (a multiple of KM) -> its bits
                 mask_bytes = self.r_data >> (rd_off * 8)
                 bits = Cat(mask_bytes.word_select(j, 8) != 0 for j in range(KM))
-                m.d.comb += [mk_w.addr.eq(tgt_i1 // P), mk_w.data.eq(bits.replicate(P // KM)),
+                m.d.comb += [mk_w.addr.eq(tgt_i1 // P + Mux(mq, nkb, 0)),
+                             mk_w.data.eq(bits.replicate(P // KM)),
                              mk_w.en.eq(Const((1 << KM) - 1, P) << (tgt_i1 % P))]
             with m.Case(4):  # key words: 4 slots of a key row, their dense indices
                 m.d.sync += prev_a.eq(word_in)
@@ -1372,10 +1411,12 @@ class EngineOps(wiring.Component):
                 for c in range(C):
                     with m.If(beats_out == c):  # the even bank takes the even word of the two
                         ev, od = sc_w[c], sc_w[C + c]
-                        m.d.comb += [ev.addr.eq(Mux(odd, half + 1, half)),
+                        qb = Mux(qbuf, hd, 0)
+                        m.d.comb += [ev.addr.eq(Mux(odd, half + 1, half) + qb),
                                      ev.data.eq(Mux(odd, data_b, data_a)),
                                      ev.en.eq(Mux(odd, en_b, en_a)),
-                                     od.addr.eq(half), od.data.eq(Mux(odd, data_a, data_b)),
+                                     od.addr.eq(half + qb),
+                                     od.data.eq(Mux(odd, data_a, data_b)),
                                      od.en.eq(Mux(odd, en_a, en_b))]
             with m.Else():  # LINEAR / PV: the beat's elements that share the
                 # write port's L words; the beat's head (held_v[0 ..]) goes out first

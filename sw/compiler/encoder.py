@@ -364,7 +364,36 @@ def _place(order, first, last, size, best: bool) -> tuple[dict[str, int], int]:
     return spm, peak
 
 
-def allocate_step(g: Graph) -> Schedule:
+def order_step(g: Graph) -> Graph:
+    """Each run of attention commands (a layer's QK_SOFTMAX and PV per head) becomes its
+    QK_SOFTMAXes, then its PVs, each in the order they came, when the scratchpad then still
+    holds the encoder (every head's probabilities are live at once): the kernel runs a
+    QK_SOFTMAX's softmax rows beside the next QK_SOFTMAX, while any other command waits for
+    them (:mod:`hw.top.accelerator`). Otherwise, or when a QK_SOFTMAX of the run reads what a
+    PV of it writes, the graph as it was."""
+    nodes, run = [], []
+    attention = (Op.QK_SOFTMAX, Op.PV)
+
+    def flush():
+        qk = [n for n in run if n.op == Op.QK_SOFTMAX]
+        pv = [n for n in run if n.op == Op.PV]
+        written = {n.output for n in pv}
+        nodes.extend(run if any(t in written for n in qk for t in n.inputs) else qk + pv)
+        run.clear()
+
+    for n in g.nodes:
+        if n.op in attention:
+            run.append(n)
+        else:
+            flush()
+            nodes.append(n)
+    flush()
+    ordered = dataclasses.replace(g, nodes=nodes)
+    return ordered if _allocate(ordered)[1] <= g.config.spm_bytes else g
+
+
+def _allocate(g: Graph) -> tuple[dict[str, int], int, dict[str, int], dict[str, int]]:
+    """The scratchpad offsets of ``g``'s tensors, the peak, and their first and last steps."""
     # lifetimes in node steps; the input and mask are live from the start (LOAD), the output
     # to the end (STORE)
     end = len(g.nodes)
@@ -384,6 +413,11 @@ def allocate_step(g: Graph) -> Schedule:
               sorted(first, key=lambda t: (first[t] - last[t], first[t])))
     spm, peak = min((_place(order, first, last, size, best) for order in orders
                      for best in (False, True)), key=lambda r: r[1])
+    return spm, peak, first, last
+
+
+def allocate_step(g: Graph) -> Schedule:
+    spm, peak, first, last = _allocate(g)
     if peak > g.config.spm_bytes:
         raise CompileError(f"the encoder needs {peak} bytes of scratchpad at its peak, config "
                            f"{g.config.name!r} has {g.config.spm_bytes} (spm_kib = "
@@ -537,8 +571,8 @@ def emit_step(s: Schedule) -> Compiled:
 
 
 #: The compiler's steps, in order: (name, function from the previous IR).
-STEPS = (("lower", lower_step), ("fuse", fuse_step), ("allocate", allocate_step),
-         ("emit", emit_step))
+STEPS = (("lower", lower_step), ("fuse", fuse_step), ("order", order_step),
+         ("allocate", allocate_step), ("emit", emit_step))
 
 
 def compile_encoder(model, config: AcceleratorConfig, samples: torch.Tensor,

@@ -6,8 +6,10 @@ a command, fed at full rate: the architecture's target. This module gives what t
 operand staging of :class:`~hw.top.engine_ops.EngineOps` and its result write-out beside the
 next tiles (:class:`_Results`, simulated a cycle at a time), the
 element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`. A command's
-cycles can depend on the ones before it (:class:`KernelState`: EngineOps' records cache), so
-a Program's are :func:`command_costs`.
+cycles can depend on the ones before it (:class:`KernelState`: EngineOps' records cache, and a
+QK_SOFTMAX's softmax rows, which run on after its command: the next command's CHECK waits
+for them unless it is a QK_SOFTMAX that reads none of their bytes), so a Program's are
+:func:`command_costs`.
 ``tests/test_sim_top.py`` checks it against the RTL's cycle counter, with device memory
 always ready. The state sequence is read from the RTL; a few pipeline constants (the
 feed's ``FEED_LATENCY``, the softmax row's and the vector commands' end costs) were
@@ -201,13 +203,34 @@ def _indices(skip: int, page_off: int, words: int, steps: int, ib: int) -> int:
 class KernelState:
     """What a command leaves in the kernel for the next ones: the requantizer records that
     slot 0 holds, as (params offset, words) of the load that filled it (EngineOps' records
-    cache; ``None`` when the kernel starts a Program)."""
+    cache; ``None`` when the kernel starts a Program); the cycle ``now`` at which the next
+    command's fetch starts, and the last QK_SOFTMAX's softmax rows, which run on after its
+    command: the first cycle they are done (``sm_end``, on the same count) and the bytes they
+    write (``sm_range``, [lo, hi))."""
 
     def __init__(self):
         self.rq_slot0: tuple[int, int] | None = None
+        self.now = 0
+        self.sm_end = -1
+        self.sm_range = (0, 0)
 
 
-def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState) -> int:  # noqa: C901
+def _beside(cmd: Command, state: KernelState) -> bool:
+    """Whether ``cmd`` starts beside the softmax rows still running: a QK_SOFTMAX that reads
+    none of their bytes (hw.top.accelerator's CHECK; the Program is assumed good)."""
+    if cmd.op != Op.QK_SOFTMAX:
+        return False
+    a = cmd.args
+    rows = (a["tokens"] - 1) * a["stride"] + a["d"]
+    lo, hi = state.sm_range
+    return all(end <= lo or start >= hi for start, end in (
+        (a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
+        (a["mask"], a["mask"] + a["tokens"])))
+
+
+def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C901
+            base: int = 0) -> int:
+    """The engine command's cycles from ENG_START (cycle ``base`` on ``state``'s count)."""
     a = cmd.args
     R, C, M = cfg.pe_rows, cfg.pe_cols, cfg.m
     ib = cfg.index_bits
@@ -372,14 +395,20 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState) -> int:  #
                                            [beat(t, r0) for t in range(t0, t0 + C)])
                 cyc = last + 2
         done = results.finish()  # the chunk's last result's last write
-        if cmd.op == Op.QK_SOFTMAX:  # SM_RUN: the block's query rows through the softmax
-            # unit, each once its scores are all written (the last tile's beat for it)
+        if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the softmax rows before are done, the
+            # block's query rows go through the softmax unit from the next cycle on, beside
+            # the rest of the command and the next commands, each row once its scores are all
+            # written (the last tile's beat for it); BLOCK_END once the padding tokens' are
+            # out too
             t0 = first * C
-            ready = tuple(max(0, w + 1 - cyc) for w in results.writes[-C:][:tokens - t0])
-            cyc += softmax_phase_cycles(cfg, tokens, tuple(
+            hand = max(cyc, state.sm_end - base)
+            start = hand + 1
+            ready = tuple(max(0, w + 1 - start) for w in results.writes[-C:][:tokens - t0])
+            state.sm_end = base + start + softmax_phase_cycles(cfg, tokens, tuple(
                 (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
                 ready)
-            cyc = max(cyc, done + 1) + 1  # BLOCK_END, once the padding tokens' are out too
+            state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
+            cyc = max(hand + 1, done + 1) + 1
         else:  # WO_WAIT until the chunk's last result is written, BLOCK_END
             cyc = max(cyc, done + 1) + 2
     return cyc
@@ -575,8 +604,20 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
     fetches the next; ``index``: its position in the Program (:func:`fetch_cycles`);
     ``state``: what the commands before it left (updated; a fresh kernel without it).
     :func:`command_costs` gives a Program's, in order."""
+    if state is None:
+        state = KernelState()
+    cycles = _command(cmd, config, index, state)
+    state.now += cycles
+    return cycles
+
+
+def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
     a = cmd.args
+    # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run,
+    # unless the command starts beside them
     fetch = fetch_cycles(index, config)
+    if not _beside(cmd, state):
+        fetch += max(0, state.sm_end - (state.now + fetch - 1))
     if cmd.op == Op.END:
         return fetch - 1
     if cmd.op in (Op.LOAD, Op.STORE):
@@ -591,7 +632,7 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
             return fetch + read_cycles(start, n, beat, burst) + 1
         return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
-        return fetch + _engine(cmd, config, KernelState() if state is None else state) + 1
+        return fetch + _engine(cmd, config, state, state.now + fetch) + 1
     return fetch + _vector(cmd, config)
 
 
