@@ -66,10 +66,11 @@ class EngineOps(wiring.Component):
     later rows are still coming in. The rows run beside the rest of the command and after it
     (``sm_busy``; the QK's fields they need latched when they start, SM_HAND, once the rows
     before are done), while the next token block's, or the next QK's, tiles fill the other
-    of two score buffers and its MASK the other of two key-mask buffers. With a weight port (``config.weight_port_bytes = B``) LINEAR
-    weights come instead through ``wgt_req`` / ``wgt_data``, one request per row block in
-    :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4`` rows'
-    value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
+    of two score buffers and its MASK the other of two key-mask buffers. With a weight port
+    (``config.weight_port_bytes = B``) LINEAR weights come instead through ``wgt_req`` /
+    ``wgt_data``, one request per row block in :mod:`sw.compiler.weight_layout`'s
+    interleaved layout: each beat writes ``B / 4`` rows' value banks, or
+    ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
     loader does this into the banks' other buffer: a chunk's first row block while the chunk's
     activations (and the GELU table) are staged, each next one from the previous block's
     requantizer records on, while its tiles run and their results go out. Token rows are
