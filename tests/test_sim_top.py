@@ -783,6 +783,63 @@ def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault)
         want += cyc
 
 
+def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
+    """With one softmax lane a tile's scores take 4 cycles a beat to go out, so the next
+    QK_SOFTMAX (other keys: 13, then 16) has its first tile's sums captured while the last
+    scores of the one before still go out: each tile's rows and score buffer come with it
+    through the descriptor FIFO. Bit for bit, cycle for cycle command by command."""
+    from sw.perf import top
+
+    cfg = preset("tiny").replace(name="qkdrain", m=4, n_max=4, pe_rows=8, pe_cols=16,
+                                 max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
+
+    def qk(q, k, p, tokens):
+        return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": 5, "tokens": tokens, "d": 4,
+                                       "mask": 701, "mult": 3000, "shift": 20, "p": p,
+                                       "p_stride": 16})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            qk(5, 301, 3001, 16), qk(101, 401, 3301, 13), qk(201, 501, 3601, 16),
+            Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 1000}), Command(Op.END, {})]
+    # the model: a QK_SOFTMAX's first tile is captured with scores of the one before queued
+    firsts, engine, capture = [], top._engine, top._Results.capture
+
+    def engine_spy(*args, **kwargs):
+        firsts.append(None)
+        return engine(*args, **kwargs)
+
+    def capture_spy(self, ready, beats):
+        at = capture(self, ready, beats)
+        if firsts[-1] is None:
+            firsts[-1] = bool(self.fifo or self.held)
+        return at
+
+    monkeypatch.setattr(top, "_engine", engine_spy)
+    monkeypatch.setattr(top._Results, "capture", capture_spy)
+    costs = top.command_costs(cmds, cfg)
+    monkeypatch.undo()
+    assert firsts == [False, True, False]  # (the third: 13 keys go out faster)
+    program = _program(cmds, config=cfg)
+    inp = np.random.default_rng(9).integers(0, 256, 2048, dtype=np.uint8)
+    out = {}
+    for kind in ("ref", "rtl"):
+        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
+        bufs = {b: dev.allocate(size, b) for b, size in (
+            ("program", len(program)), ("params", 64), ("input", 2048), ("output", 1000))}
+        dev.write(bufs["program"], program)
+        dev.write(bufs["input"], inp.tobytes())
+        res = dev.wait(dev.run(**bufs), timeout=120)
+        out[kind] = (dev.read(bufs["output"]), res)
+    assert out["rtl"][0] == out["ref"][0]
+    res = out["rtl"][1]
+    assert res.cycles == top.HEADER + sum(costs)
+    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
+    want = top.HEADER
+    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += cyc
+
+
 @pytest.mark.parametrize("M, nm, spm, P", [(8, (3, 8), 1, 4), (4, (1, 4), 1, 4),
                                            (4, (2, 4), 2, 8)])
 def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, spm, P):

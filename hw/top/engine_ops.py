@@ -57,8 +57,9 @@ class EngineOps(wiring.Component):
     through the engine against every token block of the chunk. A tile's results go out (the
     *write-out*: requantizer, a 2-beat result FIFO, the scratchpad's write port or QK's score
     banks) while the next tiles run: each tile leaves its first row, first token and output
-    address in a descriptor FIFO for the write-out, and a LINEAR or PV chunk waits for its
-    last results before the next chunk's staging. QK keeps a token block's raw scores on
+    address (QK: also its keys and score buffer) in a descriptor FIFO for the write-out, and a
+    LINEAR or PV chunk waits for its last results before the next chunk's staging (a QK's
+    scores go on out beside its next chunk, or the next QK). QK keeps a token block's raw scores on
     chip until every key block is done and then streams the block's softmax rows through
     the unit with the key mask, each row once the last tile's scores for it are written: a
     feed reads a beat of scores a cycle, the unit takes a
@@ -633,7 +634,11 @@ class EngineOps(wiring.Component):
         # the tile's last write. At most 3 tiles are between the engine and its sums' capture
         # (one draining, one waiting, one stepping) and 7 beats after the engine (4 in the
         # requantizer, 2 in ofifo, one held): RUN never finds the FIFO full
-        desc_l = data.StructLayout({"r0": unsigned(32), "t0": unsigned(32), "out": unsigned(32)})
+        # (QK: the tile's command's rows (keys), score buffer, and whether it is its token
+        # block's last tile: a QK's scores may still go out while the next QK runs)
+        desc_l = data.StructLayout({"r0": unsigned(32), "t0": unsigned(32), "out": unsigned(32),
+                                    "rows": unsigned(32), "buf": unsigned(1),
+                                    "last": unsigned(1)})
         m.submodules.desc = desc = fifo.SyncFIFO(width=desc_l.size, depth=16)
         wo = data.View(desc_l, desc.r_data)
 
@@ -1056,7 +1061,8 @@ class EngineOps(wiring.Component):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
                 m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
-                             desc.w_data.eq(Cat(r0, t0, out_blk))]
+                             desc.w_data.eq(Cat(r0, t0, out_blk, job.rows, qbuf,
+                                                is_qk & (r0 + R >= job.rows)))]
                 with m.If(eng.cmd.ready & desc.w_rdy):
                     m.d.sync += [ws.eq(0), ag.eq(0)]
                     m.next = "STREAM"
@@ -1098,21 +1104,21 @@ class EngineOps(wiring.Component):
             # once the softmax rows before them are done, and run on after the command
             with m.State("SM_HAND"):
                 with m.If(~sm_busy):
-                    m.d.sync += [sm_busy.eq(1), sm_all.eq(0), f_c.eq(0), kb.eq(0), cm_c.eq(0),
+                    m.d.sync += [sm_busy.eq(1), f_c.eq(0), kb.eq(0), cm_c.eq(0),
                                  d_c.eq(0), sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0),
                                  sj_tokens.eq(job.tokens), sj_left.eq(job.tokens - t0),
                                  sj_nbeats.eq(nbeats), sj_mult.eq(job.mult),
                                  sj_shift.eq(job.shift), sj_stride.eq(job.out_stride),
-                                 sbuf.eq(qbuf), smk.eq(mq)]
+                                 sbuf.eq(qbuf), qbuf.eq(~qbuf), smk.eq(mq),
+                                 sm_all.eq(~desc.r_rdy | (desc.r_en & (desc.level == 1)))]
                     m.next = "BLOCK_END"
 
-            with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any (QK:
-                # once its padding tokens' scores are out too)
-                with m.If(~desc.r_rdy):
+            with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any, once
+                # its results are out (QK: at once; its scores go out beside what follows, each
+                # tile's with the rows and score buffer it left in the descriptor FIFO)
+                with m.If(~desc.r_rdy | is_qk):
                     m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
                                  i1.eq(0), ab.eq(0), abase.eq(0), nblk.eq(0)]
-                    with m.If(is_qk):  # its scores are all out: the next ones into the other
-                        m.d.sync += qbuf.eq(~qbuf)
                     with m.If(at < job.tokens):
                         if B:  # its first row block loads while it is staged
                             m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
@@ -1124,8 +1130,8 @@ class EngineOps(wiring.Component):
 
         # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
         # and mask bits into the unit, a drain writes the probabilities
-        with m.If(~desc.r_rdy):  # the block's scores are all out (sticky until the next
-            # SM_HAND: a multi-block QK's next tiles fill the descriptor FIFO again)
+        with m.If(desc.r_en & wo.last):  # the block's scores are all out (its last tile's
+            # last write; at SM_HAND: gone already, or going; sticky until the next SM_HAND)
             m.d.sync += sm_all.eq(1)
         with m.If(sm_busy):
             def row_in(r):
@@ -1137,7 +1143,7 @@ class EngineOps(wiring.Component):
             # a row's scores are read once they are all written: every tile's but the
             # last's, and the last's beat f_c (the write-out writes to the score banks,
             # the softmax drain to the scratchpad)
-            scored = sm_all | ~desc.r_rdy | ((desc.level == 1) & (f_c < beats_out))
+            scored = sm_all | (desc.r_rdy & wo.last & (f_c < beats_out))
             s_go = row_in(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
             for c in range(2 * C):
                 m.d.comb += sc_r[c].en.eq(s_go)
@@ -1395,12 +1401,12 @@ class EngineOps(wiring.Component):
                              word_key.eq(rrow - s_lane), d.eq(word_key - wo.r0),
                              n_a.eq(Mux(R - hr < P - s_lane, R - hr, P - s_lane)),
                              rest.eq(R - hr - n_a),
-                             n_out.eq(n_a + Mux(word_key + P < job.rows,
+                             n_out.eq(n_a + Mux(word_key + P < wo.rows,
                                                 Mux(rest < P, rest, P), 0)),
-                             qk_end.eq(word_key + 2 * P >= job.rows)]
+                             qk_end.eq(word_key + 2 * P >= wo.rows)]
                 en_a = Cat((lane >= s_lane) & (lane - s_lane < R - hr)
-                           & (word_key + lane < job.rows) for lane in range(P))
-                en_b = Cat((lane < rest) & (word_key + P + lane < job.rows) for lane in range(P))
+                           & (word_key + lane < wo.rows) for lane in range(P))
+                en_b = Cat((lane < rest) & (word_key + P + lane < wo.rows) for lane in range(P))
                 data_a, data_b = Signal(32 * P), Signal(32 * P)
                 with m.Switch(d):
                     for dv, word_v in qk_word.items():
@@ -1412,7 +1418,7 @@ class EngineOps(wiring.Component):
                 for c in range(C):
                     with m.If(beats_out == c):  # the even bank takes the even word of the two
                         ev, od = sc_w[c], sc_w[C + c]
-                        qb = Mux(qbuf, hd, 0)
+                        qb = Mux(wo.buf, hd, 0)
                         m.d.comb += [ev.addr.eq(Mux(odd, half + 1, half) + qb),
                                      ev.data.eq(Mux(odd, data_b, data_a)),
                                      ev.en.eq(Mux(odd, en_b, en_a)),

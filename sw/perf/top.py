@@ -28,6 +28,7 @@ gets slower: the model is then a lower bound.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 from hw.config import AcceleratorConfig
@@ -213,6 +214,11 @@ class KernelState:
         self.now = 0
         self.sm_end = -1
         self.sm_range = (0, 0)
+        # a QK_SOFTMAX's scores still going out (its write-out, and the cycle the engine
+        # captured its last tile's sums), on the count of ``qk_base``
+        self.qk_results: _Results | None = None
+        self.qk_captured = 0
+        self.qk_base = 0
 
 
 def _beside(cmd: Command, state: KernelState) -> bool:
@@ -365,8 +371,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
-        results = _Results(C, requant)
-        captured = 0  # the cycle the engine captured the previous tile's sums
+        if cmd.op == Op.QK_SOFTMAX and state.qk_results is not None:
+            # the scores of the QK_SOFTMAX (or token block) before may still go out
+            results, captured = state.qk_results, state.qk_captured
+            results.rebase(base - state.qk_base)
+            captured -= base - state.qk_base
+        else:
+            results = _Results(C, requant)
+            captured = 0  # the cycle the engine captured the previous tile's sums
         rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
         for j in range(rblocks):
             r0 = j * R
@@ -394,6 +406,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 captured = results.capture(last + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
                 cyc = last + 2
+        if cmd.op == Op.QK_SOFTMAX:  # its scores go out beside what follows
+            state.qk_results, state.qk_captured, state.qk_base = results, captured, base
+            results = copy.deepcopy(results)
         done = results.finish()  # the chunk's last result's last write
         if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the softmax rows before are done, the
             # block's query rows go through the softmax unit from the next cycle on, beside
@@ -408,7 +423,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
                 ready)
             state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
-            cyc = max(hand + 1, done + 1) + 1
+            cyc = hand + 2
         else:  # WO_WAIT until the chunk's last result is written, BLOCK_END
             cyc = max(cyc, done + 1) + 2
     return cyc
@@ -429,6 +444,11 @@ class _Results:
         self.held = 0  # write cycles left of the held beat
         self.t = 0  # the next cycle
         self.writes: list[int] = []  # each beat's last write cycle, in order
+
+    def rebase(self, delta: int) -> None:
+        """Count cycles from ``delta`` cycles later on."""
+        self.t -= delta
+        self.writes = [w - delta for w in self.writes]
 
     def _idle(self) -> bool:
         return not (self.shadow or self.fifo or self.held or any(
@@ -631,6 +651,8 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         if cmd.op == Op.LOAD:
             return fetch + read_cycles(start, n, beat, burst) + 1
         return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
+    if cmd.op != Op.QK_SOFTMAX:  # (it started once every score was out)
+        state.qk_results = None
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config, state, state.now + fetch) + 1
     return fetch + _vector(cmd, config)
