@@ -633,14 +633,15 @@ def _check_cycles(cycles, commands, config, stall):
     assert cycles >= want if stall else cycles == want
 
 
-def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_start():
-    """PV commands whose first row block's records are already in the engine's records slot
-    0 (same params offset, same words) do not fetch them again: after an equal PV, after a
-    LINEAR that reloaded them; a different offset, or a 2-block PV, fetches. Checked against
-    the ref backend bit for bit and against the kernel model command by command (its
-    KernelState). Then the same Program runs after a first run on other records at that
-    offset, without a reset: the kernel forgets its records when it starts, so the results
-    and cycles are those of a fresh kernel."""
+def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_the_next_start():
+    """The engine's four records slots are filled in turn, from command to command. A PV whose
+    first row block's records are already in the slot it would fill (same params offset,
+    same words) does not fetch them again: the fifth equal PV, one after a LINEAR that
+    loaded the same into that slot, a 2-block PV; another offset fetches. Checked against the
+    ref backend bit for bit and against the kernel model command by command (its
+    KernelState); the PVs' results go out beside the next PV. Then the same Program runs
+    after a first run on other records at that offset, without a reset: the kernel forgets
+    its records when it starts, so the results and cycles are those of a fresh kernel."""
     from sw.nm import nm_mask, pack
     from sw.perf.top import HEADER, KernelState, command_costs, command_cycles
 
@@ -672,13 +673,15 @@ def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_star
             Command(Op.QK_SOFTMAX, {"q": 5, "k": 301, "stride": 13, "tokens": tokens, "d": 11,
                                     "mask": 701, "mult": 3000, "shift": 20, "p": 3501,
                                     "p_stride": 7}),
-            pv(4003), pv(4203),  # fetched, then in slot 0
+            pv(4003), pv(4203), pv(4403), pv(4603),  # slots 0 - 3: fetched
+            pv(4803),  # slot 0 holds them
             Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
                                 "rows": rows, "n": 2, "m": 4, "w_off": 0, "rq_off": 2048,
-                                "out": 3001, "out_stride": 20, "out_bits": 8}),
-            pv(4403),  # block 0 of the LINEAR left the same records in slot 0
-            pv(4603, rq_off=2060),  # another offset: fetched
-            pv(5003, d=16), pv(5403, d=16),  # fetched, then the first block's in slot 0
+                                "out": 3001, "out_stride": 20, "out_bits": 8}),  # slots 1 - 3
+            pv(5003),  # slot 0 holds them
+            pv(5203, rq_off=2060),  # slot 1 holds the LINEAR's first block's: fetched
+            pv(5403, d=16),  # slot 2 holds the LINEAR's second block's: fetched
+            pv(5603, d=16),  # slot 0 holds the first block's
             Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}),
             Command(Op.END, {})]
     program = _program(cmds, config=cfg)
@@ -687,9 +690,9 @@ def test_requantizer_records_in_slot_0_are_reused_and_forgotten_at_the_next_star
     costs = command_costs(cmds, cfg)
     state, uncached = KernelState(), []  # the model without the records cache
     for i, cmd in enumerate(cmds):
-        state.rq_slot0 = None
+        state.rq_slots = [None] * 4
         uncached.append(command_cycles(cmd, cfg, i, state))
-    assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [3, 5, 8]
+    assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [6, 8, 11]
     out = {}
     for kind, kw in (("ref", {}), ("rtl", {"trace": True}),
                      ("rerun", {"prerun": {2048: other}})):
@@ -835,6 +838,75 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     assert res.cycles == top.HEADER + sum(costs)
     fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
     want = top.HEADER
+    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += cyc
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
+    """A PV's last chunk's results go out after its command (3 chunks of a token block of
+    16: a chunk's before the next one's staging); the next PV starts beside them when
+    it reads none of their bytes; one whose P rows are those results, and STORE, wait for
+    them. With ``fault``, a bad PV (d over max_k) after one running beside stops the kernel
+    only once the results before are written: the memory equals the ref backend's. Bit for
+    bit, and cycle for cycle command by command."""
+    from sw.perf.top import HEADER, KernelState, _pv_beside, command_cycles, fetch_cycles
+
+    cfg = preset("tiny").replace(name="pvbeside", m=4, n_max=4, pe_rows=8, pe_cols=16,
+                                 max_k=48, spm_kib=8, act_buffer_depth=12)
+    rng = np.random.default_rng(6)
+    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    rq = np.zeros((8, 3), np.int32)
+    rq[:, 0] = rng.integers(-1000, 1000, 8)
+    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, 8), 22
+    params[2048:2048 + rq.nbytes] = rq.tobytes()
+
+    def pv(p, out, d=8):
+        return Command(Op.PV, {"p": p, "p_stride": 50, "v": 700, "stride": 9,
+                               "tokens": 48, "d": d, "rq_off": 2048, "out": out,
+                               "out_stride": 9})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            pv(5, 3001),
+            pv(105, 3501),  # beside
+            pv(3924, 6401)]  # its first P row is the last results before: it waits
+    if fault:
+        cmds += [pv(205, 6851), pv(205, 7301, d=300)]  # beside, then a bad one
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 4500}), Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    out = {}
+    for kind in ("ref", "rtl"):
+        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
+        bufs = {b: dev.allocate(size, b) for b, size in (
+            ("program", len(program)), ("params", len(params)), ("input", 2048),
+            ("output", 4500))}
+        for b, data in (("program", program), ("params", bytes(params)),
+                        ("input", inp.tobytes())):
+            dev.write(bufs[b], data)
+        try:
+            res = dev.wait(dev.run(**bufs), timeout=120)
+            out[kind] = (bytes(dev.memory), res.status, res.command, res)
+        except DeviceError as e:
+            out[kind] = (bytes(dev.memory), e.status, e.command, None)
+    assert out["rtl"][:3] == out["ref"][:3]
+    if fault:
+        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == 5
+        return
+    # the model: the results before still go out at each CHECK from the second PV to STORE;
+    # only the second PV starts beside them
+    state, costs, running, beside = KernelState(), [], [], []
+    for i, cmd in enumerate(cmds):
+        running.append(state.wo_end > state.now + fetch_cycles(i, cfg) - 1)
+        beside.append(_pv_beside(cmd, state))
+        costs.append(command_cycles(cmd, cfg, i, state))
+    assert running == [False, False, True, True, True, False]
+    assert [i for i in range(2, 5) if beside[i]] == [2]
+    res = out["rtl"][3]
+    assert res.cycles == HEADER + sum(costs)
+    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
+    want = HEADER
     for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
         assert fetched[i] == want, (i, cmd.op.name)
         want += cyc

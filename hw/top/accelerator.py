@@ -6,9 +6,11 @@ scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``
 / ``ADD_LAYERNORM`` / ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` /
 ``QK_SOFTMAX`` / ``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after
 another, but for a ``QK_SOFTMAX``'s softmax rows, which run on after its command
-(``eng.sm_busy``): the next command starts beside them only if it is a good ``QK_SOFTMAX``
-that reads none of the bytes they write (CHECK compares its query, key and mask ranges with
-them); any other command, ``END`` and any fault wait for them. So every value and status is
+(``eng.sm_busy``), and a ``PV``'s results, which go out after it (``eng.wo_busy``): the next
+command starts beside them only if it is a good ``QK_SOFTMAX`` (beside softmax rows) or
+``PV`` (beside results) that reads none of the bytes they write (CHECK compares its query,
+key and mask, or P and V, ranges with them); any other command, ``END`` and any fault wait
+for them. So every value and status is
 still that of running the commands one by one: :func:`sw.driver.executor.execute`.
 """
 
@@ -243,6 +245,7 @@ class Accelerator(wiring.Component):
 
         busy = Signal()
         sm_lo, sm_hi = Signal(33), Signal(33)  # the running softmax rows' bytes (below)
+        wo_lo, wo_hi = Signal(33), Signal(33)  # a PV's results' bytes
         cycles = Signal(32)
         status = Signal(8)  # the status the run ends with, valid with ctrl.done
         index = Signal(32)
@@ -518,13 +521,18 @@ class Accelerator(wiring.Component):
                 # command, END and any fault wait for them
                 qk_reads = ((w[1], w[1] + prods[0] + w[5]), (w[2], w[2] + prods[0] + w[5]),
                             (w[6], w[6] + w[4]))
-                beside = ((op == Op.QK_SOFTMAX) & ~eng_shape_bad & ~eng_spm_bad
-                          & ~reader.error & ~wgt_error
+                good = ~eng_shape_bad & ~eng_spm_bad & ~eng_params_bad & ~reader.error & ~wgt_error
+                beside = ((op == Op.QK_SOFTMAX) & good
                           & Cat((hi <= sm_lo) | (lo >= sm_hi) for lo, hi in qk_reads).all())
+                # likewise a PV's results may still go out (eng.wo_busy) into [wo_lo, wo_hi):
+                # only a good PV that reads none of them (P and V) starts beside them
+                pv_reads = ((w[1], w[1] + prods[0] + w[5]), (w[3], w[3] + prods[1] + w[6]))
+                pv_beside = ((op == Op.PV) & good
+                             & Cat((hi <= wo_lo) | (lo >= wo_hi) for lo, hi in pv_reads).all())
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                           | (op == Op.ADD_LAYERNORM))
-                with m.If(eng.sm_busy & ~beside):
+                with m.If((eng.sm_busy & ~beside) | (eng.wo_busy & ~pv_beside)):
                     pass
                 with m.Elif(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
@@ -580,6 +588,8 @@ class Accelerator(wiring.Component):
                 with m.If(eng.job.ready):
                     with m.If(op == Op.QK_SOFTMAX):  # where its softmax rows write
                         m.d.sync += [sm_lo.eq(w[9]), sm_hi.eq(w[9] + prods[1] + w[4])]
+                    with m.If(op == Op.PV):  # where its results go
+                        m.d.sync += [wo_lo.eq(w[8]), wo_hi.eq(w[8] + prods[2] + w[6])]
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
                 m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)
@@ -772,14 +782,14 @@ class Accelerator(wiring.Component):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(reader.error | wgt_error):
-                    with m.If(~eng.sm_busy):  # (after any softmax rows still running)
+                    with m.If(~eng.sm_busy & ~eng.wo_busy):  # (once every result is written)
                         finish(Status.BUS_ERROR)
                 with m.Else():
                     m.d.sync += index.eq(index + 1)
                     m.next = "FETCH"
-        # a QK_SOFTMAX's softmax rows write the scratchpad after its command (nothing else
-        # writes it meanwhile: CHECK holds every other command)
-        with m.If(eng.sm_busy):
+        # a QK_SOFTMAX's softmax rows and a PV's results write the scratchpad after their
+        # command (nothing else writes it meanwhile: CHECK holds every other command)
+        with m.If(eng.sm_busy | eng.wo_busy):
             m.d.comb += [spm.w_addr.eq(eng.w_addr), spm.w_data.eq(eng.w_data),
                          spm.w_en.eq(eng.w_en)]
         return m

@@ -57,14 +57,15 @@ class EngineOps(wiring.Component):
     through the engine against every token block of the chunk. A tile's results go out (the
     *write-out*: requantizer, a 2-beat result FIFO, the scratchpad's write port or QK's score
     banks) while the next tiles run: each tile leaves its first row, first token and output
-    address (QK: also its keys and score buffer) in a descriptor FIFO for the write-out, and a
-    LINEAR or PV chunk waits for its last results before the next chunk's staging (a QK's
-    scores go on out beside its next chunk, or the next QK). QK keeps a token block's raw scores on
-    chip until every key block is done and then streams the block's softmax rows through
-    the unit with the key mask, each row once the last tile's scores for it are written: a
-    feed reads a beat of scores a cycle, the unit takes a
-    row per ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while
-    later rows are still coming in. The rows run beside the rest of the command and after it
+    address (and its command's rows, tokens and output stride; QK: its score buffer) in a
+    descriptor FIFO for the write-out, and a LINEAR or PV chunk waits for its last results
+    before the next chunk's staging (a PV's last chunk's go on out beside the next PV,
+    ``wo_busy``; a QK's scores beside its next chunk or the next QK). QK keeps a token
+    block's raw scores on chip until every key block is done and then streams the block's
+    softmax rows through the unit with the key mask, each row once the last tile's scores
+    for it are written: a feed reads a beat of scores a cycle, the unit takes a row per
+    ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while later
+    rows are still coming in. The rows run beside the rest of the command and after it
     (``sm_busy``; the QK's fields they need latched when they start, SM_HAND, once the rows
     before are done), while the next token block's, or the next QK's, tiles fill the other
     of two score buffers and its MASK the other of two key-mask buffers. With a weight port
@@ -94,6 +95,9 @@ class EngineOps(wiring.Component):
     done : Out(1)
     flush : In(1)
         The kernel starts a Program: forget the cached requantizer records (below).
+    wo_busy : Out(1)
+        A PV's results still go out (through ``w_*``) after its ``done``: the kernel starts
+        no command but a PV that reads none of their bytes until it falls.
     sm_busy : Out(1)
         A QK_SOFTMAX's softmax rows still run (and write the scratchpad through ``w_*``)
         after its ``done``: the kernel starts no command that could see them (anything but a
@@ -137,9 +141,9 @@ class EngineOps(wiring.Component):
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
     commands) into the next records slot from the block's first tile on; a chunk's first
-    block's not at all when records slot 0 already holds them (*records cache*: the same
-    params offset and word count as the load that last filled slot 0 since ``flush``; PV
-    heads share a record blob, so a layer fetches PV records once);
+    block's not at all when the slot it fills already holds them (*records cache*: the same
+    params offset and word count as the load that last filled that slot since ``flush``;
+    the slots are filled in turn from command to command; PV heads share a record blob);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -165,7 +169,7 @@ class EngineOps(wiring.Component):
             "job": In(stream.Signature(engine_job_layout())),
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
-            "done": Out(1), "flush": In(1), "sm_busy": Out(1),
+            "done": Out(1), "flush": In(1), "sm_busy": Out(1), "wo_busy": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -421,12 +425,14 @@ class EngineOps(wiring.Component):
         rq_go, rq_idle, rq_finish = Signal(), Signal(), Signal()
         pf_rq, pf_rq2, rq_pf = Signal(), Signal(), Signal()
         m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
-        # records cache: what slot 0 holds (valid, the params offset and words of the load that
-        # filled it). A chunk's first block's records (pf_rq2) into slot 0 that are already
-        # there are not fetched again: PV's heads share one record blob (the compiler gives
-        # equal blobs one offset). The params buffer is read-only while a Program runs; flush
-        # forgets the records when the kernel starts one
-        c_valid, c_addr, c_words = Signal(), Signal(32), Signal(range(3 * R + 1))
+        # records cache: what each slot holds (valid, the params offset and words of the load
+        # that filled it). A chunk's first block's records (pf_rq2) that are already in the
+        # slot they would fill are not fetched again: PV's heads share one record blob (the
+        # compiler gives equal blobs one offset). The params buffer is read-only while a
+        # Program runs; flush forgets the records when the kernel starts one
+        c_valid = Array(Signal(name=f"c_valid{k}") for k in range(4))
+        c_addr = Array(Signal(32, name=f"c_addr{k}") for k in range(4))
+        c_words = Array(Signal(range(3 * R + 1), name=f"c_words{k}") for k in range(4))
         # the next row block's records, fetched from the block's first RUN cycle (nx_go) while
         # its tiles run (PV, and LINEAR with a weight port: nothing else uses the dram port
         # then); its RQ waits for them (nx_ready). nx_pend: the current block's next block's
@@ -621,25 +627,34 @@ class EngineOps(wiring.Component):
             m.d.comb += [v.eq(Mux(is_qk, eng.o.payload[r], rq.o.payload[r])),
                          ofifo.w_data.word_select(r, 32).eq(v)]
         # the requantizer's records slot moves on with a row block's last engine output beat
-        # (the C-th of its chunk's nblk-th tile)
-        eo_col, eo_tb = Signal(range(C + 1)), Signal(range(act_depth + 1))
+        # (the C-th of its chunk's last tile): each LINEAR / PV tile leaves whether it is one
+        # in a FIFO when it starts (RUN), taken with its C-th output beat (a PV's last tiles
+        # may still come out while the next PV runs: the job cannot tell)
+        eo_col = Signal(range(C + 1))
+        m.submodules.blk_last = blkf = fifo.SyncFIFO(width=1, depth=8)
         with m.If(eng.o.valid & eng.o.ready & ~is_qk):
             m.d.sync += eo_col.eq(eo_col + 1)
             with m.If(eo_col == C - 1):
-                m.d.sync += [eo_col.eq(0), eo_tb.eq(eo_tb + 1)]
-                with m.If(eo_tb == nblk - 1):
-                    m.d.sync += [eo_tb.eq(0), rslot.eq(rslot + 1)]
+                m.d.comb += blkf.r_en.eq(1)
+                m.d.sync += eo_col.eq(0)
+                with m.If(blkf.r_data):
+                    m.d.sync += rslot.eq(rslot + 1)
         # the write-out runs beside the sequencer: each tile's first row, first token and
         # output address go into a descriptor FIFO when the tile starts (RUN) and leave it with
         # the tile's last write. At most 3 tiles are between the engine and its sums' capture
         # (one draining, one waiting, one stepping) and 7 beats after the engine (4 in the
         # requantizer, 2 in ofifo, one held): RUN never finds the FIFO full
-        # (QK: the tile's command's rows (keys), score buffer, and whether it is its token
-        # block's last tile: a QK's scores may still go out while the next QK runs)
+        # (and the tile's command's rows, QK's score buffer and whether it is its token
+        # block's last tile, the command's tokens and output stride: a QK's scores may still
+        # go out while the next QK runs, a PV's results while the next PV runs)
         desc_l = data.StructLayout({"r0": unsigned(32), "t0": unsigned(32), "out": unsigned(32),
                                     "rows": unsigned(32), "buf": unsigned(1),
-                                    "last": unsigned(1)})
+                                    "last": unsigned(1), "tokens": unsigned(32),
+                                    "stride": unsigned(32)})
         m.submodules.desc = desc = fifo.SyncFIFO(width=desc_l.size, depth=16)
+        pv_end = Signal()  # a PV's last chunk has run: its results may go out beside
+        m.d.comb += [pv_end.eq(is_pv & (at >= job.tokens)),
+                     self.wo_busy.eq(desc.r_rdy & ~is_qk)]
         wo = data.View(desc_l, desc.r_data)
 
         # softmax feed and drain
@@ -693,8 +708,9 @@ class EngineOps(wiring.Component):
                     p = self.job.payload
                     g = (p.k[:kw] + M - 1) // M
                     n_p = Mux(p.op == Op.LINEAR, p.n, M)
-                    m.d.sync += [job.eq(p), i0.eq(0), i1.eq(0), wslot.eq(0), rslot.eq(0),
-                                 eo_col.eq(0), eo_tb.eq(0),
+                    # (the records slots run on from command to command: a PV's last
+                    # results may still go out through its slot)
+                    m.d.sync += [job.eq(p), i0.eq(0), i1.eq(0),
                                  G.eq(g), steps.eq(g * n_p[:max(1, M.bit_length())]),
                                  nbeats.eq((p.tokens + P - 1) // P),
                                  act_ptr.eq(p.act), at.eq(0), ab.eq(0), abase.eq(0),
@@ -1062,7 +1078,10 @@ class EngineOps(wiring.Component):
                     m.d.sync += nx_pend.eq(1)
                 m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
                              desc.w_data.eq(Cat(r0, t0, out_blk, job.rows, qbuf,
-                                                is_qk & (r0 + R >= job.rows)))]
+                                                is_qk & (r0 + R >= job.rows), job.tokens,
+                                                job.out_stride)),
+                             blkf.w_en.eq(eng.cmd.ready & desc.w_rdy & ~is_qk),
+                             blkf.w_data.eq(tb + 1 >= nblk)]
                 with m.If(eng.cmd.ready & desc.w_rdy):
                     m.d.sync += [ws.eq(0), ag.eq(0)]
                     m.next = "STREAM"
@@ -1096,8 +1115,9 @@ class EngineOps(wiring.Component):
                         m.next = "WO_WAIT"
             # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
             # may read them)
-            with m.State("WO_WAIT"):
-                with m.If(~desc.r_rdy):
+            with m.State("WO_WAIT"):  # (a PV's last chunk: at once; its results go out
+                # beside what follows: wo_busy)
+                with m.If(~desc.r_rdy | pv_end):
                     m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows start beside the write-out of its last scores,
@@ -1116,7 +1136,7 @@ class EngineOps(wiring.Component):
             with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any, once
                 # its results are out (QK: at once; its scores go out beside what follows, each
                 # tile's with the rows and score buffer it left in the descriptor FIFO)
-                with m.If(~desc.r_rdy | is_qk):
+                with m.If(~desc.r_rdy | is_qk | pv_end):
                     m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
                                  i1.eq(0), ab.eq(0), abase.eq(0), nblk.eq(0)]
                     with m.If(at < job.tokens):
@@ -1197,8 +1217,9 @@ class EngineOps(wiring.Component):
                 with m.If(rq_go | pf_rq2 | nx_go):
                     addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
                     words = Mux(nx_go, nx_words, rq_words)
-                    hit = (pf_rq2 & (wslot[:2] == 0) & c_valid & (c_addr == addr)
-                           & (c_words == words))
+                    ws2 = wslot[:2]
+                    hit = (pf_rq2 & c_valid[ws2] & (c_addr[ws2] == addr)
+                           & (c_words[ws2] == words))
                     m.d.sync += wslot.eq(wslot + 1)
                     with m.If(~hit):
                         m.d.comb += [self.dram_req.valid.eq(1),
@@ -1206,8 +1227,7 @@ class EngineOps(wiring.Component):
                                      self.dram_req.payload.words.eq(words)]
                         m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
                                      ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), to_nx.eq(nx_go)]
-                        with m.If(wslot[:2] == 0):
-                            m.d.sync += c_valid.eq(0)
+                        m.d.sync += c_valid[ws2].eq(0)
                         with m.If(self.dram_req.ready):
                             m.next = "DATA"
                         with m.Else():
@@ -1230,11 +1250,11 @@ class EngineOps(wiring.Component):
                     with m.If(rq_i == left - 1):
                         m.d.comb += rq_finish.eq(1)
                         m.d.sync += nx_ready.eq(to_nx)
-                        with m.If(ld_slot == 0):
-                            m.d.sync += [c_valid.eq(1), c_addr.eq(ld_ptr), c_words.eq(left)]
+                        m.d.sync += [c_valid[ld_slot].eq(1), c_addr[ld_slot].eq(ld_ptr),
+                                     c_words[ld_slot].eq(left)]
                         m.next = "IDLE"
         with m.If(self.flush):
-            m.d.sync += c_valid.eq(0)
+            m.d.sync += [v.eq(0) for v in c_valid] + [wslot.eq(0), rslot.eq(0), eo_col.eq(0)]
 
         if B:  # the weight loaders: a row block's words through the weight ports (wl_start)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
@@ -1449,15 +1469,15 @@ class EngineOps(wiring.Component):
                                 with m.If(~sixteen):
                                     m.d.comb += self.w_data.word_select(j, 8).eq(sat[d8])
                                     m.d.comb += self.w_en[j].eq(
-                                        (d8 < n_out) & (rrow + d8 < job.rows)
-                                        & (t < job.tokens))
+                                        (d8 < n_out) & (rrow + d8 < wo.rows)
+                                        & (t < wo.tokens))
                             if 0 <= d16 < len(vals) and o < 2:
                                 with m.If(sixteen):
                                     m.d.comb += self.w_data.word_select(j, 8).eq(
                                         vals[d16][8 * (j & 1):8 * (j & 1) + 8])
                                     m.d.comb += self.w_en[j].eq(
-                                        (d16 < n_out) & (rrow + d16 < job.rows)
-                                        & (t < job.tokens))
+                                        (d16 < n_out) & (rrow + d16 < wo.rows)
+                                        & (t < wo.tokens))
                 with m.If(hr + n_out < R):  # the rest of the beat moves to its head
                     with m.Switch(n_out):
                         for v in shifts:
@@ -1468,7 +1488,7 @@ class EngineOps(wiring.Component):
             m.d.comb += last_w.eq((hr + n_out >= R) | (is_qk & qk_end))
             with m.If(last_w):
                 m.d.sync += [held.eq(0), hr.eq(0), beats_out.eq(beats_out + 1),
-                             out_ptr.eq(ptr + job.out_stride)]
+                             out_ptr.eq(ptr + wo.stride)]
                 with m.If(beats_out == C - 1):  # the tile's last write
                     m.d.comb += desc.r_en.eq(1)
                     m.d.sync += beats_out.eq(0)

@@ -7,9 +7,9 @@ operand staging of :class:`~hw.top.engine_ops.EngineOps` and its result write-ou
 next tiles (:class:`_Results`, simulated a cycle at a time), the
 element-serial gather and scatter of :class:`~hw.top.vector_ops.VectorOps`. A command's
 cycles can depend on the ones before it (:class:`KernelState`: EngineOps' records cache, and a
-QK_SOFTMAX's softmax rows, which run on after its command: the next command's CHECK waits
-for them unless it is a QK_SOFTMAX that reads none of their bytes), so a Program's are
-:func:`command_costs`.
+QK_SOFTMAX's softmax rows, which run on after its command, and a PV's results, which go out
+after it: the next command's CHECK waits for them unless it is a QK_SOFTMAX, or a PV, that
+reads none of their bytes), so a Program's are :func:`command_costs`.
 ``tests/test_sim_top.py`` checks it against the RTL's cycle counter, with device memory
 always ready. The state sequence is read from the RTL; a few pipeline constants (the
 feed's ``FEED_LATENCY``, the softmax row's and the vector commands' end costs) were
@@ -202,23 +202,32 @@ def _indices(skip: int, page_off: int, words: int, steps: int, ib: int) -> int:
 
 
 class KernelState:
-    """What a command leaves in the kernel for the next ones: the requantizer records that
-    slot 0 holds, as (params offset, words) of the load that filled it (EngineOps' records
-    cache; ``None`` when the kernel starts a Program); the cycle ``now`` at which the next
-    command's fetch starts, and the last QK_SOFTMAX's softmax rows, which run on after its
-    command: the first cycle they are done (``sm_end``, on the same count) and the bytes they
-    write (``sm_range``, [lo, hi))."""
+    """What a command leaves in the kernel for the next ones: the requantizer records slots
+    (``rq_loads``: loads so far, the slot of the next; ``rq_slots``: (params offset, words) of
+    the load that filled each, EngineOps' records cache; empty when the kernel starts a
+    Program); the cycle ``now`` at which the next command's fetch starts; the last
+    QK_SOFTMAX's softmax rows, which run on after its command: the first cycle they are done
+    (``sm_end``, on the same count) and the bytes they write (``sm_range``, [lo, hi)); the
+    last PV's results, which go out after its command: the first cycle they are all written
+    (``wo_end``) and their bytes (``wo_range``)."""
 
     def __init__(self):
-        self.rq_slot0: tuple[int, int] | None = None
+        self.rq_loads = 0
+        self.rq_slots: list[tuple[int, int] | None] = [None] * 4
         self.now = 0
-        self.sm_end = -1
-        self.sm_range = (0, 0)
-        # a QK_SOFTMAX's scores still going out (its write-out, and the cycle the engine
-        # captured its last tile's sums), on the count of ``qk_base``
-        self.qk_results: _Results | None = None
-        self.qk_captured = 0
-        self.qk_base = 0
+        self.sm_end = self.wo_end = -1
+        self.sm_range = self.wo_range = (0, 0)
+        # a QK_SOFTMAX's or PV's (wo_op) results still going out (its write-out, and the
+        # cycle the engine captured its last tile's sums), on the count of ``wo_base``
+        self.wo_op: Op | None = None
+        self.wo_results: _Results | None = None
+        self.wo_captured = 0
+        self.wo_base = 0
+
+
+def _disjoint(reads, written: tuple[int, int]) -> bool:
+    lo, hi = written
+    return all(end <= lo or start >= hi for start, end in reads)
 
 
 def _beside(cmd: Command, state: KernelState) -> bool:
@@ -228,10 +237,19 @@ def _beside(cmd: Command, state: KernelState) -> bool:
         return False
     a = cmd.args
     rows = (a["tokens"] - 1) * a["stride"] + a["d"]
-    lo, hi = state.sm_range
-    return all(end <= lo or start >= hi for start, end in (
-        (a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
-        (a["mask"], a["mask"] + a["tokens"])))
+    return _disjoint(((a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
+                      (a["mask"], a["mask"] + a["tokens"])), state.sm_range)
+
+
+def _pv_beside(cmd: Command, state: KernelState) -> bool:
+    """Whether ``cmd`` starts beside a PV's results still going out: a PV that reads none of
+    their bytes."""
+    if cmd.op != Op.PV:
+        return False
+    a = cmd.args
+    return _disjoint(((a["p"], a["p"] + (a["tokens"] - 1) * a["p_stride"] + a["tokens"]),
+                      (a["v"], a["v"] + (a["tokens"] - 1) * a["stride"] + a["d"])),
+                     state.wo_range)
 
 
 def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C901
@@ -346,15 +364,17 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     cyc += table  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
-        # the records loads of the chunk: block j's into slot (chunk * rblocks + j) % 4; a
-        # chunk's first block's (fetched early) are not fetched when slot 0 holds them
-        load0 = first // per_chunk * rblocks
-        hit = (rq_early and load0 % 4 == 0
-               and state.rq_slot0 == (rq_off, 3 * min(R, rows)))
+        # the records loads of the chunk: block j's into the next slots in turn (they run on
+        # from command to command); a chunk's first block's (fetched early) are not fetched
+        # when their slot holds them
+        load0 = state.rq_loads
+        hit = rq_early and state.rq_slots[load0 % 4] == (rq_off, 3 * min(R, rows))
         if rq:
             for j in range(rblocks):
-                if (load0 + j) % 4 == 0 and not (j == 0 and hit):
-                    state.rq_slot0 = (rq_off + RQ_RECORD * R * j, 3 * min(R, rows - R * j))
+                if not (j == 0 and hit):
+                    state.rq_slots[(load0 + j) % 4] = (rq_off + RQ_RECORD * R * j,
+                                                       3 * min(R, rows - R * j))
+            state.rq_loads += rblocks
         # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
         # first chunk's: before its GELU table)
         load_start = cyc - (table if first == 0 else 0)
@@ -371,11 +391,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
                        for t0 in range(blk, blk + C, 2)) + 1
-        if cmd.op == Op.QK_SOFTMAX and state.qk_results is not None:
-            # the scores of the QK_SOFTMAX (or token block) before may still go out
-            results, captured = state.qk_results, state.qk_captured
-            results.rebase(base - state.qk_base)
-            captured -= base - state.qk_base
+        last_chunk = first + per_chunk >= blocks
+        if state.wo_results is not None and state.wo_op == cmd.op:
+            # the results of the QK_SOFTMAX or PV (or QK token block) before may still go out
+            results, captured = state.wo_results, state.wo_captured
+            results.rebase(base - state.wo_base)
+            captured -= base - state.wo_base
+            state.wo_results = None
         else:
             results = _Results(C, requant)
             captured = 0  # the cycle the engine captured the previous tile's sums
@@ -406,8 +428,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 captured = results.capture(last + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
                 cyc = last + 2
-        if cmd.op == Op.QK_SOFTMAX:  # its scores go out beside what follows
-            state.qk_results, state.qk_captured, state.qk_base = results, captured, base
+        if cmd.op == Op.QK_SOFTMAX or (cmd.op == Op.PV and last_chunk):
+            # its results go out beside what follows
+            state.wo_op, state.wo_results = cmd.op, results
+            state.wo_captured, state.wo_base = captured, base
             results = copy.deepcopy(results)
         done = results.finish()  # the chunk's last result's last write
         if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the softmax rows before are done, the
@@ -424,6 +448,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 ready)
             state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
             cyc = hand + 2
+        elif cmd.op == Op.PV and last_chunk:  # WO_WAIT, BLOCK_END: its results go out
+            # beside what follows
+            state.wo_end = base + done + 1
+            state.wo_range = (a["out"], a["out"] + (tokens - 1) * a["out_stride"] + rows)
+            cyc += 2
         else:  # WO_WAIT until the chunk's last result is written, BLOCK_END
             cyc = max(cyc, done + 1) + 2
     return cyc
@@ -633,11 +662,12 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
 
 def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
     a = cmd.args
-    # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run,
-    # unless the command starts beside them
+    # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
+    # the last PV's results go out, unless the command starts beside them
     fetch = fetch_cycles(index, config)
-    if not _beside(cmd, state):
-        fetch += max(0, state.sm_end - (state.now + fetch - 1))
+    until = max(-1 if _beside(cmd, state) else state.sm_end,
+                -1 if _pv_beside(cmd, state) else state.wo_end)
+    fetch += max(0, until - (state.now + fetch - 1))
     if cmd.op == Op.END:
         return fetch - 1
     if cmd.op in (Op.LOAD, Op.STORE):
@@ -651,8 +681,8 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         if cmd.op == Op.LOAD:
             return fetch + read_cycles(start, n, beat, burst) + 1
         return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
-    if cmd.op != Op.QK_SOFTMAX:  # (it started once every score was out)
-        state.qk_results = None
+    if cmd.op != state.wo_op:  # (it started once every result was out)
+        state.wo_results = None
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config, state, state.now + fetch) + 1
     return fetch + _vector(cmd, config)
