@@ -173,7 +173,8 @@ class Accelerator(wiring.Component):
     enables, its ports ``spm_lanes`` words wide: one write port shared by the datapaths (the
     engine and the vector unit use every lane, LOAD and STORE lane 0 or, with ``wide_load``
     / ``wide_store``, a beat's ``B / 4`` lanes), read port A shared by
-    the engine, the vector unit's first operand and STORE (commands run one at a time), read
+    the engine, the vector unit's first operand and STORE (one command reads at a time: what
+    runs on after a command only writes), read
     port B for ADD's second operand and the engine's second token row (or, with wide ports,
     the word past a staged chunk).
     """
@@ -204,7 +205,8 @@ class Accelerator(wiring.Component):
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=store_bits, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
-        # Two read ports. Commands run one at a time, so the engine, the vector unit's first
+        # Two read ports. One command reads at a time (softmax rows and PV results that go on
+        # after their command only write), so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
         # read port holds its data while no one reads); port B is ADD's second operand and
         # the engine's second token row or the word past a wide chunk. The ports are
