@@ -66,6 +66,60 @@ def _random_dma_program(rng, inp_size, config=CFG, longest=120):
     return cmds + [Command(Op.END, {})]
 
 
+def _run_traced(kind, program, inp, config, params=bytes(64), out=OUT, prerun=None):
+    """Run on a fresh device (the ``rtl`` one with the bench's trace, and first on these
+    ``prerun`` bytes at these params offsets, :class:`sw.driver.rtl.RtlDevice`); returns
+    (memory, status, command, the RunResult or None when the device stopped with a fault)."""
+    dev = open_device(kind, config, **({"trace": True} if kind == "rtl" else {}))
+    bufs = {b: dev.allocate(size, b) for b, size in (
+        ("program", len(program)), ("params", len(params)), ("input", len(inp)),
+        ("output", out))}
+    if prerun:
+        dev.prerun = {bufs["params"].addr + off: data for off, data in prerun.items()}
+    for b, data in (("program", program), ("params", params), ("input", inp)):
+        dev.write(bufs[b], data)
+    try:
+        res = dev.wait(dev.run(**bufs), timeout=120)
+        return bytes(dev.memory), res.status, res.command, res
+    except DeviceError as e:
+        return bytes(dev.memory), e.status, e.command, None
+
+
+def _check_beside(out, cmds, cfg, fault, end, beside_fn):
+    """The two runs of a "beside" test (commands: LOAD, the first, the one beside it, the
+    ones that wait, [with ``fault``: one beside, a bad one,] STORE, END): equal memory,
+    status and command; with ``fault`` the bad one stops both. Else the kernel model: the
+    work of the command before still runs (KernelState's ``end`` after the CHECK) from the
+    third command to STORE, only the third starts beside it (``beside_fn``), and the trace."""
+    from sw.perf.top import KernelState, command_cycles, fetch_cycles
+
+    assert out["rtl"][:3] == out["ref"][:3]
+    if fault:
+        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == len(cmds) - 3
+        return
+    state, costs, running, beside = KernelState(), [], [], []
+    for i, cmd in enumerate(cmds):
+        running.append(getattr(state, end) > state.now + fetch_cycles(i, cfg) - 1)
+        beside.append(beside_fn(cmd, state))
+        costs.append(command_cycles(cmd, cfg, i, state))
+    assert running == [False, False] + [True] * (len(cmds) - 3) + [False]
+    assert [i for i in range(2, len(cmds) - 1) if beside[i]] == [2]
+    _check_trace(out["rtl"][3], cmds, costs)
+
+
+def _check_trace(res, commands, costs):
+    """The RTL's cycle counter when each command was fetched (the bench's trace) and at the
+    end equals the kernel model's ``costs``, command by command."""
+    from sw.perf.top import HEADER
+
+    assert res.cycles == HEADER + sum(costs)
+    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(commands)}
+    want = HEADER
+    for i, (cmd, cyc) in enumerate(zip(commands, costs, strict=True)):
+        assert fetched[i] == want, (i, cmd.op.name)
+        want += cyc
+
+
 @pytest.mark.parametrize("stall", [False, True])
 def test_random_dma_programs_match_the_ref_backend(stall):
     rng = np.random.default_rng(SEED + stall)
@@ -693,28 +747,13 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
         state.rq_slots = [None] * 4
         uncached.append(command_cycles(cmd, cfg, i, state))
     assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [6, 8, 11]
-    out = {}
-    for kind, kw in (("ref", {}), ("rtl", {"trace": True}),
-                     ("rerun", {"prerun": {2048: other}})):
-        dev = open_device("ref" if kind == "ref" else "rtl", cfg, **kw)
-        bufs = {b: dev.allocate(size, b) for b, size in (
-            ("program", len(program)), ("params", len(params)), ("input", 2048),
-            ("output", 3000))}
-        if kind == "rerun":  # the first run's records: at the params buffer's 2048
-            dev.prerun = {bufs["params"].addr + 2048: other}
-        for b, data in (("program", program), ("params", bytes(params)),
-                        ("input", inp.tobytes())):
-            dev.write(bufs[b], data)
-        res = dev.wait(dev.run(**bufs), timeout=120)
-        assert res.status == Status.OK
-        out[kind] = (dev.read(bufs["output"]), res)
-    assert out["rtl"][0] == out["ref"][0] == out["rerun"][0]
-    assert out["rtl"][1].cycles == out["rerun"][1].cycles == HEADER + sum(costs)
-    fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(cmds)}
-    want = HEADER
-    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
-        assert fetched[i] == want, (i, cmd.op.name)
-        want += cyc
+    out = {kind: _run_traced("ref" if kind == "ref" else "rtl", program, inp.tobytes(), cfg,
+                             bytes(params), 3000, {2048: other} if kind == "rerun" else None)
+           for kind in ("ref", "rtl", "rerun")}
+    assert out["ref"][1] == Status.OK
+    assert out["rtl"][:3] == out["ref"][:3] and out["rerun"][:3] == out["ref"][:3]
+    assert out["rerun"][3].cycles == HEADER + sum(costs)
+    _check_trace(out["rtl"][3], cmds, costs)
 
 
 @pytest.mark.parametrize("fault", [False, True])
@@ -726,7 +765,7 @@ def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault)
     ``fault``, a bad QK_SOFTMAX (d over max_k) after one running beside stops the kernel only
     once the rows before are written: the memory equals the ref backend's. Bit for bit, and
     cycle for cycle command by command."""
-    from sw.perf.top import HEADER, KernelState, _beside, command_cycles, fetch_cycles
+    from sw.perf.top import _beside
 
     cfg = preset("tiny").replace(name="smbeside", m=4, n_max=4, pe_rows=3, pe_cols=8,
                                  max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=4)
@@ -752,38 +791,9 @@ def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault)
     inp = rng.integers(0, 256, 2048, dtype=np.uint8)
     inp[701:701 + tokens] = rng.integers(0, 2, tokens)
     inp[701] = 1
-    out = {}
-    for kind in ("ref", "rtl"):
-        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
-        bufs = {b: dev.allocate(size, b) for b, size in (
-            ("program", len(program)), ("params", 64), ("input", 2048), ("output", 3000))}
-        dev.write(bufs["program"], program)
-        dev.write(bufs["input"], inp.tobytes())
-        try:
-            res = dev.wait(dev.run(**bufs), timeout=120)
-            out[kind] = (bytes(dev.memory), res.status, res.command, res)
-        except DeviceError as e:
-            out[kind] = (bytes(dev.memory), e.status, e.command, None)
-    assert out["rtl"][:3] == out["ref"][:3]
-    if fault:
-        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == 6
-        return
-    # the model: the rows before still run at each CHECK from the second QK_SOFTMAX to STORE;
-    # only the second QK_SOFTMAX starts beside them
-    state, costs, running, beside = KernelState(), [], [], []
-    for i, cmd in enumerate(cmds):
-        running.append(state.sm_end > state.now + fetch_cycles(i, cfg) - 1)
-        beside.append(_beside(cmd, state))
-        costs.append(command_cycles(cmd, cfg, i, state))
-    assert running == [False, False, True, True, True, True, False]
-    assert [i for i in range(2, 6) if beside[i]] == [2]
-    res = out["rtl"][3]
-    assert res.cycles == HEADER + sum(costs)
-    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
-    want = HEADER
-    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
-        assert fetched[i] == want, (i, cmd.op.name)
-        want += cyc
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, out=3000)
+           for kind in ("ref", "rtl")}
+    _check_beside(out, cmds, cfg, fault, "sm_end", _beside)
 
 
 def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
@@ -824,23 +834,10 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     assert firsts == [False, True, False]  # (the third: 13 keys go out faster)
     program = _program(cmds, config=cfg)
     inp = np.random.default_rng(9).integers(0, 256, 2048, dtype=np.uint8)
-    out = {}
-    for kind in ("ref", "rtl"):
-        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
-        bufs = {b: dev.allocate(size, b) for b, size in (
-            ("program", len(program)), ("params", 64), ("input", 2048), ("output", 1000))}
-        dev.write(bufs["program"], program)
-        dev.write(bufs["input"], inp.tobytes())
-        res = dev.wait(dev.run(**bufs), timeout=120)
-        out[kind] = (dev.read(bufs["output"]), res)
-    assert out["rtl"][0] == out["ref"][0]
-    res = out["rtl"][1]
-    assert res.cycles == top.HEADER + sum(costs)
-    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
-    want = top.HEADER
-    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
-        assert fetched[i] == want, (i, cmd.op.name)
-        want += cyc
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, out=1000)
+           for kind in ("ref", "rtl")}
+    assert out["rtl"][:3] == out["ref"][:3] and out["rtl"][1] == Status.OK
+    _check_trace(out["rtl"][3], cmds, costs)
 
 
 @pytest.mark.parametrize("fault", [False, True])
@@ -851,7 +848,7 @@ def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
     them. With ``fault``, a bad PV (d over max_k) after one running beside stops the kernel
     only once the results before are written: the memory equals the ref backend's. Bit for
     bit, and cycle for cycle command by command."""
-    from sw.perf.top import HEADER, KernelState, _pv_beside, command_cycles, fetch_cycles
+    from sw.perf.top import _pv_beside
 
     cfg = preset("tiny").replace(name="pvbeside", m=4, n_max=4, pe_rows=8, pe_cols=16,
                                  max_k=48, spm_kib=8, act_buffer_depth=12)
@@ -876,40 +873,9 @@ def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
     cmds += [Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 4500}), Command(Op.END, {})]
     program = _program(cmds, config=cfg)
     inp = rng.integers(0, 256, 2048, dtype=np.uint8)
-    out = {}
-    for kind in ("ref", "rtl"):
-        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
-        bufs = {b: dev.allocate(size, b) for b, size in (
-            ("program", len(program)), ("params", len(params)), ("input", 2048),
-            ("output", 4500))}
-        for b, data in (("program", program), ("params", bytes(params)),
-                        ("input", inp.tobytes())):
-            dev.write(bufs[b], data)
-        try:
-            res = dev.wait(dev.run(**bufs), timeout=120)
-            out[kind] = (bytes(dev.memory), res.status, res.command, res)
-        except DeviceError as e:
-            out[kind] = (bytes(dev.memory), e.status, e.command, None)
-    assert out["rtl"][:3] == out["ref"][:3]
-    if fault:
-        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == 5
-        return
-    # the model: the results before still go out at each CHECK from the second PV to STORE;
-    # only the second PV starts beside them
-    state, costs, running, beside = KernelState(), [], [], []
-    for i, cmd in enumerate(cmds):
-        running.append(state.wo_end > state.now + fetch_cycles(i, cfg) - 1)
-        beside.append(_pv_beside(cmd, state))
-        costs.append(command_cycles(cmd, cfg, i, state))
-    assert running == [False, False, True, True, True, False]
-    assert [i for i in range(2, 5) if beside[i]] == [2]
-    res = out["rtl"][3]
-    assert res.cycles == HEADER + sum(costs)
-    fetched = {i: c for i, c in json.loads(res.detail)["trace"] if i < len(cmds)}
-    want = HEADER
-    for i, (cmd, cyc) in enumerate(zip(cmds, costs, strict=True)):
-        assert fetched[i] == want, (i, cmd.op.name)
-        want += cyc
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, bytes(params), 4500)
+           for kind in ("ref", "rtl")}
+    _check_beside(out, cmds, cfg, fault, "wo_end", _pv_beside)
 
 
 @pytest.mark.parametrize("M, nm, spm, P", [(8, (3, 8), 1, 4), (4, (1, 4), 1, 4),
@@ -957,26 +923,12 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, 
     program = _program(cmds, config=cfg)
     inp = rng.integers(0, 256, 2048, dtype=np.uint8)
     inp[701:701 + tokens] = [1, 1, 0, 1, 1]  # the key mask
-    out = {}
-    for kind in ("ref", "rtl"):
-        dev = open_device(kind, cfg, **({"trace": True} if kind == "rtl" else {}))
-        bufs = {b: dev.allocate(size, b) for b, size in (
-            ("program", len(program)), ("params", len(params)), ("input", 2048),
-            ("output", 1200))}
-        for b, data in (("program", program), ("params", bytes(params)),
-                        ("input", inp.tobytes())):
-            dev.write(bufs[b], data)
-        res = dev.wait(dev.run(**bufs), timeout=120)
-        assert res.status == Status.OK
-        out[kind] = (dev.read(bufs["output"]), res)
-    assert out["rtl"][0] == out["ref"][0]
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, bytes(params), 1200)
+           for kind in ("ref", "rtl")}
+    assert out["ref"][1] == Status.OK and out["rtl"][:3] == out["ref"][:3]
     commands = Program.from_bytes(program).commands
-    assert out["rtl"][1].cycles == program_cycles(commands, cfg)
+    assert out["rtl"][3].cycles == program_cycles(commands, cfg)
     # command by command: the cycle counter when each command was fetched (the bench's trace)
-    from sw.perf.top import HEADER, command_costs
+    from sw.perf.top import command_costs
 
-    fetched = {i: c for i, c in json.loads(out["rtl"][1].detail)["trace"] if i < len(commands)}
-    want = HEADER
-    for i, (cmd, cyc) in enumerate(zip(commands, command_costs(commands, cfg), strict=True)):
-        assert fetched[i] == want, (i, cmd.op.name)
-        want += cyc
+    _check_trace(out["rtl"][3], commands, command_costs(commands, cfg))
