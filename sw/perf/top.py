@@ -437,8 +437,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the softmax rows before are done, the
             # block's query rows go through the softmax unit from the next cycle on, beside
             # the rest of the command and the next commands, each row once its scores are all
-            # written (the last tile's beat for it); BLOCK_END once the padding tokens' are
-            # out too
+            # written (the last tile's beat for it); BLOCK_END at once (the scores go out
+            # beside what follows)
             t0 = first * C
             hand = max(cyc, state.sm_end - base)
             start = hand + 1
