@@ -169,6 +169,13 @@ def test_floor_and_utilisation_in_the_report(bench):
     # the kernel as built, against the same floor: slower than the block model on tiny
     assert c["kernel_utilisation"] == pytest.approx(c["floor_cycles"] / c["kernel_cycles"])
     assert 0 < c["kernel_utilisation"] < c["utilisation"]
+    # the ceiling: the units' busy time, below every schedule's cycles
+    busy = c["busy_cycles"]
+    assert busy["total"] == busy["array"] + busy["vector"] + busy["io"]
+    assert busy["array"] >= c["array_floor_cycles"] and busy["vector"] > 0
+    assert c["busy_utilisation"] == pytest.approx(c["floor_cycles"] / busy["total"])
+    assert c["kernel_utilisation"] < c["busy_utilisation"] and c["utilisation"] < c[
+        "busy_utilisation"]
     assert c["model_cycles"] == sum(c["model_cycles_by_op"].values())
     assert c["model_cycles"] < _case(report, "tiny", "dense")["model_cycles"]
 

@@ -40,6 +40,12 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   part DSP count uses its PE count), at the clock. ``utilisation`` = floor / projected.
   ``array_floor_cycles`` is the PE array's own floor for the Program's GEMMs (MACs / (R * C *
   M/N)), as ``nmaccel run`` reports it.
+* **Ceiling.** ``busy_cycles`` (:func:`sw.perf.top.busy_cycles`): the cycles the PE array
+  (whole tiles, padding included), the LayerNorm / residual lanes and the LOAD / STORE port
+  are busy with the Program. At batch 1 each of them waits for the whole output of the
+  command before it, so no schedule on these units is faster, however much of the fetch,
+  staging, loads and write-out it hides; ``busy_utilisation`` = floor / ``total`` is the
+  most utilisation the preset's units can reach on this Program.
 * **RTL check** (``--rtl-check``, default on; ``make bench`` runs it): one whole encoder
   layer (MiniLM, 1 layer, seq 16, 2:4 by default; a shorter sequence where the preset's
   scratchpad cannot hold 16 tokens) compiled for each ``--rtl-presets`` preset (``tiny``
@@ -245,7 +251,7 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
             mem_cycles += mc
             bound_cmds += mc > cyc
             projected += max(cyc, math.ceil(mc))
-    from sw.perf.top import HEADER, command_costs
+    from sw.perf.top import HEADER, busy_cycles, command_costs
 
     kernel_by_op: dict[str, int] = {}
     commands = compiled.program.commands
@@ -255,6 +261,7 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
            "kernel_cycles": HEADER + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,
            "array_floor_cycles": ideal_program_cycles(compiled),
+           "busy_cycles": busy_cycles(compiled.program.commands, cfg),
            "params_bytes": int(compiled.params.size + sum(b.size for b in compiled.banks)),
            "weight_bytes_streamed": weight_bytes, "io_bytes": io_bytes,
            "mem_bandwidth_gbps": bw or None, "spm_peak_bytes": int(compiled.spm_peak),
@@ -390,6 +397,8 @@ def _finish_case(case: dict, cfg: AcceleratorConfig, clock: dict) -> None:
     case["kernel_utilisation"] = fc / case["kernel_cycles"]  # the RTL kernel as built
     case["compute_utilisation"] = fc / case["model_cycles"]
     case["array_utilisation"] = case["array_floor_cycles"] / case["model_cycles"]
+    # the most any schedule of this Program on these units reaches (sw.perf.top.busy_cycles)
+    case["busy_utilisation"] = fc / case["busy_cycles"]["total"]
 
 
 # -- the RTL check ---------------------------------------------------------------------------
@@ -731,7 +740,10 @@ def readme_table(report: dict) -> str:
     clocks = "; ".join(f"{k}: {v['clock']['label']}" for k, v in report["presets"].items())
     lines += ["", f"Clocks: {clocks}. Floor: the compute-bound minimum, (weight MACs x N/M + "
               "attention MACs) / (the part's DSPs x MACs per DSP); utilisation = floor / "
-              "projected (for the block model, and for the RTL kernel as built).", ""]
+              "projected (for the block model, and for the RTL kernel as built). Ceiling: "
+              "floor / the cycles the PE array (whole tiles), the LayerNorm lanes and the "
+              "LOAD/STORE port are busy, one after the other as batch 1 needs them: the most "
+              "utilisation any schedule of the Program on the preset's units reaches.", ""]
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(
@@ -747,16 +759,16 @@ def readme_table(report: dict) -> str:
         lines.append("RTL check: not run (`--no-rtl-check`); the figures are model-only.")
     lines += ["", "| model | preset | sparsity | block-model cycles | projected latency (block "
               "model) | floor | utilisation | bound | RTL kernel as built | utilisation "
-              "(kernel as built) | best CPU | speed-up (block model) | speed-up (kernel as "
-              "built) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "(kernel as built) | ceiling | best CPU | speed-up (block model) | speed-up "
+              "(kernel as built) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["cases"]:
         model = MODEL_LABELS.get(c["model"], c["model"])
         sp = _sparsity_label(c)
         if c["status"] != "ok":
             reason = c.get("reason", "").split("; use")[0].replace("|", "/")
             lines.append(f"| {model} | {c['preset']} | {sp} | {c['status']}: {reason} "
-                         f"| - | {_floor(c)} | - | - | - | - | - | - | - |")
+                         f"| - | {_floor(c)} | - | - | - | - | - | - | - | - |")
             continue
         lat = _ms(c.get("latency_ms")) if c.get("latency_ms") else "no clock"
         util = f"{c['utilisation']:.2f}" if c.get("utilisation") else "-"
@@ -764,13 +776,16 @@ def readme_table(report: dict) -> str:
                 else f"{c['kernel_cycles']:,} cycles")
         k_util = (f"{c['kernel_utilisation']:.2f}" if c.get("kernel_utilisation") is not None
                   else "-")  # reports written before the field existed have none
+        ceil = (f"{c['busy_utilisation']:.2f}" if c.get("busy_utilisation") is not None
+                else "-")
         best = c.get("best_cpu")
         cpu = f"{_ms(best['median_ms'])} ({best['backend']})" if best else "-"
         sp_up = f"{c['speedup']:.1f}x" if c.get("speedup") else "-"
         k_sp = _kernel_speedup(c)  # also for reports written before the field existed
         k_up = f"{k_sp:.2f}x" if k_sp else "-"
         lines.append(f"| {model} | {c['preset']} | {sp} | {c['model_cycles']:,} | {lat} | "
-                     f"{_floor(c)} | {util} | {c['bound']} | {kern} | {k_util} | {cpu} | "
+                     f"{_floor(c)} | {util} | {c['bound']} | {kern} | {k_util} | {ceil} | "
+                     f"{cpu} | "
                      f"{sp_up} | {k_up} |")
     cpu = report.get("cpu")
     if cpu and cpu.get("cases"):
@@ -821,6 +836,8 @@ def format_report(report: dict) -> str:
         kern = _ms(c["kernel_ms"]) if c.get("kernel_ms") else f"{c['kernel_cycles']:,} cycles"
         k_util = c.get("kernel_utilisation")
         k_util = f", util {k_util:.2f}" if k_util is not None else ""
+        if c.get("busy_utilisation") is not None:
+            k_util += f" (ceiling {c['busy_utilisation']:.2f})"
         lines.append(f"{head} {c['model_cycles']:>12,} cycles, {lat:>10s} (floor "
                      f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}; RTL kernel as "
                      f"built: {kern}{k_util}")

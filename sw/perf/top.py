@@ -40,7 +40,7 @@ from sw.perf.engine import CAPTURE_LATENCY
 from sw.perf.vector_ops import stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
-           "command_cycles", "command_costs", "program_cycles"]
+           "command_cycles", "command_costs", "program_cycles", "busy_cycles"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
 #: a vector command's cycles around its stream: the job taken, ``running`` set, the cycle
@@ -699,3 +699,44 @@ def program_cycles(commands, config: AcceleratorConfig) -> int:
     """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
     ``commands`` (ending with END) without a fault."""
     return HEADER + sum(command_costs(commands, config))
+
+
+def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
+    """The cycles the units whose work is serial at batch 1 are busy with a Program: the
+    PE array (``array``: every tile's steps, ``G n`` for a LINEAR, ``G M`` for QK_SOFTMAX and
+    PV, times the row blocks of ``R`` and token blocks of ``C``, padding included), the
+    LayerNorm / residual / GELU lanes (``vector``: ``ceil(width / P)`` beats a token row) and
+    the device-memory port (``io``: LOAD's and STORE's bus beats); ``total``, their sum.
+
+    The softmax unit is left out: its rows run beside the next heads' QK already. Each of the
+    others waits for the whole output of the command before it (a LINEAR's first tile needs
+    every token of its block; a LayerNorm row every channel of its token), so no schedule of
+    this Program on these units takes fewer than ``total`` cycles, whatever it overlaps of
+    the fetch, operand staging, weight and parameter loads, pipeline fill and write-out (a
+    sequence longer than ``pe_cols`` could start a LINEAR on its first token block while a
+    LayerNorm finishes the rest; the figure ignores that)."""
+    R, C, M, P = config.pe_rows, config.pe_cols, config.m, config.vector_lanes
+    busy = {"array": 0, "vector": 0, "io": 0}
+    for cmd in commands:
+        a = cmd.args
+        if cmd.op == Op.LINEAR:
+            tiles, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
+        elif cmd.op == Op.QK_SOFTMAX:
+            tiles, k, rows, n = a["tokens"], a["d"], a["tokens"], M
+        elif cmd.op == Op.PV:
+            tiles, k, rows, n = a["tokens"], a["tokens"], a["d"], M
+        elif cmd.op in (Op.LAYERNORM, Op.ADD_LAYERNORM):
+            busy["vector"] += a["tokens"] * -(-a["hidden"] // P)
+            continue
+        elif cmd.op in (Op.ADD, Op.GELU):
+            busy["vector"] += a["tokens"] * -(-a["width"] // P)
+            continue
+        elif cmd.op in (Op.LOAD, Op.STORE):
+            wide = config.wide_load if cmd.op == Op.LOAD else config.wide_store
+            busy["io"] += -(-a["bytes"] // (config.weight_port_bytes if wide else 4))
+            continue
+        else:
+            continue
+        busy["array"] += -(-k // M) * n * -(-rows // R) * -(-tiles // C)
+    busy["total"] = sum(busy.values())
+    return busy
