@@ -20,6 +20,7 @@ from sw.perf.encoder_bench import (
     parse_sparsity,
     preset_clock,
     preset_nm,
+    preset_resources,
     readme_table,
     run_encoder_bench,
     run_rtl_check,
@@ -253,6 +254,26 @@ def test_plot_written(bench):
     _, tmp, *_ = bench
     data = (tmp / "encoder.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_resources_say_whether_the_preset_fits(tmp_path):
+    cfg = preset("u200")
+    assert preset_resources(cfg, bitstreams=tmp_path)["fits"] is None  # no summary yet
+    (tmp_path / "u200-xcup").mkdir()
+    summary = {"label": "Yosys estimate", "config": cfg.to_dict(),
+               "percent": {"LUT": 150.0, "FF": 60.0, "DSP48E2": 101.0}}
+    (tmp_path / "u200-xcup" / "summary.json").write_text(json.dumps(summary))
+    r = preset_resources(cfg, bitstreams=tmp_path)
+    assert r["fits"] is False and r["over"] == {"LUT": 150.0, "DSP48E2": 101.0}
+    assert "does not fit the part (LUT 150 %, DSP48E2 101 %)" in r["label"]
+    summary.update(percent={"LUT": 80.0, "DSP48E2": 100.0}, config={"name": "older"})
+    (tmp_path / "u200-xcup" / "summary.json").write_text(json.dumps(summary))
+    r = preset_resources(cfg, bitstreams=tmp_path)
+    assert r["fits"] is True and "for an earlier config: fits the part (at most 100 %)" in \
+        r["label"]
+    report = _fake_report()
+    report["presets"]["u200"]["resources"] = r
+    assert f"u200: {r['label']}." in readme_table(report)
 
 
 # -- README table ------------------------------------------------------------------------------

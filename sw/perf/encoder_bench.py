@@ -46,6 +46,9 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   command before it, so no schedule on these units is faster, however much of the fetch,
   staging, loads and write-out it hides; ``busy_utilisation`` = floor / ``total`` is the
   most utilisation the preset's units can reach on this Program.
+* **Resources** (:func:`preset_resources`): whether the preset fits its part, from the
+  summary ``make bitstream`` wrote (Yosys estimates for the Alveo parts, the routed design for
+  ``ecp5``). The projections are those of the preset as configured, fitting or not.
 * **RTL check** (``--rtl-check``, default on; ``make bench`` runs it): one whole encoder
   layer (MiniLM, 1 layer, seq 16, 2:4 by default; a shorter sequence where the preset's
   scratchpad cannot hold 16 tokens) compiled for each ``--rtl-presets`` preset (``tiny``
@@ -83,7 +86,7 @@ from hw.config import AcceleratorConfig, preset
 __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
     "ALVEO_CLOCK_MHZ", "ECP5_SUMMARY", "ModelShape", "encoder_macs", "floor_cycles",
-    "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock",
+    "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock", "preset_resources",
     "command_stream_bytes", "program_figures", "run_rtl_check", "run_encoder_bench",
     "write_plot", "readme_table", "update_readme", "format_report", "main",
 ]
@@ -96,6 +99,8 @@ DEFAULT_SPARSITIES = ("dense", "2:4", "1:4")
 #: The Alveo kernel clock the projections assume (no open flow gives an Alveo Fmax).
 ALVEO_CLOCK_MHZ = 300.0
 ECP5_SUMMARY = Path("bitstreams/ecp5-ecp5/summary.json")
+#: where ``make bitstream`` writes its summaries (the repository's, wherever the bench runs)
+BITSTREAMS = Path(__file__).resolve().parents[2] / "bitstreams"
 #: Calibration sequences per compile: they set integer scales only, never cycles.
 CALIBRATION = 2
 MODEL_LABELS = {"bert-base": "BERT-base (random weights)", "minilm": "all-MiniLM-L6-v2"}
@@ -198,6 +203,33 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
                 "label": f"{alveo_clock_mhz:g} MHz (assumed Alveo kernel clock)"}
     return {"mhz": float(config.clock_mhz), "source": "assumed",
             "label": f"{config.clock_mhz:g} MHz (assumed: config clock_mhz, no bitstream)"}
+
+
+def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAMS) -> dict:
+    """Whether the preset fits its part, from the build summary ``make bitstream`` wrote:
+    ``bitstreams/<preset>-xcup/summary.json`` (Yosys estimates for UltraScale+ parts) or
+    ``bitstreams/ecp5-ecp5/summary.json`` (a routed ECP5 design). ``fits`` is None without a
+    summary; ``over`` lists the resources an estimate puts above 100 % of the part."""
+    root = Path(bitstreams)
+    for target in ("xcup", "ecp5"):
+        path = root / f"{config.name}-{target}" / "summary.json"
+        if path.is_file():
+            break
+    else:
+        return {"fits": None, "label": "no resource figures (no bitstream summary)"}
+    s = json.loads(path.read_text())
+    other = "" if s.get("config") == config.to_dict() else ", for an earlier config"
+    if target == "ecp5":
+        return {"fits": True, "file": str(path), "config_matches": not other,
+                "label": f"routed by nextpnr ({path}){other}: fits"}
+    pct = s.get("percent", {})
+    over = {k: v for k, v in pct.items() if v > 100}
+    what = ", ".join(f"{k} {v:.0f} %" for k, v in sorted(over.items(), key=lambda kv: -kv[1]))
+    label = (f"{s.get('label', 'estimate')} ({path}){other}: "
+             + (f"does not fit the part ({what})" if over else
+                f"fits the part (at most {max(pct.values(), default=0):.0f} %)"))
+    return {"fits": not over, "over": over, "percent": pct, "file": str(path),
+            "config_matches": not other, "label": label}
 
 
 # -- a compiled Program: cycles, memory traffic ----------------------------------------------
@@ -535,7 +567,7 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     for c in configs:
         progress(f"preset {c.name}: {c.pe_rows} x {c.pe_cols} PEs, M = {c.m}, "
                  f"{c.spm_kib} KiB scratchpad, {c.mem_bandwidth_gbps:g} GB/s; clock "
-                 f"{clocks[c.name]['label']}")
+                 f"{clocks[c.name]['label']}; resources: {preset_resources(c)['label']}")
 
     cases = _compile_cases(models, configs, sparsities, seq, layers, clocks, calibration,
                            progress)
@@ -593,7 +625,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         "seq": seq, "batch": 1, "layers": layers or "all",
         "models": models, "presets": {c.name: {"config": c.to_dict(), "clock": clocks[c.name],
                                                "macs_per_cycle": device_macs_per_cycle(c)[0],
-                                               "floor_counts": device_macs_per_cycle(c)[1]}
+                                               "floor_counts": device_macs_per_cycle(c)[1],
+                                               "resources": preset_resources(c)}
                                       for c in configs},
         "sparsities": [parse_sparsity(s)[0] for s in sparsities],
         "calibration_sequences": calibration,
@@ -744,6 +777,11 @@ def readme_table(report: dict) -> str:
               "floor / the cycles the PE array (whole tiles), the LayerNorm lanes and the "
               "LOAD/STORE port are busy, one after the other as batch 1 needs them: the most "
               "utilisation any schedule of the Program on the preset's units reaches.", ""]
+    res = [f"{k}: {v['resources']['label']}" for k, v in report["presets"].items()
+           if v.get("resources", {}).get("fits") is not None]
+    if res:
+        lines += ["Resources (the figures above assume the preset as configured): "
+                  + "; ".join(res) + ".", ""]
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(
