@@ -83,6 +83,14 @@ class EngineOps(wiring.Component):
     first row's address and the stride multiples of 4) and ``C`` is even, port B reads the
     same chunk of the next row instead of the chunk's second half: two rows a cycle.
 
+    A *feeder* streams a tile's weight and activation beats from the banks into the engine in
+    the background from RUN on (its sizes and bank addresses latched), so the sequencer goes
+    on at once: the next tile's RUN, which the engine takes with this tile's last step (tiles
+    back to back), and after the command's last tile the next command's fetch, mask and
+    records. ACT and WGT (QK, PV, LINEAR without a weight port), which write the banks the
+    feeder reads, wait for it (ACT_HOLD, WGT_HOLD); a LINEAR's next row block starts loading
+    into the other buffer once the feeder has left it.
+
     Ports
     -----
     job : In(stream of engine_job_layout)
@@ -129,9 +137,11 @@ class EngineOps(wiring.Component):
     padded to ``weight_rows_align``; with ``P`` weight ports ``R / P`` rows through each, the
     ports in parallel; dense rows: no index words, then ``E`` cycles writing every row's
     implicit indices), hidden behind the previous block's records, tiles and write-out, a
-    chunk's first block behind the chunk's staging; a tile takes ``G * N + 5`` cycles (RUN, the
-    feed's 3 cycles before the first step, TILE_END), unless the engine still holds the
-    previous tile's sums; its results go out behind it: 2 cycles to the engine's shadow buffer,
+    chunk's first block behind the chunk's staging; a tile takes ``G * N`` cycles, its first
+    step 4 cycles after RUN (the engine takes it, then the feed's 3 cycles) or, when RUN comes
+    early, 4 cycles after the previous tile's last step, and not before the engine's
+    previous sums are captured; its results go out behind it: 2 cycles to the engine's shadow
+    buffer,
     the requantizer's 4 (LINEAR, PV), 2 in the result FIFO, then per output beat (taken in the
     previous one's last write cycle) a cycle per ``L`` scratchpad words its ``R`` results span
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
@@ -566,11 +576,21 @@ class EngineOps(wiring.Component):
         w_pend, a_pend, s_pend = Signal(), Signal(), Signal()
         m.d.sync += [w_pend.eq(0), a_pend.eq(0), s_pend.eq(0)]
         ws, ag = Signal(32), Signal(32)  # w beats / a beats issued
+        # the feeder: a tile's weight and activation beats into those FIFOs, from RUN on in
+        # the background with its sizes and bank addresses latched, while the FSM goes on
+        # (the next tile's RUN, the next command's fetch, mask and loads); busy until the
+        # engine takes the tile's last step. ACT and WGT, which write the banks it reads,
+        # wait for it (f_hold); a LINEAR's next row block loads into the other buffer
+        f_busy, f_cur = Signal(), Signal()
+        f_steps, f_G = Signal.like(steps), Signal.like(G)
+        f_abase = Signal(range(act_depth + 1))
+        pf_next = Signal()  # RQ's prefetch of the next row block, held while the feeder
+        pf_r0 = Signal.like(r0)  # reads the buffer it loads
         m.d.comb += [eng.w.payload.eq(wfifo.r_data), eng.w.valid.eq(wfifo.r_rdy),
                      wfifo.r_en.eq(eng.w.ready), eng.a.payload.eq(afifo.r_data),
                      eng.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(eng.a.ready)]
         wbeat = Signal(lay["w"])
-        r_off = Mux(cur, w_depth, 0) if B else 0  # the entries of the buffer the tiles read
+        r_off = Mux(f_cur, w_depth, 0) if B else 0  # the entries of the buffer the tile reads
         ws_sel = Signal(2)  # the slot within the word read last cycle
         for r in range(R):
             m.d.comb += [wbeat[r].value.eq(wv_r[r].data.word_select(ws_sel, 8)),
@@ -579,8 +599,20 @@ class EngineOps(wiring.Component):
         m.d.comb += [wfifo.w_data.eq(wbeat), wfifo.w_en.eq(w_pend)]
         abeat = Signal(lay["a"])
         for c in range(C):
-            m.d.comb += [abeat[c].eq(act_r[c].data), act_r[c].addr.eq(a_base + ag)]
+            m.d.comb += [abeat[c].eq(act_r[c].data), act_r[c].addr.eq(f_abase + ag)]
         m.d.comb += [afifo.w_data.eq(abeat), afifo.w_en.eq(a_pend)]
+        w_go = f_busy & (ws < f_steps) & (wfifo.level + w_pend < wfifo.depth)
+        a_go = f_busy & (ag < f_G) & (afifo.level + a_pend < afifo.depth)
+        for r in range(R):
+            m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
+        for c in range(C):
+            m.d.comb += act_r[c].en.eq(a_go)
+        with m.If(w_go):
+            m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
+        with m.If(a_go):
+            m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
+        with m.If(f_busy & (ws == f_steps) & eng.cmd.ready):  # the engine took the last step
+            m.d.sync += f_busy.eq(0)  # (RUN's start, below, overrides this)
         m.d.comb += [eng.cmd.payload.n.eq(n), eng.cmd.payload.groups.eq(G),
                      eng.cmd.payload.act_unsigned.eq(is_pv)]
 
@@ -697,6 +729,12 @@ class EngineOps(wiring.Component):
         m.d.sync += nx_words.eq(nx_rows + (nx_rows << 1))
         nx_on = (is_pv | is_lin) if B else is_pv
 
+        def to_act():  # ACT writes the banks the feeder reads: after its tile (ACT_HOLD)
+            with m.If(f_busy):
+                m.next = "ACT_HOLD"
+            with m.Else():
+                m.next = "ACT"
+
         def finish():
             m.d.comb += self.done.eq(1)
             m.next = "IDLE"
@@ -742,7 +780,7 @@ class EngineOps(wiring.Component):
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
                         m.next = "TABLE"
                     with m.Else():
-                        m.next = "ACT"
+                        to_act()
             # LINEAR with gelu: its table, 64 words, one a cycle as the bus delivers them
             with m.State("TABLE"):
                 m.d.comb += [self.dram_req.valid.eq(1),
@@ -761,7 +799,10 @@ class EngineOps(wiring.Component):
                         m.d.sync += i1.eq(0)
                         if B:  # the first row block's records, now the bus is free
                             m.d.sync += [pf_rq.eq(1), rq_pf.eq(1)]
-                        m.next = "ACT"
+                        to_act()
+            with m.State("ACT_HOLD"):
+                with m.If(~f_busy):
+                    m.next = "ACT"
             # key mask -> mask bits (QK only), mask_lanes bytes (keys) per cycle
             with m.State("MASK"):
                 key = i1
@@ -774,7 +815,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += i1.eq(i1 + KM)
             with m.State("MASK_LAST"):
                 m.d.sync += [i0.eq(0), i1.eq(0)]
-                m.next = "ACT"
+                to_act()
 
             # activations of a chunk of token blocks: C rows x G*M bytes per block; token row
             # at goes to bank at % C from address abase (next_act_row ends the chunk)
@@ -1051,9 +1092,13 @@ class EngineOps(wiring.Component):
             with m.State("RQ"):
                 if B:  # the next row block of the chunk loads into the other buffer while
                     # this one's requantizer records come and its tiles run
+                    # (once the feeder has left that buffer: pf_next)
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
-                        m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                         m.d.sync += prefetched.eq(1)
+                        with m.If(f_busy & (f_cur != cur)):
+                            m.d.sync += [pf_next.eq(1), pf_r0.eq(r0 + R)]
+                        with m.Else():
+                            m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
                 with m.If(nx_pend):  # fetched while the previous block ran
                     with m.If(nx_ready):
                         m.d.sync += [nx_pend.eq(0), nx_ready.eq(0), i1.eq(0)]
@@ -1071,7 +1116,8 @@ class EngineOps(wiring.Component):
                     m.next = "RUN"
 
             # one tile through the engine
-            with m.State("RUN"):
+            with m.State("RUN"):  # the engine takes the tile with (or after) the previous
+                # one's last step; the feeder starts on it in the next cycle
                 with m.If(nx_on & (tb == 0) & ~nx_pend & rq_idle & ~pf_rq & ~pf_rq2
                           & (r0 + R < job.rows)):
                     m.d.comb += nx_go.eq(1)
@@ -1083,20 +1129,10 @@ class EngineOps(wiring.Component):
                              blkf.w_en.eq(eng.cmd.ready & desc.w_rdy & ~is_qk),
                              blkf.w_data.eq(tb + 1 >= nblk)]
                 with m.If(eng.cmd.ready & desc.w_rdy):
-                    m.d.sync += [ws.eq(0), ag.eq(0)]
-                    m.next = "STREAM"
-            with m.State("STREAM"):
-                w_go = (ws < steps) & (wfifo.level + w_pend < wfifo.depth)
-                a_go = (ag < G) & (afifo.level + a_pend < afifo.depth)
-                for r in range(R):
-                    m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
-                for c in range(C):
-                    m.d.comb += act_r[c].en.eq(a_go)
-                with m.If(w_go):
-                    m.d.sync += [ws.eq(ws + 1), w_pend.eq(1), ws_sel.eq(ws[:2])]
-                with m.If(a_go):
-                    m.d.sync += [ag.eq(ag + 1), a_pend.eq(1)]
-                with m.If((ws == steps) & eng.cmd.ready):  # the engine took the last step
+                    m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
+                                 f_G.eq(G), f_abase.eq(a_base)]
+                    if B:
+                        m.d.sync += f_cur.eq(cur)
                     m.next = "TILE_END"
             with m.State("TILE_END"):
                 with m.If(tb + 1 < nblk):  # the row block against the chunk's next block
@@ -1107,7 +1143,10 @@ class EngineOps(wiring.Component):
                     m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0),
                                  rq_ptr.eq(rq_ptr + RQ_RECORD * R), tb.eq(0), t0.eq(c0),
                                  a_base.eq(0), out_blk.eq(out_chunk)]
-                    with m.If(r0 + R < job.rows):
+                    hold = f_busy & ~is_lin if B else f_busy
+                    with m.If((r0 + R < job.rows) & hold):
+                        m.next = "WGT_HOLD"  # WGT writes the weights the feeder reads
+                    with m.Elif(r0 + R < job.rows):
                         m.next = "WGT"
                     with m.Elif(is_qk):  # the softmax rows, once the scores are out
                         m.next = "SM_HAND"
@@ -1115,6 +1154,9 @@ class EngineOps(wiring.Component):
                         m.next = "WO_WAIT"
             # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
             # may read them)
+            with m.State("WGT_HOLD"):
+                with m.If(~f_busy):
+                    m.next = "WGT"
             with m.State("WO_WAIT"):  # (a PV's last chunk: at once; its results go out
                 # beside what follows: wo_busy)
                 with m.If(~desc.r_rdy | pv_end):
@@ -1144,7 +1186,7 @@ class EngineOps(wiring.Component):
                             m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
                         early = is_pv | is_lin if B else is_pv
                         m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
-                        m.next = "ACT"
+                        to_act()
                     with m.Else():
                         finish()
 
@@ -1257,6 +1299,10 @@ class EngineOps(wiring.Component):
             m.d.sync += [v.eq(0) for v in c_valid] + [wslot.eq(0), rslot.eq(0), eo_col.eq(0)]
 
         if B:  # the weight loaders: a row block's words through the weight ports (wl_start)
+            with m.If(pf_next & ~(f_busy & (f_cur != cur))):  # RQ's prefetch, once the
+                # feeder has left its buffer
+                m.d.comb += [wl_start.eq(1), wl_r0.eq(pf_r0), wl_target.eq(~cur)]
+                m.d.sync += pf_next.eq(0)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
                 m.d.comb += [wl_start.eq(1), wl_r0.eq(0), wl_target.eq(~cur)]
                 m.d.sync += [pf_first.eq(0), prefetched.eq(1)]

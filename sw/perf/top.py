@@ -209,7 +209,8 @@ class KernelState:
     QK_SOFTMAX's softmax rows, which run on after its command: the first cycle they are done
     (``sm_end``, on the same count) and the bytes they write (``sm_range``, [lo, hi)); the
     last PV's results, which go out after its command: the first cycle they are all written
-    (``wo_end``) and their bytes (``wo_range``)."""
+    (``wo_end``) and their bytes (``wo_range``); the last step of the tile still being fed
+    (``feed_last``)."""
 
     def __init__(self):
         self.rq_loads = 0
@@ -223,6 +224,9 @@ class KernelState:
         self.wo_results: _Results | None = None
         self.wo_captured = 0
         self.wo_base = 0
+        # the cycle the engine takes the last step of the tile in EngineOps' feeder (which runs
+        # on after RUN, into the next command)
+        self.feed_last = -10
 
 
 def _disjoint(reads, written: tuple[int, int]) -> bool:
@@ -379,6 +383,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         # first chunk's: before its GELU table)
         load_start = cyc - (table if first == 0 else 0)
         act_start = cyc
+        # ACT_HOLD: ACT writes the banks the feeder reads, so it starts after the tile before
+        cyc = max(cyc, state.feed_last - base + 2)
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
         # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
         def row_words(t: int) -> int:
@@ -402,16 +408,19 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             results = _Results(C, requant)
             captured = 0  # the cycle the engine captured the previous tile's sums
         rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
+        ld_at = load_start  # the cycle the block's load started
+        fed = state.feed_last - base  # the engine's last step of the tile being fed
         for j in range(rblocks):
             r0 = j * R
             # WGT waits for what is left of the block's load: the first block's ran while the
             # table and activations came, block j > 0's (into the other buffer) since block
-            # j - 1's first RQ cycle, through its records and tiles
+            # j - 1's first RQ cycle (or, when the feeder still read that buffer then, since
+            # the engine took that tile's last step), through its records and tiles
             if loads:
-                since = cyc - (load_start if j == 0 else rq_at)
-                cyc += 1 + max(0, loads[j] - 1 - since)
+                cyc += 1 + max(0, loads[j] - 1 - (cyc - ld_at))
             cyc += wts[j]
             rq_at = cyc
+            ld_at = max(rq_at, fed + 1)
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
             elif rq_early:  # fetched since the previous block's first RUN cycle
@@ -420,14 +429,20 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 cyc += rq[j]
             run_at = cyc
             for tb in range(b):
-                # RUN; STREAM from the next cycle: the first step FEED_LATENCY cycles in, not
-                # before the engine captured the previous tile's sums; TILE_END after the last
-                step0 = max(cyc + 1 + FEED_LATENCY, captured)
-                last = step0 + steps - 1
+                # RUN: the engine takes the tile with the last step of the one before (or at
+                # once); the feeder from the next cycle: the first step FEED_LATENCY cycles
+                # in, not before the engine captured the previous tile's sums; TILE_END in the
+                # next cycle
+                hs = max(cyc, fed)
+                step0 = max(hs + 1 + FEED_LATENCY, captured)
+                fed = step0 + steps - 1
                 t0 = (first + tb) * C
-                captured = results.capture(last + CAPTURE_LATENCY,
+                captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
-                cyc = last + 2
+                cyc = hs + 2
+            if j + 1 < rblocks and not (loads and cmd.op == Op.LINEAR):
+                cyc = fed + 2  # WGT_HOLD: WGT writes the weights the feeder reads
+        state.feed_last = base + fed
         if cmd.op == Op.QK_SOFTMAX or (cmd.op == Op.PV and last_chunk):
             # its results go out beside what follows
             state.wo_op, state.wo_results = cmd.op, results
@@ -563,7 +578,7 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
         i += issue is not None
 
 
-#: cycles from STREAM's first cycle to the engine's first step: the feed (bank read, FIFO
+#: cycles from the feeder's first cycle to the engine's first step: the feed (bank read, FIFO
 #: write, FIFO output register)
 FEED_LATENCY = 3
 
