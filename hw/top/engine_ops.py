@@ -704,11 +704,11 @@ class EngineOps(wiring.Component):
         m.d.comb += mk_r.addr.eq(kb + Mux(smk, nkb, 0))
         kb_odd = Signal()  # the word the banks return is an odd one
         sc_data = Array(Mux(kb_odd, sc_r[C + c].data, sc_r[c].data) for c in range(C))[f_sel]
-        s_base = Signal(32)
-        m.d.sync += [s_base.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
+        key0 = Signal(32)  # the first key of the beat the banks return
+        m.d.sync += [key0.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
-                         sbeat[lane].keep.eq(mk_r.data[lane] & (s_base + lane < sj_tokens))]
+                         sbeat[lane].keep.eq(mk_r.data[lane] & (key0 + lane < sj_tokens))]
         m.d.comb += [sfifo.w_data.eq(sbeat), sfifo.w_en.eq(s_pend),
                      sm.i.payload.eq(sfifo.r_data), sm.i.valid.eq(sfifo.r_rdy),
                      sfifo.r_en.eq(sm.i.ready),
