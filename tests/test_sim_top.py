@@ -796,6 +796,59 @@ def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault)
     _check_beside(out, cmds, cfg, fault, "sm_end", _beside)
 
 
+@pytest.mark.parametrize("fault", [False, True])
+def test_a_pv_starts_beside_softmax_rows_once_their_scores_are_written(fault):
+    """A QK_SOFTMAX's softmax rows (one lane: 24 cycles a row) run on after its command; the
+    next PV starts beside them once the QK's scores are all written when it reads none of
+    their bytes (its results wait for the rows' writes); one whose P is those
+    probabilities, and STORE, wait for them. With ``fault``, a bad PV (d over max_k) after
+    the one beside stops the kernel only once the rows are written: the memory equals the
+    ref backend's. Bit for bit, and cycle for cycle command by command."""
+    from sw.perf.top import KernelState, _pv_beside_sm, command_cycles, fetch_cycles
+
+    cfg = preset("tiny").replace(name="pvsm", m=4, n_max=4, pe_rows=3, pe_cols=8,
+                                 max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
+    rng = np.random.default_rng(7)
+    tokens = 24
+    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    rq = np.zeros((3, 3), np.int32)
+    rq[:, 0] = rng.integers(-1000, 1000, 3)
+    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, 3), 22
+    params[2048:2048 + rq.nbytes] = rq.tobytes()
+
+    def pv(p, out, d=3):
+        return Command(Op.PV, {"p": p, "p_stride": 25, "v": 1700, "stride": 7,
+                               "tokens": tokens, "d": d, "rq_off": 2048, "out": out,
+                               "out_stride": 7})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            Command(Op.QK_SOFTMAX, {"q": 5, "k": 301, "stride": 13, "tokens": tokens,
+                                    "d": 11, "mask": 701, "mult": 3000, "shift": 20,
+                                    "p": 3001, "p_stride": 25}),
+            pv(1000, 5001)]  # beside
+    cmds += [pv(1000, 5401, d=300)] if fault else [pv(3001, 5401)]  # bad / reads the rows
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}), Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    inp[701:701 + tokens] = rng.integers(0, 2, tokens)
+    inp[701] = 1
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, bytes(params), 3000)
+           for kind in ("ref", "rtl")}
+    assert out["rtl"][:3] == out["ref"][:3]
+    if fault:
+        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == 3
+        return
+    state, costs, running, beside = KernelState(), [], [], []
+    for i, cmd in enumerate(cmds):
+        running.append(state.sm_end > state.now + fetch_cycles(i, cfg) - 1)
+        beside.append(_pv_beside_sm(cmd, state))
+        costs.append(command_cycles(cmd, cfg, i, state))
+    # the rows run from the QK's end through both PVs' fetches; only the first is beside
+    assert running == [False, False, True, True, False, False]
+    assert beside == [False, False, True, False, False, False]
+    _check_trace(out["rtl"][3], cmds, costs)
+
+
 def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     """With one softmax lane a tile's scores take 4 cycles a beat to go out, so the next
     QK_SOFTMAX (other keys: 13, then 16) has its first tile's sums captured while the last

@@ -8,9 +8,10 @@ scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``
 another, but for a ``QK_SOFTMAX``'s softmax rows, which run on after its command
 (``eng.sm_busy``), and a ``PV``'s results, which go out after it (``eng.wo_busy``): the next
 command starts beside them only if it is a good ``QK_SOFTMAX`` (beside softmax rows) or
-``PV`` (beside results) that reads none of the bytes they write (CHECK compares its query,
-key and mask, or P and V, ranges with them); any other command, ``END`` and any fault wait
-for them. So every value and status is
+``PV`` (beside results, or beside softmax rows once their scores are all written:
+``eng.sm_scored``; its results then wait for the rows) that reads none of the bytes they
+write (CHECK compares its query, key and mask, or P and V, ranges with them); any other
+command, ``END`` and any fault wait for them. So every value and status is
 still that of running the commands one by one: :func:`sw.driver.executor.execute`.
 """
 
@@ -531,10 +532,14 @@ class Accelerator(wiring.Component):
                 pv_reads = ((w[1], w[1] + prods[0] + w[5]), (w[3], w[3] + prods[1] + w[6]))
                 pv_beside = ((op == Op.PV) & good
                              & Cat((hi <= wo_lo) | (lo >= wo_hi) for lo, hi in pv_reads).all())
+                # and beside softmax rows whose scores are all written (the rows alone use
+                # the write port: the PV's results wait for them)
+                pv_sm = ((op == Op.PV) & good & eng.sm_scored
+                         & Cat((hi <= sm_lo) | (lo >= sm_hi) for lo, hi in pv_reads).all())
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                           | (op == Op.ADD_LAYERNORM))
-                with m.If((eng.sm_busy & ~beside) | (eng.wo_busy & ~pv_beside)):
+                with m.If((eng.sm_busy & ~beside & ~pv_sm) | (eng.wo_busy & ~pv_beside)):
                     pass
                 with m.Elif(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)

@@ -42,6 +42,14 @@ def _realign(prev, word, skip):
     (``word`` itself when the row is word-aligned)."""
     return Mux(skip == 0, word, (Cat(prev, word) >> (skip * 8))[:32])
 
+class _Offset:
+    """A memory write port whose ``addr`` is given ``depth`` entries on when ``sel``."""
+
+    def __init__(self, m, port, size, sel, depth):
+        self.addr, self.data, self.en = Signal(range(size)), port.data, port.en
+        m.d.comb += port.addr.eq(self.addr + Mux(sel, depth, 0))
+
+
 class EngineOps(wiring.Component):
     """Runs one LINEAR / QK_SOFTMAX / PV command: ``out[t, r] = act[t, :] . w[r, :]`` on the
     :class:`~hw.spmm.engine.SpmmEngine`, tile by tile, then requantizes (LINEAR, PV) or feeds
@@ -49,7 +57,8 @@ class EngineOps(wiring.Component):
     (64 words from ``table``) and writes every int8 result through it.
 
     Loop order: *chunks* of token blocks (``C`` tokens each) outer, as many blocks as the
-    activation banks hold (``act_buffer_depth // ceil(K / M)``; QK: one block); row blocks of
+    activation banks hold (``act_buffer_depth // ceil(K / M)``, a PV half of that when QK and
+    PV alternate halves (below); QK: one block); row blocks of
     ``R`` inside; the chunk's token blocks innermost. A chunk's activations are staged once from
     the scratchpad; each row block's weights are staged once per chunk: LINEAR from the params
     buffer (values and bit-packed indices, as :func:`sw.nm.pack` lays them out), QK from the key
@@ -87,9 +96,14 @@ class EngineOps(wiring.Component):
     the background from RUN on (its sizes and bank addresses latched), so the sequencer goes
     on at once: the next tile's RUN, which the engine takes with this tile's last step (tiles
     back to back), and after the command's last tile the next command's fetch, mask and
-    records. ACT and WGT (QK, PV, LINEAR without a weight port), which write the banks the
-    feeder reads, wait for it (ACT_HOLD, WGT_HOLD); a LINEAR's next row block starts loading
-    into the other buffer once the feeder has left it.
+    records. So that the next QK's or PV's staging need not wait for it, QK and PV stage
+    each chunk's activations in the other half of the banks (when half holds their largest
+    block: ``act_buffer_depth / 2 >= ceil(max(max_k, max_row) / M)``) and, with a weight
+    port, each row block's weights in the other of the two weight buffers. ACT (LINEAR, or
+    without halves) and WGT (without a weight port), which write the banks the feeder reads,
+    wait for it (ACT_HOLD, WGT_HOLD); a LINEAR's next row block starts loading into the
+    other buffer once the feeder has left it. A PV may start beside a QK_SOFTMAX's softmax
+    rows once its scores are all written (``sm_scored``): its results wait for the rows.
 
     Ports
     -----
@@ -109,7 +123,10 @@ class EngineOps(wiring.Component):
     sm_busy : Out(1)
         A QK_SOFTMAX's softmax rows still run (and write the scratchpad through ``w_*``)
         after its ``done``: the kernel starts no command that could see them (anything but a
-        QK_SOFTMAX that reads none of the probabilities' bytes) until it falls.
+        QK_SOFTMAX that reads none of the probabilities' bytes, or a PV that reads none of
+        them once ``sm_scored``) until it falls. A LINEAR's or PV's results wait for it.
+    sm_scored : Out(1)
+        With ``sm_busy``: the QK_SOFTMAX's scores are all written (only its softmax rows run).
     r_* / r2_* : the scratchpad's read ports A and B, ``spm_lanes`` words wide (word
         addresses); only wide staging uses more than lane 0.
     w_* : the scratchpad's write port, ``spm_lanes`` words wide (byte enables); only the
@@ -180,6 +197,7 @@ class EngineOps(wiring.Component):
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
             "done": Out(1), "flush": In(1), "sm_busy": Out(1), "wo_busy": Out(1),
+            "sm_scored": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -284,6 +302,10 @@ class EngineOps(wiring.Component):
         m.submodules.softmax = sm = SoftmaxUnit(config=cfg)
 
         act_depth = cfg.act_buffer_depth
+        # QK and PV stage their activations in the two halves of the banks in turn, so the
+        # next one's ACT need not wait for the feeder (when half holds every QK and PV block)
+        half = act_depth // 2
+        alt_a = half >= max(-(-cfg.max_k // M), -(-cfg.max_row // M))
         act_mem = [Memory(shape=unsigned(8 * M), depth=act_depth, init=[]) for _ in range(C)]
         # weight banks: one per row, 4 slots per word (value bytes; indices of ibw bits)
         ibw = max(1, ib)
@@ -314,14 +336,21 @@ class EngineOps(wiring.Component):
         # sm_all: the rows' scores are all written; mq: the key-mask buffer the QK's MASK
         # fills (flipped per QK; qbuf flips per token block), smk: the one the rows read
         sm_all, mq, smk = Signal(), Signal(), Signal()
+        m.d.comb += self.sm_scored.eq(sm_busy & sm_all)
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
             m.submodules[f"buf{k}"] = mem
         m.submodules.mask_mem = mask_mem
         act_w = [mm.write_port(granularity=8) for mm in act_mem]
         act_r = [mm.read_port() for mm in act_mem]
-        wv_w = [mm.write_port(granularity=8) for mm in wv_mem]
+        # the weight banks' write ports, addressed within the buffer st_sel picks (QK and PV
+        # staging alternate buffers with a weight port; LINEAR's loaders give whole addresses
+        # with st_sel = 0)
+        st_sel = Signal()
+        wv_w = [_Offset(m, mm.write_port(granularity=8), w_bufs * w_depth, st_sel, w_depth)
+                for mm in wv_mem]
         wv_r = [mm.read_port() for mm in wv_mem]
-        wi_w = [mm.write_port(granularity=ibw) for mm in wi_mem]
+        wi_w = [_Offset(m, mm.write_port(granularity=ibw), w_bufs * w_depth, st_sel, w_depth)
+                for mm in wi_mem]
         wi_r = [mm.read_port() for mm in wi_mem]
         sc_w = [mm.write_port(granularity=32) for mm in sc_mem]  # even words, then odd
 
@@ -503,7 +532,8 @@ class EngineOps(wiring.Component):
             with m.If(ab + two == C - 1):  # a block is staged: stage another if it fits
                 m.d.sync += [ab.eq(0), abase.eq(abase + G), nblk.eq(nblk + 1),
                              out_stage.eq(out_stage + C * job.out_stride)]
-                with m.If(is_qk | (at + 1 + two >= job.tokens) | (abase + 2 * G > act_depth)):
+                with m.If(is_qk | (at + 1 + two >= job.tokens)
+                          | (abase + 2 * G > rend)):
                     m.next = "ACT_LAST"
 
         # wide staging (spm_lanes > 1): a chunk of a token row (the port's 4 L bytes, Q bank
@@ -584,6 +614,9 @@ class EngineOps(wiring.Component):
         f_busy, f_cur = Signal(), Signal()
         f_steps, f_G = Signal.like(steps), Signal.like(G)
         f_abase = Signal(range(act_depth + 1))
+        reg = Signal()  # the half QK / PV stage in (alt_a): flipped per chunk of a QK or PV
+        rbase = Mux(reg & ~is_lin, half, 0) if alt_a else 0  # the command's first bank entry
+        rend = Mux(is_lin, act_depth, rbase + half) if alt_a else act_depth
         pf_next = Signal()  # RQ's prefetch of the next row block, held while the feeder
         pf_r0 = Signal.like(r0)  # reads the buffer it loads
         m.d.comb += [eng.w.payload.eq(wfifo.r_data), eng.w.valid.eq(wfifo.r_rdy),
@@ -729,8 +762,11 @@ class EngineOps(wiring.Component):
         m.d.sync += nx_words.eq(nx_rows + (nx_rows << 1))
         nx_on = (is_pv | is_lin) if B else is_pv
 
-        def to_act():  # ACT writes the banks the feeder reads: after its tile (ACT_HOLD)
-            with m.If(f_busy):
+        def to_act(lin=None):  # ACT writes the banks the feeder reads: after its tile
+            # (ACT_HOLD), unless a QK or PV stages in the other half (alt_a)
+            if lin is None:
+                lin = is_lin
+            with m.If(f_busy & (lin if alt_a else 1)):
                 m.next = "ACT_HOLD"
             with m.Else():
                 m.next = "ACT"
@@ -754,6 +790,12 @@ class EngineOps(wiring.Component):
                                  act_ptr.eq(p.act), at.eq(0), ab.eq(0), abase.eq(0),
                                  nblk.eq(0), c0.eq(0), out_stage.eq(p.out),
                                  out_chunk.eq(p.out)]
+                    if alt_a:  # QK, PV: the other half of the banks
+                        with m.If(p.op != Op.LINEAR):
+                            m.d.sync += [reg.eq(~reg), abase.eq(Mux(reg, 0, half))]
+                    if B:  # LINEAR: whole addresses (its loaders)
+                        with m.If(p.op == Op.LINEAR):
+                            m.d.sync += st_sel.eq(0)
                     if wide:
                         m.d.sync += [s_ptr.eq(p.act), s_row.eq(p.act), nxt_ptr.eq(p.act),
                                      sj.eq(0), sc.eq(0),
@@ -765,8 +807,9 @@ class EngineOps(wiring.Component):
                     if wide_k:
                         m.d.sync += k_pairs.eq((p.w[:2] == 0) & (p.w_stride[:2] == 0)
                                                if R % 2 == 0 else 0)
-                    if B:  # QK and PV stage their weights in buffer 0; a LINEAR's first
-                        # row block starts loading (into buffer 1) in the next cycle
+                    if B:  # a LINEAR's first row block starts loading (into buffer 1) in
+                        # the next cycle (QK and PV stage theirs into the buffer the feeder
+                        # does not read: st_sel, from ACT_LAST)
                         m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR)]
                         m.d.sync += [wr.eq(p.w) for wr in w_rows]
                     # the first row block's records: now, or after the GELU table
@@ -780,7 +823,7 @@ class EngineOps(wiring.Component):
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
                         m.next = "TABLE"
                     with m.Else():
-                        to_act()
+                        to_act(self.job.payload.op == Op.LINEAR)
             # LINEAR with gelu: its table, 64 words, one a cycle as the bus delivers them
             with m.State("TABLE"):
                 m.d.comb += [self.dram_req.valid.eq(1),
@@ -842,7 +885,7 @@ class EngineOps(wiring.Component):
                                              act_ptr.eq(nxt),
                                              out_stage.eq(out_stage + C * job.out_stride)]
                                 with m.If(is_qk | (at + C >= job.tokens)
-                                          | (abase + 2 * G > act_depth)):
+                                          | (abase + 2 * G > rend)):
                                     m.next = "ACT_DRAIN"
                             with m.Else():
                                 m.d.sync += [sj.eq(sj + 1), s_row.eq(s_row + 4 * L),
@@ -889,13 +932,19 @@ class EngineOps(wiring.Component):
                                  kr.eq(0)]
                 m.d.sync += [r0.eq(0), i0.eq(0), i1.eq(0), w_col.eq(job.w),
                              i_row.eq(job.w + rows_gn), rq_ptr.eq(job.rq_off), tb.eq(0),
-                             t0.eq(c0), a_base.eq(0), out_blk.eq(out_chunk)]
+                             t0.eq(c0), a_base.eq(rbase), out_blk.eq(out_chunk)]
                 if B:  # a LINEAR's loader is already on its way with w_row and idx_phase
-                    with m.If(~is_lin):
-                        m.d.sync += [w_row.eq(job.w), idx_phase.eq(0)]
-                else:
+                    with m.If(~is_lin):  # QK, PV: the weights into the buffer the feeder
+                        # does not read
+                        m.d.sync += [w_row.eq(job.w), idx_phase.eq(0), st_sel.eq(~f_cur)]
+                    m.next = "WGT"
+                else:  # one weight buffer: the feeder may still read it (a QK or PV staged
+                    # beside the tile before)
                     m.d.sync += [w_row.eq(job.w), idx_phase.eq(0)]
-                m.next = "WGT"
+                    with m.If(f_busy):
+                        m.next = "WGT_HOLD"
+                    with m.Else():
+                        m.next = "WGT"
 
             # weights of the row block
             with m.State("WGT"):
@@ -1132,7 +1181,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
                                  f_G.eq(G), f_abase.eq(a_base)]
                     if B:
-                        m.d.sync += f_cur.eq(cur)
+                        m.d.sync += f_cur.eq(Mux(is_lin, cur, st_sel))
                     m.next = "TILE_END"
             with m.State("TILE_END"):
                 with m.If(tb + 1 < nblk):  # the row block against the chunk's next block
@@ -1142,8 +1191,11 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     m.d.sync += [r0.eq(r0 + R), i0.eq(0), i1.eq(0),
                                  rq_ptr.eq(rq_ptr + RQ_RECORD * R), tb.eq(0), t0.eq(c0),
-                                 a_base.eq(0), out_blk.eq(out_chunk)]
-                    hold = f_busy & ~is_lin if B else f_busy
+                                 a_base.eq(rbase), out_blk.eq(out_chunk)]
+                    if B:  # QK, PV: the next block's weights into the other buffer
+                        with m.If(~is_lin):
+                            m.d.sync += st_sel.eq(~f_cur)
+                    hold = 0 if B else f_busy
                     with m.If((r0 + R < job.rows) & hold):
                         m.next = "WGT_HOLD"  # WGT writes the weights the feeder reads
                     with m.Elif(r0 + R < job.rows):
@@ -1180,7 +1232,11 @@ class EngineOps(wiring.Component):
                 # tile's with the rows and score buffer it left in the descriptor FIFO)
                 with m.If(~desc.r_rdy | is_qk | pv_end):
                     m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
-                                 i1.eq(0), ab.eq(0), abase.eq(0), nblk.eq(0)]
+                                 i1.eq(0), ab.eq(0), abase.eq(rbase), nblk.eq(0)]
+                    if alt_a:  # QK, PV: each chunk in the other half (a QK's next token
+                        # block stages while its last tile is fed)
+                        with m.If(~is_lin):
+                            m.d.sync += [reg.eq(~reg), abase.eq(Mux(reg, 0, half))]
                     with m.If(at < job.tokens):
                         if B:  # its first row block loads while it is staged
                             m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
@@ -1453,7 +1509,8 @@ class EngineOps(wiring.Component):
         # descriptor's address, the next ones from out_ptr
         ptr = Signal(32)
         m.d.comb += ptr.eq(Mux(beats_out == 0, wo.out, out_ptr))
-        with m.If(held):
+        # (a PV started beside softmax rows: its results wait for the rows' last writes)
+        with m.If(held & ~(sm_busy & ~is_qk)):
             t = wo.t0 + beats_out
             rrow = wo.r0 + hr
             qk_end = Signal()  # QK: no valid key after this word

@@ -217,6 +217,7 @@ class KernelState:
         self.rq_slots: list[tuple[int, int] | None] = [None] * 4
         self.now = 0
         self.sm_end = self.wo_end = -1
+        self.sm_scored = -1  # the first cycle the last QK_SOFTMAX's scores are all written
         self.sm_range = self.wo_range = (0, 0)
         # a QK_SOFTMAX's or PV's (wo_op) results still going out (its write-out, and the
         # cycle the engine captured its last tile's sums), on the count of ``wo_base``
@@ -243,6 +244,17 @@ def _beside(cmd: Command, state: KernelState) -> bool:
     rows = (a["tokens"] - 1) * a["stride"] + a["d"]
     return _disjoint(((a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
                       (a["mask"], a["mask"] + a["tokens"])), state.sm_range)
+
+
+def _pv_beside_sm(cmd: Command, state: KernelState) -> bool:
+    """Whether ``cmd`` is a PV that reads none of the running softmax rows' bytes: it starts
+    beside them once their scores are all written (its results wait for the rows)."""
+    if cmd.op != Op.PV:
+        return False
+    a = cmd.args
+    return _disjoint(((a["p"], a["p"] + (a["tokens"] - 1) * a["p_stride"] + a["tokens"]),
+                      (a["v"], a["v"] + (a["tokens"] - 1) * a["stride"] + a["d"])),
+                     state.sm_range)
 
 
 def _pv_beside(cmd: Command, state: KernelState) -> bool:
@@ -279,7 +291,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     # chunks of token blocks: as many as the activation banks hold (QK: one block), each
     # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
     blocks = -(-tokens // C)
-    per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else cfg.act_buffer_depth // G
+    # QK and PV stage into the two halves of the activation banks in turn when half holds
+    # any of their blocks (EngineOps' alt_a): their ACT need not wait for the feeder
+    half = cfg.act_buffer_depth // 2
+    alt_a = half >= max(-(-cfg.max_k // M), -(-cfg.max_row // M))
+    depth = half if alt_a and cmd.op != Op.LINEAR else cfg.act_buffer_depth
+    per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else depth // G
     weights = 0  # staging the row blocks' weights
     wts = []  # per row block
     before = 0  # weights before this block
@@ -384,7 +401,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         load_start = cyc - (table if first == 0 else 0)
         act_start = cyc
         # ACT_HOLD: ACT writes the banks the feeder reads, so it starts after the tile before
-        cyc = max(cyc, state.feed_last - base + 2)
+        # (a QK or PV staging into the other half does not wait)
+        if not (alt_a and cmd.op != Op.LINEAR):
+            cyc = max(cyc, state.feed_last - base + 2)
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
         # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
         def row_words(t: int) -> int:
@@ -407,6 +426,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         else:
             results = _Results(C, requant)
             captured = 0  # the cycle the engine captured the previous tile's sums
+            if cmd.op != Op.QK_SOFTMAX:  # softmax rows still running: results wait for them
+                results.hold = state.sm_end - base
         rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
         ld_at = load_start  # the cycle the block's load started
         fed = state.feed_last - base  # the engine's last step of the tile being fed
@@ -416,6 +437,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             # table and activations came, block j > 0's (into the other buffer) since block
             # j - 1's first RQ cycle (or, when the feeder still read that buffer then, since
             # the engine took that tile's last step), through its records and tiles
+            if j == 0 and not B:  # WGT_HOLD (one weight buffer) after a QK's or PV's ACT
+                cyc = max(cyc, fed + 2)  # staged beside the tile before
             if loads:
                 cyc += 1 + max(0, loads[j] - 1 - (cyc - ld_at))
             cyc += wts[j]
@@ -440,8 +463,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
                 cyc = hs + 2
-            if j + 1 < rblocks and not (loads and cmd.op == Op.LINEAR):
-                cyc = fed + 2  # WGT_HOLD: WGT writes the weights the feeder reads
+            if j + 1 < rblocks and not B:  # WGT_HOLD: WGT writes the weights the feeder
+                cyc = fed + 2  # reads (with a weight port, the other buffer)
         state.feed_last = base + fed
         if cmd.op == Op.QK_SOFTMAX or (cmd.op == Op.PV and last_chunk):
             # its results go out beside what follows
@@ -462,6 +485,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
                 ready)
             state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
+            state.sm_scored = base + done + 1
             cyc = hand + 2
         elif cmd.op == Op.PV and last_chunk:  # WO_WAIT, BLOCK_END: its results go out
             # beside what follows
@@ -488,10 +512,12 @@ class _Results:
         self.held = 0  # write cycles left of the held beat
         self.t = 0  # the next cycle
         self.writes: list[int] = []  # each beat's last write cycle, in order
+        self.hold = -1  # no write before this cycle (softmax rows still writing)
 
     def rebase(self, delta: int) -> None:
         """Count cycles from ``delta`` cycles later on."""
         self.t -= delta
+        self.hold -= delta
         self.writes = [w - delta for w in self.writes]
 
     def _idle(self) -> bool:
@@ -501,7 +527,8 @@ class _Results:
     def _cycle(self) -> bool:
         """Cycle ``self.t``; whether it took the shadow buffer's last beat."""
         full = bool(self.shadow)
-        last_w = self.held == 1
+        blocked = self.t < self.hold
+        last_w = self.held == 1 and not blocked
         read = (self.held == 0 or last_w) and bool(self.fifo)
         room = len(self.fifo) < 2
         st = self.stages
@@ -514,7 +541,8 @@ class _Results:
         beat = self.shadow.pop() if take else None
         if last_w:
             self.writes.append(self.t)
-        self.held = self.fifo.pop(0) if read else max(0, self.held - 1)
+        self.held = (self.fifo.pop(0) if read else self.held if blocked
+                     else max(0, self.held - 1))
         if st:
             if advance:
                 self.stages = [beat] + st[:-1]
@@ -680,8 +708,9 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
     # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
     # the last PV's results go out, unless the command starts beside them
     fetch = fetch_cycles(index, config)
-    until = max(-1 if _beside(cmd, state) else state.sm_end,
-                -1 if _pv_beside(cmd, state) else state.wo_end)
+    sm = (-1 if _beside(cmd, state) else state.sm_scored if _pv_beside_sm(cmd, state)
+          else state.sm_end)
+    until = max(sm, -1 if _pv_beside(cmd, state) else state.wo_end)
     fetch += max(0, until - (state.now + fetch - 1))
     if cmd.op == Op.END:
         return fetch - 1
