@@ -219,6 +219,8 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
     s = json.loads(path.read_text())
     other = "" if s.get("config") == config.to_dict() else ", for an earlier config"
+    if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
+        path = path.relative_to(BITSTREAMS.parent)
     if target == "ecp5":
         return {"fits": True, "file": str(path), "config_matches": not other,
                 "label": f"routed by nextpnr ({path}){other}: fits"}
