@@ -28,6 +28,8 @@ from sw.compiler.isa import (
     Program,
     ProgramError,
     Status,
+    check_command,
+    check_shape,
 )
 from sw.compiler.qlayer import layer_int
 from sw.driver.device import DeviceError, open_device
@@ -347,3 +349,28 @@ def test_minilm_one_layer_2of4_meets_the_cosine_target():
     r = run_encoder(model="minilm", config=preset("tiny"), nm="2:4", device="ref", seq=16,
                     layers=1, progress=lambda *_: None)
     assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
+
+
+def test_engine_commands_may_not_write_over_their_own_inputs():
+    """A LINEAR, QK_SOFTMAX or PV whose output bytes overlap one of its inputs is a bad shape
+    (the engine writes a block's results while later blocks are still to be read), named;
+    output right after the input is fine."""
+    cfg = preset("tiny")
+    lin = {"a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 2, "n": 2, "m": 4, "w_off": 0,
+           "rq_off": 16, "out": 16, "out_stride": 2, "out_bits": 8}
+    assert check_shape(Command(Op.LINEAR, lin), cfg) is None  # a ends at 16
+    why = check_shape(Command(Op.LINEAR, lin | {"out": 15}), cfg)
+    assert why == ("out bytes [15, 19) overlap its input a [0, 16): LINEAR cannot write "
+                   "over what it reads")
+    qk = {"q": 0, "k": 64, "stride": 8, "tokens": 2, "d": 8, "mask": 200, "mult": 3000,
+          "shift": 20, "p": 202, "p_stride": 2}
+    assert check_shape(Command(Op.QK_SOFTMAX, qk), cfg) is None
+    why = check_shape(Command(Op.QK_SOFTMAX, qk | {"p": 201}), cfg)
+    assert "its input mask [200, 202)" in why
+    assert "its input k [64, 80)" in check_shape(Command(Op.QK_SOFTMAX, qk | {"p": 70}), cfg)
+    pv = {"p": 0, "p_stride": 2, "v": 64, "stride": 8, "tokens": 2, "d": 4, "rq_off": 0,
+          "out": 76, "out_stride": 4}
+    assert check_shape(Command(Op.PV, pv), cfg) is None  # v ends at 76
+    assert "its input v [64, 76)" in check_shape(Command(Op.PV, pv | {"out": 75}), cfg)
+    assert "its input p [0, 4)" in check_shape(Command(Op.PV, pv | {"out": 2}), cfg)
+    assert check_command(Command(Op.PV, pv | {"out": 2}), cfg, {})[0] == Status.BAD_SHAPE

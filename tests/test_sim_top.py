@@ -228,6 +228,19 @@ FAULTS = {
         "eps_int": 1, "sqrt_frac": 0})], None, None),
     "GELU's table off the word": ([Command(Op.GELU, {"src": 0, "dst": 64, "tokens": 2,
                                                      "width": 8, "table_off": 2})], None, None),
+    # an engine command whose output overlaps its own input
+    "LINEAR writing over its activations": ([Command(Op.LINEAR, {
+        "a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 2, "n": 2, "m": 4, "w_off": 0,
+        "rq_off": 16, "out": 8, "out_stride": 2, "out_bits": 8})], None, None),
+    "QK_SOFTMAX writing over its queries": ([Command(Op.QK_SOFTMAX, {
+        "q": 0, "k": 64, "stride": 8, "tokens": 2, "d": 8, "mask": 200, "mult": 3000,
+        "shift": 20, "p": 4, "p_stride": 2})], None, None),
+    "QK_SOFTMAX writing over its key mask": ([Command(Op.QK_SOFTMAX, {
+        "q": 0, "k": 64, "stride": 8, "tokens": 2, "d": 8, "mask": 201, "mult": 3000,
+        "shift": 20, "p": 200, "p_stride": 2})], None, None),
+    "PV writing over its V": ([Command(Op.PV, {
+        "p": 0, "p_stride": 2, "v": 64, "stride": 8, "tokens": 2, "d": 4, "rq_off": 0,
+        "out": 66, "out_stride": 4})], None, None),
 }
 
 

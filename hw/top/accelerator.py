@@ -54,6 +54,11 @@ _PRODUCTS = 5  #: most products one command's checks need (LINEAR)
 _MUL_LATENCY = 2  #: operands registered, then the product
 
 
+def _overlap(a, b):
+    """Whether byte ranges ``a`` and ``b`` (``(start, end)``) share a byte."""
+    return (a[0] < b[1]) & (b[0] < a[1])
+
+
 def _times(x, c: int):
     """``x * c`` for a constant ``c`` as shifts and adds (no multiplier block)."""
     terms = [x << i for i in range(c.bit_length()) if c >> i & 1]
@@ -474,6 +479,11 @@ class Accelerator(wiring.Component):
                 else:
                     m.d.comb += wbytes.eq(pw + Mux(w[6] == w[7], 0, prods[lin["idx"]]))
                 out_row = _bytes(w[5], w[12])  # rows x output bytes
+                # QK's query, key and mask bytes; PV's P and V (an engine command's output
+                # may overlap none of its inputs: sw.compiler.isa's shape check)
+                qk_reads = ((w[1], w[1] + prods[0] + w[5]), (w[2], w[2] + prods[0] + w[5]),
+                            (w[6], w[6] + w[4]))
+                pv_reads = ((w[1], w[1] + prods[0] + w[5]), (w[3], w[3] + prods[1] + w[6]))
                 with m.Switch(op):
                     with m.Case(Op.LINEAR):
                         nm_ok = (w[7] == cfg.m) & (((w[6] >= 1) & (w[6] <= cfg.n_max))
@@ -487,7 +497,10 @@ class Accelerator(wiring.Component):
                                              | ((w[8] & max(cfg.weight_port_bytes - 1, 0))
                                                 != 0)
                                              | (w[13] > 1) | (w[13][0] & (w[12] != 8))
-                                             | (w[14][:2] != 0)),
+                                             | (w[14][:2] != 0)
+                                             | _overlap((w[10], w[10] + prods[lin["out"]]
+                                                         + out_row),
+                                                        (w[1], w[1] + prods[lin["a"]] + w[4]))),
                             eng_spm_bad.eq((w[1] + prods[lin["a"]] + w[4] > spm_bytes)
                                            | (w[10] + prods[lin["out"]] + out_row
                                               > spm_bytes)),
@@ -502,7 +515,9 @@ class Accelerator(wiring.Component):
                             eng_shape_bad.eq((w[4] == 0) | (w[5] == 0) | (w[4] > cfg.max_row)
                                              | (w[5] > cfg.max_k) | (w[3] < w[5])
                                              | (w[10] < w[4]) | (w[8] > MAX_SHIFT)
-                                             | (w[7] >= 2**MULT_BITS)),
+                                             | (w[7] >= 2**MULT_BITS)
+                                             | Cat(_overlap((w[9], w[9] + prods[1] + w[4]), r)
+                                                   for r in qk_reads).any()),
                             eng_spm_bad.eq((w[1] + prods[0] + w[5] > spm_bytes)
                                            | (w[2] + prods[0] + w[5] > spm_bytes)
                                            | (w[6] + w[4] > spm_bytes)
@@ -512,7 +527,9 @@ class Accelerator(wiring.Component):
                             eng_shape_bad.eq((w[5] == 0) | (w[6] == 0) | (w[5] > cfg.max_row)
                                              | (w[6] > cfg.max_k) | (w[4] < w[6])
                                              | (w[2] < w[5]) | (w[9] < w[6])
-                                             | (w[7][:2] != 0)),
+                                             | (w[7][:2] != 0)
+                                             | Cat(_overlap((w[8], w[8] + prods[2] + w[6]), r)
+                                                   for r in pv_reads).any()),
                             eng_spm_bad.eq((w[1] + prods[0] + w[5] > spm_bytes)
                                            | (w[3] + prods[1] + w[6] > spm_bytes)
                                            | (w[8] + prods[2] + w[6] > spm_bytes)),
@@ -522,14 +539,11 @@ class Accelerator(wiring.Component):
                 # its probabilities [sm_lo, sm_hi): only a good QK_SOFTMAX that reads none of
                 # them starts beside them (its scores go to the other score buffer); any other
                 # command, END and any fault wait for them
-                qk_reads = ((w[1], w[1] + prods[0] + w[5]), (w[2], w[2] + prods[0] + w[5]),
-                            (w[6], w[6] + w[4]))
                 good = ~eng_shape_bad & ~eng_spm_bad & ~eng_params_bad & ~reader.error & ~wgt_error
                 beside = ((op == Op.QK_SOFTMAX) & good
                           & Cat((hi <= sm_lo) | (lo >= sm_hi) for lo, hi in qk_reads).all())
                 # likewise a PV's results may still go out (eng.wo_busy) into [wo_lo, wo_hi):
                 # only a good PV that reads none of them (P and V) starts beside them
-                pv_reads = ((w[1], w[1] + prods[0] + w[5]), (w[3], w[3] + prods[1] + w[6]))
                 pv_beside = ((op == Op.PV) & good
                              & Cat((hi <= wo_lo) | (lo >= wo_hi) for lo, hi in pv_reads).all())
                 # and beside softmax rows whose scores are all written (the rows alone use
