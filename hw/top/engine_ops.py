@@ -42,6 +42,7 @@ def _realign(prev, word, skip):
     (``word`` itself when the row is word-aligned)."""
     return Mux(skip == 0, word, (Cat(prev, word) >> (skip * 8))[:32])
 
+
 class _Offset:
     """A memory write port whose ``addr`` is given ``depth`` entries on when ``sel``."""
 
@@ -610,7 +611,8 @@ class EngineOps(wiring.Component):
         # the background with its sizes and bank addresses latched, while the FSM goes on
         # (the next tile's RUN, the next command's fetch, mask and loads); busy until the
         # engine takes the tile's last step. ACT and WGT, which write the banks it reads,
-        # wait for it (f_hold); a LINEAR's next row block loads into the other buffer
+        # wait for it where they would (ACT_HOLD, WGT_HOLD; QK and PV alternate halves and
+        # buffers); a LINEAR's next row block loads into the other buffer
         f_busy, f_cur = Signal(), Signal()
         f_steps, f_G = Signal.like(steps), Signal.like(G)
         f_abase = Signal(range(act_depth + 1))
@@ -843,7 +845,7 @@ class EngineOps(wiring.Component):
                         if B:  # the first row block's records, now the bus is free
                             m.d.sync += [pf_rq.eq(1), rq_pf.eq(1)]
                         to_act()
-            with m.State("ACT_HOLD"):
+            with m.State("ACT_HOLD"):  # ACT writes the banks the feeder still reads
                 with m.If(~f_busy):
                     m.next = "ACT"
             # key mask -> mask bits (QK only), mask_lanes bytes (keys) per cycle
@@ -1204,11 +1206,11 @@ class EngineOps(wiring.Component):
                         m.next = "SM_HAND"
                     with m.Else():
                         m.next = "WO_WAIT"
-            # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
-            # may read them)
-            with m.State("WGT_HOLD"):
+            with m.State("WGT_HOLD"):  # WGT writes the weights the feeder still reads
                 with m.If(~f_busy):
                     m.next = "WGT"
+            # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
+            # may read them)
             with m.State("WO_WAIT"):  # (a PV's last chunk: at once; its results go out
                 # beside what follows: wo_busy)
                 with m.If(~desc.r_rdy | pv_end):
