@@ -107,6 +107,17 @@ def _check_beside(out, cmds, cfg, fault, end, beside_fn):
     _check_trace(out["rtl"][3], cmds, costs)
 
 
+def _pv_params(rng, rows: int) -> bytes:
+    """4 KiB of random params with ``rows`` requantizer records (bias, multiplier, shift 22)
+    at byte 2048: a PV's."""
+    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    rq = np.zeros((rows, 3), np.int32)
+    rq[:, 0] = rng.integers(-1000, 1000, rows)
+    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, rows), 22
+    params[2048:2048 + rq.nbytes] = rq.tobytes()
+    return bytes(params)
+
+
 def _check_trace(res, commands, costs):
     """The RTL's cycle counter when each command was fetched (the bench's trace) and at the
     end equals the kernel model's ``costs``, command by command."""
@@ -823,11 +834,7 @@ def test_a_pv_starts_beside_softmax_rows_once_their_scores_are_written(fault):
                                  max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
     rng = np.random.default_rng(7)
     tokens = 24
-    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    rq = np.zeros((3, 3), np.int32)
-    rq[:, 0] = rng.integers(-1000, 1000, 3)
-    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, 3), 22
-    params[2048:2048 + rq.nbytes] = rq.tobytes()
+    params = _pv_params(rng, 3)
 
     def pv(p, out, d=3):
         return Command(Op.PV, {"p": p, "p_stride": 25, "v": 1700, "stride": 7,
@@ -919,11 +926,7 @@ def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
     cfg = preset("tiny").replace(name="pvbeside", m=4, n_max=4, pe_rows=8, pe_cols=16,
                                  max_k=48, spm_kib=8, act_buffer_depth=12)
     rng = np.random.default_rng(6)
-    params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    rq = np.zeros((8, 3), np.int32)
-    rq[:, 0] = rng.integers(-1000, 1000, 8)
-    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, 8), 22
-    params[2048:2048 + rq.nbytes] = rq.tobytes()
+    params = _pv_params(rng, 8)
 
     def pv(p, out, d=8):
         return Command(Op.PV, {"p": p, "p_stride": 50, "v": 700, "stride": 9,

@@ -246,26 +246,23 @@ def _beside(cmd: Command, state: KernelState) -> bool:
                       (a["mask"], a["mask"] + a["tokens"])), state.sm_range)
 
 
+def _pv_reads(cmd: Command) -> tuple[tuple[int, int], ...]:
+    """A PV's P and V bytes, ``[lo, hi)`` each."""
+    a = cmd.args
+    return ((a["p"], a["p"] + (a["tokens"] - 1) * a["p_stride"] + a["tokens"]),
+            (a["v"], a["v"] + (a["tokens"] - 1) * a["stride"] + a["d"]))
+
+
 def _pv_beside_sm(cmd: Command, state: KernelState) -> bool:
     """Whether ``cmd`` is a PV that reads none of the running softmax rows' bytes: it starts
     beside them once their scores are all written (its results wait for the rows)."""
-    if cmd.op != Op.PV:
-        return False
-    a = cmd.args
-    return _disjoint(((a["p"], a["p"] + (a["tokens"] - 1) * a["p_stride"] + a["tokens"]),
-                      (a["v"], a["v"] + (a["tokens"] - 1) * a["stride"] + a["d"])),
-                     state.sm_range)
+    return cmd.op == Op.PV and _disjoint(_pv_reads(cmd), state.sm_range)
 
 
 def _pv_beside(cmd: Command, state: KernelState) -> bool:
     """Whether ``cmd`` starts beside a PV's results still going out: a PV that reads none of
     their bytes."""
-    if cmd.op != Op.PV:
-        return False
-    a = cmd.args
-    return _disjoint(((a["p"], a["p"] + (a["tokens"] - 1) * a["p_stride"] + a["tokens"]),
-                      (a["v"], a["v"] + (a["tokens"] - 1) * a["stride"] + a["d"])),
-                     state.wo_range)
+    return cmd.op == Op.PV and _disjoint(_pv_reads(cmd), state.wo_range)
 
 
 def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C901
