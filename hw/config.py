@@ -354,6 +354,13 @@ class AcceleratorConfig:
         return self.spm_lanes > 1 and self.pe_rows <= 4 * self.spm_lanes
 
     @property
+    def act_halves(self) -> bool:
+        """QK and PV stage their activations in the two halves of the activation banks in
+        turn (the next one's staging beside the tile before): half the banks hold the largest
+        QK or PV block, ``ceil(max(max_k, max_row) / m)`` entries."""
+        return self.act_buffer_depth // 2 >= -(-max(self.max_k, self.max_row) // self.m)
+
+    @property
     def spm_bytes(self) -> int:
         return self.spm_kib * 1024
 

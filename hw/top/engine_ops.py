@@ -306,7 +306,7 @@ class EngineOps(wiring.Component):
         # QK and PV stage their activations in the two halves of the banks in turn, so the
         # next one's ACT need not wait for the feeder (when half holds every QK and PV block)
         half = act_depth // 2
-        alt_a = half >= max(-(-cfg.max_k // M), -(-cfg.max_row // M))
+        alt_a = cfg.act_halves
         act_mem = [Memory(shape=unsigned(8 * M), depth=act_depth, init=[]) for _ in range(C)]
         # weight banks: one per row, 4 slots per word (value bytes; indices of ibw bits)
         ibw = max(1, ib)

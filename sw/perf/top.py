@@ -289,10 +289,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
     blocks = -(-tokens // C)
     # QK and PV stage into the two halves of the activation banks in turn when half holds
-    # any of their blocks (EngineOps' alt_a): their ACT need not wait for the feeder
-    half = cfg.act_buffer_depth // 2
-    alt_a = half >= max(-(-cfg.max_k // M), -(-cfg.max_row // M))
-    depth = half if alt_a and cmd.op != Op.LINEAR else cfg.act_buffer_depth
+    # any of their blocks: their ACT need not wait for the feeder
+    alt_a = cfg.act_halves
+    depth = cfg.act_buffer_depth // (2 if alt_a and cmd.op != Op.LINEAR else 1)
     per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else depth // G
     weights = 0  # staging the row blocks' weights
     wts = []  # per row block
