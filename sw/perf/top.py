@@ -760,11 +760,11 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     for cmd in commands:
         a = cmd.args
         if cmd.op == Op.LINEAR:
-            tiles, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
+            tokens, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
         elif cmd.op == Op.QK_SOFTMAX:
-            tiles, k, rows, n = a["tokens"], a["d"], a["tokens"], M
+            tokens, k, rows, n = a["tokens"], a["d"], a["tokens"], M
         elif cmd.op == Op.PV:
-            tiles, k, rows, n = a["tokens"], a["tokens"], a["d"], M
+            tokens, k, rows, n = a["tokens"], a["tokens"], a["d"], M
         elif cmd.op in (Op.LAYERNORM, Op.ADD_LAYERNORM):
             busy["vector"] += a["tokens"] * -(-a["hidden"] // P)
             continue
@@ -777,6 +777,6 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
             continue
         else:
             continue
-        busy["array"] += -(-k // M) * n * -(-rows // R) * -(-tiles // C)
+        busy["array"] += -(-k // M) * n * -(-rows // R) * -(-tokens // C)
     busy["total"] = sum(busy.values())
     return busy
