@@ -298,28 +298,21 @@ def footprint(cmd: Command, config) -> dict[str, list[tuple[int, int]]]:
     return out
 
 
-def _overwrites_inputs(cmd: Command) -> str | None:
+#: an engine command's scratchpad ranges in :func:`footprint`'s order, the output last
+_ENGINE_SPM = {Op.LINEAR: ("a", "out"), Op.QK_SOFTMAX: ("q", "k", "mask", "p"),
+               Op.PV: ("p", "v", "out")}
+
+
+def _overwrites_inputs(cmd: Command, config) -> str | None:
     """Why an engine command's output bytes overlap its own inputs, or None. The engine
     writes a chunk's (or token block's) results while later ones are still to be read, so
     such a command would not compute what it says: it is refused like a bad shape."""
-    a = cmd.args
-    if cmd.op == Op.LINEAR:
-        written = ("out", _span(a["out"], a["tokens"], a["out_stride"],
-                                a["rows"] * a["out_bits"] // 8))
-        reads = [("a", _span(a["a"], a["tokens"], a["a_stride"], a["k"]))]
-    elif cmd.op == Op.QK_SOFTMAX:
-        written = ("p", _span(a["p"], a["tokens"], a["p_stride"], a["tokens"]))
-        reads = [("q", _span(a["q"], a["tokens"], a["stride"], a["d"])),
-                 ("k", _span(a["k"], a["tokens"], a["stride"], a["d"])),
-                 ("mask", (a["mask"], a["mask"] + a["tokens"]))]
-    elif cmd.op == Op.PV:
-        written = ("out", _span(a["out"], a["tokens"], a["out_stride"], a["d"]))
-        reads = [("p", _span(a["p"], a["tokens"], a["p_stride"], a["tokens"])),
-                 ("v", _span(a["v"], a["tokens"], a["stride"], a["d"]))]
-    else:
+    names = _ENGINE_SPM.get(cmd.op)
+    if names is None:
         return None
-    name, (lo, hi) = written
-    for what, (start, end) in reads:
+    spans = footprint(cmd, config)["spm"]
+    (lo, hi), name = spans[-1], names[-1]
+    for what, (start, end) in zip(names[:-1], spans[:-1], strict=True):
         if start < hi and lo < end:
             return (f"{name} bytes [{lo}, {hi}) overlap its input {what} [{start}, {end}): "
                     f"{cmd.op.name} cannot write over what it reads")
@@ -361,7 +354,7 @@ def check_shape(cmd: Command, config) -> str | None:
             return f"d = {a['d']} exceeds max_k = {config.max_k}"
         if a["stride"] < a["d"] or a["p_stride"] < a["tokens"]:
             return "a row stride is shorter than its row"
-    why = _overwrites_inputs(cmd)
+    why = _overwrites_inputs(cmd, config)
     if why:
         return why
     halves = {Op.LINEAR: (("out", "out_bits"), ("out_stride", "out_bits")),
