@@ -62,3 +62,38 @@ def test_busy_cycles_by_hand_and_never_above_the_kernel():
     costs = top.command_costs(cmds, cfg)
     assert sum(costs[1:4]) > busy["array"] and costs[4] > busy["vector"]
     assert top.program_cycles(cmds, cfg) > busy["total"]
+
+
+def test_feed_steps_without_watermarks_is_the_back_to_back_formula():
+    # the first step FEED_LATENCY cycles after the feeder's first, or at the capture
+    assert top.feed_steps(10, 64, 4, 0) == (13, 76)
+    assert top.feed_steps(10, 64, 4, 40) == (40, 103)
+    # watermarks that are always met change nothing
+    early = tuple(range(-100, -84))
+    assert top.feed_steps(10, 64, 4, 40, early, early) == (40, 103)
+
+
+def test_feed_steps_follow_the_watermarks_by_hand():
+    """One beat per cycle through a 3-cycle feed: a beat read in cycle t (not before the
+    cycle after its entry was written) is stepped in t + 3 at the earliest; the FIFOs hold
+    4 beats, so a stall never costs more than the entry it waits for."""
+    # activation group g written in cycle 100 + 8 g, 2 steps a group: the engine follows
+    # the staging, the last group's 2 steps at 100 + 8 * 7 + 1 + 3 and the one after
+    a_ready = tuple(100 + 8 * g for g in range(8))
+    assert top.feed_steps(0, 16, 2, 0, a_ready, None) == (104, 160 + 1)
+    # weight entry e (4 steps) written in cycle 50 + e: the first step at 54, then one a
+    # cycle (entries come faster than 4 steps take them)
+    w_ready = tuple(50 + e for e in range(4))
+    assert top.feed_steps(0, 16, 2, 0, None, w_ready) == (54, 69)
+    # both: the later of the two per step
+    first, last = top.feed_steps(0, 16, 2, 0, a_ready, w_ready)
+    assert (first, last) == (104, 161)
+
+
+def test_wide_staging_lands_the_last_bank_in_entry_order():
+    cycles, landed = top.wide_staging(8, 4, 10, 1, 2)
+    assert cycles == top.wide_staging_cycles(8, 4, 10, 1, 2)
+    assert len(landed) == 10 and list(landed) == sorted(set(landed))
+    assert landed[-1] < cycles
+    # two blocks: the first block's entries only, no later than with one block
+    assert top.wide_staging(8, 4, 10, 2, 2)[1] == landed

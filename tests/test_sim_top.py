@@ -711,6 +711,23 @@ def _check_cycles(cycles, commands, config, stall):
     assert cycles >= want if stall else cycles == want
 
 
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes, scratchpad lanes, weight ports
+    # dense rows through 2 ports: each entry whole once its implicit indices are written
+    (32, 2, 8, "dense", 48, 3, 7, 80, False, 1024, 32, 4, 8, 2),
+    # one port, 1:4, the FFN's second LINEAR in 2 chunks of several token blocks, stalls
+    (16, 2, 4, "1:4", 36, 3, 9, 50, True, 64, 8, 3, 4, 1),
+])
+def test_a_linear_s_first_tile_runs_while_its_chunk_is_staged(shape):
+    """With wide staging and a weight port, a LINEAR chunk's first tile starts once its
+    records are in, its feeder reading each activation group once the last bank wrote it
+    and each weight entry once every loader wrote it whole; the next row block loads as soon
+    as the first is in. Bit-exact, and cycle-exact against the kernel model (which steps
+    that feed a cycle at a time, ``sw.perf.top.feed_steps``)."""
+    _compiled_layer(*shape)
+
+
 def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_the_next_start():
     """The engine's four records slots are filled in turn, from command to command. A PV whose
     first row block's records are already in the slot it would fill (same params offset,

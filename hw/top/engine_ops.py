@@ -105,6 +105,13 @@ class EngineOps(wiring.Component):
     wait for it (ACT_HOLD, WGT_HOLD); a LINEAR's next row block starts loading into the
     other buffer once the feeder has left it. A PV may start beside a QK_SOFTMAX's softmax
     rows once its scores are all written (``sm_scored``): its results wait for the rows.
+    With wide staging and a weight port, a LINEAR chunk's first tile (first row block, first
+    token block) starts while the chunk is staged: its RUN handshake comes from the first
+    ACT cycle on, once the block's records are in, and its feeder reads each activation
+    group once the last bank (staged last in every chunk of the port's width) wrote it and
+    each weight entry once every loader wrote it whole (its values, then its indices: the
+    loaders write all values first, so the index words set the pace); the next row block
+    starts loading as soon as the first is in, before WGT.
 
     Ports
     -----
@@ -155,11 +162,14 @@ class EngineOps(wiring.Component):
     padded to ``weight_rows_align``; with ``P`` weight ports ``R / P`` rows through each, the
     ports in parallel; dense rows: no index words, then ``E`` cycles writing every row's
     implicit indices), hidden behind the previous block's records, tiles and write-out, a
-    chunk's first block behind the chunk's staging; a tile takes ``G * N`` cycles, its first
+    chunk's first block behind the chunk's staging (and, early-tile chunks, the second from
+    the cycle after the first is in); a tile takes ``G * N`` cycles, its first
     step 4 cycles after RUN (the engine takes it, then the feed's 3 cycles) or, when RUN comes
     early, 4 cycles after the previous tile's last step, and not before the engine's
-    previous sums are captured; its results go out behind it: 2 cycles to the engine's shadow
-    buffer,
+    previous sums are captured (the early tile: each step 3 cycles after its beats' reads,
+    each read in the cycle after its bank entry is written at the earliest, the feed
+    FIFOs 4 beats deep: ``sw.perf.top.feed_steps``); its results go out behind it: 2 cycles
+    to the engine's shadow buffer,
     the requantizer's 4 (LINEAR, PV), 2 in the result FIFO, then per output beat (taken in the
     previous one's last write cycle) a cycle per ``L`` scratchpad words its ``R`` results span
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
@@ -212,12 +222,13 @@ class EngineOps(wiring.Component):
         })
 
     def _weight_loader(self, m, q, req, data, w_row, start, wl_off, entries, dense, rows_pad,
-                       wl_r0, wv_w, wi_w):
+                       wl_r0, wv_w, wi_w, lim):
         """Weight port ``q``'s loader: on ``start``, its rows of a row block (all ``R`` with
         one port, the block's padded rows; ``R / P`` from row ``q R / P`` with ``P``) in one
         request at ``w_row`` (which moves past it), a beat per cycle into the banks at
-        ``wl_off``; dense rows then get their implicit indices. Returns "idle or in its last
-        cycle"."""
+        ``wl_off``; dense rows then get their implicit indices. ``lim``: the block's entries
+        it has written whole (values and indices), from the cycle after. Returns "idle or in
+        its last cycle"."""
         cfg = self.config
         R, B, ib = cfg.pe_rows, cfg.weight_port_bytes, cfg.index_bits
         vw, iw = B // 4, cfg.index_word_bits
@@ -241,7 +252,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += [v_groups.eq(blk_l >> log_v), i_groups.eq(blk_l >> log_i),
                                  wbeats.eq(entries * ((blk_l >> log_v)
                                                       + Mux(dense, 0, blk_l >> log_i))),
-                                 wg.eq(0), we.eq(0), idx_phase.eq(0)]
+                                 wg.eq(0), we.eq(0), idx_phase.eq(0), lim.eq(0)]
                     m.next = "WW_REQ"
             with m.State("WW_REQ"):
                 m.d.comb += [req.valid.eq(1), req.payload.addr.eq(w_row),
@@ -266,6 +277,8 @@ class EngineOps(wiring.Component):
                     m.d.sync += wg.eq(wg + 1)
                     with m.If(wg == groups - 1):
                         m.d.sync += [wg.eq(0), we.eq(we + 1)]
+                        with m.If(idx_phase):
+                            m.d.sync += lim.eq(we + 1)
                         with m.If(we == entries - 1):
                             m.d.sync += we.eq(0)
                             with m.If(dense):
@@ -280,7 +293,7 @@ class EngineOps(wiring.Component):
                     m.d.comb += [wi_w[base + r].addr.eq(we + wl_off), wi_w[base + r].en.eq(0b1111),
                                  wi_w[base + r].data.eq(Cat(((we << 2) + j)[:ib]
                                                             for j in range(4)))]
-                m.d.sync += we.eq(we + 1)
+                m.d.sync += [we.eq(we + 1), lim.eq(we + 1)]
                 with m.If(we == entries - 1):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
@@ -513,6 +526,18 @@ class EngineOps(wiring.Component):
             # the weight banks' buffer the tiles read; the one the loaders fill (wl_target
             # when they start)
             cur, wl_buf, wl_target = Signal(), Signal(), Signal()
+        # a LINEAR chunk's first tile starts early (wide staging and a weight port): RUN's
+        # handshake from the first ACT cycle on (up to RUN) once the block's records are in
+        # (ran_early: RUN then passes on); its feeder (f_track) reads each activation group
+        # once the last bank wrote it (a_lim, while a_track: the chunk is being staged) and
+        # each weight entry once every loader wrote it whole (wl_lim, while w_track: the
+        # first block is loading); the next block loads as soon as the first is in (pf1)
+        early_mode = bool(B) and wide
+        if early_mode:
+            e_chunk, early_pend, ran_early, f_track = Signal(), Signal(), Signal(), Signal()
+            a_track, w_track, first_in, pf1 = Signal(), Signal(), Signal(), Signal()
+            a_lim = Signal(range(act_depth + 1))
+            wl_lim = [Signal(kw, name=f"wl{q}_lim") for q in range(NP)]
 
         def put_indices(entry, word):
             for r in range(R):
@@ -638,6 +663,9 @@ class EngineOps(wiring.Component):
         m.d.comb += [afifo.w_data.eq(abeat), afifo.w_en.eq(a_pend)]
         w_go = f_busy & (ws < f_steps) & (wfifo.level + w_pend < wfifo.depth)
         a_go = f_busy & (ag < f_G) & (afifo.level + a_pend < afifo.depth)
+        if early_mode:  # the early tile: each beat once its bank entry is written
+            w_go &= ~f_track | ~w_track | Cat((ws >> 2) < lim for lim in wl_lim).all()
+            a_go &= ~f_track | ~a_track | (ag < a_lim)
         for r in range(R):
             m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
         for c in range(C):
@@ -777,7 +805,11 @@ class EngineOps(wiring.Component):
             m.d.comb += self.done.eq(1)
             m.next = "IDLE"
 
-        with m.FSM():
+        def early_chunk(lin):  # a chunk starts: a LINEAR's first tile may start early
+            m.d.sync += [e_chunk.eq(lin), early_pend.eq(lin), a_track.eq(lin), a_lim.eq(0),
+                         pf1.eq(0), first_in.eq(0)]
+
+        with m.FSM() as seq:
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(1)
                 with m.If(self.job.valid):
@@ -814,6 +846,8 @@ class EngineOps(wiring.Component):
                         # does not read: st_sel, from ACT_LAST)
                         m.d.sync += [cur.eq(0), pf_first.eq(p.op == Op.LINEAR)]
                         m.d.sync += [wr.eq(p.w) for wr in w_rows]
+                    if early_mode:
+                        early_chunk(p.op == Op.LINEAR)
                     # the first row block's records: now, or after the GELU table
                     early = (p.op == Op.PV) | ((p.op == Op.LINEAR) & ~p.gelu) if B else (
                         p.op == Op.PV)
@@ -896,6 +930,8 @@ class EngineOps(wiring.Component):
                             m.d.sync += [sc.eq(sc + 1 + pairs), s_ptr.eq(s_ptr + stride)]
                 with m.State("ACT_DRAIN"):  # the buffers' last entries go in
                     with m.If(~s_land & ~s_land2 & ~Cat(cnt != 0 for cnt in st_cnt).any()):
+                        if early_mode:
+                            m.d.sync += a_track.eq(0)
                         m.next = "ACT_LAST"
             if not wide:  # a word per cycle per read port, two rows at a time
                 with m.State("ACT"):
@@ -955,12 +991,16 @@ class EngineOps(wiring.Component):
                     if B:  # the block's value and index words came through the weight
                         # loader into the other buffer: started with the chunk (the first
                         # block) or in the previous block's RQ; wait for what is left of it
-                        with m.If(wl_done):
-                            m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
+                        # (an early tile's chunk: the first block may be in while the next
+                        # loads, first_in)
+                        with m.If(wl_done | (first_in & e_chunk if early_mode else 0)):
+                            m.d.sync += [prefetched.eq(pf1 if early_mode else 0), cur.eq(~cur)]
                             m.next = "RQ"
                         with m.Else():
                             m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "WW_WAIT"
+                        if early_mode:
+                            m.d.sync += [first_in.eq(0), pf1.eq(0), e_chunk.eq(0)]
                     else:  # a row at a time through the 32-bit master
                         with m.If(row >= job.rows):
                             m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
@@ -1173,18 +1213,30 @@ class EngineOps(wiring.Component):
                           & (r0 + R < job.rows)):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
-                m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
-                             desc.w_data.eq(Cat(r0, t0, out_blk, job.rows, qbuf,
-                                                is_qk & (r0 + R >= job.rows), job.tokens,
-                                                job.out_stride)),
-                             blkf.w_en.eq(eng.cmd.ready & desc.w_rdy & ~is_qk),
-                             blkf.w_data.eq(tb + 1 >= nblk)]
-                with m.If(eng.cmd.ready & desc.w_rdy):
-                    m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
-                                 f_G.eq(G), f_abase.eq(a_base)]
-                    if B:
-                        m.d.sync += f_cur.eq(Mux(is_lin, cur, st_sel))
-                    m.next = "TILE_END"
+                def run():
+                    m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
+                                 desc.w_data.eq(Cat(r0, t0, out_blk, job.rows, qbuf,
+                                                    is_qk & (r0 + R >= job.rows), job.tokens,
+                                                    job.out_stride)),
+                                 blkf.w_en.eq(eng.cmd.ready & desc.w_rdy & ~is_qk),
+                                 blkf.w_data.eq(tb + 1 >= nblk)]
+                    with m.If(eng.cmd.ready & desc.w_rdy):
+                        m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
+                                     f_G.eq(G), f_abase.eq(a_base)]
+                        if B:
+                            m.d.sync += f_cur.eq(Mux(is_lin, cur, st_sel))
+                        if early_mode:
+                            m.d.sync += [f_track.eq(0), early_pend.eq(0)]
+                        m.next = "TILE_END"
+
+                if early_mode:  # the early tile is running already
+                    with m.If(ran_early):
+                        m.d.sync += ran_early.eq(0)
+                        m.next = "TILE_END"
+                    with m.Else():
+                        run()
+                else:
+                    run()
             with m.State("TILE_END"):
                 with m.If(tb + 1 < nblk):  # the row block against the chunk's next block
                     m.d.sync += [tb.eq(tb + 1), t0.eq(t0 + C), a_base.eq(a_base + G),
@@ -1242,11 +1294,33 @@ class EngineOps(wiring.Component):
                     with m.If(at < job.tokens):
                         if B:  # its first row block loads while it is staged
                             m.d.sync += [pf_first.eq(is_lin)] + [wr.eq(job.w) for wr in w_rows]
+                        if early_mode:
+                            early_chunk(is_lin)
                         early = is_pv | is_lin if B else is_pv
                         m.d.sync += [rq_ptr.eq(job.rq_off), pf_rq.eq(early), rq_pf.eq(early)]
                         to_act()
                     with m.Else():
                         finish()
+
+        if early_mode:  # a LINEAR chunk's first tile, early: RUN's handshake, from ACT on
+            # (up to RUN), once its records are in (r0 = 0, the chunk's first token block)
+            rec_in = (rq_idle & ~pf_rq & ~pf_rq2) | rq_finish
+            one_blk = (c0 + C >= job.tokens) | ((G << 1) > act_depth)
+            flipped = seq.ongoing("WW_WAIT") | seq.ongoing("RQ")  # WGT flipped cur
+            with m.If(early_pend & rec_in & (seq.ongoing("ACT") | seq.ongoing("ACT_DRAIN")
+                                             | seq.ongoing("ACT_LAST") | seq.ongoing("WGT")
+                                             | flipped)):
+                m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
+                             desc.w_data.eq(Cat(Const(0, 32), c0, out_chunk, job.rows, qbuf,
+                                                Const(0, 1), job.tokens, job.out_stride)),
+                             blkf.w_en.eq(eng.cmd.ready & desc.w_rdy),
+                             blkf.w_data.eq(one_blk)]
+                with m.If(eng.cmd.ready & desc.w_rdy):
+                    m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
+                                 f_G.eq(G), f_abase.eq(0), f_track.eq(1), early_pend.eq(0),
+                                 ran_early.eq(1),
+                                 # the first block's buffer: WGT flips cur to it
+                                 f_cur.eq(Mux(flipped, cur, ~cur))]
 
         # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
         # and mask bits into the unit, a drain writes the probabilities
@@ -1364,6 +1438,20 @@ class EngineOps(wiring.Component):
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
                 m.d.comb += [wl_start.eq(1), wl_r0.eq(0), wl_target.eq(~cur)]
                 m.d.sync += [pf_first.eq(0), prefetched.eq(1)]
+                if early_mode:
+                    m.d.sync += w_track.eq(1)
+            if early_mode:
+                with m.If(w_track & wl_done):  # the first block is in (before WGT: then
+                    m.d.sync += w_track.eq(0)  # WGT, or WW_WAIT, takes wl_done)
+                    with m.If(e_chunk & ~seq.ongoing("WGT")):
+                        m.d.sync += first_in.eq(1)
+                # the next block, into the other buffer, as soon as the first is in (while
+                # the chunk is staged: WGT would start it in RQ)
+                with m.If(e_chunk & first_in & ~pf1 & (job.rows > R)
+                          & (seq.ongoing("ACT") | seq.ongoing("ACT_DRAIN")
+                             | seq.ongoing("ACT_LAST"))):
+                    m.d.comb += [wl_start.eq(1), wl_r0.eq(R), wl_target.eq(cur)]
+                    m.d.sync += pf1.eq(1)
             with m.If(wl_start):
                 m.d.sync += wl_buf.eq(wl_target)
             wl_off = Mux(wl_buf, w_depth, 0)  # the entries of the buffer being filled
@@ -1374,7 +1462,7 @@ class EngineOps(wiring.Component):
             for q, (req, dat) in enumerate(ports):
                 done.append(self._weight_loader(
                     m, q, req, dat, w_rows[q], wl_start, wl_off, entries, dense, rows_pad,
-                    wl_r0, wv_w, wi_w))
+                    wl_r0, wv_w, wi_w, wl_lim[q] if early_mode else Signal(kw)))
             m.d.comb += wl_done.eq(Cat(done).all())
 
         # staged bytes land one cycle after their read (or as zeros for padding)
@@ -1459,6 +1547,8 @@ class EngineOps(wiring.Component):
                 with m.If(st_cnt[c] != 0):
                     m.d.comb += [act_w[c].addr.eq(st_addr[c]), act_w[c].data.eq(st_buf[c]),
                                  act_w[c].en.eq(Const(-1, M))]
+                    if early_mode and c == C - 1:  # the last bank: every bank holds the entry
+                        m.d.sync += a_lim.eq(st_addr[c] + 1)
                     m.d.sync += [st_cnt[c].eq(st_cnt[c] - 1), st_addr[c].eq(st_addr[c] + 1),
                                  st_buf[c].eq(st_buf[c] >> (8 * M))]
                 with m.If(s_land & (s_c == c)):

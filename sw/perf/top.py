@@ -156,6 +156,26 @@ def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
     return r.prev + 1
 
 
+def _loaded_entries(addr: int, rows: int, steps: int, dense: bool,
+                    cfg: AcceleratorConfig) -> tuple[int, ...]:
+    """A weight loader's block of ``rows`` rows per port from ``addr``: the cycle (its request
+    state is 0) in which it writes each entry's last word (4 steps of every row): all entries'
+    values (a beat of ``B / 4`` rows' words), then their index words (a beat of ``8 B /
+    index_word_bits`` rows'), or for dense rows the implicit indices, an entry a cycle after
+    the values."""
+    B = cfg.weight_port_bytes
+    E = -(-steps // 4)
+    vg, ig = rows // (B // 4), 0 if dense else rows // (8 * B // cfg.index_word_bits)
+    r = Read(addr, E * (vg + ig), B, cfg.weight_port_burst)
+    taken = []
+    for _ in range(E * (vg + ig)):
+        taken.append(r.ready())
+        r.take(taken[-1])
+    if dense:
+        return tuple(taken[-1] + 1 + e for e in range(E))
+    return tuple(taken[E * vg + (e + 1) * ig - 1] for e in range(E))
+
+
 def _values(start: int, nbytes: int) -> int:
     """A LINEAR row's values: one word per cycle as the bus delivers them, realigned into
     4-slot bank words; a row starting mid-word whose last bytes sit in its last word alone
@@ -313,6 +333,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             beats = block_bytes(min(R, rows_pad - r0) // cfg.weight_ports, k, n, M, cfg) // B
             loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
                          + (-(-steps // 4) if n == M else 0))
+            if r0 == 0:
+                first_entries = _loaded_entries(addr, min(R, rows_pad) // cfg.weight_ports,
+                                                steps, n == M, cfg)
             addr += beats * B
         elif cmd.op == Op.LINEAR:
             for row in range(r0, r0 + R):
@@ -400,6 +423,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         # (a QK or PV staging into the other half does not wait)
         if not (alt_a and cmd.op != Op.LINEAR):
             cyc = max(cyc, state.feed_last - base + 2)
+        act0 = cyc  # the first ACT cycle
         # ACT: a scratchpad word per cycle, one more for a row starting mid-word, two rows of
         # a block at a time (banks 0-1, 2-3, ...); ACT_LAST
         def row_words(t: int) -> int:
@@ -407,7 +431,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
 
         if cfg.wide_staging:  # chunks of the port's width, two rows a cycle when aligned
             pairs = 2 if C % 2 == 0 and _on_words(act, act_stride) else 1
-            cyc += wide_staging_cycles(C, 4 * cfg.spm_lanes // M, G, b, pairs) + 1
+            staging, landed = wide_staging(C, 4 * cfg.spm_lanes // M, G, b, pairs)
+            cyc += staging + 1
         else:
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
@@ -427,6 +452,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
         ld_at = load_start  # the cycle the block's load started
         fed = state.feed_last - base  # the engine's last step of the tile being fed
+        # a LINEAR chunk's first tile (wide staging, a weight port) starts early: the engine
+        # takes it in the first cycle from the first ACT cycle on (up to RUN) with the block's
+        # records in (fetched since the chunk's third cycle, or cached); the feeder reads each
+        # beat once its bank entry is written (the activations' last bank, the loaders' entries)
+        early = None
+        if cmd.op == Op.LINEAR and B and cfg.wide_staging:
+            early = (max(act0, act_start + (2 if hit else rq[0]), fed),
+                     tuple(act0 + x - 1 for x in landed),
+                     tuple(load_start + 1 + x for x in first_entries))
         for j in range(rblocks):
             r0 = j * R
             # WGT waits for what is left of the block's load: the first block's ran while the
@@ -435,14 +469,22 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             # the engine took that tile's last step), through its records and tiles
             if j == 0 and not B:  # WGT_HOLD (one weight buffer) after a QK's or PV's ACT
                 cyc = max(cyc, fed + 2)  # staged beside the tile before
+            # the early tile's chunk: the next block starts loading (into the other buffer) in
+            # the cycle after the first block's load is done, if that is before WGT
+            pf_early = None
+            if early is not None and j == 0 and rblocks > 1:
+                pf_early = max(ld_at + loads[0], act0)
+                pf_early = pf_early if pf_early < cyc else None
             if loads:
                 cyc += 1 + max(0, loads[j] - 1 - (cyc - ld_at))
             cyc += wts[j]
             rq_at = cyc
-            ld_at = max(rq_at, fed + 1)
+            ld_at = max(rq_at, fed + 1) if pf_early is None else pf_early
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
             elif rq_early:  # fetched since the previous block's first RUN cycle
+                if j == 1 and early is not None:
+                    run_at = min(run_at, early[0] + 1)
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
@@ -451,10 +493,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 # RUN: the engine takes the tile with the last step of the one before (or at
                 # once); the feeder from the next cycle: the first step FEED_LATENCY cycles
                 # in, not before the engine captured the previous tile's sums; TILE_END in the
-                # next cycle
-                hs = max(cyc, fed)
-                step0 = max(hs + 1 + FEED_LATENCY, captured)
-                fed = step0 + steps - 1
+                # next cycle. The early tile: RUN passes on at once
+                if early is not None and j == 0 and tb == 0 and early[0] < cyc:
+                    hs = cyc
+                    fed = feed_steps(early[0] + 1, steps, n, captured, early[1], early[2])[1]
+                else:
+                    hs = max(cyc, fed)
+                    fed = feed_steps(hs + 1, steps, n, captured)[1]
                 t0 = (first + tb) * C
                 captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)])
@@ -578,12 +623,21 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
     buffer per cycle; ACT_DRAIN waits for the buffers to empty. QK's key rows (WGT,
     WGT_DRAIN) go the same way: ``C`` of the block's key rows (those below ``rows``, rounded
     up to ``rows``), ``G`` bank words of 4 slots, ``Q`` words a chunk."""
+    return wide_staging(C, Q, G, blocks, rows)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def wide_staging(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> tuple[int, tuple]:
+    """:func:`wide_staging_cycles`, and the cycle (the first ACT cycle is 1) in which the last
+    bank (``C - 1``, staged last in every chunk) writes each entry of the first block: the
+    entries every bank holds from the cycle after (the feeder's watermark)."""
     chunks = -(-G // Q)
     order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
              for c in range(0, C, rows)]
     cnt = [0] * C
     land = None  # (first bank, entries) landing this cycle
     i = cycles = 0
+    last: list[int] = []
     while True:
         cycles += 1
         issue = None
@@ -593,7 +647,9 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
                    for b in range(c, c + rows)):
                 issue = (c, n)
         elif land is None and not any(cnt):
-            return cycles
+            return cycles, tuple(last[:G])
+        if cnt[C - 1]:
+            last.append(cycles)
         cnt = [max(0, x - 1) for x in cnt]
         if land is not None:
             for b in range(land[0], land[0] + rows):
@@ -605,6 +661,35 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
 #: cycles from the feeder's first cycle to the engine's first step: the feed (bank read, FIFO
 #: write, FIFO output register)
 FEED_LATENCY = 3
+FEED_DEPTH = 4  #: beats each of the feeder's FIFOs (weights, activations) holds
+
+
+def feed_steps(start: int, steps: int, n: int, captured: int, a_ready=None,
+               w_ready=None) -> tuple[int, int]:
+    """The engine's first and last step of a tile whose feeder starts in cycle ``start``: a
+    weight beat per step and an activation beat per group of ``n`` steps, each read from its
+    bank while its FIFO has room (beats read, less beats the engine took, below
+    :data:`FEED_DEPTH`) and, with a watermark, not before the cycle after its bank entry was
+    written (``a_ready[g]``: group ``g``'s activations; ``w_ready[e]``: weight entry ``e``, 4
+    steps); the engine takes a step once its beats came through the FIFO
+    (:data:`FEED_LATENCY` cycles after their read), not before ``captured`` for the first."""
+    if a_ready is None and w_ready is None:  # beats a cycle from the start: no stall
+        first = max(start + FEED_LATENCY, captured)
+        return first, first + steps - 1
+    D = FEED_DEPTH
+    step = [0] * steps
+    w_at = a_at = start - 1  # the previous beat's read
+    for s in range(steps):
+        w_at = max(w_at + 1, step[s - D] + 1 if s >= D else 0,
+                   w_ready[s >> 2] + 1 if w_ready is not None else 0)
+        t = max(step[s - 1] + 1 if s else captured, w_at + FEED_LATENCY)
+        if s % n == 0:
+            g = s // n
+            a_at = max(a_at + 1, step[(g - D) * n] + 1 if g >= D else 0,
+                       a_ready[g] + 1 if a_ready is not None else 0)
+            t = max(t, a_at + FEED_LATENCY)
+        step[s] = t
+    return step[0], step[-1]
 
 
 @functools.lru_cache(maxsize=1 << 10)
