@@ -718,6 +718,9 @@ def _check_cycles(cycles, commands, config, stall):
     (32, 2, 8, "dense", 48, 3, 7, 80, False, 1024, 32, 4, 8, 2),
     # one port, 1:4, the FFN's second LINEAR in 2 chunks of several token blocks, stalls
     (16, 2, 4, "1:4", 36, 3, 9, 50, True, 64, 8, 3, 4, 1),
+    # staging longer than the first block's records and longer than a tile, the second
+    # block's records fetched from the first block's RUN state (as on u200): cycle-exact
+    (16, 16, 4, "2:4", 64, 4, 12, 96, False, 1024, 8, 3, 2, 2),
 ])
 def test_a_linear_s_first_tile_runs_while_its_chunk_is_staged(shape):
     """With wide staging and a weight port, a LINEAR chunk's first tile starts once its

@@ -483,8 +483,6 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
             elif rq_early:  # fetched since the previous block's first RUN cycle
-                if j == 1 and early is not None:
-                    run_at = min(run_at, early[0] + 1)
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
