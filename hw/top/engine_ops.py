@@ -106,12 +106,13 @@ class EngineOps(wiring.Component):
     other buffer once the feeder has left it. A PV may start beside a QK_SOFTMAX's softmax
     rows once its scores are all written (``sm_scored``): its results wait for the rows.
     With wide staging and a weight port, a LINEAR chunk's first tile (first row block, first
-    token block) starts while the chunk is staged: its RUN handshake comes from the first
-    ACT cycle on, once the block's records are in, and its feeder reads each activation
-    group once the last bank (staged last in every chunk of the port's width) wrote it and
-    each weight entry once every loader wrote it whole (its values, then its indices: the
-    loaders write all values first, so the index words set the pace); the next row block
-    starts loading as soon as the first is in, before WGT.
+    token block) starts while the chunk is staged: its RUN handshake comes in the first ACT
+    cycle, its feeder reads each activation group once the last bank (staged last in every
+    chunk of the port's width) wrote it and each weight entry once every loader wrote it
+    whole (its values, then its indices: the loaders write all values first, so the index
+    words set the pace), and its results enter the requantizer once the block's records are
+    in. The next row block starts loading as soon as the first is in (before WGT), and its
+    records are fetched as soon as the first block's are in (not from RUN).
 
     Ports
     -----
@@ -178,7 +179,8 @@ class EngineOps(wiring.Component):
     they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
     over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
-    commands) into the next records slot from the block's first tile on; a chunk's first
+    commands) into the next records slot from the block's first tile on (the early tile's
+    chunk: the second block's once the first block's are in); a chunk's first
     block's not at all when the slot it fills already holds them (*records cache*: the same
     params offset and word count as the load that last filled that slot since ``flush``;
     the slots are filled in turn from command to command; PV heads share a record blob);
@@ -527,14 +529,19 @@ class EngineOps(wiring.Component):
             # when they start)
             cur, wl_buf, wl_target = Signal(), Signal(), Signal()
         # a LINEAR chunk's first tile starts early (wide staging and a weight port): RUN's
-        # handshake from the first ACT cycle on (up to RUN) once the block's records are in
-        # (ran_early: RUN then passes on); its feeder (f_track) reads each activation group
+        # handshake from the first ACT cycle on (up to RUN; ran_early: RUN then passes on),
+        # its results waiting for the block's records (et_rec; fetched as before, the next
+        # block's as soon as the loader is free after them, not from RUN); its feeder
+        # (f_track) reads each activation group
         # once the last bank wrote it (a_lim, while a_track: the chunk is being staged) and
         # each weight entry once every loader wrote it whole (wl_lim, while w_track: the
         # first block is loading); the next block loads as soon as the first is in (pf1)
         early_mode = bool(B) and wide
         if early_mode:
             e_chunk, early_pend, ran_early, f_track = Signal(), Signal(), Signal(), Signal()
+            # the chunk's first block's records are in (rec0); the early tile's results wait
+            # for them at the requantizer (et_rec)
+            rec0, et_rec = Signal(), Signal()
             a_track, w_track, first_in, pf1 = Signal(), Signal(), Signal(), Signal()
             a_lim = Signal(range(act_depth + 1))
             wl_lim = [Signal(kw, name=f"wl{q}_lim") for q in range(NP)]
@@ -680,7 +687,8 @@ class EngineOps(wiring.Component):
                      eng.cmd.payload.act_unsigned.eq(is_pv)]
 
         # engine output: LINEAR / PV through the requantizer, QK straight to the score banks
-        m.d.comb += [rq.i.valid.eq(eng.o.valid & ~is_qk)]
+        rq_open = ~et_rec if early_mode else 1  # the tile's records are in
+        m.d.comb += [rq.i.valid.eq(eng.o.valid & ~is_qk & rq_open)]
         for r in range(R):
             lane = rq.i.payload[r]
             rec = rq_r[r].data
@@ -713,7 +721,7 @@ class EngineOps(wiring.Component):
         shifts = [v for v in shifts if 0 < v < R]
         n_out = Signal(range(max(4 * L, min(R, 2 * P)) + 1))  # lanes written this cycle
         beats_out = Signal(32)
-        m.d.comb += [eng.o.ready.eq(Mux(is_qk, ofifo.w_rdy, rq.i.ready)),
+        m.d.comb += [eng.o.ready.eq(Mux(is_qk, ofifo.w_rdy, rq.i.ready & rq_open)),
                      rq.o.ready.eq(ofifo.w_rdy & ~is_qk),
                      ofifo.w_en.eq(Mux(is_qk, eng.o.valid, rq.o.valid)),
                      ofifo.r_en.eq(~held | last_w)]
@@ -807,7 +815,7 @@ class EngineOps(wiring.Component):
 
         def early_chunk(lin):  # a chunk starts: a LINEAR's first tile may start early
             m.d.sync += [e_chunk.eq(lin), early_pend.eq(lin), a_track.eq(lin), a_lim.eq(0),
-                         pf1.eq(0), first_in.eq(0)]
+                         pf1.eq(0), first_in.eq(0), rec0.eq(0)]
 
         with m.FSM() as seq:
             with m.State("IDLE"):
@@ -1190,13 +1198,15 @@ class EngineOps(wiring.Component):
                             m.d.sync += [pf_next.eq(1), pf_r0.eq(r0 + R)]
                         with m.Else():
                             m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
-                with m.If(nx_pend):  # fetched while the previous block ran
+                with m.If(rq_pf):  # fetched with the chunk: wait for what is left of it
+                    # (an early tile's chunk: the next block's may be on their way)
+                    with m.If((rq_idle & ~pf_rq & ~pf_rq2) | rq_finish
+                              | (rec0 if early_mode else 0)):
+                        m.d.sync += [rq_pf.eq(0), i1.eq(0)]
+                        m.next = "RUN"
+                with m.Elif(nx_pend):  # fetched while the previous block ran
                     with m.If(nx_ready):
                         m.d.sync += [nx_pend.eq(0), nx_ready.eq(0), i1.eq(0)]
-                        m.next = "RUN"
-                with m.Elif(rq_pf):  # fetched with the chunk: wait for what is left of it
-                    with m.If((rq_idle & ~pf_rq & ~pf_rq2) | rq_finish):
-                        m.d.sync += [rq_pf.eq(0), i1.eq(0)]
                         m.next = "RUN"
                 with m.Else():
                     m.d.comb += rq_go.eq(1)
@@ -1305,11 +1315,19 @@ class EngineOps(wiring.Component):
         if early_mode:  # a LINEAR chunk's first tile, early: RUN's handshake, from ACT on
             # (up to RUN), once its records are in (r0 = 0, the chunk's first token block)
             rec_in = (rq_idle & ~pf_rq & ~pf_rq2) | rq_finish
+            with m.If(rq_pf & rec_in):
+                m.d.sync += rec0.eq(1)
+            with m.If(rec_in | rec0):
+                m.d.sync += et_rec.eq(0)
+            # the next block's records, as soon as the loader is free after the first's
+            with m.If(ran_early & ~nx_pend & rq_idle & ~pf_rq & ~pf_rq2 & (job.rows > R)):
+                m.d.comb += nx_go.eq(1)
+                m.d.sync += nx_pend.eq(1)
             one_blk = (c0 + C >= job.tokens) | ((G << 1) > act_depth)
             flipped = seq.ongoing("WW_WAIT") | seq.ongoing("RQ")  # WGT flipped cur
-            with m.If(early_pend & rec_in & (seq.ongoing("ACT") | seq.ongoing("ACT_DRAIN")
-                                             | seq.ongoing("ACT_LAST") | seq.ongoing("WGT")
-                                             | flipped)):
+            with m.If(early_pend & (seq.ongoing("ACT") | seq.ongoing("ACT_DRAIN")
+                                    | seq.ongoing("ACT_LAST") | seq.ongoing("WGT")
+                                    | flipped)):
                 m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
                              desc.w_data.eq(Cat(Const(0, 32), c0, out_chunk, job.rows, qbuf,
                                                 Const(0, 1), job.tokens, job.out_stride)),
@@ -1318,7 +1336,7 @@ class EngineOps(wiring.Component):
                 with m.If(eng.cmd.ready & desc.w_rdy):
                     m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
                                  f_G.eq(G), f_abase.eq(0), f_track.eq(1), early_pend.eq(0),
-                                 ran_early.eq(1),
+                                 ran_early.eq(1), et_rec.eq(~(rec_in | rec0)),
                                  # the first block's buffer: WGT flips cur to it
                                  f_cur.eq(Mux(flipped, cur, ~cur))]
 

@@ -453,12 +453,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         ld_at = load_start  # the cycle the block's load started
         fed = state.feed_last - base  # the engine's last step of the tile being fed
         # a LINEAR chunk's first tile (wide staging, a weight port) starts early: the engine
-        # takes it in the first cycle from the first ACT cycle on (up to RUN) with the block's
-        # records in (fetched since the chunk's third cycle, or cached); the feeder reads each
-        # beat once its bank entry is written (the activations' last bank, the loaders' entries)
+        # takes it in the first ACT cycle (the engine is idle: ACT_HOLD); the feeder reads
+        # each beat once its bank entry is written (the activations' last bank, the loaders'
+        # entries); its results go into the requantizer once the block's records are in
+        # (fetched since the chunk's third cycle, the last word in t_rec, or cached), and the
+        # next block's records are fetched from the cycle the loader is idle after them
         early = None
         if cmd.op == Op.LINEAR and B and cfg.wide_staging:
-            early = (max(act0, act_start + (2 if hit else rq[0]), fed),
+            t_rec = act_start + (2 if hit else rq[0])
+            early = (max(act0, fed),
                      tuple(act0 + x - 1 for x in landed),
                      tuple(load_start + 1 + x for x in first_entries))
         for j in range(rblocks):
@@ -482,7 +485,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             ld_at = max(rq_at, fed + 1) if pf_early is None else pf_early
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
-            elif rq_early:  # fetched since the previous block's first RUN cycle
+            elif rq_early:  # fetched since the previous block's first RUN cycle (the early
+                # tile's chunk: since the loader went idle after the first block's)
+                if j == 1 and early is not None:
+                    run_at = min(run_at, max(early[0] + 1, t_rec + (0 if hit else 1)))
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
@@ -494,6 +500,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 # next cycle. The early tile: RUN passes on at once
                 if early is not None and j == 0 and tb == 0 and early[0] < cyc:
                     hs = cyc
+                    results.rq_hold = t_rec + 1
                     fed = feed_steps(early[0] + 1, steps, n, captured, early[1], early[2])[1]
                 else:
                     hs = max(cyc, fed)
@@ -552,11 +559,13 @@ class _Results:
         self.t = 0  # the next cycle
         self.writes: list[int] = []  # each beat's last write cycle, in order
         self.hold = -1  # no write before this cycle (softmax rows still writing)
+        self.rq_hold = -1  # no beat into the requantizer before this cycle (records)
 
     def rebase(self, delta: int) -> None:
         """Count cycles from ``delta`` cycles later on."""
         self.t -= delta
         self.hold -= delta
+        self.rq_hold -= delta
         self.writes = [w - delta for w in self.writes]
 
     def _idle(self) -> bool:
@@ -573,7 +582,7 @@ class _Results:
         st = self.stages
         if st:
             advance = st[-1] is None or room
-            take = full and advance
+            take = full and advance and self.t >= self.rq_hold
             push = st[-1] if st[-1] is not None and room else None
         else:
             advance, take = False, full and room
