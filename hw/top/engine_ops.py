@@ -813,6 +813,22 @@ class EngineOps(wiring.Component):
             m.d.comb += self.done.eq(1)
             m.next = "IDLE"
 
+        def hand_tile(t_r0, t_t0, t_out, qk_last, rq_tile, blk_last, abase, fcur):
+            """The engine takes a tile (its first row, first token, output address, whether
+            it is a QK's last row block; a requantized tile's "last token block" flag), the
+            feeder its sizes and bank addresses: returns the handshake."""
+            go = eng.cmd.ready & desc.w_rdy
+            m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
+                         desc.w_data.eq(Cat(t_r0, t_t0, t_out, job.rows, qbuf, qk_last,
+                                            job.tokens, job.out_stride)),
+                         blkf.w_en.eq(go & rq_tile), blkf.w_data.eq(blk_last)]
+            with m.If(go):
+                m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps), f_G.eq(G),
+                             f_abase.eq(abase)]
+                if fcur is not None:
+                    m.d.sync += f_cur.eq(fcur)
+            return go
+
         def early_chunk(lin):  # a chunk starts: a LINEAR's first tile may start early
             m.d.sync += [e_chunk.eq(lin), early_pend.eq(lin), a_track.eq(lin), a_lim.eq(0),
                          pf1.eq(0), first_in.eq(0), rec0.eq(0)]
@@ -1224,17 +1240,9 @@ class EngineOps(wiring.Component):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
                 def run():
-                    m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
-                                 desc.w_data.eq(Cat(r0, t0, out_blk, job.rows, qbuf,
-                                                    is_qk & (r0 + R >= job.rows), job.tokens,
-                                                    job.out_stride)),
-                                 blkf.w_en.eq(eng.cmd.ready & desc.w_rdy & ~is_qk),
-                                 blkf.w_data.eq(tb + 1 >= nblk)]
-                    with m.If(eng.cmd.ready & desc.w_rdy):
-                        m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
-                                     f_G.eq(G), f_abase.eq(a_base)]
-                        if B:
-                            m.d.sync += f_cur.eq(Mux(is_lin, cur, st_sel))
+                    with m.If(hand_tile(r0, t0, out_blk, is_qk & (r0 + R >= job.rows),
+                                        ~is_qk, tb + 1 >= nblk, a_base,
+                                        Mux(is_lin, cur, st_sel) if B else None)):
                         if early_mode:
                             m.d.sync += [f_track.eq(0), early_pend.eq(0)]
                         m.next = "TILE_END"
@@ -1313,7 +1321,8 @@ class EngineOps(wiring.Component):
                         finish()
 
         if early_mode:  # a LINEAR chunk's first tile, early: RUN's handshake, from ACT on
-            # (up to RUN), once its records are in (r0 = 0, the chunk's first token block)
+            # (up to RUN; r0 = 0, the chunk's first token block); its results wait for the
+            # block's records (et_rec)
             rec_in = (rq_idle & ~pf_rq & ~pf_rq2) | rq_finish
             with m.If(rq_pf & rec_in):
                 m.d.sync += rec0.eq(1)
@@ -1328,17 +1337,11 @@ class EngineOps(wiring.Component):
             with m.If(early_pend & (seq.ongoing("ACT") | seq.ongoing("ACT_DRAIN")
                                     | seq.ongoing("ACT_LAST") | seq.ongoing("WGT")
                                     | flipped)):
-                m.d.comb += [eng.cmd.valid.eq(desc.w_rdy), desc.w_en.eq(eng.cmd.ready),
-                             desc.w_data.eq(Cat(Const(0, 32), c0, out_chunk, job.rows, qbuf,
-                                                Const(0, 1), job.tokens, job.out_stride)),
-                             blkf.w_en.eq(eng.cmd.ready & desc.w_rdy),
-                             blkf.w_data.eq(one_blk)]
-                with m.If(eng.cmd.ready & desc.w_rdy):
-                    m.d.sync += [ws.eq(0), ag.eq(0), f_busy.eq(1), f_steps.eq(steps),
-                                 f_G.eq(G), f_abase.eq(0), f_track.eq(1), early_pend.eq(0),
-                                 ran_early.eq(1), et_rec.eq(~(rec_in | rec0)),
-                                 # the first block's buffer: WGT flips cur to it
-                                 f_cur.eq(Mux(flipped, cur, ~cur))]
+                # (the first block's buffer: WGT flips cur to it)
+                with m.If(hand_tile(Const(0, 32), c0, out_chunk, Const(0, 1), 1, one_blk, 0,
+                                    Mux(flipped, cur, ~cur))):
+                    m.d.sync += [f_track.eq(1), early_pend.eq(0), ran_early.eq(1),
+                                 et_rec.eq(~(rec_in | rec0))]
 
         # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
         # and mask bits into the unit, a drain writes the probabilities
