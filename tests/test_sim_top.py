@@ -803,7 +803,8 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
 @pytest.mark.parametrize("fault", [False, True])
 def test_softmax_rows_run_beside_the_next_qk_softmax_unless_it_reads_them(fault):
     """A QK_SOFTMAX's softmax rows run on after its command (3 token blocks of 8: each block
-    hands off once the one before is done); the next QK_SOFTMAX starts beside them when it
+    hands its rows over, into the pending slot while the block before's run); the next
+    QK_SOFTMAX starts beside them when it
     reads none of their bytes (its scores and mask go to the other buffers); one whose query
     rows, or key mask, are the previous probabilities, and STORE, wait for them. With
     ``fault``, a bad QK_SOFTMAX (d over max_k) after one running beside stops the kernel only
@@ -890,10 +891,11 @@ def test_a_pv_starts_beside_softmax_rows_once_their_scores_are_written(fault):
 
 
 def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
-    """With one softmax lane a tile's scores take 4 cycles a beat to go out, so the next
-    QK_SOFTMAX (other keys: 13, then 16) has its first tile's sums captured while the last
-    scores of the one before still go out: each tile's rows and score buffer come with it
-    through the descriptor FIFO. Bit for bit, cycle for cycle command by command."""
+    """With one softmax lane a tile's scores take 4 cycles a beat to go out, so each next
+    QK_SOFTMAX (other keys: 13, then 16; its command ends once its rows are handed over) has
+    its first tile's sums captured while the last scores of the one before still go out:
+    each tile's rows and score buffer come with it through the descriptor FIFO. Bit for
+    bit, cycle for cycle command by command."""
     from sw.perf import top
 
     cfg = preset("tiny").replace(name="qkdrain", m=4, n_max=4, pe_rows=8, pe_cols=16,
@@ -914,8 +916,8 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
         firsts.append(None)
         return engine(*args, **kwargs)
 
-    def capture_spy(self, ready, beats):
-        at = capture(self, ready, beats)
+    def capture_spy(self, ready, beats, hold=-1):
+        at = capture(self, ready, beats, hold)
         if firsts[-1] is None:
             firsts[-1] = bool(self.fifo or self.held)
         return at
@@ -924,10 +926,70 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     monkeypatch.setattr(top._Results, "capture", capture_spy)
     costs = top.command_costs(cmds, cfg)
     monkeypatch.undo()
-    assert firsts == [False, True, False]  # (the third: 13 keys go out faster)
+    assert firsts == [False, True, True]
     program = _program(cmds, config=cfg)
     inp = np.random.default_rng(9).integers(0, 256, 2048, dtype=np.uint8)
     out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, out=1000)
+           for kind in ("ref", "rtl")}
+    assert out["rtl"][:3] == out["ref"][:3] and out["rtl"][1] == Status.OK
+    _check_trace(out["rtl"][3], cmds, costs)
+
+
+def test_softmax_rows_wait_in_a_pending_slot_while_the_next_qk_softmax_runs():
+    """With one softmax lane (16 cycles a row) the rows outlast a QK_SOFTMAX's tiles: the
+    next QK_SOFTMAX hands its rows to the pending slot and its command ends; the one after
+    that fills the score buffer the running rows still read, so its scores wait for them, and
+    it hands its rows once the slot is free. Each QK_SOFTMAX has its own key mask (the mask
+    buffers go round). One whose queries are the probabilities of the QK_SOFTMAX before the
+    last (the rows CHECK's second range covers) waits for every row; a PV after two
+    QK_SOFTMAXes waits for the pending rows to start and for their scores. Bit for bit, and
+    cycle for cycle command by command."""
+    from sw.perf import top
+
+    cfg = preset("tiny").replace(name="smpend", m=4, n_max=4, pe_rows=8, pe_cols=16,
+                                 max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
+    rng = np.random.default_rng(11)
+
+    def qk(q, k, p, tokens, mask):
+        return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": 5, "tokens": tokens, "d": 4,
+                                       "mask": mask, "mult": 3000, "shift": 20, "p": p,
+                                       "p_stride": 16})
+
+    qks = [qk(5, 301, 3001, 16, 701), qk(101, 401, 3301, 13, 731), qk(201, 501, 3601, 16, 761),
+           # its queries are the second's probabilities: it waits for every row
+           qk(3301, 601, 3901, 16, 791),
+           qk(305, 1, 4201, 16, 821), qk(405, 101, 4501, 16, 851)]
+    pv = Command(Op.PV, {"p": 1000, "p_stride": 25, "v": 1700, "stride": 7, "tokens": 16,
+                         "d": 3, "rq_off": 2048, "out": 5001, "out_stride": 7})
+    cmds = ([Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048})] + qks + [pv]
+            + [Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}), Command(Op.END, {})])
+    # the model: which commands' rows wait in the slot when their command ends, which start
+    # beside the rows before, and whether a QK's scores waited for their buffer
+    capture, held = top._Results.capture, []
+
+    def capture_spy(self, ready, beats, hold=-1):
+        held.append(hold > ready)
+        return capture(self, ready, beats, hold)
+
+    state, costs, pending, beside = top.KernelState(), [], [], []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(top._Results, "capture", capture_spy)
+        for i, cmd in enumerate(cmds):
+            running = state.sm_end > state.now + top.fetch_cycles(i, cfg) - 1
+            beside.append(running and top._beside(cmd, state))
+            costs.append(top.command_cycles(cmd, cfg, i, state))
+            pending.append(cmd.op == Op.QK_SOFTMAX and state.sm_prev_end > state.now)
+    assert pending[1:7] == [False, True, True, False, True, True]
+    assert beside[1:8] == [False, True, True, False, True, True, False]
+    assert any(held)
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    for c in qks:  # a key mask of its own each, the first key kept
+        mask, tokens = c.args["mask"], c.args["tokens"]
+        inp[mask:mask + tokens] = rng.integers(0, 2, tokens)
+        inp[mask] = 1
+    params = _pv_params(rng, 3)
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, params, 3000)
            for kind in ("ref", "rtl")}
     assert out["rtl"][:3] == out["ref"][:3] and out["rtl"][1] == Status.OK
     _check_trace(out["rtl"][3], cmds, costs)

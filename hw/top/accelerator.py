@@ -253,6 +253,7 @@ class Accelerator(wiring.Component):
 
         busy = Signal()
         sm_lo, sm_hi = Signal(33), Signal(33)  # the running softmax rows' bytes (below)
+        sm_lo2, sm_hi2 = Signal(33), Signal(33)  # the QK_SOFTMAX's before (rows may wait)
         wo_lo, wo_hi = Signal(33), Signal(33)  # a PV's results' bytes
         cycles = Signal(32)
         status = Signal(8)  # the status the run ends with, valid with ctrl.done
@@ -535,13 +536,15 @@ class Accelerator(wiring.Component):
                                            | (w[8] + prods[2] + w[6] > spm_bytes)),
                             eng_params_bad.eq(w[7] + _times(w[6], RQ_RECORD)
                                               > ctrl.params_size)]
-                # the softmax rows of the last QK_SOFTMAX may still run (eng.sm_busy), writing
-                # its probabilities [sm_lo, sm_hi): only a good QK_SOFTMAX that reads none of
-                # them starts beside them (its scores go to the other score buffer); any other
+                # the softmax rows of the last QK_SOFTMAX (and of the one before, theirs
+                # waiting to start) may still run (eng.sm_busy), writing its probabilities
+                # [sm_lo, sm_hi) ([sm_lo2, sm_hi2)): only a good QK_SOFTMAX that reads none of
+                # them starts beside them (its scores wait for a free score buffer); any other
                 # command, END and any fault wait for them
                 good = ~eng_shape_bad & ~eng_spm_bad & ~eng_params_bad & ~reader.error & ~wgt_error
                 beside = ((op == Op.QK_SOFTMAX) & good
-                          & Cat((hi <= sm_lo) | (lo >= sm_hi) for lo, hi in qk_reads).all())
+                          & Cat((hi <= sl) | (lo >= sh) for lo, hi in qk_reads
+                                for sl, sh in ((sm_lo, sm_hi), (sm_lo2, sm_hi2))).all())
                 # likewise a PV's results may still go out (eng.wo_busy) into [wo_lo, wo_hi):
                 # only a good PV that reads none of them (P and V) starts beside them
                 pv_beside = ((op == Op.PV) & good
@@ -608,7 +611,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [j.op.eq(op), eng.job.valid.eq(1)]
                 with m.If(eng.job.ready):
                     with m.If(op == Op.QK_SOFTMAX):  # where its softmax rows write
-                        m.d.sync += [sm_lo.eq(w[9]), sm_hi.eq(w[9] + prods[1] + w[4])]
+                        m.d.sync += [sm_lo.eq(w[9]), sm_hi.eq(w[9] + prods[1] + w[4]),
+                                     sm_lo2.eq(sm_lo), sm_hi2.eq(sm_hi)]
                     with m.If(op == Op.PV):  # where its results go
                         m.d.sync += [wo_lo.eq(w[8]), wo_hi.eq(w[8] + prods[2] + w[6])]
                     m.next = "ENG_RUN"

@@ -76,9 +76,12 @@ class EngineOps(wiring.Component):
     for it are written: a feed reads a beat of scores a cycle, the unit takes a row per
     ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while later
     rows are still coming in. The rows run beside the rest of the command and after it
-    (``sm_busy``; the QK's fields they need latched when they start, SM_HAND, once the rows
-    before are done), while the next token block's, or the next QK's, tiles fill the other
-    of two score buffers and its MASK the other of two key-mask buffers. With a weight port
+    (``sm_busy``; the QK's fields they need latched at SM_HAND; while the rows before still
+    run they wait in a pending slot and start in the cycle after those rows' last write, and
+    SM_HAND waits only while the slot is taken), while the next token block's, or the next
+    QK's, tiles fill the other of two score buffers (a third block's scores wait for the
+    rows reading their buffer) and its MASK the next of four key-mask buffers. With a
+    weight port
     (``config.weight_port_bytes = B``) LINEAR weights come instead through ``wgt_req`` /
     ``wgt_data``, one request per row block in :mod:`sw.compiler.weight_layout`'s
     interleaved layout: each beat writes ``B / 4`` rows' value banks, or
@@ -340,7 +343,7 @@ class EngineOps(wiring.Component):
         # buffer mq (flipped per QK) while the softmax rows before read the others (sbuf, smk)
         hd = -(-nkb // 2)
         sc_mem = [Memory(shape=unsigned(32 * P), depth=2 * hd, init=[]) for _ in range(2 * C)]
-        mask_mem = Memory(shape=unsigned(P), depth=2 * nkb, init=[])
+        mask_mem = Memory(shape=unsigned(P), depth=4 * nkb, init=[])
         qbuf, sbuf = Signal(), Signal()
         # the softmax rows run beside the next commands (sm_busy) with the QK's fields latched
         # when they start: its tokens, the block's rows (tokens - t0), softmax beats a row,
@@ -351,8 +354,17 @@ class EngineOps(wiring.Component):
         m.d.comb += self.sm_busy.eq(sm_busy)
         # sm_all: the rows' scores are all written; mq: the key-mask buffer the QK's MASK
         # fills (flipped per QK; qbuf flips per token block), smk: the one the rows read
-        sm_all, mq, smk = Signal(), Signal(), Signal()
-        m.d.comb += self.sm_scored.eq(sm_busy & sm_all)
+        sm_all, mq, smk = Signal(), Signal(2), Signal(2)
+        # a token block's softmax rows handed over while the rows before still run wait in
+        # a pending slot (pj_*: the fields SM_HAND latches, its score and mask buffers, its
+        # first probability's address, whether its scores are all written); they start in
+        # the cycle after the running rows' last write (sm_done). A QK's tiles that fill the
+        # score buffer the running rows still read wait for them (the write-out)
+        pj_valid, pj_all, pj_buf, pj_mk = Signal(), Signal(), Signal(), Signal(2)
+        pj_tokens, pj_left, pj_nbeats = Signal(32), Signal(32), Signal(32)
+        pj_mult, pj_shift, pj_stride, pj_ptr = Signal(32), Signal(6), Signal(32), Signal(32)
+        sm_done, hand_go = Signal(), Signal()
+        m.d.comb += self.sm_scored.eq(sm_busy & sm_all & ~pj_valid)
         for k, mem in enumerate(act_mem + wv_mem + wi_mem + sc_mem):
             m.submodules[f"buf{k}"] = mem
         m.submodules.mask_mem = mask_mem
@@ -772,7 +784,7 @@ class EngineOps(wiring.Component):
                                                            "keep": unsigned(1)}), P))
         for c in range(2 * C):
             m.d.comb += sc_r[c].addr.eq((kb >> 1) + Mux(sbuf, hd, 0))
-        m.d.comb += mk_r.addr.eq(kb + Mux(smk, nkb, 0))
+        m.d.comb += mk_r.addr.eq(kb + smk * nkb)
         kb_odd = Signal()  # the word the banks return is an odd one
         sc_data = Array(Mux(kb_odd, sc_r[C + c].data, sc_r[c].data) for c in range(C))[f_sel]
         key0 = Signal(32)  # the first key of the beat the banks return
@@ -878,7 +890,7 @@ class EngineOps(wiring.Component):
                     m.d.sync += [r0.eq(0), rq_ptr.eq(p.rq_off), pf_rq.eq(early),
                                  rq_pf.eq(early)]
                     with m.If(self.job.payload.op == Op.QK_SOFTMAX):
-                        m.d.sync += mq.eq(~mq)
+                        m.d.sync += mq.eq(mq + 1)
                         m.next = "MASK"
                     with m.Elif((self.job.payload.op == Op.LINEAR) & self.job.payload.gelu):
                         m.next = "TABLE"
@@ -1287,16 +1299,12 @@ class EngineOps(wiring.Component):
                     m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows start beside the write-out of its last scores,
-            # once the softmax rows before them are done, and run on after the command
+            # once the softmax rows before them are done (or wait in the pending slot: the
+            # command goes on once the slot is free), and run on after the command
             with m.State("SM_HAND"):
-                with m.If(~sm_busy):
-                    m.d.sync += [sm_busy.eq(1), f_c.eq(0), kb.eq(0), cm_c.eq(0),
-                                 d_c.eq(0), sm_ptr.eq(out_chunk), sm_key.eq(0), sm_held.eq(0),
-                                 sj_tokens.eq(job.tokens), sj_left.eq(job.tokens - t0),
-                                 sj_nbeats.eq(nbeats), sj_mult.eq(job.mult),
-                                 sj_shift.eq(job.shift), sj_stride.eq(job.out_stride),
-                                 sbuf.eq(qbuf), qbuf.eq(~qbuf), smk.eq(mq),
-                                 sm_all.eq(~desc.r_rdy | (desc.r_en & (desc.level == 1)))]
+                with m.If(~sm_busy | ~pj_valid | sm_done):
+                    m.d.comb += hand_go.eq(1)
+                    m.d.sync += qbuf.eq(~qbuf)
                     m.next = "BLOCK_END"
 
             with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any, once
@@ -1346,8 +1354,12 @@ class EngineOps(wiring.Component):
         # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
         # and mask bits into the unit, a drain writes the probabilities
         with m.If(desc.r_en & wo.last):  # the block's scores are all out (its last tile's
-            # last write; at SM_HAND: gone already, or going; sticky until the next SM_HAND)
-            m.d.sync += sm_all.eq(1)
+            # last write; at SM_HAND: gone already, or going; sticky until the next SM_HAND):
+            # the running rows', else the pending ones'
+            with m.If(~sm_all):
+                m.d.sync += sm_all.eq(1)
+            with m.Elif(pj_valid):
+                m.d.sync += pj_all.eq(1)
         with m.If(sm_busy):
             def row_in(r):
                 return (r < C) & (r < sj_left)
@@ -1400,9 +1412,36 @@ class EngineOps(wiring.Component):
                         m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + sj_stride),
                                      sm_key.eq(0)]
                         with m.If(~row_in(d_c + 1)):
-                            m.d.sync += sm_busy.eq(0)
+                            m.d.comb += sm_done.eq(1)
             with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
                 m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
+        # SM_HAND's token block (hand_go) and the pending one: either starts its rows (after
+        # the drain's updates above) once none run, or in the cycle after the last write of
+        # the running rows (sm_done); SM_HAND's waits in the slot while rows run
+        hand_all = ~desc.r_rdy | (desc.r_en & (desc.level == 1))  # its scores all written
+
+        def start_rows(tokens, left, nbeats, mult, shift, stride, ptr, buf, mk, all_in):
+            m.d.sync += [sm_busy.eq(1), f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
+                         sm_ptr.eq(ptr), sm_key.eq(0), sm_held.eq(0), sj_tokens.eq(tokens),
+                         sj_left.eq(left), sj_nbeats.eq(nbeats), sj_mult.eq(mult),
+                         sj_shift.eq(shift), sj_stride.eq(stride), sbuf.eq(buf),
+                         smk.eq(mk), sm_all.eq(all_in)]
+
+        hand_fields = (job.tokens, job.tokens - t0, nbeats, job.mult, job.shift,
+                       job.out_stride, out_chunk, qbuf, mq)
+        pj_regs = (pj_tokens, pj_left, pj_nbeats, pj_mult, pj_shift, pj_stride, pj_ptr,
+                   pj_buf, pj_mk)
+        with m.If(hand_go & (~sm_busy | (sm_done & ~pj_valid))):
+            start_rows(*hand_fields, hand_all)
+        with m.Elif(sm_done & pj_valid):  # (the pending block's last tile may end now)
+            start_rows(*pj_regs, pj_all | (desc.r_en & wo.last))
+        with m.Elif(sm_done):
+            m.d.sync += sm_busy.eq(0)
+        with m.If(hand_go & sm_busy & ~(sm_done & ~pj_valid)):  # into the pending slot
+            m.d.sync += [r.eq(v) for r, v in zip(pj_regs, hand_fields)]
+            m.d.sync += [pj_valid.eq(1), pj_all.eq(hand_all)]
+        with m.Elif(sm_done & pj_valid):
+            m.d.sync += pj_valid.eq(0)
 
         # the records loader: 3 words a row of the block (or, nx_go, of the next block) into
         # the next slot
@@ -1498,7 +1537,7 @@ class EngineOps(wiring.Component):
             with m.Case(1):  # KM mask bytes from key tgt_i1 (a multiple of KM) -> its bits
                 mask_bytes = self.r_data >> (rd_off * 8)
                 bits = Cat(mask_bytes.word_select(j, 8) != 0 for j in range(KM))
-                m.d.comb += [mk_w.addr.eq(tgt_i1 // P + Mux(mq, nkb, 0)),
+                m.d.comb += [mk_w.addr.eq(tgt_i1 // P + mq * nkb),
                              mk_w.data.eq(bits.replicate(P // KM)),
                              mk_w.en.eq(Const((1 << KM) - 1, P) << (tgt_i1 % P))]
             with m.Case(4):  # key words: 4 slots of a key row, their dense indices
@@ -1622,8 +1661,10 @@ class EngineOps(wiring.Component):
         # descriptor's address, the next ones from out_ptr
         ptr = Signal(32)
         m.d.comb += ptr.eq(Mux(beats_out == 0, wo.out, out_ptr))
-        # (a PV started beside softmax rows: its results wait for the rows' last writes)
-        with m.If(held & ~(sm_busy & ~is_qk)):
+        # (a PV started beside softmax rows: its results wait for the rows' last writes; a
+        # QK's scores for the buffer the running rows read, once theirs are all in, for them)
+        sc_wait = is_qk & sm_busy & sm_all & (wo.buf == sbuf)
+        with m.If(held & ~(sm_busy & ~is_qk) & ~sc_wait):
             t = wo.t0 + beats_out
             rrow = wo.r0 + hr
             qk_end = Signal()  # QK: no valid key after this word

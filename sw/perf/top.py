@@ -239,6 +239,11 @@ class KernelState:
         self.sm_end = self.wo_end = -1
         self.sm_scored = -1  # the first cycle the last QK_SOFTMAX's scores are all written
         self.sm_range = self.wo_range = (0, 0)
+        # the token block's softmax rows before the last ones: the first cycle they are done
+        # (the last ones wait for them in EngineOps' pending slot), and the bytes of the
+        # QK_SOFTMAX before the last (CHECK keeps both ranges)
+        self.sm_prev_end = -1
+        self.sm_prev_range = (0, 0)
         # a QK_SOFTMAX's or PV's (wo_op) results still going out (its write-out, and the
         # cycle the engine captured its last tile's sums), on the count of ``wo_base``
         self.wo_op: Op | None = None
@@ -257,13 +262,15 @@ def _disjoint(reads, written: tuple[int, int]) -> bool:
 
 def _beside(cmd: Command, state: KernelState) -> bool:
     """Whether ``cmd`` starts beside the softmax rows still running: a QK_SOFTMAX that reads
-    none of their bytes (hw.top.accelerator's CHECK; the Program is assumed good)."""
+    none of their bytes, nor those of the QK_SOFTMAX before (hw.top.accelerator's CHECK; the
+    Program is assumed good)."""
     if cmd.op != Op.QK_SOFTMAX:
         return False
     a = cmd.args
     rows = (a["tokens"] - 1) * a["stride"] + a["d"]
-    return _disjoint(((a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
-                      (a["mask"], a["mask"] + a["tokens"])), state.sm_range)
+    reads = ((a["q"], a["q"] + rows), (a["k"], a["k"] + rows),
+             (a["mask"], a["mask"] + a["tokens"]))
+    return _disjoint(reads, state.sm_range) and _disjoint(reads, state.sm_prev_range)
 
 
 def _pv_reads(cmd: Command) -> tuple[tuple[int, int], ...]:
@@ -506,8 +513,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                     hs = max(cyc, fed)
                     fed = feed_steps(hs + 1, steps, n, captured)[1]
                 t0 = (first + tb) * C
+                # (QK: its scores wait for the softmax rows reading their buffer)
+                sc_hold = state.sm_prev_end - base if cmd.op == Op.QK_SOFTMAX else -1
                 captured = results.capture(fed + CAPTURE_LATENCY,
-                                           [beat(t, r0) for t in range(t0, t0 + C)])
+                                           [beat(t, r0) for t in range(t0, t0 + C)], sc_hold)
                 cyc = hs + 2
             if j + 1 < rblocks and not B:  # WGT_HOLD: WGT writes the weights the feeder
                 cyc = fed + 2  # reads (with a weight port, the other buffer)
@@ -518,18 +527,22 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             state.wo_captured, state.wo_base = captured, base
             results = copy.deepcopy(results)
         done = results.finish()  # the chunk's last result's last write
-        if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the softmax rows before are done, the
-            # block's query rows go through the softmax unit from the next cycle on, beside
-            # the rest of the command and the next commands, each row once its scores are all
-            # written (the last tile's beat for it); BLOCK_END at once (the scores go out
-            # beside what follows)
+        if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the pending slot is free (the rows
+            # before the last ones in their last write), the block's query rows go through
+            # the softmax unit, from the next cycle on or from the cycle the rows before are
+            # done, beside the rest of the command and the next commands, each row once its
+            # scores are all written (the last tile's beat for it); BLOCK_END at once (the
+            # scores go out beside what follows)
             t0 = first * C
-            hand = max(cyc, state.sm_end - base)
-            start = hand + 1
+            hand = max(cyc, state.sm_prev_end - 1 - base)
+            start = max(hand + 1, state.sm_end - base)
             ready = tuple(max(0, w + 1 - start) for w in results.writes[-C:][:tokens - t0])
+            state.sm_prev_end = state.sm_end
             state.sm_end = base + start + softmax_phase_cycles(cfg, tokens, tuple(
                 (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
                 ready)
+            if first == 0:  # (CHECK latched the command's range)
+                state.sm_prev_range = state.sm_range
             state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
             state.sm_scored = base + done + 1
             cyc = hand + 2
@@ -549,13 +562,16 @@ class _Results:
     (``requant`` stages that advance together, or none: QK) can take them; they queue in the
     2-beat result FIFO; the write-out holds one beat for its write cycles and takes the next
     in the last of them. The engine captures a tile's sums when they are ready and the
-    shadow buffer is empty or gives up its last beat in that cycle."""
+    shadow buffer is empty or gives up its last beat in that cycle. A tile's beats may wait
+    for a cycle of their own (:meth:`capture`'s ``hold``: QK scores for a busy buffer)."""
 
     def __init__(self, C: int, requant: int):
         self.C, self.stages = C, [None] * requant
-        self.shadow: list[int] = []  # the write cycles of the shadow buffer's beats, reversed
-        self.fifo: list[int] = []
+        # the shadow buffer's beats (write cycles, no write before), reversed
+        self.shadow: list[tuple[int, int]] = []
+        self.fifo: list[tuple[int, int]] = []
         self.held = 0  # write cycles left of the held beat
+        self.bhold = -1  # ... and its own hold
         self.t = 0  # the next cycle
         self.writes: list[int] = []  # each beat's last write cycle, in order
         self.hold = -1  # no write before this cycle (softmax rows still writing)
@@ -566,6 +582,10 @@ class _Results:
         self.t -= delta
         self.hold -= delta
         self.rq_hold -= delta
+        self.bhold -= delta
+        self.shadow = [(w, h - delta) for w, h in self.shadow]
+        self.fifo = [(w, h - delta) for w, h in self.fifo]
+        self.stages = [None if b is None else (b[0], b[1] - delta) for b in self.stages]
         self.writes = [w - delta for w in self.writes]
 
     def _idle(self) -> bool:
@@ -575,7 +595,7 @@ class _Results:
     def _cycle(self) -> bool:
         """Cycle ``self.t``; whether it took the shadow buffer's last beat."""
         full = bool(self.shadow)
-        blocked = self.t < self.hold
+        blocked = self.t < max(self.hold, self.bhold)
         last_w = self.held == 1 and not blocked
         read = (self.held == 0 or last_w) and bool(self.fifo)
         room = len(self.fifo) < 2
@@ -589,8 +609,10 @@ class _Results:
         beat = self.shadow.pop() if take else None
         if last_w:
             self.writes.append(self.t)
-        self.held = (self.fifo.pop(0) if read else self.held if blocked
-                     else max(0, self.held - 1))
+        if read:
+            self.held, self.bhold = self.fifo.pop(0)
+        elif not blocked:
+            self.held = max(0, self.held - 1)
         if st:
             if advance:
                 self.stages = [beat] + st[:-1]
@@ -601,16 +623,16 @@ class _Results:
         self.t += 1
         return take and not self.shadow
 
-    def capture(self, ready: int, beats: list[int]) -> int:
-        """A tile's sums, ready from cycle ``ready``, its beats' write cycles ``beats``: the
-        cycle the engine captures them."""
+    def capture(self, ready: int, beats: list[int], hold: int = -1) -> int:
+        """A tile's sums, ready from cycle ``ready``, its beats' write cycles ``beats``, none
+        written before cycle ``hold``: the cycle the engine captures them."""
         if self.t < ready and self._idle():
             self.t = ready
         while True:
             t, empty = self.t, not self.shadow
             drained = self._cycle()
             if t >= ready and (empty or drained):
-                self.shadow = beats[::-1]
+                self.shadow = [(b, hold) for b in beats[::-1]]
                 return t
 
     def finish(self) -> int:
@@ -796,8 +818,8 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
     # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
     # the last PV's results go out, unless the command starts beside them
     fetch = fetch_cycles(index, config)
-    sm = (-1 if _beside(cmd, state) else state.sm_scored if _pv_beside_sm(cmd, state)
-          else state.sm_end)
+    sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
+          if _pv_beside_sm(cmd, state) else state.sm_end)
     until = max(sm, -1 if _pv_beside(cmd, state) else state.wo_end)
     fetch += max(0, until - (state.now + fetch - 1))
     if cmd.op == Op.END:
