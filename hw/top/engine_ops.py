@@ -80,9 +80,8 @@ class EngineOps(wiring.Component):
     run they wait in a pending slot and start in the cycle after those rows' last write, and
     SM_HAND waits only while the slot is taken), while the next token block's, or the next
     QK's, tiles fill the other of two score buffers (a third block's scores wait for the
-    rows reading their buffer) and its MASK the next of four key-mask buffers. With a
-    weight port
-    (``config.weight_port_bytes = B``) LINEAR weights come instead through ``wgt_req`` /
+    rows reading their buffer) and its MASK the next of four key-mask buffers. With a weight
+    port (``config.weight_port_bytes = B``) LINEAR weights come instead through ``wgt_req`` /
     ``wgt_data``, one request per row block in :mod:`sw.compiler.weight_layout`'s
     interleaved layout: each beat writes ``B / 4`` rows' value banks, or
     ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
@@ -194,8 +193,9 @@ class EngineOps(wiring.Component):
     ports, a mask word of ``P`` keys with wide ones).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``2 C`` score banks (a token's
-    even and odd words) of ``2 ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits and a
-    ``2 max_row``-bit key mask (two buffers each); with wide
+    even and odd words) of ``2 ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits (two buffers)
+    and a ``4 max_row``-bit key mask (four buffers), the pending slot's ~220 flip-flops;
+    with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
     banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
     (a row's bias, multiplier and shift for 4 row blocks: LUTRAM), a 16-entry x 96-bit tile
@@ -338,9 +338,10 @@ class EngineOps(wiring.Component):
         # score banks: token column c's scores, a word of P keys per entry, its even words in
         # sc_mem[c] and its odd ones in sc_mem[C + c], so the write-out can write two
         # neighbouring words a cycle
-        # Two buffers of each (entries from hd, nkb on: buffer 1): a QK's tiles fill score
-        # buffer qbuf (flipped when a token block's scores are all out) and its MASK mask
-        # buffer mq (flipped per QK) while the softmax rows before read the others (sbuf, smk)
+        # Two score buffers (entries from hd on: buffer 1) and four key-mask buffers (entries
+        # from b * nkb on): a QK's tiles fill score buffer qbuf (flipped when a token block's
+        # rows are handed over) and its MASK mask buffer mq (the next per QK), while the
+        # softmax rows before, running and pending, read others (sbuf, smk; pj_buf, pj_mk)
         hd = -(-nkb // 2)
         sc_mem = [Memory(shape=unsigned(32 * P), depth=2 * hd, init=[]) for _ in range(2 * C)]
         mask_mem = Memory(shape=unsigned(P), depth=4 * nkb, init=[])
@@ -353,7 +354,7 @@ class EngineOps(wiring.Component):
         sm_busy = Signal()
         m.d.comb += self.sm_busy.eq(sm_busy)
         # sm_all: the rows' scores are all written; mq: the key-mask buffer the QK's MASK
-        # fills (flipped per QK; qbuf flips per token block), smk: the one the rows read
+        # fills (the next per QK; qbuf flips per token block), smk: the one the rows read
         sm_all, mq, smk = Signal(), Signal(2), Signal(2)
         # a token block's softmax rows handed over while the rows before still run wait in
         # a pending slot (pj_*: the fields SM_HAND latches, its score and mask buffers, its
