@@ -890,6 +890,13 @@ def test_a_pv_starts_beside_softmax_rows_once_their_scores_are_written(fault):
     _check_trace(out["rtl"][3], cmds, costs)
 
 
+def _qk4(q, k, p, tokens, mask=701):
+    """A QK_SOFTMAX of 4-channel heads, 5 bytes apart, probabilities 16 bytes apart."""
+    return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": 5, "tokens": tokens, "d": 4,
+                                   "mask": mask, "mult": 3000, "shift": 20, "p": p,
+                                   "p_stride": 16})
+
+
 def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     """With one softmax lane a tile's scores take 4 cycles a beat to go out, so each next
     QK_SOFTMAX (other keys: 13, then 16; its command ends once its rows are handed over) has
@@ -901,11 +908,7 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
     cfg = preset("tiny").replace(name="qkdrain", m=4, n_max=4, pe_rows=8, pe_cols=16,
                                  max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
 
-    def qk(q, k, p, tokens):
-        return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": 5, "tokens": tokens, "d": 4,
-                                       "mask": 701, "mult": 3000, "shift": 20, "p": p,
-                                       "p_stride": 16})
-
+    qk = _qk4
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
             qk(5, 301, 3001, 16), qk(101, 401, 3301, 13), qk(201, 501, 3601, 16),
             Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 1000}), Command(Op.END, {})]
@@ -950,11 +953,7 @@ def test_softmax_rows_wait_in_a_pending_slot_while_the_next_qk_softmax_runs():
                                  max_k=256, spm_kib=8, act_buffer_depth=64, softmax_lanes=1)
     rng = np.random.default_rng(11)
 
-    def qk(q, k, p, tokens, mask):
-        return Command(Op.QK_SOFTMAX, {"q": q, "k": k, "stride": 5, "tokens": tokens, "d": 4,
-                                       "mask": mask, "mult": 3000, "shift": 20, "p": p,
-                                       "p_stride": 16})
-
+    qk = _qk4
     qks = [qk(5, 301, 3001, 16, 701), qk(101, 401, 3301, 13, 731), qk(201, 501, 3601, 16, 761),
            # its queries are the second's probabilities: it waits for every row
            qk(3301, 601, 3901, 16, 791),
