@@ -51,8 +51,8 @@ def test_without_a_port_the_blob_is_sw_nm_pack():
 
 def test_the_port_layout_interleaves_rows_entry_by_entry():
     """M = 8 (16-bit index words), 8-byte beats (a granule of 4 rows), 8-row blocks: per row
-    block, entry e holds every row's 4 values, then every row's index word; padding rows and
-    slots are zero."""
+    block, entry by entry, every row's 4 values then every row's index word (so an entry is
+    whole before the next one starts); padding rows and slots are zero."""
     cfg = AcceleratorConfig(m=8, n_max=8, pe_rows=8, weight_port_bytes=8)
     rows, k, n = 10, 24, 2  # G = 3 groups, 6 slots: 2 entries; rows padded to 12, blocks 8 + 4
     assert cfg.weight_rows_align == 4
@@ -62,10 +62,11 @@ def test_the_port_layout_interleaves_rows_entry_by_entry():
     blob = weight_blob(pack(w, n, 8), cfg)
     block0 = 2 * 8 * (4 + 2)  # 2 entries x 8 rows x (4 value bytes + 2 index bytes)
     assert blob.size == block0 + 2 * 4 * 6
-    v = blob[block0:block0 + 2 * 4 * 4].reshape(2, 4, 4)  # [entry, row, lane] of block 1
+    ent = blob[block0:].reshape(2, 4 * 4 + 4 * 2)  # block 1: [entry, 4 rows' values, words]
+    v = ent[:, :16].reshape(2, 4, 4)  # [entry, row, lane]
     # group 1's two slots are 2 and 3 (entry 0, lanes 2 and 3): positions 0 (a zero) and 5
     assert v.view(np.int8)[0, 1, 3] == -3 and np.count_nonzero(v) == 1
-    idx = blob[block0 + 32:].view("<u2").reshape(2, 4)  # [entry, row]
+    idx = np.ascontiguousarray(ent[:, 16:]).view("<u2").reshape(2, 4)  # [entry, row]
     # row 9's entry 0: slots 0, 1 (group 0, all zero) at positions 0, 1; slots 2, 3 at 0, 5
     assert idx[0, 1] == 0 | 1 << 3 | 0 << 6 | 5 << 9
     assert not idx[:, 2:].any()  # rows 10 and 11 pad the block: zero values and indices

@@ -111,10 +111,14 @@ class EngineOps(wiring.Component):
     token block) starts while the chunk is staged: its RUN handshake comes in the first ACT
     cycle, its feeder reads each activation group once the last bank (staged last in every
     chunk of the port's width) wrote it and each weight entry once every loader wrote it
-    whole (its values, then its indices: the loaders write all values first, so the index
-    words set the pace), and its results enter the requantizer once the block's records are
-    in. The next row block starts loading as soon as the first is in (before WGT), and its
-    records are fetched as soon as the first block's are in (not from RUN).
+    whole (the layout goes entry by entry, its values then its index words, so entries come
+    in at the loaders' pace from the first beats on), and its results enter the requantizer
+    once the block's records are in. The next row block starts loading as soon as the first
+    is in (before WGT), and its records are fetched as soon as the first block's are in (not
+    from RUN). Every later row block of such a LINEAR goes the same way: its WGT waits only
+    until its load has started (the loaders take it once they are done with the block
+    before and the feeder has left that buffer), and the feeder reads each weight entry once
+    it is whole whenever it reads the buffer the loaders fill.
 
     Ports
     -----
@@ -166,7 +170,9 @@ class EngineOps(wiring.Component):
     ports in parallel; dense rows: no index words, then ``E`` cycles writing every row's
     implicit indices), hidden behind the previous block's records, tiles and write-out, a
     chunk's first block behind the chunk's staging (and, early-tile chunks, the second from
-    the cycle after the first is in); a tile takes ``G * N`` cycles, its first
+    the cycle after the first is in; with wide staging a block's tiles run while it loads,
+    an entry whole every ``R' (4 + index_word_bits / 8) / B`` cycles, and the next block's
+    load waits for the loaders); a tile takes ``G * N`` cycles, its first
     step 4 cycles after RUN (the engine takes it, then the feed's 3 cycles) or, when RUN comes
     early, 4 cycles after the previous tile's last step, and not before the engine's
     previous sums are captured (the early tile: each step 3 cycles after its beats' reads,
@@ -231,9 +237,10 @@ class EngineOps(wiring.Component):
         """Weight port ``q``'s loader: on ``start``, its rows of a row block (all ``R`` with
         one port, the block's padded rows; ``R / P`` from row ``q R / P`` with ``P``) in one
         request at ``w_row`` (which moves past it), a beat per cycle into the banks at
-        ``wl_off``; dense rows then get their implicit indices. ``lim``: the block's entries
-        it has written whole (values and indices), from the cycle after. Returns "idle or in
-        its last cycle"."""
+        ``wl_off``, entry by entry (its values, then its index words: the weight layout);
+        dense rows then get their implicit indices. ``lim``: the block's entries it has
+        written whole (values and indices), from the cycle after. Returns "idle or in its
+        last cycle" and "idle"."""
         cfg = self.config
         R, B, ib = cfg.pe_rows, cfg.weight_port_bytes, cfg.index_bits
         vw, iw = B // 4, cfg.index_word_bits
@@ -280,19 +287,21 @@ class EngineOps(wiring.Component):
                                          wi_w[base + r].data.eq(beat.word_select(r % iwr, iw)),
                                          wi_w[base + r].en.eq(0b1111)]
                     m.d.sync += wg.eq(wg + 1)
-                    with m.If(wg == groups - 1):
-                        m.d.sync += [wg.eq(0), we.eq(we + 1)]
-                        with m.If(idx_phase):
-                            m.d.sync += lim.eq(we + 1)
-                        with m.If(we == entries - 1):
-                            m.d.sync += we.eq(0)
-                            with m.If(dense):
-                                m.next = "WW_DENSE"
-                            with m.Elif(idx_phase):
-                                m.d.comb += finish.eq(1)
-                                m.next = "IDLE"
-                            with m.Else():
-                                m.d.sync += idx_phase.eq(1)
+                    with m.If(wg == groups - 1):  # the entry's values, or its indices, are in
+                        m.d.sync += wg.eq(0)
+                        with m.If(~dense & ~idx_phase):  # then its index words
+                            m.d.sync += idx_phase.eq(1)
+                        with m.Else():  # the entry is whole (dense: but its indices)
+                            m.d.sync += [idx_phase.eq(0), we.eq(we + 1)]
+                            with m.If(~dense):
+                                m.d.sync += lim.eq(we + 1)
+                            with m.If(we == entries - 1):
+                                m.d.sync += we.eq(0)
+                                with m.If(dense):
+                                    m.next = "WW_DENSE"
+                                with m.Else():
+                                    m.d.comb += finish.eq(1)
+                                    m.next = "IDLE"
             with m.State("WW_DENSE"):  # dense rows: index = slot mod M, every row at once
                 for r in range(nr):
                     m.d.comb += [wi_w[base + r].addr.eq(we + wl_off), wi_w[base + r].en.eq(0b1111),
@@ -302,7 +311,7 @@ class EngineOps(wiring.Component):
                 with m.If(we == entries - 1):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
-        return idle | finish
+        return idle | finish, idle
 
     def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per phase
         m = Module()
@@ -529,9 +538,10 @@ class EngineOps(wiring.Component):
             # the weight loaders, one per weight port (port p: rows [p R / NP, (p + 1) R / NP)
             # of a block, NP > 1), started together with a block's first row (wl_start);
             # each has its own address (w_rows[p], the LINEAR's w_off in its bank), idle and
-            # last-cycle flags; wl_done: every one is idle or in its last cycle
+            # last-cycle flags; wl_done: every one is idle or in its last cycle; wl_idle:
+            # every one is idle (a start would be taken)
             w_rows = [w_row] + [Signal(32, name=f"w_row{q}") for q in range(1, NP)]
-            wl_start, wl_r0, wl_done = Signal(), Signal(32), Signal()
+            wl_start, wl_r0, wl_done, wl_idle = Signal(), Signal(32), Signal(), Signal()
             # whether the next block's load was started during this block's write-out
             prefetched = Signal()
             # a LINEAR chunk's first row block loads while the chunk's activations (and, for
@@ -546,9 +556,10 @@ class EngineOps(wiring.Component):
         # its results waiting for the block's records (et_rec; fetched as before, the next
         # block's as soon as the loader is free after them, not from RUN); its feeder
         # (f_track) reads each activation group
-        # once the last bank wrote it (a_lim, while a_track: the chunk is being staged) and
-        # each weight entry once every loader wrote it whole (wl_lim, while w_track: the
-        # first block is loading); the next block loads as soon as the first is in (pf1)
+        # once the last bank wrote it (a_lim, while a_track: the chunk is being staged) and,
+        # like every tile reading the buffer the loaders fill, each weight entry once every
+        # loader wrote it whole (wl_lim); the next block loads as soon as the first is in
+        # (pf1: w_track, the first block is loading, then first_in)
         early_mode = bool(B) and wide
         if early_mode:
             e_chunk, early_pend, ran_early, f_track = Signal(), Signal(), Signal(), Signal()
@@ -665,7 +676,7 @@ class EngineOps(wiring.Component):
         rbase = Mux(reg & ~is_lin, half, 0) if alt_a else 0  # the command's first bank entry
         rend = Mux(is_lin, act_depth, rbase + half) if alt_a else act_depth
         pf_next = Signal()  # RQ's prefetch of the next row block, held while the feeder
-        pf_r0 = Signal.like(r0)  # reads the buffer it loads
+        pf_r0 = Signal.like(r0)  # reads the buffer it loads or the loaders are busy
         m.d.comb += [eng.w.payload.eq(wfifo.r_data), eng.w.valid.eq(wfifo.r_rdy),
                      wfifo.r_en.eq(eng.w.ready), eng.a.payload.eq(afifo.r_data),
                      eng.a.valid.eq(afifo.r_rdy), afifo.r_en.eq(eng.a.ready)]
@@ -683,8 +694,10 @@ class EngineOps(wiring.Component):
         m.d.comb += [afifo.w_data.eq(abeat), afifo.w_en.eq(a_pend)]
         w_go = f_busy & (ws < f_steps) & (wfifo.level + w_pend < wfifo.depth)
         a_go = f_busy & (ag < f_G) & (afifo.level + a_pend < afifo.depth)
-        if early_mode:  # the early tile: each beat once its bank entry is written
-            w_go &= ~f_track | ~w_track | Cat((ws >> 2) < lim for lim in wl_lim).all()
+        if early_mode:  # a tile reading the buffer the loaders fill: each weight beat once
+            # every loader wrote its entry whole; the early tile: each activation group once
+            # the last bank wrote it
+            w_go &= wl_idle | (f_cur != wl_buf) | Cat((ws >> 2) < lim for lim in wl_lim).all()
             a_go &= ~f_track | ~a_track | (ag < a_lim)
         for r in range(R):
             m.d.comb += [wv_r[r].en.eq(w_go), wi_r[r].en.eq(w_go)]
@@ -1025,19 +1038,24 @@ class EngineOps(wiring.Component):
             with m.State("WGT"):
                 row = r0 + i0
                 with m.If(is_lin):
-                    if B:  # the block's value and index words came through the weight
+                    if early_mode:  # the block's value and index words come through the
+                        # weight loaders into the other buffer (started with the chunk, the
+                        # first block; during the chunk's staging, the second; else once the
+                        # previous block's RQ asked and they were free): once they started,
+                        # on to RQ, the tiles reading each entry once it is in
+                        with m.If(~pf_next):
+                            m.d.sync += [prefetched.eq(pf1), cur.eq(~cur), first_in.eq(0),
+                                         pf1.eq(0), e_chunk.eq(0)]
+                            m.next = "RQ"
+                    elif B:  # the block's value and index words came through the weight
                         # loader into the other buffer: started with the chunk (the first
                         # block) or in the previous block's RQ; wait for what is left of it
-                        # (an early tile's chunk: the first block may be in while the next
-                        # loads, first_in)
-                        with m.If(wl_done | (first_in & e_chunk if early_mode else 0)):
-                            m.d.sync += [prefetched.eq(pf1 if early_mode else 0), cur.eq(~cur)]
+                        with m.If(wl_done):
+                            m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "RQ"
                         with m.Else():
                             m.d.sync += [prefetched.eq(0), cur.eq(~cur)]
                             m.next = "WW_WAIT"
-                        if early_mode:
-                            m.d.sync += [first_in.eq(0), pf1.eq(0), e_chunk.eq(0)]
                     else:  # a row at a time through the 32-bit master
                         with m.If(row >= job.rows):
                             m.d.sync += [tgt_i0.eq(i0), tgt_i1.eq(i1), tgt_zero.eq(1),
@@ -1220,10 +1238,11 @@ class EngineOps(wiring.Component):
             with m.State("RQ"):
                 if B:  # the next row block of the chunk loads into the other buffer while
                     # this one's requantizer records come and its tiles run
-                    # (once the feeder has left that buffer: pf_next)
+                    # (once the feeder has left that buffer and the loaders are free after
+                    # this block's words: pf_next)
                     with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
                         m.d.sync += prefetched.eq(1)
-                        with m.If(f_busy & (f_cur != cur)):
+                        with m.If((f_busy & (f_cur != cur)) | ~wl_idle):
                             m.d.sync += [pf_next.eq(1), pf_r0.eq(r0 + R)]
                         with m.Else():
                             m.d.comb += [wl_start.eq(1), wl_r0.eq(r0 + R), wl_target.eq(~cur)]
@@ -1492,8 +1511,8 @@ class EngineOps(wiring.Component):
             m.d.sync += [v.eq(0) for v in c_valid] + [wslot.eq(0), rslot.eq(0), eo_col.eq(0)]
 
         if B:  # the weight loaders: a row block's words through the weight ports (wl_start)
-            with m.If(pf_next & ~(f_busy & (f_cur != cur))):  # RQ's prefetch, once the
-                # feeder has left its buffer
+            with m.If(pf_next & ~(f_busy & (f_cur != cur)) & wl_idle):  # RQ's prefetch,
+                # once the feeder has left its buffer and the loaders are done
                 m.d.comb += [wl_start.eq(1), wl_r0.eq(pf_r0), wl_target.eq(~cur)]
                 m.d.sync += pf_next.eq(0)
             with m.If(pf_first):  # a chunk's first row block, into the buffer WGT flips to
@@ -1519,12 +1538,14 @@ class EngineOps(wiring.Component):
             ports = [(self.wgt_req, self.wgt_data)] + [
                 (getattr(self, f"wgt{q}_req"), getattr(self, f"wgt{q}_data"))
                 for q in range(1, NP)]
-            done = []
+            done, idle = [], []
             for q, (req, dat) in enumerate(ports):
-                done.append(self._weight_loader(
+                d, i = self._weight_loader(
                     m, q, req, dat, w_rows[q], wl_start, wl_off, entries, dense, rows_pad,
-                    wl_r0, wv_w, wi_w, wl_lim[q] if early_mode else Signal(kw)))
-            m.d.comb += wl_done.eq(Cat(done).all())
+                    wl_r0, wv_w, wi_w, wl_lim[q] if early_mode else Signal(kw))
+                done.append(d)
+                idle.append(i)
+            m.d.comb += [wl_done.eq(Cat(done).all()), wl_idle.eq(Cat(idle).all())]
 
         # staged bytes land one cycle after their read (or as zeros for padding)
         value = Mux(tgt_zero, 0, rd_byte)

@@ -9,17 +9,18 @@ rows' weight banks at once. The engine keeps, per PE row, a value bank and an in
 *entries*: 4 consecutive stored slots (``ceil(G * N / 4)`` entries per row, ``G =
 ceil(K / M)``). Rows are padded with zero rows to ``rows_padded``, a multiple of
 ``config.weight_rows_align``, and cut into row blocks of ``R = pe_rows`` (the last one
-shorter). Each block, in order, is
+shorter). Each block is its entries in order, and entry ``e`` is
 
-* its values: for each entry, for each row of the block, the entry's 4 int8 values (4 bytes;
-  slots past ``G * N`` are zero);
-* its indices (sparse rows only, ``N < M``): for each entry, for each row, the entry's 4
-  indices, ``log2(M)`` bits each, LSB first, in an ``index_word_bits`` (8 or 16) little-endian
-  word.
+* its values: for each row of the block, the entry's 4 int8 values (4 bytes; slots past
+  ``G * N`` are zero);
+* then its indices (sparse rows only, ``N < M``): for each row, the entry's 4 indices,
+  ``log2(M)`` bits each, LSB first, in an ``index_word_bits`` (8 or 16) little-endian word.
 
-A beat of the value region is then ``B / 4`` rows' words of one entry, a beat of the index
-region ``8 B / index_word_bits`` rows' words, and every region is a whole number of beats.
-Zero rows and zero slots multiply as zeros, so the padding never changes a result.
+A beat of an entry's values is then ``B / 4`` rows' words, a beat of its indices ``8 B /
+index_word_bits`` rows' words, and each is a whole number of beats. An entry is whole once
+its last index beat is in, so the engine can read a block's first entries while the rest
+still comes (entry by entry, not all values before any index). Zero rows and zero slots
+multiply as zeros, so the padding never changes a result.
 
 With ``P = config.weight_ports > 1`` weight ports, rows are padded to whole row blocks
 (``weight_rows_align = pe_rows``) and port ``p`` streams rows ``[p R / P, (p + 1) R / P)``
@@ -89,16 +90,19 @@ def _slots(w: PackedNM, rows: int, e: int) -> tuple[np.ndarray, np.ndarray]:
 def _blocks(vals: np.ndarray, words: np.ndarray | None, block: int,
             config: AcceleratorConfig) -> np.ndarray:
     """Rows' slots (``[rows, 4 E]`` values, ``[rows, E]`` index words or None) in row blocks
-    of ``block`` rows: each block's values entry-major, then its index words."""
+    of ``block`` rows: each block entry by entry, an entry's values (row-major) then its
+    index words."""
     rp, e = vals.shape[0], vals.shape[1] // 4
     word_dtype = np.dtype("<u2") if config.index_word_bits == 16 else np.dtype(np.uint8)
     out = []
     for r0 in range(0, rp, block):
         r1 = min(r0 + block, rp)
-        # [entries, block rows, 4] -> entry-major, row inside
-        out.append(vals[r0:r1].reshape(r1 - r0, e, 4).transpose(1, 0, 2).reshape(-1))
+        # [entries, block rows x 4 value bytes (+ block rows x index word bytes)]
+        parts = [vals[r0:r1].reshape(r1 - r0, e, 4).transpose(1, 0, 2).reshape(e, -1)]
         if words is not None:
-            out.append(words[r0:r1].T.astype(word_dtype).reshape(-1).view(np.uint8))
+            parts.append(np.ascontiguousarray(words[r0:r1].T.astype(word_dtype))
+                         .view(np.uint8).reshape(e, -1))
+        out.append(np.concatenate(parts, axis=1).reshape(-1))
     return np.concatenate(out)
 
 
@@ -140,17 +144,19 @@ def _read_blocks(buf, pos: int, rows: int, block: int, e: int, dense: bool, ib: 
     iw = config.index_word_bits
     vals = np.zeros((rows, 4 * e), np.int8)
     idx = np.zeros((rows, 4 * e), np.uint8)
+    wb = 0 if dense else iw // 8  # index word bytes
     for r0 in range(0, rows, block):
         br = min(block, rows - r0)
-        chunk = np.frombuffer(buf, np.int8, count=e * br * 4, offset=pos)
-        vals[r0:r0 + br] = chunk.reshape(e, br, 4).transpose(1, 0, 2).reshape(br, 4 * e)
-        pos += e * br * 4
+        # [entries, block rows x 4 value bytes + block rows x index word bytes]
+        blk = np.frombuffer(buf, np.uint8, count=e * br * (4 + wb), offset=pos).reshape(e, -1)
+        vals[r0:r0 + br] = (blk[:, :4 * br].view(np.int8).reshape(e, br, 4).transpose(1, 0, 2)
+                            .reshape(br, 4 * e))
         if not dense:
             dt = np.dtype("<u2") if iw == 16 else np.dtype(np.uint8)
-            words = np.frombuffer(buf, dt, count=e * br, offset=pos).reshape(e, br).T
+            words = np.ascontiguousarray(blk[:, 4 * br:]).view(dt).reshape(e, br).T
             for j in range(4):
                 idx[r0:r0 + br, j::4] = (words >> (ib * j)) & ((1 << ib) - 1)
-            pos += e * br * (iw // 8)
+        pos += e * br * (4 + wb)
     return vals, idx
 
 

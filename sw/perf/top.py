@@ -159,10 +159,10 @@ def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
 def _loaded_entries(addr: int, rows: int, steps: int, dense: bool,
                     cfg: AcceleratorConfig) -> tuple[int, ...]:
     """A weight loader's block of ``rows`` rows per port from ``addr``: the cycle (its request
-    state is 0) in which it writes each entry's last word (4 steps of every row): all entries'
-    values (a beat of ``B / 4`` rows' words), then their index words (a beat of ``8 B /
-    index_word_bits`` rows'), or for dense rows the implicit indices, an entry a cycle after
-    the values."""
+    state is 0) in which it writes each entry's last word (4 steps of every row): entry by
+    entry, its values (a beat of ``B / 4`` rows' words) then its index words (a beat of ``8 B
+    / index_word_bits`` rows'), or for dense rows the implicit indices, an entry a cycle
+    after all the values."""
     B = cfg.weight_port_bytes
     E = -(-steps // 4)
     vg, ig = rows // (B // 4), 0 if dense else rows // (8 * B // cfg.index_word_bits)
@@ -173,7 +173,7 @@ def _loaded_entries(addr: int, rows: int, steps: int, dense: bool,
         r.take(taken[-1])
     if dense:
         return tuple(taken[-1] + 1 + e for e in range(E))
-    return tuple(taken[E * vg + (e + 1) * ig - 1] for e in range(E))
+    return tuple(taken[(e + 1) * (vg + ig) - 1] for e in range(E))
 
 
 def _values(start: int, nbytes: int) -> int:
@@ -328,6 +328,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         rows_pad = rows_padded(rows, cfg)
         addr = w_off
     loads = []  # LINEAR with a weight port: the loader's cycles per row block
+    entered = []  # and the cycle (from its start) each entry of the block is whole
     rq = []  # LINEAR, PV: the requantizer records' cycles per row block
     for r0 in range(0, rows, R):
         if cmd.op == Op.LINEAR and B:
@@ -340,9 +341,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             beats = block_bytes(min(R, rows_pad - r0) // cfg.weight_ports, k, n, M, cfg) // B
             loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
                          + (-(-steps // 4) if n == M else 0))
-            if r0 == 0:
-                first_entries = _loaded_entries(addr, min(R, rows_pad) // cfg.weight_ports,
-                                                steps, n == M, cfg)
+            entered.append(_loaded_entries(addr, min(R, rows_pad - r0) // cfg.weight_ports,
+                                           steps, n == M, cfg))
             addr += beats * B
         elif cmd.op == Op.LINEAR:
             for row in range(r0, r0 + R):
@@ -468,15 +468,16 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         early = None
         if cmd.op == Op.LINEAR and B and cfg.wide_staging:
             t_rec = act_start + (2 if hit else rq[0])
-            early = (max(act0, fed),
-                     tuple(act0 + x - 1 for x in landed),
-                     tuple(load_start + 1 + x for x in first_entries))
+            early = (max(act0, fed), tuple(act0 + x - 1 for x in landed))
         for j in range(rblocks):
             r0 = j * R
             # WGT waits for what is left of the block's load: the first block's ran while the
             # table and activations came, block j > 0's (into the other buffer) since block
             # j - 1's first RQ cycle (or, when the feeder still read that buffer then, since
-            # the engine took that tile's last step), through its records and tiles
+            # the engine took that tile's last step), through its records and tiles. With an
+            # early tile (wide staging, a weight port) WGT waits only for the load to have
+            # started (the loaders were busy with block j - 1's until then), and the block's
+            # feeder reads each weight entry once it is whole
             if j == 0 and not B:  # WGT_HOLD (one weight buffer) after a QK's or PV's ACT
                 cyc = max(cyc, fed + 2)  # staged beside the tile before
             # the early tile's chunk: the next block starts loading (into the other buffer) in
@@ -485,11 +486,20 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             if early is not None and j == 0 and rblocks > 1:
                 pf_early = max(ld_at + loads[0], act0)
                 pf_early = pf_early if pf_early < cyc else None
-            if loads:
+            w_ready = None
+            if early is not None:
+                cyc = max(cyc, ld_at + 1) + 1
+                w_ready = tuple(ld_at + 1 + x for x in entered[j])
+            elif loads:
                 cyc += 1 + max(0, loads[j] - 1 - (cyc - ld_at))
             cyc += wts[j]
             rq_at = cyc
-            ld_at = max(rq_at, fed + 1) if pf_early is None else pf_early
+            if pf_early is not None:
+                ld_at = pf_early
+            elif early is not None:  # and once the loaders are idle after this block's
+                ld_at = max(rq_at, fed + 1, ld_at + loads[j])
+            else:
+                ld_at = max(rq_at, fed + 1)
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
             elif rq_early:  # fetched since the previous block's first RUN cycle (the early
@@ -508,10 +518,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 if early is not None and j == 0 and tb == 0 and early[0] < cyc:
                     hs = cyc
                     results.rq_hold = t_rec + 1
-                    fed = feed_steps(early[0] + 1, steps, n, captured, early[1], early[2])[1]
+                    fed = feed_steps(early[0] + 1, steps, n, captured, early[1], w_ready)[1]
                 else:
                     hs = max(cyc, fed)
-                    fed = feed_steps(hs + 1, steps, n, captured)[1]
+                    if w_ready is not None and w_ready[-1] < hs + 1:
+                        w_ready = None  # all in before the feeder starts
+                    fed = feed_steps(hs + 1, steps, n, captured, None, w_ready)[1]
                 t0 = (first + tb) * C
                 # (QK: its scores wait for the softmax rows reading their buffer)
                 sc_hold = state.sm_prev_end - base if cmd.op == Op.QK_SOFTMAX else -1
