@@ -665,21 +665,26 @@ def test_the_result_write_out_moves_spm_lanes_words_a_cycle(shape):
     _compiled_layer(*shape)
 
 
+def _layer_config(R, C, M, act_depth, port=0, lanes=3, spm=1, ports=1):
+    from hw.config import AcceleratorConfig
+
+    return AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}",
+                             m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
+                             softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
+                             act_buffer_depth=act_depth, weight_port_bytes=port,
+                             spm_lanes=spm, weight_ports=ports)
+
+
 def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3,
                     spm=1, ports=1):
     import torch
     from transformers import BertConfig, BertModel
 
-    from hw.config import AcceleratorConfig
     from sw.compiler.encoder import compile_encoder
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}",
-                            m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
-                            softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
-                            act_buffer_depth=act_depth, weight_port_bytes=port,
-                            spm_lanes=spm, weight_ports=ports)
+    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()
@@ -718,6 +723,9 @@ def _check_cycles(cycles, commands, config, stall):
     (32, 2, 8, "dense", 48, 3, 7, 80, False, 1024, 32, 4, 8, 2),
     # one port, 1:4, the FFN's second LINEAR in 2 chunks of several token blocks, stalls
     (16, 2, 4, "1:4", 36, 3, 9, 50, True, 64, 8, 3, 4, 1),
+    # the same without stalls: cycle-exact (some blocks' RQ comes in their records' last
+    # cycle and waits one more)
+    (16, 2, 4, "1:4", 36, 3, 9, 50, False, 64, 8, 3, 4, 1),
     # staging longer than the first block's records and longer than a tile, the second
     # block's records fetched from the first block's RUN state (as on u200): cycle-exact
     (16, 16, 4, "2:4", 64, 4, 12, 96, False, 1024, 8, 3, 2, 2),
@@ -728,6 +736,39 @@ def test_a_linear_s_first_tile_runs_while_its_chunk_is_staged(shape):
     and each weight entry once every loader wrote it whole; the next row block loads as soon
     as the first is in. Bit-exact, and cycle-exact against the kernel model (which steps
     that feed a cycle at a time, ``sw.perf.top.feed_steps``)."""
+    _compiled_layer(*shape)
+
+
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes, scratchpad lanes, weight ports
+    # one port, 16-bit index words: 32 rows' words of an entry are 24 beats, its 4 steps 4
+    (32, 16, 8, "2:8", 128, 4, 12, 160, False, 1024, 8, 3, 2, 1),
+    # two ports, 8-bit index words; exact, and under AXI stalls
+    (16, 16, 4, "2:4", 128, 4, 12, 160, False, 1024, 8, 3, 2, 2),
+    (16, 16, 4, "2:4", 128, 4, 12, 160, True, 1024, 8, 3, 2, 2),
+    # dense: an entry is whole once its implicit indices are written, after all the values
+    (32, 16, 4, "dense", 64, 4, 12, 96, False, 1024, 8, 3, 2, 2),
+])
+def test_a_linear_s_row_blocks_run_while_their_weights_and_records_come(shape):
+    """With wide staging and a weight port, a LINEAR row block's tiles start once its
+    weights started loading (entry by entry: its values, then its index words), the feeder
+    reading each entry once every loader wrote it whole, and without waiting for the block's
+    requantizer records (its results wait for them at the requantizer); the next block's
+    load starts once the loaders are free. In these shapes a row block's words take longer
+    than its tiles (checked below from the model's figures), so the tiles do wait for
+    entries. Bit-exact, and cycle-exact against the kernel model."""
+    from sw.compiler.weight_layout import block_bytes, rows_padded
+    from sw.perf.top import read_cycles
+
+    R, C, M, nm, H, heads, L, inter, stall, act_depth, port, lanes, spm, ports = shape
+    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports)
+    n = M if nm == "dense" else int(nm.split(":")[0]) * M // int(nm.split(":")[1])
+    steps = -(-H // M) * n  # a tile of the hidden-sized LINEARs (one token block: L <= C)
+    assert L <= C and rows_padded(H, cfg) > R  # several row blocks
+    load = read_cycles(0, block_bytes(R // ports, H, n, M, cfg) // port, port,
+                       cfg.weight_port_burst)
+    assert load > steps + 8, (load, steps)
     _compiled_layer(*shape)
 
 

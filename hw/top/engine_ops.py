@@ -117,8 +117,11 @@ class EngineOps(wiring.Component):
     is in (before WGT), and its records are fetched as soon as the first block's are in (not
     from RUN). Every later row block of such a LINEAR goes the same way: its WGT waits only
     until its load has started (the loaders take it once they are done with the block
-    before and the feeder has left that buffer), and the feeder reads each weight entry once
-    it is whole whenever it reads the buffer the loaders fill.
+    before and the feeder has left that buffer), the feeder reads each weight entry once it
+    is whole whenever it reads the buffer the loaders fill, and its RQ does not wait for the
+    block's records when they are on their way (or it has just asked for them): the
+    block's results wait at the requantizer while the records loader fills the slot they
+    read.
 
     Ports
     -----
@@ -185,7 +188,9 @@ class EngineOps(wiring.Component):
     ``lane`` being the first result's byte in its word; QK: a cycle per two score-bank words of
     ``P`` keys its valid keys span), so ``C`` beats hide behind the next tile's ``G * N`` steps when
     they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
-    over the 32-bit bus) before its tiles, a chunk's first block's fetched while the chunk is
+    over the 32-bit bus) before its tiles (with wide staging and a weight port, a LINEAR's
+    later blocks' beside their tiles, the results waiting for them), a chunk's first
+    block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
     commands) into the next records slot from the block's first tile on (the early tile's
     chunk: the second block's once the first block's are in); a chunk's first
@@ -713,7 +718,9 @@ class EngineOps(wiring.Component):
                      eng.cmd.payload.act_unsigned.eq(is_pv)]
 
         # engine output: LINEAR / PV through the requantizer, QK straight to the score banks
-        rq_open = ~et_rec if early_mode else 1  # the tile's records are in
+        # the tile's records are in: not the slot the records loader is filling (and the
+        # early tile's, et_rec)
+        rq_open = ~et_rec & (rq_idle | (ld_slot != rslot[:2])) if early_mode else 1
         m.d.comb += [rq.i.valid.eq(eng.o.valid & ~is_qk & rq_open)]
         for r in range(R):
             lane = rq.i.payload[r]
@@ -1256,9 +1263,23 @@ class EngineOps(wiring.Component):
                     with m.If(nx_ready):
                         m.d.sync += [nx_pend.eq(0), nx_ready.eq(0), i1.eq(0)]
                         m.next = "RUN"
-                with m.Else():
-                    m.d.comb += rq_go.eq(1)
-                    m.next = "RQ_WAIT"
+                    if early_mode:  # a LINEAR's: still on their way, the tiles run (their
+                        # results wait for them at the requantizer: rq_open)
+                        with m.Elif(is_lin & ~rq_finish):
+                            m.d.sync += [nx_pend.eq(0), to_nx.eq(0), i1.eq(0)]
+                            m.next = "RUN"
+                if early_mode:  # (the loader may still fetch the previous block's)
+                    with m.Elif(rq_idle):
+                        m.d.comb += rq_go.eq(1)
+                        with m.If(is_lin):  # a LINEAR's tiles run while they come
+                            m.d.sync += i1.eq(0)
+                            m.next = "RUN"
+                        with m.Else():
+                            m.next = "RQ_WAIT"
+                else:
+                    with m.Else():
+                        m.d.comb += rq_go.eq(1)
+                        m.next = "RQ_WAIT"
             with m.State("RQ_WAIT"):
                 with m.If(rq_finish):
                     m.d.sync += i1.eq(0)

@@ -457,6 +457,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             if cmd.op != Op.QK_SOFTMAX:  # softmax rows still running: results wait for them
                 results.hold = state.sm_end - base
         rq_at = run_at = 0  # the previous block's first RQ and RUN cycles
+        run_hs = rec_end = 0  # ... its first tile's handshake; its records' last word
         ld_at = load_start  # the cycle the block's load started
         fed = state.feed_last - base  # the engine's last step of the tile being fed
         # a LINEAR chunk's first tile (wide staging, a weight port) starts early: the engine
@@ -502,10 +503,21 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 ld_at = max(rq_at, fed + 1)
             if rq_early and j == 0:  # fetched since the chunk's third cycle (or cached)
                 cyc += 1 + (0 if hit else max(0, rq[0] - 1 - (cyc - act_start - 1)))
-            elif rq_early:  # fetched since the previous block's first RUN cycle (the early
-                # tile's chunk: since the loader went idle after the first block's)
-                if j == 1 and early is not None:
-                    run_at = min(run_at, max(early[0] + 1, t_rec + (0 if hit else 1)))
+            elif early is not None:  # a LINEAR's next blocks: fetched from the previous
+                # block's RUN state once the records loader is idle (the second block: as
+                # soon as it is idle after the first block's), else by RQ once it is idle;
+                # RUN does not wait for them (nx_ready, or RQ_WAIT): the tile's results wait
+                # for them at the requantizer (the first cycle after the last word)
+                start = (min(run_at, max(early[0] + 1, t_rec + (0 if hit else 1))) if j == 1
+                         else max(run_at, rec_end + 1))
+                if j > 1 and start > run_hs:  # RQ asks for them
+                    start = max(cyc, rec_end + 1)
+                    rec_end = start + rq[j] - 1
+                    cyc = start + 1
+                else:  # on their way (RQ waits a cycle more in their last one) or in
+                    rec_end = start + rq[j] - 1
+                    cyc += 2 if cyc == rec_end else 1
+            elif rq_early:  # fetched since the previous block's first RUN cycle
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
@@ -529,6 +541,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 sc_hold = state.sm_prev_end - base if cmd.op == Op.QK_SOFTMAX else -1
                 captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)], sc_hold)
+                if tb == 0:
+                    run_hs = hs
+                    if early is not None and j > 0:  # the block's results wait for its
+                        results.rq_hold = rec_end + 1  # records
                 cyc = hs + 2
             if j + 1 < rblocks and not B:  # WGT_HOLD: WGT writes the weights the feeder
                 cyc = fed + 2  # reads (with a weight port, the other buffer)
