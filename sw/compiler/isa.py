@@ -47,8 +47,11 @@ __all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramE
            "REGISTERS", "BUFFERS", "WEIGHT_BANKS", "buffers"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
-#: 2: ADD_LAYERNORM (opcode 9); a kernel refuses a Program of another version at its header
-VERSION = 2
+#: 2: ADD_LAYERNORM (opcode 9); 3: with a weight port, LINEAR weights entry by entry (an
+#: entry's values, then its index words: sw.compiler.weight_layout), so a kernel built for
+#: the old layout cannot read a new Program's params as garbage. A kernel refuses a Program
+#: of another version at its header
+VERSION = 3
 HEADER_WORDS = 4
 CMD_WORDS = 16
 #: Bytes per output channel of a requantizer in ``params``: bias, multiplier, shift (int32 each).
