@@ -23,7 +23,7 @@ help:
 	@echo "make test    the full test suite (what CI runs)"
 	@echo "make sim     all cocotb benches on the generated Verilog (SIM=icarus|verilator)"
 	@echo "make bitstream  ECP5 bitstream (self-test top) + UltraScale+ estimates, README table"
-	@echo "make bench   encoder latency: CPU baselines, accelerator projections, RTL check (5-13 min on 2 cores)"
+	@echo "make bench   encoder latency: CPU baselines, accelerator projections, RTL check (5-25 min on 2 cores)"
 	@echo "make accuracy  MiniLM N:M x fp32/int8 accuracy table (resumable; hours)"
 	@echo "make lint    ruff"
 
