@@ -23,6 +23,7 @@ from sw.compiler.ir import load_ir
 from sw.compiler.isa import (
     CMD_WORDS,
     HEADER_WORDS,
+    VERSION,
     Command,
     Op,
     Program,
@@ -121,8 +122,25 @@ def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):
     assert again.program.to_bytes() == comp.program.to_bytes()
     assert np.array_equal(again.params, comp.params)
     lowered = json.loads((ir_dir / "lower.json").read_text())
-    assert {n["op"]["value"] for n in lowered["nodes"]} == {
+    assert lowered["format"] == "nmaccel-ir" and lowered["version"] == VERSION
+    assert {n["op"]["value"] for n in lowered["ir"]["nodes"]} == {
         int(o) for o in Op if o not in (Op.END, Op.LOAD, Op.STORE, Op.ADD_LAYERNORM)}
+
+
+def test_an_ir_of_another_program_version_or_without_the_header_is_refused(compiled, tmp_path):
+    """An IR keeps the params in the layout of the version that saved it: another version's
+    (or one saved before the header existed) must not reach the next step."""
+    _, ir_dir, _, _ = compiled
+    saved = json.loads((ir_dir / "allocate.json").read_text())
+    cases = {"old": {**saved, "version": VERSION - 1}, "bare": saved["ir"]}
+    for name, tree in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(tree))
+        (tmp_path / f"{name}.npz").write_bytes((ir_dir / "allocate.npz").read_bytes())
+    with pytest.raises(ValueError, match=f"Program version {VERSION - 1}, this build reads "
+                                         f"version {VERSION}"):
+        load_ir(tmp_path / "old")
+    with pytest.raises(ValueError, match="bare: not an nmaccel IR"):
+        load_ir(tmp_path / "bare")
 
 
 def test_fusing_changes_no_output_bit(compiled):

@@ -4,6 +4,11 @@ An IR is a tree of dataclasses, dicts, lists, numbers, strings, enums and numpy 
 written as ``<name>.json`` (the structure, readable; each dataclass tagged with its type) plus
 ``<name>.npz`` (the arrays, referenced from the JSON by key), so a step's output can be
 inspected, diffed and fed back into the next step.
+
+The JSON's top level is ``{"format": "nmaccel-ir", "version": V, "ir": tree}`` with ``V`` the
+Program version (:data:`sw.compiler.isa.VERSION`) of the build that saved it: an IR holds the
+Program's commands and params in their layout of that version, so a build reading another
+version refuses the file instead of feeding misread weights to the next step.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .isa import VERSION
+
 __all__ = ["save_ir", "load_ir"]
 
 _ALLOWED_MODULES = ("sw.", "hw.")
+_FORMAT = "nmaccel-ir"
 
 
 def _encode(obj, arrays: dict[str, np.ndarray]):
@@ -82,7 +90,7 @@ def save_ir(ir, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
-    tree = _encode(ir, arrays)
+    tree = {"format": _FORMAT, "version": VERSION, "ir": _encode(ir, arrays)}
     np.savez(path.with_suffix(".npz"), **arrays)
     out = path.with_suffix(".json")
     out.write_text(json.dumps(tree, indent=1) + "\n")
@@ -98,4 +106,10 @@ def load_ir(path: str | Path):
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable IR ({e})") from None
-    return _decode(tree, arrays)
+    if not isinstance(tree, dict) or tree.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not an nmaccel IR (no \"format\": \"{_FORMAT}\" header; "
+                         "IRs saved before the header existed must be compiled again)")
+    if tree.get("version") != VERSION:
+        raise ValueError(f"{path}: IR saved for Program version {tree.get('version')!r}, this "
+                         f"build reads version {VERSION}: compile the model again")
+    return _decode(tree["ir"], arrays)
