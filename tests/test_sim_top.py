@@ -373,6 +373,64 @@ def test_a_reset_mid_run_recovers_and_the_rerun_is_correct():
     assert rtl[1:3] == ref[1:3] and rtl[0] == ref[0]
 
 
+# a Program that touches each buffer (on CFG), and on a config whose LOAD and STORE go through
+# the weight port; per case: the bytes of a run buffer the memory refuses, the command that
+# meets them first (-1: the header)
+_BUS_CMDS = [_dma(0, 0, 64), _dma(0, 0, 64, Op.STORE),
+             Command(Op.LINEAR, {"a": 0, "a_stride": 8, "tokens": 2, "k": 8, "rows": 4, "n": 2,
+                                 "m": 4, "w_off": 0, "rq_off": 2048, "out": 128,
+                                 "out_stride": 4, "out_bits": 8, "gelu": 0, "table_off": 0}),
+             _dma(64, 128, 8, Op.STORE), _dma(256, 128, 32), _dma(96, 256, 32, Op.STORE)]
+_BUS_WIDE = CFG.replace(name="store-w16", m=8, n_max=8, pe_rows=8, weight_port_bytes=16,
+                        spm_lanes=4)
+_BUS_WIDE_CMDS = [_dma(0, 4, 300), _dma(8, 0, 300, Op.STORE), _dma(0, 400, 16)]
+BUS_ERRORS = {
+    "header": (CFG, {"program": (0, 4)}, -1),
+    "a command's word": (CFG, {"program": (16 + 3 * 64 + 8, 16 + 3 * 64 + 12)}, 3),
+    "LINEAR weights": (CFG, {"params": (8, 12)}, 2),
+    "LINEAR records": (CFG, {"params": (2048 + 40, 2048 + 44)}, 2),
+    "LOAD": (CFG, {"input": (140, 144)}, 4),
+    "STORE": (CFG, {"output": (100, 104)}, 5),
+    "LOAD through the weight port": (_BUS_WIDE, {"input": (400, 404)}, 2),
+    "STORE through the weight port": (_BUS_WIDE, {"output": (200, 204)}, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(BUS_ERRORS))
+def test_a_bus_error_stops_the_kernel_at_the_command_that_met_it(case):
+    """Device memory answers some words with SLVERR: the kernel stops with BUS_ERROR at the
+    first command that read or wrote them (the header's read: no command) and does not hang;
+    every command before it did its work (the output buffer as the ref backend leaves it after
+    those commands), and a refused word keeps its bytes."""
+    from sw.nm import nm_mask, pack
+
+    config, bad, stop = BUS_ERRORS[case]
+    cmds = _BUS_CMDS if config is CFG else _BUS_WIDE_CMDS
+    rng = np.random.default_rng(SEED)
+    inp = rng.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    params = bytearray(_pv_params(rng, 4))  # with 2:4 weights at 0 (4 x 8: 20 bytes)
+    w = rng.integers(-128, 128, (4, 8))
+    pk = pack(w * nm_mask(w, 2, 4), 2, 4)
+    blob = np.concatenate([pk.values.astype(np.int8).view(np.uint8).ravel(), pk.indices.ravel()])
+    params[:blob.size] = blob.tobytes()
+    params = bytes(params)
+    full = _program(cmds + [Command(Op.END, {})], config)
+    assert _run("ref", full, inp, config, params)[1:3] == (Status.OK, len(cmds))
+    before = _run("ref", _program(cmds[:max(stop, 0)] + [Command(Op.END, {})], config), inp,
+                  config, params)
+    rtl = _run("rtl", full, inp, config, params, bus_error=bad)
+    assert rtl[1:3] == (Status.BUS_ERROR, stop)
+    out = rtl[3]
+    end = out.addr + out.size
+    got, want = bytearray(rtl[0][out.addr:end]), bytearray(before[0][out.addr:end])
+    if "output" in bad:  # the failing STORE's refused word kept its bytes; the rest of its
+        lo, hi = bad["output"]  # destination is not compared
+        assert got[lo:hi] == b"\xa5" * (hi - lo)
+        dst = cmds[stop].args
+        got[dst["dst"]:dst["dst"] + dst["bytes"]] = want[dst["dst"]:dst["dst"] + dst["bytes"]]
+    assert got == want
+
+
 @pytest.mark.parametrize("port", [0, 16, 32, 64])
 def test_commands_straddling_a_page_of_the_program_are_fetched_in_two_bursts(port):
     """Commands 63 and 127 of a Program straddle 4 KiB pages (16-byte header, 64-byte

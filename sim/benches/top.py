@@ -16,6 +16,8 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``prerun``: ``[[addr, hex bytes], ...]``: first run to ap_done on the image with these bytes
   written over it, then write the image back and run again, without a reset (what the kernel
   keeps from one run must not change the next); the report is the second run's;
+* ``bus_error``: ``[[lo, hi], ...]``: every read or write of a bus word that meets one of these
+  byte ranges is answered with SLVERR (and not written);
 * ``trace``: record the kernel's cycle counter each time the command index moves on;
 * ``progress``: a file to which the kernel's cycle counter and command index are written
   every ``progress_every`` cycles (default 200,000) while it runs (a host-side thread
@@ -52,6 +54,30 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbex
 def _pauses(rng: random.Random):
     while True:
         yield rng.random() < 0.3
+
+
+def _fail_on(side, ranges) -> None:
+    """Make a cocotbext-axi RAM side fail (SLVERR: it catches the exception) on accesses that
+    meet ``ranges``."""
+    def meets(address, length):
+        return any(address < hi and lo < address + length for lo, hi in ranges)
+
+    if hasattr(side, "_read"):
+        read = side._read
+
+        async def _read(address, length):
+            if meets(address, length):
+                raise OSError(f"bus error: read of {length} bytes at {address:#x}")
+            return await read(address, length)
+        side._read = _read
+    if hasattr(side, "_write"):
+        write = side._write
+
+        async def _write(address, data):
+            if meets(address, len(data)):
+                raise OSError(f"bus error: write of {len(data)} bytes at {address:#x}")
+            return await write(address, data)
+        side._write = _write
 
 
 async def _reg_write(host: AxiLiteMaster, name: str, value: int) -> None:
@@ -137,6 +163,9 @@ async def run_program(dut):
                                 dut.rst, mem=ram.mem))
     for side in (host.write_if, host.read_if, *reads, *writes):
         side.log.setLevel(logging.WARNING)  # one INFO line per burst slows long runs
+    if P.get("bus_error"):
+        for side in (*reads, *writes):
+            _fail_on(side, [tuple(r) for r in P["bus_error"]])
     if P.get("stall"):
         rng = random.Random(int(P.get("seed", 1)))
         channels = []

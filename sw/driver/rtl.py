@@ -31,18 +31,22 @@ class RtlDevice(RefDevice):
                  stall: bool = False, seed: int = 1, reset_at: int | None = None,
                  trace: bool = False, build_root: str | Path | None = None,
                  progress=None, progress_every: int = 200_000,
-                 prerun: dict[int, bytes] | None = None):
+                 prerun: dict[int, bytes] | None = None,
+                 bus_error: dict[str, tuple[int, int]] | None = None):
         """``progress``: called as ``progress(cycles, command)`` (from a helper thread) with
         the kernel's cycle counter and command index, sampled every ``progress_every``
         simulated cycles, while a run simulates. ``prerun`` (for tests): each run first runs
         on device memory with these bytes at these addresses, then again on the memory as it
-        is, without a reset in between; the result is the second run's."""
+        is, without a reset in between; the result is the second run's. ``bus_error`` (for
+        tests): device memory answers every read or write of a bus word that meets one of
+        these byte ranges, ``{buffer name: (lo, hi)}`` with offsets into that run argument's
+        buffer, with an AXI SLVERR response (and does not write it)."""
         if progress_every < 1:
             raise ValueError(f"progress_every must be a positive number of cycles, got "
                              f"{progress_every}")
         super().__init__(config)
         self.max_cycles, self.stall, self.seed, self.reset_at = max_cycles, stall, seed, reset_at
-        self.trace, self.prerun = trace, prerun
+        self.trace, self.prerun, self.bus_error = trace, prerun, dict(bus_error or {})
         self.progress, self.progress_every = progress, progress_every
         self.build_root = Path(build_root) if build_root else None
         self.runs = 0
@@ -62,11 +66,17 @@ class RtlDevice(RefDevice):
         work.mkdir(parents=True, exist_ok=True)
         image, image_out = work / "image.bin", work / "image_out.bin"
         image.write_bytes(bytes(self.memory))
+        unknown = sorted(set(self.bus_error) - set(buffers))
+        if unknown:
+            raise ValueError(f"bus_error names {unknown}, not buffers of this run "
+                             f"({sorted(buffers)})")
         params = {"image": str(image), "image_out": str(image_out),
                   "buffers": {k: [b.addr, b.size] for k, b in buffers.items()},
                   "max_cycles": self.max_cycles, "stall": self.stall, "seed": self.seed,
                   "reset_at": self.reset_at, "trace": self.trace,
                   "prerun": [[a, bytes(d).hex()] for a, d in (self.prerun or {}).items()],
+                  "bus_error": [[buffers[k].addr + lo, buffers[k].addr + hi]
+                                for k, (lo, hi) in self.bus_error.items()],
                   "weight_port": bool(self.config.weight_port_bytes),
                   "weight_ports": self.config.weight_ports,
                   "weight_writes": self.config.wide_store}
