@@ -832,9 +832,10 @@ def test_a_linear_s_row_blocks_run_while_their_weights_and_records_come(shape):
 
 def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_the_next_start():
     """The engine's four records slots are filled in turn, from command to command. A PV whose
-    first row block's records are already in the slot it would fill (same params offset,
-    same words) does not fetch them again: the fifth equal PV, one after a LINEAR that
-    loaded the same into that slot, a 2-block PV; another offset fetches. Checked against the
+    first row block's records are already in the slot it would fill, or in the slot before
+    (same params offset, same words), does not fetch them again (from the slot before they
+    are copied over): the second to fifth equal PVs, one after a LINEAR that loaded the same
+    into that slot, a 2-block PV; another offset fetches. Checked against the
     ref backend bit for bit and against the kernel model command by command (its
     KernelState); the PVs' results go out beside the next PV. Then the same Program runs
     after a first run on other records at that offset, without a reset: the kernel forgets
@@ -870,7 +871,8 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
             Command(Op.QK_SOFTMAX, {"q": 5, "k": 301, "stride": 13, "tokens": tokens, "d": 11,
                                     "mask": 701, "mult": 3000, "shift": 20, "p": 3501,
                                     "p_stride": 7}),
-            pv(4003), pv(4203), pv(4403), pv(4603),  # slots 0 - 3: fetched
+            pv(4003),  # slot 0: fetched
+            pv(4203), pv(4403), pv(4603),  # slots 1 - 3: copied from the slot before
             pv(4803),  # slot 0 holds them
             Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
                                 "rows": rows, "n": 2, "m": 4, "w_off": 0, "rq_off": 2048,
@@ -889,7 +891,8 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
     for i, cmd in enumerate(cmds):
         state.rq_slots = [None] * 4
         uncached.append(command_cycles(cmd, cfg, i, state))
-    assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [6, 8, 11]
+    assert [i for i, (a, b) in enumerate(zip(costs, uncached, strict=True)) if a != b] == [
+        3, 4, 5, 6, 8, 11]
     out = {kind: _run_traced("ref" if kind == "ref" else "rtl", program, inp.tobytes(), cfg,
                              bytes(params), 3000, {2048: other} if kind == "rerun" else None)
            for kind in ("ref", "rtl", "rerun")}

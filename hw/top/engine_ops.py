@@ -194,9 +194,10 @@ class EngineOps(wiring.Component):
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
     commands) into the next records slot from the block's first tile on (the early tile's
     chunk: the second block's once the first block's are in); a chunk's first
-    block's not at all when the slot it fills already holds them (*records cache*: the same
-    params offset and word count as the load that last filled that slot since ``flush``;
-    the slots are filled in turn from command to command; PV heads share a record blob);
+    block's not at all when the slot it fills, or the slot before it, already holds them
+    (*records cache*: the same params offset and word count as the load that last filled
+    that slot since ``flush``; the slots are filled in turn from command to command, a copy
+    from the slot before in the cycle the fetch would start; PV heads share a record blob);
     a token block's softmax rows about a row per ``nb`` cycles, or per the cycles its
     output beats take to write (a cycle per ``L`` words a beat spans), plus the unit's
     latency (``sw.perf.top.softmax_phase_cycles``); QK's key mask first, ``config.mask_lanes``
@@ -209,8 +210,8 @@ class EngineOps(wiring.Component):
     with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
     banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
-    (a row's bias, multiplier and shift for 4 row blocks: LUTRAM), a 16-entry x 96-bit tile
-    descriptor FIFO; the GELU table, 64 x 32 bits with
+    (a row's bias, multiplier and shift for 4 row blocks: LUTRAM, two read ports), a
+    16-entry x 96-bit tile descriptor FIFO; the GELU table, 64 x 32 bits with
     ``min(R, 4 L)`` asynchronous read ports (LUTRAM copies), which a LINEAR with ``gelu``
     fills first (one request of 64 words) before its activations.
     """
@@ -494,6 +495,7 @@ class EngineOps(wiring.Component):
             m.submodules[f"rq_rec{r}"] = mem
         rq_w = [mem.write_port(granularity=32) for mem in rq_mem]
         rq_r = [mem.read_port(domain="comb") for mem in rq_mem]
+        rq_c = [mem.read_port(domain="comb") for mem in rq_mem]  # the records cache's copy
         wslot, rslot, ld_slot = Signal(3), Signal(3), Signal(2)
         ld_row, ld_f = Signal(range(R)), Signal(2)  # the word the loader takes: record, field
         # their words, 3 min(R, rows - r0), registered: r0 changes at least a cycle (WGT)
@@ -509,9 +511,10 @@ class EngineOps(wiring.Component):
         m.d.sync += [pf_rq.eq(0), pf_rq2.eq(pf_rq)]
         # records cache: what each slot holds (valid, the params offset and words of the load
         # that filled it). A chunk's first block's records (pf_rq2) that are already in the
-        # slot they would fill are not fetched again: PV's heads share one record blob (the
-        # compiler gives equal blobs one offset). The params buffer is read-only while a
-        # Program runs; flush forgets the records when the kernel starts one
+        # slot they would fill are not fetched again, and when the slot before it holds them
+        # they are copied over from it in that cycle (a second read port): PV's heads share
+        # one record blob (the compiler gives equal blobs one offset). The params buffer is
+        # read-only while a Program runs; flush forgets the records when the kernel starts one
         c_valid = Array(Signal(name=f"c_valid{k}") for k in range(4))
         c_addr = Array(Signal(32, name=f"c_addr{k}") for k in range(4))
         c_words = Array(Signal(range(3 * R + 1), name=f"c_words{k}") for k in range(4))
@@ -1493,10 +1496,20 @@ class EngineOps(wiring.Component):
                     addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
                     words = Mux(nx_go, nx_words, rq_words)
                     ws2 = wslot[:2]
-                    hit = (pf_rq2 & c_valid[ws2] & (c_addr[ws2] == addr)
-                           & (c_words[ws2] == words))
+                    wsp = Signal(2)  # the slot before
+                    m.d.comb += wsp.eq(ws2 - 1)
+
+                    def holds(k):
+                        return pf_rq2 & c_valid[k] & (c_addr[k] == addr) & (c_words[k] == words)
+                    hit = holds(ws2)
                     m.d.sync += wslot.eq(wslot + 1)
-                    with m.If(~hit):
+                    with m.If(~hit & holds(wsp)):  # copied from the slot before
+                        for r in range(R):
+                            m.d.comb += [rq_c[r].addr.eq(wsp), rq_w[r].addr.eq(ws2),
+                                         rq_w[r].data.eq(rq_c[r].data), rq_w[r].en.eq(0b111)]
+                        m.d.sync += [c_valid[ws2].eq(1), c_addr[ws2].eq(addr),
+                                     c_words[ws2].eq(words)]
+                    with m.Elif(~hit):
                         m.d.comb += [self.dram_req.valid.eq(1),
                                      self.dram_req.payload.addr.eq(addr),
                                      self.dram_req.payload.words.eq(words)]

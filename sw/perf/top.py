@@ -413,14 +413,15 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         b = min(per_chunk, blocks - first)
         # the records loads of the chunk: block j's into the next slots in turn (they run on
         # from command to command); a chunk's first block's (fetched early) are not fetched
-        # when their slot holds them
+        # when their slot holds them, or when the slot before it does (copied over in the
+        # cycle that would start the fetch: PV heads after the first)
         load0 = state.rq_loads
-        hit = rq_early and state.rq_slots[load0 % 4] == (rq_off, 3 * min(R, rows))
+        hit = rq_early and (rq_off, 3 * min(R, rows)) in (state.rq_slots[load0 % 4],
+                                                          state.rq_slots[(load0 - 1) % 4])
         if rq:
             for j in range(rblocks):
-                if not (j == 0 and hit):
-                    state.rq_slots[(load0 + j) % 4] = (rq_off + RQ_RECORD * R * j,
-                                                       3 * min(R, rows - R * j))
+                state.rq_slots[(load0 + j) % 4] = (rq_off + RQ_RECORD * R * j,
+                                                   3 * min(R, rows - R * j))
             state.rq_loads += rblocks
         # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
         # first chunk's: before its GELU table)
