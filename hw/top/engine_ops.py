@@ -157,7 +157,8 @@ class EngineOps(wiring.Component):
     per token row, one more when the row starts mid-word; two rows at once), or with wide
     ports a chunk per cycle, two with word-aligned rows (``ceil(G / Q)`` per row; a chunk
     waits while its bank's buffer holds more than 2 entries, so ``C >= Q`` (``C >= 2 Q``
-    with pairs) keeps the rate; then the buffers drain), QK's
+    with pairs) keeps the rate; then the buffers drain: a PV stages its V meanwhile, its RUN
+    waiting for them), QK's
     key rows a word per cycle (with wide ports like wide activations: a chunk of ``L`` words
     of one row per cycle, two with word-aligned rows and ``R`` even, only the rows that hold
     keys, the ``R`` row buffers writing a word each per cycle); PV's V a
@@ -624,6 +625,13 @@ class EngineOps(wiring.Component):
             # land per cycle (s_land2: the one of row at + sc + 1, in bank s_c + 1)
             pairs, s_land2, s_zero2 = Signal(), Signal(), Signal()
             m.d.sync += s_land2.eq(0)
+        # every staged entry is in its bank (ACT_DRAIN's condition; a PV's RUN waits for it,
+        # the PV having gone on to V after its last chunk's read)
+        act_drained = Signal()
+        if wide:
+            m.d.comb += act_drained.eq(~s_land & ~s_land2 & ~Cat(c != 0 for c in st_cnt).any())
+        else:
+            m.d.comb += act_drained.eq(1)
         if wide_k:  # QK's key rows: chunk j (L words) of every row of the block in turn into
             # the row's buffer; every buffer writes a bank word (4 slots) per cycle
             kb_buf = [Signal(32 * L, name=f"kb_buf{r}") for r in range(R)]
@@ -982,14 +990,17 @@ class EngineOps(wiring.Component):
                                              out_stage.eq(out_stage + C * job.out_stride)]
                                 with m.If(is_qk | (at + C >= job.tokens)
                                           | (abase + 2 * G > rend)):
-                                    m.next = "ACT_DRAIN"
+                                    with m.If(is_pv):  # on to V at once: RUN waits
+                                        m.next = "ACT_LAST"  # for the buffers
+                                    with m.Else():
+                                        m.next = "ACT_DRAIN"
                             with m.Else():
                                 m.d.sync += [sj.eq(sj + 1), s_row.eq(s_row + 4 * L),
                                              s_ptr.eq(s_row + 4 * L)]
                         with m.Else():
                             m.d.sync += [sc.eq(sc + 1 + pairs), s_ptr.eq(s_ptr + stride)]
                 with m.State("ACT_DRAIN"):  # the buffers' last entries go in
-                    with m.If(~s_land & ~s_land2 & ~Cat(cnt != 0 for cnt in st_cnt).any()):
+                    with m.If(act_drained):
                         if early_mode:
                             m.d.sync += a_track.eq(0)
                         m.next = "ACT_LAST"
@@ -1296,12 +1307,13 @@ class EngineOps(wiring.Component):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
                 def run():
-                    with m.If(hand_tile(r0, t0, out_blk, is_qk & (r0 + R >= job.rows),
-                                        ~is_qk, tb + 1 >= nblk, a_base,
-                                        Mux(is_lin, cur, st_sel) if B else None)):
-                        if early_mode:
-                            m.d.sync += [f_track.eq(0), early_pend.eq(0)]
-                        m.next = "TILE_END"
+                    with m.If(act_drained):
+                        with m.If(hand_tile(r0, t0, out_blk, is_qk & (r0 + R >= job.rows),
+                                            ~is_qk, tb + 1 >= nblk, a_base,
+                                            Mux(is_lin, cur, st_sel) if B else None)):
+                            if early_mode:
+                                m.d.sync += [f_track.eq(0), early_pend.eq(0)]
+                            m.next = "TILE_END"
 
                 if early_mode:  # the early tile is running already
                     with m.If(ran_early):

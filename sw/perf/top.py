@@ -437,10 +437,16 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         def row_words(t: int) -> int:
             return G * M // 4 + int(t < tokens and (act + t * act_stride) % 4 != 0)
 
+        drained = -1  # the first cycle the activation banks hold every staged entry
         if cfg.wide_staging:  # chunks of the port's width, two rows a cycle when aligned
             pairs = 2 if C % 2 == 0 and _on_words(act, act_stride) else 1
-            staging, landed = wide_staging(C, 4 * cfg.spm_lanes // M, G, b, pairs)
-            cyc += staging + 1
+            staging, landed, issued = _wide_staging(C, 4 * cfg.spm_lanes // M, G, b, pairs)
+            if cmd.op == Op.PV:  # on to WGT (V) after the last chunk's read, the bank
+                # buffers emptying beside it: RUN waits for them
+                drained = cyc + staging - 1
+                cyc += issued + 1
+            else:  # ACT_DRAIN
+                cyc += staging + 1
         else:
             cyc += sum(max(row_words(t) for t in range(t0, min(t0 + 2, blk + C)))
                        for blk in range(first * C, (first + b) * C, C)
@@ -533,7 +539,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                     results.rq_hold = t_rec + 1
                     fed = feed_steps(early[0] + 1, steps, n, captured, early[1], w_ready)[1]
                 else:
-                    hs = max(cyc, fed)
+                    hs = max(cyc, fed, drained)
                     if w_ready is not None and w_ready[-1] < hs + 1:
                         w_ready = None  # all in before the feeder starts
                     fed = feed_steps(hs + 1, steps, n, captured, None, w_ready)[1]
@@ -684,17 +690,22 @@ def wide_staging_cycles(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> i
     return wide_staging(C, Q, G, blocks, rows)[0]
 
 
-@functools.lru_cache(maxsize=256)
 def wide_staging(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> tuple[int, tuple]:
     """:func:`wide_staging_cycles`, and the cycle (the first ACT cycle is 1) in which the last
     bank (``C - 1``, staged last in every chunk) writes each entry of the first block: the
     entries every bank holds from the cycle after (the feeder's watermark)."""
+    return _wide_staging(C, Q, G, blocks, rows)[:2]
+
+
+@functools.lru_cache(maxsize=256)
+def _wide_staging(C: int, Q: int, G: int, blocks: int, rows: int) -> tuple[int, tuple, int]:
+    """:func:`wide_staging` and the cycle of the last chunk's read."""
     chunks = -(-G // Q)
     order = [(c, min(Q, G - j * Q)) for _ in range(blocks) for j in range(chunks)
              for c in range(0, C, rows)]
     cnt = [0] * C
     land = None  # (first bank, entries) landing this cycle
-    i = cycles = 0
+    i = cycles = issued = 0
     last: list[int] = []
     while True:
         cycles += 1
@@ -705,7 +716,7 @@ def wide_staging(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> tuple[in
                    for b in range(c, c + rows)):
                 issue = (c, n)
         elif land is None and not any(cnt):
-            return cycles, tuple(last[:G])
+            return cycles, tuple(last[:G]), issued
         if cnt[C - 1]:
             last.append(cycles)
         cnt = [max(0, x - 1) for x in cnt]
@@ -714,6 +725,8 @@ def wide_staging(C: int, Q: int, G: int, blocks: int, rows: int = 1) -> tuple[in
                 cnt[b] = land[1]
         land = issue
         i += issue is not None
+        if issue is not None and i == len(order):
+            issued = cycles
 
 
 #: cycles from the feeder's first cycle to the engine's first step: the feed (bank read, FIFO
