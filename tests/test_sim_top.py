@@ -1130,6 +1130,69 @@ def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
     _check_beside(out, cmds, cfg, fault, "wo_end", _pv_beside)
 
 
+@pytest.mark.parametrize("fault", [False, True])
+def test_a_linear_s_results_go_out_beside_a_vector_command_whose_stream_waits(fault):
+    """A LINEAR's last chunk's results go out after its command; a vector command starts
+    beside them: an ADD reading them (no parameters: its stream waits for the last result)
+    and a GELU reading other bytes (its table loads beside them). An engine command and STORE
+    wait for them at CHECK. With ``fault``, a bad ADD (12-bit operand) after a LINEAR stops
+    the kernel only once the LINEAR's results are written: the memory equals the ref
+    backend's. Bit for bit, and cycle for cycle command by command (the model says where the
+    ADD's stream waited and where the GELU started beside)."""
+    from sw.nm import nm_mask, pack
+    from sw.perf.top import KernelState, _vector, command_cycles, fetch_cycles
+
+    cfg = preset("tiny").replace(name="linbeside", pe_cols=16, max_k=64, spm_kib=8,
+                                 act_buffer_depth=64)
+    rng = np.random.default_rng(8)
+    params = bytearray(_pv_params(rng, 8))  # records of 8 rows at 2048
+    w = rng.integers(-128, 128, (8, 64))
+    pk = pack(w * nm_mask(w, 2, 4), 2, 4)
+    blob = np.concatenate([pk.values.astype(np.int8).view(np.uint8).ravel(), pk.indices.ravel()])
+    params[:blob.size] = blob.tobytes()
+    params[1024:1280] = rng.integers(0, 256, 256, dtype=np.uint8).tobytes()  # a GELU table
+
+    def linear(out, bits=8):  # 16 tokens x 64 -> 8 rows: 2 row blocks of one tile
+        return Command(Op.LINEAR, {"a": 0, "a_stride": 64, "tokens": 16, "k": 64, "rows": 8,
+                                   "n": 2, "m": 4, "w_off": 0, "rq_off": 2048, "out": out,
+                                   "out_stride": 8 * bits // 8, "out_bits": bits, "gelu": 0,
+                                   "table_off": 0})
+
+    def add(a, out, a_bits=8):
+        return Command(Op.ADD, {"a": a, "b": 600, "out": out, "tokens": 16, "width": 8,
+                                "m_a": 3, "m_b": 5, "shift": 3, "a_bits": a_bits,
+                                "b_bits": 8, "out_bits": 8})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 1024}),
+            linear(1024),
+            add(1024, 1200),  # reads the results: its stream waits for them
+            linear(1400, 16),
+            Command(Op.GELU, {"src": 600, "dst": 1700, "tokens": 2, "width": 64,
+                              "table_off": 1024}),  # other bytes: its table loads beside
+            linear(1900)]
+    if fault:
+        cmds += [add(1900, 2100, a_bits=12)]
+    cmds += [Command(Op.STORE, {"dst": 0, "src": 1024, "bytes": 1200}), Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 1024, dtype=np.uint8)
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, bytes(params), 1200)
+           for kind in ("ref", "rtl")}
+    assert out["rtl"][:3] == out["ref"][:3]
+    if fault:
+        assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == len(cmds) - 3
+        return
+    assert out["ref"][1] == Status.OK
+    state, costs, waits, beside = KernelState(), [], {}, {}
+    for i, cmd in enumerate(cmds):
+        check = state.now + fetch_cycles(i, cfg) - 1  # its CHECK cycle, if nothing waits
+        if cmd.op in (Op.ADD, Op.GELU):
+            beside[i] = state.wo_end > check
+            waits[i] = state.wo_end - (check + 2 + _vector(cmd, cfg)[0])  # its stream's
+        costs.append(command_cycles(cmd, cfg, i, state))
+    assert beside == {2: True, 4: True} and waits[2] > 0 and waits[4] < 0, (beside, waits)
+    _check_trace(out["rtl"][3], cmds, costs)
+
+
 @pytest.mark.parametrize("M, nm, spm, P", [(8, (3, 8), 1, 4), (4, (1, 4), 1, 4),
                                            (4, (2, 4), 2, 8)])
 def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, spm, P):

@@ -6,13 +6,15 @@ scratchpad, and every command: ``LOAD`` / ``STORE`` / ``END`` here, ``ADD`` / ``
 / ``ADD_LAYERNORM`` / ``GELU`` through :class:`~hw.top.vector_ops.VectorOps`, ``LINEAR`` /
 ``QK_SOFTMAX`` / ``PV`` through :class:`~hw.top.engine_ops.EngineOps`. Commands run one after
 another, but for a ``QK_SOFTMAX``'s softmax rows, which run on after its command
-(``eng.sm_busy``), and a ``PV``'s results, which go out after it (``eng.wo_busy``): the next
-command starts beside them only if it is a good ``QK_SOFTMAX`` (beside softmax rows) or
-``PV`` (beside results, or beside softmax rows once their scores are all written:
-``eng.sm_scored``; its results then wait for the rows) that reads none of the bytes they
-write (CHECK compares its query, key and mask, or P and V, ranges with them); any other
-command, ``END`` and any fault wait for them. So every value and status is
-still that of running the commands one by one: :func:`sw.driver.executor.execute`.
+(``eng.sm_busy``), and a ``PV``'s or ``LINEAR``'s results, which go out after it
+(``eng.wo_busy``): the next command starts beside them only if it is a good ``QK_SOFTMAX``
+(beside softmax rows) or ``PV`` (beside a ``PV``'s results, or beside softmax rows once their
+scores are all written: ``eng.sm_scored``; its results then wait for the rows) that reads
+none of the bytes they write (CHECK compares its query, key and mask, or P and V, ranges
+with them), or a good vector command beside results (its parameters load, its stream waits
+for them: ``vec.hold``); any other command, ``END`` and any fault wait for them. So every
+value and status is still that of running the commands one by one:
+:func:`sw.driver.executor.execute`.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ class Accelerator(wiring.Component):
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=store_bits, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
+        m.d.comb += vec.hold.eq(eng.wo_busy)  # a vector command's stream after the results
         # Two read ports. One command reads at a time (softmax rows and PV results that go on
         # after their command only write), so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
@@ -556,7 +559,12 @@ class Accelerator(wiring.Component):
                 is_eng = (op == Op.LINEAR) | (op == Op.QK_SOFTMAX) | (op == Op.PV)
                 is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                           | (op == Op.ADD_LAYERNORM))
-                with m.If((eng.sm_busy & ~beside & ~pv_sm) | (eng.wo_busy & ~pv_beside)):
+                # and a good vector command beside them: its parameters load, its stream
+                # waits for them (vec.hold)
+                vec_beside = (is_vec & ~vec_shape_bad & ~vec_spm_bad & ~vec_params_bad
+                              & ~reader.error & ~wgt_error)
+                with m.If((eng.sm_busy & ~beside & ~pv_sm)
+                          | (eng.wo_busy & ~pv_beside & ~vec_beside)):
                     pass
                 with m.Elif(reader.error | wgt_error):
                     finish(Status.BUS_ERROR)
@@ -615,6 +623,8 @@ class Accelerator(wiring.Component):
                                      sm_lo2.eq(sm_lo), sm_hi2.eq(sm_hi)]
                     with m.If(op == Op.PV):  # where its results go
                         m.d.sync += [wo_lo.eq(w[8]), wo_hi.eq(w[8] + prods[2] + w[6])]
+                    with m.If(op == Op.LINEAR):  # (no PV starts beside a LINEAR's results)
+                        m.d.sync += [wo_lo.eq(0), wo_hi.eq(2**33 - 1)]
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
                 m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)

@@ -69,8 +69,8 @@ class EngineOps(wiring.Component):
     banks) while the next tiles run: each tile leaves its first row, first token and output
     address (and its command's rows, tokens and output stride; QK: its score buffer) in a
     descriptor FIFO for the write-out, and a LINEAR or PV chunk waits for its last results
-    before the next chunk's staging (a PV's last chunk's go on out beside the next PV,
-    ``wo_busy``; a QK's scores beside its next chunk or the next QK). QK keeps a token
+    before the next chunk's staging (a PV's or LINEAR's last chunk's go on out beside what
+    follows, ``wo_busy``; a QK's scores beside its next chunk or the next QK). QK keeps a token
     block's raw scores on chip until every key block is done and then streams the block's
     softmax rows through the unit with the key mask, each row once the last tile's scores
     for it are written: a feed reads a beat of scores a cycle, the unit takes a row per
@@ -136,8 +136,9 @@ class EngineOps(wiring.Component):
     flush : In(1)
         The kernel starts a Program: forget the cached requantizer records (below).
     wo_busy : Out(1)
-        A PV's results still go out (through ``w_*``) after its ``done``: the kernel starts
-        no command but a PV that reads none of their bytes until it falls.
+        A PV's or LINEAR's results still go out (through ``w_*``) after its ``done``: until
+        it falls the kernel starts no command but a PV that reads none of a PV's result
+        bytes, or a vector command whose stream waits for it (its parameters may load).
     sm_busy : Out(1)
         A QK_SOFTMAX's softmax rows still run (and write the scratchpad through ``w_*``)
         after its ``done``: the kernel starts no command that could see them (anything but a
@@ -799,8 +800,12 @@ class EngineOps(wiring.Component):
                                     "last": unsigned(1), "tokens": unsigned(32),
                                     "stride": unsigned(32)})
         m.submodules.desc = desc = fifo.SyncFIFO(width=desc_l.size, depth=16)
-        pv_end = Signal()  # a PV's last chunk has run: its results may go out beside
-        m.d.comb += [pv_end.eq(is_pv & (at >= job.tokens)),
+        # a PV's or LINEAR's last chunk has run: its results may go out beside what follows
+        # (a LINEAR's once its records and weight loaders are idle: the kernel's next
+        # command may use the ports they read)
+        out_end = Signal()
+        loaders_idle = rq_idle & ~pf_rq & ~pf_rq2 & (wl_idle if B else 1)
+        m.d.comb += [out_end.eq((is_pv | (is_lin & loaders_idle)) & (at >= job.tokens)),
                      self.wo_busy.eq(desc.r_rdy & ~is_qk)]
         wo = data.View(desc_l, desc.r_data)
 
@@ -1349,9 +1354,9 @@ class EngineOps(wiring.Component):
                     m.next = "WGT"
             # LINEAR, PV: the chunk's last results go out before the next chunk (its staging
             # may read them)
-            with m.State("WO_WAIT"):  # (a PV's last chunk: at once; its results go out
-                # beside what follows: wo_busy)
-                with m.If(~desc.r_rdy | pv_end):
+            with m.State("WO_WAIT"):  # (a PV's last chunk: at once, a LINEAR's once its
+                # loaders are idle; their results go out beside what follows: wo_busy)
+                with m.If(~desc.r_rdy | out_end):
                     m.next = "BLOCK_END"
 
             # QK: the token block's softmax rows start beside the write-out of its last scores,
@@ -1366,7 +1371,7 @@ class EngineOps(wiring.Component):
             with m.State("BLOCK_END"):  # the chunk is done: stage the next one, if any, once
                 # its results are out (QK: at once; its scores go out beside what follows, each
                 # tile's with the rows and score buffer it left in the descriptor FIFO)
-                with m.If(~desc.r_rdy | is_qk | pv_end):
+                with m.If(~desc.r_rdy | is_qk | out_end):
                     m.d.sync += [c0.eq(at), out_chunk.eq(out_stage), r0.eq(0), i0.eq(0),
                                  i1.eq(0), ab.eq(0), abase.eq(rbase), nblk.eq(0)]
                     if alt_a:  # QK, PV: each chunk in the other half (a QK's next token

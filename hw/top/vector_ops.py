@@ -72,6 +72,9 @@ class VectorOps(wiring.Component):
         cycle (the top reads them through the weight port).
     done : Out(1)
         Pulses when the last output element is written.
+    hold : In(1)
+        While high the stream does not start (the parameters still load): the scratchpad's
+        write port is another's and the operands may still be written.
     ra_*, rb_* : scratchpad read ports (address in words, enable, ``spm_lanes`` words of data
         one cycle later)
     w_* : scratchpad write port (address in words, ``spm_lanes`` words of data, byte enables)
@@ -104,7 +107,7 @@ class VectorOps(wiring.Component):
             "params": In(stream.Signature(32)),
             **({"wide_params": In(stream.Signature(8 * config.weight_port_bytes))}
                if config.wide_ln_params else {}),
-            "done": Out(1),
+            "done": Out(1), "hold": In(1),
             "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32 * config.spm_lanes),
             "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -401,6 +404,6 @@ class VectorOps(wiring.Component):
                          g_row.eq(0), g_el.eq(0), g_lane.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
                          o_el.eq(0), o_row.eq(0), o_ptr.eq(p.out), o_lane.eq(0), cmds.eq(0),
                          fill.eq(0), held.eq(0)]
-        with m.If(busy & ~loading & ~running & ~self.done):
+        with m.If(busy & ~loading & ~running & ~self.done & ~self.hold):
             m.d.sync += running.eq(1)
         return m

@@ -477,8 +477,11 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         if cmd.op == Op.LINEAR and B and cfg.wide_staging:
             t_rec = act_start + (2 if hit else rq[0])
             early = (max(act0, fed), tuple(act0 + x - 1 for x in landed))
+        idle_at = -1  # (early tile) the loaders are idle after the last block's words
         for j in range(rblocks):
             r0 = j * R
+            if early is not None and j == rblocks - 1:  # its load started at ld_at
+                idle_at = ld_at + loads[j]
             # WGT waits for what is left of the block's load: the first block's ran while the
             # table and activations came, block j > 0's (into the other buffer) since block
             # j - 1's first RQ cycle (or, when the feeder still read that buffer then, since
@@ -528,6 +531,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                 cyc += max(1, rq[j] + 1 - (cyc - run_at))
             elif rq:  # RQ, RQ_WAIT (QK has no records)
                 cyc += rq[j]
+            if early is not None and j == rblocks - 1 and j > 0:  # and its records'
+                idle_at = max(idle_at, rec_end + 1)
             run_at = cyc
             for tb in range(b):
                 # RUN: the engine takes the tile with the last step of the one before (or at
@@ -586,6 +591,13 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             state.wo_end = base + done + 1
             state.wo_range = (a["out"], a["out"] + (tokens - 1) * a["out_stride"] + rows)
             cyc += 2
+        elif cmd.op == Op.LINEAR and last_chunk:  # WO_WAIT until the last result is written
+            # or the loaders are idle, BLOCK_END: its results go out beside what follows (no
+            # PV starts beside them: their range is everything)
+            state.wo_op, state.wo_results = Op.LINEAR, None
+            state.wo_end = base + done + 1
+            state.wo_range = (0, 1 << 40)
+            cyc = max(cyc, min(done + 1, idle_at)) + 2
         else:  # WO_WAIT until the chunk's last result is written, BLOCK_END
             cyc = max(cyc, done + 1) + 2
     return cyc
@@ -817,29 +829,33 @@ def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple,
         t += 1
 
 
-def _vector(cmd: Command, cfg: AcceleratorConfig) -> int:
+def _vector(cmd: Command, cfg: AcceleratorConfig) -> tuple[int, int]:
+    """A vector command's cycles from VEC_START: its parameters' (the stream may start in the
+    cycle after the last of them), then the rest."""
     a = cmd.args
     P = cfg.vector_lanes
     if cmd.op == Op.ADD:
-        return VECTOR_START + stream_cycles("add", P, a["tokens"], a["width"], a["a"], a["b"],
-                                            a["out"], a["a_bits"], a["b_bits"], a["out_bits"],
-                                            cfg.spm_lanes)
+        return 0, VECTOR_START + stream_cycles("add", P, a["tokens"], a["width"], a["a"],
+                                               a["b"], a["out"], a["a_bits"], a["b_bits"],
+                                               a["out_bits"], cfg.spm_lanes)
     if cmd.op == Op.GELU:  # first its 64-word table, one word and then its 4 bytes per 5 cycles
-        return (VECTOR_START + READ_GAP + 5 * 64 + 1
-                + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"],
-                                8, 8, 8, cfg.spm_lanes))
+        return (READ_GAP + 5 * 64 + 1,
+                VECTOR_START + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0,
+                                             a["dst"], 8, 8, 8, cfg.spm_lanes))
     if cfg.wide_ln_params:  # the records through the weight port (one or a beat a cycle)
         params = _records(a["params_off"], a["hidden"], cfg)
     else:  # 4 words a record, then its load beat
         params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
     if cmd.op == Op.ADD_LAYERNORM:  # both operands gathered as ADD's, the sums into the unit
-        return (params + VECTOR_START
-                + stream_cycles("add_layernorm", P, a["tokens"], a["hidden"], a["a"], a["b"],
-                                a["dst"], a["a_bits"], a["b_bits"], 8, cfg.spm_lanes,
-                                cfg.layernorm_ring, a["in_bits"]))
-    return (params + VECTOR_START
-            + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"],
-                            a["in_bits"], 8, 8, cfg.spm_lanes, cfg.layernorm_ring))
+        return (params,
+                VECTOR_START + stream_cycles("add_layernorm", P, a["tokens"], a["hidden"],
+                                             a["a"], a["b"], a["dst"], a["a_bits"],
+                                             a["b_bits"], 8, cfg.spm_lanes, cfg.layernorm_ring,
+                                             a["in_bits"]))
+    return (params,
+            VECTOR_START + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0,
+                                         a["dst"], a["in_bits"], 8, 8, cfg.spm_lanes,
+                                         cfg.layernorm_ring))
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
@@ -858,11 +874,13 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
 def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
     a = cmd.args
     # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
-    # the last PV's results go out, unless the command starts beside them
+    # the last PV's or LINEAR's results go out, unless the command starts beside them (a
+    # vector command beside results: its stream waits for them, below)
     fetch = fetch_cycles(index, config)
     sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
           if _pv_beside_sm(cmd, state) else state.sm_end)
-    until = max(sm, -1 if _pv_beside(cmd, state) else state.wo_end)
+    vec = cmd.op in (Op.GELU, Op.ADD, Op.LAYERNORM, Op.ADD_LAYERNORM)
+    until = max(sm, -1 if _pv_beside(cmd, state) or vec else state.wo_end)
     fetch += max(0, until - (state.now + fetch - 1))
     if cmd.op == Op.END:
         return fetch - 1
@@ -881,7 +899,9 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         state.wo_results = None
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config, state, state.now + fetch) + 1
-    return fetch + _vector(cmd, config)
+    # VEC_START, its parameters, the stream from the cycle after the results are all out
+    params, rest = _vector(cmd, config)
+    return fetch + params + max(0, state.wo_end - (state.now + fetch + params + 1)) + rest
 
 
 def command_costs(commands, config: AcceleratorConfig) -> list[int]:
