@@ -1516,8 +1516,9 @@ class EngineOps(wiring.Component):
                     wsp = Signal(2)  # the slot before
                     m.d.comb += wsp.eq(ws2 - 1)
 
-                    def holds(k):
-                        return pf_rq2 & c_valid[k] & (c_addr[k] == addr) & (c_words[k] == words)
+                    def holds(k):  # (pf_rq2 excludes nx_go: the block's own records)
+                        return (pf_rq2 & c_valid[k] & (c_addr[k] == rq_ptr)
+                                & (c_words[k] == rq_words))
                     hit = holds(ws2)
                     m.d.sync += wslot.eq(wslot + 1)
                     with m.If(~hit & holds(wsp)):  # copied from the slot before
