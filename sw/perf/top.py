@@ -228,9 +228,9 @@ class KernelState:
     Program); the cycle ``now`` at which the next command's fetch starts; the last
     QK_SOFTMAX's softmax rows, which run on after its command: the first cycle they are done
     (``sm_end``, on the same count) and the bytes they write (``sm_range``, [lo, hi)); the
-    last PV's results, which go out after its command: the first cycle they are all written
-    (``wo_end``) and their bytes (``wo_range``); the last step of the tile still being fed
-    (``feed_last``)."""
+    last PV's or LINEAR's results, which go out after its command: the first cycle they are
+    all written (``wo_end``) and their bytes (``wo_range``; a LINEAR's: everything, no PV
+    starts beside them); the last step of the tile still being fed (``feed_last``)."""
 
     def __init__(self):
         self.rq_loads = 0
@@ -245,7 +245,8 @@ class KernelState:
         self.sm_prev_end = -1
         self.sm_prev_range = (0, 0)
         # a QK_SOFTMAX's or PV's (wo_op) results still going out (its write-out, and the
-        # cycle the engine captured its last tile's sums), on the count of ``wo_base``
+        # cycle the engine captured its last tile's sums), on the count of ``wo_base``, for
+        # the next command of its kind (a LINEAR's: wo_op only, the next command waits)
         self.wo_op: Op | None = None
         self.wo_results: _Results | None = None
         self.wo_captured = 0
