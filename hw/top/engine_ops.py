@@ -847,6 +847,12 @@ class EngineOps(wiring.Component):
         m.d.sync += rq_words.eq(rq_rows + (rq_rows << 1))
         nx_rows = Mux(job.rows - r0 - R < R, job.rows - r0 - R, R)  # when r0 + R < rows
         m.d.sync += nx_words.eq(nx_rows + (nx_rows << 1))
+        # another row block after r0's, registered like rq_words: r0 and the job's rows are
+        # stable for at least one cycle before the states that read it (RQ, RUN, TILE_END;
+        # r0 moves in TILE_END, ACT_LAST, BLOCK_END and at the command's start), and the
+        # carry of r0 + R < rows stays off their paths (ECP5's critical path at a3ddb80)
+        more_rows = Signal()
+        m.d.sync += more_rows.eq(r0 + R < job.rows)
         nx_on = (is_pv | is_lin) if B else is_pv
 
         def to_act(lin=None):  # ACT writes the banks the feeder reads: after its tile
@@ -1266,7 +1272,7 @@ class EngineOps(wiring.Component):
                     # this one's requantizer records come and its tiles run
                     # (once the feeder has left that buffer and the loaders are free after
                     # this block's words: pf_next)
-                    with m.If(is_lin & ~prefetched & (r0 + R < job.rows)):
+                    with m.If(is_lin & ~prefetched & more_rows):
                         m.d.sync += prefetched.eq(1)
                         with m.If((f_busy & (f_cur != cur)) | ~wl_idle):
                             m.d.sync += [pf_next.eq(1), pf_r0.eq(r0 + R)]
@@ -1308,12 +1314,12 @@ class EngineOps(wiring.Component):
             with m.State("RUN"):  # the engine takes the tile with (or after) the previous
                 # one's last step; the feeder starts on it in the next cycle
                 with m.If(nx_on & (tb == 0) & ~nx_pend & rq_idle & ~pf_rq & ~pf_rq2
-                          & (r0 + R < job.rows)):
+                          & more_rows):
                     m.d.comb += nx_go.eq(1)
                     m.d.sync += nx_pend.eq(1)
                 def run():
                     with m.If(act_drained):
-                        with m.If(hand_tile(r0, t0, out_blk, is_qk & (r0 + R >= job.rows),
+                        with m.If(hand_tile(r0, t0, out_blk, is_qk & ~more_rows,
                                             ~is_qk, tb + 1 >= nblk, a_base,
                                             Mux(is_lin, cur, st_sel) if B else None)):
                             if early_mode:
@@ -1341,9 +1347,9 @@ class EngineOps(wiring.Component):
                         with m.If(~is_lin):
                             m.d.sync += st_sel.eq(~f_cur)
                     hold = 0 if B else f_busy
-                    with m.If((r0 + R < job.rows) & hold):
+                    with m.If(more_rows & hold):
                         m.next = "WGT_HOLD"  # WGT writes the weights the feeder reads
-                    with m.Elif(r0 + R < job.rows):
+                    with m.Elif(more_rows):
                         m.next = "WGT"
                     with m.Elif(is_qk):  # the softmax rows, once the scores are out
                         m.next = "SM_HAND"
