@@ -1042,9 +1042,10 @@ def test_a_qk_softmax_s_scores_go_out_while_the_next_one_runs(monkeypatch):
 
 def test_softmax_rows_wait_in_a_pending_slot_while_the_next_qk_softmax_runs():
     """With one softmax lane (16 cycles a row) the rows outlast a QK_SOFTMAX's tiles: the
-    next QK_SOFTMAX hands its rows to the pending slot and its command ends; the one after
-    that fills the score buffer the running rows still read, so its scores wait for them, and
-    it hands its rows once the slot is free. Each QK_SOFTMAX has its own key mask (the mask
+    next QK_SOFTMAX hands its rows to the pending slot and its command ends, and they go in
+    once the running rows are all in the unit, while those still drain; the one after that
+    fills the score buffer the feed still reads, so its scores wait for it, and it hands its
+    rows once the slot is free. Each QK_SOFTMAX has its own key mask (the mask
     buffers go round). One whose queries are the probabilities of the QK_SOFTMAX before the
     last (the rows CHECK's second range covers) waits for every row; a PV after two
     QK_SOFTMAXes waits for the pending rows to start and for their scores. Bit for bit, and
@@ -1072,7 +1073,7 @@ def test_softmax_rows_wait_in_a_pending_slot_while_the_next_qk_softmax_runs():
         held.append(hold > ready)
         return capture(self, ready, beats, hold)
 
-    state, costs, pending, beside = top.KernelState(), [], [], []
+    state, costs, pending, beside, early = top.KernelState(), [], [], [], []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(top._Results, "capture", capture_spy)
         for i, cmd in enumerate(cmds):
@@ -1080,9 +1081,11 @@ def test_softmax_rows_wait_in_a_pending_slot_while_the_next_qk_softmax_runs():
             beside.append(running and top._beside(cmd, state))
             costs.append(top.command_cycles(cmd, cfg, i, state))
             pending.append(cmd.op == Op.QK_SOFTMAX and state.sm_prev_end > state.now)
+            # its rows went in while the running rows still wrote theirs
+            early.append(cmd.op == Op.QK_SOFTMAX and state.sm_in < state.sm_prev_end)
     assert pending[1:7] == [False, True, True, False, True, True]
     assert beside[1:8] == [False, True, True, False, True, True, False]
-    assert any(held)
+    assert any(held) and any(early)
     program = _program(cmds, config=cfg)
     inp = rng.integers(0, 256, 2048, dtype=np.uint8)
     for c in qks:  # a key mask of its own each, the first key kept

@@ -77,11 +77,13 @@ class EngineOps(wiring.Component):
     ``nb = ceil(tokens / P)`` cycles, and a drain writes each row's probabilities while later
     rows are still coming in. The rows run beside the rest of the command and after it
     (``sm_busy``; the QK's fields they need latched at SM_HAND; while the rows before still
-    run they wait in a pending slot and start in the cycle after those rows' last write, and
-    SM_HAND waits only while the slot is taken), while the next token block's, or the next
-    QK's, tiles fill the other of two score buffers (a third block's scores wait for the
-    rows reading their buffer) and its MASK the next of four key-mask buffers. With a weight
-    port (``config.weight_port_bytes = B``) LINEAR weights come instead through ``wgt_req`` /
+    run they wait in a pending slot, go into the unit from the cycle after the one in which
+    those rows are all in it, while they drain, and run on their own from the cycle after
+    those rows' last write; SM_HAND waits only while the slot is taken), while the next token
+    block's, or the next QK's, tiles fill the other of two score buffers (a third block's
+    scores wait for the feed reading their buffer) and its MASK the next of four key-mask
+    buffers. With a weight port (``config.weight_port_bytes = B``) LINEAR weights come
+    instead through ``wgt_req`` /
     ``wgt_data``, one request per row block in :mod:`sw.compiler.weight_layout`'s
     interleaved layout: each beat writes ``B / 4`` rows' value banks, or
     ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
@@ -364,21 +366,26 @@ class EngineOps(wiring.Component):
         mask_mem = Memory(shape=unsigned(P), depth=4 * nkb, init=[])
         qbuf, sbuf = Signal(), Signal()
         # the softmax rows run beside the next commands (sm_busy) with the QK's fields latched
-        # when they start: its tokens, the block's rows (tokens - t0), softmax beats a row,
-        # multiplier, shift, output stride
-        sj_tokens, sj_left, sj_nbeats = Signal(32), Signal(32), Signal(32)
-        sj_mult, sj_shift, sj_stride = Signal(32), Signal(6), Signal(32)
-        sm_busy = Signal()
+        # when they start: the feed's (f_on; its tokens, the block's rows = tokens - t0,
+        # softmax beats a row, multiplier, shift) and the drain's (tokens, rows, output
+        # stride). The feed is the running block's, or once that block's rows are all in, the
+        # pending block's (f_pj)
+        fj_tokens, fj_left, fj_nbeats = Signal(32), Signal(32), Signal(32)
+        fj_mult, fj_shift = Signal(32), Signal(6)
+        dj_tokens, dj_left, dj_stride = Signal(32), Signal(32), Signal(32)
+        sm_busy, f_on, f_pj = Signal(), Signal(), Signal()
         m.d.comb += self.sm_busy.eq(sm_busy)
         # sm_all: the rows' scores are all written; mq: the key-mask buffer the QK's MASK
         # fills (the next per QK; qbuf flips per token block), smk: the one the rows read
         sm_all, mq, smk = Signal(), Signal(2), Signal(2)
         # a token block's softmax rows handed over while the rows before still run wait in
         # a pending slot (pj_*: the fields SM_HAND latches, its score and mask buffers, its
-        # first probability's address, whether its scores are all written); they start in
-        # the cycle after the running rows' last write (sm_done). A QK's tiles that fill the
-        # score buffer the running rows still read wait for them (the write-out)
-        pj_valid, pj_all, pj_buf, pj_mk = Signal(), Signal(), Signal(), Signal(2)
+        # first probability's address, whether its scores are all written); they go in from
+        # the cycle after the one in which the running rows are all in the unit (pj_fed), and
+        # become the running rows in the cycle after those rows' last write (sm_done). A QK's
+        # tiles that fill the score buffer the feed still reads wait for it (the write-out)
+        pj_valid, pj_all, pj_buf, pj_mk, pj_fed = (Signal(), Signal(), Signal(), Signal(2),
+                                                   Signal())
         pj_tokens, pj_left, pj_nbeats = Signal(32), Signal(32), Signal(32)
         pj_mult, pj_shift, pj_stride, pj_ptr = Signal(32), Signal(6), Signal(32), Signal(32)
         sm_done, hand_go = Signal(), Signal()
@@ -828,12 +835,12 @@ class EngineOps(wiring.Component):
         m.d.sync += [key0.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
-                         sbeat[lane].keep.eq(mk_r.data[lane] & (key0 + lane < sj_tokens))]
+                         sbeat[lane].keep.eq(mk_r.data[lane] & (key0 + lane < fj_tokens))]
         m.d.comb += [sfifo.w_data.eq(sbeat), sfifo.w_en.eq(s_pend),
                      sm.i.payload.eq(sfifo.r_data), sm.i.valid.eq(sfifo.r_rdy),
                      sfifo.r_en.eq(sm.i.ready),
-                     sm.cmd.payload.length.eq(sj_tokens), sm.cmd.payload.mult.eq(sj_mult),
-                     sm.cmd.payload.shift.eq(sj_shift)]
+                     sm.cmd.payload.length.eq(fj_tokens), sm.cmd.payload.mult.eq(fj_mult),
+                     sm.cmd.payload.shift.eq(fj_shift)]
         sm_held = Signal()
         sm_v = Signal(data.ArrayLayout(unsigned(8), P))
         # a cycle writes up to the write port's 4 L bytes from the first one's byte ``off`` in
@@ -1419,7 +1426,8 @@ class EngineOps(wiring.Component):
                                  et_rec.eq(~(rec_in | rec0))]
 
         # the softmax rows (sm_busy, from SM_HAND on): a feed reads a row's beats of scores
-        # and mask bits into the unit, a drain writes the probabilities
+        # and mask bits into the unit (f_on), a drain writes the running block's
+        # probabilities
         with m.If(desc.r_en & wo.last):  # the block's scores are all out (its last tile's
             # last write; at SM_HAND: gone already, or going; sticky until the next SM_HAND):
             # the running rows', else the pending ones'
@@ -1427,36 +1435,47 @@ class EngineOps(wiring.Component):
                 m.d.sync += sm_all.eq(1)
             with m.Elif(pj_valid):
                 m.d.sync += pj_all.eq(1)
-        with m.If(sm_busy):
-            def row_in(r):
-                return (r < C) & (r < sj_left)
 
-            m.d.comb += sm.cmd.valid.eq(row_in(cm_c))
+        def f_row(r):
+            return (r < C) & (r < fj_left)
+
+        def d_row(r):
+            return (r < C) & (r < dj_left)
+
+        f_end = ~f_row(f_c) & ~f_row(cm_c)  # the feed's rows are all in: beats read, cmds taken
+        with m.If(f_on):
+            m.d.comb += sm.cmd.valid.eq(f_row(cm_c))
             with m.If(sm.cmd.valid & sm.cmd.ready):
                 m.d.sync += cm_c.eq(cm_c + 1)
             # a row's scores are read once they are all written: every tile's but the
             # last's, and the last's beat f_c (the write-out writes to the score banks,
-            # the softmax drain to the scratchpad)
-            scored = sm_all | (desc.r_rdy & wo.last & (f_c < beats_out))
-            s_go = row_in(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
+            # the softmax drain to the scratchpad); the last tile in the descriptor FIFO is
+            # the pending block's once the running block's scores are all written
+            last_in = desc.r_rdy & wo.last & (f_c < beats_out)
+            scored = Mux(f_pj, pj_all | (sm_all & last_in), sm_all | last_in)
+            s_go = f_row(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
             for c in range(2 * C):
                 m.d.comb += sc_r[c].en.eq(s_go)
             m.d.comb += mk_r.en.eq(s_go)
             with m.If(s_go):
                 m.d.sync += s_pend.eq(1)
-                with m.If(kb + 1 == sj_nbeats):
+                with m.If(kb + 1 == fj_nbeats):
                     m.d.sync += [kb.eq(0), f_c.eq(f_c + 1)]
                 with m.Else():
                     m.d.sync += kb.eq(kb + 1)
+            with m.If(f_end):
+                m.d.sync += f_on.eq(0)
+        with m.If(sm_busy):
             # the held beat's probabilities, the ones that share a scratchpad word per
             # cycle (up to the row's end); the next beat is taken in the beat's last cycle
+            # (a pending block's first beat in its last row's: the rows are in order)
             beat_done = Signal()
             m.d.comb += sm.o.ready.eq(~sm_held | beat_done)
             with m.If(sm_held):
                 p_addr = Signal(32)
                 m.d.comb += p_addr.eq(sm_ptr + sm_key)
                 off = p_addr[:2]
-                to_row_end = sj_tokens - sm_key
+                to_row_end = dj_tokens - sm_key
                 remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
                 p_n = Mux(remaining < 4 * L - off, remaining, 4 * L - off)
                 m.d.comb += self.w_addr.eq(p_addr >> 2)
@@ -1475,38 +1494,56 @@ class EngineOps(wiring.Component):
                     m.d.comb += beat_done.eq(1)
                     with m.If(~sm.o.valid):
                         m.d.sync += sm_held.eq(0)
-                    with m.If(sm_key + p_n >= sj_tokens):  # the row's last beat
-                        m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + sj_stride),
+                    with m.If(sm_key + p_n >= dj_tokens):  # the row's last beat
+                        m.d.sync += [d_c.eq(d_c + 1), sm_ptr.eq(sm_ptr + dj_stride),
                                      sm_key.eq(0)]
-                        with m.If(~row_in(d_c + 1)):
+                        with m.If(~d_row(d_c + 1)):
                             m.d.comb += sm_done.eq(1)
             with m.If(sm.o.valid & sm.o.ready):  # after the lane update: a new beat
                 m.d.sync += [sm_held.eq(1), sm_v.eq(sm.o.payload), sm_lane.eq(0)]
         # SM_HAND's token block (hand_go) and the pending one: either starts its rows (after
-        # the drain's updates above) once none run, or in the cycle after the last write of
-        # the running rows (sm_done); SM_HAND's waits in the slot while rows run
+        # the feed's and drain's updates above) once none run, or becomes the running block
+        # in the cycle after the last write of the running rows (sm_done), its rows going in
+        # from the cycle after the one in which the running rows are all in (f_end);
+        # SM_HAND's waits in the slot while rows run
         hand_all = ~desc.r_rdy | (desc.r_en & (desc.level == 1))  # its scores all written
 
-        def start_rows(tokens, left, nbeats, mult, shift, stride, ptr, buf, mk, all_in):
-            m.d.sync += [sm_busy.eq(1), f_c.eq(0), kb.eq(0), cm_c.eq(0), d_c.eq(0),
-                         sm_ptr.eq(ptr), sm_key.eq(0), sm_held.eq(0), sj_tokens.eq(tokens),
-                         sj_left.eq(left), sj_nbeats.eq(nbeats), sj_mult.eq(mult),
-                         sj_shift.eq(shift), sj_stride.eq(stride), sbuf.eq(buf),
-                         smk.eq(mk), sm_all.eq(all_in)]
+        def start_feed(tokens, left, nbeats, mult, shift, buf, mk):
+            m.d.sync += [f_on.eq(1), f_c.eq(0), kb.eq(0), cm_c.eq(0), fj_tokens.eq(tokens),
+                         fj_left.eq(left), fj_nbeats.eq(nbeats), fj_mult.eq(mult),
+                         fj_shift.eq(shift), sbuf.eq(buf), smk.eq(mk)]
+
+        def start_drain(tokens, left, stride, ptr, all_in):
+            # (sm_held and sm_lane follow the drain's own updates: a pending block's first
+            # beat may be taken in the running block's last write)
+            m.d.sync += [sm_busy.eq(1), d_c.eq(0), sm_ptr.eq(ptr), sm_key.eq(0),
+                         dj_tokens.eq(tokens), dj_left.eq(left), dj_stride.eq(stride),
+                         sm_all.eq(all_in), f_pj.eq(0)]
 
         hand_fields = (job.tokens, job.tokens - t0, nbeats, job.mult, job.shift,
                        job.out_stride, out_chunk, qbuf, mq)
         pj_regs = (pj_tokens, pj_left, pj_nbeats, pj_mult, pj_shift, pj_stride, pj_ptr,
                    pj_buf, pj_mk)
+
+        def feed_fields(tokens, left, nbeats, mult, shift, stride, ptr, buf, mk):
+            return tokens, left, nbeats, mult, shift, buf, mk
+
+        def drain_fields(tokens, left, nbeats, mult, shift, stride, ptr, buf, mk):
+            return tokens, left, stride, ptr
+
+        with m.If(pj_valid & ~pj_fed & (~f_on | f_end)):  # the pending rows go in
+            start_feed(*feed_fields(*pj_regs))
+            m.d.sync += [pj_fed.eq(1), f_pj.eq(1)]
         with m.If(hand_go & (~sm_busy | (sm_done & ~pj_valid))):
-            start_rows(*hand_fields, hand_all)
+            start_feed(*feed_fields(*hand_fields))
+            start_drain(*drain_fields(*hand_fields), hand_all)
         with m.Elif(sm_done & pj_valid):  # (the pending block's last tile may end now)
-            start_rows(*pj_regs, pj_all | (desc.r_en & wo.last))
+            start_drain(*drain_fields(*pj_regs), pj_all | (desc.r_en & wo.last))
         with m.Elif(sm_done):
             m.d.sync += sm_busy.eq(0)
         with m.If(hand_go & sm_busy & ~(sm_done & ~pj_valid)):  # into the pending slot
             m.d.sync += [r.eq(v) for r, v in zip(pj_regs, hand_fields)]
-            m.d.sync += [pj_valid.eq(1), pj_all.eq(hand_all)]
+            m.d.sync += [pj_valid.eq(1), pj_all.eq(hand_all), pj_fed.eq(0)]
         with m.Elif(sm_done & pj_valid):
             m.d.sync += pj_valid.eq(0)
 
@@ -1743,7 +1780,7 @@ class EngineOps(wiring.Component):
         m.d.comb += ptr.eq(Mux(beats_out == 0, wo.out, out_ptr))
         # (a PV started beside softmax rows: its results wait for the rows' last writes; a
         # QK's scores for the buffer the running rows read, once theirs are all in, for them)
-        sc_wait = is_qk & sm_busy & sm_all & (wo.buf == sbuf)
+        sc_wait = is_qk & f_on & Mux(f_pj, pj_all, sm_all) & (wo.buf == sbuf)
         with m.If(held & ~(sm_busy & ~is_qk) & ~sc_wait):
             t = wo.t0 + beats_out
             rrow = wo.r0 + hr

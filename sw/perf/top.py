@@ -244,6 +244,12 @@ class KernelState:
         # QK_SOFTMAX before the last (CHECK keeps both ranges)
         self.sm_prev_end = -1
         self.sm_prev_range = (0, 0)
+        # the first cycle the feed no longer reads the last (and the previous) token block's
+        # score buffer, and the softmax rows as they were in the cycle the last block was fed
+        # (the next block goes in from there)
+        self.sm_fed = self.sm_prev_fed = -1
+        self.sm_rows: _SoftmaxRows | None = None
+        self.sm_in = -1  # the cycle the last block's rows started going in
         # a QK_SOFTMAX's or PV's (wo_op) results still going out (its write-out, and the
         # cycle the engine captured its last tile's sums), on the count of ``wo_base``, for
         # the next command of its kind (a LINEAR's: wo_op only, the next command waits)
@@ -551,7 +557,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                     fed = feed_steps(hs + 1, steps, n, captured, None, w_ready)[1]
                 t0 = (first + tb) * C
                 # (QK: its scores wait for the softmax rows reading their buffer)
-                sc_hold = state.sm_prev_end - base if cmd.op == Op.QK_SOFTMAX else -1
+                sc_hold = state.sm_prev_fed - base if cmd.op == Op.QK_SOFTMAX else -1
                 captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)], sc_hold)
                 if tb == 0:
@@ -576,12 +582,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             # scores go out beside what follows)
             t0 = first * C
             hand = max(cyc, state.sm_prev_end - 1 - base)
-            start = max(hand + 1, state.sm_end - base)
-            ready = tuple(max(0, w + 1 - start) for w in results.writes[-C:][:tokens - t0])
-            state.sm_prev_end = state.sm_end
-            state.sm_end = base + start + softmax_phase_cycles(cfg, tokens, tuple(
+            _softmax_block(cfg, state, base + hand, tokens, tuple(
                 (a["p"] + t * a["p_stride"]) % 4 for t in range(t0, min(t0 + C, tokens))),
-                ready)
+                tuple(base + w + 1 for w in results.writes[-C:][:tokens - t0]))
             if first == 0:  # (CHECK latched the command's range)
                 state.sm_prev_range = state.sm_range
             state.sm_range = (a["p"], a["p"] + (tokens - 1) * a["p_stride"] + tokens)
@@ -776,58 +779,102 @@ def feed_steps(start: int, steps: int, n: int, captured: int, a_ready=None,
     return step[0], step[-1]
 
 
-@functools.lru_cache(maxsize=1 << 10)
-def softmax_phase_cycles(cfg: AcceleratorConfig, length: int, offsets: tuple,
-                         ready: tuple = ()) -> int:
-    """SM_RUN for one token block: rows of ``length`` scores whose probabilities go to byte
-    ``offsets[r] (mod 4)`` of a scratchpad word, row ``r``'s scores readable from cycle
-    ``ready[r]`` of the state on (all from the first without ``ready``). The feed reads a
-    beat of the score and mask banks per cycle into a 4-entry FIFO (``SyncFIFOBuffered``)
-    while there is room, the
-    unit takes a ``cmd`` per row (:class:`sw.perf.vector.RowControl`), and the drain
-    writes each output beat in a cycle per ``spm_lanes`` words it spans from its first
-    byte's place in its word, taking the next beat in the last of them; the state ends in
-    the cycle that writes the last row's last beat."""
-    from sw.perf.vector import RowControl
+class _SoftmaxRows:
+    """EngineOps' softmax rows cycle by cycle on the kernel's count, token block after token
+    block: a feed reads a beat of the score and mask banks per cycle into a 4-entry FIFO
+    (``SyncFIFOBuffered``) while there is room, each row once its scores are written
+    (``ready``), the unit takes a ``cmd`` per row (:class:`sw.perf.vector.RowControl`), and
+    the drain writes each output beat in a cycle per ``spm_lanes`` words it spans from its
+    first byte's place in its word, taking the next beat in the last of them. A block's rows
+    go in once the block before has fed its last beat and had its last ``cmd`` taken
+    (:meth:`feed`, from the cycle after :attr:`fed`), while the drain still writes that
+    block's rows (one unit, rows in order)."""
 
-    P, n = cfg.softmax_lanes, len(offsets)
-    nb = -(-length // P)
-    port = 4 * cfg.spm_lanes
+    def __init__(self, cfg: AcceleratorConfig, t: int):
+        from sw.perf.vector import RowControl
 
-    def writes(row: int, beat: int) -> int:
-        return -(-((offsets[row] + beat * P) % 4 + min(P, length - beat * P)) // port)
+        self.P, self.port = cfg.softmax_lanes, 4 * cfg.spm_lanes
+        self.unit = RowControl.softmax(cfg.softmax_ring)
+        self.t = t  # the cycle the next step runs
+        self.n = self.nb = 0  # the block being fed: rows, beats a row, each row's first
+        self.ready: tuple = ()  # cycle it may be read
+        self.f_c = self.kb = self.cm_c = 0  # feed: row, beat; cmds taken
+        self.pend = self.rrdy = False  # a bank read in flight; the FIFO's output register
+        self.inner = 0  # the FIFO's other entries
+        self.rows: list[tuple[int, int, bool]] = []  # drain: (byte in its word, length, the
+        self.d_beat = 0  # block's last row) of each row still to write; the next beat's
+        self.held = 0  # write cycles left of the held beat
+        self.held_end = False  # the held beat is a block's last
 
-    unit = RowControl.softmax(cfg.softmax_ring)
-    f_c = kb = cm_c = 0  # feed: row, beat; cmds taken
-    pend = rrdy = False  # a bank read in flight; the FIFO's output register
-    inner = 0  # the FIFO's other entries
-    held = 0  # drain: write cycles left of the held beat
-    held_end = False  # the held beat is the last row's last
-    d_row = d_beat = 0  # the next output beat
-    t = 0
-    while True:
-        s_go = f_c < n and inner + rrdy + pend < 4 and (not ready or ready[f_c] <= t)
-        beat_done = held == 1
-        cmd_take, i_take, o_take = unit.cycle(cm_c < n, nb, rrdy, held == 0 or beat_done)
-        if beat_done and held_end:
-            return t + 1
-        inner_read = inner > 0 and (not rrdy or i_take)
-        inner += pend - inner_read
-        rrdy = inner_read or (rrdy and not i_take)
-        pend = s_go
+    @property
+    def fed(self) -> bool:
+        """The block's rows are all in the feed and their ``cmd`` taken."""
+        return self.f_c == self.n and self.cm_c == self.n
+
+    def feed(self, length: int, offsets: tuple, ready: tuple) -> None:
+        """The next block from this cycle on: rows of ``length`` scores whose probabilities
+        go to byte ``offsets[r] (mod 4)`` of a scratchpad word, row ``r`` readable from cycle
+        ``ready[r]``."""
+        self.n, self.nb, self.ready = len(offsets), -(-length // self.P), ready
+        self.f_c = self.kb = self.cm_c = 0
+        self.rows += [(o, length, r == len(offsets) - 1) for r, o in enumerate(offsets)]
+
+    def step(self) -> bool:
+        """One cycle; whether it wrote a block's last beat (its last write)."""
+        P, t = self.P, self.t
+        s_go = (self.f_c < self.n and self.inner + self.rrdy + self.pend < 4
+                and self.ready[self.f_c] <= t)
+        beat_done = self.held == 1
+        cmd_take, i_take, o_take = self.unit.cycle(self.cm_c < self.n, self.nb, self.rrdy,
+                                                   self.held == 0 or beat_done)
+        ended = beat_done and self.held_end
+        inner_read = self.inner > 0 and (not self.rrdy or i_take)
+        self.inner += self.pend - inner_read
+        self.rrdy = inner_read or (self.rrdy and not i_take)
+        self.pend = s_go
         if s_go:
-            kb += 1
-            if kb == nb:
-                kb, f_c = 0, f_c + 1
-        cm_c += cmd_take
-        held = max(0, held - 1)
+            self.kb += 1
+            if self.kb == self.nb:
+                self.kb, self.f_c = 0, self.f_c + 1
+        self.cm_c += cmd_take
+        self.held = max(0, self.held - 1)
         if o_take:
-            held = writes(d_row, d_beat)
-            held_end = d_row == n - 1 and d_beat == nb - 1
-            d_beat += 1
-            if d_beat == nb:
-                d_row, d_beat = d_row + 1, 0
-        t += 1
+            off, length, last = self.rows[0]
+            nb, b = -(-length // P), self.d_beat
+            self.held = -(-((off + b * P) % 4 + min(P, length - b * P)) // self.port)
+            self.held_end = last and b == nb - 1
+            self.d_beat += 1
+            if self.d_beat == nb:
+                self.rows.pop(0)
+                self.d_beat = 0
+        self.t += 1
+        return ended
+
+
+def _softmax_block(cfg: AcceleratorConfig, state: KernelState, hand: int, length: int,
+                   offsets: tuple, ready: tuple) -> None:
+    """A token block's softmax rows handed at SM_HAND's cycle ``hand`` (hand_go; all cycles on
+    the kernel's count): they start in the next cycle when no rows run (or the running ones
+    write their last beat in it), else they wait in the pending slot and go in from the
+    cycle after the one in which the running rows are fed (:attr:`_SoftmaxRows.fed`), the
+    slot taking them the cycle after SM_HAND. Updates ``state``'s ``sm_fed`` / ``sm_end``
+    (and moves the last block's to ``sm_prev_*``)."""
+    if state.sm_rows is None or state.sm_end <= hand + 1:
+        sim, start = _SoftmaxRows(cfg, hand + 1), hand + 1
+    else:  # from the snapshot taken when the running rows were fed
+        sim = copy.deepcopy(state.sm_rows)
+        start = max(hand + 1, sim.t) + 1
+    while sim.t < start:
+        sim.step()
+    sim.feed(length, offsets, ready)
+    snap = fed = None
+    while True:
+        if snap is None and sim.fed:
+            fed, snap = sim.t, copy.deepcopy(sim)
+        if sim.step() and not sim.rows:
+            break
+    state.sm_prev_end, state.sm_prev_fed = state.sm_end, state.sm_fed
+    state.sm_end, state.sm_fed, state.sm_rows, state.sm_in = sim.t, fed + 1, snap, start
 
 
 def _vector(cmd: Command, cfg: AcceleratorConfig) -> tuple[int, int]:
