@@ -83,12 +83,11 @@ class EngineOps(wiring.Component):
     block's, or the next QK's, tiles fill the other of two score buffers (a third block's
     scores wait for the feed reading their buffer) and its MASK the next of four key-mask
     buffers. With a weight port (``config.weight_port_bytes = B``) LINEAR weights come
-    instead through ``wgt_req`` /
-    ``wgt_data``, one request per row block in :mod:`sw.compiler.weight_layout`'s
-    interleaved layout: each beat writes ``B / 4`` rows' value banks, or
-    ``8 B / index_word_bits`` rows' index banks, at one entry. A separate weight
-    loader does this into the banks' other buffer: a chunk's first row block while the chunk's
-    activations (and the GELU table) are staged, each next one from the previous block's
+    instead through ``wgt_req`` / ``wgt_data``, one request per row block in
+    :mod:`sw.compiler.weight_layout`'s interleaved layout: each beat writes ``B / 4`` rows'
+    value banks, or ``8 B / index_word_bits`` rows' index banks, at one entry. A separate
+    weight loader does this into the banks' other buffer: a chunk's first row block while the
+    chunk's activations (and the GELU table) are staged, each next one from the previous block's
     requantizer records on, while its tiles run and their results go out. Token rows are
     staged two at a time, the second through read port 2 (``r2_*``); with wide scratchpad ports
     (``L = spm_lanes > 1``, ``4 L >= M``) instead a chunk of ``4 L`` bytes (``Q = 4 L / M``
@@ -1779,7 +1778,8 @@ class EngineOps(wiring.Component):
         ptr = Signal(32)
         m.d.comb += ptr.eq(Mux(beats_out == 0, wo.out, out_ptr))
         # (a PV started beside softmax rows: its results wait for the rows' last writes; a
-        # QK's scores for the buffer the running rows read, once theirs are all in, for them)
+        # QK's scores for the buffer the softmax feed reads, once that block's scores are all
+        # in, until the feed leaves it)
         sc_wait = is_qk & f_on & Mux(f_pj, pj_all, sm_all) & (wo.buf == sbuf)
         with m.If(held & ~(sm_busy & ~is_qk) & ~sc_wait):
             t = wo.t0 + beats_out

@@ -556,7 +556,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                         w_ready = None  # all in before the feeder starts
                     fed = feed_steps(hs + 1, steps, n, captured, None, w_ready)[1]
                 t0 = (first + tb) * C
-                # (QK: its scores wait for the softmax rows reading their buffer)
+                # (QK: its scores wait for the softmax feed reading their buffer)
                 sc_hold = state.sm_prev_fed - base if cmd.op == Op.QK_SOFTMAX else -1
                 captured = results.capture(fed + CAPTURE_LATENCY,
                                            [beat(t, r0) for t in range(t0, t0 + C)], sc_hold)
@@ -576,10 +576,10 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         done = results.finish()  # the chunk's last result's last write
         if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the pending slot is free (the rows
             # before the last ones in their last write), the block's query rows go through
-            # the softmax unit, from the next cycle on or from the cycle the rows before are
-            # done, beside the rest of the command and the next commands, each row once its
-            # scores are all written (the last tile's beat for it); BLOCK_END at once (the
-            # scores go out beside what follows)
+            # the softmax unit (_softmax_block: from the next cycle on, or once the rows
+            # before are all in it), beside the rest of the command and the next commands,
+            # each row once its scores are all written (the last tile's beat for it);
+            # BLOCK_END at once (the scores go out beside what follows)
             t0 = first * C
             hand = max(cyc, state.sm_prev_end - 1 - base)
             _softmax_block(cfg, state, base + hand, tokens, tuple(
