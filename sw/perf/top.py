@@ -796,13 +796,16 @@ class _SoftmaxRows:
         self.P, self.port = cfg.softmax_lanes, 4 * cfg.spm_lanes
         self.unit = RowControl.softmax(cfg.softmax_ring)
         self.t = t  # the cycle the next step runs
-        self.n = self.nb = 0  # the block being fed: rows, beats a row, each row's first
-        self.ready: tuple = ()  # cycle it may be read
+        # the block being fed: its rows, beats a row, the cycle each row may be read from
+        self.n = self.nb = 0
+        self.ready: tuple = ()
         self.f_c = self.kb = self.cm_c = 0  # feed: row, beat; cmds taken
         self.pend = self.rrdy = False  # a bank read in flight; the FIFO's output register
         self.inner = 0  # the FIFO's other entries
-        self.rows: list[tuple[int, int, bool]] = []  # drain: (byte in its word, length, the
-        self.d_beat = 0  # block's last row) of each row still to write; the next beat's
+        # drain: (byte in its word, length, whether it is its block's last) of each row still
+        # to write, the next output beat's place in the first of them
+        self.rows: list[tuple[int, int, bool]] = []
+        self.d_beat = 0
         self.held = 0  # write cycles left of the held beat
         self.held_end = False  # the held beat is a block's last
 
