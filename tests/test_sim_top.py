@@ -1133,17 +1133,71 @@ def test_pv_results_go_out_beside_the_next_pv_unless_it_reads_them(fault):
     _check_beside(out, cmds, cfg, fault, "wo_end", _pv_beside)
 
 
+def test_a_vector_command_reads_pv_results_beside_their_write_out():
+    """Two PVs' results go out (the second PV beside the first's), then an ADD reads the
+    second's rows as they are written (its rows span the results' gaps and stride) beside
+    them, its writes waiting for the write-out's. Bit for bit against the ref backend, and
+    cycle for cycle command by command; the model's ADD ran beside them, slower than alone."""
+    from sw.perf.top import (
+        KernelState,
+        _vector_params,
+        _vector_stream,
+        command_cycles,
+        fetch_cycles,
+    )
+
+    cfg = preset("tiny").replace(name="pvvec", m=4, n_max=4, pe_rows=8, pe_cols=16,
+                                 max_k=48, spm_kib=8, act_buffer_depth=12)
+    rng = np.random.default_rng(9)
+    params = _pv_params(rng, 8)
+
+    def pv(p, out):
+        return Command(Op.PV, {"p": p, "p_stride": 50, "v": 700, "stride": 9,
+                               "tokens": 48, "d": 8, "rq_off": 2048, "out": out,
+                               "out_stride": 9})
+
+    cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
+            pv(5, 3001),
+            pv(105, 3501),  # beside the first's results
+            Command(Op.ADD, {"a": 3501, "b": 1100, "out": 4501, "tokens": 48, "width": 9,
+                             "m_a": 3, "m_b": 5, "shift": 3, "a_bits": 8, "b_bits": 8,
+                             "out_bits": 8}),
+            Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 2000}), Command(Op.END, {})]
+    program = _program(cmds, config=cfg)
+    inp = rng.integers(0, 256, 2048, dtype=np.uint8)
+    out = {kind: _run_traced(kind, program, inp.tobytes(), cfg, bytes(params), 2000)
+           for kind in ("ref", "rtl")}
+    assert out["rtl"][:3] == out["ref"][:3] and out["ref"][1] == Status.OK
+    state, costs = KernelState(), []
+    for i, cmd in enumerate(cmds):
+        if cmd.op == Op.ADD:
+            # its stream's first cycle (nothing holds it at CHECK) is beside the results
+            start = state.now + fetch_cycles(i, cfg) + _vector_params(cmd, cfg) + 2
+            assert state.wo_end > start - 1
+            state.wo_out.t0 = start
+            assert _vector_stream(cmd, cfg, state.wo_out) > _vector_stream(cmd, cfg)
+        costs.append(command_cycles(cmd, cfg, i, state))
+    _check_trace(out["rtl"][3], cmds, costs)
+
+
 @pytest.mark.parametrize("fault", [False, True])
-def test_a_linear_s_results_go_out_beside_a_vector_command_whose_stream_waits(fault):
+def test_a_linear_s_results_go_out_beside_a_vector_command_that_reads_them_as_written(fault):
     """A LINEAR's last chunk's results go out after its command; a vector command starts
-    beside them: an ADD reading them (no parameters: its stream waits for the last result)
+    beside them: an ADD reading them (no parameters: its stream runs beside the write-out,
+    gathering a row once the write-out is past it, its writes waiting for the write-out's)
     and a GELU reading other bytes (its table loads beside them). An engine command and STORE
     wait for them at CHECK. With ``fault``, a bad ADD (12-bit operand) after a LINEAR stops
     the kernel only once the LINEAR's results are written: the memory equals the ref
-    backend's. Bit for bit, and cycle for cycle command by command (the model says where the
-    ADD's stream waited and where the GELU started beside)."""
+    backend's. Bit for bit, and cycle for cycle command by command (the model says that the
+    ADD's stream ran beside them, slower than alone, and that the GELU's began after them)."""
     from sw.nm import nm_mask, pack
-    from sw.perf.top import KernelState, _vector, command_cycles, fetch_cycles
+    from sw.perf.top import (
+        KernelState,
+        _vector_params,
+        _vector_stream,
+        command_cycles,
+        fetch_cycles,
+    )
 
     cfg = preset("tiny").replace(name="linbeside", pe_cols=16, max_k=64, spm_kib=8,
                                  act_buffer_depth=64)
@@ -1168,7 +1222,7 @@ def test_a_linear_s_results_go_out_beside_a_vector_command_whose_stream_waits(fa
 
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 1024}),
             linear(1024),
-            add(1024, 1200),  # reads the results: its stream waits for them
+            add(1024, 1200),  # reads the results: its rows as they are written
             linear(1400, 16),
             Command(Op.GELU, {"src": 600, "dst": 1700, "tokens": 2, "width": 64,
                               "table_off": 1024}),  # other bytes: its table loads beside
@@ -1185,14 +1239,19 @@ def test_a_linear_s_results_go_out_beside_a_vector_command_whose_stream_waits(fa
         assert out["rtl"][1] == Status.BAD_SHAPE and out["rtl"][2] == len(cmds) - 3
         return
     assert out["ref"][1] == Status.OK
-    state, costs, waits, beside = KernelState(), [], {}, {}
+    state, costs, beside, slowed = KernelState(), [], {}, {}
     for i, cmd in enumerate(cmds):
         check = state.now + fetch_cycles(i, cfg) - 1  # its CHECK cycle, if nothing waits
         if cmd.op in (Op.ADD, Op.GELU):
+            start = check + 3 + _vector_params(cmd, cfg)  # its stream's first cycle
             beside[i] = state.wo_end > check
-            waits[i] = state.wo_end - (check + 2 + _vector(cmd, cfg)[0])  # its stream's
+            if state.wo_end > start - 1:  # its stream beside them, against its stream alone
+                state.wo_out.t0 = start
+                slowed[i] = _vector_stream(cmd, cfg, state.wo_out) - _vector_stream(cmd, cfg)
         costs.append(command_cycles(cmd, cfg, i, state))
-    assert beside == {2: True, 4: True} and waits[2] > 0 and waits[4] < 0, (beside, waits)
+    # the ADD's gather waited for the rows it reads, the GELU's stream started after them
+    assert beside == {2: True, 4: True} and slowed.keys() == {2} and slowed[2] > 0, (
+        beside, slowed)
     _check_trace(out["rtl"][3], cmds, costs)
 
 

@@ -11,8 +11,10 @@ another, but for a ``QK_SOFTMAX``'s softmax rows, which run on after its command
 (beside softmax rows) or ``PV`` (beside a ``PV``'s results, or beside softmax rows once their
 scores are all written: ``eng.sm_scored``; its results then wait for the rows) that reads
 none of the bytes they write (CHECK compares its query, key and mask, or P and V, ranges
-with them), or a good vector command beside results (its parameters load, its stream waits
-for them: ``vec.hold``); any other command, ``END`` and any fault wait for them. So every
+with them), or a good vector command beside results (its parameters load, its stream
+gathers and scatters none of the bytes they may still write, its writes wait for theirs:
+``vec.wr_lo`` / ``wr_hi`` / ``w_busy``); any other command, ``END`` and any fault wait for
+them. So every
 value and status is still that of running the commands one by one:
 :func:`sw.driver.executor.execute`.
 """
@@ -213,7 +215,6 @@ class Accelerator(wiring.Component):
         m.submodules.store_fifo = sfifo = fifo.SyncFIFOBuffered(width=store_bits, depth=4)
         m.submodules.vec = vec = VectorOps(config=cfg)
         m.submodules.eng = eng = EngineOps(config=cfg)
-        m.d.comb += vec.hold.eq(eng.wo_busy)  # a vector command's stream after the results
         # Two read ports. One command reads at a time (softmax rows and PV results that go on
         # after their command only write), so the engine, the vector unit's first
         # operand and STORE share port A (a unit only reads while its command runs, and a
@@ -258,6 +259,16 @@ class Accelerator(wiring.Component):
         sm_lo, sm_hi = Signal(33), Signal(33)  # the running softmax rows' bytes (below)
         sm_lo2, sm_hi2 = Signal(33), Signal(33)  # the QK_SOFTMAX's before (rows may wait)
         wo_lo, wo_hi = Signal(33), Signal(33)  # a PV's results' bytes
+        # the bytes the results still going out (eng.wo_busy) may write: their commands' output
+        # ranges (a LINEAR's or PV's, with a PV's before while its results go out); a vector
+        # command beside them reads and writes none of them
+        res_lo, res_hi = Signal(33), Signal(33)
+        # a vector command beside them gathers and scatters none of those bytes (from the
+        # last tile's lowest byte on once it is the only one left), as registered a cycle
+        # before; its writes wait for the write-out's
+        m.d.sync += [vec.wr_lo.eq(Mux(eng.wo_busy, Mux(eng.wo_tail, eng.wo_lim, res_lo), 0)),
+                     vec.wr_hi.eq(Mux(eng.wo_busy, res_hi, 0))]
+        m.d.comb += vec.w_busy.eq(eng.wo_writing)
         cycles = Signal(32)
         status = Signal(8)  # the status the run ends with, valid with ctrl.done
         index = Signal(32)
@@ -560,7 +571,7 @@ class Accelerator(wiring.Component):
                 is_vec = ((op == Op.GELU) | (op == Op.ADD) | (op == Op.LAYERNORM)
                           | (op == Op.ADD_LAYERNORM))
                 # and a good vector command beside them: its parameters load, its stream
-                # waits for them (vec.hold)
+                # keeps off the bytes they may still write (vec.wr_lo, vec.wr_hi)
                 vec_beside = (is_vec & ~vec_shape_bad & ~vec_spm_bad & ~vec_params_bad
                               & ~reader.error & ~wgt_error)
                 with m.If((eng.sm_busy & ~beside & ~pv_sm)
@@ -621,10 +632,17 @@ class Accelerator(wiring.Component):
                     with m.If(op == Op.QK_SOFTMAX):  # where its softmax rows write
                         m.d.sync += [sm_lo.eq(w[9]), sm_hi.eq(w[9] + prods[1] + w[4]),
                                      sm_lo2.eq(sm_lo), sm_hi2.eq(sm_hi)]
-                    with m.If(op == Op.PV):  # where its results go
-                        m.d.sync += [wo_lo.eq(w[8]), wo_hi.eq(w[8] + prods[2] + w[6])]
+                    lo, hi = Signal(33), Signal(33)  # where a PV's or LINEAR's results go
+                    m.d.comb += [lo.eq(Mux(op == Op.PV, w[8], w[10])),
+                                 hi.eq(Mux(op == Op.PV, w[8] + prods[2] + w[6],
+                                           w[10] + prods[lin["out"]] + out_row))]
+                    with m.If(op == Op.PV):
+                        m.d.sync += [wo_lo.eq(lo), wo_hi.eq(hi)]
                     with m.If(op == Op.LINEAR):  # (no PV starts beside a LINEAR's results)
                         m.d.sync += [wo_lo.eq(0), wo_hi.eq(2**33 - 1)]
+                    with m.If((op == Op.PV) | (op == Op.LINEAR)):  # (with a PV's before)
+                        m.d.sync += [res_lo.eq(Mux(eng.wo_busy & (res_lo < lo), res_lo, lo)),
+                                     res_hi.eq(Mux(eng.wo_busy & (res_hi > hi), res_hi, hi))]
                     m.next = "ENG_RUN"
             with m.State("ENG_RUN"):
                 m.d.comb += _serve(reader, eng.dram_req, eng.dram_data, ctrl.params)
@@ -822,9 +840,10 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += index.eq(index + 1)
                     m.next = "FETCH"
-        # a QK_SOFTMAX's softmax rows and a PV's results write the scratchpad after their
-        # command (nothing else writes it meanwhile: CHECK holds every other command)
-        with m.If(eng.sm_busy | eng.wo_busy):
+        # a QK_SOFTMAX's softmax rows and a PV's or LINEAR's results write the scratchpad after
+        # their command (nothing else writes it meanwhile: CHECK holds every other command,
+        # and a vector command beside results writes in the cycles they do not: vec.w_busy)
+        with m.If(eng.sm_busy | eng.wo_writing):
             m.d.comb += [spm.w_addr.eq(eng.w_addr), spm.w_data.eq(eng.w_data),
                          spm.w_en.eq(eng.w_en)]
         return m

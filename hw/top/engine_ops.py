@@ -139,7 +139,16 @@ class EngineOps(wiring.Component):
     wo_busy : Out(1)
         A PV's or LINEAR's results still go out (through ``w_*``) after its ``done``: until
         it falls the kernel starts no command but a PV that reads none of a PV's result
-        bytes, or a vector command whose stream waits for it (its parameters may load).
+        bytes, or a vector command (its stream reads and writes none of the bytes they may
+        still write: ``wo_tail``, ``wo_lim``; its writes wait for ``wo_writing``).
+    wo_tail : Out(1)
+        With ``wo_busy``: only the last tile's results are still to go out, all of them at
+        byte ``wo_lim`` or above (a tile's results go out token by token, up in memory).
+    wo_lim : Out(32)
+        With ``wo_tail``: the lowest byte the write-out may still write.
+    wo_writing : Out(1)
+        The write-out writes a LINEAR's or PV's held beat this cycle (through ``w_*``; its
+        cycles for tokens past the command's have no byte enables).
     sm_busy : Out(1)
         A QK_SOFTMAX's softmax rows still run (and write the scratchpad through ``w_*``)
         after its ``done``: the kernel starts no command that could see them (anything but a
@@ -228,7 +237,7 @@ class EngineOps(wiring.Component):
             "dram_req": Out(stream.Signature(request_layout())),
             "dram_data": In(stream.Signature(32)),
             "done": Out(1), "flush": In(1), "sm_busy": Out(1), "wo_busy": Out(1),
-            "sm_scored": Out(1),
+            "wo_tail": Out(1), "wo_lim": Out(32), "wo_writing": Out(1), "sm_scored": Out(1),
             "r_addr": Out(aw), "r_en": Out(1), "r_data": In(32 * config.spm_lanes),
             "r2_addr": Out(aw), "r2_en": Out(1), "r2_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -1781,6 +1790,9 @@ class EngineOps(wiring.Component):
         # QK's scores for the buffer the softmax feed reads, once that block's scores are all
         # in, until the feed leaves it)
         sc_wait = is_qk & f_on & Mux(f_pj, pj_all, sm_all) & (wo.buf == sbuf)
+        m.d.comb += [self.wo_tail.eq(desc.level == 1),
+                     self.wo_lim.eq(ptr + Mux(job.out_bits == 16, wo.r0 << 1, wo.r0)),
+                     self.wo_writing.eq(held & ~is_qk & ~sm_busy)]
         with m.If(held & ~(sm_busy & ~is_qk) & ~sc_wait):
             t = wo.t0 + beats_out
             rrow = wo.r0 + hr

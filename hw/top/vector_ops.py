@@ -72,9 +72,13 @@ class VectorOps(wiring.Component):
         cycle (the top reads them through the weight port).
     done : Out(1)
         Pulses when the last output element is written.
-    hold : In(1)
-        While high the stream does not start (the parameters still load): the scratchpad's
-        write port is another's and the operands may still be written.
+    wr_lo, wr_hi : In(32), In(33)
+        Bytes ``[wr_lo, wr_hi)`` may still be written by another (the engine's results going
+        out; ``(0, 0)`` when none are): a group is gathered, and a beat's elements
+        scattered, only when the port's words they lie in from their first byte (``4 L``
+        bytes on) end at ``wr_lo`` or before, or start at ``wr_hi`` or after.
+    w_busy : In(1)
+        The scratchpad's write port is another's this cycle: the scatter waits.
     ra_*, rb_* : scratchpad read ports (address in words, enable, ``spm_lanes`` words of data
         one cycle later)
     w_* : scratchpad write port (address in words, ``spm_lanes`` words of data, byte enables)
@@ -107,7 +111,7 @@ class VectorOps(wiring.Component):
             "params": In(stream.Signature(32)),
             **({"wide_params": In(stream.Signature(8 * config.weight_port_bytes))}
                if config.wide_ln_params else {}),
-            "done": Out(1), "hold": In(1),
+            "done": Out(1), "wr_lo": In(32), "wr_hi": In(33), "w_busy": In(1),
             "ra_addr": Out(aw), "ra_en": Out(1), "ra_data": In(32 * config.spm_lanes),
             "rb_addr": Out(aw), "rb_en": Out(1), "rb_data": In(32 * config.spm_lanes),
             "w_addr": Out(aw), "w_data": Out(32 * config.spm_lanes),
@@ -233,8 +237,13 @@ class VectorOps(wiring.Component):
         a16, b16 = job.a_bits == 16, job.b_bits == 16
         g_left = Signal()
         m.d.comb += g_left.eq(running & (g_row < job.tokens))
+        def clear(ptr):
+            """The port's ``4 L`` bytes from ``ptr`` are none that another may still write."""
+            return (ptr + 4 * L <= self.wr_lo) | (ptr >= self.wr_hi)
+
         issue = Signal()
-        m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth))
+        m.d.comb += issue.eq(g_left & (elems.level + pend < elems.depth) & clear(a_ptr)
+                             & (clear(b_ptr) | ~adds))
         g_k, g_row_left, g_beat_left = Signal(range(GE + 1)), Signal(32), Signal(range(P + 1))
         m.d.comb += [g_row_left.eq(job.width - g_el), g_beat_left.eq(P - g_lane),
                      g_k.eq(_min(_room(a_ptr, a16, L), Mux(adds, _room(b_ptr, b16, L), GE),
@@ -349,9 +358,12 @@ class VectorOps(wiring.Component):
         # beat moves on by 4 L - off (int8) or 2 L - off (int16) elements
         shifts = sorted(v for v in {4 * L - o for o in range(4)} | {2 * L - o for o in range(2)}
                         if 0 < v < P)
-        last_write = held & o_row_end & (o_row == job.tokens - 1)
-        m.d.comb += take_o.eq((~held | (o_k == o_beat_left) | o_row_end) & ~last_write)
-        with m.If(held):
+        w_ok = Signal()  # the held beat's write goes ahead this cycle
+        m.d.comb += w_ok.eq(~self.w_busy & clear(o_ptr))
+        last_write = held & w_ok & o_row_end & (o_row == job.tokens - 1)
+        m.d.comb += take_o.eq((~held | (w_ok & ((o_k == o_beat_left) | o_row_end)))
+                              & ~last_write)
+        with m.If(held & w_ok):
             off = Mux(o16, o_ptr[1], o_ptr[:2])  # the first element's slot in the word
             m.d.comb += self.w_addr.eq(o_ptr >> 2)
             for j in range(4 * L):  # byte lane j of the port's L words
@@ -404,6 +416,6 @@ class VectorOps(wiring.Component):
                          g_row.eq(0), g_el.eq(0), g_lane.eq(0), a_ptr.eq(p.a), b_ptr.eq(p.b),
                          o_el.eq(0), o_row.eq(0), o_ptr.eq(p.out), o_lane.eq(0), cmds.eq(0),
                          fill.eq(0), held.eq(0)]
-        with m.If(busy & ~loading & ~running & ~self.done & ~self.hold):
+        with m.If(busy & ~loading & ~running & ~self.done):
             m.d.sync += running.eq(1)
         return m

@@ -28,6 +28,7 @@ gets slower: the model is then a lower bound.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 
@@ -37,7 +38,7 @@ from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY
-from sw.perf.vector_ops import stream_cycles
+from sw.perf.vector_ops import stream_beside, stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
            "command_cycles", "command_costs", "program_cycles", "busy_cycles"]
@@ -257,6 +258,11 @@ class KernelState:
         self.wo_results: _Results | None = None
         self.wo_captured = 0
         self.wo_base = 0
+        # the bytes the last LINEAR's or PV's results may write (its output range; with a
+        # PV's before while those still went out), and its last chunk's write-out as a vector
+        # command beside it sees it
+        self.res = (0, 0)
+        self.wo_out: _WriteOut | None = None
         # the cycle the engine takes the last step of the tile in EngineOps' feeder (which runs
         # on after RUN, into the next command)
         self.feed_last = -10
@@ -319,6 +325,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     G = -(-k // M)
     steps = G * n
     ibytes = (steps * ib + 7) >> 3
+    eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
+    if cmd.op != Op.QK_SOFTMAX:  # where its results go (with a PV's still going out)
+        lo, hi = a["out"], a["out"] + (tokens - 1) * a["out_stride"] + rows * eb
+        if state.wo_end > base:
+            lo, hi = min(lo, state.res[0]), max(hi, state.res[1])
+        state.res = (lo, hi)
     # chunks of token blocks: as many as the activation banks hold (QK: one block), each
     # staged once (ACT, ACT_LAST) and run against every row block, then BLOCK_END
     blocks = -(-tokens // C)
@@ -404,7 +416,6 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     else:  # results: every element of the beat within the write port's spm_lanes words,
         # from the first element's lane in its word, per cycle
         out, stride = a["out"], a["out_stride"]
-        eb = 2 if cmd.op == Op.LINEAR and a["out_bits"] == 16 else 1
         per_cycle = 4 * cfg.spm_lanes // eb
 
         def beat(t: int, r0: int) -> int:
@@ -574,6 +585,9 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             state.wo_captured, state.wo_base = captured, base
             results = copy.deepcopy(results)
         done = results.finish()  # the chunk's last result's last write
+        if cmd.op != Op.QK_SOFTMAX and last_chunk:  # as a vector command beside them sees them
+            state.wo_out = _WriteOut(results, base, state.res, a["out"] + (
+                first + b - 1) * C * a["out_stride"] + (rblocks - 1) * R * eb, a["out_stride"])
         if cmd.op == Op.QK_SOFTMAX:  # SM_HAND: once the pending slot is free (the rows
             # before the last ones in their last write), the block's query rows go through
             # the softmax unit (_softmax_block: from the next cycle on, or once the rows
@@ -625,6 +639,7 @@ class _Results:
         self.bhold = -1  # ... and its own hold
         self.t = 0  # the next cycle
         self.writes: list[int] = []  # each beat's last write cycle, in order
+        self.wcyc: list[int] = []  # the cycles the write-out writes
         self.hold = -1  # no write before this cycle (softmax rows still writing)
         self.rq_hold = -1  # no beat into the requantizer before this cycle (records)
 
@@ -638,6 +653,7 @@ class _Results:
         self.fifo = [(w, h - delta) for w, h in self.fifo]
         self.stages = [None if b is None else (b[0], b[1] - delta) for b in self.stages]
         self.writes = [w - delta for w in self.writes]
+        self.wcyc = [w - delta for w in self.wcyc]
 
     def _idle(self) -> bool:
         return not (self.shadow or self.fifo or self.held or any(
@@ -658,6 +674,8 @@ class _Results:
         else:
             advance, take = False, full and room
         beat = self.shadow.pop() if take else None
+        if self.held and not blocked:
+            self.wcyc.append(self.t)
         if last_w:
             self.writes.append(self.t)
         if read:
@@ -880,33 +898,36 @@ def _softmax_block(cfg: AcceleratorConfig, state: KernelState, hand: int, length
     state.sm_end, state.sm_fed, state.sm_rows, state.sm_in = sim.t, fed + 1, snap, start
 
 
-def _vector(cmd: Command, cfg: AcceleratorConfig) -> tuple[int, int]:
-    """A vector command's cycles from VEC_START: its parameters' (the stream may start in the
-    cycle after the last of them), then the rest."""
+def _vector_params(cmd: Command, cfg: AcceleratorConfig) -> int:
+    """A vector command's cycles from VEC_START to its last parameter (the stream may start
+    in the cycle after it)."""
     a = cmd.args
-    P = cfg.vector_lanes
     if cmd.op == Op.ADD:
-        return 0, VECTOR_START + stream_cycles("add", P, a["tokens"], a["width"], a["a"],
-                                               a["b"], a["out"], a["a_bits"], a["b_bits"],
-                                               a["out_bits"], cfg.spm_lanes)
-    if cmd.op == Op.GELU:  # first its 64-word table, one word and then its 4 bytes per 5 cycles
-        return (READ_GAP + 5 * 64 + 1,
-                VECTOR_START + stream_cycles("gelu", P, a["tokens"], a["width"], a["src"], 0,
-                                             a["dst"], 8, 8, 8, cfg.spm_lanes))
+        return 0
+    if cmd.op == Op.GELU:  # its 64-word table, one word and then its 4 bytes per 5 cycles
+        return READ_GAP + 5 * 64 + 1
     if cfg.wide_ln_params:  # the records through the weight port (one or a beat a cycle)
-        params = _records(a["params_off"], a["hidden"], cfg)
-    else:  # 4 words a record, then its load beat
-        params = _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+        return _records(a["params_off"], a["hidden"], cfg)
+    # 4 words a record, then its load beat
+    return _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+
+
+def _vector_stream(cmd: Command, cfg: AcceleratorConfig, wo: _WriteOut | None = None) -> int:
+    """A vector command's stream (:func:`sw.perf.vector_ops.stream_cycles`; beside ``wo``,
+    :func:`~sw.perf.vector_ops.stream_beside`)."""
+    a = cmd.args
+    P, L = cfg.vector_lanes, cfg.spm_lanes
+    run = stream_cycles if wo is None else functools.partial(stream_beside, wo=wo)
+    if cmd.op == Op.ADD:
+        return run("add", P, a["tokens"], a["width"], a["a"], a["b"], a["out"], a["a_bits"],
+                   a["b_bits"], a["out_bits"], L)
+    if cmd.op == Op.GELU:
+        return run("gelu", P, a["tokens"], a["width"], a["src"], 0, a["dst"], 8, 8, 8, L)
     if cmd.op == Op.ADD_LAYERNORM:  # both operands gathered as ADD's, the sums into the unit
-        return (params,
-                VECTOR_START + stream_cycles("add_layernorm", P, a["tokens"], a["hidden"],
-                                             a["a"], a["b"], a["dst"], a["a_bits"],
-                                             a["b_bits"], 8, cfg.spm_lanes, cfg.layernorm_ring,
-                                             a["in_bits"]))
-    return (params,
-            VECTOR_START + stream_cycles("layernorm", P, a["tokens"], a["hidden"], a["src"], 0,
-                                         a["dst"], a["in_bits"], 8, 8, cfg.spm_lanes,
-                                         cfg.layernorm_ring))
+        return run("add_layernorm", P, a["tokens"], a["hidden"], a["a"], a["b"], a["dst"],
+                   a["a_bits"], a["b_bits"], 8, L, cfg.layernorm_ring, a["in_bits"])
+    return run("layernorm", P, a["tokens"], a["hidden"], a["src"], 0, a["dst"], a["in_bits"],
+               8, 8, L, cfg.layernorm_ring)
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
@@ -926,7 +947,7 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
     a = cmd.args
     # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
     # the last PV's or LINEAR's results go out, unless the command starts beside them (a
-    # vector command beside results: its stream waits for them, below)
+    # vector command beside results: its stream keeps off them, below)
     fetch = fetch_cycles(index, config)
     sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
           if _pv_beside_sm(cmd, state) else state.sm_end)
@@ -950,9 +971,44 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         state.wo_results = None
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config, state, state.now + fetch) + 1
-    # VEC_START, its parameters, the stream from the cycle after the results are all out
-    params, rest = _vector(cmd, config)
-    return fetch + params + max(0, state.wo_end - (state.now + fetch + params + 1)) + rest
+    # VEC_START, its parameters, the stream (two cycles after the last of them) beside the
+    # results still going out, if any: it gathers and scatters none of the bytes they may
+    # still write (as the kernel registers them: a cycle late), and writes in the cycles the
+    # write-out does not
+    params = _vector_params(cmd, config)
+    start = state.now + fetch + params + 2  # the stream's first cycle
+    wo = state.wo_out if state.wo_end > start - 1 else None
+    if wo is not None:
+        wo.t0 = start
+    return fetch + params + VECTOR_START + _vector_stream(cmd, config, wo)
+
+
+class _WriteOut:
+    """A LINEAR's or PV's results going out beside a vector command, as the kernel's top sees
+    EngineOps' write-out cycle by cycle (``wo_busy``, ``wo_tail``, ``wo_lim``, ``wo_writing``),
+    for :func:`sw.perf.vector_ops.stream_beside`: ``results``, the command's last chunk's
+    (:class:`_Results`, run to the end, on the count of cycle ``base``; a vector command
+    beside them never delays them: its writes wait for theirs), ``res``, the bytes they may
+    write, ``lim`` and ``stride``, the last tile's first byte and output stride."""
+
+    def __init__(self, results: _Results, base: int, res: tuple[int, int], lim: int,
+                 stride: int):
+        self.writes = [base + w for w in results.writes]
+        self.wcyc = {base + w for w in results.wcyc}
+        self.total, self.C = len(results.writes), results.C
+        self.res, self.lim, self.stride = res, lim, stride
+        self.end = self.writes[-1] + 1  # the first cycle they are all written
+        self.t0 = 0  # the beside stream's first cycle
+
+    def signals(self, t: int) -> tuple[tuple[int, int], bool]:
+        """Cycle ``t``'s bytes that may still be written (``[lo, hi)``; ``(0, 0)`` once they
+        are all written) and whether the write-out writes in it."""
+        n = bisect.bisect_left(self.writes, t)  # beats written before
+        if n >= self.total:
+            return (0, 0), False
+        tail = n >= self.total - self.C  # only the last tile's beats are left
+        lo = self.lim + self.stride * (n - self.total + self.C) if tail else self.res[0]
+        return (lo, self.res[1]), t in self.wcyc
 
 
 def command_costs(commands, config: AcceleratorConfig) -> list[int]:

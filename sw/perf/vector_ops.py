@@ -20,7 +20,7 @@ import functools
 
 from sw.perf.vector import RowControl
 
-__all__ = ["stream_cycles"]
+__all__ = ["stream_beside", "stream_cycles"]
 
 FIFO_INNER = 3  #: amaranth SyncFIFOBuffered(depth=4): 3 memory entries and an output register
 
@@ -106,6 +106,25 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
     width, the LayerNorm's input); ``ring``: the LayerNorm's ``config.layernorm_ring``; rows
     contiguous from byte addresses ``a``, ``b`` (ADD, ADD_LAYERNORM) and ``out``, through
     scratchpad ports ``lanes`` words wide."""
+    return stream_beside(op, P, tokens, width, a, b, out, a_bits, b_bits, out_bits, lanes, ring,
+                         ln_bits)
+
+
+def stream_beside(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
+                  a_bits: int, b_bits: int, out_bits: int, lanes: int = 1, ring: int = 0,
+                  ln_bits: int = 0, wo=None) -> int:
+    """:func:`stream_cycles` beside the engine's results still going out (``wo``:
+    ``sw.perf.top._WriteOut``, its ``t0`` the stream's first cycle on its count). Each cycle
+    the kernel registers the bytes they may still write (``wo.signals``): a group is
+    gathered, and a beat's elements scattered, only where the ``4 lanes`` bytes from their
+    first one are all outside that range as registered the cycle before; the scatter waits
+    for the write-out's writes."""
+    span = 4 * lanes
+    rng = wo.signals(wo.t0 - 1)[0] if wo is not None else (0, 0)
+
+    def clear(ptr: int) -> bool:
+        return ptr + span <= rng[0] or ptr >= rng[1]
+
     is_add = op in ("add", "add_layernorm")
     nb = -(-width // P)
     unit = (_Pipe(1) if op == "gelu" else _Pipe(2) if op == "add"
@@ -129,17 +148,21 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         cycle += 1
         # -- combinational -------------------------------------------------------------------
         level = len(inner) + r_rdy
-        issue = g_row < tokens and level + (pend is not None) < 4
+        if wo is not None:
+            wo_rng, wo_writing = wo.signals(wo.t0 + cycle - 1)
+        issue = (g_row < tokens and level + (pend is not None) < 4 and clear(a_ptr)
+                 and (not is_add or clear(b_ptr)))
         if issue:
             k = min(_room(a_ptr, a_bits, lanes), _room(b_ptr, b_bits, lanes) if is_add
                     else 4 * lanes, width - g_el, P - g_lane)
-        last_write = False
+        last_write = w_ok = False
         if held:
             ok = min(_room(o_ptr, out_bits, lanes), width - o_el, P - o_lane)
             row_end = ok == width - o_el
             beat_end = row_end or ok == P - o_lane
-            last_write = row_end and o_row == tokens - 1
-            take_o = beat_end and not last_write
+            w_ok = clear(o_ptr) and (wo is None or not wo_writing)
+            last_write = w_ok and row_end and o_row == tokens - 1
+            take_o = w_ok and beat_end and not last_write
         else:
             take_o = True
         i_ready = unit.in_ready(take_o)
@@ -148,9 +171,11 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         consume = r_rdy and r_en
         o_taken = take_o and unit.o_valid
         # -- registers -----------------------------------------------------------------------
+        if wo is not None:  # the range the kernel registers for the next cycle
+            rng = wo_rng
         if last_write:
             return cycle
-        if held:
+        if w_ok:
             o_ptr += ok * (out_bits // 8)
             o_row, o_el, o_lane = _advance(o_row, o_el, o_lane, ok, width, P)
             held = not take_o
