@@ -1174,8 +1174,7 @@ def test_a_vector_command_reads_pv_results_beside_their_write_out():
             # its stream's first cycle (nothing holds it at CHECK) is beside the results
             start = state.now + fetch_cycles(i, cfg) + _vector_params(cmd, cfg) + 2
             assert state.wo_end > start - 1
-            state.wo_out.t0 = start
-            assert _vector_stream(cmd, cfg, state.wo_out) > _vector_stream(cmd, cfg)
+            assert _vector_stream(cmd, cfg, state.wo_out, start) > _vector_stream(cmd, cfg)
         costs.append(command_cycles(cmd, cfg, i, state))
     _check_trace(out["rtl"][3], cmds, costs)
 
@@ -1246,8 +1245,8 @@ def test_a_linear_s_results_go_out_beside_a_vector_command_that_reads_them_as_wr
             start = check + 3 + _vector_params(cmd, cfg)  # its stream's first cycle
             beside[i] = state.wo_end > check
             if state.wo_end > start - 1:  # its stream beside them, against its stream alone
-                state.wo_out.t0 = start
-                slowed[i] = _vector_stream(cmd, cfg, state.wo_out) - _vector_stream(cmd, cfg)
+                slowed[i] = (_vector_stream(cmd, cfg, state.wo_out, start)
+                             - _vector_stream(cmd, cfg))
         costs.append(command_cycles(cmd, cfg, i, state))
     # the ADD's gather waited for the rows it reads, the GELU's stream started after them
     assert beside == {2: True, 4: True} and slowed.keys() == {2} and slowed[2] > 0, (

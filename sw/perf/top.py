@@ -912,12 +912,13 @@ def _vector_params(cmd: Command, cfg: AcceleratorConfig) -> int:
     return _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
 
 
-def _vector_stream(cmd: Command, cfg: AcceleratorConfig, wo: _WriteOut | None = None) -> int:
-    """A vector command's stream (:func:`sw.perf.vector_ops.stream_cycles`; beside ``wo``,
-    :func:`~sw.perf.vector_ops.stream_beside`)."""
+def _vector_stream(cmd: Command, cfg: AcceleratorConfig, wo: _WriteOut | None = None,
+                   t0: int = 0) -> int:
+    """A vector command's stream (:func:`sw.perf.vector_ops.stream_cycles`; beside ``wo``
+    from cycle ``t0`` on, :func:`~sw.perf.vector_ops.stream_beside`)."""
     a = cmd.args
     P, L = cfg.vector_lanes, cfg.spm_lanes
-    run = stream_cycles if wo is None else functools.partial(stream_beside, wo=wo)
+    run = stream_cycles if wo is None else functools.partial(stream_beside, wo=wo, t0=t0)
     if cmd.op == Op.ADD:
         return run("add", P, a["tokens"], a["width"], a["a"], a["b"], a["out"], a["a_bits"],
                    a["b_bits"], a["out_bits"], L)
@@ -978,9 +979,7 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
     params = _vector_params(cmd, config)
     start = state.now + fetch + params + 2  # the stream's first cycle
     wo = state.wo_out if state.wo_end > start - 1 else None
-    if wo is not None:
-        wo.t0 = start
-    return fetch + params + VECTOR_START + _vector_stream(cmd, config, wo)
+    return fetch + params + VECTOR_START + _vector_stream(cmd, config, wo, start)
 
 
 class _WriteOut:
@@ -997,8 +996,6 @@ class _WriteOut:
         self.wcyc = {base + w for w in results.wcyc}
         self.total, self.C = len(results.writes), results.C
         self.res, self.lim, self.stride = res, lim, stride
-        self.end = self.writes[-1] + 1  # the first cycle they are all written
-        self.t0 = 0  # the beside stream's first cycle
 
     def signals(self, t: int) -> tuple[tuple[int, int], bool]:
         """Cycle ``t``'s bytes that may still be written (``[lo, hi)``; ``(0, 0)`` once they

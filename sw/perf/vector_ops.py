@@ -112,15 +112,15 @@ def stream_cycles(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
 
 def stream_beside(op: str, P: int, tokens: int, width: int, a: int, b: int, out: int,
                   a_bits: int, b_bits: int, out_bits: int, lanes: int = 1, ring: int = 0,
-                  ln_bits: int = 0, wo=None) -> int:
+                  ln_bits: int = 0, wo=None, t0: int = 0) -> int:
     """:func:`stream_cycles` beside the engine's results still going out (``wo``:
-    ``sw.perf.top._WriteOut``, its ``t0`` the stream's first cycle on its count). Each cycle
+    ``sw.perf.top._WriteOut``; ``t0``: the stream's first cycle on its count). Each cycle
     the kernel registers the bytes they may still write (``wo.signals``): a group is
     gathered, and a beat's elements scattered, only where the ``4 lanes`` bytes from their
     first one are all outside that range as registered the cycle before; the scatter waits
     for the write-out's writes."""
     span = 4 * lanes
-    rng = wo.signals(wo.t0 - 1)[0] if wo is not None else (0, 0)
+    rng = wo.signals(t0 - 1)[0] if wo is not None else (0, 0)
 
     def clear(ptr: int) -> bool:
         return ptr + span <= rng[0] or ptr >= rng[1]
@@ -149,7 +149,7 @@ def stream_beside(op: str, P: int, tokens: int, width: int, a: int, b: int, out:
         # -- combinational -------------------------------------------------------------------
         level = len(inner) + r_rdy
         if wo is not None:
-            wo_rng, wo_writing = wo.signals(wo.t0 + cycle - 1)
+            wo_rng, wo_writing = wo.signals(t0 + cycle - 1)
         issue = (g_row < tokens and level + (pend is not None) < 4 and clear(a_ptr)
                  and (not is_add or clear(b_ptr)))
         if issue:
