@@ -1138,13 +1138,7 @@ def test_a_vector_command_reads_pv_results_beside_their_write_out():
     second's rows as they are written (its rows span the results' gaps and stride) beside
     them, its writes waiting for the write-out's. Bit for bit against the ref backend, and
     cycle for cycle command by command; the model's ADD ran beside them, slower than alone."""
-    from sw.perf.top import (
-        KernelState,
-        _vector_params,
-        _vector_stream,
-        command_cycles,
-        fetch_cycles,
-    )
+    from sw.perf.top import KernelState, _vector_stream, command_cycles, vector_stream_start
 
     cfg = preset("tiny").replace(name="pvvec", m=4, n_max=4, pe_rows=8, pe_cols=16,
                                  max_k=48, spm_kib=8, act_buffer_depth=12)
@@ -1170,11 +1164,10 @@ def test_a_vector_command_reads_pv_results_beside_their_write_out():
     assert out["rtl"][:3] == out["ref"][:3] and out["ref"][1] == Status.OK
     state, costs = KernelState(), []
     for i, cmd in enumerate(cmds):
-        if cmd.op == Op.ADD:
-            # its stream's first cycle (nothing holds it at CHECK) is beside the results
-            start = state.now + fetch_cycles(i, cfg) + _vector_params(cmd, cfg) + 2
-            assert state.wo_end > start - 1
-            assert _vector_stream(cmd, cfg, state.wo_out, start) > _vector_stream(cmd, cfg)
+        if cmd.op == Op.ADD:  # its stream starts beside the results
+            start, wo = vector_stream_start(cmd, cfg, i, state)
+            assert wo is not None
+            assert _vector_stream(cmd, cfg, wo, start) > _vector_stream(cmd, cfg)
         costs.append(command_cycles(cmd, cfg, i, state))
     _check_trace(out["rtl"][3], cmds, costs)
 
@@ -1192,10 +1185,10 @@ def test_a_linear_s_results_go_out_beside_a_vector_command_that_reads_them_as_wr
     from sw.nm import nm_mask, pack
     from sw.perf.top import (
         KernelState,
-        _vector_params,
         _vector_stream,
         command_cycles,
         fetch_cycles,
+        vector_stream_start,
     )
 
     cfg = preset("tiny").replace(name="linbeside", pe_cols=16, max_k=64, spm_kib=8,
@@ -1240,13 +1233,12 @@ def test_a_linear_s_results_go_out_beside_a_vector_command_that_reads_them_as_wr
     assert out["ref"][1] == Status.OK
     state, costs, beside, slowed = KernelState(), [], {}, {}
     for i, cmd in enumerate(cmds):
-        check = state.now + fetch_cycles(i, cfg) - 1  # its CHECK cycle, if nothing waits
         if cmd.op in (Op.ADD, Op.GELU):
-            start = check + 3 + _vector_params(cmd, cfg)  # its stream's first cycle
+            check = state.now + fetch_cycles(i, cfg) - 1  # its CHECK cycle, if nothing waits
             beside[i] = state.wo_end > check
-            if state.wo_end > start - 1:  # its stream beside them, against its stream alone
-                slowed[i] = (_vector_stream(cmd, cfg, state.wo_out, start)
-                             - _vector_stream(cmd, cfg))
+            start, wo = vector_stream_start(cmd, cfg, i, state)
+            if wo is not None:  # its stream beside them, against its stream alone
+                slowed[i] = _vector_stream(cmd, cfg, wo, start) - _vector_stream(cmd, cfg)
         costs.append(command_cycles(cmd, cfg, i, state))
     # the ADD's gather waited for the rows it reads, the GELU's stream started after them
     assert beside == {2: True, 4: True} and slowed.keys() == {2} and slowed[2] > 0, (

@@ -41,7 +41,8 @@ from sw.perf.engine import CAPTURE_LATENCY
 from sw.perf.vector_ops import stream_beside, stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
-           "command_cycles", "command_costs", "program_cycles", "busy_cycles"]
+           "command_cycles", "command_costs", "program_cycles", "busy_cycles",
+           "vector_stream_start"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
 #: a vector command's cycles around its stream: the job taken, ``running`` set, the cycle
@@ -944,17 +945,35 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
     return cycles
 
 
-def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
-    a = cmd.args
-    # CHECK (the fetch's last cycle) holds while the last QK_SOFTMAX's softmax rows run, or
-    # the last PV's or LINEAR's results go out, unless the command starts beside them (a
-    # vector command beside results: its stream keeps off them, below)
+def _fetch(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
+    """The command's cycles up to and including CHECK (the fetch's last cycle), which holds
+    while the last QK_SOFTMAX's softmax rows run, or the last PV's or LINEAR's results go
+    out, unless the command starts beside them (a vector command beside results: its stream
+    keeps off them, :func:`vector_stream_start`)."""
     fetch = fetch_cycles(index, config)
     sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
           if _pv_beside_sm(cmd, state) else state.sm_end)
     vec = cmd.op in (Op.GELU, Op.ADD, Op.LAYERNORM, Op.ADD_LAYERNORM)
     until = max(sm, -1 if _pv_beside(cmd, state) or vec else state.wo_end)
-    fetch += max(0, until - (state.now + fetch - 1))
+    return fetch + max(0, until - (state.now + fetch - 1))
+
+
+def vector_stream_start(cmd: Command, config: AcceleratorConfig, index: int,
+                        state: KernelState) -> tuple[int, _WriteOut | None]:
+    """A vector command's stream's first cycle (two after its last parameter; on ``state``'s
+    count, ``index`` its position in the Program) and the results' write-out it starts
+    beside (``None``: they are all written before it). Beside them, it gathers and scatters
+    none of the bytes they may still write (as the kernel registers them: a cycle late), and
+    writes in the cycles the write-out does not."""
+    # after the job is taken and ``running`` set: VECTOR_START's first two cycles
+    start = (state.now + _fetch(cmd, config, index, state) + _vector_params(cmd, config)
+             + VECTOR_START - 1)
+    return start, state.wo_out if state.wo_end > start - 1 else None
+
+
+def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
+    a = cmd.args
+    fetch = _fetch(cmd, config, index, state)
     if cmd.op == Op.END:
         return fetch - 1
     if cmd.op in (Op.LOAD, Op.STORE):
@@ -972,14 +991,10 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         state.wo_results = None
     if cmd.op in (Op.LINEAR, Op.QK_SOFTMAX, Op.PV):
         return fetch + _engine(cmd, config, state, state.now + fetch) + 1
-    # VEC_START, its parameters, the stream (two cycles after the last of them) beside the
-    # results still going out, if any: it gathers and scatters none of the bytes they may
-    # still write (as the kernel registers them: a cycle late), and writes in the cycles the
-    # write-out does not
-    params = _vector_params(cmd, config)
-    start = state.now + fetch + params + 2  # the stream's first cycle
-    wo = state.wo_out if state.wo_end > start - 1 else None
-    return fetch + params + VECTOR_START + _vector_stream(cmd, config, wo, start)
+    # VEC_START, its parameters, the stream beside the results still going out, if any
+    # (and the cycle after ``done``: VECTOR_START's last)
+    start, wo = vector_stream_start(cmd, config, index, state)
+    return start - state.now + _vector_stream(cmd, config, wo, start) + 1
 
 
 class _WriteOut:
