@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
 from hw.lib.checks import require_config
+from hw.lib.nets import net
 from hw.spmm.engine import SpmmEngine, engine_layouts
 from hw.top.axi import request_layout
 from hw.vector.requant import Requantizer
@@ -1651,16 +1652,20 @@ class EngineOps(wiring.Component):
             m.d.comb += [wl_done.eq(Cat(done).all()), wl_idle.eq(Cat(idle).all())]
 
         # staged bytes land one cycle after their read (or as zeros for padding)
-        value = Mux(tgt_zero, 0, rd_byte)
+        value = net(m, Mux(tgt_zero, 0, rd_byte), "land_value")
         # word landings: realigned to the row (tgt_skip leading bytes), zero past k
-        word_in = Mux(tgt_zero, 0, r_word)
-        entry = Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1)
-        aligned = _realign(prev_a, word_in, tgt_skip)
-        first = entry << 2  # the word's first element of the row
-        kept = Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0) for j in range(4))
+        word_in = net(m, Mux(tgt_zero, 0, r_word), "land_word")
+        entry = net(m, Mux(tgt_skip == 0, tgt_i1, tgt_i1 - 1), "land_entry")
+        aligned = net(m, _realign(prev_a, word_in, tgt_skip), "land_aligned")
+        first = net(m, entry << 2, "land_first")  # the word's first element of the row
+        kept = net(m, Cat(Mux(first + j < job.k, aligned.word_select(j, 8), 0)
+                          for j in range(4)), "land_kept")
+        # the dense index of slot tgt_i0 (tgt_i1), every row's
+        idx0, idx1 = (net(m, (i % M)[:ibw], f"land_index{n}")
+                      for n, i in enumerate((tgt_i0, tgt_i1)))
         with m.Switch(land_kind):
             with m.Case(1):  # KM mask bytes from key tgt_i1 (a multiple of KM) -> its bits
-                mask_bytes = self.r_data >> (rd_off * 8)
+                mask_bytes = net(m, self.r_data >> (rd_off * 8), "mask_bytes")
                 bits = Cat(mask_bytes.word_select(j, 8) != 0 for j in range(KM))
                 m.d.comb += [mk_w.addr.eq(tgt_i1 // P + mq * nkb),
                              mk_w.data.eq(bits.replicate(P // KM)),
@@ -1685,17 +1690,17 @@ class EngineOps(wiring.Component):
                 for r in range(R):
                     with m.If((entry == r // 4) & ((tgt_skip == 0) | (tgt_i1 != 0))):
                         put_value(r, tgt_i0, aligned.word_select(r % 4, 8))
-                        put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+                        put_index(r, tgt_i0, idx0)
             if wide_v:
                 with m.Case(7):  # a V row's chunk: channel r of the block at key slot tgt_i0
-                    v_chunk = Cat(self.r_data, r2_word) >> (tgt_skip * 8)
+                    v_chunk = net(m, Cat(self.r_data, r2_word) >> (tgt_skip * 8), "v_chunk")
                     for r in range(R):
                         put_value(r, tgt_i0, v_chunk.word_select(r, 8))
-                        put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+                        put_index(r, tgt_i0, idx0)
                 with m.Case(8):  # two V rows: keys tgt_i0 (port A) and tgt_i0 + 1 (port B,
                     # zero past the keys) at the even slot pair of a bank word
                     pair_en = Const(0b11, 4) << tgt_i0[:2]
-                    idx = Cat((tgt_i0 % M)[:ibw], ((tgt_i0 + 1) % M)[:ibw])
+                    idx = net(m, Cat(idx0, ((tgt_i0 + 1) % M)[:ibw]), "pair_index")
                     for r in range(R):
                         b1 = Mux(tgt_zero, 0, self.r2_data.word_select(r, 8))
                         m.d.comb += [wv_w[r].addr.eq(tgt_i0 >> 2), wi_w[r].addr.eq(tgt_i0 >> 2),
@@ -1706,26 +1711,27 @@ class EngineOps(wiring.Component):
             with m.Case(6):  # a padding slot of every row: zero, its dense index
                 for r in range(R):
                     put_value(r, tgt_i0, Const(0, 8))
-                    put_index(r, tgt_i0, (tgt_i0 % M)[:ibw])
+                    put_index(r, tgt_i0, idx0)
             with m.Case(3):
                 for r in range(R):
                     with m.If(tgt_i0 == r):
                         put_value(r, tgt_i1, value[:8])
-                        put_index(r, tgt_i1, (tgt_i1 % M)[:ibw])
+                        put_index(r, tgt_i1, idx1)
         # the pair's second row: the same word of it, from read port 2, into its own bank
-        word2 = Mux(tgt2_zero, 0, r2_word)
-        entry2 = Mux(tgt2_skip == 0, tgt_i1, tgt_i1 - 1)
-        first2 = entry2 << 2
-        aligned2 = _realign(prev2, word2, tgt2_skip)
-        kept2 = Cat(Mux(first2 + j < job.k, aligned2.word_select(j, 8), 0) for j in range(4))
+        word2 = net(m, Mux(tgt2_zero, 0, r2_word), "land2_word")
+        entry2 = net(m, Mux(tgt2_skip == 0, tgt_i1, tgt_i1 - 1), "land2_entry")
+        first2 = net(m, entry2 << 2, "land2_first")
+        aligned2 = net(m, _realign(prev2, word2, tgt2_skip), "land2_aligned")
+        kept2 = net(m, Cat(Mux(first2 + j < job.k, aligned2.word_select(j, 8), 0)
+                           for j in range(4)), "land2_kept")
         if wide:  # a chunk lands in its bank's buffer; every buffer writes its next entry
-            chunk = (Cat(self.r_data, r2_word) >> (s_skip * 8))[:32 * L]
+            chunk = net(m, (Cat(self.r_data, r2_word) >> (s_skip * 8))[:32 * L], "st_chunk")
             rem = Signal(32)  # the row's elements from the chunk's first on (>= 1)
             m.d.comb += rem.eq(job.k - (s_j << (4 * L).bit_length() - 1))
-            kept_chunk = Cat(Mux(~s_zero & (i < rem), chunk.word_select(i, 8), 0)
-                             for i in range(4 * L))
-            kept_chunk2 = Cat(Mux(~s_zero2 & (i < rem), self.r2_data.word_select(i, 8), 0)
-                              for i in range(4 * L))
+            kept_chunk = net(m, Cat(Mux(~s_zero & (i < rem), chunk.word_select(i, 8), 0)
+                                    for i in range(4 * L)), "st_kept")
+            kept_chunk2 = net(m, Cat(Mux(~s_zero2 & (i < rem), self.r2_data.word_select(i, 8), 0)
+                                     for i in range(4 * L)), "st_kept2")
             left_q = Signal(kw)  # the row's entries from the chunk's first on
             m.d.comb += left_q.eq(G - (s_j << lq))
             for c in range(C):
@@ -1735,7 +1741,7 @@ class EngineOps(wiring.Component):
                     if early_mode and c == C - 1:  # the last bank: every bank holds the entry
                         m.d.sync += a_lim.eq(st_addr[c] + 1)
                     m.d.sync += [st_cnt[c].eq(st_cnt[c] - 1), st_addr[c].eq(st_addr[c] + 1),
-                                 st_buf[c].eq(st_buf[c] >> (8 * M))]
+                                 st_buf[c].eq(st_buf[c].shift_right(8 * M))]
                 with m.If(s_land & (s_c == c)):
                     m.d.sync += [st_buf[c].eq(kept_chunk),
                                  st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
@@ -1746,13 +1752,13 @@ class EngineOps(wiring.Component):
                                      st_cnt[c].eq(Mux(left_q < Q, left_q, Q)),
                                      st_addr[c].eq(s_base + (s_j << lq))]
         if wide_k:  # a key chunk lands in its row's buffer; every buffer writes its next word
-            k_chunk = (Cat(self.r_data, r2_word) >> (k_skip * 8))[:32 * L]
+            k_chunk = net(m, (Cat(self.r_data, r2_word) >> (k_skip * 8))[:32 * L], "kb_chunk")
             k_rem = Signal(32)  # the key row's elements from the chunk's first on (>= 1)
             m.d.comb += k_rem.eq(job.k - (k_j << (4 * L).bit_length() - 1))
-            k_kept = Cat(Mux(~k_zero & (i < k_rem), k_chunk.word_select(i, 8), 0)
-                         for i in range(4 * L))
-            k_kept2 = Cat(Mux(~k_zero2 & (i < k_rem), self.r2_data.word_select(i, 8), 0)
-                          for i in range(4 * L))
+            k_kept = net(m, Cat(Mux(~k_zero & (i < k_rem), k_chunk.word_select(i, 8), 0)
+                                for i in range(4 * L)), "kb_kept")
+            k_kept2 = net(m, Cat(Mux(~k_zero2 & (i < k_rem), self.r2_data.word_select(i, 8), 0)
+                                 for i in range(4 * L)), "kb_kept2")
             k_left = Signal(kw)  # the row's bank words from the chunk's first on
             m.d.comb += k_left.eq(entries - (k_j << (L.bit_length() - 1)))
             for r in range(R):
@@ -1763,7 +1769,7 @@ class EngineOps(wiring.Component):
                                  wi_w[r].data.eq(Cat((slot0 + j)[:ib] for j in range(4))),
                                  wi_w[r].en.eq(0b1111)]
                     m.d.sync += [kb_cnt[r].eq(kb_cnt[r] - 1), kb_addr[r].eq(kb_addr[r] + 1),
-                                 kb_buf[r].eq(kb_buf[r] >> 32)]
+                                 kb_buf[r].eq(kb_buf[r].shift_right(32))]
                 with m.If(k_land & (k_r == r)):
                     m.d.sync += [kb_buf[r].eq(k_kept),
                                  kb_cnt[r].eq(Mux(k_left < L, k_left, L)),

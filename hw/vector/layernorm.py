@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.lib.checks import refuse, require_config
 from hw.lib.fixedpoint import round_shift, saturate
+from hw.lib.nets import net
 from hw.lib.rows import row_reader
 from sw.ref.fixedpoint import INT8_MAX, INT8_MIN
 from sw.ref.layernorm import (
@@ -252,9 +253,11 @@ class LayerNormUnit(wiring.Component):
                 trial_rem = Cat(top, rr)
                 trial = Cat(Const(1, 2), ro)  # (root << 2) | 1
                 ok = trial_rem >= trial
-                ra, rr, ro = ((ra << 2)[:2 * ROOT_BITS],
-                              Mux(ok, trial_rem - trial, trial_rem)[:ROOT_BITS + 3],
-                              Cat(ok, ro)[:ROOT_BITS + 1])
+                # (each step's values as nets: the next step reads them twice)
+                ra, rr, ro = (ra.shift_left(2)[:2 * ROOT_BITS],
+                              net(m, Mux(ok, trial_rem - trial, trial_rem)[:ROOT_BITS + 3],
+                                  f"sqrt{k}_{j}_rrem"),
+                              net(m, Cat(ok, ro)[:ROOT_BITS + 1], f"sqrt{k}_{j}_root"))
             nxt = stage(f"sqrt{k}", prev, **root_fields)
             m.d.sync += [nxt["radicand"].eq(ra), nxt["rrem"].eq(rr), nxt["root"].eq(ro)]
             prev = nxt
@@ -274,7 +277,9 @@ class LayerNormUnit(wiring.Component):
                 dividend_bit = Const(int(step == Q - 1 - RECIP_BITS), 1)
                 shifted = Cat(dividend_bit, dr)
                 fits = (shifted >= root) & (root != 0)
-                dr, rc = Mux(fits, shifted - root, shifted)[:ROOT_BITS + 2], Cat(fits, rc)[:Q]
+                dr = net(m, Mux(fits, shifted - root, shifted)[:ROOT_BITS + 2],
+                         f"div{k}_{j}_drem")
+                rc = Cat(fits, rc)[:Q]
             nxt = stage(f"div{k}", prev, **div_fields)
             m.d.sync += [nxt["root"].eq(root), nxt["drem"].eq(dr), nxt["recip"].eq(rc)]
             prev, root, dr, rc = nxt, nxt["root"], nxt["drem"], nxt["recip"]
