@@ -145,12 +145,13 @@ def run_bench(
     source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v",
                           time0_trigger=sim == "icarus", cache_key=cache_key)
 
-    # Rebuild when the Verilog or the build options change (cocotb's runner would otherwise
-    # reuse a stale simulator binary for Verilator).
+    # Rebuild when the Verilog or the build options change, and only then (cocotb's runner
+    # would otherwise reuse a stale simulator binary, or rebuild an unchanged one: Icarus
+    # compiles a big top for up to ~10 s a run).
     stamp = hashlib.sha256((source.read_text() + f"{sim}{waves}").encode()).hexdigest()
     stamp_file = case_dir / "build.stamp"
     sim_build = case_dir / "sim_build"
-    if stamp_file.exists() and stamp_file.read_text() != stamp and sim_build.exists():
+    if sim_build.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
         shutil.rmtree(sim_build)
 
     runner = get_runner(sim)
@@ -173,7 +174,7 @@ def run_bench(
             build_args=build_args,
             timescale=("1ns", "1ps"),
             waves=waves,
-            always=sim == "icarus",
+            always=False,  # build.stamp (above) decides
             log_file=log,
         )
     finally:
