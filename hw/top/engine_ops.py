@@ -1484,9 +1484,9 @@ class EngineOps(wiring.Component):
                 p_addr = Signal(32)
                 m.d.comb += p_addr.eq(sm_ptr + sm_key)
                 off = p_addr[:2]
-                to_row_end = dj_tokens - sm_key
+                to_row_end = net(m, dj_tokens - sm_key, "drain_to_row_end")
                 remaining = Mux(to_row_end < P - sm_lane, to_row_end, P - sm_lane)
-                p_n = Mux(remaining < 4 * L - off, remaining, 4 * L - off)
+                p_n = net(m, Mux(remaining < 4 * L - off, remaining, 4 * L - off), "drain_n")
                 m.d.comb += self.w_addr.eq(p_addr >> 2)
                 for j in range(4 * L):  # byte lane j of the port: the beat's head + j - off
                     for o in range(min(j + 1, 4)):
@@ -1672,12 +1672,12 @@ class EngineOps(wiring.Component):
                              mk_w.en.eq(Const((1 << KM) - 1, P) << (tgt_i1 % P))]
             with m.Case(4):  # key words: 4 slots of a key row, their dense indices
                 m.d.sync += prev_a.eq(word_in)
+                slots = net(m, Cat((first + j)[:ib] for j in range(4)), "land_slots")
                 for r in range(R):
                     with m.If((tgt_i0 == r) & ((tgt_skip == 0) | (tgt_i1 != 0))):
                         m.d.comb += [wv_w[r].addr.eq(entry), wv_w[r].data.eq(kept),
                                      wv_w[r].en.eq(0b1111), wi_w[r].addr.eq(entry),
-                                     wi_w[r].data.eq(Cat((first + j)[:ib] for j in range(4))),
-                                     wi_w[r].en.eq(0b1111)]
+                                     wi_w[r].data.eq(slots), wi_w[r].en.eq(0b1111)]
             with m.Case(2):  # activation words: 4 bytes of a token row, zero past k
                 m.d.sync += prev_a.eq(word_in)
                 for c in range(C):

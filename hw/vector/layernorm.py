@@ -252,7 +252,7 @@ class LayerNormUnit(wiring.Component):
                 top = ra[2 * ROOT_BITS - 2:2 * ROOT_BITS]
                 trial_rem = Cat(top, rr)
                 trial = Cat(Const(1, 2), ro)  # (root << 2) | 1
-                ok = trial_rem >= trial
+                ok = net(m, trial_rem >= trial, f"sqrt{k}_{j}_ok")
                 # (each step's values as nets: the next step reads them twice)
                 ra, rr, ro = (ra.shift_left(2)[:2 * ROOT_BITS],
                               net(m, Mux(ok, trial_rem - trial, trial_rem)[:ROOT_BITS + 3],
@@ -276,7 +276,7 @@ class LayerNormUnit(wiring.Component):
                     continue
                 dividend_bit = Const(int(step == Q - 1 - RECIP_BITS), 1)
                 shifted = Cat(dividend_bit, dr)
-                fits = (shifted >= root) & (root != 0)
+                fits = net(m, (shifted >= root) & (root != 0), f"div{k}_{j}_fits")
                 dr = net(m, Mux(fits, shifted - root, shifted)[:ROOT_BITS + 2],
                          f"div{k}_{j}_drem")
                 rc = Cat(fits, rc)[:Q]
