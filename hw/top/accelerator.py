@@ -269,9 +269,11 @@ class Accelerator(wiring.Component):
         m.d.sync += [vec.wr_lo.eq(Mux(eng.wo_busy, Mux(eng.wo_tail, eng.wo_lim, res_lo), 0)),
                      vec.wr_hi.eq(Mux(eng.wo_busy, res_hi, 0))]
         m.d.comb += vec.w_busy.eq(eng.wo_writing)
-        cycles = Signal(32)
+        # the cycle counter and the command index are read by name by the top bench (its trace
+        # and progress): ``keep`` holds the names in the simulators' lean netlist
+        cycles = Signal(32, attrs={"keep": 1})
         status = Signal(8)  # the status the run ends with, valid with ctrl.done
-        index = Signal(32)
+        index = Signal(32, attrs={"keep": 1})
         count = Signal(32)
         words = Array(Signal(32, name=f"w{k}") for k in range(CMD_WORDS))
         got = Signal(range(CMD_WORDS + 1))

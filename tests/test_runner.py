@@ -1,0 +1,43 @@
+"""sim.runner's lean netlist: one flat module of the same ports, named signals held by keep."""
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.spmm.pe import ProcessingElement
+from sim.runner import emit_verilog
+
+
+class _Kept(wiring.Component):
+    """A counter nothing outside reads, one with ``keep``, and a port."""
+
+    def __init__(self):
+        super().__init__({"o": Out(8), "i": In(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        kept = Signal(8, attrs={"keep": 1})
+        dropped = Signal(8)
+        m.d.sync += [kept.eq(kept + self.i), dropped.eq(dropped + 1)]
+        m.d.comb += self.o.eq(self.i + 1)
+        return m
+
+
+def _ports(verilog: str) -> set[str]:
+    """The names in the first module's port list."""
+    head = verilog.split("\nmodule ", 1)[1].split(");", 1)[0]
+    return {p.strip() for p in head.split("(", 1)[1].split(",")}
+
+
+def test_the_lean_netlist_is_one_module_of_assignments_with_the_ports(tmp_path):
+    text = emit_verilog(ProcessingElement(m=8), "pe", tmp_path / "pe.v", lean=True).read_text()
+    full = emit_verilog(ProcessingElement(m=8), "pe", tmp_path / "pe_full.v").read_text()
+    assert full.count("\nmodule ") == 2 and "always @*" in full  # the PE and its IndexMux
+    assert text.count("\nmodule ") == 1 and "always @*" not in text
+    assert _ports(text) == _ports(full) >= {"weight", "sel", "acts", "total", "clk", "rst"}
+
+
+def test_the_lean_netlist_keeps_signals_marked_keep_and_drops_unread_ones(tmp_path):
+    text = emit_verilog(_Kept(), "kept", tmp_path / "kept.v", lean=True).read_text()
+    assert "reg [7:0] kept" in text
+    assert "dropped" not in text
