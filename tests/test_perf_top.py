@@ -64,6 +64,26 @@ def test_busy_cycles_by_hand_and_never_above_the_kernel():
     assert top.program_cycles(cmds, cfg) > busy["total"]
 
 
+def test_busy_cycles_counts_the_drain_of_short_tiles():
+    """A tile of fewer steps than the array's C columns still takes C cycles: its sums wait
+    for the C output beats of the tile before (tiny: C = 4). Counted by hand, and no more
+    than the kernel model's cycles."""
+    cfg = preset("tiny")
+
+    def linear(k: int, n: int) -> Command:  # 2 row blocks x 2 token blocks
+        return Command(Op.LINEAR, {"a": 0, "a_stride": 16, "tokens": 5, "k": k, "rows": 8,
+                                   "n": n, "m": 4, "w_off": 0, "rq_off": 4096, "out": 2048,
+                                   "out_stride": 8, "out_bits": 8})
+
+    short, long = linear(4, 2), linear(16, 2)  # 1 group x 2 = 2 steps; 4 x 2 = 8 steps
+    end = Command(Op.END, {})
+    assert top.busy_cycles([short, end], cfg)["array"] == 2 + 3 * 4
+    assert top.busy_cycles([short, long, end], cfg)["array"] == 2 + 3 * 4 + 4 * 8
+    assert top.busy_cycles([long, short, end], cfg)["array"] == 4 * 8 + 4 * 4
+    for cmds in ([short, end], [long, short, end]):
+        assert sum(top.command_costs(cmds, cfg)) > top.busy_cycles(cmds, cfg)["total"]
+
+
 def test_feed_steps_without_watermarks_is_the_back_to_back_formula():
     # the first step FEED_LATENCY cycles after the feeder's first, or at the capture
     assert top.feed_steps(10, 64, 4, 0) == (13, 76)

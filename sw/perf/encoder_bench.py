@@ -41,11 +41,12 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   ``array_floor_cycles`` is the PE array's own floor for the Program's GEMMs (MACs / (R * C *
   M/N)), as ``nmaccel run`` reports it.
 * **Ceiling.** ``busy_cycles`` (:func:`sw.perf.top.busy_cycles`): the cycles the PE array
-  (whole tiles, padding included), the LayerNorm / residual lanes and the LOAD / STORE port
-  are busy with the Program. At batch 1 each of them waits for the whole output of the
-  command before it, so no schedule on these units is faster, however much of the fetch,
-  staging, loads and write-out it hides; ``busy_utilisation`` = floor / ``total`` is the
-  most utilisation the preset's units can reach on this Program.
+  (whole tiles, padding included, each at least ``C`` cycles: the engine drains a tile's
+  ``C`` output columns before it takes the next tile's sums), the LayerNorm / residual lanes
+  and the LOAD / STORE port are busy with the Program. At batch 1 each of them waits for the
+  whole output of the command before it, so no schedule on these units is faster, however
+  much of the fetch, staging, loads and write-out it hides; ``busy_utilisation`` = floor /
+  ``total`` is the most utilisation the preset's units can reach on this Program.
 * **Resources** (:func:`preset_resources`): whether the preset fits its part, from the
   summary ``make bitstream`` wrote (Yosys estimates for the Alveo parts, the routed design for
   ``ecp5``). The projections are those of the preset as configured, fitting or not.
@@ -776,7 +777,8 @@ def readme_table(report: dict) -> str:
     lines += ["", f"Clocks: {clocks}. Floor: the compute-bound minimum, (weight MACs x N/M + "
               "attention MACs) / (the part's DSPs x MACs per DSP); utilisation = floor / "
               "projected (for the block model, and for the RTL kernel as built). Ceiling: "
-              "floor / the cycles the PE array (whole tiles), the LayerNorm lanes and the "
+              "floor / the cycles the PE array (whole tiles, each at least as long as its "
+              "output drain of one token a cycle), the LayerNorm lanes and the "
               "LOAD/STORE port are busy, one after the other as batch 1 needs them: the most "
               "utilisation any schedule of the Program on the preset's units reaches.", ""]
     res = [f"{k}: {v['resources']['label']}" for k, v in report["presets"].items()

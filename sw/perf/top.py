@@ -37,7 +37,7 @@ from hw.top.axi import MAX_BURST, OUTSTANDING
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
-from sw.perf.engine import CAPTURE_LATENCY
+from sw.perf.engine import CAPTURE_LATENCY, engine_cycles
 from sw.perf.vector_ops import stream_beside, stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
@@ -1038,10 +1038,14 @@ def program_cycles(commands, config: AcceleratorConfig) -> int:
 
 def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     """The cycles the units whose work is serial at batch 1 are busy with a Program: the
-    PE array (``array``: every tile's steps, ``G n`` for a LINEAR, ``G M`` for QK_SOFTMAX and
-    PV, times the row blocks of ``R`` and token blocks of ``C``, padding included), the
-    LayerNorm / residual / GELU lanes (``vector``: ``ceil(width / P)`` beats a token row) and
-    the device-memory port (``io``: LOAD's and STORE's bus beats); ``total``, their sum.
+    PE array (``array``: its tiles, ``G n`` steps for a LINEAR, ``G M`` for QK_SOFTMAX and
+    PV, times the row blocks of ``R`` and token blocks of ``C``, padding included, one after
+    another as the engine runs them: a tile's sums wait for the ``C`` output beats of the
+    tile before, so a tile of fewer than ``C`` steps still takes ``C`` cycles, as QK's 64
+    channels do on a 128-column array: :func:`sw.perf.engine.engine_cycles` of them less
+    the last tile's capture latency and drain, which may run beside the next unit), the
+    LayerNorm / residual / GELU lanes (``vector``: ``ceil(width / P)`` beats a token row)
+    and the device-memory port (``io``: LOAD's and STORE's bus beats); ``total``, their sum.
 
     The softmax unit is left out: its rows run beside the next heads' QK already. Each of the
     others waits for the whole output of the command before it (a LINEAR's first tile needs
@@ -1052,6 +1056,7 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     LayerNorm finishes the rest; the figure ignores that)."""
     R, C, M, P = config.pe_rows, config.pe_cols, config.m, config.vector_lanes
     busy = {"array": 0, "vector": 0, "io": 0}
+    steps: list[int] = []  # every tile's steps, in the Program's order
     for cmd in commands:
         a = cmd.args
         if cmd.op == Op.LINEAR:
@@ -1072,6 +1077,8 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
             continue
         else:
             continue
-        busy["array"] += -(-k // M) * n * -(-rows // R) * -(-tokens // C)
+        steps += [-(-k // M) * n] * (-(-rows // R) * -(-tokens // C))
+    if steps:  # to the last tile's capture: its drain may run beside the next unit
+        busy["array"] = engine_cycles(config, steps) - (CAPTURE_LATENCY - 1) - C
     busy["total"] = sum(busy.values())
     return busy
