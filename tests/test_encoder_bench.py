@@ -170,6 +170,10 @@ def test_floor_and_utilisation_in_the_report(bench):
     # the kernel as built, against the same floor: slower than the block model on tiny
     assert c["kernel_utilisation"] == pytest.approx(c["floor_cycles"] / c["kernel_cycles"])
     assert 0 < c["kernel_utilisation"] < c["utilisation"]
+    # over the preset's own PEs (tiny has no part DSP count: the same floor but for padding)
+    assert c["kernel_array_utilisation"] == pytest.approx(c["array_floor_cycles"]
+                                                          / c["kernel_cycles"])
+    assert c["kernel_array_utilisation"] >= c["kernel_utilisation"]
     # the ceiling: the units' busy time, below every schedule's cycles
     busy = c["busy_cycles"]
     assert busy["total"] == busy["array"] + busy["vector"] + busy["io"]

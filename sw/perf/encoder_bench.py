@@ -39,7 +39,10 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   (part DSPs * MACs per DSP)`` cycles (attention's QK and PV are dense; a preset without a
   part DSP count uses its PE count), at the clock. ``utilisation`` = floor / projected.
   ``array_floor_cycles`` is the PE array's own floor for the Program's GEMMs (MACs / (R * C *
-  M/N)), as ``nmaccel run`` reports it.
+  M/N)), as ``nmaccel run`` reports it; ``array_utilisation`` and
+  ``kernel_array_utilisation`` divide it by the block model's and the kernel's cycles (the PE
+  utilisation of ``DESIGN.md`` section 9: how busy the preset's own PEs are, where
+  ``utilisation`` also counts the part's DSPs the array leaves unused).
 * **Ceiling.** ``busy_cycles`` (:func:`sw.perf.top.busy_cycles`): the cycles the PE array
   (whole tiles, padding included, each at least ``C`` cycles: the engine drains a tile's
   ``C`` output columns before it takes the next tile's sums), the LayerNorm / residual lanes
@@ -431,7 +434,9 @@ def _finish_case(case: dict, cfg: AcceleratorConfig, clock: dict) -> None:
     case["utilisation"] = fc / proj if proj else None
     case["kernel_utilisation"] = fc / case["kernel_cycles"]  # the RTL kernel as built
     case["compute_utilisation"] = fc / case["model_cycles"]
+    # DESIGN.md section 9's PE utilisation: over the preset's own PEs, not the part's DSPs
     case["array_utilisation"] = case["array_floor_cycles"] / case["model_cycles"]
+    case["kernel_array_utilisation"] = case["array_floor_cycles"] / case["kernel_cycles"]
     # the most any schedule of this Program on these units reaches (sw.perf.top.busy_cycles)
     case["busy_utilisation"] = fc / case["busy_cycles"]["total"]
 
