@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default="minilm",
                      help="minilm (pretrained), bert-base (seeded random) or a model directory")
     run.add_argument("--preset", default="tiny", help="preset name or config JSON file")
-    run.add_argument("--nm", default="2:4", help="N:M for one-shot pruning of a dense model")
+    run.add_argument("--nm", help="N:M for one-shot pruning of a dense model (default: half "
+                                   "the weights in the preset's M: 2:4 on M = 4, 4:8 on M = 8)")
     run.add_argument("--device", default="ref", choices=["ref", "rtl", "xrt"],
                      help="ref: golden model; rtl: the generated Verilog in simulation (SIM="
                           "icarus|verilator); xrt: an Alveo card")

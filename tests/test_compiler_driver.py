@@ -350,7 +350,9 @@ def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--nm", "2:8"], "built for M = 4"),
+    (["--nm", "2:8"], "built for M = 4; the same density there is --nm 1:4"),
+    (["--nm", "2:4", "--preset", "u200"], "built for M = 8; the same density there is --nm 4:8"),
+    (["--nm", "1:3", "--preset", "u200"], "M must be 4, 8 or 16"),
     (["--seq", "5000"], "holds 1..512 tokens"),
     (["--model", "/nonexistent"], "neither minilm, bert-base nor a saved model"),
     (["--preset", "nosuch"], "unknown preset"),
@@ -366,6 +368,16 @@ def test_minilm_one_layer_2of4_meets_the_cosine_target():
 
     r = run_encoder(model="minilm", config=preset("tiny"), nm="2:4", device="ref", seq=16,
                     layers=1, progress=lambda *_: None)
+    assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
+
+
+def test_run_prunes_half_the_weights_in_the_presets_m_by_default():
+    """Without --nm, u200 (M = 8) prunes to 4:8: 2:4's density in its own M."""
+    from sw.driver.encoder_run import run_encoder
+
+    r = run_encoder(model="bert-base", config=preset("u200"), nm=None, device="ref", seq=8,
+                    layers=1, progress=lambda *_: None)
+    assert r["nm"] == "4:8"
     assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
 
 

@@ -185,14 +185,21 @@ def run_with_progress(device: str, config: AcceleratorConfig, compiled, x_int8, 
     return y, res
 
 
-def run_encoder(*, model: str, config: AcceleratorConfig, nm: str, device: str, seq: int,
-                layers: int | None = None, seed: int = 0, save_ir: str | None = None,
-                progress=print) -> dict:
+def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device: str,
+                seq: int, layers: int | None = None, seed: int = 0,
+                save_ir: str | None = None, progress=print) -> dict:
+    """Prune ``model`` one-shot to ``nm`` (None: half the weights, ``M/2 : M`` in the preset's
+    M, i.e. 2:4 on M = 4 and 4:8 on M = 8), quantize, compile for ``config``, run on
+    ``device`` and compare with the float model; the report ``nmaccel run`` prints."""
     from sw.prune.sparsify import _parse_nm
 
+    nm = f"{config.m // 2}:{config.m}" if nm is None else nm
     n, m = _parse_nm(nm)
     if m != config.m:
-        raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}")
+        same = (f"; the same density there is --nm {n * config.m // m}:{config.m}"
+                if n != m and n * config.m % m == 0 else "")
+        raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
+                         f"{same}")
     if n != m and n > config.n_max:
         raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} or dense")
     if not 1 <= seq <= config.max_row:
