@@ -353,6 +353,7 @@ def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys
     (["--nm", "2:8"], "built for M = 4; the same density there is --nm 1:4"),
     (["--nm", "2:4", "--preset", "u200"], "built for M = 8; the same density there is --nm 4:8"),
     (["--nm", "1:3", "--preset", "u200"], "M must be 4, 8 or 16"),
+    (["--nm", "4:4", "--preset", "u200"], "the same density there is --nm 8:8"),
     (["--seq", "5000"], "holds 1..512 tokens"),
     (["--model", "/nonexistent"], "neither minilm, bert-base nor a saved model"),
     (["--preset", "nosuch"], "unknown preset"),

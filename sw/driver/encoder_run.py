@@ -197,7 +197,7 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
     n, m = _parse_nm(nm)
     if m != config.m:
         same = (f"; the same density there is --nm {n * config.m // m}:{config.m}"
-                if n != m and n * config.m % m == 0 else "")
+                if n * config.m % m == 0 else "")
         raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
                          f"{same}")
     if n != m and n > config.n_max:
