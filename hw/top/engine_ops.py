@@ -217,9 +217,11 @@ class EngineOps(wiring.Component):
     keys per cycle (``ceil(tokens / mask_lanes)`` cycles: a byte per cycle with one-word
     ports, a mask word of ``P`` keys with wide ones).
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
-    and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, ``2 C`` score banks (a token's
-    even and odd words) of ``2 ceil(ceil(max_row / P) / 2)`` x ``32 P`` bits (two buffers)
-    and a ``4 max_row``-bit key mask (four buffers), the pending slot's ~220 flip-flops;
+    and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, two score memories (block RAM:
+    every token's even words, its odd words) of ``C`` x ``S`` words of ``32 P`` bits, ``S``
+    the power of two from ``2 ceil(ceil(max_row / P) / 2)`` (two buffers a token; one
+    column written and one read a cycle), and a ``4 max_row``-bit key mask (four buffers),
+    the pending slot's ~220 flip-flops;
     with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
     banks twice as deep (two row blocks); ``R`` requantizer-record memories of 4 x 96 bits
@@ -363,15 +365,20 @@ class EngineOps(wiring.Component):
         wv_mem = [Memory(shape=unsigned(32), depth=w_bufs * w_depth, init=[]) for _ in range(R)]
         wi_mem = [Memory(shape=unsigned(4 * ibw), depth=w_bufs * w_depth, init=[])
                   for _ in range(R)]
-        # score banks: token column c's scores, a word of P keys per entry, its even words in
-        # sc_mem[c] and its odd ones in sc_mem[C + c], so the write-out can write two
-        # neighbouring words a cycle
-        # Two score buffers (entries from hd on: buffer 1) and four key-mask buffers (entries
+        # score memories: a word of P keys per entry, the even words of every token column in
+        # sc_mem[0] and the odd ones in sc_mem[1], so the write-out can write two neighbouring
+        # words of a column a cycle; column c's entries from c << sc_col on. Two score
+        # buffers (a column's entries from hd on: buffer 1) and four key-mask buffers (entries
         # from b * nkb on): a QK's tiles fill score buffer qbuf (flipped when a token block's
         # rows are handed over) and its MASK mask buffer mq (the next per QK), while the
-        # softmax rows before, running and pending, read others (sbuf, smk; pj_buf, pj_mk)
+        # softmax rows before, running and pending, read others (sbuf, smk; pj_buf, pj_mk).
+        # The write-out writes one column a cycle and the feed reads one, so one memory of
+        # all columns does (block RAM: a bank per column cost LUT RAM, its write-data
+        # multiplexers and a C-way read multiplexer, all per column)
         hd = -(-nkb // 2)
-        sc_mem = [Memory(shape=unsigned(32 * P), depth=2 * hd, init=[]) for _ in range(2 * C)]
+        sc_col = (2 * hd - 1).bit_length()
+        sc_mem = [Memory(shape=unsigned(32 * P), depth=C << sc_col, init=[],
+                         attrs={"ram_style": "block"}) for _ in range(2)]
         mask_mem = Memory(shape=unsigned(P), depth=4 * nkb, init=[])
         qbuf, sbuf = Signal(), Signal()
         # the softmax rows run beside the next commands (sm_busy) with the QK's fields latched
@@ -414,7 +421,7 @@ class EngineOps(wiring.Component):
         wi_w = [_Offset(m, mm.write_port(granularity=ibw), w_bufs * w_depth, st_sel, w_depth)
                 for mm in wi_mem]
         wi_r = [mm.read_port() for mm in wi_mem]
-        sc_w = [mm.write_port(granularity=32) for mm in sc_mem]  # even words, then odd
+        sc_w = [mm.write_port(granularity=32) for mm in sc_mem]  # even words, odd words
 
         def put_value(r, slot, byte):
             """Write row ``r``'s value of ``slot`` (its byte lane of the slot's word)."""
@@ -745,7 +752,7 @@ class EngineOps(wiring.Component):
         m.d.comb += [eng.cmd.payload.n.eq(n), eng.cmd.payload.groups.eq(G),
                      eng.cmd.payload.act_unsigned.eq(is_pv)]
 
-        # engine output: LINEAR / PV through the requantizer, QK straight to the score banks
+        # engine output: LINEAR / PV through the requantizer, QK straight to the score memories
         # the tile's records are in: not the slot the records loader is filling (and the
         # early tile's, et_rec)
         rq_open = ~et_rec & (rq_idle | (ld_slot != rslot[:2])) if early_mode else 1
@@ -830,18 +837,18 @@ class EngineOps(wiring.Component):
         # cycle, while the drain writes earlier rows' probabilities: rows stream through it
         kb = Signal(32)  # key beats the feed issued of its row
         f_c = Signal(32)  # query row (column of the block) the feed reads
-        f_sel = Signal(max(1, (C - 1).bit_length()))  # ... the one the banks return now
         cm_c = Signal(32)  # rows whose cmd the unit took
         d_c = Signal(32)  # row the drain writes
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
-        for c in range(2 * C):
-            m.d.comb += sc_r[c].addr.eq((kb >> 1) + Mux(sbuf, hd, 0))
+        for port in sc_r:
+            m.d.comb += port.addr.eq((f_c[:max(1, (C - 1).bit_length())] << sc_col)
+                                     + (kb >> 1) + Mux(sbuf, hd, 0))
         m.d.comb += mk_r.addr.eq(kb + smk * nkb)
-        kb_odd = Signal()  # the word the banks return is an odd one
-        sc_data = Array(Mux(kb_odd, sc_r[C + c].data, sc_r[c].data) for c in range(C))[f_sel]
-        key0 = Signal(32)  # the first key of the beat the banks return
-        m.d.sync += [key0.eq(kb * P), f_sel.eq(f_c), kb_odd.eq(kb[0])]
+        kb_odd = Signal()  # the word the memories return is an odd one
+        sc_data = Mux(kb_odd, sc_r[1].data, sc_r[0].data)
+        key0 = Signal(32)  # the first key of the beat the memories return
+        m.d.sync += [key0.eq(kb * P), kb_odd.eq(kb[0])]
         for lane in range(P):
             m.d.comb += [sbeat[lane].score.eq(sc_data.word_select(lane, 32)),
                          sbeat[lane].keep.eq(mk_r.data[lane] & (key0 + lane < fj_tokens))]
@@ -1457,14 +1464,14 @@ class EngineOps(wiring.Component):
             with m.If(sm.cmd.valid & sm.cmd.ready):
                 m.d.sync += cm_c.eq(cm_c + 1)
             # a row's scores are read once they are all written: every tile's but the
-            # last's, and the last's beat f_c (the write-out writes to the score banks,
+            # last's, and the last's beat f_c (the write-out writes to the score memories,
             # the softmax drain to the scratchpad); the last tile in the descriptor FIFO is
             # the pending block's once the running block's scores are all written
             last_in = desc.r_rdy & wo.last & (f_c < beats_out)
             scored = Mux(f_pj, pj_all | (sm_all & last_in), sm_all | last_in)
             s_go = f_row(f_c) & scored & (sfifo.level + s_pend < sfifo.depth)
-            for c in range(2 * C):
-                m.d.comb += sc_r[c].en.eq(s_go)
+            for port in sc_r:
+                m.d.comb += port.en.eq(s_go)
             m.d.comb += mk_r.en.eq(s_go)
             with m.If(s_go):
                 m.d.sync += s_pend.eq(1)
@@ -1827,16 +1834,15 @@ class EngineOps(wiring.Component):
                             if dv in qk_next:
                                 m.d.comb += data_b.eq(qk_next[dv])
                 odd, half = word[0], word >> 1
-                for c in range(C):
-                    with m.If(beats_out == c):  # the even bank takes the even word of the two
-                        ev, od = sc_w[c], sc_w[C + c]
-                        qb = Mux(wo.buf, hd, 0)
-                        m.d.comb += [ev.addr.eq(Mux(odd, half + 1, half) + qb),
-                                     ev.data.eq(Mux(odd, data_b, data_a)),
-                                     ev.en.eq(Mux(odd, en_b, en_a)),
-                                     od.addr.eq(half + qb),
-                                     od.data.eq(Mux(odd, data_a, data_b)),
-                                     od.en.eq(Mux(odd, en_a, en_b))]
+                # column beats_out's entries; the even memory takes the even word of the two
+                base = (beats_out[:max(1, (C - 1).bit_length())] << sc_col) + Mux(wo.buf, hd, 0)
+                ev, od = sc_w
+                m.d.comb += [ev.addr.eq(base + Mux(odd, half + 1, half)),
+                             ev.data.eq(Mux(odd, data_b, data_a)),
+                             ev.en.eq(Mux(odd, en_b, en_a)),
+                             od.addr.eq(base + half),
+                             od.data.eq(Mux(odd, data_a, data_b)),
+                             od.en.eq(Mux(odd, en_a, en_b))]
             with m.Else():  # LINEAR / PV: the beat's elements that share the
                 # write port's L words; the beat's head (held_v[0 ..]) goes out first
                 sixteen = job.out_bits == 16
