@@ -65,7 +65,8 @@ def bench(tmp_path_factory, tiny_bert):
                                rtl_presets=["tiny"], rtl_model=tiny_bert, rtl_sparsity="2:4",
                                rtl_seq=SEQ, rtl_layers=2, rtl_device="ref",
                                ecp5_summary=tmp / "absent.json", out=tmp / "encoder.json",
-                               plot=tmp / "encoder.png", progress=msgs.append)
+                               plot=tmp / "encoder.png", onnx_dir=tmp / "onnx",
+                               progress=msgs.append)
     return report, tmp, calls, msgs
 
 
@@ -152,7 +153,7 @@ def test_report_written_and_complete(bench, tiny_bert):
     assert [c["preset"] for c in report["cases"][::2]] == ["tiny", "slowmem", "fastmem",
                                                           "smallspm", "noclock"]
     assert calls and calls[0]["models"] == [tiny_bert] and calls[0]["seq"] == SEQ
-    assert calls[0]["rounds"] == 1
+    assert calls[0]["rounds"] == 1 and calls[0]["onnx_dir"] == tmp / "onnx"
     assert report["cpu_source"] == "measured in this run"
     assert any("wrote" in m for m in msgs)
 

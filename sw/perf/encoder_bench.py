@@ -18,8 +18,9 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   the sum of :func:`sw.driver.executor.command_cycles` (engine, softmax, LayerNorm and the
   vector units at their exact cycle models, commands one after another, LOAD/STORE at
   ``pe_cols`` bytes per cycle), computed from the Program without executing it. It does
-  **not** include the current RTL's byte-serial operand staging: that is what the RTL check
-  measures (below).
+  **not** include what the kernel as built adds around the blocks (command fetch, operand
+  staging, result write-out): ``kernel_cycles`` does (:mod:`sw.perf.top`, per command; the
+  figure the RTL check holds to the RTL's cycle counter, below).
 * **Device memory.** Bytes each command streams from device memory: a LINEAR's packed weights
   (values + bit-packed indices) and requant records once per token block of ``pe_cols``
   tokens (``hw.top.engine_ops.EngineOps`` fetches a row block's weights for every token
@@ -548,11 +549,11 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                       out: str | Path = "build/bench/encoder.json",
                       plot: str | Path | None = "build/bench/encoder.png",
                       readme: str | Path | None = None, cpu_bench=None,
-                      progress=print) -> dict:
+                      onnx_dir: str | Path = "build/bench/onnx", progress=print) -> dict:
     """Run the benchmark, write ``out`` (and ``plot``, and the table into ``readme``); returns
     the report. ``cpu`` is ``measure`` (run :func:`sw.perf.cpu.run_cpu_bench`, or
-    ``cpu_bench`` when given: same keywords), ``reuse`` (read ``cpu_json``; labelled as not
-    measured in this run) or ``none``."""
+    ``cpu_bench`` when given: same keywords; its ONNX exports cached in ``onnx_dir``),
+    ``reuse`` (read ``cpu_json``; labelled as not measured in this run) or ``none``."""
     models, sparsities = list(models), list(sparsities)
     for mname in models:
         _check_model(mname)
@@ -607,7 +608,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                  f"{rounds} rounds x {cpu_iters} passes")
         cpu_report = fn(models=models, backends=BACKENDS, seq=seq, rounds=rounds,
                         iters=cpu_iters, warmup=cpu_warmup, threads=threads,
-                        out=out.with_name(out.stem + "-cpu.json"), progress=progress)
+                        out=out.with_name(out.stem + "-cpu.json"), onnx_dir=onnx_dir,
+                        progress=progress)
         cpu_source = "measured in this run"
     elif cpu == "reuse":
         cpu_report = json.loads(Path(cpu_json).read_text())
@@ -933,6 +935,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="build/bench/encoder.json")
     p.add_argument("--plot", default="build/bench/encoder.png", help="'' for no plot")
     p.add_argument("--readme", default=None, help="update the table between the markers")
+    p.add_argument("--onnx-dir", default="build/bench/onnx",
+                   help="where the CPU baselines' ONNX exports are cached")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -945,7 +949,7 @@ def main(argv=None) -> int:
             rtl_presets=_csv(args.rtl_presets), rtl_model=args.rtl_model,
             rtl_sparsity=args.rtl_sparsity, rtl_seq=args.rtl_seq, rtl_layers=args.rtl_layers,
             alveo_clock_mhz=args.alveo_clock_mhz, ecp5_summary=args.ecp5_summary,
-            out=args.out, plot=args.plot or None, readme=args.readme,
+            out=args.out, plot=args.plot or None, readme=args.readme, onnx_dir=args.onnx_dir,
             progress=lambda s: print(s, flush=True))
     except ValueError as e:
         p.error(str(e))
