@@ -219,8 +219,8 @@ class EngineOps(wiring.Component):
     Buffers: ``C`` activation banks of ``act_buffer_depth`` x ``M`` bytes, ``R`` value banks
     and ``R`` index banks of ``ceil(max_k / 4)`` x 4 slots, two score memories (block RAM:
     every token's even words, its odd words) of ``C`` x ``S`` words of ``32 P`` bits, ``S``
-    the power of two from ``2 ceil(ceil(max_row / P) / 2)`` (two buffers a token; one
-    column written and one read a cycle), and a ``4 max_row``-bit key mask (four buffers),
+    = ``2 ceil(ceil(max_row / P) / 2)`` rounded up to a power of two (two buffers a token;
+    one column written and one read a cycle), and a ``4 max_row``-bit key mask (four buffers),
     the pending slot's ~220 flip-flops;
     with wide
     ports ``C + R`` chunk buffers of ``4 L`` bytes; with a weight port the value and index
@@ -377,6 +377,7 @@ class EngineOps(wiring.Component):
         # multiplexers and a C-way read multiplexer, all per column)
         hd = -(-nkb // 2)
         sc_col = (2 * hd - 1).bit_length()
+        col_bits = max(1, (C - 1).bit_length())  # a token column's index (below C)
         sc_mem = [Memory(shape=unsigned(32 * P), depth=C << sc_col, init=[],
                          attrs={"ram_style": "block"}) for _ in range(2)]
         mask_mem = Memory(shape=unsigned(P), depth=4 * nkb, init=[])
@@ -842,8 +843,7 @@ class EngineOps(wiring.Component):
         sbeat = Signal(data.ArrayLayout(data.StructLayout({"score": signed(32),
                                                            "keep": unsigned(1)}), P))
         for port in sc_r:
-            m.d.comb += port.addr.eq((f_c[:max(1, (C - 1).bit_length())] << sc_col)
-                                     + (kb >> 1) + Mux(sbuf, hd, 0))
+            m.d.comb += port.addr.eq((f_c[:col_bits] << sc_col) + (kb >> 1) + Mux(sbuf, hd, 0))
         m.d.comb += mk_r.addr.eq(kb + smk * nkb)
         kb_odd = Signal()  # the word the memories return is an odd one
         sc_data = Mux(kb_odd, sc_r[1].data, sc_r[0].data)
@@ -1835,7 +1835,7 @@ class EngineOps(wiring.Component):
                                 m.d.comb += data_b.eq(qk_next[dv])
                 odd, half = word[0], word >> 1
                 # column beats_out's entries; the even memory takes the even word of the two
-                base = (beats_out[:max(1, (C - 1).bit_length())] << sc_col) + Mux(wo.buf, hd, 0)
+                base = (beats_out[:col_bits] << sc_col) + Mux(wo.buf, hd, 0)
                 ev, od = sc_w
                 m.d.comb += [ev.addr.eq(base + Mux(odd, half + 1, half)),
                              ev.data.eq(Mux(odd, data_b, data_a)),
