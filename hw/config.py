@@ -238,6 +238,18 @@ class AcceleratorConfig:
 
     # -- derived quantities (derived here once, so nobody restates them) -----------------------
     @property
+    def sum_bits(self) -> int:
+        """Bits of the PE array's accumulators and shadow registers: the fewest that hold, as
+        signed integers, every sum the engine can form: ``max(max_k, max_row)`` products of
+        at most ``255 * 128`` in magnitude (int8 or uint8 activations x int8 weights; the
+        kernel refuses longer reductions). Each such sum is an int32 value (``acc_bits``, by
+        the checks above), so the narrower registers hold it exactly and the engine's output
+        beats sign-extend it: the numerics stay those of int32 accumulation. 28 for every
+        preset (``4096 * 255 * 128 < 2**27``)."""
+        bound = max(self.max_k, self.max_row) * 255 * 128
+        return min(bound.bit_length() + 1, self.acc_bits)
+
+    @property
     def index_bits(self) -> int:
         """Bits of one N:M index: log2(M)."""
         return self.m.bit_length() - 1

@@ -13,9 +13,11 @@ pytestmark = pytest.mark.sim
 PATTERNS = {4: [1, 2, 3, 4], 8: [1, 2, 4, 8], 16: [2, 16]}
 
 
-def cases(m: int, seed: int) -> list[dict]:
+def cases(m: int, seed: int, max_k: int = 0) -> list[dict]:
     """Stimulus knobs: shapes (K not a multiple of M or of the tile, one token, more tokens
-    than columns, more rows than PE rows), all-zero and saturating operands, uint8 activations."""
+    than columns, more rows than PE rows), all-zero and saturating operands, uint8 activations;
+    with ``max_k``, saturating reductions of the longest K, whose sums reach the bound the
+    accumulators are sized by (``config.sum_bits``)."""
     out = []
     for i, n in enumerate(PATTERNS[m]):
         out += [
@@ -34,6 +36,13 @@ def cases(m: int, seed: int) -> list[dict]:
         {"name": "saturating-uint8", "rows": 2, "k": m, "tokens": 3, "n": m,
          "kind": "saturating", "act_unsigned": True, "seed": seed + 23},
     ]
+    if max_k:
+        out += [
+            {"name": "saturating-max-k", "rows": 2, "k": max_k, "tokens": 2, "n": m,
+             "kind": "saturating", "seed": seed + 24},
+            {"name": "saturating-uint8-max-k", "rows": 2, "k": max_k, "tokens": 3, "n": m,
+             "kind": "saturating", "act_unsigned": True, "seed": seed + 25},
+        ]
     return out
 
 
@@ -43,7 +52,7 @@ def bench_engine(cfg, seed: int):
         component=SpmmEngine(config=cfg),
         bench="sim.benches.engine",
         case=cfg.name,
-        params={"config": cfg.to_dict(), "cases": cases(cfg.m, seed)},
+        params={"config": cfg.to_dict(), "cases": cases(cfg.m, seed, cfg.max_k)},
     )
     for case in report["no_stalls"]:
         assert case["rtl_cycles"] == case["model_cycles"], case
@@ -54,7 +63,7 @@ def bench_engine(cfg, seed: int):
 @pytest.mark.parametrize(("rows", "cols"), [(4, 4), (2, 3)])
 def test_engine_bench(rows, cols, m):
     cfg = preset("tiny").replace(name=f"bench-{rows}x{cols}-m{m}", pe_rows=rows, pe_cols=cols,
-                                 m=m, n_max=m, max_k=64 * m)
+                                 m=m, n_max=m, max_k=64 * m, max_row=64 * m)
     bench_engine(cfg, seed=100 * m + 10 * rows + cols)
 
 
@@ -64,7 +73,8 @@ def test_packed_engine_bench(m):
     the same cycles as the model, which does not know about the packing."""
     rows, cols = 3, 4
     cfg = preset("tiny").replace(name=f"bench-{rows}x{cols}-m{m}-x2", pe_rows=rows,
-                                 pe_cols=cols, m=m, n_max=m, max_k=64 * m, macs_per_dsp=2)
+                                 pe_cols=cols, m=m, n_max=m, max_k=64 * m, max_row=64 * m,
+                                 macs_per_dsp=2)
     bench_engine(cfg, seed=5000 + 100 * m + 10 * rows + cols)
 
 
@@ -100,3 +110,27 @@ def test_engine_bench_catches_a_broken_index_mux(monkeypatch):
         run_bench(component=SpmmEngine(config=cfg), bench="sim.benches.engine",
                   case=cfg.name, testcase="no_stalls",
                   params={"config": cfg.to_dict(), "cases": cases(4, 1)[:1]})
+
+
+@pytest.mark.parametrize("macs_per_dsp", [1, 2])
+def test_engine_bench_catches_narrow_accumulators(monkeypatch, macs_per_dsp):
+    """The max-K cases sit on the accumulators' bound: one bit fewer than
+    ``config.sum_bits`` must fail them (the int8 case reaches ``+max_k * 2**14``, the uint8
+    one ``-max_k * 255 * 128``), and the engine as built passes them."""
+    from hw.config import AcceleratorConfig
+    from sim.runner import BenchFailed
+
+    cfg = preset("tiny").replace(name=f"bench-sum-bits-x{macs_per_dsp}", pe_rows=2,
+                                 pe_cols=2, max_k=256, max_row=256, macs_per_dsp=macs_per_dsp)
+    assert cfg.sum_bits == 24  # +256 * 2**14 = 2**22 and -256 * 255 * 128 need 24 bits
+    edge = [c for c in cases(4, 11, cfg.max_k) if c["name"].endswith("max-k")]
+    params = {"config": cfg.to_dict(), "cases": edge}
+    run_bench(component=SpmmEngine(config=cfg), bench="sim.benches.engine", case=cfg.name,
+              testcase="no_stalls", params=params)
+    for case in edge:
+        monkeypatch.setattr(AcceleratorConfig, "sum_bits", property(lambda self: 23))
+        with pytest.raises(BenchFailed, match="cocotb tests failed"):
+            run_bench(component=SpmmEngine(config=cfg), bench="sim.benches.engine",
+                      case=f"{cfg.name}-narrow-{case['name']}", testcase="no_stalls",
+                      params={"config": cfg.to_dict(), "cases": [case]})
+        monkeypatch.undo()

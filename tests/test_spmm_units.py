@@ -86,6 +86,13 @@ def test_packed_pe_pair_rejects_bad_m():
         PackedPEPair(m=3)
 
 
+@pytest.mark.parametrize("cls", [ProcessingElement, PackedPEPair])
+@pytest.mark.parametrize("width", [17, 33, 24.0])
+def test_pe_rejects_bad_width(cls, width):
+    with pytest.raises(ValueError, match=rf"width must be 18..32 bits, got {width!r}"):
+        cls(m=4, width=width)
+
+
 #: operand edges: int8 weights; activations are int8 or uint8 held in signed 9 bits
 PAIR_WEIGHTS = [-128, -127, -1, 0, 1, 127]
 PAIR_ACTS = [-128, -1, 0, 1, 127, 128, 255]

@@ -74,7 +74,9 @@ class SpmmEngine(wiring.Component):
       array waits for the drain; :func:`sw.perf.engine.engine_cycles` models both exactly.
     * Resources: ``R * C / macs_per_dsp`` multipliers, i.e. DSPs (int8 x int9, or with
       ``macs_per_dsp = 2`` int8 x int27 of two packed activations: one DSP48E2 per pair),
-      ``R * C`` M-to-1 byte muxes, ``2 * R * C`` 32-bit registers (accumulator and shadow).
+      ``R * C`` M-to-1 byte muxes, ``2 * R * C`` registers of ``config.sum_bits`` (accumulator
+      and shadow: the fewest bits that hold every int32 sum the config's reductions can form,
+      28 for ``max_k = 4096``; the ``o`` beats sign-extend them to int32).
     * Backpressure: every stage holds while a finished tile waits for the shadow buffer
       (still draining); ``w.ready``/``a.ready``/``cmd.ready`` then fall in the same cycle.
       ``o.ready`` reaches them through one AND gate (the drain's last beat frees the shadow
@@ -162,11 +164,12 @@ class SpmmEngine(wiring.Component):
         capture = v2 & last2
         m.d.comb += advance.eq(~(capture & full & ~drain_last))
 
-        shadow = [[Signal(signed(32), name=f"sh_{r}_{c}") for c in range(C)] for r in range(R)]
+        S = cfg.sum_bits  # accumulators and shadow registers; the output beats sign-extend
+        shadow = [[Signal(signed(S), name=f"sh_{r}_{c}") for c in range(C)] for r in range(R)]
         for r in range(R):
             if cfg.macs_per_dsp == 2:  # columns (2k, 2k + 1) share one packed multiplier
                 for c in range(0, C, 2):
-                    m.submodules[f"pe_{r}_{c}_{c + 1}"] = pair = PackedPEPair(m=M)
+                    m.submodules[f"pe_{r}_{c}_{c + 1}"] = pair = PackedPEPair(m=M, width=S)
                     m.d.comb += [
                         pair.en.eq(advance),
                         pair.weight.eq(wval1[r]),
@@ -181,7 +184,7 @@ class SpmmEngine(wiring.Component):
                                      shadow[r][c + 1].eq(pair.total[1])]
                 continue
             for c in range(C):  # macs_per_dsp == 1: one multiplier per PE
-                m.submodules[f"pe_{r}_{c}"] = pe = ProcessingElement(m=M)
+                m.submodules[f"pe_{r}_{c}"] = pe = ProcessingElement(m=M, width=S)
                 m.d.comb += [
                     pe.en.eq(advance),
                     pe.weight.eq(wval1[r]),

@@ -22,6 +22,9 @@ class ProcessingElement(wiring.Component):
     ----------
     m : int
         Group size M.
+    width : int
+        Bits of the accumulator (default 32); the array passes ``config.sum_bits``, the
+        fewest that hold every sum its reductions can form.
 
     Ports
     -----
@@ -31,24 +34,27 @@ class ProcessingElement(wiring.Component):
         Stage-1 operands (registered by the array).
     accumulate : In(1), first : In(1)
         Stage-2 control: a product is in the multiply register; it starts a new tile.
-    total : Out(signed(32))
+    total : Out(signed(width))
         ``(first ? 0 : acc) + product``: the sum the next enabled edge stores (the array
         captures it into its shadow buffer on a tile's last step).
-    acc : Out(signed(32))
+    acc : Out(signed(width))
 
     Latency / throughput / resources
     --------------------------------
     Operands at cycle t reach the product register at the edge ending t and the accumulator
     one enabled edge later (2 cycles). One step per cycle. One int8 x int9 multiplier, an
-    M-to-1 mux of 9 bits, a 32-bit adder, 17 + 32 flip-flops. No overflow: the config bounds
-    reductions so that ``K * 2**14`` (int8 x int8, ``K <= max_k``) and ``K * 2**15`` (uint8
-    probabilities, ``K <= max_row``) stay below ``2**31``.
+    M-to-1 mux of 9 bits, a ``width``-bit adder, 17 + ``width`` flip-flops. No overflow: the
+    config bounds reductions so that ``K * 2**14`` (int8 x int8, ``K <= max_k``) and
+    ``K * 255 * 128`` (uint8 probabilities, ``K <= max_row``) fit ``config.sum_bits`` (and
+    int32).
     """
 
-    def __init__(self, *, m: int):
+    def __init__(self, *, m: int, width: int = 32):
         if m not in (4, 8, 16):
             refuse(self, f"ProcessingElement m must be 4, 8 or 16, got {m!r}")
-        self.m = m
+        if not isinstance(width, int) or not 18 <= width <= 32:
+            refuse(self, f"ProcessingElement width must be 18..32 bits, got {width!r}")
+        self.m, self.width = m, width
         super().__init__({
             "en": In(1),
             "weight": In(signed(8)),
@@ -56,8 +62,8 @@ class ProcessingElement(wiring.Component):
             "acts": In(data.ArrayLayout(signed(9), m)),
             "accumulate": In(1),
             "first": In(1),
-            "total": Out(signed(32)),
-            "acc": Out(signed(32)),
+            "total": Out(signed(width)),
+            "acc": Out(signed(width)),
         })
 
     def elaborate(self, platform):

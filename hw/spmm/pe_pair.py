@@ -43,6 +43,8 @@ class PackedPEPair(wiring.Component):
     ----------
     m : int
         Group size M.
+    width : int
+        Bits of each lane's accumulator (default 32; the array passes ``config.sum_bits``).
 
     Ports
     -----
@@ -54,24 +56,26 @@ class PackedPEPair(wiring.Component):
         Stage-1 activations of lane 0 (column ``2k``) and lane 1 (column ``2k + 1``).
     accumulate : In(1), first : In(1)
         Stage-2 control: a product is in the multiply register; it starts a new tile.
-    total : Out(ArrayLayout(signed(32), 2))
+    total : Out(ArrayLayout(signed(width), 2))
         Per lane ``(first ? 0 : acc) + product``: the sum the next enabled edge stores.
-    acc : Out(ArrayLayout(signed(32), 2))
+    acc : Out(ArrayLayout(signed(width), 2))
 
     Latency / throughput / resources
     --------------------------------
     Operands at cycle t reach the product register at the edge ending t and the accumulators
     one enabled edge later (2 cycles, as ``ProcessingElement``). One step per cycle. One
     int8 x int27 multiplier (one DSP48E2 with its P register), two M-to-1 muxes of 9 bits, a
-    9-bit packing adder, a 17-bit borrow-correction adder, two 32-bit adders,
-    35 + 2 * 32 flip-flops. No overflow, by the config's reduction bounds (see
+    9-bit packing adder, a 17-bit borrow-correction adder, two ``width``-bit adders,
+    35 + 2 * ``width`` flip-flops. No overflow, by the config's reduction bounds (see
     ``ProcessingElement``).
     """
 
-    def __init__(self, *, m: int):
+    def __init__(self, *, m: int, width: int = 32):
         if m not in (4, 8, 16):
             refuse(self, f"PackedPEPair m must be 4, 8 or 16, got {m!r}")
-        self.m = m
+        if not isinstance(width, int) or not 18 <= width <= 32:
+            refuse(self, f"PackedPEPair width must be 18..32 bits, got {width!r}")
+        self.m, self.width = m, width
         super().__init__({
             "en": In(1),
             "weight": In(signed(8)),
@@ -79,8 +83,8 @@ class PackedPEPair(wiring.Component):
             "acts": In(data.ArrayLayout(data.ArrayLayout(signed(9), m), 2)),
             "accumulate": In(1),
             "first": In(1),
-            "total": Out(data.ArrayLayout(signed(32), 2)),
-            "acc": Out(data.ArrayLayout(signed(32), 2)),
+            "total": Out(data.ArrayLayout(signed(width), 2)),
+            "acc": Out(data.ArrayLayout(signed(width), 2)),
         })
 
     def elaborate(self, platform):
