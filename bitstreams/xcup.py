@@ -37,9 +37,9 @@ Configs small enough (at most :data:`FULL_MAX_PES` PEs and ``max(LANES)`` vector
 synthesized whole instead (``"method": "full"``). :func:`validate` synthesizes a mid-size
 config whole and compares it with the sum predicted from slices that exclude its PE-array
 shape and its lane count (so both extrapolations are exercised). For u200 at 16 x 16 PEs
-and 8 lanes every class is within 1.1 % (2026-12-05, RTL of 6a59db9, with ``-uram``: LUT
--0.49 %, BRAM -1.02 %, LUTRAM +0.23 %, CARRY, FF, DSP and URAM within 0.1 %; the
-syntheses took 85 to 1,916 s each, two at a time on 2 cores); the extrapolation to 96 x 128
+and 8 lanes every class is within 1.1 % (2026-12-05, RTL of 4d15734, with ``-uram``: LUT
+-0.91 %, BRAM -1.02 %, LUTRAM +0.23 %, CARRY, FF, DSP and URAM within 0.1 %; the
+syntheses took 82 to 1,994 s each, two at a time on 2 cores); the extrapolation to 96 x 128
 PEs and 64 lanes is longer than the one validated (2x in R, C and L). One step it cannot
 see: EngineOps' two score memories (``C`` token columns of ``S`` words each, block RAM) take
 2 x 32 RAMB36 up to 512 words, every slice's size, and about twice that at the u200's

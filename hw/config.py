@@ -16,7 +16,7 @@ u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per
 
 The ``ecp5`` preset is sized to give the open routers the best chance on the LFE5U-85F with
 the whole kernel (``make bitstream`` builds it: routed with nextpnr's static placer and
-router2, 28.18 MHz at 6a59db9): a 4 x 4 array, one-lane vector units and softmax (a
+router2, 30.66 MHz at 4d15734): a 4 x 4 array, one-lane vector units and softmax (a
 LayerNorm lane alone is about 13 MULT18X18D), only the int16-input LayerNorm, and a 32 KiB
 scratchpad (two read ports make two block RAM copies). An 8 x 8 array with 64 KiB fits the part (122
 MULT18X18D, 134 DP16KD, 39 % of the LUT4s) and placed, but the heap placer and router1 did
