@@ -1,5 +1,9 @@
 """UltraScale+ resource estimates (Yosys ``synth_xilinx -family xcup``) of the Alveo presets.
 
+``python -m bitstreams.xcup --fit bitstreams/u200-xcup/summary.json [--rows 32,64] [--cols
+128]`` re-evaluates a committed estimate at other PE-array sizes without synthesizing
+(:func:`rescale`, :func:`max_rows`): how large an array the part holds by the same fit.
+
 ``python -m bitstreams.xcup --preset u200 [--validate] [--out FILE]`` prints LUT, FF, CARRY,
 DSP48E2, BRAM (RAMB36E2 equivalents), URAM, LUTRAM and SRL counts of the whole
 :class:`~hw.top.accelerator.Accelerator` for the preset, labelled as **Yosys estimates, not
@@ -417,16 +421,84 @@ def estimate(config: AcceleratorConfig, workdir, *, log=print) -> dict:
     result["utilisation"] = _round(total)
     cap = _capacity(config)
     if cap is not None:
-        u = result["utilisation"]
-        used = {"LUT": u["LUT"] + u["LUTRAM"] + u["SRL"], "FF": u["FF"],
-                "DSP48E2": u["DSP48E2"], "BRAM36": u["BRAM36"], "URAM": u["URAM"]}
         result["part_capacity"] = cap
-        result["percent"] = {k: round(100 * used[k] / cap[k], 1) for k in cap}
+        result["percent"] = _percent(result["utilisation"], cap)
     result["yosys_version"] = yosys_version()
     result["rtl_digest"] = rtl_digest()
     result["flow"] = TARGETS["xcup"]
     result["wall_s"] = round(time.monotonic() - t0, 1)
     return result
+
+
+def _percent(u: dict, cap: dict) -> dict[str, float]:
+    """Per cent of the part per class (LUT counts LUT + LUTRAM + SRL)."""
+    used = {"LUT": u["LUT"] + u["LUTRAM"] + u["SRL"], "FF": u["FF"],
+            "DSP48E2": u["DSP48E2"], "BRAM36": u["BRAM36"], "URAM": u["URAM"]}
+    return {k: round(100 * used[k] / cap[k], 1) for k in cap}
+
+
+#: where :func:`max_rows` stops looking (a model whose cost does not grow with R)
+MAX_FIT_ROWS = 4096
+
+
+def _check_sliced(summary) -> None:
+    keys = ("method", "model", "parts", "part_capacity", "pe_rows", "pe_cols", "config", "part")
+    if (not isinstance(summary, dict) or summary.get("method") != "slices"
+            or any(k not in summary for k in keys)):
+        what = summary.get("method") if isinstance(summary, dict) else type(summary).__name__
+        raise ValueError(f"not a sliced xcup estimate (method {what!r}; make bitstream writes "
+                         f"one per Alveo preset, bitstreams/<preset>-xcup/summary.json): "
+                         f"nothing to rescale")
+
+
+def rescale(summary: dict, rows: int, cols: int) -> dict:
+    """A sliced estimate (``make bitstream``'s summary of an Alveo preset) re-evaluated at a
+    ``rows x cols`` PE array: the engine's fitted model at the new ``R``, ``C``, the vector
+    units and glue as they are. ``{"pe_rows", "pe_cols", "utilisation", "percent"}``; an
+    extrapolation of the fit like the estimate itself (the module doc), not a synthesis."""
+    _check_sliced(summary)
+    if rows < 1 or cols < 1:
+        raise ValueError(f"the array must be at least 1 x 1, got {rows} x {cols}")
+    engine = _eval_classes(summary["model"]["engine"], {"R": rows, "C": cols})
+    parts = summary["parts"]
+    total = _round({k: engine[k] + parts["vector"][k] + parts["glue"][k] for k in CLASSES})
+    return {"pe_rows": rows, "pe_cols": cols, "utilisation": total,
+            "percent": _percent(total, summary["part_capacity"])}
+
+
+def max_rows(summary: dict, cols: int) -> int:
+    """The most PE rows of ``cols`` columns that :func:`rescale` puts within 100 % of every
+    class of the part (0: none; at most :data:`MAX_FIT_ROWS`), whatever rows the config
+    rules allow (``pe_rows`` a multiple of 8 with several weight ports, and of the weight
+    port's row granule)."""
+    rows = 0
+    while rows < MAX_FIT_ROWS and max(rescale(summary, rows + 1, cols)["percent"].values()) <= 100:
+        rows += 1
+    return rows
+
+
+def fit_report(summary: dict, rows: list[int] | None = None, cols: int | None = None) -> str:
+    """:func:`rescale` at each of ``rows`` (default: the summary's) and at :func:`max_rows`,
+    with ``cols`` columns (default: the summary's), as a table."""
+    _check_sliced(summary)
+    rows = rows or [summary["pe_rows"]]
+    cols = cols or summary["pe_cols"]
+    most = max_rows(summary, cols)
+    shown = sorted(set(rows) | ({most} if most else set()))
+    classes = list(summary["part_capacity"])
+    name = summary.get("preset") or summary["config"]  # (estimate's "config" is the name)
+    lines = [f"{name} ({summary['part']}): the sliced estimate re-evaluated at "
+             f"R x {cols} PEs (engine model at R, C; vector units and glue as estimated; "
+             f"Yosys estimates, not vendor results)",
+             f"{'R x C':>10} " + " ".join(f"{k + ' %':>10}" for k in classes)]
+    for r in shown:
+        pct = rescale(summary, r, cols)["percent"]
+        note = "  <- the most within 100 % of every class" if r == most else ""
+        lines.append(f"{f'{r} x {cols}':>10} " + " ".join(f"{pct[k]:>10.1f}" for k in classes)
+                     + note)
+    if not most:
+        lines.append(f"no array of {cols} columns fits the part")
+    return "\n".join(lines)
 
 
 def mid_config(config: AcceleratorConfig, rows: int = 16, cols: int = 16,
@@ -507,7 +579,15 @@ def _validation_table(val: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bitstreams.xcup", description=__doc__.split(
         "\n\n")[0])
-    ap.add_argument("--preset", required=True, help="preset name (hw.config.PRESETS)")
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--preset", help="preset name (hw.config.PRESETS)")
+    mode.add_argument("--fit", type=Path, metavar="SUMMARY",
+                      help="no synthesis: re-evaluate a summary make bitstream wrote "
+                           "(bitstreams/u200-xcup/summary.json) at other PE-array sizes")
+    ap.add_argument("--rows", default="",
+                    help="--fit: comma-separated PE rows to show (default: the summary's)")
+    ap.add_argument("--cols", type=int, default=0,
+                    help="--fit: PE columns (default: the summary's)")
     ap.add_argument("--validate", action="store_true",
                     help="first validate the slice model on the preset's 16 x 16, 8-lane variant")
     ap.add_argument("--out", type=Path, help="write the estimate (and validation) as JSON")
@@ -515,6 +595,22 @@ def main(argv=None) -> int:
                     help="synthesis runs and the slice cache (default build/bitstreams/xcup, "
                          "shared with `make bitstream`)")
     args = ap.parse_args(argv)
+    if args.fit is not None:
+        try:
+            rows = [int(r) for r in args.rows.split(",") if r.strip()]
+        except ValueError:
+            ap.error(f"--rows {args.rows!r}: expected comma-separated integers")
+        try:
+            summary = json.loads(args.fit.read_text())
+        except json.JSONDecodeError as e:
+            ap.error(f"--fit {args.fit}: not a JSON summary ({e})")
+        except OSError as e:
+            ap.error(f"--fit {args.fit}: {e.strerror or e}")
+        try:
+            print(fit_report(summary, rows, args.cols))
+        except ValueError as e:
+            ap.error(f"--fit {args.fit}: {e}")
+        return 0
     try:
         config = preset(args.preset)
     except ConfigError as e:

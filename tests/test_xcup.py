@@ -163,3 +163,52 @@ def test_engine_slice_maps_r_c_over_macs_per_dsp_dsp48e2(tmp_path, macs_per_dsp)
     assert xcup.synth_part("spmm", cfg, tmp_path, log=logs.append) == rec
     assert "cached" in logs[-1]
     assert rec["cells"].get("DSP48E2") == cfg.dsps == 8 // macs_per_dsp
+
+
+def test_rescale_matches_the_accelerator_at_another_array_size(fake_yosys, tmp_path):
+    """A sliced estimate re-evaluated at another R x C is the whole Accelerator's count there
+    (the fake cells are exactly linear), its percentages of the part those estimate() gives;
+    max_rows is the last R under 100 % of every class."""
+    from types import SimpleNamespace
+
+    est = xcup.estimate(preset("u200"), tmp_path, log=lambda m: None)
+    for rows, cols in ((96, 128), (48, 64), (7, 3)):
+        got = xcup.rescale(est, rows, cols)
+        shape = SimpleNamespace(pe_rows=rows, pe_cols=cols, vector_lanes=64)
+        whole = xcup.cell_classes(_fake_cells("accel", shape))
+        assert got["utilisation"] == {k: round(v) for k, v in whole.items()}, (rows, cols)
+        assert got["percent"]["DSP48E2"] == round(100 * whole["DSP48E2"] / 6840, 1)
+    assert xcup.rescale(est, 96, 128)["percent"] == est["percent"]
+    most = xcup.max_rows(est, 128)
+    assert 0 < most < 96  # the fake engine puts 96 x 128 far over the part
+    assert max(xcup.rescale(est, most, 128)["percent"].values()) <= 100
+    assert max(xcup.rescale(est, most + 1, 128)["percent"].values()) > 100
+    table = xcup.fit_report(est, [32], 128)
+    assert f"{most} x 128" in table and "32 x 128" in table and "the most within 100 %" in table
+
+
+def test_rescale_refuses_what_it_cannot_rescale(fake_yosys, tmp_path):
+    est = xcup.estimate(preset("u200"), tmp_path, log=lambda m: None)
+    with pytest.raises(ValueError, match="at least 1 x 1, got 0 x 128"):
+        xcup.rescale(est, 0, 128)
+    for bad in ({"method": "full"}, [], {**est, "method": "routed"}):
+        with pytest.raises(ValueError, match="not a sliced xcup estimate"):
+            xcup.rescale(bad, 8, 8)
+
+
+def test_fit_command_reads_a_summary_and_names_bad_input(fake_yosys, tmp_path, capsys):
+    est = xcup.estimate(preset("u200"), tmp_path, log=lambda m: None)
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({**est, "preset": "u200"}))
+    assert xcup.main(["--fit", str(path), "--rows", "16,32"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("u200 (xcu200") and "16 x 128" in out and "32 x 128" in out
+    (tmp_path / "notjson.json").write_text("no")
+    for argv, msg in ((["--fit", str(tmp_path / "missing.json")], "No such file"),
+                      (["--fit", str(tmp_path / "notjson.json")], "not a JSON summary"),
+                      (["--fit", str(path), "--rows", "a,b"], "expected comma-separated"),
+                      (["--fit", str(path), "--cols", "-4"], "at least 1 x 1")):
+        with pytest.raises(SystemExit) as e:
+            xcup.main(argv)
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err, argv
