@@ -11,6 +11,7 @@ from hw.config import preset
 from sw.compiler.isa import FIELDS, RQ_RECORD, Command, Op
 from sw.perf.encoder_bench import (
     BEGIN,
+    BUDGET,
     END,
     ModelShape,
     command_stream_bytes,
@@ -184,6 +185,17 @@ def test_floor_and_utilisation_in_the_report(bench):
         "busy_utilisation"]
     assert c["model_cycles"] == sum(c["model_cycles_by_op"].values())
     assert c["model_cycles"] < _case(report, "tiny", "dense")["model_cycles"]
+    # the cycle budget: the kernel's cycles split floor first, term by term
+    b = c["cycle_budget"]
+    assert list(b) == list(BUDGET)
+    assert sum(b.values()) == pytest.approx(c["kernel_cycles"])
+    assert b["floor"] / c["kernel_cycles"] == pytest.approx(c["kernel_utilisation"])
+    assert b["array_size"] == pytest.approx(0)  # tiny: no part DSPs, the floor is its PEs'
+    assert sum(b[f"tiles_{op}"] for op in ("LINEAR", "QK_SOFTMAX", "PV")) == pytest.approx(
+        busy["array"] - c["array_floor_cycles"])
+    assert all(b[f"tiles_{op}"] >= 0 for op in ("LINEAR", "QK_SOFTMAX", "PV"))
+    assert (b["vector"], b["io"]) == (busy["vector"], busy["io"]) and b["overhead"] > 0
+    assert sum(c["array_floor_by_op"].values()) == pytest.approx(c["array_floor_cycles"])
 
 
 def test_bandwidth_bound_flag(bench):
@@ -296,6 +308,9 @@ def _fake_report():
             {"model": "bert-base", "preset": "u200", "sparsity": "2:4", "nm": "4:8",
              "status": "ok", "model_cycles": 1_627_226, "latency_ms": 5.424, "floor_ms": 1.398,
              "kernel_cycles": 3_000_000, "kernel_ms": 10.0, "kernel_utilisation": 0.1398,
+             "cycle_budget": {"floor": 419_430.4, "array_size": 150_000, "tiles_LINEAR": 0,
+                              "tiles_QK_SOFTMAX": 30_000, "tiles_PV": 0, "vector": 2_000_000,
+                              "io": 3_000, "overhead": 397_569.6},
              "utilisation": 0.258, "bound": "compute", "best_cpu": {"backend": "ort-int8",
                                                                     "median_ms": 240.9},
              "speedup": 44.4},
@@ -316,6 +331,8 @@ def test_readme_table_between_markers(tmp_path):
     assert "does not fit: the encoder needs 1 bytes" in table
     assert "1.0000 x the kernel model** (1,734,288) and 1.88 x the block model" in table
     assert "| 10.0 ms (3,000,000 cycles) | 0.14 |" in table and "no Fmax measured" in table
+    assert ("| BERT-base (random weights) | u200 | 2:4 (as 4:8) | 14.0 % | 5.0 % | 0.0 % | "
+            "1.0 % | 0.0 % | 66.7 % | 0.1 % | 13.3 % |") in table
     before, after = "# Title\n\nintro text\n", "\n\n## Next\nmore text\n"
     readme = tmp_path / "README.md"
     readme.write_text(f"{before}{BEGIN}\nold table\n{END}{after}")

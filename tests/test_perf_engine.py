@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hw.config import preset
-from sw.perf.engine import GemmShape, engine_cycles, gemm_cycles, ideal_cycles
+from sw.perf.engine import GemmShape, engine_cycles, gemm_cycles, ideal_cycles, tile_ends
 
 
 def test_back_to_back_tiles_follow_the_docstring_formula():
@@ -20,6 +20,11 @@ def test_short_tiles_wait_for_the_drain():
     assert engine_cycles(cfg, [2]) == 2 + 8 + 1
     assert engine_cycles(cfg, [2, 2, 2]) == 2 + 1 + 3 * 8
     assert engine_cycles(cfg, []) == 0
+    # each tile's last output beat: the first after its steps, capture and drain, the others
+    # a drain (C) after it; a long tile after short ones ends its own steps later
+    assert tile_ends(cfg, [2, 2, 2]) == [2 + 1 + 8, 2 + 1 + 16, 2 + 1 + 24]
+    assert tile_ends(cfg, [2, 20]) == [11, 11 + (20 - 8) + 8]
+    assert tile_ends(cfg, []) == []
     with pytest.raises(ValueError, match="at least one step"):
         engine_cycles(cfg, [0])
 

@@ -58,7 +58,8 @@ def test_busy_cycles_by_hand_and_never_above_the_kernel():
         Command(Op.END, {}),
     ]
     busy = top.busy_cycles(cmds, cfg)
-    assert busy == {"array": 32 + 32 + 32, "vector": 9, "io": 25 + 8, "total": 138}
+    assert busy == {"array": 32 + 32 + 32, "vector": 9, "io": 25 + 8, "total": 138,
+                    "array_by_op": {"LINEAR": 32, "QK_SOFTMAX": 32, "PV": 32}}
     costs = top.command_costs(cmds, cfg)
     assert sum(costs[1:4]) > busy["array"] and costs[4] > busy["vector"]
     assert top.program_cycles(cmds, cfg) > busy["total"]
@@ -80,6 +81,14 @@ def test_busy_cycles_counts_the_drain_of_short_tiles():
     assert top.busy_cycles([short, end], cfg)["array"] == 2 + 3 * 4
     assert top.busy_cycles([short, long, end], cfg)["array"] == 2 + 3 * 4 + 4 * 8
     assert top.busy_cycles([long, short, end], cfg)["array"] == 4 * 8 + 4 * 4
+    # by opcode: each tile's share from the tile before's last output beat to its own (the
+    # first tile's: its steps)
+    qk = Command(Op.QK_SOFTMAX, {"q": 0, "k": 256, "stride": 8, "tokens": 6, "d": 4,
+                                 "mask": 512, "mult": 1 << 14, "shift": 10, "p": 1024,
+                                 "p_stride": 6})  # 1 group x 4 steps, 2 x 2 tiles
+    by_op = top.busy_cycles([short, qk, long, end], cfg)["array_by_op"]
+    assert by_op == {"LINEAR": 2 + 3 * 4 + 4 * 8, "QK_SOFTMAX": 4 * 4}
+    assert sum(by_op.values()) == top.busy_cycles([short, qk, long, end], cfg)["array"]
     for cmds in ([short, end], [long, short, end]):
         assert sum(top.command_costs(cmds, cfg)) > top.busy_cycles(cmds, cfg)["total"]
 

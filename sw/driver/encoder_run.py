@@ -143,17 +143,25 @@ def run_on_device(dev: Device, compiled, x_int8: np.ndarray, mask: np.ndarray,
 
 def ideal_program_cycles(compiled) -> float:
     """The engine's compute floor for the Program's GEMMs (MACs / (PEs * M/N))."""
+    return sum(ideal_cycles_by_op(compiled).values())
+
+
+def ideal_cycles_by_op(compiled) -> dict[str, float]:
+    """:func:`ideal_program_cycles` by opcode (LINEAR, QK_SOFTMAX, PV)."""
     cfg: AcceleratorConfig = compiled.config
-    total = 0.0
+    out: dict[str, float] = {}
     for c in compiled.program.commands:
         a = c.args
         if c.op == Op.LINEAR:
-            total += ideal_cycles(cfg, GemmShape(a["rows"], a["k"], a["tokens"], a["n"], a["m"]))
+            shape = GemmShape(a["rows"], a["k"], a["tokens"], a["n"], a["m"])
         elif c.op == Op.QK_SOFTMAX:
-            total += ideal_cycles(cfg, GemmShape(a["tokens"], a["d"], a["tokens"], cfg.m, cfg.m))
+            shape = GemmShape(a["tokens"], a["d"], a["tokens"], cfg.m, cfg.m)
         elif c.op == Op.PV:
-            total += ideal_cycles(cfg, GemmShape(a["d"], a["tokens"], a["tokens"], cfg.m, cfg.m))
-    return total
+            shape = GemmShape(a["d"], a["tokens"], a["tokens"], cfg.m, cfg.m)
+        else:
+            continue
+        out[c.op.name] = out.get(c.op.name, 0.0) + ideal_cycles(cfg, shape)
+    return out
 
 
 @contextlib.contextmanager

@@ -51,6 +51,11 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
   whole output of the command before it, so no schedule on these units is faster, however
   much of the fetch, staging, loads and write-out it hides; ``busy_utilisation`` = floor /
   ``total`` is the most utilisation the preset's units can reach on this Program.
+* **Cycle budget** (:func:`cycle_budget`): the kernel's cycles split floor first, each
+  term what the next figure adds to the one before: the array's own floor (fewer PEs than the
+  part's DSPs' MACs), its busy cycles by opcode (whole tiles: padding, drain-bound short
+  tiles), the vector lanes', the LOAD / STORE port's, and the kernel's overhead beyond them.
+  The terms add up to ``kernel_cycles``; each one's share of it is the utilisation it costs.
 * **Resources** (:func:`preset_resources`): whether the preset fits its part, from the
   summary ``make bitstream`` wrote (Yosys estimates for the Alveo parts, the routed design for
   ``ecp5``). The projections are those of the preset as configured, fitting or not.
@@ -92,8 +97,8 @@ __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
     "ALVEO_CLOCK_MHZ", "ECP5_SUMMARY", "ModelShape", "encoder_macs", "floor_cycles",
     "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock", "preset_resources",
-    "command_stream_bytes", "program_figures", "run_rtl_check", "run_encoder_bench",
-    "write_plot", "readme_table", "update_readme", "format_report", "main",
+    "command_stream_bytes", "program_figures", "cycle_budget", "BUDGET", "run_rtl_check",
+    "run_encoder_bench", "write_plot", "readme_table", "update_readme", "format_report", "main",
 ]
 
 BEGIN = "<!-- bench:begin -->"
@@ -264,7 +269,7 @@ def command_stream_bytes(cmd, config: AcceleratorConfig) -> int:
 def program_figures(compiled, clock_mhz: float | None) -> dict:
     """Cycles and memory traffic of a compiled encoder (see module docstring)."""
     from sw.compiler.isa import Op
-    from sw.driver.encoder_run import ideal_program_cycles
+    from sw.driver.encoder_run import ideal_cycles_by_op
     from sw.driver.executor import command_cycles
 
     cfg: AcceleratorConfig = compiled.config
@@ -299,7 +304,8 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
     fig = {"model_cycles": compute, "model_cycles_by_op": by_op,
            "kernel_cycles": HEADER + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,
-           "array_floor_cycles": ideal_program_cycles(compiled),
+           "array_floor_cycles": sum(ideal_cycles_by_op(compiled).values()),
+           "array_floor_by_op": ideal_cycles_by_op(compiled),
            "busy_cycles": busy_cycles(compiled.program.commands, cfg),
            "params_bytes": int(compiled.params.size + sum(b.size for b in compiled.banks)),
            "weight_bytes_streamed": weight_bytes, "io_bytes": io_bytes,
@@ -440,6 +446,40 @@ def _finish_case(case: dict, cfg: AcceleratorConfig, clock: dict) -> None:
     case["kernel_array_utilisation"] = case["array_floor_cycles"] / case["kernel_cycles"]
     # the most any schedule of this Program on these units reaches (sw.perf.top.busy_cycles)
     case["busy_utilisation"] = fc / case["busy_cycles"]["total"]
+    case["cycle_budget"] = cycle_budget(case)
+
+
+#: :func:`cycle_budget`'s terms, in order, and what each counts
+BUDGET = {
+    "floor": "the floor (the part's DSPs, every MAC useful)",
+    "array_size": "the PE array's own floor beyond it (fewer PEs than the part's DSPs' MACs)",
+    "tiles_LINEAR": "LINEAR tiles beyond their MACs (padding to R rows and C tokens)",
+    "tiles_QK_SOFTMAX": "QK tiles beyond their MACs (padding; tiles shorter than their C-cycle "
+                        "drain)",
+    "tiles_PV": "PV tiles beyond their MACs (padding: head size to R rows)",
+    "vector": "LayerNorm / residual / GELU lanes, serial with the array at batch 1",
+    "io": "LOAD / STORE beats",
+    "overhead": "the kernel as built beyond its units' busy cycles (fetch and checks, operand "
+                "staging, weight and parameter loads, pipeline fill, write-out waits, the "
+                "softmax tail)",
+}
+
+
+def cycle_budget(case: dict) -> dict[str, float]:
+    """Where the RTL kernel's cycles go, floor first: the :data:`BUDGET` terms, which add up
+    to ``kernel_cycles`` (each term is what the next figure adds to the one before: floor,
+    the array's own floor, the array's busy cycles by opcode, the vector lanes', the
+    LOAD/STORE port's, the kernel's). ``floor / kernel_cycles`` is the kernel's utilisation;
+    every other term's share of ``kernel_cycles`` is utilisation it costs."""
+    busy = case["busy_cycles"]
+    out = {"floor": case["floor_cycles"],
+           "array_size": case["array_floor_cycles"] - case["floor_cycles"]}
+    for op in ("LINEAR", "QK_SOFTMAX", "PV"):
+        out[f"tiles_{op}"] = (busy["array_by_op"].get(op, 0)
+                              - case["array_floor_by_op"].get(op, 0.0))
+    out.update(vector=busy["vector"], io=busy["io"],
+               overhead=case["kernel_cycles"] - busy["total"])
+    return out
 
 
 # -- the RTL check ---------------------------------------------------------------------------
@@ -650,6 +690,9 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
             "RTL's cycle counter; rtl_checks runs one layer on the RTL to show it); "
             "kernel_cycles_by_op: the same per opcode (the header's cycles excluded)",
             "floor: (weight MACs * N/M + attention MACs) / (part DSPs * MACs per DSP)",
+            "cycle_budget: kernel_cycles split floor first (terms: "
+            + "; ".join(f"{k}: {v}" for k, v in BUDGET.items()) + "); they add up to "
+            "kernel_cycles",
             "CPU times include the embeddings; accelerator figures cover the encoder layers",
             "speed-up: best CPU baseline's median / projected latency"
             + ("" if full else " (not computed: --layers limits the encoder)"),
@@ -836,6 +879,7 @@ def readme_table(report: dict) -> str:
                      f"{_floor(c)} | {util} | {c['bound']} | {kern} | {k_util} | {ceil} | "
                      f"{cpu} | "
                      f"{sp_up} | {k_up} |")
+    lines += _budget_table(report["cases"])
     cpu = report.get("cpu")
     if cpu and cpu.get("cases"):
         backends = list(CPU_LABELS)
@@ -852,6 +896,32 @@ def readme_table(report: dict) -> str:
                              f"{v.get('p90_ms', 0):.1f})" if v else "-")
             lines.append(f"| {MODEL_LABELS.get(mname, mname)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _budget_table(cases: list[dict]) -> list[str]:
+    """The README's cycle budget of each case that has one (:func:`cycle_budget`)."""
+    rows = [c for c in cases if c.get("cycle_budget")]
+    if not rows:
+        return []
+    heads = {"floor": "floor (= utilisation)", "array_size": "PE array < part's DSPs",
+             "tiles_LINEAR": "LINEAR tiles", "tiles_QK_SOFTMAX": "QK tiles",
+             "tiles_PV": "PV tiles", "vector": "LayerNorm / GELU lanes", "io": "LOAD / STORE",
+             "overhead": "kernel overhead"}
+    lines = ["", "Where the RTL kernel's cycles go, as shares of its cycles: the floor's share is "
+             "the kernel's utilisation, each other column the utilisation a cause costs (PE "
+             "array < part's DSPs: the array's own floor beyond the part's; tiles: the array's "
+             "busy cycles beyond its floor, i.e. padding and tiles shorter than their output "
+             "drain; lanes and LOAD / STORE: their busy cycles, serial with the array at batch "
+             "1; kernel overhead: the rest, i.e. fetch, staging, loads, pipeline fill, "
+             "write-out waits). `cycle_budget` in the JSON has the cycles.", "",
+             "| model | preset | sparsity | " + " | ".join(heads.values()) + " |",
+             "|---|---|---|" + "---|" * len(heads)]
+    for c in rows:
+        b, total = c["cycle_budget"], c["kernel_cycles"]
+        cells = [f"{100 * b[k] / total:.1f} %" for k in heads]
+        lines.append(f"| {MODEL_LABELS.get(c['model'], c['model'])} | {c['preset']} | "
+                     f"{_sparsity_label(c)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def update_readme(path: str | Path, report: dict) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hw.config import AcceleratorConfig
 
 __all__ = ["CAPTURE_LATENCY", "GemmShape", "check_gemm", "tile_steps", "engine_cycles",
-           "gemm_cycles", "ideal_cycles"]
+           "tile_ends", "gemm_cycles", "ideal_cycles"]
 
 #: edges from a tile's last step to its capture (hw.spmm.engine.SpmmEngine.CAPTURE_LATENCY)
 CAPTURE_LATENCY = 2
@@ -59,12 +59,19 @@ def tile_steps(config: AcceleratorConfig, shape: GemmShape) -> int:
 
 def engine_cycles(config: AcceleratorConfig, steps: list[int]) -> int:
     """Cycles of a sequence of tiles with ``steps[j]`` steps each (see module docstring)."""
-    if not steps:
-        return 0
+    ends = tile_ends(config, steps)
+    return ends[-1] if ends else 0
+
+
+def tile_ends(config: AcceleratorConfig, steps: list[int]) -> list[int]:
+    """For a sequence of tiles with ``steps[j]`` steps each, the edge (counted as
+    :func:`engine_cycles` does) of each tile's last output beat: tile ``j`` accounts for
+    ``ends[j] - ends[j - 1]`` of the sequence's cycles."""
     C = config.pe_cols
     taken = 0  # steps taken so far (advance-time)
     frozen = 0  # edges the array spent frozen
     drained = -math.inf  # edge of the previous tile's last output beat
+    ends = []
     for s in steps:
         if s < 1:
             raise ValueError(f"a tile needs at least one step, got {s}")
@@ -73,7 +80,8 @@ def engine_cycles(config: AcceleratorConfig, steps: list[int]) -> int:
         capture = max(ready, drained)
         frozen += capture - ready
         drained = capture + C
-    return int(drained)
+        ends.append(int(drained))
+    return ends
 
 
 def check_gemm(config: AcceleratorConfig, shape: GemmShape) -> None:

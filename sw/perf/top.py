@@ -37,7 +37,7 @@ from hw.top.axi import MAX_BURST, OUTSTANDING
 from hw.vector.requant import Requantizer
 from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
 from sw.compiler.weight_layout import block_bytes, rows_padded
-from sw.perf.engine import CAPTURE_LATENCY, engine_cycles
+from sw.perf.engine import CAPTURE_LATENCY, tile_ends
 from sw.perf.vector_ops import stream_beside, stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
@@ -1045,7 +1045,9 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     channels do on a 128-column array: :func:`sw.perf.engine.engine_cycles` of them less
     the last tile's capture latency and drain, which may run beside the next unit), the
     LayerNorm / residual / GELU lanes (``vector``: ``ceil(width / P)`` beats a token row)
-    and the device-memory port (``io``: LOAD's and STORE's bus beats); ``total``, their sum.
+    and the device-memory port (``io``: LOAD's and STORE's bus beats); ``total``, their sum;
+    ``array_by_op``, the array's cycles by opcode (each tile's share: the cycles from the
+    tile before's last output beat to its own; the first tile's, its steps).
 
     The softmax unit is left out: its rows run beside the next heads' QK already. Each of the
     others waits for the whole output of the command before it (a LINEAR's first tile needs
@@ -1057,6 +1059,7 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     R, C, M, P = config.pe_rows, config.pe_cols, config.m, config.vector_lanes
     busy = {"array": 0, "vector": 0, "io": 0}
     steps: list[int] = []  # every tile's steps, in the Program's order
+    ops: list[str] = []  # and its command's opcode
     for cmd in commands:
         a = cmd.args
         if cmd.op == Op.LINEAR:
@@ -1077,8 +1080,16 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
             continue
         else:
             continue
-        steps += [-(-k // M) * n] * (-(-rows // R) * -(-tokens // C))
+        tiles = -(-rows // R) * -(-tokens // C)
+        steps += [-(-k // M) * n] * tiles
+        ops += [cmd.op.name] * tiles
+    by_op = {}
     if steps:  # to the last tile's capture: its drain may run beside the next unit
-        busy["array"] = engine_cycles(config, steps) - (CAPTURE_LATENCY - 1) - C
+        fill = (CAPTURE_LATENCY - 1) + C  # the last tile's capture and drain
+        ends = [e - fill for e in tile_ends(config, steps)]
+        busy["array"] = ends[-1]
+        for op, end, before in zip(ops, ends, [0] + ends[:-1], strict=True):
+            by_op[op] = by_op.get(op, 0) + end - before
     busy["total"] = sum(busy.values())
+    busy["array_by_op"] = by_op
     return busy
