@@ -14,6 +14,7 @@ from sw.perf.encoder_bench import (
     BUDGET,
     END,
     ModelShape,
+    budget_plot_path,
     command_stream_bytes,
     encoder_macs,
     floor_cycles,
@@ -26,6 +27,7 @@ from sw.perf.encoder_bench import (
     run_encoder_bench,
     run_rtl_check,
     update_readme,
+    write_budget_plot,
 )
 
 SEQ = 8
@@ -271,6 +273,12 @@ def test_plot_written(bench):
     _, tmp, *_ = bench
     data = (tmp / "encoder.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    data = (tmp / "encoder-budget.png").read_bytes()  # beside it: the cycle budgets
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert budget_plot_path(tmp / "encoder.png") == tmp / "encoder-budget.png"
+    assert not write_budget_plot({"cases": [{"status": "does not fit"}], "seq": 8},
+                                 tmp / "none.png")
+    assert not (tmp / "none.png").exists()
 
 
 def test_resources_say_whether_the_preset_fits(tmp_path):
@@ -286,7 +294,7 @@ def test_resources_say_whether_the_preset_fits(tmp_path):
     summary.update(percent={"LUT": 80.0, "DSP48E2": 100.0}, config={"name": "older"})
     (tmp_path / "u200-xcup" / "summary.json").write_text(json.dumps(summary))
     r = preset_resources(cfg, bitstreams=tmp_path)
-    assert r["fits"] is True and "for an earlier config: fits the part (at most 100 %)" in \
+    assert r["fits"] is True and "for a different config: fits the part (at most 100 %)" in \
         r["label"]
     report = _fake_report()
     report["presets"]["u200"]["resources"] = r
@@ -382,6 +390,25 @@ def test_cli_quick_run(capsys, tmp_path, tiny_bert):
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny | 1:4 |" in text
     assert "RTL check: not run" in text
     assert "1:4" in capsys.readouterr().out
+
+
+def test_cli_takes_config_files_as_presets(capsys, tmp_path, tiny_bert):
+    """A config JSON file stands for a preset (what-if projections): its cases carry its
+    name; two configs of one name in a run are refused, naming it."""
+    wide = tmp_path / "wide.json"
+    preset("tiny").replace(name="tiny-wide", vector_lanes=8).to_json(wide)
+    out = tmp_path / "e.json"
+    args = ["--models", tiny_bert, "--sparsity", "2:4", "--seq", str(SEQ), "--layers", "1",
+            "--no-rtl-check", "--no-cpu", "--out", str(out), "--plot", ""]
+    assert main([*args, "--presets", f"tiny,{wide}"]) == 0
+    tiny, w = json.loads(out.read_text())["cases"]
+    assert (tiny["preset"], w["preset"]) == ("tiny", "tiny-wide")
+    assert w["busy_cycles"]["vector"] < tiny["busy_cycles"]["vector"]  # 8 lanes, not 4
+    assert w["busy_cycles"]["array"] == tiny["busy_cycles"]["array"]
+    preset("tiny").to_json(wide)
+    with pytest.raises(SystemExit):
+        main([*args, "--presets", f"tiny,{wide}"])
+    assert "two configs named 'tiny'" in capsys.readouterr().err
 
 
 def test_rtl_check_halves_the_sequence_until_the_layer_fits_the_scratchpad(tiny_bert):

@@ -91,14 +91,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.config import AcceleratorConfig, preset
+from hw.config import PRESETS, AcceleratorConfig, preset
 
 __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
     "ALVEO_CLOCK_MHZ", "ECP5_SUMMARY", "ModelShape", "encoder_macs", "floor_cycles",
     "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock", "preset_resources",
     "command_stream_bytes", "program_figures", "cycle_budget", "BUDGET", "run_rtl_check",
-    "run_encoder_bench", "write_plot", "readme_table", "update_readme", "format_report", "main",
+    "run_encoder_bench", "write_plot", "write_budget_plot", "budget_plot_path", "readme_table",
+    "update_readme", "format_report", "main",
 ]
 
 BEGIN = "<!-- bench:begin -->"
@@ -228,7 +229,7 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
     else:
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
     s = json.loads(path.read_text())
-    other = "" if s.get("config") == config.to_dict() else ", for an earlier config"
+    other = "" if s.get("config") == config.to_dict() else ", for a different config"
     if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
         path = path.relative_to(BITSTREAMS.parent)
     if target == "ecp5":
@@ -332,7 +333,24 @@ def _check_model(name: str) -> None:
 
 
 def _config(p) -> AcceleratorConfig:
-    return p if isinstance(p, AcceleratorConfig) else preset(p)
+    """A config, a preset name, or a config JSON file (``nmaccel config u200 > my.json``,
+    edited: what-if projections of a config no preset has)."""
+    if isinstance(p, AcceleratorConfig):
+        return p
+    if p not in PRESETS and Path(p).is_file():
+        return AcceleratorConfig.from_json(Path(p))
+    return preset(p)  # an unknown name: the error lists the presets
+
+
+def _configs(names) -> list[AcceleratorConfig]:
+    configs = [_config(p) for p in names]
+    seen = set()
+    for c in configs:
+        if c.name in seen:
+            raise ValueError(f"two configs named {c.name!r} in one run: the report keys its "
+                             "cases by config name (give a config file its own 'name')")
+        seen.add(c.name)
+    return configs
 
 
 def _prechecks(cfg: AcceleratorConfig, shape: ModelShape, seq: int, n: int, m: int):
@@ -599,8 +617,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         _check_model(mname)
     for sp in sparsities:
         parse_sparsity(sp)
-    configs = [_config(p) for p in presets]
-    rtl_configs = [_config(p) for p in rtl_presets] if rtl_check else []
+    configs = _configs(presets)
+    rtl_configs = _configs(rtl_presets) if rtl_check else []
     if cpu not in ("measure", "reuse", "none"):
         raise ValueError(f"cpu must be 'measure', 'reuse' or 'none', got {cpu!r}")
     if cpu == "reuse" and not (cpu_json and Path(cpu_json).is_file()):
@@ -706,6 +724,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     if plot:
         write_plot(report, plot)
         progress(f"wrote {plot}")
+        if write_budget_plot(report, budget_plot_path(plot)):
+            progress(f"wrote {budget_plot_path(plot)}")
     if readme:
         update_readme(readme, report)
         progress(f"updated the table in {readme}")
@@ -799,6 +819,55 @@ def write_plot(report: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+#: the README's and the budget plot's name for each :data:`BUDGET` term
+BUDGET_LABELS = {"floor": "floor (= utilisation)", "array_size": "PE array < part's DSPs",
+                 "tiles_LINEAR": "LINEAR tiles", "tiles_QK_SOFTMAX": "QK tiles",
+                 "tiles_PV": "PV tiles", "vector": "LayerNorm / GELU lanes",
+                 "io": "LOAD / STORE", "overhead": "kernel overhead"}
+
+
+def budget_plot_path(plot: str | Path) -> Path:
+    """Where the budget plot goes beside the latency plot ``plot``."""
+    plot = Path(plot)
+    return plot.with_name(plot.stem + "-budget" + plot.suffix)
+
+
+def write_budget_plot(report: dict, path: str | Path) -> bool:
+    """The cycle budget of every case that has one (:func:`cycle_budget`) as a stacked bar of
+    shares of the RTL kernel's cycles, the floor first (its share is the utilisation);
+    False (nothing written) without such a case."""
+    rows = [c for c in report["cases"] if c.get("cycle_budget")]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = ["#55a868", "#8172b2", "#4c72b0", "#c44e52", "#dd8452", "#937860", "#da8bc3",
+               "#8c8c8c"]
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.3 * len(rows)))
+    names = [f"{MODEL_LABELS.get(c['model'], c['model'])}, {_case_label(c)}" for c in rows]
+    left = [0.0] * len(rows)
+    for (key, label), colour in zip(BUDGET_LABELS.items(), colours, strict=True):
+        share = [100 * c["cycle_budget"][key] / c["kernel_cycles"] for c in rows]
+        ax.barh(range(len(rows)), share, left=left, color=colour, label=label)
+        left = [a + b for a, b in zip(left, share, strict=True)]
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the RTL kernel's cycles (%)")
+    ax.set_title(f"Where the kernel's cycles go: batch 1, seq {report['seq']} (sw/perf/top.py; "
+                 "the floor's share is the utilisation)", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
 
 
 def _ms(v) -> str:
@@ -903,10 +972,7 @@ def _budget_table(cases: list[dict]) -> list[str]:
     rows = [c for c in cases if c.get("cycle_budget")]
     if not rows:
         return []
-    heads = {"floor": "floor (= utilisation)", "array_size": "PE array < part's DSPs",
-             "tiles_LINEAR": "LINEAR tiles", "tiles_QK_SOFTMAX": "QK tiles",
-             "tiles_PV": "PV tiles", "vector": "LayerNorm / GELU lanes", "io": "LOAD / STORE",
-             "overhead": "kernel overhead"}
+    heads = BUDGET_LABELS
     lines = ["", "Where the RTL kernel's cycles go, as shares of its cycles: the floor's share is "
              "the kernel's utilisation, each other column the utilisation a cause costs (PE "
              "array < part's DSPs: the array's own floor beyond the part's; tiles: the array's "
@@ -979,7 +1045,9 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help="comma-separated: bert-base, minilm or saved model directories")
-    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+                   help="comma-separated preset names or config JSON files (`nmaccel config "
+                        "u200 > x.json`, edited, with its own name): what-if projections")
     p.add_argument("--sparsity", default=",".join(DEFAULT_SPARSITIES),
                    help="comma-separated: dense and/or N:M (default dense,2:4,1:4)")
     p.add_argument("--seq", type=int, default=128)
