@@ -406,9 +406,16 @@ def test_cli_takes_config_files_as_presets(capsys, tmp_path, tiny_bert):
     assert w["busy_cycles"]["vector"] < tiny["busy_cycles"]["vector"]  # 8 lanes, not 4
     assert w["busy_cycles"]["array"] == tiny["busy_cycles"]["array"]
     preset("tiny").to_json(wide)
+    for presets, err in ((f"tiny,{wide}", "two configs named 'tiny'"),
+                         (str(tmp_path / "absent.json"), "absent.json': no such file"),
+                         (str(out), "unknown config field(s)")):  # a file, not a config
+        with pytest.raises(SystemExit):
+            main([*args, "--presets", presets])
+        assert err in capsys.readouterr().err
+    wide.write_text("{not json")
     with pytest.raises(SystemExit):
-        main([*args, "--presets", f"tiny,{wide}"])
-    assert "two configs named 'tiny'" in capsys.readouterr().err
+        main([*args, "--presets", str(wide)])
+    assert "malformed config JSON in" in capsys.readouterr().err
 
 
 def test_rtl_check_halves_the_sequence_until_the_layer_fits_the_scratchpad(tiny_bert):

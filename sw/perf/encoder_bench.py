@@ -339,6 +339,8 @@ def _config(p) -> AcceleratorConfig:
         return p
     if p not in PRESETS and Path(p).is_file():
         return AcceleratorConfig.from_json(Path(p))
+    if p not in PRESETS and (p.endswith(".json") or os.sep in p):
+        raise ValueError(f"config file {p!r}: no such file")
     return preset(p)  # an unknown name: the error lists the presets
 
 
