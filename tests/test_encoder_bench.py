@@ -389,7 +389,10 @@ def test_cli_quick_run(capsys, tmp_path, tiny_bert):
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny | 1:4 |" in text
     assert "RTL check: not run" in text
-    assert "1:4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1:4" in out
+    losses = [ln for ln in out.splitlines() if "kernel's largest losses:" in ln]
+    assert len(losses) == 1 and losses[0].count(" %") == 3, out
 
 
 def test_cli_takes_config_files_as_presets(capsys, tmp_path, tiny_bert):

@@ -1008,6 +1008,14 @@ def _markers(text: str, path) -> tuple[int, int]:
     return i, j
 
 
+def _largest_losses(case: dict, n: int = 3) -> str:
+    """The ``n`` largest non-floor terms of a case's :func:`cycle_budget`, as shares of the
+    kernel's cycles."""
+    b, total = case["cycle_budget"], case["kernel_cycles"]
+    terms = sorted((k for k in b if k != "floor"), key=lambda k: -b[k])[:n]
+    return ", ".join(f"{BUDGET_LABELS[k]} {100 * b[k] / total:.1f} %" for k in terms)
+
+
 def format_report(report: dict) -> str:
     """A terminal summary of the report."""
     lines = [f"encoder benchmark, batch 1, seq {report['seq']} (accelerator: block-model "
@@ -1028,6 +1036,8 @@ def format_report(report: dict) -> str:
         lines.append(f"{head} {c['model_cycles']:>12,} cycles, {lat:>10s} (floor "
                      f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}; RTL kernel as "
                      f"built: {kern}{k_util}")
+        if c.get("cycle_budget"):
+            lines.append(f"{'':31s} kernel's largest losses: {_largest_losses(c)}")
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(f"  RTL check {r['preset']}: {r['rtl_cycles']:,} RTL cycles = "
