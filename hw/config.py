@@ -131,6 +131,13 @@ class AcceleratorConfig:
         scratchpad is that many banks of words, so an access moves ``spm_lanes`` consecutive
         words at any alignment (:class:`hw.top.scratchpad.Scratchpad`). The engine's result
         write-out uses the whole width; the other clients move a word per cycle.
+    mem_read_delay : int
+        Device memory's extra read latency for the kernel cycle model (:mod:`sw.perf.top`),
+        in kernel cycles: each read burst's first beat comes this many cycles later than the
+        benches' AXI RAM (cocotbext-axi) answers, 2 cycles after the AR. 0 (the default) is
+        the RAM the model is checked against; the top bench's ``mem_delay`` delays its RAM
+        alike. Model-only, as ``mem_bandwidth_gbps``: the RTL does not depend on it (a DDR4
+        controller answers in tens of cycles at 300 MHz: what-if configs).
     """
 
     name: str = "custom"
@@ -158,6 +165,7 @@ class AcceleratorConfig:
     weight_port_bytes: int = 0
     spm_lanes: int = 1
     weight_ports: int = 1
+    mem_read_delay: int = 0
 
     def __post_init__(self):
         def bad(field, why):
@@ -213,6 +221,8 @@ class AcceleratorConfig:
             bad("part_dsps", "must be >= 0")
         if not (math.isfinite(self.mem_bandwidth_gbps) and self.mem_bandwidth_gbps >= 0):
             bad("mem_bandwidth_gbps", "must be a number >= 0")
+        if not 0 <= self.mem_read_delay <= 4096:
+            bad("mem_read_delay", "must be in 0..4096 cycles")
         B = self.weight_port_bytes
         if B and (B not in (4, 8, 16, 32, 64, 128)):
             bad("weight_port_bytes", "must be 0 (no weight port) or a power of two from 4 to "
@@ -397,11 +407,14 @@ class AcceleratorConfig:
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The fields; ``weight_ports`` only when it is not 1, so the JSON (and the Program
-        fingerprint) of a config from before the field existed does not change."""
+        """The fields; ``weight_ports`` only when it is not 1 and ``mem_read_delay`` only
+        when it is not 0, so the JSON (and the Program fingerprint) of a config from before
+        the field existed does not change."""
         d = dataclasses.asdict(self)
         if d["weight_ports"] == 1:
             del d["weight_ports"]
+        if d["mem_read_delay"] == 0:
+            del d["mem_read_delay"]
         return d
 
     def to_json(self, path: str | Path | None = None) -> str:

@@ -157,3 +157,16 @@ def test_mask_lanes_divide_the_softmax_lanes_and_fit_one_read():
     assert tiny.replace(softmax_lanes=8, spm_lanes=2).mask_lanes == 4  # half a word
     assert tiny.replace(softmax_lanes=6, spm_lanes=2).mask_lanes == 3
     assert tiny.replace(softmax_lanes=7, spm_lanes=2).mask_lanes == 1  # no divisor fits
+
+
+def test_device_memory_read_delay_is_model_only_and_serialises_as_before():
+    """mem_read_delay (the kernel model's device-memory latency beyond the benches' RAM):
+    left out of the JSON at its default 0, kept otherwise, refused outside 0..4096."""
+    cfg = preset("u200")
+    assert "mem_read_delay" not in cfg.to_dict()
+    slow = cfg.replace(mem_read_delay=30)
+    assert slow.to_dict()["mem_read_delay"] == 30
+    assert AcceleratorConfig.from_json(slow.to_json()) == slow
+    for bad in (-1, 4097):
+        with pytest.raises(ConfigError, match=f"mem_read_delay = {bad}: must be in 0..4096"):
+            cfg.replace(mem_read_delay=bad)

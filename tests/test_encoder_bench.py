@@ -339,6 +339,10 @@ def test_readme_table_between_markers(tmp_path):
     assert "does not fit: the encoder needs 1 bytes" in table
     assert "1.0000 x the kernel model** (1,734,288) and 1.88 x the block model" in table
     assert "| 10.0 ms (3,000,000 cycles) | 0.14 |" in table and "no Fmax measured" in table
+    assert "unless a config's `mem_read_delay` says later;" in table
+    report["presets"]["u200"]["config"] = {"mem_read_delay": 30}
+    assert "says later (u200: 30 cycles more);" in readme_table(report)
+    del report["presets"]["u200"]["config"]
     assert ("| BERT-base (random weights) | u200 | 2:4 (as 4:8) | 14.0 % | 5.0 % | 0.0 % | "
             "1.0 % | 0.0 % | 66.7 % | 0.1 % | 13.3 % |") in table
     before, after = "# Title\n\nintro text\n", "\n\n## Next\nmore text\n"

@@ -22,6 +22,28 @@ def test_bursts_stop_at_16_beats_and_at_4k_pages():
     assert top.read_cycles(0, 16) == 1 + top.READ_GAP + 16
 
 
+def test_slower_device_memory_delays_each_burst_s_first_beat():
+    """``gap``: each burst's first beat ``gap - 1`` cycles after its AR. A lone burst pays
+    it whole; back-to-back bursts hide it behind the beats before, up to the reader's
+    outstanding bursts (ARs 2 cycles apart); a config's mem_read_delay adds to READ_GAP."""
+    gap = top.READ_GAP + 100
+    assert top.read_cycles(0, 16, gap=gap) == top.read_cycles(0, 16) + 100
+    # 4 bursts of 16: the 2nd to 4th ARs went out 2, 4, 6 cycles after the first, their
+    # beats follow the first burst's back to back
+    assert top.read_cycles(0, 64, gap=gap) == top.read_cycles(0, 64) + 100
+    # the 5th burst's AR waits for the cycle after the 1st burst's last beat (4 outstanding),
+    # then pays the whole latency again: 100 cycles later it is not hidden any more
+    ar5 = 2 + (gap - 1) + 16
+    assert top.read_cycles(0, 80, gap=gap) == ar5 + (gap - 1) + 16
+    assert top.read_cycles(0, 80) == top.read_cycles(0, 64) + 16  # hidden at READ_GAP
+    cfg = preset("u200")
+    assert top.read_gap(cfg) == top.READ_GAP
+    slow = cfg.replace(mem_read_delay=100)
+    assert top.read_gap(slow) == gap
+    assert top.header_cycles(slow) == top.HEADER + 100
+    assert top.fetch_cycles(5, slow) == top.fetch_cycles(5, cfg) + 100
+
+
 def test_linear_cycles_grow_with_every_dimension():
     cfg = preset("tiny")
 

@@ -661,6 +661,24 @@ def test_a_compiled_encoder_layer_streams_weights_through_several_weight_ports(s
     _compiled_layer(*shape)
 
 
+@pytest.mark.parametrize("shape", [
+    # R, C, M, N:M, hidden, heads, tokens, intermediate, stall, act_buffer_depth, port bytes,
+    # softmax lanes, scratchpad lanes, weight ports, device memory's extra read latency
+    # the 32-bit master alone: commands, records, LayerNorm records, LOAD, weights
+    (4, 4, 4, "2:4", 64, 4, 12, 128, False, 1024, 0, 3, 1, 1, 17),
+    # a weight port, 64-word activation banks: chunks whose first blocks load while staged
+    (8, 2, 4, "2:4", 64, 4, 32, 128, False, 64, 8, 3, 1, 1, 40),
+    # 2 weight ports and 2-word scratchpad ports (as u200, smaller): staging longer than the
+    # first block's records, the second block's records fetched from the first's RUN state
+    (16, 16, 4, "2:4", 64, 4, 12, 96, False, 1024, 8, 3, 2, 2, 64),
+])
+def test_a_compiled_encoder_layer_with_slower_device_memory(shape):
+    """Device memory that answers each read burst ``mem_read_delay`` cycles later than the
+    benches' RAM (the top bench's ``mem_delay``): bit-exact, and cycle-exact against the
+    kernel model with that latency (sw.perf.top's read gap)."""
+    _compiled_layer(*shape)
+
+
 def test_every_weight_bank_is_range_checked_like_the_ref_backend():
     """2 weight ports: a LINEAR's bank bytes must fit at w_off in params *and* in params1
     (a bank one beat short stops the kernel with OUT_OF_BUFFER before it runs)."""
@@ -723,18 +741,18 @@ def test_the_result_write_out_moves_spm_lanes_words_a_cycle(shape):
     _compiled_layer(*shape)
 
 
-def _layer_config(R, C, M, act_depth, port=0, lanes=3, spm=1, ports=1):
+def _layer_config(R, C, M, act_depth, port=0, lanes=3, spm=1, ports=1, delay=0):
     from hw.config import AcceleratorConfig
 
     return AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}",
                              m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
                              softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
                              act_buffer_depth=act_depth, weight_port_bytes=port,
-                             spm_lanes=spm, weight_ports=ports)
+                             spm_lanes=spm, weight_ports=ports, mem_read_delay=delay)
 
 
 def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3,
-                    spm=1, ports=1):
+                    spm=1, ports=1, delay=0):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -742,7 +760,7 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports)
+    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports, delay)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()

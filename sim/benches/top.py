@@ -12,6 +12,9 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
   (:func:`sw.compiler.isa.buffers`), whose registers are written in that order;
 * ``max_cycles``: give up (report ``timed_out``) after this many cycles without ap_done;
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
+* ``mem_delay``: every read side answers each burst this many cycles later than the RAM
+  model does (a config's ``mem_read_delay``): its first beat goes out no earlier than that
+  many cycles after the RAM would have sent it had the burst found the RAM idle;
 * ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
 * ``prerun``: ``[[addr, hex bytes], ...]``: first run to ap_done on the image with these bytes
   written over it, then write the image back and run again, without a reset (what the kernel
@@ -54,6 +57,38 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbex
 def _pauses(rng: random.Random):
     while True:
         yield rng.random() < 0.3
+
+
+def _delay_reads(side, clk, cycles: int) -> None:
+    """Make a cocotbext-axi RAM read side answer each burst ``cycles`` later: its AR is held
+    until ``cycles`` clock edges after the edge that took it (the RAM's own pipeline then
+    runs as before; an AR it takes later than that is not held)."""
+    from collections import deque
+
+    from cocotb.utils import get_sim_time
+
+    ch, taken = side.ar_channel, deque()
+    put, recv, clear = ch.queue.put_nowait, ch.recv, ch.clear
+
+    def put_timed(obj):  # called by the sink in the edge that takes the AR
+        taken.append(get_sim_time("ns"))
+        put(obj)
+
+    async def recv_delayed():
+        ar = await recv()
+        wait = taken.popleft() + cycles * CLOCK_NS - get_sim_time("ns")
+        if wait > 0:
+            await ClockCycles(clk, round(wait / CLOCK_NS))
+        return ar
+
+    def clear_timed():  # a reset drops the ARs taken, and their times
+        taken.clear()
+        clear()
+
+    ch.queue.put_nowait, ch.recv, ch.clear = put_timed, recv_delayed, clear_timed
+    # take ARs as they come, as a memory controller with a deep request queue does (the
+    # RAM's own limit, 2 waiting ARs, would hold the kernel's next ones while one waits)
+    ch.queue_occupancy_limit = 64
 
 
 def _fail_on(side, ranges) -> None:
@@ -163,6 +198,9 @@ async def run_program(dut):
                                 dut.rst, mem=ram.mem))
     for side in (host.write_if, host.read_if, *reads, *writes):
         side.log.setLevel(logging.WARNING)  # one INFO line per burst slows long runs
+    if P.get("mem_delay"):
+        for side in reads:
+            _delay_reads(side, dut.clk, int(P["mem_delay"]))
     if P.get("bus_error"):
         for side in (*reads, *writes):
             _fail_on(side, [tuple(r) for r in P["bus_error"]])

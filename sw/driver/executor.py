@@ -117,7 +117,7 @@ def execute(config: AcceleratorConfig, mem: dict[str, memoryview], spm: bytearra
 
     prog = mem["program"]
     sizes = {k: len(mem[k]) for k in buffers(config) if k != "program"}
-    per_op: dict[str, int] = {"HEADER": top.HEADER}
+    per_op: dict[str, int] = {"HEADER": top.header_cycles(config)}
     if len(prog) < 4 * HEADER_WORDS:
         return Status.BAD_HEADER, -1, "program buffer shorter than the header", per_op
     magic, version, count, fp = struct.unpack_from("<4I", prog)

@@ -79,7 +79,8 @@ class RtlDevice(RefDevice):
                                 for k, (lo, hi) in self.bus_error.items()],
                   "weight_port": bool(self.config.weight_port_bytes),
                   "weight_ports": self.config.weight_ports,
-                  "weight_writes": self.config.wide_store}
+                  "weight_writes": self.config.wide_store,
+                  "mem_delay": self.config.mem_read_delay}
         with self._progress_watch(work, params):
             report = run_bench(component=lambda: Accelerator(config=self.config),
                                bench="sim.benches.top", case=case, params=params,

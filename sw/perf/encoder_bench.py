@@ -296,14 +296,14 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
             mem_cycles += mc
             bound_cmds += mc > cyc
             projected += max(cyc, math.ceil(mc))
-    from sw.perf.top import HEADER, busy_cycles, command_costs
+    from sw.perf.top import busy_cycles, command_costs, header_cycles
 
     kernel_by_op: dict[str, int] = {}
     commands = compiled.program.commands
     for c, cyc in zip(commands, command_costs(commands, cfg), strict=True):
         kernel_by_op[c.op.name] = kernel_by_op.get(c.op.name, 0) + cyc
     fig = {"model_cycles": compute, "model_cycles_by_op": by_op,
-           "kernel_cycles": HEADER + sum(kernel_by_op.values()),
+           "kernel_cycles": header_cycles(cfg) + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,
            "array_floor_cycles": sum(ideal_cycles_by_op(compiled).values()),
            "array_floor_by_op": ideal_cycles_by_op(compiled),
@@ -902,6 +902,13 @@ def readme_table(report: dict) -> str:
               "output drain of one token a cycle), the LayerNorm lanes and the "
               "LOAD/STORE port are busy, one after the other as batch 1 needs them: the most "
               "utilisation any schedule of the Program on the preset's units reaches.", ""]
+    delays = {k: v.get("config", {}).get("mem_read_delay", 0)
+              for k, v in report["presets"].items()}
+    slow = "; ".join(f"{k}: {d} cycles more" for k, d in delays.items() if d)
+    lines += ["Device memory in the kernel projections: each read burst's first beat 2 cycles "
+              "after its AR, as the benches' AXI RAM answers (the RTL checks' memory), unless a "
+              "config's `mem_read_delay` says later" + (f" ({slow})" if slow else "") + "; a "
+              "real DDR or HBM controller is slower (see the text below the table).", ""]
     res = [f"{k}: {v['resources']['label']}" for k, v in report["presets"].items()
            if v.get("resources", {}).get("fits") is not None]
     if res:

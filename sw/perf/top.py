@@ -40,7 +40,8 @@ from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY, tile_ends
 from sw.perf.vector_ops import stream_beside, stream_cycles
 
-__all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_cycles", "fetch_cycles",
+__all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_gap", "read_cycles",
+           "fetch_cycles", "header_cycles",
            "command_cycles", "command_costs", "program_cycles", "busy_cycles",
            "vector_stream_start"]
 
@@ -71,13 +72,15 @@ class Read:
     Times count from the request state (cycle 0). Burst ``k``'s AR goes out 2 cycles after
     the previous AR (its size is registered in between; the first: 2 cycles after the request
     state) and not before the cycle after burst ``k - outstanding``'s last beat was taken;
-    its first beat comes ``READ_GAP - 1`` cycles after its AR, and never before the cycle
+    its first beat comes ``gap - 1`` cycles after its AR (``gap``: :data:`READ_GAP`, or
+    :func:`read_gap` of a config whose memory answers later), and never before the cycle
     after the previous beat was taken (the memory streams a burst's beats back to back)."""
 
     def __init__(self, offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST,
-                 outstanding: int = OUTSTANDING):
+                 outstanding: int = OUTSTANDING, gap: int = READ_GAP):
         self.sizes = bursts(offset, words, beat, max_burst)
         self.outstanding = outstanding
+        self.gap = gap
         self.ar: list[int] = []  # each burst's AR cycle
         self.last: list[int] = []  # the cycle each burst's last beat was taken
         self.k, self.n = 0, 0  # the next beat: its burst, its place in the burst
@@ -93,7 +96,7 @@ class Read:
             if k >= self.outstanding:
                 ar = max(ar, self.last[k - self.outstanding] + 1)
             self.ar.append(ar)
-        return max(self.prev + 1, self.ar[k] + READ_GAP - 1)
+        return max(self.prev + 1, self.ar[k] + self.gap - 1)
 
     def take(self, t: int) -> bool:
         """The next beat taken in cycle ``t``; whether it ended its burst."""
@@ -106,11 +109,16 @@ class Read:
         return True
 
 
+def read_gap(config: AcceleratorConfig | None) -> int:
+    """:data:`READ_GAP` of the config's device memory: ``mem_read_delay`` cycles more."""
+    return READ_GAP + (config.mem_read_delay if config is not None else 0)
+
+
 def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BURST,
-                outstanding: int = OUTSTANDING) -> int:
+                outstanding: int = OUTSTANDING, gap: int = READ_GAP) -> int:
     """A read request's cycles when the consumer takes every beat at once: from the request
     state to the cycle taking the last beat, inclusive (:class:`Read`)."""
-    r = Read(offset, words, beat, max_burst, outstanding)
+    r = Read(offset, words, beat, max_burst, outstanding, gap)
     for _ in range(words):
         r.take(r.ready())
     return r.prev + 1
@@ -129,17 +137,24 @@ def fetch_cycles(index: int, config: AcceleratorConfig | None = None) -> int:
     if config is not None and config.wide_fetch:
         B = config.weight_port_bytes
         beats = -(-(start % B + 4 * CMD_WORDS) // B)
-        return read_cycles(start - start % B, beats, B, config.weight_port_burst) + PRODUCTS + 1
-    return read_cycles(start, CMD_WORDS) + PRODUCTS + 1
+        return (read_cycles(start - start % B, beats, B, config.weight_port_burst,
+                            gap=read_gap(config)) + PRODUCTS + 1)
+    return read_cycles(start, CMD_WORDS, gap=read_gap(config)) + PRODUCTS + 1
 
 
-HEADER = 1 + read_cycles(0, HEADER_WORDS) + 1  #: the start cycle, the header read, its check
+def header_cycles(config: AcceleratorConfig | None = None) -> int:
+    """The start cycle, the header read and its check: :data:`HEADER` with the config's
+    device memory."""
+    return 1 + read_cycles(0, HEADER_WORDS, gap=read_gap(config)) + 1
 
 
-def _consume(offset: int, words: int, busy) -> int:
+HEADER = header_cycles()  #: the start cycle, the header read, its check (the benches' RAM)
+
+
+def _consume(offset: int, words: int, busy, gap: int = READ_GAP) -> int:
     """A read request whose consumer, after taking word ``i``, is busy ``busy(i)`` more
     cycles: cycles from the request state to the one taking the last word, inclusive."""
-    r = Read(offset, words)
+    r = Read(offset, words, gap=gap)
     for i in range(words):
         r.take(max(r.ready(), r.prev + 1 + busy(i - 1)) if i else r.ready())
     return r.prev + 1
@@ -152,7 +167,7 @@ def _records(offset: int, records: int, cfg: AcceleratorConfig) -> int:
     cycles from the request state to the one after the last."""
     B = cfg.weight_port_bytes
     per_beat = B // LN_RECORD
-    r = Read(offset, -(-records // per_beat), B, cfg.weight_port_burst)
+    r = Read(offset, -(-records // per_beat), B, cfg.weight_port_burst, gap=read_gap(cfg))
     for i in range(0, records, per_beat):  # a beat a cycle when the unit loads all of it
         r.take(r.ready() + (0 if cfg.ln_load_lanes > 1 else min(per_beat, records - i) - 1))
     return r.prev + 1
@@ -168,7 +183,7 @@ def _loaded_entries(addr: int, rows: int, steps: int, dense: bool,
     B = cfg.weight_port_bytes
     E = -(-steps // 4)
     vg, ig = rows // (B // 4), 0 if dense else rows // (8 * B // cfg.index_word_bits)
-    r = Read(addr, E * (vg + ig), B, cfg.weight_port_burst)
+    r = Read(addr, E * (vg + ig), B, cfg.weight_port_burst, gap=read_gap(cfg))
     taken = []
     for _ in range(E * (vg + ig)):
         taken.append(r.ready())
@@ -178,14 +193,14 @@ def _loaded_entries(addr: int, rows: int, steps: int, dense: bool,
     return tuple(taken[(e + 1) * (vg + ig) - 1] for e in range(E))
 
 
-def _values(start: int, nbytes: int) -> int:
+def _values(start: int, nbytes: int, gap: int = READ_GAP) -> int:
     """A LINEAR row's values: one word per cycle as the bus delivers them, realigned into
     4-slot bank words; a row starting mid-word whose last bytes sit in its last word alone
     needs one more cycle for them (W_FLUSH)."""
     skip = start & 3
     words = (skip + nbytes + 3) >> 2
     flush = int(skip != 0 and words == (nbytes + 3) >> 2)
-    return read_cycles(start - skip, words) + flush
+    return read_cycles(start - skip, words, gap=gap) + flush
 
 
 def _on_words(first: int, stride: int) -> bool:
@@ -199,14 +214,15 @@ def _words(start: int, nbytes: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _indices(skip: int, page_off: int, words: int, steps: int, ib: int) -> int:
+def _indices(skip: int, page_off: int, words: int, steps: int, ib: int,
+             gap: int = READ_GAP) -> int:
     """A LINEAR row's indices (EngineOps W_REQ, W_DATA with idx_phase), cycle by cycle: each
     cycle emits a bank word of 4 slots when ``4 ib`` bits are queued (or the row's last slots
     once every word is in) and takes a bus word if fewer than ``4 ib`` bits stay queued.
     The request: ``words`` bus words from byte ``page_off`` of a 4 KiB page. Cycles from the
     request state to the last emission."""
     entries = -(-steps // 4)
-    r = Read(page_off, words)
+    r = Read(page_off, words, gap=gap)
     t, wk, bits, ent = 1, 0, 0, 0
     while True:
         emit = bits >= 4 * ib or wk == words
@@ -340,6 +356,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     alt_a = cfg.act_halves
     depth = cfg.act_buffer_depth // (2 if alt_a and cmd.op != Op.LINEAR else 1)
     per_chunk = 1 if cmd.op == Op.QK_SOFTMAX else depth // G
+    gap = read_gap(cfg)
     weights = 0  # staging the row blocks' weights
     wts = []  # per row block
     before = 0  # weights before this block
@@ -359,7 +376,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
             # each loads R / P rows of every block from its bank at the same offset, beat for
             # beat alike: one of them stands for all
             beats = block_bytes(min(R, rows_pad - r0) // cfg.weight_ports, k, n, M, cfg) // B
-            loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst)
+            loads.append(1 + read_cycles(addr, beats, B, cfg.weight_port_burst, gap=gap)
                          + (-(-steps // 4) if n == M else 0))
             entered.append(_loaded_entries(addr, min(R, rows_pad - r0) // cfg.weight_ports,
                                            steps, n == M, cfg))
@@ -370,14 +387,14 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
                     weights += steps  # WGT fills the missing row with zeros
                     continue
                 weights += 1  # WGT
-                weights += _values(w_off + row * steps, steps)  # W_REQ, W_DATA, W_FLUSH
+                weights += _values(w_off + row * steps, steps, gap)  # W_REQ, W_DATA, W_FLUSH
                 weights += 1  # W_VALUES_END
                 if n == M:
                     weights += -(-steps // 4)  # W_DENSE_IDX: a bank word of 4 slots per cycle
                 else:  # W_REQ, W_DATA: the index words, a bank word of 4 slots per cycle
                     istart = w_off + rows * steps + row * ibytes
                     weights += _indices(istart & 3, (istart & ~3) % 4096,
-                                        _words(istart, ibytes), steps, ib)
+                                        _words(istart, ibytes), steps, ib, gap)
                 weights += 1  # W_ROW_END
         elif cmd.op == Op.QK_SOFTMAX and cfg.spm_lanes > 1:  # WGT, WGT_DRAIN: chunks of
             # spm_lanes words of the block's key rows (none past the keys) into per-row
@@ -401,7 +418,7 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         wts.append(weights - before)
         before = weights
         if cmd.op != Op.QK_SOFTMAX:  # RQ, RQ_WAIT: the records loader
-            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0)))
+            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0), gap=gap))
     # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
     # with a weight port, after its GELU table): RQ waits for what is left of them; the next
     # blocks' (same commands) from the previous block's first RUN cycle, RQ waiting for them
@@ -426,7 +443,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
     cyc = 1  # ENG_START (the job is taken in the same cycle)
     if cmd.op == Op.QK_SOFTMAX:
         cyc += -(-tokens // cfg.mask_lanes) + 1  # MASK (mask_lanes keys a cycle), MASK_LAST
-    table = read_cycles(a["table_off"], 64) if cmd.op == Op.LINEAR and a["gelu"] else 0
+    table = (read_cycles(a["table_off"], 64, gap=gap) if cmd.op == Op.LINEAR and a["gelu"]
+             else 0)
     cyc += table  # TABLE, TABLE_DATA: the GELU table's words
     for first in range(0, blocks, per_chunk):
         b = min(per_chunk, blocks - first)
@@ -906,11 +924,12 @@ def _vector_params(cmd: Command, cfg: AcceleratorConfig) -> int:
     if cmd.op == Op.ADD:
         return 0
     if cmd.op == Op.GELU:  # its 64-word table, one word and then its 4 bytes per 5 cycles
-        return READ_GAP + 5 * 64 + 1
+        return _consume(a["table_off"], 64, lambda i: 4, read_gap(cfg)) + 4
     if cfg.wide_ln_params:  # the records through the weight port (one or a beat a cycle)
         return _records(a["params_off"], a["hidden"], cfg)
     # 4 words a record, then its load beat
-    return _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3)) + 1
+    return _consume(a["params_off"], 4 * a["hidden"], lambda i: int(i % 4 == 3),
+                    read_gap(cfg)) + 1
 
 
 def _vector_stream(cmd: Command, cfg: AcceleratorConfig, wo: _WriteOut | None = None,
@@ -985,7 +1004,7 @@ def _command(cmd: Command, config: AcceleratorConfig, index: int, state: KernelS
         off = a["src"] if cmd.op == Op.LOAD else a["dst"]
         start, n = off - off % beat, -(-(off % beat + a["bytes"]) // beat)
         if cmd.op == Op.LOAD:
-            return fetch + read_cycles(start, n, beat, burst) + 1
+            return fetch + read_cycles(start, n, beat, burst, gap=read_gap(config)) + 1
         return fetch + 4 + sum(4 + b for b in bursts(start, n, beat, burst))
     if cmd.op != state.wo_op:  # (it started once every result was out)
         state.wo_results = None
@@ -1033,7 +1052,7 @@ def command_costs(commands, config: AcceleratorConfig) -> list[int]:
 def program_cycles(commands, config: AcceleratorConfig) -> int:
     """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
     ``commands`` (ending with END) without a fault."""
-    return HEADER + sum(command_costs(commands, config))
+    return header_cycles(config) + sum(command_costs(commands, config))
 
 
 def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
