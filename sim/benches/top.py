@@ -14,7 +14,8 @@ model on ``m_axi_gmem`` holding device memory. Parameters (:func:`sim.runner.ben
 * ``stall``: random pauses on every AXI channel (seeded by ``seed``);
 * ``mem_delay``: every read side answers each burst this many cycles later than the RAM
   model does (a config's ``mem_read_delay``): its first beat goes out no earlier than that
-  many cycles after the RAM would have sent it had the burst found the RAM idle;
+  many cycles after the RAM would have sent it had the burst found the RAM idle, and the
+  side takes up to 64 waiting ARs instead of 2 (a memory controller's request queue);
 * ``reset_at``: pulse reset this many cycles into the run, then run again from the start;
 * ``prerun``: ``[[addr, hex bytes], ...]``: first run to ap_done on the image with these bytes
   written over it, then write the image back and run again, without a reset (what the kernel
