@@ -299,14 +299,14 @@ def program_figures(compiled, clock_mhz: float | None) -> dict:
     from sw.perf.top import busy_cycles, command_costs, header_cycles
 
     kernel_by_op: dict[str, int] = {}
+    array_floor = ideal_cycles_by_op(compiled)
     commands = compiled.program.commands
     for c, cyc in zip(commands, command_costs(commands, cfg), strict=True):
         kernel_by_op[c.op.name] = kernel_by_op.get(c.op.name, 0) + cyc
     fig = {"model_cycles": compute, "model_cycles_by_op": by_op,
            "kernel_cycles": header_cycles(cfg) + sum(kernel_by_op.values()),
            "kernel_cycles_by_op": kernel_by_op,
-           "array_floor_cycles": sum(ideal_cycles_by_op(compiled).values()),
-           "array_floor_by_op": ideal_cycles_by_op(compiled),
+           "array_floor_cycles": sum(array_floor.values()), "array_floor_by_op": array_floor,
            "busy_cycles": busy_cycles(compiled.program.commands, cfg),
            "params_bytes": int(compiled.params.size + sum(b.size for b in compiled.banks)),
            "weight_bytes_streamed": weight_bytes, "io_bytes": io_bytes,
