@@ -23,7 +23,10 @@ latency), then one beat per cycle; bursts stop at :data:`~hw.top.axi.MAX_BURST` 
 (:class:`Read`), so a request's later bursts follow without a gap. Buffers are page
 aligned (:data:`sw.driver.device.PAGE`), so a burst's split depends only on the offset
 inside its buffer. With random pauses on the bus (the benches' ``stall``) the kernel only
-gets slower: the model is then a lower bound.
+gets slower: the model is then a lower bound. A config's ``mem_read_delay`` puts every read
+burst's first beat that many cycles later (:func:`read_gap`): the top bench's ``mem_delay``
+delays its RAM alike, and the tests hold the model to the RTL with it too. Writes are not
+delayed.
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ def read_cycles(offset: int, words: int, beat: int = 4, max_burst: int = MAX_BUR
     return r.prev + 1
 
 
-FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1  #: fetch, products, the CHECK cycle
+#: fetch, products, the CHECK cycle (the benches' RAM: :func:`fetch_cycles` for a config)
+FETCH = read_cycles(0, CMD_WORDS) + PRODUCTS + 1
 
 
 def fetch_cycles(index: int, config: AcceleratorConfig | None = None) -> int:
