@@ -405,3 +405,29 @@ def test_engine_commands_may_not_write_over_their_own_inputs():
     assert "its input v [64, 76)" in check_shape(Command(Op.PV, pv | {"out": 75}), cfg)
     assert "its input p [0, 4)" in check_shape(Command(Op.PV, pv | {"out": 2}), cfg)
     assert check_command(Command(Op.PV, pv | {"out": 2}), cfg, {})[0] == Status.BAD_SHAPE
+
+
+def test_requantizer_records_pack_into_two_words_and_values_out_of_range_are_refused():
+    """8-byte records: the bias, then the multiplier (bits 0-14) and the shift (16-21); read
+    back as the kernel reads them, ignoring the other bits of the second word."""
+    from sw.compiler.isa import RQ_RECORD, pack_requant, unpack_requant
+    from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
+
+    bias = [-(2**31), -1, 0, 2**31 - 1]
+    mult = [0, 1, 2**MULT_BITS - 1, 1234]
+    shift = [0, MAX_SHIFT, 17, 1]
+    raw = pack_requant(bias, mult, shift)
+    assert len(raw) == 4 * RQ_RECORD
+    words = np.frombuffer(raw, "<u4").reshape(4, 2)
+    assert list(words[:, 1]) == [m | s << 16 for m, s in zip(mult, shift, strict=True)]
+    got = unpack_requant(raw, 4)
+    assert [list(g) for g in got] == [bias, mult, shift]
+    noisy = words.copy()
+    noisy[:, 1] |= 0xFFC0_8000  # bit 15 and bits 22-31: not the record's
+    assert [list(g) for g in unpack_requant(noisy.tobytes(), 4)] == [bias, mult, shift]
+    for b, m, s, what in ((2**31, 0, 0, "bias"), (0, 2**MULT_BITS, 0, "multiplier"),
+                          (0, -1, 0, "multiplier"), (0, 0, MAX_SHIFT + 1, "shift")):
+        with pytest.raises(ValueError, match=f"requantizer {what} out of range"):
+            pack_requant([b], [m], [s])
+    with pytest.raises(ValueError, match="2 biases, 1 multipliers and 1 shifts"):
+        pack_requant([0, 0], [1], [1])

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from hw.config import preset
-from sw.compiler.isa import Command, Op, Program, Status, config_fingerprint
+from sw.compiler.isa import (
+    RQ_RECORD,
+    Command,
+    Op,
+    Program,
+    Status,
+    config_fingerprint,
+    pack_requant,
+)
 from sw.driver.device import DeviceError, DeviceTimeout, open_device
 
 pytestmark = pytest.mark.sim
@@ -109,11 +117,13 @@ def _check_beside(out, cmds, cfg, fault, end, beside_fn):
 
 def _pv_params(rng, rows: int) -> bytes:
     """4 KiB of random params with ``rows`` requantizer records (bias, multiplier, shift 22)
-    at byte 2048: a PV's."""
+    at byte 2048: a PV's. The bits of the records' second words that hold neither the
+    multiplier nor the shift are random: every backend ignores them alike."""
     params = bytearray(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    rq = np.zeros((rows, 3), np.int32)
-    rq[:, 0] = rng.integers(-1000, 1000, rows)
-    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, rows), 22
+    rq = np.frombuffer(pack_requant(rng.integers(-1000, 1000, rows),
+                                    rng.integers(1 << 8, 1 << 12, rows), [22] * rows),
+                       "<u4").reshape(rows, 2).copy()
+    rq[:, 1] |= rng.integers(0, 1 << 32, rows, dtype=np.uint32) & 0xFFC0_8000
     params[2048:2048 + rq.nbytes] = rq.tobytes()
     return bytes(params)
 
@@ -314,7 +324,7 @@ def test_the_weight_port_checks_its_padded_range_and_alignment_like_the_ref_back
     at the 64-byte params buffer's end and run, at 32 they do not fit (though 10 bytes
     would), and at 4 they are off the beat."""
     cfg = CFG.replace(name="wport", pe_rows=8, weight_port_bytes=8)
-    rq = np.array([[0, 1024, 12]] * 2, "<i4").tobytes()  # 2 rows: bias, multiplier, shift
+    rq = pack_requant([0] * 2, [1024] * 2, [12] * 2).ljust(24, b"\0")  # 2 rows' records
     index = 0 | 1 << 2 | 2 << 4 | 3 << 6  # 4 slots of 2:4: positions 0, 1 and 2, 3
     params = rq + bytes(range(1, 33)) + bytes([index] * 8)  # rq, 8 rows' values and indices
     assert len(params) == 64
@@ -388,7 +398,7 @@ BUS_ERRORS = {
     "header": (CFG, {"program": (0, 4)}, -1),
     "a command's word": (CFG, {"program": (16 + 3 * 64 + 8, 16 + 3 * 64 + 12)}, 3),
     "LINEAR weights": (CFG, {"params": (8, 12)}, 2),
-    "LINEAR records": (CFG, {"params": (2048 + 40, 2048 + 44)}, 2),
+    "LINEAR records": (CFG, {"params": (2048 + 3 * RQ_RECORD, 2048 + 3 * RQ_RECORD + 4)}, 2),
     "LOAD": (CFG, {"input": (140, 144)}, 4),
     "STORE": (CFG, {"output": (100, 104)}, 5),
     "LOAD through the weight port": (_BUS_WIDE, {"input": (400, 404)}, 2),
@@ -691,7 +701,7 @@ def test_every_weight_bank_is_range_checked_like_the_ref_backend():
     w[:, 2:4] = 0
     w[:, 6:8] = 0
     banks = weight_banks(pack(w, 2, 4), cfg)  # 8 of the 16 padded rows each: 40 bytes
-    rq = np.array([[0, 1024, 12]] * 10, "<i4").tobytes()
+    rq = pack_requant([0] * 10, [1024] * 10, [12] * 10)
     params = rq + banks[0].tobytes()
     w_off = len(rq)
     assert w_off % 8 == 0
@@ -872,12 +882,10 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
     params[:blob.size] = blob.tobytes()
 
     def records(n):
-        rq = np.zeros((n, 3), np.int32)
-        rq[:, 0] = rng.integers(-1000, 1000, n)
-        rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, n), 18
-        return rq.tobytes()
+        return pack_requant(rng.integers(-1000, 1000, n), rng.integers(1 << 8, 1 << 12, n),
+                            [18] * n)
 
-    params[2048:2048 + 12 * rows] = records(rows)
+    params[2048:2048 + RQ_RECORD * rows] = records(rows)
     other = records(rows)  # what the first run finds at 2048
 
     def pv(out, d=8, rq_off=2048):  # 2 tokens: the records take longer than the staging
@@ -896,7 +904,8 @@ def test_requantizer_records_already_in_their_slot_are_reused_and_forgotten_at_t
                                 "rows": rows, "n": 2, "m": 4, "w_off": 0, "rq_off": 2048,
                                 "out": 3001, "out_stride": 20, "out_bits": 8}),  # slots 1 - 3
             pv(5003),  # slot 0 holds them
-            pv(5203, rq_off=2060),  # slot 1 holds the LINEAR's first block's: fetched
+            pv(5203, rq_off=2048 + RQ_RECORD),  # slot 1 holds the LINEAR's first block's:
+            # fetched
             pv(5403, d=16),  # slot 2 holds the LINEAR's second block's: fetched
             pv(5603, d=16),  # slot 0 holds the first block's
             Command(Op.STORE, {"dst": 0, "src": 3000, "bytes": 3000}),
@@ -1286,10 +1295,9 @@ def test_linear_pv_qk_with_odd_offsets_and_strides_match_the_ref_backend(M, nm, 
     blob = np.concatenate([pk.values.astype(np.int8).view(np.uint8).ravel(), pk.indices.ravel()])
     w_off = 3
     params[w_off:w_off + blob.size] = blob.tobytes()
-    rq = np.zeros((rows, 3), np.int32)
-    rq[:, 0] = rng.integers(-1000, 1000, rows)
-    rq[:, 1], rq[:, 2] = rng.integers(1 << 8, 1 << 12, rows), 18
-    params[2048:2048 + rq.nbytes] = rq.tobytes()
+    rq = pack_requant(rng.integers(-1000, 1000, rows), rng.integers(1 << 8, 1 << 12, rows),
+                      [18] * rows)
+    params[2048:2048 + len(rq)] = rq
     cmds = [Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 2048}),
             Command(Op.LINEAR, {"a": 1, "a_stride": k + 2, "tokens": tokens, "k": k,
                                 "rows": rows, "n": n, "m": M, "w_off": w_off,

@@ -16,10 +16,12 @@ from hw.spmm.engine import SpmmEngine, engine_layouts
 from hw.top.axi import request_layout
 from hw.vector.requant import Requantizer
 from hw.vector.softmax import SoftmaxUnit
-from sw.compiler.isa import RQ_RECORD, Op
+from sw.compiler.isa import RQ_RECORD, RQ_SHIFT_BIT, Op
 from sw.ref.fixedpoint import MULT_BITS
 
 __all__ = ["EngineOps", "engine_job_layout"]
+
+RQ_WORDS = RQ_RECORD // 4  #: bus words of a requantizer record (bias; multiplier and shift)
 
 
 def engine_job_layout() -> data.StructLayout:
@@ -200,9 +202,9 @@ class EngineOps(wiring.Component):
     (``L = spm_lanes``, the write port's width; LINEAR, PV: ``ceil((lane + R) / 4 L)`` for int8,
     ``lane`` being the first result's byte in its word; QK: a cycle per two score-bank words of
     ``P`` keys its valid keys span), so ``C`` beats hide behind the next tile's ``G * N`` steps when
-    they take fewer cycles; a row block's requantizer records (LINEAR, PV: 3 words a row
-    over the 32-bit bus) before its tiles (with wide staging and a weight port, a LINEAR's
-    later blocks' beside their tiles, the results waiting for them), a chunk's first
+    they take fewer cycles; a row block's requantizer records (LINEAR, PV: ``RQ_WORDS`` =
+    2 words a row over the 32-bit bus) before its tiles (with wide staging and a weight port,
+    a LINEAR's later blocks' beside their tiles, the results waiting for them), a chunk's first
     block's fetched while the chunk is
     staged (PV; LINEAR with a weight port: after the GELU table), each next block's (same
     commands) into the next records slot from the block's first tile on (the early tile's
@@ -510,13 +512,13 @@ class EngineOps(wiring.Component):
         skip = Signal(2)
         left, rq_i = Signal(32), Signal(32)  # requantizer words to take; taken
         bits_acc, bits_n = Signal(4 * ib + 32), Signal(range(4 * ib + 33))
-        # requantizer records, a row block's in a slot: record r (bias, mult, shift words) of
+        # requantizer records, a row block's in a slot: record r (bias; mult and shift words) of
         # the block in slot s at entry s of row r's memory (LUTRAM). The loader fills slot
         # ld_slot (wslot when it starts); the requantizer reads slot rslot, which moves on with
         # the last engine output beat of a row block's tiles. At most four blocks are between
         # the two: the one whose results drain from the engine, the next (its sums waiting to be
         # captured), the one running and the one whose records come (see the write-out below)
-        rq_mem = [Memory(shape=unsigned(96), depth=4, init=[]) for _ in range(R)]
+        rq_mem = [Memory(shape=unsigned(32 * RQ_WORDS), depth=4, init=[]) for _ in range(R)]
         for r, mem in enumerate(rq_mem):
             m.submodules[f"rq_rec{r}"] = mem
         rq_w = [mem.write_port(granularity=32) for mem in rq_mem]
@@ -524,10 +526,10 @@ class EngineOps(wiring.Component):
         rq_c = [mem.read_port(domain="comb") for mem in rq_mem]  # the records cache's copy
         wslot, rslot, ld_slot = Signal(3), Signal(3), Signal(2)
         ld_row, ld_f = Signal(range(R)), Signal(2)  # the word the loader takes: record, field
-        # their words, 3 min(R, rows - r0), registered: r0 changes at least a cycle (WGT)
+        # their words, RQ_WORDS min(R, rows - r0), registered: r0 changes at least a cycle (WGT)
         # before RQ asks for them (on the ECP5 this count fed the AXI reader's counters and
         # state enables in the same cycle: the routed kernel's critical path at f426603)
-        rq_words = Signal(range(3 * R + 1))
+        rq_words = Signal(range(RQ_WORDS * R + 1))
         # the records loader (dram port): started by RQ (rq_go), or for a chunk's first row
         # block (LINEAR with a weight port, PV) two cycles after the chunk starts (pf_rq, then
         # pf_rq2: r0 and rq_words settle), while the activations and weights are staged; rq_pf:
@@ -543,13 +545,13 @@ class EngineOps(wiring.Component):
         # read-only while a Program runs; flush forgets the records when the kernel starts one
         c_valid = Array(Signal(name=f"c_valid{k}") for k in range(4))
         c_addr = Array(Signal(32, name=f"c_addr{k}") for k in range(4))
-        c_words = Array(Signal(range(3 * R + 1), name=f"c_words{k}") for k in range(4))
+        c_words = Array(Signal(range(RQ_WORDS * R + 1), name=f"c_words{k}") for k in range(4))
         # the next row block's records, fetched from the block's first RUN cycle (nx_go) while
         # its tiles run (PV, and LINEAR with a weight port: nothing else uses the dram port
         # then); its RQ waits for them (nx_ready). nx_pend: the current block's next block's
         # records are on their way; to_nx: the loader fetches them. ld_ptr: its request
         # address (for REQ)
-        nx_words = Signal(range(3 * R + 1))
+        nx_words = Signal(range(RQ_WORDS * R + 1))
         nx_go, nx_pend, nx_ready, to_nx = Signal(), Signal(), Signal(), Signal()
         ld_ptr = Signal(32)
         # LINEAR: the row's values are staged first, then its indices
@@ -763,7 +765,7 @@ class EngineOps(wiring.Component):
             rec = rq_r[r].data
             m.d.comb += [rq_r[r].addr.eq(rslot[:2]), lane.acc.eq(eng.o.payload[r]),
                          lane.bias.eq(rec[:32]), lane.mult.eq(rec[32:32 + MULT_BITS]),
-                         lane.shift.eq(rec[64:70])]
+                         lane.shift.eq(rec[32 + RQ_SHIFT_BIT:][:len(lane.shift)])]
         # results (requantized, or QK's raw scores) queue in a 2-beat FIFO; the write-out holds
         # one beat and takes the next from the FIFO in its last write cycle
         m.submodules.ofifo = ofifo = fifo.SyncFIFO(width=32 * R, depth=2)
@@ -867,9 +869,9 @@ class EngineOps(wiring.Component):
         sm_ptr = Signal(32)
 
         rq_rows = Mux(job.rows - r0 < R, job.rows - r0, R)
-        m.d.sync += rq_words.eq(rq_rows + (rq_rows << 1))
+        m.d.sync += rq_words.eq(rq_rows * RQ_WORDS)
         nx_rows = Mux(job.rows - r0 - R < R, job.rows - r0 - R, R)  # when r0 + R < rows
-        m.d.sync += nx_words.eq(nx_rows + (nx_rows << 1))
+        m.d.sync += nx_words.eq(nx_rows * RQ_WORDS)
         # another row block after r0's, registered like rq_words: r0 and the job's rows are
         # stable for at least one cycle before the states that read it (RQ, RUN, TILE_END;
         # r0 moves in TILE_END, ACT_LAST, BLOCK_END and at the command's start), and the
@@ -1289,7 +1291,7 @@ class EngineOps(wiring.Component):
                 with m.Else():
                     m.next = "RQ"
 
-            # requantizer records of the rows (LINEAR, PV): 3 words each
+            # requantizer records of the rows (LINEAR, PV): RQ_WORDS words each
             with m.State("RQ"):
                 if B:  # the next row block of the chunk loads into the other buffer while
                     # this one's requantizer records come and its tiles run
@@ -1563,7 +1565,7 @@ class EngineOps(wiring.Component):
         with m.Elif(sm_done & pj_valid):
             m.d.sync += pj_valid.eq(0)
 
-        # the records loader: 3 words a row of the block (or, nx_go, of the next block) into
+        # the records loader: RQ_WORDS words a row of the block (or, nx_go, of the next block) into
         # the next slot
         with m.FSM(name="rqload"):
             with m.State("IDLE"):
@@ -1583,7 +1585,8 @@ class EngineOps(wiring.Component):
                     with m.If(~hit & holds(wsp)):  # copied from the slot before
                         for r in range(R):
                             m.d.comb += [rq_c[r].addr.eq(wsp), rq_w[r].addr.eq(ws2),
-                                         rq_w[r].data.eq(rq_c[r].data), rq_w[r].en.eq(0b111)]
+                                         rq_w[r].data.eq(rq_c[r].data),
+                                         rq_w[r].en.eq(2**RQ_WORDS - 1)]
                         m.d.sync += [c_valid[ws2].eq(1), c_addr[ws2].eq(addr),
                                      c_words[ws2].eq(words)]
                     with m.Elif(~hit):
@@ -1607,10 +1610,11 @@ class EngineOps(wiring.Component):
                 with m.If(self.dram_data.valid):
                     for r in range(R):
                         m.d.comb += [rq_w[r].addr.eq(ld_slot),
-                                     rq_w[r].data.eq(self.dram_data.payload.replicate(3)),
-                                     rq_w[r].en.eq(Mux(ld_row == r, Const(1, 3) << ld_f, 0))]
+                                     rq_w[r].data.eq(self.dram_data.payload.replicate(RQ_WORDS)),
+                                     rq_w[r].en.eq(Mux(ld_row == r,
+                                                       Const(1, RQ_WORDS) << ld_f, 0))]
                     m.d.sync += [rq_i.eq(rq_i + 1), ld_f.eq(ld_f + 1)]
-                    with m.If(ld_f == 2):
+                    with m.If(ld_f == RQ_WORDS - 1):
                         m.d.sync += [ld_f.eq(0), ld_row.eq(ld_row + 1)]
                     with m.If(rq_i == left - 1):
                         m.d.comb += rq_finish.eq(1)

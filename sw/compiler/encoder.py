@@ -50,6 +50,7 @@ from .isa import (
     Program,
     check_command,
     config_fingerprint,
+    pack_requant,
 )
 from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
 from .weight_layout import weight_banks
@@ -176,17 +177,14 @@ class Graph:
     config: AcceleratorConfig
 
 
-def _i32(x, what: str) -> np.ndarray:
-    a = np.asarray(x, np.int64)
-    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
-        raise CompileError(f"{what} does not fit int32 (range {a.min()}..{a.max()})")
-    return a.astype("<i4")
-
-
 def requant_blob(rq: RequantParams) -> np.ndarray:
-    """Per channel: bias, multiplier, shift as little-endian int32 (``RQ_RECORD`` bytes)."""
-    rec = np.stack([_i32(rq.bias, "bias"), _i32(rq.m, "multiplier"), _i32(rq.s, "shift")], -1)
-    return rec.reshape(-1).view(np.uint8)
+    """Per channel: a requantizer record (``RQ_RECORD`` bytes: :func:`~sw.compiler.isa.
+    pack_requant`); a value the record cannot hold is a :class:`CompileError`."""
+    try:
+        raw = pack_requant(rq.bias, rq.m, rq.s)
+    except ValueError as e:
+        raise CompileError(str(e)) from None
+    return np.frombuffer(raw, np.uint8).copy()
 
 
 def lower_step(qe: QuantEncoder) -> Graph:

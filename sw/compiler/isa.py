@@ -38,27 +38,65 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
+
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
 from sw.ref.quant import ADD_MULT_BITS
 
 __all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramError",
            "HEADER_WORDS", "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD",
-           "LN_RECORD", "check_command", "check_shape", "footprint", "linear_param_bytes",
-           "REGISTERS", "BUFFERS", "WEIGHT_BANKS", "buffers"]
+           "RQ_SHIFT_BIT", "pack_requant", "unpack_requant", "LN_RECORD", "check_command",
+           "check_shape", "footprint", "linear_param_bytes", "REGISTERS", "BUFFERS",
+           "WEIGHT_BANKS", "buffers"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
 #: 2: ADD_LAYERNORM (opcode 9); 3: with a weight port, LINEAR weights entry by entry (an
 #: entry's values, then its index words: sw.compiler.weight_layout), so a kernel built for
-#: the old layout cannot read a new Program's params as garbage. A kernel refuses a Program
-#: of another version at its header
-VERSION = 3
+#: the old layout cannot read a new Program's params as garbage; 4: requantizer records of 8
+#: bytes (:data:`RQ_RECORD`). A kernel refuses a Program of another version at its header
+VERSION = 4
 HEADER_WORDS = 4
 CMD_WORDS = 16
-#: Bytes per output channel of a requantizer in ``params``: bias, multiplier, shift (int32 each).
-RQ_RECORD = 12
+#: Bytes per output channel of a requantizer in ``params``, two little-endian 32-bit words:
+#: the bias (int32), then the multiplier in bits 0..14 and the shift in bits 16..21
+#: (:func:`pack_requant`; the other bits are zero, and readers ignore them)
+RQ_RECORD = 8
+#: the bit of a record's second word where the shift starts
+RQ_SHIFT_BIT = 16
 #: Bytes per channel of LayerNorm parameters: gain, offset (int64 each; the hardware keeps
 #: GAIN_BITS and OFFSET_BITS of them, see sw.ref.layernorm).
 LN_RECORD = 16
+
+
+def pack_requant(bias, mult, shift) -> bytes:
+    """Requantizer records (:data:`RQ_RECORD` bytes a channel) of per-channel ``bias``
+    (int32), ``mult`` (``0 <= mult < 2**MULT_BITS``) and ``shift`` (``0..MAX_SHIFT``);
+    a value out of its range raises ``ValueError`` naming it."""
+    b, m, s = (np.asarray(v, np.int64).reshape(-1) for v in (bias, mult, shift))
+    if not len(b) == len(m) == len(s):
+        raise ValueError(f"requantizer records: {len(b)} biases, {len(m)} multipliers and "
+                         f"{len(s)} shifts")
+    for name, v, lo, hi in (("bias", b, -(2**31), 2**31 - 1), ("multiplier", m, 0,
+                            2**MULT_BITS - 1), ("shift", s, 0, MAX_SHIFT)):
+        if v.size and (v.min() < lo or v.max() > hi):
+            raise ValueError(f"requantizer {name} out of range {lo}..{hi}: "
+                             f"{v.min()}..{v.max()}")
+    rec = np.empty((len(b), 2), "<u4")
+    rec[:, 0] = b.astype("<i4").view("<u4")
+    rec[:, 1] = m | (s << RQ_SHIFT_BIT)
+    return rec.tobytes()
+
+
+def unpack_requant(raw: bytes, channels: int):
+    """``(bias, mult, shift)`` int64 arrays of ``channels`` records from ``raw`` (at least
+    ``channels * RQ_RECORD`` bytes), read as the hardware reads them: the bias's 32 bits,
+    the multiplier's :data:`~sw.ref.fixedpoint.MULT_BITS` and the shift's 6 (other bits
+    ignored)."""
+    w = np.frombuffer(raw, "<u4", count=2 * channels).reshape(channels, 2).astype(np.int64)
+    bias = w[:, 0] - ((w[:, 0] >> 31) << 32)
+    mult = w[:, 1] & ((1 << MULT_BITS) - 1)
+    shift = (w[:, 1] >> RQ_SHIFT_BIT) & ((1 << MAX_SHIFT.bit_length()) - 1)
+    return bias, mult, shift
 
 
 class Op(IntEnum):

@@ -31,6 +31,7 @@ from sw.compiler.isa import (
     buffers,
     check_command,
     config_fingerprint,
+    unpack_requant,
 )
 from sw.compiler.weight_layout import read_weights
 from sw.ref.gelu import GeluParams, gelu_int
@@ -73,9 +74,9 @@ class _Spm:
 
 
 def _requant(raw: bytes, channels: int, out_bits: int) -> RequantParams:
-    rec = np.frombuffer(raw, "<i4", count=channels * 3).reshape(channels, 3).astype(np.int64)
-    return RequantParams(m=rec[:, 1], s=rec[:, 2], bias=rec[:, 0],
-                         real=np.full(channels, math.nan), out_bits=out_bits)
+    bias, mult, shift = unpack_requant(raw, channels)
+    return RequantParams(m=mult, s=shift, bias=bias, real=np.full(channels, math.nan),
+                         out_bits=out_bits)
 
 
 def command_cycles(cmd: Command, config: AcceleratorConfig) -> int:

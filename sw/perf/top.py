@@ -43,6 +43,8 @@ from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY, tile_ends
 from sw.perf.vector_ops import stream_beside, stream_cycles
 
+RQ_WORDS = RQ_RECORD // 4  #: bus words of a requantizer record
+
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_gap", "read_cycles",
            "fetch_cycles", "header_cycles",
            "command_cycles", "command_costs", "program_cycles", "busy_cycles",
@@ -422,7 +424,8 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         wts.append(weights - before)
         before = weights
         if cmd.op != Op.QK_SOFTMAX:  # RQ, RQ_WAIT: the records loader
-            rq.append(read_cycles(rq_off + RQ_RECORD * r0, 3 * min(R, rows - r0), gap=gap))
+            rq.append(read_cycles(rq_off + RQ_RECORD * r0, RQ_WORDS * min(R, rows - r0),
+                                  gap=gap))
     # a chunk's first row block's records are fetched from the chunk's third cycle (PV; LINEAR
     # with a weight port, after its GELU table): RQ waits for what is left of them; the next
     # blocks' (same commands) from the previous block's first RUN cycle, RQ waiting for them
@@ -457,12 +460,12 @@ def _engine(cmd: Command, cfg: AcceleratorConfig, state: KernelState,  # noqa: C
         # when their slot holds them, or when the slot before it does (copied over in the
         # cycle that would start the fetch: PV heads after the first)
         load0 = state.rq_loads
-        hit = rq_early and (rq_off, 3 * min(R, rows)) in (state.rq_slots[load0 % 4],
+        hit = rq_early and (rq_off, RQ_WORDS * min(R, rows)) in (state.rq_slots[load0 % 4],
                                                           state.rq_slots[(load0 - 1) % 4])
         if rq:
             for j in range(rblocks):
                 state.rq_slots[(load0 + j) % 4] = (rq_off + RQ_RECORD * R * j,
-                                                   3 * min(R, rows - R * j))
+                                                   RQ_WORDS * min(R, rows - R * j))
             state.rq_loads += rblocks
         # a LINEAR chunk's first row block starts loading in the chunk's first cycle (the
         # first chunk's: before its GELU table)
