@@ -1570,9 +1570,14 @@ class EngineOps(wiring.Component):
         with m.FSM(name="rqload"):
             with m.State("IDLE"):
                 m.d.comb += rq_idle.eq(1)
+                addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
+                words = Mux(nx_go, nx_words, rq_words)
+                # what REQ and DATA use, set in every IDLE cycle (a load starts from the last
+                # one's): their enables stay off the start's records cache compares (the
+                # ECP5 kernel's critical path at 895d1e3)
+                m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
+                             ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), to_nx.eq(nx_go)]
                 with m.If(rq_go | pf_rq2 | nx_go):
-                    addr = Mux(nx_go, rq_ptr + RQ_RECORD * R, rq_ptr)
-                    words = Mux(nx_go, nx_words, rq_words)
                     ws2 = wslot[:2]
                     wsp = Signal(2)  # the slot before
                     m.d.comb += wsp.eq(ws2 - 1)
@@ -1593,8 +1598,6 @@ class EngineOps(wiring.Component):
                         m.d.comb += [self.dram_req.valid.eq(1),
                                      self.dram_req.payload.addr.eq(addr),
                                      self.dram_req.payload.words.eq(words)]
-                        m.d.sync += [rq_i.eq(0), ld_row.eq(0), ld_f.eq(0), left.eq(words),
-                                     ld_ptr.eq(addr), ld_slot.eq(wslot[:2]), to_nx.eq(nx_go)]
                         m.d.sync += c_valid[ws2].eq(0)
                         with m.If(self.dram_req.ready):
                             m.next = "DATA"
