@@ -16,12 +16,10 @@ from hw.spmm.engine import SpmmEngine, engine_layouts
 from hw.top.axi import request_layout
 from hw.vector.requant import Requantizer
 from hw.vector.softmax import SoftmaxUnit
-from sw.compiler.isa import RQ_RECORD, RQ_SHIFT_BIT, Op
+from sw.compiler.isa import RQ_RECORD, RQ_SHIFT_BIT, RQ_WORDS, Op
 from sw.ref.fixedpoint import MULT_BITS
 
 __all__ = ["EngineOps", "engine_job_layout"]
-
-RQ_WORDS = RQ_RECORD // 4  #: bus words of a requantizer record (bias; multiplier and shift)
 
 
 def engine_job_layout() -> data.StructLayout:

@@ -45,9 +45,9 @@ from sw.ref.quant import ADD_MULT_BITS
 
 __all__ = ["Op", "Status", "FIELDS", "DEFAULTS", "Command", "Program", "ProgramError",
            "HEADER_WORDS", "CMD_WORDS", "MAGIC", "VERSION", "config_fingerprint", "RQ_RECORD",
-           "RQ_SHIFT_BIT", "pack_requant", "unpack_requant", "LN_RECORD", "check_command",
-           "check_shape", "footprint", "linear_param_bytes", "REGISTERS", "BUFFERS",
-           "WEIGHT_BANKS", "buffers"]
+           "RQ_WORDS", "RQ_SHIFT_BIT", "pack_requant", "unpack_requant", "LN_RECORD",
+           "check_command", "check_shape", "footprint", "linear_param_bytes", "REGISTERS",
+           "BUFFERS", "WEIGHT_BANKS", "buffers"]
 
 MAGIC = 0x50414D4E  # b"NMAP" little-endian
 #: 2: ADD_LAYERNORM (opcode 9); 3: with a weight port, LINEAR weights entry by entry (an
@@ -61,6 +61,7 @@ CMD_WORDS = 16
 #: the bias (int32), then the multiplier in bits 0..14 and the shift in bits 16..21
 #: (:func:`pack_requant`; the other bits are zero, and readers ignore them)
 RQ_RECORD = 8
+RQ_WORDS = RQ_RECORD // 4  #: 32-bit words of a requantizer record
 #: the bit of a record's second word where the shift starts
 RQ_SHIFT_BIT = 16
 #: Bytes per channel of LayerNorm parameters: gain, offset (int64 each; the hardware keeps
@@ -81,7 +82,7 @@ def pack_requant(bias, mult, shift) -> bytes:
         if v.size and (v.min() < lo or v.max() > hi):
             raise ValueError(f"requantizer {name} out of range {lo}..{hi}: "
                              f"{v.min()}..{v.max()}")
-    rec = np.empty((len(b), 2), "<u4")
+    rec = np.empty((len(b), RQ_WORDS), "<u4")
     rec[:, 0] = b.astype("<i4").view("<u4")
     rec[:, 1] = m | (s << RQ_SHIFT_BIT)
     return rec.tobytes()
@@ -92,7 +93,8 @@ def unpack_requant(raw: bytes, channels: int):
     ``channels * RQ_RECORD`` bytes), read as the hardware reads them: the bias's 32 bits,
     the multiplier's :data:`~sw.ref.fixedpoint.MULT_BITS` and the shift's 6 (other bits
     ignored)."""
-    w = np.frombuffer(raw, "<u4", count=2 * channels).reshape(channels, 2).astype(np.int64)
+    w = np.frombuffer(raw, "<u4", count=RQ_WORDS * channels).reshape(channels, RQ_WORDS)
+    w = w.astype(np.int64)
     bias = w[:, 0] - ((w[:, 0] >> 31) << 32)
     mult = w[:, 1] & ((1 << MULT_BITS) - 1)
     shift = (w[:, 1] >> RQ_SHIFT_BIT) & ((1 << MAX_SHIFT.bit_length()) - 1)

@@ -38,12 +38,18 @@ import functools
 from hw.config import AcceleratorConfig
 from hw.top.axi import MAX_BURST, OUTSTANDING
 from hw.vector.requant import Requantizer
-from sw.compiler.isa import CMD_WORDS, HEADER_WORDS, LN_RECORD, RQ_RECORD, Command, Op
+from sw.compiler.isa import (
+    CMD_WORDS,
+    HEADER_WORDS,
+    LN_RECORD,
+    RQ_RECORD,
+    RQ_WORDS,
+    Command,
+    Op,
+)
 from sw.compiler.weight_layout import block_bytes, rows_padded
 from sw.perf.engine import CAPTURE_LATENCY, tile_ends
 from sw.perf.vector_ops import stream_beside, stream_cycles
-
-RQ_WORDS = RQ_RECORD // 4  #: bus words of a requantizer record
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_gap", "read_cycles",
            "fetch_cycles", "header_cycles",
