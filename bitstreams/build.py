@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     from bitstreams.synth import SynthFailed
 
     # a SIGTERM stops the run as a Ctrl-C does: the tools it started are stopped too
-    # (the side-by-side workers' by _stop, a tool this process waits on by subprocess.run)
+    # (the side-by-side workers' by _stop, those this process waits on by run_tool or
+    # subprocess.run)
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from bitstreams.synth import run_tool
 from hw.config import AcceleratorConfig
 
 __all__ = ["build", "place_and_route", "parse_nextpnr_log", "parse_yosys_cells", "BuildFailed",
@@ -165,8 +166,10 @@ def place_and_route(top, build_dir: Path, *, log=print) -> tuple[dict, float]:
                               daemon=True)
     ticker.start()
     script = ["sh", "build_top.sh"] if os.name != "nt" else ["cmd", "/c", "build_top.bat"]
-    proc = subprocess.run(script, cwd=build_dir, env=env, capture_output=True, text=True)
-    done.set()
+    try:
+        proc = run_tool(script, cwd=build_dir, env=env)
+    finally:
+        done.set()
     wall = time.monotonic() - started
     if proc.returncode != 0:
         logs = [build_dir / n for n in ("top.tim", "top.rpt") if (build_dir / n).exists()]

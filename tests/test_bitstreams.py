@@ -130,6 +130,31 @@ def _gone(pid: int, timeout: float = 20.0) -> bool:
     return False
 
 
+def test_an_interrupted_tool_script_stops_with_the_tool_it_runs(tmp_path):
+    """``run_tool`` (the ECP5 flow's script): interrupted while a script waits on a tool (here
+    ``sleep``), both stop; ``subprocess.run`` would kill the script alone."""
+    from bitstreams.synth import run_tool
+
+    pidfile = tmp_path / "tool-pid"
+    script = f"sleep 300 & echo $! > {pidfile}; wait"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tool(["sh", "-c", script])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    tool = _pids(pidfile)
+    assert len(tool) == 1 and _gone(tool[0]), "the script's tool still runs"
+    done = run_tool(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_side_by_side_run_stops_its_workers_tools_too(tmp_path, sig):
     """``--jobs 2`` workers lead process groups of their own, which a Ctrl-C (SIGINT) in the
