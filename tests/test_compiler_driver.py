@@ -17,7 +17,10 @@ from sw.compiler.encoder import (
     allocate_step,
     compile_encoder,
     emit_step,
+    fuse_step,
+    lower_step,
     order_step,
+    quantize_step,
 )
 from sw.compiler.ir import load_ir
 from sw.compiler.isa import (
@@ -112,6 +115,52 @@ def test_the_order_step_puts_a_layer_s_qk_softmaxes_before_its_pvs_where_they_fi
     small = fused.config.replace(name="small", spm_kib=kib)
     kept = order_step(dataclasses.replace(fused, config=small))
     assert kept.nodes == fused.nodes
+
+
+def _heads_lagged(nodes, lag, heads=4):
+    """``nodes`` with each layer's attention commands as PV ``h`` right after QK_SOFTMAX
+    ``h + lag`` (the rest after the last QK_SOFTMAX)."""
+    att = (Op.QK_SOFTMAX, Op.PV)
+    out, done = [], set()
+    for n in nodes:
+        if n.op not in att:
+            out.append(n)
+        elif n.name not in done:
+            layer = n.name.split(".")[0]
+            run = {(m.op, m.attrs["head"]): m for m in nodes
+                   if m.op in att and m.name.startswith(f"{layer}.")}
+            order = []
+            for h in range(heads):
+                order.append(run[Op.QK_SOFTMAX, h])
+                if h >= lag:
+                    order.append(run[Op.PV, h - lag])
+            order += [run[Op.PV, h] for h in range(max(0, heads - lag), heads)]
+            out += order
+            done |= {m.name for m in order}
+    return out
+
+
+def test_the_order_step_runs_pvs_a_few_heads_behind_where_not_all_heads_fit():
+    """Between the scratchpad the interleaved graph needs and the one every head's
+    probabilities need (64 tokens: 4 KiB a head), each PV follows the QK_SOFTMAX ``lag``
+    heads after its own, the largest ``lag`` whose order fits (``lag + 1`` fits no more)."""
+    model = tiny_bert()
+    calib, cmask, _, _ = inputs(model, tokens=64)
+    fused = fuse_step(lower_step(quantize_step(model, calib, cmask, preset("tiny"))))
+    lo = _allocate(fused)[1]
+    hi = _allocate(dataclasses.replace(fused, nodes=_heads_lagged(fused.nodes, 3)))[1]
+    lags = []
+    for kib in range(-(-lo // 1024), -(-hi // 1024) + 1):
+        cfg = fused.config.replace(name=f"spm{kib}", spm_kib=kib)
+        ordered = order_step(dataclasses.replace(fused, config=cfg))
+        lag = next(lag for lag in range(4) if ordered.nodes == _heads_lagged(fused.nodes, lag))
+        assert _allocate(ordered)[1] <= cfg.spm_bytes
+        if lag < 3:  # (lag 3: every QK_SOFTMAX first)
+            more = dataclasses.replace(fused, nodes=_heads_lagged(fused.nodes, lag + 1))
+            assert _allocate(more)[1] > cfg.spm_bytes, (kib, lag)
+        lags.append(lag)
+    assert lags == sorted(lags) and lags[0] == 0 and lags[-1] == 3
+    assert set(lags) & {1, 2}, lags  # a scratchpad between holds some heads' probabilities
 
 
 def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):

@@ -689,6 +689,26 @@ def test_a_compiled_encoder_layer_with_slower_device_memory(shape):
     _compiled_layer(*shape)
 
 
+@pytest.mark.parametrize("stall", [False, True])
+def test_a_pv_runs_beside_the_next_head_s_softmax_rows_where_two_heads_fit(stall):
+    """A scratchpad (13 KiB) that holds two heads' probabilities but not all four: the
+    compiler's order step puts each PV after the next head's QK_SOFTMAX (QK 0, QK 1, PV 0,
+    QK 2, PV 1, QK 3, PV 2, PV 3), the kernel runs it bit-exact and cycle-exact, and the
+    kernel model has it faster than head by head (12 KiB)."""
+    from sw.perf.top import program_cycles
+
+    shape = (8, 2, 4, "2:4", 64, 4, 32, 128, stall, 64, 8)
+    comp = _compiled_layer(*shape, kib=13)
+    qk, pv = Op.QK_SOFTMAX, Op.PV
+    att = [c.op for c in comp.program.commands if c.op in (qk, pv)]
+    assert att == [qk, qk, pv, qk, pv, qk, pv, pv]
+    head_by_head = _compiled_layer(*shape, kib=12, rtl=False)
+    att = [c.op for c in head_by_head.program.commands if c.op in (qk, pv)]
+    assert att == [qk, pv] * 4
+    assert (program_cycles(comp.program.commands, comp.config)
+            < program_cycles(head_by_head.program.commands, head_by_head.config))
+
+
 def test_every_weight_bank_is_range_checked_like_the_ref_backend():
     """2 weight ports: a LINEAR's bank bytes must fit at w_off in params *and* in params1
     (a bank one beat short stops the kernel with OUT_OF_BUFFER before it runs)."""
@@ -751,18 +771,21 @@ def test_the_result_write_out_moves_spm_lanes_words_a_cycle(shape):
     _compiled_layer(*shape)
 
 
-def _layer_config(R, C, M, act_depth, port=0, lanes=3, spm=1, ports=1, delay=0):
+def _layer_config(R, C, M, act_depth, port=0, lanes=3, spm=1, ports=1, delay=0, kib=16):
     from hw.config import AcceleratorConfig
 
-    return AcceleratorConfig(name=f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}",
-                             m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
-                             softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=16,
+    name = f"enc{R}x{C}m{M}a{act_depth}w{port}p{lanes}s{spm}x{ports}k{kib}"
+    return AcceleratorConfig(name=name, m=M, n_max=M, pe_rows=R, pe_cols=C, max_k=256, max_row=32,
+                             softmax_lanes=lanes, vector_lanes=5, max_hidden=128, spm_kib=kib,
                              act_buffer_depth=act_depth, weight_port_bytes=port,
                              spm_lanes=spm, weight_ports=ports, mem_read_delay=delay)
 
 
 def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, lanes=3,
-                    spm=1, ports=1, delay=0):
+                    spm=1, ports=1, delay=0, *, kib=16, rtl=True):
+    """Compile a random one-layer BERT for the config, then (``rtl``) run it on the RTL and
+    the ref backend: bit-exact, and cycle-exact against the kernel model. The compiled
+    encoder."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -770,7 +793,7 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     from sw.driver.encoder_run import run_on_device
     from sw.prune.sparsify import NMPlan, apply_masks, squash
 
-    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports, delay)
+    cfg = _layer_config(R, C, M, act_depth, port, lanes, spm, ports, delay, kib)
     torch.manual_seed(SEED)
     model = BertModel(BertConfig(hidden_size=H, num_hidden_layers=1, num_attention_heads=heads,
                                  intermediate_size=inter, vocab_size=100)).eval()
@@ -784,6 +807,8 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     with torch.no_grad():
         emb = model.embeddings(input_ids=ids)
     comp = compile_encoder(model, cfg, emb[:4], masks[:4])
+    if not rtl:
+        return comp
     xq = np.clip(np.round(emb[4].numpy() / comp.in_scale), -128, 127).astype(np.int8)
     want, _ = run_on_device(open_device("ref", cfg), comp, xq, masks[4].numpy())
     got, res = run_on_device(open_device("rtl", cfg, stall=stall, seed=SEED), comp, xq,
@@ -791,6 +816,7 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
     assert res.status == Status.OK and res.command == len(comp.program) - 1
     assert np.array_equal(got, want)
     _check_cycles(res.cycles, comp.program.commands, cfg, stall)
+    return comp
 
 
 def _check_cycles(cycles, commands, config, stall):

@@ -18,10 +18,13 @@ next; ``compile_encoder(..., save_dir=D)`` saves every step's output as ``D/<ste
    FFN's intermediate is written once, already through GELU, and never read back; a residual
    ADD whose sum only feeds a LayerNorm becomes one ADD_LAYERNORM (the sums stream from the
    adder into the LayerNorm unit and are never stored).
-4. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first and best fit in
+4. ``order`` (:class:`Graph`): each layer's attention commands in the order the kernel
+   overlaps best that the scratchpad holds: every QK_SOFTMAX before the PVs, or each PV as
+   many heads behind its QK_SOFTMAX as fit (:func:`order_step`).
+5. ``allocate`` (:class:`Schedule`): scratchpad offsets by liveness (first and best fit in
    a few orders, the lowest peak kept; 64-byte aligned; a model that does not fit the
    config's ``spm_kib`` is refused, naming the peak) and parameter offsets.
-5. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
+6. ``emit`` (:class:`Compiled`): the :class:`~sw.compiler.isa.Program`, the ``params`` image
    and the layout of the ``input`` / ``output`` buffers.
 
 Activations stay on chip for the whole encoder (DESIGN.md section 5): the Program loads the key
@@ -362,21 +365,39 @@ def _place(order, first, last, size, best: bool) -> tuple[dict[str, int], int]:
     return spm, peak
 
 
+def _lagged(qk: list, pv: list, lag: int) -> list:
+    """A run's QK_SOFTMAXes and PVs with PV ``i`` after QK_SOFTMAX ``i + lag`` (every QK_SOFTMAX
+    first from ``lag`` = their count - 1; head by head at ``lag`` 0)."""
+    nodes = []
+    for i, n in enumerate(qk):
+        nodes.append(n)
+        if i >= lag:
+            nodes.append(pv[i - lag])
+    return nodes + pv[max(0, len(qk) - lag):]
+
+
 def order_step(g: Graph) -> Graph:
     """Each run of attention commands (a layer's QK_SOFTMAX and PV per head) becomes its
     QK_SOFTMAXes, then its PVs, each in the order they came, when the scratchpad then still
     holds the encoder (every head's probabilities are live at once): the kernel runs a
     QK_SOFTMAX's softmax rows beside the next QK_SOFTMAX, while any other command waits for
-    them (:mod:`hw.top.accelerator`). Otherwise, or when a QK_SOFTMAX of the run reads what a
-    PV of it writes, the graph as it was."""
-    nodes, run = [], []
+    them (:mod:`hw.top.accelerator`). Where that does not fit, each PV follows the
+    QK_SOFTMAX ``lag`` heads after its own, the largest ``lag`` that fits (``lag + 1`` heads'
+    probabilities live): a PV then runs beside those rows, and each QK_SOFTMAX's staging and
+    tiles beside the rows before it, where head by head (``lag`` 0) every PV waits for its
+    own head's rows. A run whose QK_SOFTMAXes and PVs differ in number, or in which a
+    QK_SOFTMAX reads what a PV writes, stays as it was."""
+    runs, run = [], []  # the graph as [node] (others) and [QK_SOFTMAXes, PVs] (attention runs)
     attention = (Op.QK_SOFTMAX, Op.PV)
 
     def flush():
         qk = [n for n in run if n.op == Op.QK_SOFTMAX]
         pv = [n for n in run if n.op == Op.PV]
         written = {n.output for n in pv}
-        nodes.extend(run if any(t in written for n in qk for t in n.inputs) else qk + pv)
+        if run and (len(qk) != len(pv) or any(t in written for n in qk for t in n.inputs)):
+            runs.extend([n] for n in run)
+        elif run:
+            runs.append([qk, pv])
         run.clear()
 
     for n in g.nodes:
@@ -384,10 +405,16 @@ def order_step(g: Graph) -> Graph:
             run.append(n)
         else:
             flush()
-            nodes.append(n)
+            runs.append([n])
     flush()
-    ordered = dataclasses.replace(g, nodes=nodes)
-    return ordered if _allocate(ordered)[1] <= g.config.spm_bytes else g
+    heads = max((len(r[0]) for r in runs if len(r) == 2), default=0)
+    for lag in range(heads - 1, 0, -1):
+        nodes = [n for r in runs
+                 for n in (_lagged(*r, min(lag, len(r[0]))) if len(r) == 2 else r)]
+        ordered = dataclasses.replace(g, nodes=nodes)
+        if _allocate(ordered)[1] <= g.config.spm_bytes:
+            return ordered
+    return g
 
 
 def _allocate(g: Graph) -> tuple[dict[str, int], int, dict[str, int], dict[str, int]]:
