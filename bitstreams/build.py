@@ -69,7 +69,9 @@ def synth(name: str, target: str, *, out_root: Path = OUT_ROOT, work_root: Path 
     summary["wall_s"] = round(time.monotonic() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"   wrote {out_dir / 'summary.json'} ({summary['wall_s']:.0f} s)")
+    synth_s = (f"; its syntheses took {summary['synth_s']:.0f} s when they ran"
+               if "synth_s" in summary else "")
+    log(f"   wrote {out_dir / 'summary.json'} ({summary['wall_s']:.0f} s{synth_s})")
     return summary
 
 

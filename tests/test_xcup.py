@@ -67,7 +67,7 @@ def fake_yosys(monkeypatch):
         calls.append((part, cfg.pe_rows, cfg.pe_cols, cfg.vector_lanes))
         return {"part": part, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
                 "vector_lanes": cfg.vector_lanes, "cells": _fake_cells(part, cfg),
-                "wall_s": 0.0}
+                "wall_s": 10.0 * len(calls)}
 
     monkeypatch.setattr(xcup, "synth_part", synth_part)
     monkeypatch.setattr(xcup, "yosys_version", lambda: "Yosys test")
@@ -84,6 +84,9 @@ def test_estimate_composes_engine_vector_and_glue(fake_yosys, tmp_path):
     # every slice is small: nothing near the preset's own shape or lane count was synthesized
     assert max(r * c for _, r, c, _ in fake_yosys) <= 64
     assert max(n for *_, n in fake_yosys) <= max(xcup.LANES)
+    # the syntheses' own time (the fake's k-th call took 10 k s), not this pass's
+    assert est["synth_s"] == sum(rec["wall_s"] for rec in est["slices"]) > est["wall_s"]
+    assert est["synth_s"] == 10.0 * sum(range(1, len(fake_yosys) + 1))
     json.dumps(est)  # JSON-able
 
 
