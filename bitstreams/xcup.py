@@ -404,7 +404,8 @@ def prefetch(jobs_list: list[tuple[str, AcceleratorConfig]], workdir, *, pool, l
 def estimate(config: AcceleratorConfig, workdir, *, log=print) -> dict:
     """Yosys xcup utilisation of the whole Accelerator for ``config`` (see the module doc).
 
-    ``wall_s`` is this call's time (seconds when every synthesis is cached); ``synth_s`` the
+    ``wall_s`` is this call's time (seconds when every synthesis is cached; a preset's
+    ``summary.json`` has the whole build's, validation included); ``synth_s`` the
     syntheses' own, summed over the ones the figures come from, each as timed when it ran."""
     workdir = Path(workdir)
     t0 = time.monotonic()

@@ -94,8 +94,8 @@ def test_ref_backend_equals_the_golden_layers(compiled):
 
 def test_the_order_step_puts_a_layer_s_qk_softmaxes_before_its_pvs_where_they_fit(compiled):
     """Each layer's heads: every QK_SOFTMAX, then every PV, in head order, the other nodes
-    where they were; a scratchpad that holds the interleaved graph and not the reordered one
-    keeps the interleaved graph."""
+    where they were; a scratchpad that holds the interleaved graph and not one more head's
+    probabilities keeps the interleaved graph."""
     _, ir_dir, _, _ = compiled
     fused = load_ir(ir_dir / "fuse")
     ordered = order_step(fused)
@@ -113,6 +113,8 @@ def test_the_order_step_puts_a_layer_s_qk_softmaxes_before_its_pvs_where_they_fi
     kib = -(-lo // 1024)
     assert kib * 1024 < hi, (lo, hi)
     small = fused.config.replace(name="small", spm_kib=kib)
+    lag1 = dataclasses.replace(fused, nodes=_heads_lagged(fused.nodes, 1))
+    assert _allocate(lag1)[1] > small.spm_bytes
     kept = order_step(dataclasses.replace(fused, config=small))
     assert kept.nodes == fused.nodes
 
@@ -153,7 +155,9 @@ def test_the_order_step_runs_pvs_a_few_heads_behind_where_not_all_heads_fit():
     for kib in range(-(-lo // 1024), -(-hi // 1024) + 1):
         cfg = fused.config.replace(name=f"spm{kib}", spm_kib=kib)
         ordered = order_step(dataclasses.replace(fused, config=cfg))
-        lag = next(lag for lag in range(4) if ordered.nodes == _heads_lagged(fused.nodes, lag))
+        lag = next((lag for lag in range(4)
+                    if ordered.nodes == _heads_lagged(fused.nodes, lag)), None)
+        assert lag is not None, (kib, [n.name for n in ordered.nodes])
         assert _allocate(ordered)[1] <= cfg.spm_bytes
         if lag < 3:  # (lag 3: every QK_SOFTMAX first)
             more = dataclasses.replace(fused, nodes=_heads_lagged(fused.nodes, lag + 1))
@@ -161,6 +165,23 @@ def test_the_order_step_runs_pvs_a_few_heads_behind_where_not_all_heads_fit():
         lags.append(lag)
     assert lags == sorted(lags) and lags[0] == 0 and lags[-1] == 3
     assert set(lags) & {1, 2}, lags  # a scratchpad between holds some heads' probabilities
+
+
+def test_the_order_step_never_reads_a_tensor_before_its_write(compiled):
+    """A graph whose QK_SOFTMAX of head 1 reads what the PV of head 0 writes (no BERT does
+    this): every QK_SOFTMAX first would read it before its write, so the scratchpad that
+    holds every head's probabilities still gets the graph as it was."""
+    _, ir_dir, _, _ = compiled
+    fused = load_ir(ir_dir / "fuse")
+    nodes = list(fused.nodes)
+    pv0 = next(n for n in nodes if n.op == Op.PV and n.attrs["head"] == 0)
+    k, qk1 = next((k, n) for k, n in enumerate(nodes)
+                  if n.op == Op.QK_SOFTMAX and n.attrs["head"] == 1
+                  and n.name.split(".")[0] == pv0.name.split(".")[0])
+    nodes[k] = dataclasses.replace(qk1, inputs=[pv0.output, *qk1.inputs[1:]])
+    g = dataclasses.replace(fused, nodes=nodes)
+    assert order_step(g).nodes == nodes
+    assert order_step(fused).nodes != fused.nodes  # (the same scratchpad reorders BERT's)
 
 
 def test_every_step_ir_is_saved_and_re_emits_the_same_program(compiled):

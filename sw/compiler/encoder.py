@@ -59,7 +59,7 @@ from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
 from .weight_layout import weight_banks
 
 __all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
-           "quantize_step", "lower_step", "fuse_step", "allocate_step", "emit_step",
+           "quantize_step", "lower_step", "fuse_step", "order_step", "allocate_step", "emit_step",
            "compile_encoder",
            "detect_nm", "CompileError", "ALIGN"]
 
@@ -328,7 +328,7 @@ def _ln_attrs(p, blob) -> dict:
             "params_blob": blob}
 
 
-# -- step 3: allocate ------------------------------------------------------------------------
+# -- steps 4 and 5: order, allocate ----------------------------------------------------------
 @dataclass
 class Schedule:
     graph: Graph
@@ -376,6 +376,17 @@ def _lagged(qk: list, pv: list, lag: int) -> list:
     return nodes + pv[max(0, len(qk) - lag):]
 
 
+def _in_order(nodes: list) -> bool:
+    """Whether every tensor a node reads that some node writes is written before it."""
+    written = {n.output for n in nodes}
+    done: set[str] = set()
+    for n in nodes:
+        if any(t in written and t not in done for t in n.inputs):
+            return False
+        done.add(n.output)
+    return True
+
+
 def order_step(g: Graph) -> Graph:
     """Each run of attention commands (a layer's QK_SOFTMAX and PV per head) becomes its
     QK_SOFTMAXes, then its PVs, each in the order they came, when the scratchpad then still
@@ -383,21 +394,22 @@ def order_step(g: Graph) -> Graph:
     QK_SOFTMAX's softmax rows beside the next QK_SOFTMAX, while any other command waits for
     them (:mod:`hw.top.accelerator`). Where that does not fit, each PV follows the
     QK_SOFTMAX ``lag`` heads after its own, the largest ``lag`` that fits (``lag + 1`` heads'
-    probabilities live): a PV then runs beside those rows, and each QK_SOFTMAX's staging and
-    tiles beside the rows before it, where head by head (``lag`` 0) every PV waits for its
-    own head's rows. A run whose QK_SOFTMAXes and PVs differ in number, or in which a
-    QK_SOFTMAX reads what a PV writes, stays as it was."""
+    probabilities live): the first ``lag + 1`` QK_SOFTMAXes run beside the rows before them
+    and each PV beside the next head's rows, where head by head (``lag`` 0) every PV waits
+    for its own head's rows (a QK_SOFTMAX after a PV waits for the PV's results, which wait
+    for the rows, either way). A run whose QK_SOFTMAXes and PVs differ in number stays as it
+    was, and so does the graph where no order that fits reads every tensor after its
+    write."""
     runs, run = [], []  # the graph as [node] (others) and [QK_SOFTMAXes, PVs] (attention runs)
     attention = (Op.QK_SOFTMAX, Op.PV)
 
     def flush():
         qk = [n for n in run if n.op == Op.QK_SOFTMAX]
         pv = [n for n in run if n.op == Op.PV]
-        written = {n.output for n in pv}
-        if run and (len(qk) != len(pv) or any(t in written for n in qk for t in n.inputs)):
-            runs.extend([n] for n in run)
-        elif run:
+        if len(qk) == len(pv) > 0:
             runs.append([qk, pv])
+        else:
+            runs.extend([n] for n in run)
         run.clear()
 
     for n in g.nodes:
@@ -412,7 +424,7 @@ def order_step(g: Graph) -> Graph:
         nodes = [n for r in runs
                  for n in (_lagged(*r, min(lag, len(r[0]))) if len(r) == 2 else r)]
         ordered = dataclasses.replace(g, nodes=nodes)
-        if _allocate(ordered)[1] <= g.config.spm_bytes:
+        if _in_order(nodes) and _allocate(ordered)[1] <= g.config.spm_bytes:
             return ordered
     return g
 
@@ -466,7 +478,7 @@ def allocate_step(g: Graph) -> Schedule:
                     lifetimes={t: [first[t], last[t]] for t in first})
 
 
-# -- step 4: emit ----------------------------------------------------------------------------
+# -- step 6: emit ----------------------------------------------------------------------------
 @dataclass
 class Compiled:
     program: Program

@@ -1081,10 +1081,10 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     ``array_by_op``, the array's cycles by opcode (each tile's share: the cycles from the
     tile before's last output beat to its own; the first tile's, its steps).
 
-    The softmax unit is left out: its rows run beside the next heads' QK already. Each of the
-    others waits for the whole output of the command before it (a LINEAR's first tile needs
-    every token of its block; a LayerNorm row every channel of its token), so no schedule of
-    this Program on these units takes fewer than ``total`` cycles, whatever it overlaps of
+    The softmax unit is left out: its rows run beside the next heads' QK (or a PV) already. Each
+    of the others waits for the whole output of the command before it (a LINEAR's first tile
+    needs every token of its block; a LayerNorm row every channel of its token), so no schedule
+    of this Program on these units takes fewer than ``total`` cycles, whatever it overlaps of
     the fetch, operand staging, weight and parameter loads, pipeline fill and write-out (a
     sequence longer than ``pe_cols`` could start a LINEAR on its first token block while a
     LayerNorm finishes the rest; the figure ignores that)."""
