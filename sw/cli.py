@@ -88,12 +88,14 @@ def _eval(args) -> int:
 
 
 def _run(args) -> int:
-    from sw.driver.encoder_run import format_report, run_encoder, write_report
+    from sw.driver.encoder_run import format_profile, format_report, run_encoder, write_report
 
     report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,
                          device=args.device, seq=args.seq, layers=args.layers, seed=args.seed,
-                         save_ir=args.save_ir)
+                         save_ir=args.save_ir, profile=args.profile is not None)
     print(format_report(report))
+    if args.profile is not None:
+        print(format_profile(report, every_layer=args.profile == "all"))
     if args.json:
         write_report(report, args.json)
         print(f"report written to {args.json}")
@@ -230,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--save-ir", metavar="DIR", help="save every compiler step's IR there")
     run.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    run.add_argument("--profile", nargs="?", const="first", choices=["first", "all"],
+                     help="print where the kernel's cycles go (the cycle model, equal to the "
+                          "RTL's): by opcode, and command by command for the first layer (or "
+                          "--profile all: every layer); the JSON report gets every command")
     run.set_defaults(func=_run)
 
     syn = sub.add_parser("synth", help="ECP5 bitstream (self-test top) or UltraScale+ estimate "

@@ -409,6 +409,32 @@ def test_cli_run_on_a_saved_model(tmp_path, capsys):
     assert "cosine vs float" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("which", ["first", "all"])
+def test_cli_run_profile_lists_every_command_by_its_graph_name(tmp_path, capsys, which):
+    """``nmaccel run --profile``: every command of the Program in the JSON, named after its
+    graph node, adding up to the run's cycles; printed by opcode and command by command (the
+    first layer's, or every layer's with ``all``)."""
+    tiny_bert(nm=None, layers=2).save_pretrained(tmp_path / "m")
+    out = tmp_path / "r.json"
+    assert main(["run", "--model", str(tmp_path / "m"), "--seq", "8", "--json", str(out),
+                 "--profile", *([which] if which == "all" else [])]) == 0
+    r = json.loads(out.read_text())
+    rows, heads = r["profile"], 4
+    assert len(rows) == r["commands"]
+    labels = [row["label"] for row in rows]
+    layer = ["qkv", *(f"qk{h}" for h in range(heads)), *(f"pv{h}" for h in range(heads)),
+             "ao", "ln1", "inter", "out", "ln2"]
+    assert labels == ["mask", "input", *(f"l{i}.{n}" for i in range(2) for n in layer),
+                      "output", "end"]
+    assert [row["op"] for row in rows][:3] == ["LOAD", "LOAD", "LINEAR"]
+    assert rows[-1]["start"] + rows[-1]["cycles"] == r["cycles"]
+    assert r["busy_cycles"]["total"] == sum(row["unit_cycles"] for row in rows)
+    text = capsys.readouterr().out
+    assert "CHECK wait" in text and " l0.ln2 " in text and " output " in text
+    assert (" l1.qkv " in text) == (which == "all")
+    assert ("commands of the other layers" in text) == (which == "first")
+
+
 def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys):
     from sw.prune.packed import PACKED_FILE
 

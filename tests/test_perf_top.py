@@ -57,16 +57,14 @@ def test_linear_cycles_grow_with_every_dimension():
     assert lin(n=1) < base < lin(n=4, m=4)
 
 
-def test_busy_cycles_by_hand_and_never_above_the_kernel():
-    """The units' busy time (the ceiling the bench reports) counted by hand on the tiny
-    preset (R = C = M = P = 4), and no more than the kernel model's cycles for the same
-    Program."""
-    cfg = preset("tiny")
-    cmds = [
+def _program(k: int = 16) -> list[Command]:
+    """LOAD, LINEAR (``k`` channels), QK_SOFTMAX, a PV of its probabilities, ADD_LAYERNORM,
+    STORE, END on the tiny preset (R = C = M = P = 4)."""
+    return [
         Command(Op.LOAD, {"dst": 0, "src": 0, "bytes": 100}),  # 25 words
-        Command(Op.LINEAR, {"a": 0, "a_stride": 16, "tokens": 5, "k": 16, "rows": 8, "n": 2,
+        Command(Op.LINEAR, {"a": 0, "a_stride": k, "tokens": 5, "k": k, "rows": 8, "n": 2,
                             "m": 4, "w_off": 0, "rq_off": 4096, "out": 2048,
-                            "out_stride": 8, "out_bits": 8}),  # 4 groups x 2, 2 x 2 tiles
+                            "out_stride": 8, "out_bits": 8}),  # k/4 groups x 2, 2 x 2 tiles
         Command(Op.QK_SOFTMAX, {"q": 0, "k": 256, "stride": 8, "tokens": 6, "d": 8,
                                 "mask": 512, "mult": 1 << 14, "shift": 10, "p": 1024,
                                 "p_stride": 6}),  # 2 groups x 4 steps, 2 x 2 tiles
@@ -79,12 +77,46 @@ def test_busy_cycles_by_hand_and_never_above_the_kernel():
         Command(Op.STORE, {"dst": 0, "src": 3072, "bytes": 30}),  # 8 words
         Command(Op.END, {}),
     ]
+
+
+def test_busy_cycles_by_hand_and_never_above_the_kernel():
+    """The units' busy time (the ceiling the bench reports) counted by hand on the tiny
+    preset (R = C = M = P = 4), and no more than the kernel model's cycles for the same
+    Program."""
+    cfg = preset("tiny")
+    cmds = _program()
     busy = top.busy_cycles(cmds, cfg)
     assert busy == {"array": 32 + 32 + 32, "vector": 9, "io": 25 + 8, "total": 138,
                     "array_by_op": {"LINEAR": 32, "QK_SOFTMAX": 32, "PV": 32}}
     costs = top.command_costs(cmds, cfg)
     assert sum(costs[1:4]) > busy["array"] and costs[4] > busy["vector"]
     assert top.program_cycles(cmds, cfg) > busy["total"]
+
+
+def test_the_timeline_adds_up_and_names_what_each_command_waits_for():
+    """``command_timeline`` (``nmaccel run --profile``): each command starts where the one
+    before ended (the first after the header), the last ends at the Program's cycles, the
+    units' shares are the by-hand counts above, and CHECK waits where the kernel's rules say:
+    a PV for the softmax rows writing the probabilities it reads, and a QK_SOFTMAX for a
+    LINEAR's results still going out (a QK_SOFTMAX never starts beside them), which with 16
+    channels are out before it is fetched and with 64 are not (its last tile's 32 steps)."""
+    cfg = preset("tiny")
+    for k, qk_waits in ((16, False), (64, True)):
+        cmds = _program(k)
+        rows = top.command_timeline(cmds, cfg)
+        assert [r["op"] for r in rows] == [c.op.name for c in cmds]
+        assert [r["cycles"] for r in rows] == top.command_costs(cmds, cfg)
+        assert rows[0]["start"] == top.header_cycles(cfg)
+        assert all(b["start"] == a["start"] + a["cycles"] for a, b in zip(rows, rows[1:]))
+        assert rows[-1]["start"] + rows[-1]["cycles"] == top.program_cycles(cmds, cfg)
+        assert [(r["unit"], r["unit_cycles"]) for r in rows] == [
+            ("io", 25), ("array", k // 4 * 2 * 4), ("array", 32), ("array", 32),
+            ("vector", 9), ("io", 8), (None, 0)]
+        waits = {r["op"]: r["waited_for"] for r in rows if r["wait"]}
+        assert waits == {"PV": "softmax rows", **({"QK_SOFTMAX": "results"} if qk_waits
+                                                  else {})}, rows
+        for i, r in enumerate(rows[:-1]):  # (END: its fetch but the last cycle, no CHECK)
+            assert top.fetch_cycles(i, cfg) + r["wait"] <= r["cycles"]
 
 
 def test_busy_cycles_counts_the_drain_of_short_tiles():

@@ -493,6 +493,9 @@ class Compiled:
     config: AcceleratorConfig
     # images of the weight banks params1, ... (weight_ports - 1; none in IRs saved before them)
     banks: tuple[np.ndarray, ...] = ()
+    # each command's name: its graph node's (l0.qkv, l0.qk3, l0.ln1, ...), "mask" and "input"
+    # (the LOADs), "output" (the STORE), "end" (none in IRs saved before them)
+    labels: tuple[str, ...] = ()
 
     @property
     def x_offset(self) -> int:
@@ -581,6 +584,7 @@ def emit_step(s: Schedule) -> Compiled:
         cmds.append(Command(n.op, args))
     cmds.append(Command(Op.STORE, {"dst": 0, "src": spm[g.output], "bytes": L * H}))
     cmds.append(Command(Op.END, {}))
+    labels = ("mask", "input", *(n.name for n in g.nodes), "output", "end")
     image = np.zeros(s.params_bytes, np.uint8)
     nbanks = cfg.weight_ports - 1
     banks_end = max((off + g.blobs[name].shape[-1] for name, off in s.params.items()
@@ -596,7 +600,8 @@ def emit_step(s: Schedule) -> Compiled:
     out = Compiled(program=Program(tuple(cmds), config_fingerprint(cfg)), params=image,
                    banks=banks,
                    input_bytes=x_off + L * H, output_bytes=L * H, tokens=L, hidden=H,
-                   in_scale=g.in_scale, out_scale=g.out_scale, spm_peak=s.spm_peak, config=cfg)
+                   in_scale=g.in_scale, out_scale=g.out_scale, spm_peak=s.spm_peak, config=cfg,
+                   labels=labels)
     sizes = {"params": image.size, "input": out.input_bytes, "output": out.output_bytes,
              **{name: bank.size for name, bank in zip(WEIGHT_BANKS, banks, strict=False)}}
     for i, c in enumerate(cmds):

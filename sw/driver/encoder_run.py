@@ -38,7 +38,7 @@ from .device import Device, open_device
 from .executor import command_cycles
 
 __all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot",
-           "cycle_bar", "run_with_progress"]
+           "cycle_bar", "run_with_progress", "format_report", "format_profile"]
 
 CALIBRATION_SENTENCES = 32
 
@@ -195,10 +195,12 @@ def run_with_progress(device: str, config: AcceleratorConfig, compiled, x_int8, 
 
 def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device: str,
                 seq: int, layers: int | None = None, seed: int = 0,
-                save_ir: str | None = None, progress=print) -> dict:
+                save_ir: str | None = None, profile: bool = False, progress=print) -> dict:
     """Prune ``model`` one-shot to ``nm`` (None: half the weights, ``M/2 : M`` in the preset's
     M, i.e. 2:4 on M = 4 and 4:8 on M = 8), quantize, compile for ``config``, run on
-    ``device`` and compare with the float model; the report ``nmaccel run`` prints."""
+    ``device`` and compare with the float model; the report ``nmaccel run`` prints. With
+    ``profile``, the report's ``profile`` lists every command as the kernel model runs it
+    (:func:`sw.perf.top.command_timeline`, with its ``label``; :func:`format_profile`)."""
     from sw.prune.sparsify import _parse_nm
 
     nm = f"{config.m // 2}:{config.m}" if nm is None else nm
@@ -270,6 +272,13 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
         "ideal_engine_cycles": ideal_program_cycles(compiled),
         "clock_mhz": config.clock_mhz,
     })
+    if profile:
+        from sw.perf.top import busy_cycles, command_timeline
+
+        cmds = compiled.program.commands
+        report["profile"] = [{"label": label, **row} for label, row in
+                             zip(compiled.labels, command_timeline(cmds, config), strict=True)]
+        report["busy_cycles"] = busy_cycles(cmds, config)
     report["latency_ms_projected"] = res.cycles / (config.clock_mhz * 1e3)
     report["engine_utilisation"] = report["ideal_engine_cycles"] / max(res.cycles, 1)
     report["wall_seconds"] = time.monotonic() - t0
@@ -292,6 +301,44 @@ def format_report(r: dict) -> str:
         f"  projected latency {r['latency_ms_projected']:.3f} ms at {r['clock_mhz']:g} MHz "
         "(config clock, not a measured Fmax)",
     ]
+    return "\n".join(lines)
+
+
+def format_profile(r: dict, *, every_layer: bool = False) -> str:
+    """The ``profile`` of a :func:`run_encoder` report: cycles by opcode over the Program,
+    then command by command (the first layer's and the LOADs, STORE and END, unless
+    ``every_layer``)."""
+    rows, busy = r["profile"], r["busy_cycles"]
+    total = rows[-1]["start"] + rows[-1]["cycles"]
+    lines = [f"profile (the kernel cycle model, {r['preset']}): {total:,} cycles, of which the "
+             f"units are busy {busy['total']:,} one after another (PE array {busy['array']:,}, "
+             f"LayerNorm/GELU lanes {busy['vector']:,}, LOAD/STORE {busy['io']:,}; "
+             f"{busy['total'] / total:.1%}); the rest is the kernel's overhead (fetch, "
+             "staging, parameter loads, pipeline fill, waits)",
+             f"  {'opcode':14} {'commands':>8} {'cycles':>10} {'share':>6} {'unit busy':>10} "
+             f"{'CHECK waits':>11}"]
+    by_op: dict[str, list[int]] = {}
+    for row in rows:
+        acc = by_op.setdefault(row["op"], [0, 0, 0, 0])
+        for j, v in enumerate((1, row["cycles"], row["unit_cycles"], row["wait"])):
+            acc[j] += v
+    for op, (n, cycles, unit, wait) in by_op.items():
+        lines.append(f"  {op:14} {n:8d} {cycles:10,} {cycles / total:6.1%} {unit:10,} "
+                     f"{wait:11,}")
+    shown = [row for row in rows if every_layer or not row["label"].startswith("l")
+             or row["label"].startswith("l0.")]
+    lines += ["", f"  {'#':>4} {'command':12} {'opcode':14} {'start':>10} {'cycles':>8} "
+                  f"{'unit':>6} {'busy':>7} {'CHECK wait':>10}  for"]
+    for row in shown:
+        lines.append(f"  {row['index']:4d} {row['label']:12} {row['op']:14} {row['start']:10,} "
+                     f"{row['cycles']:8,} {row['unit'] or '-':>6} {row['unit_cycles']:7,} "
+                     f"{row['wait']:10,}  {row['waited_for'] or ''}")
+    if len(shown) < len(rows):
+        lines.append(f"  ... {len(rows) - len(shown)} commands of the other layers (the JSON "
+                     "report has them all)")
+    lines.append("  cycles: from a command's fetch to the next one's; its tiles and results may "
+                 "run on into the next commands, which then wait at CHECK (or, a vector "
+                 "command, keep its stream behind the results)")
     return "\n".join(lines)
 
 

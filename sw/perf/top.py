@@ -53,7 +53,8 @@ from sw.perf.vector_ops import stream_beside, stream_cycles
 
 __all__ = ["READ_GAP", "Read", "KernelState", "bursts", "read_gap", "read_cycles",
            "fetch_cycles", "header_cycles",
-           "command_cycles", "command_costs", "program_cycles", "busy_cycles",
+           "command_cycles", "command_costs", "program_cycles", "busy_cycles", "unit_cycles",
+           "command_timeline",
            "vector_stream_start"]
 
 READ_GAP = 3  #: idle cycles before each read burst's first beat
@@ -977,17 +978,27 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
     return cycles
 
 
+def _check_wait(cmd: Command, config: AcceleratorConfig, index: int,
+                state: KernelState) -> tuple[int, int, str | None]:
+    """``(fetch, wait, what)``: the command's fetch cycles up to and including CHECK's first,
+    the cycles CHECK then holds, and what it waits for (``"softmax rows"``: the last
+    QK_SOFTMAX's; ``"results"``: the last PV's or LINEAR's going out; ``None``: no wait)."""
+    fetch = fetch_cycles(index, config)
+    sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
+          if _pv_beside_sm(cmd, state) else state.sm_end)
+    vec = cmd.op in (Op.GELU, Op.ADD, Op.LAYERNORM, Op.ADD_LAYERNORM)
+    wo = -1 if _pv_beside(cmd, state) or vec else state.wo_end
+    wait = max(0, max(sm, wo) - (state.now + fetch - 1))
+    return fetch, wait, None if not wait else "softmax rows" if sm >= wo else "results"
+
+
 def _fetch(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
     """The command's cycles up to and including CHECK (the fetch's last cycle), which holds
     while the last QK_SOFTMAX's softmax rows run, or the last PV's or LINEAR's results go
     out, unless the command starts beside them (a vector command beside results: its stream
     keeps off them, :func:`vector_stream_start`)."""
-    fetch = fetch_cycles(index, config)
-    sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
-          if _pv_beside_sm(cmd, state) else state.sm_end)
-    vec = cmd.op in (Op.GELU, Op.ADD, Op.LAYERNORM, Op.ADD_LAYERNORM)
-    until = max(sm, -1 if _pv_beside(cmd, state) or vec else state.wo_end)
-    return fetch + max(0, until - (state.now + fetch - 1))
+    fetch, wait, _ = _check_wait(cmd, config, index, state)
+    return fetch + wait
 
 
 def vector_stream_start(cmd: Command, config: AcceleratorConfig, index: int,
@@ -1062,6 +1073,28 @@ def command_costs(commands, config: AcceleratorConfig) -> list[int]:
     return [command_cycles(c, config, i, state) for i, c in enumerate(commands)]
 
 
+def command_timeline(commands, config: AcceleratorConfig) -> list[dict]:
+    """A Program's commands as the kernel runs them, one dict each: ``index``, ``op``,
+    ``start`` (the CYCLES register at the cycle its fetch starts), ``cycles``
+    (:func:`command_costs`: to the next command's fetch), ``wait`` and ``waited_for``: the
+    cycles its CHECK holds for the work of the commands before it (``"softmax rows"`` or
+    ``"results"``, ``None`` without a wait), and ``unit`` / ``unit_cycles``: its share of
+    :func:`busy_cycles` (:func:`unit_cycles`). Commands overlap (a LINEAR's last tiles and
+    write-out run on into the next commands, which wait for them there), so a command's
+    ``cycles`` can be fewer than its own ``unit_cycles`` and the next one's ``wait`` more."""
+    state = KernelState()
+    t = header_cycles(config)
+    out = []
+    for i, (cmd, (unit, busy)) in enumerate(zip(commands, unit_cycles(commands, config),
+                                                strict=True)):
+        _, wait, what = _check_wait(cmd, config, i, state)
+        cycles = command_cycles(cmd, config, i, state)
+        out.append({"index": i, "op": cmd.op.name, "start": t, "cycles": cycles, "wait": wait,
+                    "waited_for": what, "unit": unit, "unit_cycles": busy})
+        t += cycles
+    return out
+
+
 def program_cycles(commands, config: AcceleratorConfig) -> int:
     """The kernel's cycle counter (the CYCLES register) at ap_done for a Program that runs
     ``commands`` (ending with END) without a fault."""
@@ -1088,11 +1121,28 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     the fetch, operand staging, weight and parameter loads, pipeline fill and write-out (a
     sequence longer than ``pe_cols`` could start a LINEAR on its first token block while a
     LayerNorm finishes the rest; the figure ignores that)."""
-    R, C, M, P = config.pe_rows, config.pe_cols, config.m, config.vector_lanes
     busy = {"array": 0, "vector": 0, "io": 0}
+    by_op: dict[str, int] = {}
+    for cmd, (unit, cycles) in zip(commands, unit_cycles(commands, config), strict=True):
+        if unit is not None:
+            busy[unit] += cycles
+        if unit == "array":
+            by_op[cmd.op.name] = by_op.get(cmd.op.name, 0) + cycles
+    busy["total"] = sum(busy.values())
+    busy["array_by_op"] = by_op
+    return busy
+
+
+def unit_cycles(commands, config: AcceleratorConfig) -> list[tuple[str | None, int]]:
+    """Each command's share of :func:`busy_cycles`: ``(unit, cycles)``, the unit ``"array"``
+    (the cycles from the tile before's last output beat to each of its tiles' own, the
+    Program's first tile its steps, the last tile to its capture), ``"vector"``, ``"io"``,
+    or ``None`` (END: no unit)."""
+    R, C, M, P = config.pe_rows, config.pe_cols, config.m, config.vector_lanes
+    out: list[tuple[str | None, int]] = []
     steps: list[int] = []  # every tile's steps, in the Program's order
-    ops: list[str] = []  # and its command's opcode
-    for cmd in commands:
+    owner: list[int] = []  # and its command's index
+    for i, cmd in enumerate(commands):
         a = cmd.args
         if cmd.op == Op.LINEAR:
             tokens, k, rows, n = a["tokens"], a["k"], a["rows"], a["n"]
@@ -1101,27 +1151,25 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
         elif cmd.op == Op.PV:
             tokens, k, rows, n = a["tokens"], a["tokens"], a["d"], M
         elif cmd.op in (Op.LAYERNORM, Op.ADD_LAYERNORM):
-            busy["vector"] += a["tokens"] * -(-a["hidden"] // P)
+            out.append(("vector", a["tokens"] * -(-a["hidden"] // P)))
             continue
         elif cmd.op in (Op.ADD, Op.GELU):
-            busy["vector"] += a["tokens"] * -(-a["width"] // P)
+            out.append(("vector", a["tokens"] * -(-a["width"] // P)))
             continue
         elif cmd.op in (Op.LOAD, Op.STORE):
             wide = config.wide_load if cmd.op == Op.LOAD else config.wide_store
-            busy["io"] += -(-a["bytes"] // (config.weight_port_bytes if wide else 4))
+            out.append(("io", -(-a["bytes"] // (config.weight_port_bytes if wide else 4))))
             continue
         else:
+            out.append((None, 0))
             continue
+        out.append(("array", 0))
         tiles = -(-rows // R) * -(-tokens // C)
         steps += [-(-k // M) * n] * tiles
-        ops += [cmd.op.name] * tiles
-    by_op = {}
+        owner += [i] * tiles
     if steps:  # to the last tile's capture: its drain may run beside the next unit
         fill = (CAPTURE_LATENCY - 1) + C  # the last tile's capture and drain
         ends = [e - fill for e in tile_ends(config, steps)]
-        busy["array"] = ends[-1]
-        for op, end, before in zip(ops, ends, [0] + ends[:-1], strict=True):
-            by_op[op] = by_op.get(op, 0) + end - before
-    busy["total"] = sum(busy.values())
-    busy["array_by_op"] = by_op
-    return busy
+        for i, end, before in zip(owner, ends, [0] + ends[:-1], strict=True):
+            out[i] = ("array", out[i][1] + end - before)
+    return out
