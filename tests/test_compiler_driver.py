@@ -428,11 +428,47 @@ def test_cli_run_profile_lists_every_command_by_its_graph_name(tmp_path, capsys,
                       "output", "end"]
     assert [row["op"] for row in rows][:3] == ["LOAD", "LOAD", "LINEAR"]
     assert rows[-1]["start"] + rows[-1]["cycles"] == r["cycles"]
-    assert r["busy_cycles"]["total"] == sum(row["unit_cycles"] for row in rows)
     text = capsys.readouterr().out
     assert "CHECK wait" in text and " l0.ln2 " in text and " output " in text
     assert (" l1.qkv " in text) == (which == "all")
     assert ("commands of the other layers" in text) == (which == "first")
+
+
+@pytest.mark.sim
+def test_cli_run_on_the_rtl_profiles_every_command_where_the_rtl_fetches_it(tmp_path, capsys):
+    """``nmaccel run --device rtl --profile``: the generated Verilog in simulation runs the
+    compiled layer bit for bit like ref, and fetches every command at the cycle the profile
+    (the kernel cycle model) gives it; the table says so command by command."""
+    tiny_bert(nm=None, layers=1).save_pretrained(tmp_path / "m")
+    out = tmp_path / "r.json"
+    assert main(["run", "--model", str(tmp_path / "m"), "--seq", "6", "--device", "rtl",
+                 "--profile", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bit_exact_with_ref"] and r["profile_matches_rtl"]
+    assert [row["rtl_start"] for row in r["profile"]] == [row["start"] for row in r["profile"]]
+    assert r["profile"][-1]["start"] + r["profile"][-1]["cycles"] == r["cycles"]
+    text = capsys.readouterr().out
+    assert f"{len(r['profile'])} of {len(r['profile'])} commands as the model says" in text
+
+
+def test_a_profile_names_the_first_command_the_rtl_fetched_elsewhere():
+    from sw.driver.encoder_run import format_profile
+
+    rows = [{"index": i, "label": name, "op": op, "start": start, "cycles": 5, "wait": 0,
+             "waited_for": None, "unit": None, "busy": 0, "rtl_start": rtl}
+            for i, (name, op, start, rtl) in enumerate([("mask", "LOAD", 10, 10),
+                                                        ("l0.qkv", "LINEAR", 15, 17),
+                                                        ("end", "END", 20, None)])]
+    r = {"preset": "tiny", "profile": rows, "profile_matches_rtl": False, "device": "rtl",
+         "cycles": 25,
+         "busy_cycles": {"total": 0, "array": 0, "vector": 0, "io": 0}}
+    text = format_profile(r)
+    assert "1 of 3 commands as the model says, first difference at command 1 (l0.qkv)" in text
+    assert "the rtl device counted 25 cycles, the model 25" in text
+    lines = text.splitlines()
+    assert next(x for x in lines if " mask " in x).endswith(" =")
+    assert next(x for x in lines if " l0.qkv " in x).endswith(" 17")
+    assert next(x for x in lines if " end " in x).endswith(" not fetched")
 
 
 def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys):

@@ -109,7 +109,7 @@ def test_the_timeline_adds_up_and_names_what_each_command_waits_for():
         assert rows[0]["start"] == top.header_cycles(cfg)
         assert all(b["start"] == a["start"] + a["cycles"] for a, b in zip(rows, rows[1:]))
         assert rows[-1]["start"] + rows[-1]["cycles"] == top.program_cycles(cmds, cfg)
-        assert [(r["unit"], r["unit_cycles"]) for r in rows] == [
+        assert [(r["unit"], r["busy"]) for r in rows] == [
             ("io", 25), ("array", k // 4 * 2 * 4), ("array", 32), ("array", 32),
             ("vector", 9), ("io", 8), (None, 0)]
         waits = {r["op"]: r["waited_for"] for r in rows if r["wait"]}
@@ -117,6 +117,23 @@ def test_the_timeline_adds_up_and_names_what_each_command_waits_for():
                                                   else {})}, rows
         for i, r in enumerate(rows[:-1]):  # (END: its fetch but the last cycle, no CHECK)
             assert top.fetch_cycles(i, cfg) + r["wait"] <= r["cycles"]
+
+
+def test_a_pv_beside_the_softmax_rows_waits_only_for_the_scores():
+    """A QK_SOFTMAX of 64 channels (64-step tiles: still running when the PV is fetched): a
+    PV reading its probabilities waits for its softmax rows; a PV reading other bytes starts
+    beside them once the QK_SOFTMAX's scores are all written, sooner."""
+    cfg = preset("tiny")
+    cmds = _program()
+    qk, pv = cmds[2].args, cmds[3].args
+    cmds[2] = Command(Op.QK_SOFTMAX, qk | {"d": 64, "stride": 64})
+    waits = {}
+    for p in (qk["p"], 1536):  # the rows' bytes, others
+        cmds[3] = Command(Op.PV, pv | {"p": p})
+        row = top.command_timeline(cmds, cfg)[3]
+        waits[row["waited_for"]] = row["wait"]
+    assert set(waits) == {"softmax rows", "scores"}
+    assert 0 < waits["scores"] < waits["softmax rows"]
 
 
 def test_busy_cycles_counts_the_drain_of_short_tiles():

@@ -811,11 +811,18 @@ def _compiled_layer(R, C, M, nm, H, heads, L, inter, stall, act_depth, port=0, l
         return comp
     xq = np.clip(np.round(emb[4].numpy() / comp.in_scale), -128, 127).astype(np.int8)
     want, _ = run_on_device(open_device("ref", cfg), comp, xq, masks[4].numpy())
-    got, res = run_on_device(open_device("rtl", cfg, stall=stall, seed=SEED), comp, xq,
-                             masks[4].numpy())
+    got, res = run_on_device(open_device("rtl", cfg, stall=stall, seed=SEED, trace=True), comp,
+                             xq, masks[4].numpy())
     assert res.status == Status.OK and res.command == len(comp.program) - 1
     assert np.array_equal(got, want)
     _check_cycles(res.cycles, comp.program.commands, cfg, stall)
+    if not stall:  # and command by command: each fetched when the profile says
+        from sw.perf.top import command_timeline
+
+        fetched = {i: c for i, c in json.loads(res.detail)["trace"]}
+        for row, label in zip(command_timeline(comp.program.commands, cfg), comp.labels,
+                              strict=True):
+            assert fetched[row["index"]] == row["start"], (label, row)
     return comp
 
 

@@ -585,6 +585,7 @@ def emit_step(s: Schedule) -> Compiled:
     cmds.append(Command(Op.STORE, {"dst": 0, "src": spm[g.output], "bytes": L * H}))
     cmds.append(Command(Op.END, {}))
     labels = ("mask", "input", *(n.name for n in g.nodes), "output", "end")
+    assert len(labels) == len(cmds)
     image = np.zeros(s.params_bytes, np.uint8)
     nbanks = cfg.weight_ports - 1
     banks_end = max((off + g.blobs[name].shape[-1] for name, off in s.params.items()

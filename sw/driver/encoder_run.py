@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -249,6 +250,8 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
         # the kernel model predicts the RTL's cycles exactly: allow twice as many (and at least
         # the driver's default) before calling the run hung
         kwargs = {"max_cycles": max(50_000_000, 2 * ref_res.cycles)} if device == "rtl" else {}
+        if device == "rtl" and profile:  # each command's fetch cycle, for the profile
+            kwargs["trace"] = True
         if device == "rtl":
             progress(f"simulating {ref_res.cycles:,} kernel cycles (the model's prediction)")
         y, res = run_with_progress(device, config, compiled, xq, mask,
@@ -276,9 +279,18 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
         from sw.perf.top import busy_cycles, command_timeline
 
         cmds = compiled.program.commands
+        labels = compiled.labels or [c.op.name.lower() for c in cmds]  # (IRs before labels)
         report["profile"] = [{"label": label, **row} for label, row in
-                             zip(compiled.labels, command_timeline(cmds, config), strict=True)]
+                             zip(labels, command_timeline(cmds, config), strict=True)]
         report["busy_cycles"] = busy_cycles(cmds, config)
+        if device == "rtl":  # the RTL's cycle counter at each command's fetch
+            # [[index, cycles], ...] each time the index moved on: the last entry of an index
+            # is its fetch (command 0's first, recorded at reset, is followed by its own)
+            fetched = dict(json.loads(res.detail)["trace"])
+            for row in report["profile"]:
+                row["rtl_start"] = fetched.get(row["index"])
+            report["profile_matches_rtl"] = all(row["rtl_start"] == row["start"]
+                                                for row in report["profile"])
     report["latency_ms_projected"] = res.cycles / (config.clock_mhz * 1e3)
     report["engine_utilisation"] = report["ideal_engine_cycles"] / max(res.cycles, 1)
     report["wall_seconds"] = time.monotonic() - t0
@@ -315,31 +327,45 @@ def format_profile(r: dict, *, every_layer: bool = False) -> str:
              f"LayerNorm/GELU lanes {busy['vector']:,}, LOAD/STORE {busy['io']:,}; "
              f"{busy['total'] / total:.1%}); the rest is the kernel's overhead (fetch, "
              "staging, parameter loads, pipeline fill, waits)",
-             f"  {'opcode':14} {'commands':>8} {'cycles':>10} {'share':>6} {'unit busy':>10} "
+             f"  {'opcode':14} {'commands':>8} {'cycles':>10} {'share':>6} {'busy':>10} "
              f"{'CHECK waits':>11}"]
     by_op: dict[str, list[int]] = {}
     for row in rows:
         acc = by_op.setdefault(row["op"], [0, 0, 0, 0])
-        for j, v in enumerate((1, row["cycles"], row["unit_cycles"], row["wait"])):
+        for j, v in enumerate((1, row["cycles"], row["busy"], row["wait"])):
             acc[j] += v
     for op, (n, cycles, unit, wait) in by_op.items():
         lines.append(f"  {op:14} {n:8d} {cycles:10,} {cycles / total:6.1%} {unit:10,} "
                      f"{wait:11,}")
-    shown = [row for row in rows if every_layer or not row["label"].startswith("l")
+    shown = [row for row in rows if every_layer or not re.match(r"l\d+\.", row["label"])
              or row["label"].startswith("l0.")]
+    rtl = "profile_matches_rtl" in r
     lines += ["", f"  {'#':>4} {'command':12} {'opcode':14} {'start':>10} {'cycles':>8} "
-                  f"{'unit':>6} {'busy':>7} {'CHECK wait':>10}  for"]
+                  f"{'unit':>6} {'busy':>7} {'CHECK wait':>10}  {'for':12}"
+                  + (" RTL start" if rtl else "")]
     for row in shown:
+        at = row.get("rtl_start")
         lines.append(f"  {row['index']:4d} {row['label']:12} {row['op']:14} {row['start']:10,} "
-                     f"{row['cycles']:8,} {row['unit'] or '-':>6} {row['unit_cycles']:7,} "
-                     f"{row['wait']:10,}  {row['waited_for'] or ''}")
+                     f"{row['cycles']:8,} {row['unit'] or '-':>6} {row['busy']:7,} "
+                     f"{row['wait']:10,}  {row['waited_for'] or '':12}"
+                     + ("" if not rtl else " =" if at == row["start"]
+                        else f" {at:,}" if at is not None else " not fetched"))
     if len(shown) < len(rows):
         lines.append(f"  ... {len(rows) - len(shown)} commands of the other layers (the JSON "
                      "report has them all)")
     lines.append("  cycles: from a command's fetch to the next one's; its tiles and results may "
                  "run on into the next commands, which then wait at CHECK (or, a vector "
                  "command, keep its stream behind the results)")
-    return "\n".join(lines)
+    if r.get("device", "ref") != "ref":
+        lines.append(f"  the {r['device']} device counted {r['cycles']:,} cycles, the model "
+                     f"{total:,}")
+    if rtl:
+        bad = [row for row in rows if row.get("rtl_start") != row["start"]]
+        lines.append(f"  RTL start: the RTL's cycle counter when it fetched the command ('=': "
+                     f"the model's); {len(rows) - len(bad)} of {len(rows)} commands as the "
+                     "model says" + ("" if not bad else f", first difference at command "
+                                     f"{bad[0]['index']} ({bad[0]['label']})"))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def write_report(r: dict, path: str | Path) -> None:

@@ -981,15 +981,25 @@ def command_cycles(cmd: Command, config: AcceleratorConfig, index: int = 0,
 def _check_wait(cmd: Command, config: AcceleratorConfig, index: int,
                 state: KernelState) -> tuple[int, int, str | None]:
     """``(fetch, wait, what)``: the command's fetch cycles up to and including CHECK's first,
-    the cycles CHECK then holds, and what it waits for (``"softmax rows"``: the last
-    QK_SOFTMAX's; ``"results"``: the last PV's or LINEAR's going out; ``None``: no wait)."""
+    the cycles CHECK then holds, and what it waits for, the later of what is pending:
+    ``"softmax rows"`` (the last QK_SOFTMAX's rows, or the rows before them), ``"scores"``
+    (a PV beside those rows: the last QK_SOFTMAX's scores, its tiles' results), ``"results"``
+    (the last PV's or LINEAR's going out), or ``None`` (no wait)."""
     fetch = fetch_cycles(index, config)
-    sm = (-1 if _beside(cmd, state) else max(state.sm_scored, state.sm_prev_end)
-          if _pv_beside_sm(cmd, state) else state.sm_end)
+    if _beside(cmd, state):
+        sm, sm_what = -1, None
+    elif _pv_beside_sm(cmd, state):
+        scores = state.sm_scored >= state.sm_prev_end
+        sm = max(state.sm_scored, state.sm_prev_end)
+        sm_what = "scores" if scores else "softmax rows"
+    else:
+        sm, sm_what = state.sm_end, "softmax rows"
     vec = cmd.op in (Op.GELU, Op.ADD, Op.LAYERNORM, Op.ADD_LAYERNORM)
     wo = -1 if _pv_beside(cmd, state) or vec else state.wo_end
     wait = max(0, max(sm, wo) - (state.now + fetch - 1))
-    return fetch, wait, None if not wait else "softmax rows" if sm >= wo else "results"
+    if not wait:
+        return fetch, 0, None
+    return fetch, wait, sm_what if sm >= wo else "results"
 
 
 def _fetch(cmd: Command, config: AcceleratorConfig, index: int, state: KernelState) -> int:
@@ -1077,11 +1087,13 @@ def command_timeline(commands, config: AcceleratorConfig) -> list[dict]:
     """A Program's commands as the kernel runs them, one dict each: ``index``, ``op``,
     ``start`` (the CYCLES register at the cycle its fetch starts), ``cycles``
     (:func:`command_costs`: to the next command's fetch), ``wait`` and ``waited_for``: the
-    cycles its CHECK holds for the work of the commands before it (``"softmax rows"`` or
-    ``"results"``, ``None`` without a wait), and ``unit`` / ``unit_cycles``: its share of
-    :func:`busy_cycles` (:func:`unit_cycles`). Commands overlap (a LINEAR's last tiles and
-    write-out run on into the next commands, which wait for them there), so a command's
-    ``cycles`` can be fewer than its own ``unit_cycles`` and the next one's ``wait`` more."""
+    cycles its CHECK holds for the work of the commands before it (``"softmax rows"``,
+    ``"scores"`` or ``"results"``, ``None`` without a wait: :func:`_check_wait`), and
+    ``unit`` / ``busy``: its share of :func:`busy_cycles` (:func:`unit_cycles`). Commands
+    overlap (a LINEAR's last tiles and write-out run on into the next commands, which wait
+    for them there), so a command's ``cycles`` can be fewer than its own ``busy`` and the
+    next one's more."""
+    commands = list(commands)
     state = KernelState()
     t = header_cycles(config)
     out = []
@@ -1090,7 +1102,7 @@ def command_timeline(commands, config: AcceleratorConfig) -> list[dict]:
         _, wait, what = _check_wait(cmd, config, i, state)
         cycles = command_cycles(cmd, config, i, state)
         out.append({"index": i, "op": cmd.op.name, "start": t, "cycles": cycles, "wait": wait,
-                    "waited_for": what, "unit": unit, "unit_cycles": busy})
+                    "waited_for": what, "unit": unit, "busy": busy})
         t += cycles
     return out
 
@@ -1121,6 +1133,7 @@ def busy_cycles(commands, config: AcceleratorConfig) -> dict[str, int]:
     the fetch, operand staging, weight and parameter loads, pipeline fill and write-out (a
     sequence longer than ``pe_cols`` could start a LINEAR on its first token block while a
     LayerNorm finishes the rest; the figure ignores that)."""
+    commands = list(commands)
     busy = {"array": 0, "vector": 0, "io": 0}
     by_op: dict[str, int] = {}
     for cmd, (unit, cycles) in zip(commands, unit_cycles(commands, config), strict=True):
