@@ -334,8 +334,8 @@ def format_profile(r: dict, *, every_layer: bool = False) -> str:
         acc = by_op.setdefault(row["op"], [0, 0, 0, 0])
         for j, v in enumerate((1, row["cycles"], row["busy"], row["wait"])):
             acc[j] += v
-    for op, (n, cycles, unit, wait) in by_op.items():
-        lines.append(f"  {op:14} {n:8d} {cycles:10,} {cycles / total:6.1%} {unit:10,} "
+    for op, (n, cycles, op_busy, wait) in by_op.items():
+        lines.append(f"  {op:14} {n:8d} {cycles:10,} {cycles / total:6.1%} {op_busy:10,} "
                      f"{wait:11,}")
     shown = [row for row in rows if every_layer or not re.match(r"l\d+\.", row["label"])
              or row["label"].startswith("l0.")]
