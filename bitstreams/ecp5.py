@@ -55,6 +55,12 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+def _kernel_digest() -> str:
+    from bitstreams.xcup import rtl_digest
+
+    return rtl_digest()
+
+
 def source_revision() -> str:
     """The git commit the design was built from (``+dirty`` with uncommitted changes to what
     the build reads: the RTL, the compiler and golden model of the self-test image, the flow)."""
@@ -245,6 +251,7 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
                       "sha256": hashlib.sha256(data).hexdigest()},
         "tools": tool_versions(),
         "source": source_revision(),
+        "rtl_digest": _kernel_digest(),  # the kernel's sources (the board top's aside)
         "wall_s": round(wall, 1),
         "config": config.to_dict(),
     }

@@ -9,6 +9,7 @@ import pytest
 
 from hw.config import preset
 from sw.compiler.isa import FIELDS, RQ_RECORD, Command, Op
+from sw.perf import encoder_bench
 from sw.perf.encoder_bench import (
     BEGIN,
     BUDGET,
@@ -296,9 +297,35 @@ def test_resources_say_whether_the_preset_fits(tmp_path):
     r = preset_resources(cfg, bitstreams=tmp_path)
     assert r["fits"] is True and "for a different config: fits the part (at most 100 %)" in \
         r["label"]
+    assert r["config_matches"] is False and r["rtl_matches"] is None  # no digest recorded
     report = _fake_report()
     report["presets"]["u200"]["resources"] = r
     assert f"u200: {r['label']}." in readme_table(report)
+
+
+def test_resources_and_clock_say_when_the_rtl_changed_since_the_build(tmp_path, monkeypatch):
+    """A summary built from other RTL (its ``rtl_digest`` is not the sources' digest now) says
+    so in the label; one built from this RTL says nothing more."""
+    monkeypatch.setattr(encoder_bench, "_rtl_digest", lambda: "a" * 16)
+    for name, target in (("u200", "xcup"), ("ecp5", "ecp5")):
+        cfg = preset(name)
+        (tmp_path / f"{name}-{target}").mkdir()
+        summary = {"label": "Yosys estimate", "config": cfg.to_dict(), "fmax_mhz": 31.0,
+                   "percent": {"LUT": 150.0}, "rtl_digest": "b" * 16}
+        path = tmp_path / f"{name}-{target}" / "summary.json"
+        path.write_text(json.dumps(summary))
+        r = preset_resources(cfg, bitstreams=tmp_path)
+        assert r["config_matches"] and r["rtl_matches"] is False
+        assert f"from other RTL (digest {'b' * 16}; the sources' now {'a' * 16})" in r["label"]
+        if name == "ecp5":
+            clock = preset_clock(cfg, ecp5_summary=path)
+            assert clock["rtl_matches"] is False and clock["label"] == (
+                "31.0 MHz (nextpnr Fmax), measured on other RTL")
+        path.write_text(json.dumps({**summary, "rtl_digest": "a" * 16}))
+        r = preset_resources(cfg, bitstreams=tmp_path)
+        assert r["rtl_matches"] is True and "RTL" not in r["label"]
+        if name == "ecp5":
+            assert preset_clock(cfg, ecp5_summary=path)["label"] == "31.0 MHz (nextpnr Fmax)"
 
 
 # -- README table ------------------------------------------------------------------------------

@@ -203,11 +203,15 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
                     "label": f"no Fmax measured ({path} has no fmax_mhz)"}
         fmax = float(s["fmax_mhz"])
         matches = s.get("config") == config.to_dict()
+        rtl = _rtl_matches(s)
         label = f"{fmax:.1f} MHz (nextpnr Fmax)"
         if not matches:
             label += ", measured on a different ecp5 config"
+        if rtl is False:
+            label += ", measured on other RTL"
         return {"mhz": fmax, "source": "nextpnr Fmax", "file": str(path),
                 "meets_clock": s.get("meets_clock"), "config_matches": matches,
+                "rtl_matches": rtl,
                 "source_revision": s.get("source"), "label": label}
     if config.part.lower().startswith("xcu"):
         return {"mhz": float(alveo_clock_mhz), "source": "assumed",
@@ -220,7 +224,10 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
     """Whether the preset fits its part, from the build summary ``make bitstream`` wrote:
     ``bitstreams/<preset>-xcup/summary.json`` (Yosys estimates for UltraScale+ parts) or
     ``bitstreams/ecp5-ecp5/summary.json`` (a routed ECP5 design). ``fits`` is None without a
-    summary; ``over`` lists the resources an estimate puts above 100 % of the part."""
+    summary; ``over`` lists the resources an estimate puts above 100 % of the part;
+    ``config_matches`` and ``rtl_matches`` whether it was built for this config and from the
+    RTL the sources generate now (None: the summary records no ``rtl_digest``), the label
+    saying so when not."""
     root = Path(bitstreams)
     for target in ("xcup", "ecp5"):
         path = root / f"{config.name}-{target}" / "summary.json"
@@ -230,10 +237,14 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
     s = json.loads(path.read_text())
     other = "" if s.get("config") == config.to_dict() else ", for a different config"
+    rtl = _rtl_matches(s)
+    if rtl is False:
+        other += f", from other RTL (digest {s['rtl_digest']}; the sources' now {_rtl_digest()})"
     if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
         path = path.relative_to(BITSTREAMS.parent)
     if target == "ecp5":
-        return {"fits": True, "file": str(path), "config_matches": not other,
+        return {"fits": True, "file": str(path), "config_matches": s.get("config") ==
+                config.to_dict(), "rtl_matches": rtl,
                 "label": f"routed by nextpnr ({path}){other}: fits"}
     pct = s.get("percent", {})
     over = {k: v for k, v in pct.items() if v > 100}
@@ -242,7 +253,21 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
              + (f"does not fit the part ({what})" if over else
                 f"fits the part (at most {max(pct.values(), default=0):.0f} %)"))
     return {"fits": not over, "over": over, "percent": pct, "file": str(path),
-            "config_matches": not other, "label": label}
+            "config_matches": s.get("config") == config.to_dict(), "rtl_matches": rtl,
+            "label": label}
+
+
+def _rtl_digest() -> str:
+    from bitstreams.xcup import rtl_digest
+
+    return rtl_digest()
+
+
+def _rtl_matches(summary: dict) -> bool | None:
+    """Whether a build summary was made from the RTL the sources generate now (its
+    ``rtl_digest`` against :func:`bitstreams.xcup.rtl_digest`); None when it records none."""
+    digest = summary.get("rtl_digest")
+    return None if digest is None else digest == _rtl_digest()
 
 
 # -- a compiled Program: cycles, memory traffic ----------------------------------------------
