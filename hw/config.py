@@ -26,6 +26,10 @@ set the size (README, "Bitstreams").
 The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 on the U200,
 8,192 of 9,024 on the U280), leaving the rest for the vector units, and a scratchpad of 32
 banks (``spm_lanes``): a tile's 96 or 128 int8 results per token go out in one cycle.
+They build only the int16-input LayerNorm (``layernorm_int8 = False``): the encoders the
+compiler makes keep an int16 residual path (its default), and the int8-input unit cost 10
+DSP48E2 and about 350 LUTs a lane by the Yosys estimate (vector slices at 2 and 8 lanes:
+27 DSPs a lane with it, 17 without), 646 DSPs at 64 lanes.
 Their LINEAR weights come through 3 (U200: three of its four DDR4 banks) or 4 (U280: four
 HBM pseudo-channels) 512-bit weight ports (``weight_ports``), 32 rows of a row block each.
 """
@@ -473,15 +477,17 @@ PRESETS: dict[str, AcceleratorConfig] = {
         AcceleratorConfig(
             name="u200", m=8, n_max=8, pe_rows=96, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
-            vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
-            part="xcu200-fsgd2104-2-e", part_dsps=6840, mem_bandwidth_gbps=77.0,
+            vector_lanes=64, max_hidden=1024, layernorm_int8=False, spm_kib=4096,
+            clock_mhz=300.0, macs_per_dsp=2, part="xcu200-fsgd2104-2-e", part_dsps=6840,
+            mem_bandwidth_gbps=77.0,
             weight_port_bytes=64, spm_lanes=32, weight_ports=3,
         ),
         AcceleratorConfig(
             name="u280", m=8, n_max=8, pe_rows=128, pe_cols=128, max_k=4096,
             weight_buffer_depth=4096, act_buffer_depth=1024, softmax_lanes=64, max_row=512,
-            vector_lanes=64, max_hidden=1024, spm_kib=4096, clock_mhz=300.0, macs_per_dsp=2,
-            part="xcu280-fsvh2892-2L-e", part_dsps=9024, mem_bandwidth_gbps=460.0,
+            vector_lanes=64, max_hidden=1024, layernorm_int8=False, spm_kib=4096,
+            clock_mhz=300.0, macs_per_dsp=2, part="xcu280-fsvh2892-2L-e", part_dsps=9024,
+            mem_bandwidth_gbps=460.0,
             weight_port_bytes=64, spm_lanes=32, weight_ports=4,
         ),
     )
