@@ -20,7 +20,7 @@ def test_index_mux_selects_every_position(m):
 
     async def bench(ctx):
         for _ in range(40):
-            acts = [rng.randrange(-256, 256) for _ in range(m)]
+            acts = [rng.randrange(256) for _ in range(m)]
             ctx.set(dut.acts, acts)
             for sel in range(m):
                 ctx.set(dut.sel, sel)
@@ -45,10 +45,11 @@ def test_pe_accumulates_with_two_cycle_latency(m):
     steps = []
     for _tile in range(6):
         length = rng.randrange(1, 9)
+        uns = rng.random() < 0.5  # the tile's activations are uint8 (else int8)
         for i in range(length):
             steps.append({"first": i == 0, "weight": rng.randrange(-128, 128),
-                          "sel": rng.randrange(m),
-                          "acts": [rng.randrange(-128, 256) for _ in range(m)]})
+                          "sel": rng.randrange(m), "uns": uns,
+                          "acts": [_act(rng, uns) for _ in range(m)]})
 
     async def bench(ctx):
         model_acc = 0
@@ -63,7 +64,8 @@ def test_pe_accumulates_with_two_cycle_latency(m):
             if step is not None:
                 ctx.set(dut.weight, step["weight"])
                 ctx.set(dut.sel, step["sel"])
-                ctx.set(dut.acts, step["acts"])
+                ctx.set(dut.acts, [a & 0xFF for a in step["acts"]])
+                ctx.set(dut.act_unsigned, step["uns"])
             ctx.set(dut.accumulate, prod is not None)
             ctx.set(dut.first, bool(prod and prod[1]))
             if prod is not None:
@@ -93,9 +95,14 @@ def test_pe_rejects_bad_width(cls, width):
         cls(m=4, width=width)
 
 
-#: operand edges: int8 weights; activations are int8 or uint8 held in signed 9 bits
+#: operand edges: int8 weights; activations are int8, or uint8 (a tile's all, act_unsigned)
 PAIR_WEIGHTS = [-128, -127, -1, 0, 1, 127]
-PAIR_ACTS = [-128, -1, 0, 1, 127, 128, 255]
+PAIR_ACTS = {False: [-128, -1, 0, 1, 127], True: [0, 1, 127, 128, 255]}
+
+
+def _act(rng: random.Random, uns: bool) -> int:
+    """A random activation's value: uint8 when ``uns``, else int8 (the DUT gets its byte)."""
+    return rng.randrange(256) if uns else rng.randrange(-128, 128)
 
 
 def run_pair(m: int, steps: list[dict], rng: random.Random, gaps: float, seed: int):
@@ -117,7 +124,8 @@ def run_pair(m: int, steps: list[dict], rng: random.Random, gaps: float, seed: i
             if step is not None:
                 ctx.set(dut.weight, step["weight"])
                 ctx.set(dut.sel, step["sel"])
-                ctx.set(dut.acts, step["acts"])
+                ctx.set(dut.acts, [[a & 0xFF for a in lane] for lane in step["acts"]])
+                ctx.set(dut.act_unsigned, step["uns"])
             ctx.set(dut.accumulate, prod is not None)
             ctx.set(dut.first, bool(prod and prod[1]))
             if prod is not None:
@@ -144,15 +152,16 @@ def test_packed_pe_pair_exact_at_operand_edges(m):
     seed = SEED + 100 * m
     print(f"seed {seed}")
     rng = random.Random(seed)
-    combos = [(w, lo, hi) for w in PAIR_WEIGHTS for lo in PAIR_ACTS for hi in PAIR_ACTS]
     steps = []
-    for first_only in (True, False):  # one-step tiles, then one tile summing all combos
-        for i, (w, lo, hi) in enumerate(combos):
-            sel = rng.randrange(m)
-            acts = [[rng.choice(PAIR_ACTS) for _ in range(m)] for _ in range(2)]
-            acts[0][sel], acts[1][sel] = lo, hi
-            steps.append({"first": first_only or i == 0, "weight": w, "sel": sel,
-                          "acts": acts})
+    for uns, edges in PAIR_ACTS.items():
+        combos = [(w, lo, hi) for w in PAIR_WEIGHTS for lo in edges for hi in edges]
+        for first_only in (True, False):  # one-step tiles, then one tile summing all combos
+            for i, (w, lo, hi) in enumerate(combos):
+                sel = rng.randrange(m)
+                acts = [[rng.choice(edges) for _ in range(m)] for _ in range(2)]
+                acts[0][sel], acts[1][sel] = lo, hi
+                steps.append({"first": first_only or i == 0, "weight": w, "sel": sel,
+                              "uns": uns, "acts": acts})
     run_pair(m, steps, rng, gaps=0.0, seed=seed)
 
 
@@ -165,9 +174,9 @@ def test_packed_pe_pair_accumulates_like_two_pes(m):
     steps = []
     for _tile in range(8):
         length = rng.randrange(1, 12)
+        uns = rng.random() < 0.5
         for i in range(length):
             steps.append({"first": i == 0, "weight": rng.randrange(-128, 128),
-                          "sel": rng.randrange(m),
-                          "acts": [[rng.randrange(-128, 256) for _ in range(m)]
-                                   for _ in range(2)]})
+                          "sel": rng.randrange(m), "uns": uns,
+                          "acts": [[_act(rng, uns) for _ in range(m)] for _ in range(2)]})
     run_pair(m, steps, rng, gaps=0.3, seed=seed)

@@ -137,7 +137,8 @@ class SpmmEngine(wiring.Component):
         v1, first1, last1 = Signal(), Signal(), Signal()
         wval1 = [Signal(signed(8), name=f"w1_{r}") for r in range(R)]
         sel1 = [Signal(range(M), name=f"sel1_{r}") for r in range(R)]
-        act1 = [[Signal(signed(9), name=f"a1_{c}_{j}") for j in range(M)] for c in range(C)]
+        act1 = [[Signal(8, name=f"a1_{c}_{j}") for j in range(M)] for c in range(C)]
+        uns1 = Signal()  # the group's bytes are uint8 (the PEs widen the selected one)
         with m.If(advance):
             m.d.sync += [v1.eq(step), first1.eq(first), last1.eq(last)]
             with m.If(step):
@@ -148,11 +149,10 @@ class SpmmEngine(wiring.Component):
                         sel1[r].eq(Mux(dense, slot, lane.index)),
                     ]
             with m.If(self.a.valid & self.a.ready):
+                m.d.sync += uns1.eq(cur.act_unsigned)
                 for c in range(C):
                     for j in range(M):
-                        byte = self.a.payload[c][j]
-                        sign = byte[7] & ~cur.act_unsigned
-                        m.d.sync += act1[c][j].eq(Cat(byte, sign).as_signed())
+                        m.d.sync += act1[c][j].eq(self.a.payload[c][j])
 
         # -- stages 2 and 3: the PEs (mux + multiply, then accumulate) --------------------------
         v2, first2, last2 = Signal(), Signal(), Signal()
@@ -174,6 +174,7 @@ class SpmmEngine(wiring.Component):
                         pair.en.eq(advance),
                         pair.weight.eq(wval1[r]),
                         pair.sel.eq(sel1[r]),
+                        pair.act_unsigned.eq(uns1),
                         pair.acts[0].eq(Cat(*act1[c])),
                         pair.acts[1].eq(Cat(*act1[c + 1])),
                         pair.accumulate.eq(v2),
@@ -189,6 +190,7 @@ class SpmmEngine(wiring.Component):
                     pe.en.eq(advance),
                     pe.weight.eq(wval1[r]),
                     pe.sel.eq(sel1[r]),
+                    pe.act_unsigned.eq(uns1),
                     pe.acts.eq(Cat(*act1[c])),
                     pe.accumulate.eq(v2),
                     pe.first.eq(first2),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.lib.checks import refuse
-from hw.spmm.index_mux import IndexMux
+from hw.spmm.index_mux import IndexMux, as_int9
 
 __all__ = ["ProcessingElement"]
 
@@ -30,8 +30,10 @@ class ProcessingElement(wiring.Component):
     -----
     en : In(1)
         Pipeline advance; nothing changes while low.
-    weight : In(signed(8)), sel : In(range(m)), acts : In(ArrayLayout(signed(9), m))
-        Stage-1 operands (registered by the array).
+    weight : In(signed(8)), sel : In(range(m)), acts : In(ArrayLayout(unsigned(8), m))
+        Stage-1 operands (registered by the array): the activations as raw bytes.
+    act_unsigned : In(1)
+        Stage 1: the bytes are uint8 (softmax probabilities), not int8.
     accumulate : In(1), first : In(1)
         Stage-2 control: a product is in the multiply register; it starts a new tile.
     total : Out(signed(width))
@@ -43,7 +45,8 @@ class ProcessingElement(wiring.Component):
     --------------------------------
     Operands at cycle t reach the product register at the edge ending t and the accumulator
     one enabled edge later (2 cycles). One step per cycle. One int8 x int9 multiplier, an
-    M-to-1 mux of 9 bits, a ``width``-bit adder, 17 + ``width`` flip-flops. No overflow: the
+    M-to-1 mux of 8 bits (the selected byte widened to 9 after it), a ``width``-bit adder,
+    17 + ``width`` flip-flops. No overflow: the
     config bounds reductions so that ``K * 2**14`` (int8 x int8, ``K <= max_k``) and
     ``K * 255 * 128`` (uint8 probabilities, ``K <= max_row``) fit ``config.sum_bits`` (and
     int32).
@@ -59,7 +62,8 @@ class ProcessingElement(wiring.Component):
             "en": In(1),
             "weight": In(signed(8)),
             "sel": In(range(m)),
-            "acts": In(data.ArrayLayout(signed(9), m)),
+            "acts": In(data.ArrayLayout(unsigned(8), m)),
+            "act_unsigned": In(1),
             "accumulate": In(1),
             "first": In(1),
             "total": Out(signed(width)),
@@ -68,7 +72,7 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         mod = Module()
-        mod.submodules.mux = mux = IndexMux(m=self.m, width=9)
+        mod.submodules.mux = mux = IndexMux(m=self.m)
         prod = Signal(signed(17))
         mod.d.comb += [
             mux.acts.eq(self.acts),
@@ -76,7 +80,7 @@ class ProcessingElement(wiring.Component):
             self.total.eq(Mux(self.first, 0, self.acc) + prod),
         ]
         with mod.If(self.en):
-            mod.d.sync += prod.eq(self.weight * mux.out)
+            mod.d.sync += prod.eq(self.weight * as_int9(mux.out, self.act_unsigned))
             with mod.If(self.accumulate):
                 mod.d.sync += self.acc.eq(self.total)
         return mod

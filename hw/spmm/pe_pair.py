@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.lib.checks import refuse
-from hw.spmm.index_mux import IndexMux
+from hw.spmm.index_mux import IndexMux, as_int9
 
 __all__ = ["PackedPEPair"]
 
@@ -23,8 +23,9 @@ class PackedPEPair(wiring.Component):
     ``ProcessingElement`` would: same control, same two pipeline stages. Both lanes share the
     row's ``weight`` and ``sel`` (the same IndexMux select applied to each lane's activations).
 
-    Packing (Xilinx WP486). With ``a_lo``, ``a_hi`` the two selected activations (signed
-    9 bits: int8 or uint8), one multiplier computes ::
+    Packing (Xilinx WP486). With ``a_lo``, ``a_hi`` the two selected activations (bytes
+    widened to signed 9 bits after the mux: int8, or uint8 with ``act_unsigned``), one
+    multiplier computes ::
 
         P = weight * packed,   packed = a_hi * 2**18 + a_lo
 
@@ -52,8 +53,10 @@ class PackedPEPair(wiring.Component):
         Pipeline advance; nothing changes while low.
     weight : In(signed(8)), sel : In(range(m))
         Stage-1 operands shared by both lanes (registered by the array).
-    acts : In(ArrayLayout(ArrayLayout(signed(9), m), 2))
-        Stage-1 activations of lane 0 (column ``2k``) and lane 1 (column ``2k + 1``).
+    acts : In(ArrayLayout(ArrayLayout(unsigned(8), m), 2))
+        Stage-1 activation bytes of lane 0 (column ``2k``) and lane 1 (column ``2k + 1``).
+    act_unsigned : In(1)
+        Stage 1: the bytes are uint8 (softmax probabilities), not int8.
     accumulate : In(1), first : In(1)
         Stage-2 control: a product is in the multiply register; it starts a new tile.
     total : Out(ArrayLayout(signed(width), 2))
@@ -64,7 +67,7 @@ class PackedPEPair(wiring.Component):
     --------------------------------
     Operands at cycle t reach the product register at the edge ending t and the accumulators
     one enabled edge later (2 cycles, as ``ProcessingElement``). One step per cycle. One
-    int8 x int27 multiplier (one DSP48E2 with its P register), two M-to-1 muxes of 9 bits, a
+    int8 x int27 multiplier (one DSP48E2 with its P register), two M-to-1 muxes of 8 bits, a
     9-bit packing adder, a 17-bit borrow-correction adder, two ``width``-bit adders,
     35 + 2 * ``width`` flip-flops. No overflow, by the config's reduction bounds (see
     ``ProcessingElement``).
@@ -80,7 +83,8 @@ class PackedPEPair(wiring.Component):
             "en": In(1),
             "weight": In(signed(8)),
             "sel": In(range(m)),
-            "acts": In(data.ArrayLayout(data.ArrayLayout(signed(9), m), 2)),
+            "acts": In(data.ArrayLayout(data.ArrayLayout(unsigned(8), m), 2)),
+            "act_unsigned": In(1),
             "accumulate": In(1),
             "first": In(1),
             "total": Out(data.ArrayLayout(signed(width), 2)),
@@ -89,8 +93,8 @@ class PackedPEPair(wiring.Component):
 
     def elaborate(self, platform):
         mod = Module()
-        mod.submodules.mux_lo = mux_lo = IndexMux(m=self.m, width=9)
-        mod.submodules.mux_hi = mux_hi = IndexMux(m=self.m, width=9)
+        mod.submodules.mux_lo = mux_lo = IndexMux(m=self.m)
+        mod.submodules.mux_hi = mux_hi = IndexMux(m=self.m)
         packed = Signal(signed(27))
         prod = Signal(signed(8 + 27))  # the single multiply (one DSP48E2), registered
         lo = Signal(signed(SHIFT))
@@ -100,7 +104,8 @@ class PackedPEPair(wiring.Component):
             mux_hi.acts.eq(self.acts[1]),
             mux_lo.sel.eq(self.sel),
             mux_hi.sel.eq(self.sel),
-            packed.eq(mux_hi.out * 2**SHIFT + mux_lo.out),
+            packed.eq(as_int9(mux_hi.out, self.act_unsigned) * 2**SHIFT
+                      + as_int9(mux_lo.out, self.act_unsigned)),
             lo.eq(prod[:SHIFT].as_signed()),
             hi.eq((prod >> SHIFT) + prod[SHIFT - 1]),
         ]
