@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bitstreams.synth import run_tool
+from bitstreams.xcup import rtl_digest
 from hw.config import AcceleratorConfig
 
 __all__ = ["build", "place_and_route", "parse_nextpnr_log", "parse_yosys_cells", "BuildFailed",
@@ -53,12 +54,6 @@ def tool_env() -> dict[str, str]:
     env.update({var: _tool(exe) for var, exe in TOOLS.items()})
     env["OPENFPGALOADER"] = "true"
     return env
-
-
-def _kernel_digest() -> str:
-    from bitstreams.xcup import rtl_digest
-
-    return rtl_digest()
 
 
 def source_revision() -> str:
@@ -251,7 +246,7 @@ def build(config: AcceleratorConfig, out_dir: Path, work_dir: Path, *,
                       "sha256": hashlib.sha256(data).hexdigest()},
         "tools": tool_versions(),
         "source": source_revision(),
-        "rtl_digest": _kernel_digest(),  # the kernel's sources (the board top's aside)
+        "rtl_digest": rtl_digest(),  # the kernel's sources (the board top's aside)
         "wall_s": round(wall, 1),
         "config": config.to_dict(),
     }

@@ -236,16 +236,16 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
     else:
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
     s = json.loads(path.read_text())
-    other = "" if s.get("config") == config.to_dict() else ", for a different config"
+    matches = s.get("config") == config.to_dict()
+    other = "" if matches else ", for a different config"
     rtl = _rtl_matches(s)
     if rtl is False:
         other += f", from other RTL (digest {s['rtl_digest']}; the sources' now {_rtl_digest()})"
     if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
         path = path.relative_to(BITSTREAMS.parent)
     if target == "ecp5":
-        return {"fits": True, "file": str(path), "config_matches": s.get("config") ==
-                config.to_dict(), "rtl_matches": rtl,
-                "label": f"routed by nextpnr ({path}){other}: fits"}
+        return {"fits": True, "file": str(path), "config_matches": matches,
+                "rtl_matches": rtl, "label": f"routed by nextpnr ({path}){other}: fits"}
     pct = s.get("percent", {})
     over = {k: v for k, v in pct.items() if v > 100}
     what = ", ".join(f"{k} {v:.0f} %" for k, v in sorted(over.items(), key=lambda kv: -kv[1]))
@@ -253,8 +253,7 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
              + (f"does not fit the part ({what})" if over else
                 f"fits the part (at most {max(pct.values(), default=0):.0f} %)"))
     return {"fits": not over, "over": over, "percent": pct, "file": str(path),
-            "config_matches": s.get("config") == config.to_dict(), "rtl_matches": rtl,
-            "label": label}
+            "config_matches": matches, "rtl_matches": rtl, "label": label}
 
 
 def _rtl_digest() -> str:
