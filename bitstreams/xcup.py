@@ -482,6 +482,30 @@ def max_rows(summary: dict, cols: int) -> int:
     return rows
 
 
+def fitting_config(config: AcceleratorConfig, summary: dict) -> AcceleratorConfig | None:
+    """The largest variant of ``config`` that its sliced estimate ``summary`` puts within 100 %
+    of every class of the part, or None when ``config`` fits already (or nothing does).
+
+    Only the array's rows change: the most, at most :func:`max_rows` at the config's columns,
+    that the config rules allow, each weight port streaming as many rows of a row block as
+    the config's ports do (``port_rows``; fewer ports when the rows hold fewer, at least one).
+    Everything else is the config's, so the variant is ``config`` with ``pe_rows``,
+    ``weight_ports`` and ``name`` (``<name>-<R>x<C>``) changed. Like :func:`rescale`, an
+    extrapolation of the estimate: fewer weight ports are counted at the config's cost."""
+    _check_sliced(summary)
+    if max(summary["percent"].values()) <= 100:
+        return None
+    cols = config.pe_cols
+    for rows in range(min(max_rows(summary, cols), config.pe_rows - 1), 0, -1):
+        ports = max(1, min(config.weight_ports, rows // config.port_rows))
+        try:
+            return config.replace(name=f"{config.name}-{rows}x{cols}", pe_rows=rows,
+                                  weight_ports=ports)
+        except ConfigError:
+            continue  # rows the config rules refuse (the weight port's row granule)
+    return None
+
+
 def fit_report(summary: dict, rows: list[int] | None = None, cols: int | None = None) -> str:
     """:func:`rescale` at each of ``rows`` (default: the summary's) and at :func:`max_rows`,
     with ``cols`` columns (default: the summary's), as a table."""

@@ -328,6 +328,55 @@ def test_resources_and_clock_say_when_the_rtl_changed_since_the_build(tmp_path, 
             assert preset_clock(cfg, ecp5_summary=path)["label"] == "31.0 MHz (nextpnr Fmax)"
 
 
+def _sliced_summary(cfg, lut_per_pe: int, glue_luts: int, part_luts: int) -> dict:
+    """A sliced estimate of ``cfg`` whose LUTs are ``glue_luts + lut_per_pe R C`` of a part
+    with ``part_luts`` (every other class zero), as bitstreams.xcup writes one."""
+    from bitstreams.xcup import CLASSES
+
+    engine = {k: {"terms": ["1", "R", "C", "R*C"],
+                  "coef": [0.0, 0.0, 0.0, float(lut_per_pe if k == "LUT" else 0)]}
+              for k in CLASSES}
+    luts = glue_luts + lut_per_pe * cfg.pe_rows * cfg.pe_cols
+    return {"method": "slices", "label": "Yosys estimate", "config": cfg.to_dict(),
+            "part": cfg.part, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
+            "model": {"engine": engine},
+            "parts": {"vector": dict.fromkeys(CLASSES, 0),
+                      "glue": {**dict.fromkeys(CLASSES, 0), "LUT": glue_luts}},
+            "part_capacity": {"LUT": part_luts},
+            "percent": {"LUT": round(100 * luts / part_luts, 1)}}
+
+
+def test_a_preset_too_large_for_its_part_gets_the_largest_variant_that_fits(tmp_path,
+                                                                           tiny_bert):
+    """Beside a preset whose estimate is over its part, the bench projects the largest array
+    of its columns the same estimate fits (here 2 of the 4 rows: 100 + 100 R C LUTs of
+    1,000), labelled as such; ``fit_variants=False`` leaves it out."""
+    cfg = preset("tiny").replace(name="part16", part_dsps=16)  # the floor: 16 DSPs' MACs
+    (tmp_path / "part16-xcup").mkdir()
+    (tmp_path / "part16-xcup" / "summary.json").write_text(
+        json.dumps(_sliced_summary(cfg, 100, 100, 1000)))
+    kw = dict(models=[tiny_bert], presets=[cfg], sparsities=["2:4"], seq=SEQ, cpu="none",
+              rtl_check=False, bitstreams=tmp_path, ecp5_summary=tmp_path / "absent.json",
+              out=tmp_path / "e.json", plot=None, progress=lambda m: None)
+    report = run_encoder_bench(**kw)
+    assert [c["preset"] for c in report["cases"]] == ["part16", "part16-2x4"]
+    assert report["presets"]["part16"]["resources"]["fits"] is False
+    res = report["presets"]["part16-2x4"]["resources"]
+    assert res["fits"] is True and res["variant_of"] == "part16"
+    assert res["percent"] == {"LUT": 90.0}  # 100 + 100 x 2 x 4 of 1,000
+    assert "re-evaluated at 2 x 4 PEs" in res["label"] and "fits the part" in res["label"]
+    config = report["presets"]["part16-2x4"]["config"]
+    assert config == {**cfg.to_dict(), "name": "part16-2x4", "pe_rows": 2}
+    small, full = _case(report, "part16-2x4", "2:4"), _case(report, "part16", "2:4")
+    assert small["status"] == full["status"] == "ok"
+    assert small["kernel_cycles"] > full["kernel_cycles"]  # half the PEs
+    assert small["floor_cycles"] == full["floor_cycles"]  # the same part
+    table = readme_table(report)
+    assert "| part16-2x4 | 2:4 |" in table and f"part16-2x4: {res['label']}" in table
+    report = run_encoder_bench(**kw, fit_variants=False)
+    assert [c["preset"] for c in report["cases"]] == ["part16"]
+
+
 # -- README table ------------------------------------------------------------------------------
 def _fake_report():
     return {

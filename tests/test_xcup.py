@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bitstreams import xcup
-from hw.config import preset
+from hw.config import ConfigError, preset
 
 pytestmark = pytest.mark.synth
 
@@ -188,6 +188,29 @@ def test_rescale_matches_the_accelerator_at_another_array_size(fake_yosys, tmp_p
     assert max(xcup.rescale(est, most + 1, 128)["percent"].values()) > 100
     table = xcup.fit_report(est, [32], 128)
     assert f"{most} x 128" in table and "32 x 128" in table and "the most within 100 %" in table
+
+
+def test_fitting_config_is_the_largest_array_the_config_rules_allow_within_the_part(
+        fake_yosys, tmp_path):
+    """The variant changes the rows (and ports, and name) only, fits by the same estimate,
+    and every larger array that would fit is one the config rules refuse; a preset that fits
+    has none."""
+    cfg = preset("u200")
+    est = xcup.estimate(cfg, tmp_path, log=lambda m: None)
+    most = xcup.max_rows(est, 128)
+    v = xcup.fitting_config(cfg, est)
+    assert v is not None and 0 < v.pe_rows <= most < cfg.pe_rows
+    assert v.name == f"u200-{v.pe_rows}x128" and v.port_rows >= cfg.port_rows
+    assert v.replace(name="u200", pe_rows=96, weight_ports=cfg.weight_ports) == cfg
+    assert max(xcup.rescale(est, v.pe_rows, 128)["percent"].values()) <= 100
+    for rows in range(v.pe_rows + 1, most + 1):
+        for ports in range(1, 5):
+            with pytest.raises(ConfigError):
+                cfg.replace(pe_rows=rows, weight_ports=ports)
+    fits = {**est, "percent": dict.fromkeys(est["percent"], 50.0)}
+    assert xcup.fitting_config(cfg, fits) is None
+    with pytest.raises(ValueError, match="not a sliced xcup estimate"):
+        xcup.fitting_config(cfg, {**est, "method": "routed"})
 
 
 def test_rescale_refuses_what_it_cannot_rescale(fake_yosys, tmp_path):

@@ -59,6 +59,11 @@ preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``
 * **Resources** (:func:`preset_resources`): whether the preset fits its part, from the
   summary ``make bitstream`` wrote (Yosys estimates for the Alveo parts, the routed design for
   ``ecp5``). The projections are those of the preset as configured, fitting or not.
+* **Fitting variants** (``--fit-variants``, default on; :func:`fit_variant`): beside each
+  preset whose estimate says it does not fit, the same cases on the largest array of its
+  columns that the same estimate fits (``bitstreams.xcup.fitting_config``: fewer PE rows,
+  and weight ports to match; ``<preset>-<R>x<C>``), against the same floor, so the table
+  shows what a design that fits its part reaches as well as the preset's projection.
 * **RTL check** (``--rtl-check``, default on; ``make bench`` runs it): one whole encoder
   layer (MiniLM, 1 layer, seq 16, 2:4 by default; a shorter sequence where the preset's
   scratchpad cannot hold 16 tokens) compiled for each ``--rtl-presets`` preset (``tiny``
@@ -98,8 +103,8 @@ __all__ = [
     "ALVEO_CLOCK_MHZ", "ECP5_SUMMARY", "ModelShape", "encoder_macs", "floor_cycles",
     "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock", "preset_resources",
     "command_stream_bytes", "program_figures", "cycle_budget", "BUDGET", "run_rtl_check",
-    "run_encoder_bench", "write_plot", "write_budget_plot", "budget_plot_path", "readme_table",
-    "update_readme", "format_report", "main",
+    "run_encoder_bench", "fit_variant", "write_plot", "write_budget_plot", "budget_plot_path",
+    "readme_table", "update_readme", "format_report", "main",
 ]
 
 BEGIN = "<!-- bench:begin -->"
@@ -254,6 +259,39 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
                 f"fits the part (at most {max(pct.values(), default=0):.0f} %)"))
     return {"fits": not over, "over": over, "percent": pct, "file": str(path),
             "config_matches": matches, "rtl_matches": rtl, "label": label}
+
+
+def fit_variant(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAMS):
+    """``(variant, resources)`` for an Alveo preset that its sliced estimate
+    (``bitstreams/<preset>-xcup/summary.json``, built for this config) says does not fit:
+    :func:`bitstreams.xcup.fitting_config`, the largest array of the preset's columns the
+    same estimate puts within the part, and its resources in :func:`preset_resources`' form
+    (``variant_of``: the preset). None without such an estimate, or when the preset fits."""
+    from bitstreams import xcup
+
+    path = Path(bitstreams) / f"{config.name}-xcup" / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    if s.get("method") != "slices" or s.get("config") != config.to_dict():
+        return None  # not an estimate of this config: nothing to re-evaluate
+    variant = xcup.fitting_config(config, s)
+    if variant is None:
+        return None
+    pct = xcup.rescale(s, variant.pe_rows, variant.pe_cols)["percent"]
+    rtl = _rtl_matches(s)
+    other = (f", from other RTL (digest {s['rtl_digest']}; the sources' now {_rtl_digest()})"
+             if rtl is False else "")
+    if path.is_relative_to(BITSTREAMS.parent):
+        path = path.relative_to(BITSTREAMS.parent)
+    label = (f"{config.name}'s {s.get('label', 'estimate')} ({path}){other} re-evaluated at "
+             f"{variant.pe_rows} x {variant.pe_cols} PEs (bitstreams.xcup.rescale): fits the "
+             f"part (at most {max(pct.values()):.0f} %), the largest array of "
+             f"{variant.pe_cols} columns that does, {variant.weight_ports} weight port"
+             f"{'s' if variant.weight_ports > 1 else ''}")
+    return variant, {"fits": True, "over": {}, "percent": pct, "file": str(path),
+                     "variant_of": config.name, "config_matches": True, "rtl_matches": rtl,
+                     "label": label}
 
 
 def _rtl_digest() -> str:
@@ -630,6 +668,7 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                       rtl_seq: int = 16, rtl_layers: int = 1, rtl_device: str = "rtl",
                       alveo_clock_mhz: float = ALVEO_CLOCK_MHZ,
                       ecp5_summary: str | Path = ECP5_SUMMARY, calibration: int = CALIBRATION,
+                      fit_variants: bool = True, bitstreams: str | Path = BITSTREAMS,
                       out: str | Path = "build/bench/encoder.json",
                       plot: str | Path | None = "build/bench/encoder.png",
                       readme: str | Path | None = None, cpu_bench=None,
@@ -644,6 +683,13 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     for sp in sparsities:
         parse_sparsity(sp)
     configs = _configs(presets)
+    resources = {c.name: preset_resources(c, bitstreams=bitstreams) for c in configs}
+    if fit_variants:  # beside each preset too large for its part, the largest that fits
+        for c in list(configs):
+            found = fit_variant(c, bitstreams=bitstreams)
+            if found and found[0].name not in resources:
+                configs.insert(configs.index(c) + 1, found[0])
+                resources[found[0].name] = found[1]
     rtl_configs = _configs(rtl_presets) if rtl_check else []
     if cpu not in ("measure", "reuse", "none"):
         raise ValueError(f"cpu must be 'measure', 'reuse' or 'none', got {cpu!r}")
@@ -660,7 +706,7 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     for c in configs:
         progress(f"preset {c.name}: {c.pe_rows} x {c.pe_cols} PEs, M = {c.m}, "
                  f"{c.spm_kib} KiB scratchpad, {c.mem_bandwidth_gbps:g} GB/s; clock "
-                 f"{clocks[c.name]['label']}; resources: {preset_resources(c)['label']}")
+                 f"{clocks[c.name]['label']}; resources: {resources[c.name]['label']}")
 
     cases = _compile_cases(models, configs, sparsities, seq, layers, clocks, calibration,
                            progress)
@@ -720,7 +766,7 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         "models": models, "presets": {c.name: {"config": c.to_dict(), "clock": clocks[c.name],
                                                "macs_per_cycle": device_macs_per_cycle(c)[0],
                                                "floor_counts": device_macs_per_cycle(c)[1],
-                                               "resources": preset_resources(c)}
+                                               "resources": resources[c.name]}
                                       for c in configs},
         "sparsities": [parse_sparsity(s)[0] for s in sparsities],
         "calibration_sequences": calibration,
@@ -1051,8 +1097,9 @@ def format_report(report: dict) -> str:
     """A terminal summary of the report."""
     lines = [f"encoder benchmark, batch 1, seq {report['seq']} (accelerator: block-model "
              "projections, and the RTL kernel as built)"]
+    width = max([18] + [len(_case_label(c)) for c in report["cases"]])
     for c in report["cases"]:
-        head = f"  {c['model']:10s} {_case_label(c):18s}"
+        head = f"  {c['model']:10s} {_case_label(c):{width}s}"
         if c["status"] != "ok":
             lines.append(f"{head} {c['status']}: {c['reason']}")
             continue
@@ -1068,7 +1115,7 @@ def format_report(report: dict) -> str:
                      f"{_floor(c)}, util {util}, bound: {c['bound']}){sp}; RTL kernel as "
                      f"built: {kern}{k_util}")
         if c.get("cycle_budget"):
-            lines.append(f"{'':31s} kernel's largest losses: {_largest_losses(c)}")
+            lines.append(f"{'':{width + 13}s} kernel's largest losses: {_largest_losses(c)}")
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
             lines.append(f"  RTL check {r['preset']}: {r['rtl_cycles']:,} RTL cycles = "
@@ -1111,6 +1158,9 @@ def main(argv=None) -> int:
     p.add_argument("--rtl-sparsity", default="2:4")
     p.add_argument("--rtl-seq", type=int, default=16)
     p.add_argument("--rtl-layers", type=int, default=1)
+    p.add_argument("--fit-variants", action=argparse.BooleanOptionalAction, default=True,
+                   help="beside each preset its build summary says does not fit its part, "
+                        "project the largest array of its columns that does (default on)")
     p.add_argument("--alveo-clock-mhz", type=float, default=ALVEO_CLOCK_MHZ)
     p.add_argument("--ecp5-summary", default=str(ECP5_SUMMARY))
     p.add_argument("--out", default="build/bench/encoder.json")
@@ -1130,7 +1180,8 @@ def main(argv=None) -> int:
             rtl_presets=_csv(args.rtl_presets), rtl_model=args.rtl_model,
             rtl_sparsity=args.rtl_sparsity, rtl_seq=args.rtl_seq, rtl_layers=args.rtl_layers,
             alveo_clock_mhz=args.alveo_clock_mhz, ecp5_summary=args.ecp5_summary,
-            out=args.out, plot=args.plot or None, readme=args.readme, onnx_dir=args.onnx_dir,
+            fit_variants=args.fit_variants, out=args.out, plot=args.plot or None,
+            readme=args.readme, onnx_dir=args.onnx_dir,
             progress=lambda s: print(s, flush=True))
     except ValueError as e:
         p.error(str(e))
