@@ -982,7 +982,8 @@ def readme_table(report: dict) -> str:
     res = [f"{k}: {v['resources']['label']}" for k, v in report["presets"].items()
            if v.get("resources", {}).get("fits") is not None]
     if res:
-        lines += ["Resources (the figures above assume the preset as configured): "
+        lines += ["Resources (each config's figures above are those of the config as given, "
+                  "fitting its part or not): "
                   + "; ".join(res) + ".", ""]
     for r in report.get("rtl_checks") or []:
         if r.get("status") == "OK":
