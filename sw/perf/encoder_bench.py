@@ -827,9 +827,9 @@ def _sparsity_label(c: dict) -> str:
 
 def write_plot(report: dict, path: str | Path) -> None:
     """Latency per case on a log scale, one panel per model: the CPU baselines (median,
-    p10-p90 bars) beside the accelerator's projected latencies, each with its floor marked
-    (a black bar) and, where an RTL check exists for the preset, the RTL-extrapolated latency
-    (a red x). Cases without a latency are labelled below the axis."""
+    p10-p90 bars) beside the accelerator's projected latencies (block model), each with its
+    floor marked (a black bar) and the RTL kernel as built (``kernel_ms``, a red x); the
+    fitting variants' bars hatched. Cases without a latency are labelled below the axis."""
     try:
         import matplotlib
     except ImportError:
@@ -841,7 +841,11 @@ def write_plot(report: dict, path: str | Path) -> None:
     from matplotlib.patches import Patch
 
     models = report["models"]
-    fig, axes = plt.subplots(len(models), 1, figsize=(12, 4.2 * len(models)), squeeze=False)
+    variants = {k for k, v in report.get("presets", {}).items()  # hatched: fitting variants
+                if v.get("resources", {}).get("variant_of")}
+    bars = max(sum(c["model"] == m for c in report["cases"]) for m in models) + 4
+    fig, axes = plt.subplots(len(models), 1, figsize=(max(12, 0.85 * bars), 4.4 * len(models)),
+                             squeeze=False)
     colours = {"dense": "#4c72b0", "2:4": "#55a868", "1:4": "#c44e52"}
     cpu = report.get("cpu") or {}
     for ax, mname in zip(axes[:, 0], models, strict=True):
@@ -860,7 +864,9 @@ def write_plot(report: dict, path: str | Path) -> None:
                 continue
             lat = c.get("latency_ms")
             if lat:
-                ax.bar(x, lat, color=colours.get(c["sparsity"], "#8172b2"))
+                variant = c["preset"] in variants
+                ax.bar(x, lat, color=colours.get(c["sparsity"], "#8172b2"),
+                       hatch="//" if variant else None, edgecolor="white" if variant else None)
                 if c.get("floor_ms"):
                     ax.hlines(c["floor_ms"], x - 0.4, x + 0.4, colors="black", linewidth=2)
                 if c.get("kernel_ms"):
@@ -870,7 +876,7 @@ def write_plot(report: dict, path: str | Path) -> None:
                     "no clock" if c["status"] == "ok" else c["status"])
                 ax.annotate(why, (x, 0.03), xycoords=("data", "axes fraction"), ha="center",
                             va="bottom", rotation=90, fontsize=7, color="#555555")
-            labels.append(_case_label(c).replace(" ", "\n", 1))
+            labels.append(_case_label(c).replace(" ", "\n", 1).replace(" (as", "\n(as"))
             x += 1
         ax.set_yscale("log")
         ax.set_xlim(-0.6, max(x, 1) - 0.4)
@@ -882,6 +888,9 @@ def write_plot(report: dict, path: str | Path) -> None:
         ax.grid(axis="y", which="both", alpha=0.3)
     handles = [Patch(color="#999999", label="CPU (median, p10-p90)")]
     handles += [Patch(color=v, label=f"accelerator {k}") for k, v in colours.items()]
+    if variants:
+        handles.append(Patch(facecolor="#bbbbbb", hatch="//", edgecolor="white",
+                             label="largest array that fits the part (<preset>-RxC)"))
     handles += [Line2D([], [], color="black", linewidth=2, label="compute floor"),
                 Line2D([], [], marker="x", color="red", linestyle="",
                        label="RTL kernel as built (sw/perf/top.py)")]
