@@ -450,6 +450,32 @@ def test_cli_names_bad_input(capsys, tmp_path, args, bad):
     assert not (tmp_path / "e.json").exists()
 
 
+def test_corrupt_summaries_and_reports_are_named(capsys, tmp_path):
+    """A build summary or reused CPU report that is not a JSON object stops the run with an
+    error that names the file, not a traceback."""
+    for text, what in (("{ not json", "not a readable build summary"),
+                       ("[1, 2]", r"not a build summary .*\(a JSON list, not an object\)")):
+        for name, target in (("u200", "xcup"), ("ecp5", "ecp5")):
+            (tmp_path / f"{name}-{target}").mkdir(exist_ok=True)
+            path = tmp_path / f"{name}-{target}" / "summary.json"
+            path.write_text(text)
+            with pytest.raises(ValueError, match=what) as e:
+                preset_resources(preset(name), bitstreams=tmp_path)
+            assert str(path) in str(e.value)
+        with pytest.raises(ValueError, match=what):
+            encoder_bench.fit_variant(preset("u200"), bitstreams=tmp_path)
+        with pytest.raises(ValueError, match=what):
+            preset_clock(preset("ecp5"), ecp5_summary=tmp_path / "ecp5-ecp5" / "summary.json")
+    bad = tmp_path / "cpu.json"
+    bad.write_text("nope")
+    with pytest.raises(SystemExit) as e:
+        main(["--cpu-json", str(bad), "--out", str(tmp_path / "e.json")])  # before compiling
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not a readable CPU report" in err
+    assert not (tmp_path / "e.json").exists()
+
+
 def test_cli_quick_run(capsys, tmp_path, tiny_bert):
     readme = tmp_path / "README.md"
     readme.write_text(f"top\n{BEGIN}\n{END}\nbottom\n")

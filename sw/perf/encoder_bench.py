@@ -194,6 +194,17 @@ def preset_nm(config: AcceleratorConfig, n: int, m: int) -> tuple[int, int]:
     return nc, config.m
 
 
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a ValueError that names the file and what it should be."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a {what} (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
 def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_SUMMARY,
                  alveo_clock_mhz: float = ALVEO_CLOCK_MHZ) -> dict:
     """The clock the projections use, with its source: ``mhz`` is None when there is none."""
@@ -202,7 +213,7 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
         if not path.is_file():
             return {"mhz": None, "source": "none",
                     "label": f"no Fmax measured ({path} absent)"}
-        s = json.loads(path.read_text())
+        s = _read_json(path, "build summary (make bitstream writes it)")
         if s.get("fmax_mhz") is None:
             return {"mhz": None, "source": "none",
                     "label": f"no Fmax measured ({path} has no fmax_mhz)"}
@@ -240,7 +251,7 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
             break
     else:
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
-    s = json.loads(path.read_text())
+    s = _read_json(path, "build summary (make bitstream writes it)")
     matches = s.get("config") == config.to_dict()
     other = "" if matches else ", for a different config"
     rtl = _rtl_matches(s)
@@ -272,7 +283,7 @@ def fit_variant(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAM
     path = Path(bitstreams) / f"{config.name}-xcup" / "summary.json"
     if not path.is_file():
         return None
-    s = json.loads(path.read_text())
+    s = _read_json(path, "build summary (make bitstream writes it)")
     if s.get("method") != "slices" or s.get("config") != config.to_dict():
         return None  # not an estimate of this config: nothing to re-evaluate
     variant = xcup.fitting_config(config, s)
@@ -695,6 +706,8 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         raise ValueError(f"cpu must be 'measure', 'reuse' or 'none', got {cpu!r}")
     if cpu == "reuse" and not (cpu_json and Path(cpu_json).is_file()):
         raise ValueError(f"--cpu-json {cpu_json}: no such file to reuse")
+    if cpu == "reuse":  # read before the long work, so that a bad file stops the run at once
+        reused = _read_json(Path(cpu_json), "CPU report (the bench's -cpu.json)")
     if seq < 1:
         raise ValueError(f"--seq {seq}: must be at least 1")
     if readme:
@@ -742,7 +755,7 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                         progress=progress)
         cpu_source = "measured in this run"
     elif cpu == "reuse":
-        cpu_report = json.loads(Path(cpu_json).read_text())
+        cpu_report = reused
         when = cpu_report.get("measured", "at a time the report does not record")
         cpu_source = f"reused from {cpu_json}, measured {when}, not in this run"
         if cpu_report.get("seq") != seq:
