@@ -253,12 +253,8 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
     s = _read_json(path, "build summary (make bitstream writes it)")
     matches = s.get("config") == config.to_dict()
-    other = "" if matches else ", for a different config"
-    rtl = _rtl_matches(s)
-    if rtl is False:
-        other += f", from other RTL (digest {s['rtl_digest']}; the sources' now {_rtl_digest()})"
-    if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
-        path = path.relative_to(BITSTREAMS.parent)
+    path, rtl, other = _summary_origin(path, s)
+    other = ("" if matches else ", for a different config") + other
     if target == "ecp5":
         return {"fits": True, "file": str(path), "config_matches": matches,
                 "rtl_matches": rtl, "label": f"routed by nextpnr ({path}){other}: fits"}
@@ -290,11 +286,7 @@ def fit_variant(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAM
     if variant is None:
         return None
     pct = xcup.rescale(s, variant.pe_rows, variant.pe_cols)["percent"]
-    rtl = _rtl_matches(s)
-    other = (f", from other RTL (digest {s['rtl_digest']}; the sources' now {_rtl_digest()})"
-             if rtl is False else "")
-    if path.is_relative_to(BITSTREAMS.parent):
-        path = path.relative_to(BITSTREAMS.parent)
+    path, rtl, other = _summary_origin(path, s)
     label = (f"{config.name}'s {s.get('label', 'estimate')} ({path}){other} re-evaluated at "
              f"{variant.pe_rows} x {variant.pe_cols} PEs (bitstreams.xcup.rescale): fits the "
              f"part (at most {max(pct.values()):.0f} %), the largest array of "
@@ -303,6 +295,18 @@ def fit_variant(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAM
     return variant, {"fits": True, "over": {}, "percent": pct, "file": str(path),
                      "variant_of": config.name, "config_matches": True, "rtl_matches": rtl,
                      "label": label}
+
+
+def _summary_origin(path: Path, summary: dict) -> tuple[Path, bool | None, str]:
+    """``(path, rtl_matches, note)`` of a build summary for a label: the path relative to the
+    repository when it is the repository's own, :func:`_rtl_matches`, and ``", from other RTL
+    (...)"`` when the summary was built from other RTL (else "")."""
+    rtl = _rtl_matches(summary)
+    note = (f", from other RTL (digest {summary['rtl_digest']}; the sources' now "
+            f"{_rtl_digest()})" if rtl is False else "")
+    if path.is_relative_to(BITSTREAMS.parent):  # the repository's own: say it as such
+        path = path.relative_to(BITSTREAMS.parent)
+    return path, rtl, note
 
 
 def _rtl_digest() -> str:
