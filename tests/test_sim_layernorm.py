@@ -9,7 +9,7 @@ from sw.perf import vector as model
 
 pytestmark = pytest.mark.sim
 
-KINDS = ["random", "low_var", "equal", "huge", "alternating", "random"]
+KINDS = ["random", "low_var", "equal", "huge", "alternating", "spike", "spike", "random"]
 
 
 @pytest.mark.parametrize(("lanes", "hidden", "saturate", "in_bits"),
@@ -19,7 +19,7 @@ def test_layernorm_bench(lanes, hidden, saturate, in_bits):
     cfg = preset("tiny").replace(name=f"ln-lanes{lanes}-h{hidden}-in{in_bits}",
                                  vector_lanes=lanes, max_hidden=max(hidden, 32))
     if hidden == 768:
-        tokens = [{"kind": k, "seed": i} for i, k in enumerate(["random", "alternating"])]
+        tokens = [{"kind": k, "seed": i} for i, k in enumerate(["random", "alternating", "spike"])]
     else:
         tokens = [{"kind": k, "seed": 10 * lanes + i} for i, k in enumerate(KINDS)]
     report = run_bench(component=LayerNormUnit(config=cfg, in_bits=in_bits),

@@ -99,13 +99,13 @@ class LayerNormUnit(wiring.Component):
       :func:`sw.perf.vector.layernorm_cycles` follows the control cycle by cycle
       (:class:`sw.perf.vector.RowControl`); the benches check it against the RTL.
     * Resources: a ``RING`` x ``in_bits P``-bit ring, P gain/offset memories; per lane an
-      ``H x`` multiplier, ``c * r`` as two registered partial products, a ``u * G``
+      ``H x`` multiplier, ``c * r`` as three registered partial products, a ``u * G``
       multiplier; the statistics pipeline (``2 ROOT_CYCLES + 2 div_cycles`` subtractors of
       about 33 bits and their registers). Every multiplier has registers on both sides
       (ECP5: a MULT18X18D cascade and one adder per stage at most).
     """
 
-    PIPE = 6  #: read, c = H x - S, c * r (two partial products), their sum, u * G + B, output
+    PIPE = 6  #: read, c = H x - S, c * r (three partial products), their sum, u * G + B, output
     VAR_CYCLES = 3  #: H * Q and S**2, their difference, H * (H Q - S**2) + eps
     RADIX_BITS = 2  #: root and quotient bits each square-root and divider stage settles
     ROOT_CYCLES = -(-ROOT_BITS // RADIX_BITS)
@@ -143,7 +143,10 @@ class LayerNormUnit(wiring.Component):
         bits, F, Q = self.in_bits, self.sqrt_frac, self.q_bits
         s_bits = bits + cfg.max_hidden.bit_length() + 1
         q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
-        c_bits = bits + cfg.max_hidden.bit_length() + 2
+        # c = H x_i - S = (H - 1) x_i - sum_{j != i} x_j: |c| <= (H - 1) 2**(bits - 1) * 2, so
+        # bits + bit_length(H - 1) + 1 bits hold it (27 for int16 at H <= 1024: the A port of
+        # a DSP48E2, 27 x 18 signed)
+        c_bits = bits + (cfg.max_hidden - 1).bit_length() + 1
         h_bits = cfg.max_hidden.bit_length()
 
         m.submodules.tokens = tokens = Memory(shape=lay["i"], depth=D, init=[])
@@ -317,12 +320,15 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [v[s].eq(v[s - 1]), masks[s].eq(masks[s - 1])]
             m.d.sync += self.o.valid.eq(v[-1])
 
-        split = 18  # c * r as c * r[:18] + (c * r[18:] << 18): one MULT18 row per product
+        # c * r as three partial products of r's 17-bit slices (each c x int18: one DSP48E2
+        # for c of up to 27 bits, one MULT18X18D row on ECP5), summed in the next stage
+        split = 17
         recip = d_r[1]
         for j in range(P):
             cj = Signal(signed(c_bits), name=f"c_{j}")
             p_lo = Signal(signed(c_bits + split + 1), name=f"plo_{j}")
-            p_hi = Signal(signed(c_bits + Q - split + 1), name=f"phi_{j}")
+            p_mid = Signal(signed(c_bits + split + 1), name=f"pmid_{j}")
+            p_hi = Signal(signed(c_bits + Q - 2 * split + 1), name=f"phi_{j}")
             cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
             gains = [Signal(signed(GAIN_BITS), name=f"g{s}_{j}") for s in range(3)]
             offs = [Signal(signed(OFFSET_BITS), name=f"b{s}_{j}") for s in range(3)]
@@ -335,8 +341,9 @@ class LayerNormUnit(wiring.Component):
                     cj.eq(d_h * rd.data[j] - d_s),
                     gains[0].eq(params[j].data.gain), offs[0].eq(params[j].data.offset),
                     p_lo.eq(cj * recip[:split]),
-                    p_hi.eq(cj * recip[split:]),
-                    cr.eq(p_lo + (p_hi << split)),
+                    p_mid.eq(cj * recip[split:2 * split]),
+                    p_hi.eq(cj * recip[2 * split:]),
+                    cr.eq(p_lo + (p_mid << split) + (p_hi << 2 * split)),
                     z.eq(u * gains[2] + offs[2]),
                     self.o.payload[j].eq(Mux(masks[-1][j], out, 0)),  # lanes past H give 0
                 ]

@@ -2,8 +2,9 @@
 
 Parameters: ``config`` (AcceleratorConfig dict), ``hidden`` (H of this layer), ``tokens``:
 a list of ``{kind, seed}`` with ``kind`` in ``random``, ``low_var``, ``equal``, ``huge``,
-``alternating`` (or ``kind: given`` with explicit ``values``); ``saturate`` (a large gamma, so
-outputs clamp); optional real ``gamma``, ``beta``, ``scale_in``, ``scale_out``, ``eps``.
+``alternating``, ``spike`` (or ``kind: given`` with explicit ``values``); ``saturate`` (a
+large gamma, so outputs clamp); optional real ``gamma``, ``beta``, ``scale_in``,
+``scale_out``, ``eps``.
 The layer's gain/offset are loaded on ``load``, then all tokens stream back to back under
 one stall pattern per test; outputs must equal the reference (lanes past H are 0), and with
 no stalls the cycles from the first data beat to the last output beat must equal
@@ -46,6 +47,10 @@ def make_token(tok: dict) -> np.ndarray:
         return x
     if kind == "alternating":
         return np.where(np.arange(H) % 2 == 0, lo, hi)
+    if kind == "spike":  # one channel at one extreme, the rest at the other: the largest
+        x = np.full(H, lo if tok["seed"] % 2 else hi)  # |H x_i - sum x| the unit can meet
+        x[rng.integers(H)] = hi if tok["seed"] % 2 else lo
+        return x
     if kind == "low_var":
         return np.round(rng.normal(0, 2, size=H)).clip(lo, hi).astype(np.int64)
     if IN_BITS == 16:  # residual-path-like: a wide body and one outlier channel
