@@ -332,7 +332,10 @@ class LayerNormUnit(wiring.Component):
             cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
             gains = [Signal(signed(GAIN_BITS), name=f"g{s}_{j}") for s in range(3)]
             offs = [Signal(signed(OFFSET_BITS), name=f"b{s}_{j}") for s in range(3)]
-            u = round_shift(m, cr, RECIP_BITS - F - U_FRAC, name=f"u_{j}")
+            # |c| <= isqrt(V << 2F) / 2**F (sum c**2 = V), so |c r| <= 2**(RECIP_BITS - F) and
+            # |u| <= 2**U_FRAC: U_FRAC + 2 bits hold it (a DSP48E2 operand, not c r's width)
+            u = Signal(signed(U_FRAC + 2), name=f"u_{j}")
+            m.d.comb += u.eq(round_shift(m, cr, RECIP_BITS - F - U_FRAC, name=f"u_full_{j}"))
             z = Signal(signed(OFFSET_BITS + 2), name=f"z_{j}")
             q = round_shift(m, z, U_FRAC + G_FRAC, name=f"q_{j}")
             out = saturate(m, q, INT8_MIN, INT8_MAX, signed(8), name=f"out_{j}")
