@@ -27,9 +27,9 @@ The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 
 8,192 of 9,024 on the U280), leaving the rest for the vector units, and a scratchpad of 32
 banks (``spm_lanes``): a tile's 96 or 128 int8 results per token go out in one cycle.
 They build only the int16-input LayerNorm (``layernorm_int8 = False``): the encoders the
-compiler makes keep an int16 residual path (its default), and the int8-input unit cost 10
-DSP48E2 and about 350 LUTs a lane by the Yosys estimate (vector slices at 2 and 8 lanes:
-27 DSPs a lane with it, 17 without), 646 DSPs at 64 lanes.
+compiler makes keep an int16 residual path (its default), and the int8-input unit costs 6
+DSP48E2 and about 280 LUTs a lane by the Yosys estimate (vector slices at 2 and 8 lanes:
+15 DSPs a lane with it, 9 without), 390 DSPs at 64 lanes.
 Their LINEAR weights come through 3 (U200: three of its four DDR4 banks) or 4 (U280: four
 HBM pseudo-channels) 512-bit weight ports (``weight_ports``), 32 rows of a row block each.
 """
