@@ -194,6 +194,10 @@ def preset_nm(config: AcceleratorConfig, n: int, m: int) -> tuple[int, int]:
     return nc, config.m
 
 
+#: what a build summary is, for :func:`_read_json`'s errors
+_SUMMARY_KIND = "build summary (make bitstream writes it)"
+
+
 def _read_json(path: Path, what: str) -> dict:
     """A JSON object from ``path``, or a ValueError that names the file and what it should be."""
     try:
@@ -213,7 +217,7 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
         if not path.is_file():
             return {"mhz": None, "source": "none",
                     "label": f"no Fmax measured ({path} absent)"}
-        s = _read_json(path, "build summary (make bitstream writes it)")
+        s = _read_json(path, _SUMMARY_KIND)
         if s.get("fmax_mhz") is None:
             return {"mhz": None, "source": "none",
                     "label": f"no Fmax measured ({path} has no fmax_mhz)"}
@@ -251,7 +255,7 @@ def preset_resources(config: AcceleratorConfig, *, bitstreams: str | Path = BITS
             break
     else:
         return {"fits": None, "label": "no resource figures (no bitstream summary)"}
-    s = _read_json(path, "build summary (make bitstream writes it)")
+    s = _read_json(path, _SUMMARY_KIND)
     matches = s.get("config") == config.to_dict()
     path, rtl, other = _summary_origin(path, s)
     other = ("" if matches else ", for a different config") + other
@@ -279,7 +283,7 @@ def fit_variant(config: AcceleratorConfig, *, bitstreams: str | Path = BITSTREAM
     path = Path(bitstreams) / f"{config.name}-xcup" / "summary.json"
     if not path.is_file():
         return None
-    s = _read_json(path, "build summary (make bitstream writes it)")
+    s = _read_json(path, _SUMMARY_KIND)
     if s.get("method") != "slices" or s.get("config") != config.to_dict():
         return None  # not an estimate of this config: nothing to re-evaluate
     variant = xcup.fitting_config(config, s)
