@@ -7,10 +7,13 @@ import torch
 from sw.ref.gelu import GELU_BOUND, gelu_float, gelu_int, gelu_params
 from sw.ref.layernorm import (
     LAYERNORM_BOUND,
+    MANT_BITS,
+    MAX_GAIN,
     isqrt,
     layernorm_float,
     layernorm_int,
     layernorm_params,
+    recip_mantissa,
 )
 
 SEED = 99
@@ -59,6 +62,35 @@ def test_layernorm_edge_rows():
         q = layernorm_int(rows, p_big)
         assert q.max() == 127 and q.min() == -128
         assert ln_error(rows, p_big) <= LAYERNORM_BOUND
+
+
+def test_recip_mantissa_keeps_the_leading_bits():
+    """``m 2**e`` is ``r`` with the bits below its leading MANT_BITS cleared."""
+    rng = np.random.default_rng(SEED)
+    r = np.concatenate([[0, 1, 2**MANT_BITS - 1, 2**MANT_BITS, 2**48, 2**48 - 1],
+                        rng.integers(0, 2**49, 200)]).astype(np.int64)
+    e, m = recip_mantissa(r)
+    assert (m < 2**MANT_BITS).all() and (e >= 0).all()
+    assert ((m << e) <= r).all() and (r < (m + 1) << e).all()
+    assert (m[e > 0] >= 2 ** (MANT_BITS - 1)).all()  # normalised whenever bits are dropped
+    assert (e[r < 2**MANT_BITS] == 0).all()
+
+
+@pytest.mark.parametrize("in_bits", [8, 16])
+def test_layernorm_largest_gain_and_smallest_variance_within_bound(in_bits):
+    """The largest gain the params accept (the error bound's worst scaling), with rows of
+    the smallest non-zero variance (the largest reciprocal, and so the largest ``e``, that a
+    row of unequal values gives with eps 0), small and extreme values."""
+    rng = np.random.default_rng([SEED, in_bits])
+    h, lim = 768, 2 ** (in_bits - 1)
+    gamma, beta = bert_like(h, rng)
+    s_out = np.abs(gamma).max() * np.sqrt(h) / (MAX_GAIN * 0.999)
+    p = layernorm_params(0.05, gamma, beta, s_out, eps=0.0, in_bits=in_bits)
+    x = rng.integers(-lim, lim, size=(30, h))
+    x[:5] = rng.integers(-3, 4, size=(5, h))
+    x[5] = np.where(np.arange(h) == 7, 1, 0)  # V = H**2 - H: the smallest with eps 0
+    x[6] = np.where(np.arange(h) % 2 == 0, -lim, lim - 1)
+    assert ln_error(x, p) <= LAYERNORM_BOUND
 
 
 def test_layernorm_accepts_torch_and_matches_bert_eps():

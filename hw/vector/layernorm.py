@@ -26,6 +26,7 @@ from sw.ref.layernorm import (
     EPS_BITS,
     G_FRAC,
     GAIN_BITS,
+    MANT_BITS,
     OFFSET_BITS,
     RECIP_BITS,
     SQRT_FRAC,
@@ -99,13 +100,16 @@ class LayerNormUnit(wiring.Component):
       :func:`sw.perf.vector.layernorm_cycles` follows the control cycle by cycle
       (:class:`sw.perf.vector.RowControl`); the benches check it against the RTL.
     * Resources: a ``RING`` x ``in_bits P``-bit ring, P gain/offset memories; per lane an
-      ``H x`` multiplier, ``c * r`` as three registered partial products, a ``u * G``
-      multiplier; the statistics pipeline (``2 ROOT_CYCLES + 2 div_cycles`` subtractors of
-      about 33 bits and their registers). Every multiplier has registers on both sides
-      (ECP5: a MULT18X18D cascade and one adder per stage at most).
+      ``x**2`` and an ``H x`` multiplier, ``c * m`` (27 x 17 bits at most), a rounding shifter
+      of ``c_bits + MANT_BITS`` bits and a ``u * G`` multiplier (18 x 23): four DSP48E2; per
+      unit r's leading-one detector and mantissa shifter; the statistics pipeline
+      (``2 ROOT_CYCLES + 2 div_cycles`` subtractors of about 33 bits and their registers).
+      Every multiplier has registers on both sides (ECP5: a MULT18X18D cascade and one
+      adder per stage at most).
     """
 
-    PIPE = 6  #: read, c = H x - S, c * r (three partial products), their sum, u * G + B, output
+    #: read, c = H x - S (and r's mantissa), c * m, u (its rounding shift), u * G + B, output
+    PIPE = 6
     VAR_CYCLES = 3  #: H * Q and S**2, their difference, H * (H Q - S**2) + eps
     RADIX_BITS = 2  #: root and quotient bits each square-root and divider stage settles
     ROOT_CYCLES = -(-ROOT_BITS // RADIX_BITS)
@@ -143,7 +147,7 @@ class LayerNormUnit(wiring.Component):
         bits, F, Q = self.in_bits, self.sqrt_frac, self.q_bits
         s_bits = bits + cfg.max_hidden.bit_length() + 1
         q_bits = 2 * bits - 1 + cfg.max_hidden.bit_length() + 1
-        # c = H x_i - S = (H - 1) x_i - sum_{j != i} x_j: |c| <= (H - 1) 2**(bits - 1) * 2, so
+        # c = H x_i - S = (H - 1) x_i - sum_{j != i} x_j: |c| <= (H - 1) 2**bits, so
         # bits + bit_length(H - 1) + 1 bits hold it (27 for int16 at H <= 1024: the A port of
         # a DSP48E2, 27 x 18 signed)
         c_bits = bits + (cfg.max_hidden - 1).bit_length() + 1
@@ -306,36 +310,42 @@ class LayerNormUnit(wiring.Component):
         for pr in params:
             m.d.comb += [pr.addr.eq(c_beat), pr.en.eq(adv)]
         v = [Signal(name=f"v{s}") for s in range(self.PIPE - 1)]
-        # the beat's token fields along the datapath: H and S (stage 0), r (stage 1), and the
-        # lanes inside the token
+        # the beat's token fields along the datapath: H, S and r (stage 0), and the lanes inside
+        # the token
         d_h = Signal(unsigned(h_bits))
         d_s = Signal(signed(s_bits))
-        d_r = [Signal(unsigned(Q), name=f"recip{s}") for s in range(2)]
+        d_r = Signal(unsigned(Q), name="recip")
         masks = [Signal(P, name=f"mask{s}") for s in range(self.PIPE - 1)]
         with m.If(adv):
             m.d.sync += [v[0].eq(issue), d_h.eq(c.rec.h), d_s.eq(c.rec.s),
-                         d_r[0].eq(c.recip), d_r[1].eq(d_r[0]),
+                         d_r.eq(c.recip),
                          masks[0].eq(Cat(*[c_beat * P + j < c.rec.h for j in range(P)]))]
             for s in range(1, len(v)):
                 m.d.sync += [v[s].eq(v[s - 1]), masks[s].eq(masks[s - 1])]
             m.d.sync += self.o.valid.eq(v[-1])
 
-        # c * r as three partial products of r's 17-bit slices (each c x int18: one DSP48E2
-        # for c of up to 27 bits, one MULT18X18D row on ECP5), summed in the next stage
-        split = 17
-        recip = d_r[1]
+        # r's leading MANT_BITS bits (sw.ref.layernorm step 4), once per beat for all lanes:
+        # m = r >> e, e = max(0, bit_length(r) - MANT_BITS), and the shift that makes u of
+        # c * m (never negative, see there)
+        K = RECIP_BITS - F - U_FRAC
+        e = Signal(range(max(1, Q - MANT_BITS) + 1))
+        for b in range(MANT_BITS, Q):  # the highest set bit wins
+            with m.If(d_r[b]):
+                m.d.comb += e.eq(b + 1 - MANT_BITS)
+        mant = Signal(unsigned(MANT_BITS))
+        shift = [Signal(range(K + 1), name=f"ushift{s}") for s in range(2)]
+        with m.If(adv):
+            m.d.sync += [mant.eq(d_r >> e), shift[0].eq(K - e), shift[1].eq(shift[0])]
         for j in range(P):
             cj = Signal(signed(c_bits), name=f"c_{j}")
-            p_lo = Signal(signed(c_bits + split + 1), name=f"plo_{j}")
-            p_mid = Signal(signed(c_bits + split + 1), name=f"pmid_{j}")
-            p_hi = Signal(signed(c_bits + Q - 2 * split + 1), name=f"phi_{j}")
-            cr = Signal(signed(c_bits + Q + 1), name=f"cr_{j}")
+            # c * m: c of up to 27 bits, m unsigned 17 (one DSP48E2, 27 x 18 signed)
+            cm = Signal(signed(c_bits + MANT_BITS + 1), name=f"cm_{j}")
             gains = [Signal(signed(GAIN_BITS), name=f"g{s}_{j}") for s in range(3)]
             offs = [Signal(signed(OFFSET_BITS), name=f"b{s}_{j}") for s in range(3)]
-            # |c| <= isqrt(V << 2F) / 2**F (sum c**2 = V), so |c r| <= 2**(RECIP_BITS - F) and
-            # |u| <= 2**U_FRAC: U_FRAC + 2 bits hold it (a DSP48E2 operand, not c r's width)
+            # |u| <= 2**U_FRAC (sw.ref.layernorm step 5): U_FRAC + 2 bits, the B port of a
+            # DSP48E2 for u * G
             u = Signal(signed(U_FRAC + 2), name=f"u_{j}")
-            m.d.comb += u.eq(round_shift(m, cr, RECIP_BITS - F - U_FRAC, name=f"u_full_{j}"))
+            u_full = round_shift(m, cm, shift[1], name=f"u_full_{j}")
             z = Signal(signed(OFFSET_BITS + 2), name=f"z_{j}")
             q = round_shift(m, z, U_FRAC + G_FRAC, name=f"q_{j}")
             out = saturate(m, q, INT8_MIN, INT8_MAX, signed(8), name=f"out_{j}")
@@ -343,10 +353,8 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [
                     cj.eq(d_h * rd.data[j] - d_s),
                     gains[0].eq(params[j].data.gain), offs[0].eq(params[j].data.offset),
-                    p_lo.eq(cj * recip[:split]),
-                    p_mid.eq(cj * recip[split:2 * split]),
-                    p_hi.eq(cj * recip[2 * split:]),
-                    cr.eq(p_lo + (p_mid << split) + (p_hi << 2 * split)),
+                    cm.eq(cj * mant),
+                    u.eq(u_full),
                     z.eq(u * gains[2] + offs[2]),
                     self.o.payload[j].eq(Mux(masks[-1][j], out, 0)),  # lanes past H give 0
                 ]

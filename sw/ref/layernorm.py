@@ -12,9 +12,18 @@ Integer algorithm (per token)
    ``c_i * sqrt(H) / sqrt(V)``.
 3. ``s = isqrt(V << 2*SQRT_FRAC)`` (floor, a bit-serial square root; 31 bits), then one
    division per token ``r = floor(2**RECIP_BITS / s)`` (``r = 0`` when ``s = 0``).
-4. Per element: ``u_i = round_shift(c_i * r, RECIP_BITS - SQRT_FRAC - U_FRAC)``, i.e.
-   ``c_i / sqrt(V)`` in ``[-1, 1]`` with ``U_FRAC`` fraction bits (``c`` has 19 bits, ``r``
-   up to 41; since ``|c| <= sqrt(V)`` the product stays below ``2**41``);
+4. The reciprocal's leading ``MANT_BITS`` bits, once per token: ``e = max(0,
+   bit_length(r) - MANT_BITS)``, ``m = r >> e`` (floor; ``m < 2**MANT_BITS``, and
+   ``m >= 2**(MANT_BITS - 1)`` when ``e > 0``), so ``m * 2**e`` is ``r`` to a relative
+   ``2**-(MANT_BITS - 1)`` below it.
+5. Per element: ``u_i = round_shift(c_i * m, RECIP_BITS - sqrt_frac - U_FRAC - e)``, i.e.
+   ``c_i / sqrt(V)`` in ``[-1, 1]`` with ``U_FRAC`` fraction bits (``c`` has at most 27 bits,
+   ``m`` 17: one 27 x 18 multiplier). The shift is never negative: ``V >= 1`` gives
+   ``s >= 2**sqrt_frac``, so ``r <= 2**(RECIP_BITS - sqrt_frac)`` and
+   ``e <= RECIP_BITS + 1 - sqrt_frac - MANT_BITS``, at most the shift's
+   ``RECIP_BITS - sqrt_frac - U_FRAC`` as ``U_FRAC + 1 <= MANT_BITS``.
+   Since ``|c| 2**sqrt_frac <= s`` and ``m 2**e <= r``, ``|u| <= 2**U_FRAC``: ``U_FRAC + 2``
+   bits.
    ``q_i = sat8(round_shift(u_i * G_i + B_i, U_FRAC + G_FRAC))`` with the per-channel integers
    ``G_i = round(gamma_i * sqrt(H) / s_out * 2**G_FRAC)`` and
    ``B_i = round(beta_i / s_out * 2**(U_FRAC + G_FRAC))``.
@@ -22,11 +31,15 @@ Integer algorithm (per token)
    which is also what the float LayerNorm gives.
 
 Error bound against :func:`layernorm_float` (on the dequantized input, in LSBs of
-``s_out``): at most :data:`LAYERNORM_BOUND` = 1 LSB (0.5 from the final rounding; ``u`` is off
-by at most ``2**-U_FRAC`` relative to 1 plus the square root's floor, ``2**-SQRT_FRAC / sqrt(V)``,
-which scaled by ``|G| <= 2**14`` stays below 0.02 LSB; ``G`` and ``B`` rounding adds below
-``2**-G_FRAC * 1`` LSB), for ``|gamma| * sqrt(H) / s_out < 2**14``: checked by
-:func:`layernorm_params`.
+``s_out``): at most :data:`LAYERNORM_BOUND` = 1 LSB, for
+``|gamma| * sqrt(H) / s_out < 2**14`` (checked by :func:`layernorm_params`). Relative to
+``|u| <= 1``, ``u`` is off by at most ``2**-(MANT_BITS - 1)`` (the mantissa's floor) plus
+``2**-(U_FRAC + 1)`` (its rounding) plus the square root's floor, ``2**-SQRT_FRAC /
+sqrt(V)``; scaled by ``|G| / 2**G_FRAC < 2**14`` that is below 0.25 + 0.125 + 0.02 LSB. With
+0.5 from the final rounding and below ``2**-G_FRAC`` from the rounding of ``G`` and ``B``,
+the total stays below 0.9 LSB. (The int16 path has no square-root fraction bits: see
+:func:`layernorm_params`.) The widths are chosen for the FPGA's multipliers: ``c * m`` and
+``u * G`` (18 x 23 bits) are one DSP48E2 each.
 """
 
 from __future__ import annotations
@@ -46,12 +59,14 @@ __all__ = [
     "layernorm_int",
     "layernorm_float",
     "isqrt",
+    "recip_mantissa",
 ]
 
 MAX_HIDDEN = 1024  #: widths above are derived for H <= 1024
 SQRT_FRAC = 8  #: fraction bits of s = sqrt(V)
 RECIP_BITS = 48  #: r = floor(2**48 / s)
-U_FRAC = 20  #: fraction bits of the normalised value u in [-1, 1]
+MANT_BITS = 17  #: leading bits of r kept for the per-element product (unsigned)
+U_FRAC = 16  #: fraction bits of the normalised value u in [-1, 1]
 G_FRAC = 8  #: fraction bits of G
 MAX_GAIN = 2**14  #: |gamma| * sqrt(H) / s_out must stay below this
 GAIN_BITS = 23  #: signed width of G (|G| < MAX_GAIN * 2**G_FRAC)
@@ -136,6 +151,15 @@ def isqrt(v) -> np.ndarray:
     return np.array([math.isqrt(int(a)) for a in v.reshape(-1)], dtype=np.int64).reshape(v.shape)
 
 
+def recip_mantissa(r) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: ``(e, m)`` of non-negative int64 reciprocals ``r``, elementwise:
+    ``e = max(0, bit_length(r) - MANT_BITS)``, ``m = r >> e``."""
+    r = np.asarray(r, dtype=np.int64)
+    e = np.array([max(0, int(a).bit_length() - MANT_BITS) for a in r.reshape(-1)],
+                 dtype=np.int64).reshape(r.shape)
+    return e, r >> e
+
+
 def layernorm_int(x, params: LayerNormParams) -> np.ndarray:
     """Bit-exact integer LayerNorm of int8 ``x [..., H]`` -> int8 (see module docstring)."""
     lo, hi = -(2 ** (params.in_bits - 1)), 2 ** (params.in_bits - 1) - 1
@@ -147,7 +171,8 @@ def layernorm_int(x, params: LayerNormParams) -> np.ndarray:
     v = (c * c).sum(axis=-1, keepdims=True) + params.eps_int
     s = isqrt(v << (2 * params.sqrt_frac))
     r = np.where(s > 0, (1 << RECIP_BITS) // np.maximum(s, 1), 0)
-    u = round_shift(c * r, RECIP_BITS - params.sqrt_frac - U_FRAC)
+    e, m = recip_mantissa(r)
+    u = round_shift(c * m, RECIP_BITS - params.sqrt_frac - U_FRAC - e)
     q = round_shift(u * params.gain + params.offset, U_FRAC + G_FRAC)
     return saturate(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
