@@ -15,9 +15,9 @@ u280      8    8         128 x 128 64      Alveo U280: 9,024 DSP48E2, 2 MACs per
 ========  ===  ========  =======  =======  ===========================================
 
 The ``ecp5`` preset is sized to give the open routers the best chance on the LFE5U-85F with
-the whole kernel (``make bitstream`` builds it: routed with nextpnr's static placer and
-router2, 30.66 MHz at 4d15734): a 4 x 4 array, one-lane vector units and softmax (a
-LayerNorm lane alone is about 13 MULT18X18D), only the int16-input LayerNorm, and a 32 KiB
+the whole kernel (``make bitstream`` builds it, routed with nextpnr's static placer and
+router2; its Fmax and resources are in the README's "Bitstreams"): a 4 x 4 array, one-lane
+vector units and softmax, only the int16-input LayerNorm, and a 32 KiB
 scratchpad (two read ports make two block RAM copies). An 8 x 8 array with 64 KiB fits the part (122
 MULT18X18D, 134 DP16KD, 39 % of the LUT4s) and placed, but the heap placer and router1 did
 not route it (not yet tried with the static placer and router2): congestion, not capacity,
@@ -27,9 +27,9 @@ The Alveo presets use ``pe_rows * pe_cols / macs_per_dsp`` DSPs (6,144 of 6,840 
 8,192 of 9,024 on the U280), leaving the rest for the vector units, and a scratchpad of 32
 banks (``spm_lanes``): a tile's 96 or 128 int8 results per token go out in one cycle.
 They build only the int16-input LayerNorm (``layernorm_int8 = False``): the encoders the
-compiler makes keep an int16 residual path (its default), and the int8-input unit costs 6
-DSP48E2 and about 280 LUTs a lane by the Yosys estimate (vector slices at 2 and 8 lanes:
-15 DSPs a lane with it, 9 without), 390 DSPs at 64 lanes.
+compiler makes keep an int16 residual path (its default), and the int8-input unit costs 4
+DSP48E2 and about 270 LUTs more a lane by the Yosys estimate at 42f1936 (vector slices at 2
+and 8 lanes: 10 DSPs a lane with it, 6 without), about 256 DSPs at 64 lanes.
 Their LINEAR weights come through 3 (U200: three of its four DDR4 banks) or 4 (U280: four
 HBM pseudo-channels) 512-bit weight ports (``weight_ports``), 32 rows of a row block each.
 """

@@ -16,11 +16,14 @@ from sw.ref.fixedpoint import (
 )
 from sw.ref.quant import (
     ADD_MULT_BITS,
+    V_MAX,
     RequantParams,
+    acc_bound,
     add_float,
     add_int,
     add_params,
     dequantize,
+    int_range,
     quantize_activations,
     quantize_weights,
     requant_params,
@@ -182,3 +185,50 @@ def test_int16_residual_path_requant_and_add():
         add_int(a, b + 200, pa)  # b stays int8
     with pytest.raises(ValueError, match="int8 or int16, got 12 bits"):
         add_params(0.1, 0.1, 0.1, out_bits=12)
+
+
+def _unsaturated(acc, p):
+    """``sat(round_shift((acc + bias) * m, s))``: the requantizer without saturating
+    ``acc + bias`` at all (int64 holds it: at most 2**32 * 2**15)."""
+    v = np.asarray(acc, np.int64) + p.bias
+    return np.clip(round_shift(v * p.m, p.s), *int_range(p.out_bits))
+
+
+@pytest.mark.parametrize("out_bits", [8, 16])
+def test_saturation_of_acc_plus_bias_changes_no_accepted_result(out_bits):
+    """``acc + bias`` saturates to 27 bits (one DSP48E2 for the product); for parameters
+    requant_params accepts, with the weights' own bound on ``|acc|``, that changes nothing,
+    also at the activations that reach the bound and for biases near the 27-bit limits."""
+    rng = np.random.default_rng([SEED, out_bits])
+    channels, k = 48, 3072
+    w = rng.integers(-127, 128, size=(channels, k))
+    w[:, rng.random(k) < 0.5] = 0  # pruned
+    w[0] = 127  # a channel whose bound is 128 * 127 * K = 2**25.6
+    bound = acc_bound(w)
+    assert bound.tolist() == (128 * np.abs(w).sum(axis=1)).tolist()
+    x = np.concatenate([rng.integers(-128, 128, size=(64, k)),
+                        np.where(w > 0, -128, 127), np.where(w > 0, 127, -128)])
+    acc = x @ w.T
+    assert (np.abs(acc) <= bound).all() and (np.abs(acc) >= bound * 127 // 128 - 1).any()
+    # biases up to the limit each channel allows, multipliers from tiny to large
+    headroom = V_MAX - bound
+    bias = (rng.uniform(-1, 1, size=channels) * np.maximum(headroom, 0)).astype(np.int64)
+    bias[1] = V_MAX  # beyond any headroom: only a multiplier that saturates there passes
+    real = np.exp(rng.uniform(np.log(1e-6), np.log(4.0), size=channels))
+    real[1] = 1.0
+    p = requant_params(real, bias, out_bits=out_bits, acc_bound=bound)
+    assert (requantize_int(acc, p) == _unsaturated(acc, p)).all()
+
+
+def test_requant_params_refuses_where_the_saturation_would_show():
+    with pytest.raises(ValueError, match=r"requantizer channel 1 \(1 of 2 channels\): bias "
+                                         r"67108000 with \|acc\| <= 5000 can pass the 27-bit"):
+        requant_params([0.5, 1e-6], [0, 67_108_000], out_bits=16, acc_bound=[5000, 5000])
+    # with no bound given, any int32 accumulator is assumed
+    with pytest.raises(ValueError, match="with any int32 can pass"):
+        requant_params([1e-7], out_bits=8)
+    p = requant_params([1e-7], out_bits=8, acc_bound=[2**20])  # |acc| stays far inside
+    acc = np.array([[2**20], [-(2**20)]])
+    assert (requantize_int(acc, p) == _unsaturated(acc, p)).all()
+    with pytest.raises(ValueError, match=r"weights must be \[out, K\]"):
+        acc_bound(np.zeros(4, np.int8))

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from sw.ref.softmax import (
+    D_MAX,
     EXP_BITS,
     FRAC_BITS,
+    RECIP_BITS,
     SOFTMAX_BOUND,
     exp2_neg_int,
     softmax_float,
@@ -102,3 +104,46 @@ def test_bad_input():
         softmax_params(-1.0)
     with pytest.raises(ValueError, match="out of range"):
         softmax_params(1e6)
+
+
+def _unsaturated(x, p):
+    """Steps 1-6 of sw.ref.softmax without the saturation of d (unmasked rows)."""
+    x = np.asarray(x, np.int64)
+    d = x.max(axis=-1, keepdims=True) - x
+    u = (d * p.mult + ((1 << p.shift) >> 1)) >> p.shift
+    e = exp2_neg_int(u)
+    r = (255 << RECIP_BITS) // e.sum(axis=-1, keepdims=True)
+    return ((e * r + (1 << (RECIP_BITS - 1))) >> RECIP_BITS).astype(np.uint8)
+
+
+@pytest.mark.parametrize("scale", ["smallest", 1e-6, 3e-5, SCALE])
+def test_saturated_difference_changes_nothing(scale):
+    """d saturates at D_MAX (one DSP48E2 for d * A): for every scale softmax_params accepts,
+    rows whose differences go far past it give the unsaturated algorithm's result."""
+    if scale == "smallest":  # the smallest scale accepted, found by bisection
+        lo, hi = 1e-8, 1e-5
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            try:
+                softmax_params(mid)
+                hi = mid
+            except ValueError:
+                lo = mid
+        scale = hi
+    p = softmax_params(scale)
+    assert (D_MAX * p.mult + ((1 << p.shift) >> 1)) >> p.shift >> FRAC_BITS > EXP_BITS
+    rng = np.random.default_rng(SEED)
+    L = 256
+    around = rng.integers(-3, 4, size=(8, L)) + D_MAX  # differences right at the saturation
+    rows = np.concatenate([
+        rng.integers(-(2**31), 2**31, size=(8, L)),  # differences up to 2**32
+        np.where(rng.random((8, L)) < 0.5, 2**31 - 1, 2**31 - 1 - around),
+        np.round(rng.normal(0, 30 / scale, size=(8, L))).clip(-(2**31), 2**31 - 1),
+    ]).astype(np.int64)
+    assert (rows.max(axis=1, keepdims=True) - rows).max() > D_MAX
+    assert (softmax_int(rows, p) == _unsaturated(rows, p)).all()
+
+
+def test_scale_too_small_for_the_saturation():
+    with pytest.raises(ValueError, match=r"scale 2e-07 is too small.*smallest scale accepted"):
+        softmax_params(2e-7)

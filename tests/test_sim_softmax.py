@@ -1,11 +1,15 @@
 """cocotb benches of the softmax unit: bit-exact against sw/ref, cycle-exact against sw/perf."""
 
+import math
+
+import numpy as np
 import pytest
 
 from hw.config import preset
 from hw.vector.softmax import SoftmaxUnit
 from sim.runner import run_bench
 from sw.perf import vector as model
+from sw.ref.softmax import D_MAX, SoftmaxParams, softmax_int
 
 pytestmark = pytest.mark.sim
 
@@ -70,3 +74,22 @@ def test_softmax_bench_many_short_rows():
     # rows overlap: far fewer cycles than one row at a time (a lone row: 3 nb + OUT_DELAY)
     alone = sum(3 * -(-r["length"] // 4) + SoftmaxUnit.OUT_DELAY for r in rows)
     assert report["no_stalls"]["rtl_cycles"] * 4 < alone
+
+
+def test_softmax_bench_saturated_differences():
+    """Score differences around and far past ``D_MAX`` with a multiplier small enough that
+    the saturation of ``d`` shows (a Program may carry any 15-bit multiplier): the RTL
+    saturates exactly as sw.ref does."""
+    cfg = preset("tiny").replace(name="softmax-saturating", max_row=64)
+    mult, shift = 1025, 26  # u(D_MAX) = 1,025: e about ONE / 2 where d saturates, not 0
+    rng = np.random.default_rng(0)  # the rows' saturation shows in sw.ref's probabilities
+    x = (2**31 - 1) - D_MAX + rng.integers(-4, 5, size=16)
+    x[[3, 9]], x[0] = -(2**31), 2**31 - 1
+    p = SoftmaxParams(mult, shift, math.nan)
+    assert softmax_int(x, p)[3] == softmax_int(x, p)[9] > 0
+    rows = [{"length": L, "kind": "saturating", "mask": mk, "seed": 500 + L}
+            for L in (17, 64, 40) for mk in ("none", "partial")]
+    report = run_bench(component=SoftmaxUnit(config=cfg), bench="sim.benches.softmax",
+                       case=cfg.name, params={"config": cfg.to_dict(), "rows": rows,
+                                              "params": {"mult": mult, "shift": shift}})
+    assert report["no_stalls"]["rtl_cycles"] == report["no_stalls"]["model_cycles"]

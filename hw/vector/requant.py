@@ -11,8 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.lib.checks import refuse
 from hw.lib.fixedpoint import round_shift, saturate
-from sw.ref.fixedpoint import INT32_MAX, INT32_MIN, MAX_SHIFT, MULT_BITS
-from sw.ref.quant import int_range
+from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS
+from sw.ref.quant import V_BITS, V_MAX, V_MIN, int_range
 
 __all__ = ["Requantizer", "requant_lane_layout"]
 
@@ -30,7 +30,7 @@ def requant_lane_layout(acc_bits: int = 32) -> data.StructLayout:
 
 
 class Requantizer(wiring.Component):
-    """``y = sat(round_shift(sat32(acc + bias) * mult, shift))`` on ``lanes`` values per beat,
+    """``y = sat(round_shift(sat27(acc + bias) * mult, shift))`` on ``lanes`` values per beat,
     saturated to int8 (or int16 for the residual path, ``out_bits=16``).
 
     The per-channel parameters travel with each accumulator, so the stage has no state of its
@@ -56,8 +56,8 @@ class Requantizer(wiring.Component):
     * Latency: ``LATENCY = 4`` cycles from an accepted input beat to its output beat
       (bias add + saturate | multiply | round + shift | saturate).
     * Throughput: one beat per cycle (``n`` beats take ``n + LATENCY`` cycles with no stalls).
-    * Resources per lane: one 32 x ``MULT_BITS`` multiplier, a 33-bit adder, a 46-bit barrel
-      shifter.
+    * Resources per lane: one 27 x ``MULT_BITS`` multiplier (``acc + bias`` saturates to
+      ``V_BITS`` = 27 bits: one DSP48E2), a 34-bit adder, a 42-bit barrel shifter.
     * Backpressure: the four stages advance together when the output register is empty or
       accepted, so ``i.ready`` depends combinationally on ``o.ready`` (one AND-OR gate; no path
       through the datapath).
@@ -79,7 +79,7 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        prod_bits = 32 + MULT_BITS + 1  # signed(32) x unsigned(MULT_BITS) as signed
+        prod_bits = V_BITS + MULT_BITS + 1  # signed(V_BITS) x unsigned(MULT_BITS) as signed
 
         # stage valid flags; all stages advance together on `advance`
         v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
@@ -95,7 +95,7 @@ class Requantizer(wiring.Component):
         for lane in range(lanes):
             src = self.i.payload[lane]
             # stage 1: saturating bias add
-            s1_val = Signal(signed(32), name=f"sat_{lane}")
+            s1_val = Signal(signed(V_BITS), name=f"sat_{lane}")
             s1_mult = Signal(unsigned(MULT_BITS), name=f"mult1_{lane}")
             s1_shift = Signal(unsigned(SHIFT_BITS), name=f"shift1_{lane}")
             total = Signal(signed(34), name=f"sum_{lane}")
@@ -108,7 +108,7 @@ class Requantizer(wiring.Component):
             s3_val = Signal.like(rounded, name=f"shifted_{lane}")
             lo, hi = int_range(self.out_bits)
             out = saturate(m, s3_val, lo, hi, signed(self.out_bits), name=f"out_{lane}")
-            bias_sat = saturate(m, total, INT32_MIN, INT32_MAX, signed(32), name=f"bsat_{lane}")
+            bias_sat = saturate(m, total, V_MIN, V_MAX, signed(V_BITS), name=f"bsat_{lane}")
 
             with m.If(advance):
                 m.d.sync += [

@@ -19,7 +19,16 @@ from hw.lib.fixedpoint import round_shift
 from hw.lib.rows import row_reader
 from hw.vector.requant import SHIFT_BITS
 from sw.ref.fixedpoint import MULT_BITS, UINT8_MAX
-from sw.ref.softmax import EXP_BITS, EXP_C0, EXP_C1, FRAC_BITS, RECIP_BITS, SEG_SHIFT
+from sw.ref.softmax import (
+    D_BITS,
+    D_MAX,
+    EXP_BITS,
+    EXP_C0,
+    EXP_C1,
+    FRAC_BITS,
+    RECIP_BITS,
+    SEG_SHIFT,
+)
 
 __all__ = ["SoftmaxUnit", "softmax_layouts"]
 
@@ -91,12 +100,14 @@ class SoftmaxUnit(wiring.Component):
     * :func:`sw.perf.vector.softmax_cycles` follows the control cycle by cycle
       (:class:`sw.perf.vector.RowControl`); the benches check it against the RTL.
     * Resources: a ``RING`` x ``33 P``-bit score ring and a ``RING`` x ``(EXP_BITS + 1) P``-bit
-      exponent ring; per lane a 33 x 15-bit and a 17 x 5-bit multiplier (exponent) and a
-      23 x 16-bit one (normalise); ``DIV_CYCLES x DIV_RADIX_BITS`` subtractors of the sum's
+      exponent ring; per lane a 26 x 15-bit (the score difference saturates at ``D_MAX``:
+      one DSP48E2) and a 17 x 5-bit multiplier (exponent) and a 23 x 16-bit one (normalise);
+      ``DIV_CYCLES x DIV_RADIX_BITS`` subtractors of the sum's
       width; two FIFOs of ``ROWS`` row records.
     """
 
-    PIPE = 6  #: exp pipeline: memory read, d, d * A, u (variable shift), (c0, c1 * l), e
+    #: exp pipeline: memory read, d (saturated), d * A, u (variable shift), (c0, c1 * l), e
+    PIPE = 6
     DIV_RADIX_BITS = 2  #: quotient bits each divider stage settles (chained steps)
     DIV_CYCLES = RECIP_Q_BITS // DIV_RADIX_BITS
     assert RECIP_Q_BITS % DIV_RADIX_BITS == 0, "the divider settles whole quotient digits"
@@ -209,9 +220,11 @@ class SoftmaxUnit(wiring.Component):
         e_lanes = []
         for j in range(P):
             word = s_rd.data[j]
-            d1 = Signal(unsigned(33), name=f"d_{j}")
+            diff = Signal(unsigned(33), name=f"diff_{j}")  # max - score, >= 0 if kept
+            m.d.comb += diff.eq(p_max - word.score)
+            d1 = Signal(unsigned(D_BITS), name=f"d_{j}")  # saturated: one DSP48E2 for d * A
             keep1 = Signal(name=f"keep1_{j}")
-            prod2 = Signal(unsigned(33 + MULT_BITS), name=f"dA_{j}")
+            prod2 = Signal(unsigned(D_BITS + MULT_BITS), name=f"dA_{j}")
             keep2 = Signal(name=f"keep2_{j}")
             u_c = round_shift(m, prod2, p_shift[2], name=f"u_{j}")
             u3 = Signal.like(u_c, name=f"u3_{j}")
@@ -228,7 +241,7 @@ class SoftmaxUnit(wiring.Component):
             y = Signal(signed(EXP_BITS + 3), name=f"y_{j}")
             m.d.comb += y.eq(c0_3 - round_shift(m, t3, SEG_SHIFT, name=f"c1l_r_{j}"))
             m.d.sync += [
-                d1.eq(Mux(word.keep, p_max - word.score, 0)),
+                d1.eq(Mux(word.keep, Mux(diff[D_BITS:].any(), D_MAX, diff[:D_BITS]), 0)),
                 keep1.eq(word.keep),
                 prod2.eq(d1 * p_mult[1]),
                 keep2.eq(keep1),

@@ -16,7 +16,7 @@ from sim.benches.common import run_pipeline, stall_tests
 from sim.runner import bench_params
 from sim.streams import reset, start_clock
 from sw.ref.fixedpoint import MAX_SHIFT, MULT_BITS, quantize_multiplier
-from sw.ref.quant import RequantParams, requantize_int
+from sw.ref.quant import V_MAX, V_MIN, RequantParams, requantize_int
 
 P = bench_params()
 LANES = int(P.get("lanes", 1))
@@ -37,12 +37,14 @@ def stimulus(seed: int):
     )
     acc[rng.random(n) < 0.05] = -(2**31)
     acc[rng.random(n) < 0.05] = 2**31 - 1
+    edge = rng.random(n) < 0.1  # acc + bias right at the 27-bit saturation (V_MIN, V_MAX)
+    acc = np.where(edge, rng.choice([V_MIN, V_MAX], size=n) + rng.integers(-3, 4, size=n), acc)
     m, s = quantize_multiplier(rng.uniform(1e-7, 1e-2, size=n) * (rng.random(n) < 0.9)
                                + rng.uniform(1e-3, 4, size=n) * (rng.random(n) >= 0.9))
     raw = rng.random(n) < 0.1  # arbitrary raw multiplier/shift pairs, shift 0 included
     m = np.where(raw, rng.integers(0, 2**MULT_BITS, size=n), m)
     s = np.where(raw, rng.integers(0, MAX_SHIFT + 1, size=n), s)
-    bias = rng.integers(-(2**20), 2**20, size=n)
+    bias = np.where(edge, rng.integers(-2, 3, size=n), rng.integers(-(2**20), 2**20, size=n))
     bias[rng.random(n) < 0.05] = 2**31 - 1  # saturating bias add
     bias[rng.random(n) < 0.05] = -(2**31)
     # exact rounding ties: acc * m = (odd) * 2**(s-1)

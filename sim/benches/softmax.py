@@ -1,9 +1,11 @@
 """cocotb bench: hw.vector.softmax.SoftmaxUnit against sw.ref.softmax.softmax_int.
 
 Parameters: ``config`` (AcceleratorConfig dict), ``rows``: a list of ``{length, kind, mask,
-seed}`` with ``kind`` in ``random``, ``equal``, ``huge``, ``very_negative``, ``peaked`` and
-``mask`` in ``none``, ``partial``, ``full`` (or ``kind: given`` with explicit ``scores`` and
-``keep``); ``scale`` (the score scale). All rows stream
+seed}`` with ``kind`` in ``random``, ``equal``, ``huge``, ``very_negative``, ``peaked``,
+``saturating`` (score differences around ``D_MAX``, where ``d`` saturates) and ``mask`` in
+``none``, ``partial``, ``full`` (or ``kind: given`` with explicit ``scores`` and ``keep``);
+``scale`` (the score scale) or ``params`` (``{mult, shift}`` as a Program may carry them,
+e.g. for a scale :func:`~sw.ref.softmax.softmax_params` refuses). All rows stream
 back to back under one stall pattern per test; every output beat must equal the reference
 (lanes past a row's length are 0), and with no stalls the cycles from the first score beat to
 the last output beat must equal ``sw.perf.vector.softmax_cycles``.
@@ -21,7 +23,7 @@ from sim.benches.common import run_rows, stall_tests
 from sim.runner import bench_params
 from sim.streams import reset, start_clock
 from sw.perf.vector import softmax_cycles
-from sw.ref.softmax import softmax_int, softmax_params
+from sw.ref.softmax import D_MAX, SoftmaxParams, softmax_int, softmax_params
 
 P = bench_params()
 CFG = AcceleratorConfig.from_dict(P["config"]) if "config" in P else None
@@ -41,6 +43,10 @@ def make_row(row: dict):
         x[rng.integers(L)] = 2**31 - 1
     elif kind == "very_negative":
         x = rng.integers(-(2**31), -(2**31) + 5000, size=L)
+    elif kind == "saturating":
+        x = (2**31 - 1) - D_MAX + rng.integers(-4, 5, size=L)
+        x[rng.integers(L, size=max(1, L // 8))] = -(2**31)  # d = 2**32 - 1
+        x[rng.integers(L)] = 2**31 - 1
     elif kind == "peaked":
         x = rng.integers(-(2**12), 2**12, size=L)
         x[rng.integers(L)] = 2**14
@@ -60,7 +66,8 @@ async def run(dut, idle, backpressure, label):
     await reset(dut)
     lanes = CFG.softmax_lanes
     lay = softmax_layouts(CFG)
-    params = softmax_params(SCALE)
+    params = (SoftmaxParams(P["params"]["mult"], P["params"]["shift"], math.nan)
+              if "params" in P else softmax_params(SCALE))
     cmds, beats, expected = [], [], []
     for row in ROWS:
         x, keep = make_row(row)

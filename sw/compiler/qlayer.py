@@ -38,6 +38,7 @@ from sw.ref.layernorm import LayerNormParams, layernorm_int, layernorm_params
 from sw.ref.quant import (
     AddParams,
     RequantParams,
+    acc_bound,
     activation_scale,
     add_int,
     add_params,
@@ -95,7 +96,7 @@ def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int,
     return QuantLinear(weight=pack(q.numpy(), n, m), w_scale=w_scale.numpy(), in_scale=in_scale,
                        out_scale=out_scale.copy(),
                        requant=requant_params(acc_scale / out_scale, bias.astype(np.int64),
-                                              out_bits=out_bits))
+                                              out_bits=out_bits, acc_bound=acc_bound(q.numpy())))
 
 
 def _amax(t: torch.Tensor) -> float:

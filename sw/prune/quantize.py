@@ -18,8 +18,16 @@ import torch
 from torch import nn
 
 from sw.nm import PackedNM, check_nm, pack
-from sw.ref.fixedpoint import INT32_MAX, INT32_MIN
-from sw.ref.quant import RequantParams, activation_scale, quantize_weights, requant_params
+from sw.ref.fixedpoint import INT32_MAX
+from sw.ref.quant import (
+    V_MAX,
+    V_MIN,
+    RequantParams,
+    acc_bound,
+    activation_scale,
+    quantize_weights,
+    requant_params,
+)
 
 from .sparsify import encoder_linears
 
@@ -115,7 +123,7 @@ def quantize_linear(linear: nn.Linear, in_amax: float, out_amax: float, n: int,
         bias = bias.astype(np.int64)
     else:
         bias = np.zeros(w.shape[0], np.int64)
-    rq = requant_params(acc_scale / s_out, bias)
+    rq = requant_params(acc_scale / s_out, bias, acc_bound=acc_bound(q.numpy()))
     return QuantLinear(weight=pack(q.numpy(), n, m), w_scale=w_scale.numpy(), in_scale=s_in,
                        out_scale=s_out, requant=rq)
 
@@ -128,7 +136,7 @@ def linear_int_torch(x: torch.Tensor, ql: QuantLinear) -> torch.Tensor:
 
     w = torch.from_numpy(unpack(ql.weight).astype(np.int64))
     acc = x.to(torch.int64) @ w.T
-    acc = torch.clamp(acc + torch.from_numpy(ql.requant.bias), INT32_MIN, INT32_MAX)
+    acc = torch.clamp(acc + torch.from_numpy(ql.requant.bias), V_MIN, V_MAX)
     mult = torch.from_numpy(ql.requant.m)
     shift = torch.from_numpy(ql.requant.s)
     half = torch.where(shift > 0, torch.ones_like(shift) << (shift - 1).clamp(min=0), 0)

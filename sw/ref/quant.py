@@ -41,8 +41,12 @@ __all__ = [
     "fake_quantize",
     "RequantParams",
     "requant_params",
+    "acc_bound",
     "requantize_int",
     "requantize_float",
+    "V_BITS",
+    "V_MIN",
+    "V_MAX",
     "ADD_MULT_BITS",
     "int_range",
     "AddParams",
@@ -57,6 +61,11 @@ _RANGES = {8: (INT8_MIN, INT8_MAX), 16: (-(2**15), 2**15 - 1)}
 #: width of the residual add's two multipliers (wider than MULT_BITS: an int16 operand and a
 #: large scale ratio share one shift)
 ADD_MULT_BITS = 24
+#: the requantizer saturates ``acc + bias`` to this many bits (signed), so that ``v * m`` is
+#: one DSP48E2 (27 x 15 inside its 27 x 18 multiplier); :func:`requant_params` refuses the
+#: parameters for which that could change a result (see :func:`requantize_int`)
+V_BITS = 27
+V_MIN, V_MAX = -(2 ** (V_BITS - 1)), 2 ** (V_BITS - 1) - 1
 
 
 def int_range(bits: int) -> tuple[int, int]:
@@ -160,7 +169,7 @@ def fake_quantize(x, scale: float) -> torch.Tensor:
 # -- requantization --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RequantParams:
-    """Per-output-channel requantizer: ``y = sat8(round_shift(sat32(acc + bias) * m, s))``.
+    """Per-output-channel requantizer: ``y = sat8(round_shift(sat27(acc + bias) * m, s))``.
 
     ``m`` and ``s`` are int64 arrays of shape ``[channels]`` (from :func:`quantize_multiplier`);
     ``bias`` is int32-valued int64 ``[channels]``. ``real`` keeps the float multipliers.
@@ -177,10 +186,17 @@ class RequantParams:
         return int(self.m.shape[0])
 
 
-def requant_params(real_multiplier, bias=None, *, out_bits: int = 8) -> RequantParams:
+def requant_params(real_multiplier, bias=None, *, out_bits: int = 8,
+                   acc_bound=None) -> RequantParams:
     """Build requantizer parameters from real multipliers ``s_in * s_w[c] / s_out`` (one per
     channel, or a scalar broadcast to ``len(bias)``), an optional int32 bias, and the output
-    width (int8, or int16 for the residual path)."""
+    width (int8, or int16 for the residual path).
+
+    ``acc_bound`` (per channel, or a scalar): the largest ``|acc|`` the channel's reductions
+    can form (``128 * sum |w|`` for int8 activations), or ``None``: any int32. Raises
+    ``ValueError`` naming the channel if ``acc + bias`` could pass the 27-bit saturation
+    (``V_MIN``, ``V_MAX``) while the output there is not yet saturated: only then would the
+    saturation change a result."""
     int_range(out_bits)
     real = np.atleast_1d(np.asarray(real_multiplier, dtype=np.float64))
     if real.ndim != 1:
@@ -194,25 +210,61 @@ def requant_params(real_multiplier, bias=None, *, out_bits: int = 8) -> RequantP
         if b.shape != real.shape:
             raise ValueError(f"bias has {b.shape[0]} channels, multipliers {real.shape[0]}")
     m, s = quantize_multiplier(real)
+    _check_saturation(m, s, b, real, out_bits, acc_bound)
     return RequantParams(m=m, s=s, bias=b, real=real, out_bits=out_bits)
+
+
+def acc_bound(weights) -> np.ndarray:
+    """The largest ``|acc|`` each output channel's row of int8 ``weights [out, K]`` (zeros
+    where pruned) can reach with int8 activations (at most 128 in magnitude):
+    ``128 * sum_k |w[c, k]|``, for :func:`requant_params`."""
+    w = as_int_array(weights, "weights", lo=INT8_MIN, hi=INT8_MAX)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be [out, K], got shape {w.shape}")
+    return 128 * np.abs(w).sum(axis=1)
+
+
+def _check_saturation(m, s, bias, real, out_bits: int, acc_bound) -> None:
+    lo, hi = int_range(out_bits)
+    if acc_bound is None:
+        bound = np.full(m.shape, 2**31, dtype=np.int64)
+    else:
+        bound = np.broadcast_to(as_int_array(acc_bound, "acc_bound", lo=0, hi=2**31),
+                                m.shape).astype(np.int64)
+    top_ok = (bias + bound <= V_MAX) | (round_shift(V_MAX * m, s) >= hi)
+    bot_ok = (bias - bound >= V_MIN) | (round_shift(V_MIN * m, s) <= lo)
+    bad = np.flatnonzero(~(top_ok & bot_ok))
+    if bad.size:
+        c = int(bad[0])
+        reach = "any int32" if acc_bound is None else f"|acc| <= {int(bound[c])}"
+        raise ValueError(
+            f"requantizer channel {c} ({bad.size} of {m.size} channels): bias {int(bias[c])} "
+            f"with {reach} can pass the 27-bit saturation of acc + bias (V_MIN..V_MAX = "
+            f"{V_MIN}..{V_MAX}) while the int{out_bits} output there, at multiplier "
+            f"{float(real[c]):.3g}, is not yet saturated; the scales or the bias are out of "
+            f"the requantizer's range")
 
 
 def requantize_int(acc, params: RequantParams, *, axis: int = -1) -> np.ndarray:
     """Bit-exact int32 -> int8 (or int16) requantization, channels along ``axis`` of ``acc``.
 
-    ``y = sat(round_shift(sat32(acc + bias) * m, s))``. Widths: the product is at most
-    31 + MULT_BITS = 46 bits signed. Error bound against :func:`requantize_float` with the same
-    bias and real multiplier: at most 1 LSB for int8 outputs (0.5 from the float's own
-    rounding, plus the multiplier's relative error ``2**-MULT_BITS`` times ``|y| <= 128``,
-    below 2**-7 LSB, which can flip one rounding decision), 2 LSB for int16 outputs
-    (``|y| * 2**-MULT_BITS <= 1``).
+    ``y = sat(round_shift(sat27(acc + bias) * m, s))``: ``acc + bias`` saturates to
+    ``V_MIN..V_MAX`` (27 bits signed), so the product is at most 26 + MULT_BITS = 41 bits
+    signed. For the parameters :func:`requant_params` accepts, that saturation changes no
+    result: either ``acc + bias`` stays inside it, or the output is saturated at its ends
+    already (``round_shift`` and the product are monotonic in ``v``).
+
+    Error bound against :func:`requantize_float` with the same bias and real multiplier: at
+    most 1 LSB for int8 outputs (0.5 from the float's own rounding, plus the multiplier's
+    relative error ``2**-MULT_BITS`` times ``|y| <= 128``, below 2**-7 LSB, which can flip
+    one rounding decision), 2 LSB for int16 outputs (``|y| * 2**-MULT_BITS <= 1``).
     """
     a = as_int_array(acc, "accumulator", lo=INT32_MIN, hi=INT32_MAX)
     a = np.moveaxis(a, axis, -1)
     if a.shape[-1] != params.channels:
         raise ValueError(f"accumulator has {a.shape[-1]} channels along axis {axis}, "
                          f"requantizer has {params.channels}")
-    v = saturate(a + params.bias, INT32_MIN, INT32_MAX)
+    v = saturate(a + params.bias, V_MIN, V_MAX)
     y = saturate(round_shift(v * params.m, params.s), *int_range(params.out_bits))
     return np.moveaxis(y, -1, axis).astype(np.int8 if params.out_bits == 8 else np.int16)
 

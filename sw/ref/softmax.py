@@ -7,10 +7,16 @@ representable), rows of length L in 1..``max_row``.
 
 Integer algorithm (per row; all constants below are fixed, not per-config)
 --------------------------------------------------------------------------
-1. ``mx = max(x_i)`` over unmasked keys; ``d_i = mx - x_i >= 0`` (33-bit unsigned).
+1. ``mx = max(x_i)`` over unmasked keys; ``d_i = min(mx - x_i, D_MAX) >= 0``, saturated at
+   ``D_MAX = 2**D_BITS - 1`` (``mx - x_i`` itself takes 33 bits).
 2. Base-2 exponent in fixed point with ``FRAC_BITS`` fraction bits:
    ``u_i = round_shift(d_i * A, sA)`` where ``A * 2**-sA ~= scale * log2(e) * 2**FRAC_BITS``
-   (``A`` a 15-bit multiplier, :func:`softmax_params`); ``d_i * A`` is at most 48 bits.
+   (``A`` a 15-bit multiplier, :func:`softmax_params`); ``d_i * A`` is at most 41 bits, one
+   DSP48E2 (26 x 15 unsigned, inside its 27 x 18 signed multiplier). The saturation changes
+   nothing for the scales :func:`softmax_params` accepts: it refuses a scale unless
+   ``D_MAX`` already gives ``e = 0`` (``u >> FRAC_BITS > EXP_BITS``, scale above about
+   2.4e-7; attention scales are 1e-5..1e-2), and ``u`` never falls as ``d`` grows, so every
+   larger ``d`` gave ``e = 0`` before it too.
 3. ``2**-u`` by shift + piecewise-linear polynomial: ``k = u >> FRAC_BITS``, ``f = u mod 2**FRAC``
    split into segment ``h = f >> SEG_SHIFT`` (``SEGMENTS`` segments) and offset ``l``;
    ``y = C0[h] - round_shift(C1[h] * l, SEG_SHIFT)`` interpolates ``ONE * 2**-(f / 2**FRAC)``
@@ -48,6 +54,8 @@ if TYPE_CHECKING:  # torch is imported lazily: the bit-exact paths never need it
 
 __all__ = [
     "FRAC_BITS",
+    "D_BITS",
+    "D_MAX",
     "EXP_BITS",
     "SEGMENTS",
     "RECIP_BITS",
@@ -62,6 +70,8 @@ __all__ = [
 ]
 
 FRAC_BITS = 10  #: fraction bits of the base-2 exponent u
+D_BITS = 26  #: bits of the saturated score difference d (so d * A is one DSP48E2)
+D_MAX = 2**D_BITS - 1
 EXP_BITS = 22  #: e = 2**-u in units of 2**-EXP_BITS (ONE = 2**EXP_BITS)
 SEG_BITS = 5
 SEGMENTS = 2**SEG_BITS  #: linear segments of 2**-f on [0, 1)
@@ -94,7 +104,22 @@ def softmax_params(scale: float) -> SoftmaxParams:
         m, s = quantize_multiplier(scale * math.log2(math.e) * 2**FRAC_BITS)
     except ValueError as e:
         raise ValueError(f"softmax score scale {scale!r} is out of range: {e}") from None
+    # d saturates at D_MAX (step 1): that must already be a zero exponent
+    if _round_shift(D_MAX * int(m), int(s)) >> FRAC_BITS <= EXP_BITS:
+        weight = D_MAX * scale * math.log2(math.e)
+        raise ValueError(
+            f"softmax score scale {scale!r} is too small: the score difference where d "
+            f"saturates (D_MAX = {D_MAX}) still weighs 2**-{weight:.1f}, which the integer "
+            f"softmax must round to 0; the smallest scale accepted is about {_MIN_SCALE:.3g}")
     return SoftmaxParams(mult=int(m), shift=int(s), scale=scale)
+
+
+def _round_shift(x: int, shift: int) -> int:
+    return (x + ((1 << shift) >> 1)) >> shift
+
+
+#: about the smallest score scale whose saturated d gives e = 0 (for the error message)
+_MIN_SCALE = (EXP_BITS + 1) / (D_MAX * math.log2(math.e))
 
 
 def exp2_neg_int(u) -> np.ndarray:
@@ -138,7 +163,7 @@ def softmax_int(x, params: SoftmaxParams, mask=None, *, max_row: int | None = No
         raise ValueError(f"row length {xi.shape[-1]} exceeds the longest row {max_row}")
     mk = _mask_array(mask, xi.shape)
     mx = np.where(mk, xi, INT32_MIN).max(axis=-1, keepdims=True)
-    d = np.where(mk, mx - xi, 0)
+    d = np.where(mk, np.minimum(mx - xi, D_MAX), 0)
     u = (d * params.mult + ((1 << params.shift) >> 1)) >> params.shift
     e = np.where(mk, exp2_neg_int(u), 0)
     total = e.sum(axis=-1, keepdims=True)
