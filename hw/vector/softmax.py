@@ -100,8 +100,9 @@ class SoftmaxUnit(wiring.Component):
     * :func:`sw.perf.vector.softmax_cycles` follows the control cycle by cycle
       (:class:`sw.perf.vector.RowControl`); the benches check it against the RTL.
     * Resources: a ``RING`` x ``33 P``-bit score ring and a ``RING`` x ``(EXP_BITS + 1) P``-bit
-      exponent ring; per lane a 26 x 15-bit (the score difference saturates at ``D_MAX``:
-      one DSP48E2) and a 17 x 5-bit multiplier (exponent) and a 23 x 16-bit one (normalise);
+      exponent ring; per lane a 26 x 15-bit multiplier (the score difference saturates at
+      ``D_MAX``: one DSP48E2) and a 17 x 5-bit product as shifted adds (exponent) and a
+      23 x 16-bit multiplier (normalise): two DSP48E2 a lane;
       ``DIV_CYCLES x DIV_RADIX_BITS`` subtractors of the sum's
       width; two FIFOs of ``ROWS`` row records.
     """
@@ -248,7 +249,9 @@ class SoftmaxUnit(wiring.Component):
                 u3.eq(u_c),
                 keep3.eq(keep2),
                 c0_3.eq(c0_rom[seg]),
-                t3.eq(c1_rom[seg] * low),
+                # C1 * l as SEG_SHIFT shifted adds (LUTs): a multiplier here would take a
+                # DSP48E2 a lane for a 17 x 5-bit product
+                t3.eq(sum(Mux(low[i], c1_rom[seg] << i, 0) for i in range(SEG_SHIFT))),
                 k3.eq(Mux(kk > EXP_BITS, EXP_BITS + 1, kk)),
                 zero3.eq(~keep3 | (kk > EXP_BITS)),
                 e4.eq(Mux(zero3, 0, y.as_unsigned() >> k3)),
