@@ -205,7 +205,8 @@ def test_saturation_of_acc_plus_bias_changes_no_accepted_result(out_bits):
     w[:, rng.random(k) < 0.5] = 0  # pruned
     w[0] = 127  # a channel whose bound is 128 * 127 * K = 2**25.6
     bound = acc_bound(w)
-    assert bound.tolist() == (128 * np.abs(w).sum(axis=1)).tolist()
+    # the activations that push each channel's sum furthest either way reach the bound, never
+    # beyond it
     x = np.concatenate([rng.integers(-128, 128, size=(64, k)),
                         np.where(w > 0, -128, 127), np.where(w > 0, 127, -128)])
     acc = x @ w.T
