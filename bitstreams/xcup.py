@@ -116,6 +116,7 @@ PART_CAPACITY = {
                "URAM": 960},
 }
 
+_ROOT = Path(__file__).resolve().parent.parent
 _PARTS = {"accel": "hw.top.accelerator:Accelerator", "engine": "hw.top.engine_ops:EngineOps",
           "vector": "hw.top.vector_ops:VectorOps", "spmm": "hw.spmm.engine:SpmmEngine"}
 
@@ -164,30 +165,41 @@ def synth_rtlil(component, workdir: Path) -> dict[str, int]:
 
 
 @functools.cache
-def rtl_digest() -> str:
-    """SHA-256 (16 hex digits) of the sources the Accelerator's generator imports (``hw.*``,
-    ``sw.*`` modules, found by importing it in a fresh interpreter): part of every cache key,
-    so a slice synthesized from other RTL is never reused, and edits elsewhere (``hw/platform``)
-    do not invalidate the cache."""
-    probe = ("import sys, hw.top.accelerator\n"
+def rtl_sources(module: str = "hw.top.accelerator") -> tuple[str, ...]:
+    """The ``hw.*`` and ``sw.*`` sources a generator ``module`` imports (found by importing it
+    in a fresh interpreter), as paths from the repository's root, sorted."""
+    probe = (f"import sys, {module}\n"
              "print('\\n'.join(sorted(m.__file__ for n, m in list(sys.modules.items())\n"
              "      if n.split('.')[0] in ('hw', 'sw') and getattr(m, '__file__', None))))")
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", probe], cwd=_ROOT, capture_output=True,
                          text=True, check=True).stdout
+    return tuple(str(Path(name).relative_to(_ROOT)) for name in out.split())
+
+
+@functools.cache
+def rtl_digest(module: str = "hw.top.accelerator") -> str:
+    """SHA-256 (16 hex digits) of :func:`rtl_sources` of a generator ``module``; by default the
+    Accelerator's, which the summaries record. A part's cache key has its own generator's
+    digest (:func:`part_digest`), so a slice synthesized from other RTL is never reused, while
+    edits that do not reach a part (``hw/platform``; ``hw/vector/layernorm.py`` for the engine's
+    slices, ``hw/vector/softmax.py`` for the vector unit's) do not invalidate it."""
     h = hashlib.sha256()
-    for name in out.split():
-        f = Path(name)
-        h.update(f"{f.relative_to(root)}\n".encode() + f.read_bytes())
+    for name in rtl_sources(module):
+        h.update(f"{name}\n".encode() + (_ROOT / name).read_bytes())
     return h.hexdigest()[:16]
+
+
+def part_digest(part: str) -> str:
+    """:func:`rtl_digest` of the sources ``part``'s generator (``_PARTS``) imports."""
+    return rtl_digest(_PARTS[part].split(":")[0])
 
 
 def synth_part(part: str, config: AcceleratorConfig, workdir, *, log=print) -> dict:
     """Synthesize ``part`` (``accel``, ``engine``, ``vector`` or ``spmm``) of ``config``, cached.
 
-    The cache key hashes the part, the config JSON, the Yosys script and :func:`rtl_digest`;
-    the record is ``{"part", "pe_rows", "pe_cols", "vector_lanes", "cells", "wall_s",
-    "rtl_digest"}``.
+    The cache key hashes the part, the config JSON, the Yosys script and the part's sources
+    (:func:`part_digest`); the record is ``{"part", "pe_rows", "pe_cols", "vector_lanes",
+    "cells", "wall_s", "rtl_digest"}`` (the part's digest).
     """
     if part not in _PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of {sorted(_PARTS)}")
@@ -205,7 +217,7 @@ def synth_part(part: str, config: AcceleratorConfig, workdir, *, log=print) -> d
     cells = synth_rtlil(component, workdir / "runs" / cache.stem)
     rec = {"part": part, "pe_rows": config.pe_rows, "pe_cols": config.pe_cols,
            "vector_lanes": config.vector_lanes, "cells": cells,
-           "wall_s": round(time.monotonic() - t0, 1), "rtl_digest": rtl_digest()}
+           "wall_s": round(time.monotonic() - t0, 1), "rtl_digest": part_digest(part)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")  # whole records only, also with syntheses side by side
     tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
@@ -379,7 +391,7 @@ def plan(config: AcceleratorConfig, *, validating: bool = False
 
 def _cache_path(part: str, config: AcceleratorConfig, workdir) -> Path:
     key = hashlib.sha256(f"{part}\n{config.to_json()}\n{TARGETS['xcup']}\n"
-                         f"{rtl_digest()}".encode()).hexdigest()
+                         f"{part_digest(part)}".encode()).hexdigest()
     shape = f"{config.pe_rows}x{config.pe_cols}-L{config.vector_lanes}"
     return Path(workdir) / "slices" / f"{part}-{shape}-{key[:16]}.json"
 

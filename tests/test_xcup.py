@@ -130,7 +130,7 @@ def test_plan_lists_what_estimate_and_validate_synthesize(monkeypatch, tmp_path,
 def test_prefetch_submits_each_missing_synthesis_once(monkeypatch, tmp_path):
     import concurrent.futures as cf
 
-    monkeypatch.setattr(xcup, "rtl_digest", lambda: "0" * 16)
+    monkeypatch.setattr(xcup, "rtl_digest", lambda module="hw.top.accelerator": "0" * 16)
     jobs = xcup.plan(preset("u200"))
     cached = xcup._cache_path(*jobs[0], tmp_path)
     cached.parent.mkdir(parents=True)
@@ -146,6 +146,31 @@ def test_prefetch_submits_each_missing_synthesis_once(monkeypatch, tmp_path):
     assert len(unique) < len(jobs) - 1
     assert len(futures) == len(unique) - (cached in unique)
     assert sorted(map(repr, ran)) == sorted(repr(j) for k, j in unique.items() if k != cached)
+
+
+def test_a_slice_cache_key_follows_only_the_sources_of_its_part(monkeypatch, tmp_path):
+    """An edit to the LayerNorm keeps the engine's slices, one to the softmax the vector unit's;
+    the whole Accelerator's (the glue, the validation) follow every source."""
+    engine, vector = xcup.rtl_sources("hw.top.engine_ops"), xcup.rtl_sources("hw.top.vector_ops")
+    accel = xcup.rtl_sources()
+    assert "hw/vector/softmax.py" in engine and "hw/vector/softmax.py" not in vector
+    assert "hw/vector/layernorm.py" in vector and "hw/vector/layernorm.py" not in engine
+    assert set(engine) | set(vector) <= set(accel)
+    assert {"hw/top/accelerator.py", "hw/top/control.py"} <= set(accel) - set(engine) - set(vector)
+
+    cfg = preset("u200")
+    jobs = {part: (part, xcup.engine_config(cfg, 2, 2) if part == "engine" else
+                   xcup.vector_config(cfg, 2) if part == "vector" else xcup.neutral(cfg))
+            for part in ("engine", "vector", "accel")}
+    edited: set[str] = set()
+    monkeypatch.setattr(xcup, "rtl_digest", lambda module="hw.top.accelerator":
+                        ("edited" if any(f in edited for f in xcup.rtl_sources(module))
+                         else "before"))
+    before = {part: xcup._cache_path(*job, tmp_path) for part, job in jobs.items()}
+    edited.add("hw/vector/layernorm.py")
+    after = {part: xcup._cache_path(*job, tmp_path) for part, job in jobs.items()}
+    assert after["engine"] == before["engine"]
+    assert after["vector"] != before["vector"] and after["accel"] != before["accel"]
 
 
 def test_bad_preset_name_is_a_clear_error(capsys):
