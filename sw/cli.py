@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="minilm (pretrained), bert-base (seeded random) or a model directory")
     run.add_argument("--preset", default="tiny", help="preset name or config JSON file")
     run.add_argument("--nm", help="N:M for one-shot pruning of a dense model (default: half "
-                                   "the weights in the preset's M: 2:4 on M = 4, 4:8 on M = 8)")
+                                   "the weights in the preset's M: 2:4 on M = 4, 4:8 on M = 8; "
+                                   "an M dividing the preset's runs as its density there: 2:4 "
+                                   "as 4:8)")
     run.add_argument("--device", default="ref", choices=["ref", "rtl", "xrt"],
                      help="ref: golden model; rtl: the generated Verilog in simulation (SIM="
                           "icarus|verilator); xrt: an Alveo card")

@@ -483,9 +483,10 @@ def test_cli_run_refuses_a_model_dir_with_a_corrupt_packed_file(tmp_path, capsys
 
 @pytest.mark.parametrize("argv, message", [
     (["--nm", "2:8"], "built for M = 4; the same density there is --nm 1:4"),
-    (["--nm", "2:4", "--preset", "u200"], "built for M = 8; the same density there is --nm 4:8"),
+    (["--nm", "2:16", "--preset", "u200"], "built for M = 8; the same density there is --nm 1:8"),
     (["--nm", "1:3", "--preset", "u200"], "M must be 4, 8 or 16"),
-    (["--nm", "4:4", "--preset", "u200"], "the same density there is --nm 8:8"),
+    (["--nm", "4:16", "--preset", "u200"], "the same density there is --nm 2:8"),
+    (["--nm", "3:16"], "built for M = 4"),
     (["--seq", "5000"], "holds 1..512 tokens"),
     (["--model", "/nonexistent"], "neither minilm, bert-base nor a saved model"),
     (["--preset", "nosuch"], "unknown preset"),
@@ -511,6 +512,35 @@ def test_run_prunes_half_the_weights_in_the_presets_m_by_default():
     r = run_encoder(model="bert-base", config=preset("u200"), nm=None, device="ref", seq=8,
                     layers=1, progress=lambda *_: None)
     assert r["nm"] == "4:8"
+    assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
+
+
+def test_run_prunes_2of4_and_runs_it_as_4of8_on_an_m8_preset():
+    """--nm 2:4 on u200 (M = 8) prunes to 2:4 itself (not to 4:8, which keeps other weights)
+    and runs the same weights as 4:8: 2:4 weights satisfy 4:8, at 4:8's cycles."""
+    from sw.driver.encoder_run import run_encoder
+    from sw.nm import is_nm
+    from sw.prune.sparsify import encoder_linears
+
+    seen = {}
+
+    def compile_spy(net, config, *args, **kwargs):
+        seen["weights"] = [lin.weight.detach().clone() for k, lin in
+                           encoder_linears(net).items() if k.split(".")[1] == "0"]
+        compiled = compile_encoder(net, config, *args, **kwargs)
+        seen["nm"] = {(c.args["n"], c.args["m"]) for c in compiled.program.commands
+                      if c.op == Op.LINEAR}
+        return compiled
+
+    import sw.driver.encoder_run as er
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(er, "compile_encoder", compile_spy)
+        r = run_encoder(model="bert-base", config=preset("u200"), nm="2:4", device="ref", seq=8,
+                        layers=1, progress=lambda *_: None)
+    assert r["nm"] == "2:4"
+    assert seen["weights"] and all(is_nm(w, 2, 4) for w in seen["weights"])
+    assert seen["nm"] == {(4, 8)}
     assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
 
 

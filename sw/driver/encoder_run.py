@@ -198,7 +198,8 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
                 seq: int, layers: int | None = None, seed: int = 0,
                 save_ir: str | None = None, profile: bool = False, progress=print) -> dict:
     """Prune ``model`` one-shot to ``nm`` (None: half the weights, ``M/2 : M`` in the preset's
-    M, i.e. 2:4 on M = 4 and 4:8 on M = 8), quantize, compile for ``config``, run on
+    M, i.e. 2:4 on M = 4 and 4:8 on M = 8; an N:M whose M divides the preset's runs as the
+    same density in the preset's M: 2:4 as 4:8), quantize, compile for ``config``, run on
     ``device`` and compare with the float model; the report ``nmaccel run`` prints. With
     ``profile``, the report's ``profile`` lists every command as the kernel model runs it
     (:func:`sw.perf.top.command_timeline`, with its ``label``; :func:`format_profile`)."""
@@ -206,13 +207,14 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
 
     nm = f"{config.m // 2}:{config.m}" if nm is None else nm
     n, m = _parse_nm(nm)
-    if m != config.m:
+    if config.m % m:  # an N:M with M dividing the preset's is also (N M' / M):M' (2:4 in 4:8)
         same = (f"; the same density there is --nm {n * config.m // m}:{config.m}"
                 if n * config.m % m == 0 else "")
         raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
                          f"{same}")
-    if n != m and n > config.n_max:
-        raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} or dense")
+    if n != m and n * config.m // m > config.n_max:
+        raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} of "
+                         f"M = {config.m}, or dense")
     if not 1 <= seq <= config.max_row:
         raise ValueError(f"--seq {seq}: preset {config.name!r} holds 1..{config.max_row} tokens")
     t0 = time.monotonic()
@@ -228,7 +230,9 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
     dense_out = float_encoder(net, x, xmask, layers)
     pruned = prune_oneshot(net, nm, layers)
     progress(f"model {model}: {layers}/{total} layers, hidden {net.config.hidden_size}, "
-             f"{'pruned one-shot to ' + nm if pruned else 'weights used as they are'}")
+             f"{'pruned one-shot to ' + nm if pruned else 'weights used as they are'}"
+             + (f" (run as {n * config.m // m}:{config.m}, which {nm} weights satisfy)"
+                if pruned and m != config.m else ""))
     compiled = compile_encoder(net, config, calib, cmask, layers=layers, save_dir=save_ir,
                                progress=lambda i, k: progress(f"calibrated layer {i}/{k}"))
     banks = "".join(f" + {b.size} B ({name})" for name, b in zip(WEIGHT_BANKS, compiled.banks,
