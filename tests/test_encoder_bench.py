@@ -24,6 +24,7 @@ from sw.perf.encoder_bench import (
     preset_clock,
     preset_nm,
     preset_resources,
+    pruned_nm,
     readme_table,
     run_encoder_bench,
     run_rtl_check,
@@ -117,6 +118,36 @@ def test_sparsity_names_and_preset_m():
     assert preset_nm(preset("ecp5"), 1, 1) == (4, 4)
     with pytest.raises(ValueError, match="no equivalent"):
         preset_nm(preset("tiny"), 1, 8)
+
+
+def test_a_case_prunes_to_the_sparsity_asked_where_the_presets_m_holds_it(tiny_bert,
+                                                                           monkeypatch):
+    """2:4 on an M = 8 preset prunes to 2:4 (the weights every preset runs), compiled as 4:8;
+    2:8 on an M = 4 preset, which 2:8 weights need not satisfy, prunes to 1:4."""
+    import sw.driver.encoder_run as er
+    from sw.nm import is_nm
+    from sw.prune.sparsify import encoder_linears
+
+    assert pruned_nm(preset("u200"), 2, 4) == "2:4" and pruned_nm(preset("u280"), 1, 4) == "1:4"
+    assert pruned_nm(preset("tiny"), 2, 8) == "1:4" and pruned_nm(preset("u200"), 1, 1) == "8:8"
+    pruned, prune = [], er.prune_oneshot
+
+    def spy(net, nm, layers):
+        out = prune(net, nm, layers)
+        pruned.append((nm, all(is_nm(lin.weight.detach(), *map(int, nm.split(":")))
+                               for lin in encoder_linears(net).values())))
+        return out
+
+    monkeypatch.setattr(er, "prune_oneshot", spy)
+    tiny = preset("tiny")
+    tiny8 = tiny.replace(name="tiny8", m=8, n_max=8)
+    cases = encoder_bench._compile_cases([tiny_bert], [tiny, tiny8], ["2:4", "2:8"], SEQ, None,
+                                         {c.name: {"mhz": 100.0} for c in (tiny, tiny8)}, 4,
+                                         lambda *_: None)
+    assert pruned == [("2:4", True), ("2:4", True), ("1:4", True), ("2:8", True)]
+    got = {(c["preset"], c["sparsity"]): (c["pruned"], c["nm"], c["status"]) for c in cases}
+    assert got == {("tiny", "2:4"): ("2:4", "2:4", "ok"), ("tiny8", "2:4"): ("2:4", "4:8", "ok"),
+                   ("tiny", "2:8"): ("1:4", "1:4", "ok"), ("tiny8", "2:8"): ("2:8", "2:8", "ok")}
 
 
 def test_clocks(tmp_path):

@@ -7,13 +7,15 @@ random weights; ``minilm``: the pretrained all-MiniLM-L6-v2; or a saved BERT dir
 preset (``ecp5``, ``u200``, ``u280`` by default) and per sparsity (``dense``, ``2:4``,
 ``1:4``), at batch 1 and one sequence length:
 
-* **What runs.** The model is pruned one-shot by magnitude to the sparsity (written in the
-  preset's M: ``2:4`` runs as ``4:8`` and ``1:4`` as ``2:8`` on the M = 8 Alveo presets, the
-  same density), calibrated int8 on a few sequences (calibration changes scales, never
-  cycles) and compiled for the preset by :func:`sw.compiler.encoder.compile_encoder`. A case
-  the preset cannot hold (the compiler's :class:`~sw.compiler.encoder.CompileError`, e.g. the
-  ``ecp5`` scratchpad at seq 128, or a sequence or hidden size beyond the preset) is recorded
-  as ``"does not fit"`` with the reason; no figure is made up for it.
+* **What runs.** The model is pruned one-shot by magnitude to the sparsity (:func:`pruned_nm`:
+  as asked where its M divides the preset's, the weights then running in the preset's M at the
+  same density, so the same 2:4 weights run as ``4:8`` on the M = 8 Alveo presets and 1:4 as
+  ``2:8``; else in the preset's M, ``2:8`` pruned as ``1:4`` on M = 4), calibrated int8 on a few
+  sequences (calibration changes scales, never cycles) and compiled for the preset by
+  :func:`sw.compiler.encoder.compile_encoder`. A case the preset cannot hold (the compiler's
+  :class:`~sw.compiler.encoder.CompileError`, e.g. the ``ecp5`` scratchpad at seq 128, or a
+  sequence or hidden size beyond the preset) is recorded as ``"does not fit"`` with the reason;
+  no figure is made up for it.
 * **Model cycles** (``model_cycles``): the ``ref`` backend's figure for that Program, i.e.
   the sum of :func:`sw.driver.executor.command_cycles` (engine, softmax, LayerNorm and the
   vector units at their exact cycle models, commands one after another, LOAD/STORE at
@@ -101,7 +103,8 @@ from hw.config import PRESETS, AcceleratorConfig, preset
 __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
     "ALVEO_CLOCK_MHZ", "ECP5_SUMMARY", "ModelShape", "encoder_macs", "floor_cycles",
-    "device_macs_per_cycle", "parse_sparsity", "preset_nm", "preset_clock", "preset_resources",
+    "device_macs_per_cycle", "parse_sparsity", "preset_nm", "pruned_nm", "preset_clock",
+    "preset_resources",
     "command_stream_bytes", "program_figures", "cycle_budget", "BUDGET", "run_rtl_check",
     "run_encoder_bench", "fit_variant", "write_plot", "write_budget_plot", "budget_plot_path",
     "readme_table", "update_readme", "format_report", "main",
@@ -192,6 +195,16 @@ def preset_nm(config: AcceleratorConfig, n: int, m: int) -> tuple[int, int]:
     nc = n * config.m // m
     config.check_nm(nc, config.m)
     return nc, config.m
+
+
+def pruned_nm(config: AcceleratorConfig, n: int, m: int) -> str:
+    """The N:M a case prunes to: ``n:m`` itself when ``m`` divides the preset's M (its weights
+    then satisfy :func:`preset_nm`'s, which the compiler runs), else :func:`preset_nm` (dense:
+    ``M:M``)."""
+    if n != m and config.m % m == 0:
+        return f"{n}:{m}"
+    nc, mc = preset_nm(config, n, m)
+    return f"{nc}:{mc}"
 
 
 #: what a build summary is, for :func:`_read_json`'s errors
@@ -486,14 +499,15 @@ def _compile_cases(models, configs, sparsities, seq, layers, clocks, calibration
                     progress(f"[{mname} {cfg.name} {label}] {bad[0]}: {bad[1]}")
                     continue
                 nc, mc = preset_nm(cfg, n, m)
-                groups.setdefault((mc, cfg.n_max, nc), []).append((cfg, base))
-            for (mc, _, nc), members in groups.items():
+                base["pruned"] = pruned_nm(cfg, n, m)
+                groups.setdefault((base["pruned"], mc, cfg.n_max, nc), []).append((cfg, base))
+            for (pnm, mc, _, nc), members in groups.items():
                 t1 = time.monotonic()
-                what = "dense" if nc == mc else f"pruning to {nc}:{mc}"
+                what = "dense" if nc == mc else f"pruning to {pnm}"
                 progress(f"{mname}: {what}, calibrating for "
                          f"{', '.join(c.name for c, _ in members)}")
                 pruned_net = copy.deepcopy(net)
-                prune_oneshot(pruned_net, f"{nc}:{mc}", nl)
+                prune_oneshot(pruned_net, pnm, nl)
                 try:
                     qe = quantize_step(pruned_net, calib, cmask, members[0][0], layers=nl)
                 except CompileError as e:
@@ -610,7 +624,7 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
     nc, mc = preset_nm(cfg, n, m)
     t0 = time.monotonic()
     net, tok = load_encoder(model, seed=0)
-    prune_oneshot(net, f"{nc}:{mc}", layers)
+    prune_oneshot(net, pruned_nm(cfg, n, m), layers)
     while True:  # the longest sequence up to ``seq`` (halving) whose layer fits the scratchpad
         calib, cmask, x, xmask = encoder_inputs(net, tok, seq)
         try:
@@ -642,7 +656,8 @@ def run_rtl_check(config: AcceleratorConfig | str, *, model: str = "minilm", spa
     block = program_figures(compiled, None)["model_cycles"]
     ok = res.status.name == "OK"
     out = {"preset": cfg.name, "model": model, "sparsity": label, "nm": f"{nc}:{mc}",
-           "seq": seq, "layers": layers, "device": device, "simulator": sim,
+           "pruned": pruned_nm(cfg, n, m), "seq": seq, "layers": layers, "device": device,
+           "simulator": sim,
            "status": res.status.name, "rtl_cycles": res.cycles, "model_cycles": block,
            "ratio": res.cycles / block if ok else None,
            "kernel_model_cycles": ref_res.cycles,
