@@ -171,9 +171,12 @@ def rtl_sources(module: str = "hw.top.accelerator") -> tuple[str, ...]:
     probe = (f"import sys, {module}\n"
              "print('\\n'.join(sorted(m.__file__ for n, m in list(sys.modules.items())\n"
              "      if n.split('.')[0] in ('hw', 'sw') and getattr(m, '__file__', None))))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=_ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    return tuple(str(Path(name).relative_to(_ROOT)) for name in out.split())
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=_ROOT, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"importing {module} to list its sources failed (exit "
+                           f"{proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
+    return tuple(str(Path(name).relative_to(_ROOT)) for name in proc.stdout.split())
 
 
 @functools.cache
