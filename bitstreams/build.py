@@ -126,16 +126,28 @@ def _own_group() -> None:
 
 
 def _stop(pool) -> None:
-    """Cancel ``pool``'s jobs not started and stop its workers' process groups, the tools they
-    run included: a worker leads a group of its own (:func:`_own_group`), so neither a
-    Ctrl-C in the terminal nor a signal to this process reaches it."""
+    """Stop ``pool``'s workers' process groups, the tools they run included (a worker leads a
+    group of its own, :func:`_own_group`, so neither a Ctrl-C in the terminal nor a signal to
+    this process reaches it), wait for the workers to end, then cancel the jobs not started.
+
+    The workers go first: the pool then breaks (its jobs fail, none is handed out again) before
+    ``shutdown`` resets its state; a ``shutdown(wait=False)`` before the workers die races the
+    pool's manager thread over them in CPython 3.11 (python/cpython#132969), the likely cause
+    of a stopped run in the test suite that once did not exit within 120 s."""
+    from multiprocessing.connection import wait
+
     procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+    pending = [proc.sentinel for proc in procs]
+    deadline = time.monotonic() + 30
+    while pending and time.monotonic() < deadline:
+        done = wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        pending = [s for s in pending if s not in done]
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _interrupt(signum, frame) -> None:
