@@ -25,16 +25,18 @@ So the estimate is the sum of three parts, each synthesized separately (flattene
 ``engine``
     :class:`~hw.top.engine_ops.EngineOps` (the PE array, its staging buffers, the requantizer
     and the softmax unit) with the config's own settings at small PE arrays
-    :data:`ENGINE_SHAPES` (125 to 201 s each at u200 settings), fitted per resource class by
-    least squares to ``a + b R + c C + d R C``, then evaluated at the config's ``R x C``.
+    :data:`ENGINE_SHAPES` (389 to 518 s each at u200 settings, in ``make bitstream`` at
+    62a0a4a: two syntheses at a time with RTL simulations beside them, as the other times
+    here), fitted per resource class by least squares to ``a + b R + c C + d R C``, then
+    evaluated at the config's ``R x C``.
 ``vector``
-    :class:`~hw.top.vector_ops.VectorOps` at ``vector_lanes`` ``L`` in :data:`LANES` (16 to
-    38 s each; 8 is the most it can synthesize), fitted to ``a + b L``; synthesized at the
+    :class:`~hw.top.vector_ops.VectorOps` at ``vector_lanes`` ``L`` in :data:`LANES` (83 to
+    101 s each; 8 is the most it can synthesize), fitted to ``a + b L``; synthesized at the
     config's own ``L`` when that is at most ``max(LANES)``.
 ``glue``
     Everything else (the ``spm_kib`` scratchpad, control registers, AXI reader / writer,
     command processor): ``Accelerator - EngineOps - VectorOps``, all three synthesized once
-    (203 s for the Accelerator) at the config with a 2 x 2 array, 2 vector and 4 softmax
+    (943 s for the Accelerator) at the config with a 2 x 2 array, 2 vector and 4 softmax
     lanes (none of which reaches the glue), at the full ``spm_kib``.
 
 Configs small enough (at most :data:`FULL_MAX_PES` PEs and ``max(LANES)`` vector lanes) are
