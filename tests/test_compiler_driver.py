@@ -515,7 +515,7 @@ def test_run_prunes_half_the_weights_in_the_presets_m_by_default():
     assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
 
 
-def test_run_prunes_2of4_and_runs_it_as_4of8_on_an_m8_preset():
+def test_run_prunes_2of4_and_runs_it_as_4of8_on_an_m8_preset(monkeypatch):
     """--nm 2:4 on u200 (M = 8) prunes to 2:4 itself (not to 4:8, which keeps other weights)
     and runs the same weights as 4:8: 2:4 weights satisfy 4:8, at 4:8's cycles."""
     from sw.driver.encoder_run import run_encoder
@@ -534,10 +534,9 @@ def test_run_prunes_2of4_and_runs_it_as_4of8_on_an_m8_preset():
 
     import sw.driver.encoder_run as er
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(er, "compile_encoder", compile_spy)
-        r = run_encoder(model="bert-base", config=preset("u200"), nm="2:4", device="ref", seq=8,
-                        layers=1, progress=lambda *_: None)
+    monkeypatch.setattr(er, "compile_encoder", compile_spy)
+    r = run_encoder(model="bert-base", config=preset("u200"), nm="2:4", device="ref", seq=8,
+                    layers=1, progress=lambda *_: None)
     assert r["nm"] == "2:4"
     assert seen["weights"] and all(is_nm(w, 2, 4) for w in seen["weights"])
     assert seen["nm"] == {(4, 8)}

@@ -212,7 +212,8 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
                 if n * config.m % m == 0 else "")
         raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
                          f"{same}")
-    if n != m and n * config.m // m > config.n_max:
+    nc = n * config.m // m  # the same density in the preset's M, which the compiler runs
+    if n != m and nc > config.n_max:
         raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} of "
                          f"M = {config.m}, or dense")
     if not 1 <= seq <= config.max_row:
@@ -231,7 +232,7 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
     pruned = prune_oneshot(net, nm, layers)
     progress(f"model {model}: {layers}/{total} layers, hidden {net.config.hidden_size}, "
              f"{'pruned one-shot to ' + nm if pruned else 'weights used as they are'}"
-             + (f" (run as {n * config.m // m}:{config.m}, which {nm} weights satisfy)"
+             + (f" (run as {nc}:{config.m}, which {nm} weights satisfy)"
                 if pruned and m != config.m else ""))
     compiled = compile_encoder(net, config, calib, cmask, layers=layers, save_dir=save_ir,
                                progress=lambda i, k: progress(f"calibrated layer {i}/{k}"))
