@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NMViolationError", "PackedNM", "nm_mask", "check_nm", "is_nm", "pack", "unpack"]
+__all__ = ["NMViolationError", "PackedNM", "nm_mask", "check_nm", "is_nm", "same_density", "pack",
+           "unpack"]
 
 
 class NMViolationError(ValueError):
@@ -116,6 +117,17 @@ def check_nm(w, n: int, m: int) -> None:
 def is_nm(w, n: int, m: int) -> bool:
     _check_nm_args(n, m)
     return _first_violation(_as_2d(w), n, m) is None
+
+
+def same_density(n: int, m: int, m_to: int) -> int | None:
+    """The N of the same density as ``n:m`` in groups of ``m_to`` (``2:4`` is ``4:8``), or
+    None when there is none (``1:8`` in groups of 4). Weights that are ``n:m`` are also
+    ``same_density(n, m, m_to):m_to`` when ``m`` divides ``m_to``; the other way round the
+    density matches but the pattern need not (a 4:8 group may hold its 4 in one half)."""
+    if not all(isinstance(v, int) and v >= 1 for v in (n, m, m_to)) or n > m:
+        raise ValueError(f"same_density needs 1 <= n <= m and m_to >= 1, got n={n!r}, m={m!r}, "
+                         f"m_to={m_to!r}")
+    return None if n * m_to % m else n * m_to // m
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sw.nm import NMViolationError, PackedNM, check_nm, is_nm, nm_mask, pack, unpack
+from sw.nm import (
+    NMViolationError,
+    PackedNM,
+    check_nm,
+    is_nm,
+    nm_mask,
+    pack,
+    same_density,
+    unpack,
+)
 
 
 @st.composite
@@ -129,3 +138,23 @@ def test_bad_input_is_refused():
         PackedNM(values=np.zeros((2, 5), np.int8), indices=good.indices, n=2, m=4, k=8)
     with pytest.raises(TypeError, match="unpack takes a PackedNM"):
         unpack(w)
+
+
+@pytest.mark.parametrize("n, m, m_to", [(2, 4, 8), (1, 4, 8), (1, 4, 16), (3, 8, 16),
+                                         (4, 4, 8), (1, 8, 8)])
+def test_n_m_weights_are_also_their_same_density_in_wider_groups(n, m, m_to):
+    """Weights pruned n:m satisfy ``same_density(n, m, m_to):m_to`` where m divides m_to,
+    and that N keeps the density."""
+    w = np.random.default_rng(7).standard_normal((6, 48)).astype(np.float32)
+    pruned = w * nm_mask(w, n, m)
+    nc = same_density(n, m, m_to)
+    assert nc * m == n * m_to
+    assert is_nm(pruned, nc, m_to)
+
+
+def test_same_density_without_an_equivalent_or_with_bad_arguments():
+    assert same_density(1, 8, 4) is None and same_density(3, 8, 4) is None
+    assert same_density(2, 8, 4) == 1
+    for bad in [(0, 4, 8), (5, 4, 8), (2, 4, 0), (2.0, 4, 8)]:
+        with pytest.raises(ValueError, match="same_density needs"):
+            same_density(*bad)

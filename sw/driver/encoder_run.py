@@ -33,6 +33,7 @@ from hw.config import AcceleratorConfig
 from sw.compiler.encoder import compile_encoder
 from sw.compiler.isa import WEIGHT_BANKS, Op
 from sw.compiler.qlayer import cosine
+from sw.nm import same_density
 from sw.perf.engine import GemmShape, ideal_cycles
 
 from .device import Device, open_device
@@ -207,12 +208,11 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
 
     nm = f"{config.m // 2}:{config.m}" if nm is None else nm
     n, m = _parse_nm(nm)
-    if config.m % m:  # an N:M with M dividing the preset's is also (N M' / M):M' (2:4 in 4:8)
-        same = (f"; the same density there is --nm {n * config.m // m}:{config.m}"
-                if n * config.m % m == 0 else "")
+    nc = same_density(n, m, config.m)  # what the compiler runs: 2:4 weights are also 4:8
+    if config.m % m:
+        same = f"; the same density there is --nm {nc}:{config.m}" if nc is not None else ""
         raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
                          f"{same}")
-    nc = n * config.m // m  # the same density in the preset's M, which the compiler runs
     if n != m and nc > config.n_max:
         raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} of "
                          f"M = {config.m}, or dense")

@@ -99,6 +99,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.config import PRESETS, AcceleratorConfig, preset
+from sw.nm import same_density
 
 __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
@@ -189,10 +190,10 @@ def preset_nm(config: AcceleratorConfig, n: int, m: int) -> tuple[int, int]:
     when the density has no such form or the preset cannot run it."""
     if n == m:
         return config.m, config.m
-    if (n * config.m) % m:
+    nc = same_density(n, m, config.m)
+    if nc is None:
         raise ValueError(f"{n}:{m} has no equivalent with preset {config.name!r}'s M = "
                          f"{config.m}")
-    nc = n * config.m // m
     config.check_nm(nc, config.m)
     return nc, config.m
 
