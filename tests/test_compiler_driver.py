@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ from sw.prune.quantize import mse_amax
 from sw.prune.sparsify import NMPlan, apply_masks, squash
 
 SEED = 11
+ROOT = Path(__file__).resolve().parents[1]
 L = 12
 
 
@@ -407,6 +409,25 @@ def test_cli_run_on_a_saved_model(tmp_path, capsys):
     assert r["cosine_vs_float"] >= 0.98, r
     assert 0 < r["engine_utilisation"] <= 1
     assert "cosine vs float" in capsys.readouterr().out
+
+
+def test_cli_run_projects_at_the_clock_the_bench_uses(tmp_path, capsys):
+    """``nmaccel run``'s latency is its cycles at ``make bench``'s clock: on ``ecp5`` the
+    Fmax its routed build's summary records (read here from the file), elsewhere the
+    config's ``clock_mhz``, labelled assumed."""
+    model = tiny_bert(nm=None, layers=1)
+    model.save_pretrained(tmp_path / "m")
+    fmax = json.loads((ROOT / "bitstreams" / "ecp5-ecp5" / "summary.json").read_text())[
+        "fmax_mhz"]
+    for name, mhz, label in (("ecp5", fmax, "(nextpnr Fmax"), ("tiny", preset("tiny").clock_mhz,
+                                                                 "(assumed: config clock_mhz")):
+        out = tmp_path / f"{name}.json"
+        assert main(["run", "--model", str(tmp_path / "m"), "--preset", name, "--nm", "1:4",
+                     "--seq", "8", "--json", str(out)]) == 0
+        r = json.loads(out.read_text())
+        assert r["clock_mhz"] == mhz and label in r["clock_label"], r["clock_label"]
+        assert r["latency_ms_projected"] == pytest.approx(r["cycles"] / (mhz * 1e3))
+        assert f"at {r['clock_label']}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("which", ["first", "all"])

@@ -9,7 +9,7 @@ import pytest
 
 from hw.config import preset
 from sw.compiler.isa import FIELDS, RQ_RECORD, Command, Op
-from sw.perf import encoder_bench
+from sw.perf import builds, encoder_bench
 from sw.perf.encoder_bench import (
     BEGIN,
     BUDGET,
@@ -337,7 +337,7 @@ def test_resources_say_whether_the_preset_fits(tmp_path):
 def test_resources_and_clock_say_when_the_rtl_changed_since_the_build(tmp_path, monkeypatch):
     """A summary built from other RTL (its ``rtl_digest`` is not the sources' digest now) says
     so in the label; one built from this RTL says nothing more."""
-    monkeypatch.setattr(encoder_bench, "_rtl_digest", lambda: "a" * 16)
+    monkeypatch.setattr(builds, "_rtl_digest", lambda: "a" * 16)
     for name, target in (("u200", "xcup"), ("ecp5", "ecp5")):
         cfg = preset(name)
         (tmp_path / f"{name}-{target}").mkdir()
