@@ -66,6 +66,7 @@ cost does not depend on its value beyond a LUT or two.
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import hashlib
 import importlib
@@ -82,7 +83,8 @@ from bitstreams.synth import TARGETS, SynthFailed, yosys_binary
 from hw.config import AcceleratorConfig, ConfigError, preset
 
 __all__ = ["CLASSES", "ENGINE_SHAPES", "LANES", "PART_CAPACITY", "cell_classes", "estimate",
-           "fit_linear", "main", "mid_config", "plan", "prefetch", "synth_part", "validate"]
+           "fit_linear", "main", "mid_config", "plan", "prefetch", "rtl_digest", "part_digest",
+           "rtl_sources", "source_code", "synth_part", "validate"]
 
 LABEL = "Yosys estimate (synth_xilinx -family xcup), not vendor results"
 #: PE-array shapes (R, C) of the engine slices; C even, so packed DSPs pair whole columns.
@@ -181,16 +183,33 @@ def rtl_sources(module: str = "hw.top.accelerator") -> tuple[str, ...]:
     return tuple(str(Path(name).relative_to(_ROOT)) for name in proc.stdout.split())
 
 
+def source_code(path: Path) -> bytes:
+    """A Python source's code without its comments and docstrings: the ``ast.dump`` of its
+    tree with every module, class and function docstring taken out (Python 3.11's ``ast``,
+    the version the project pins). Editing a docstring or a comment leaves it unchanged;
+    any edit to the code, string constants included, changes it."""
+    tree = ast.parse(Path(path).read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 @functools.cache
 def rtl_digest(module: str = "hw.top.accelerator") -> str:
-    """SHA-256 (16 hex digits) of :func:`rtl_sources` of a generator ``module``; by default the
-    Accelerator's, which the summaries record. A part's cache key has its own generator's
-    digest (:func:`part_digest`), so a slice synthesized from other RTL is never reused, while
-    edits that do not reach a part (``hw/platform``; ``hw/vector/layernorm.py`` for the engine's
-    slices, ``hw/vector/softmax.py`` for the vector unit's) do not invalidate it."""
+    """SHA-256 (16 hex digits) of the code (:func:`source_code`: comments and docstrings
+    aside) of :func:`rtl_sources` of a generator ``module``; by default the Accelerator's,
+    which the summaries record. A part's cache key has its own generator's digest
+    (:func:`part_digest`), so a slice synthesized from other RTL is never reused, while edits
+    that do not reach a part (``hw/platform``; ``hw/vector/layernorm.py`` for the engine's
+    slices, ``hw/vector/softmax.py`` for the vector unit's; any docstring or comment) do not
+    invalidate it."""
     h = hashlib.sha256()
     for name in rtl_sources(module):
-        h.update(f"{name}\n".encode() + (_ROOT / name).read_bytes())
+        h.update(f"{name}\n".encode() + source_code(_ROOT / name))
     return h.hexdigest()[:16]
 
 

@@ -173,6 +173,26 @@ def test_a_slice_cache_key_follows_only_the_sources_of_its_part(monkeypatch, tmp
     assert after["vector"] != before["vector"] and after["accel"] != before["accel"]
 
 
+def test_the_rtl_digest_follows_code_not_docstrings_or_comments(tmp_path):
+    """An edited docstring or comment leaves a source's code (and so the digests and slice
+    cache keys) as it was; an edited constant changes it."""
+    src = ('"""A module."""\n\nWIDTH = 8  # bits\n\n\nclass Unit:\n    """A unit."""\n\n'
+           '    def elaborate(self, platform):\n        """Its hardware."""\n'
+           '        return WIDTH + 1\n')
+    path = tmp_path / "unit.py"
+
+    def code(text):
+        path.write_text(text)
+        return xcup.source_code(path)
+
+    base = code(src)
+    assert code(src.replace("A unit.", "A unit, documented at length.")) == base
+    assert code(src.replace("Its hardware.", "Its RTL.").replace("# bits", "# bytes")) == base
+    assert code(src.replace('"""A module."""\n', "")) == base
+    assert code(src.replace("WIDTH + 1", "WIDTH + 2")) != base
+    assert code(src.replace("return", "x = 'Its hardware.'\n        return")) != base
+
+
 def test_bad_preset_name_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         xcup.main(["--preset", "u999"])
