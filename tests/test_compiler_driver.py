@@ -534,6 +534,12 @@ def test_run_prunes_half_the_weights_in_the_presets_m_by_default():
                     layers=1, progress=lambda *_: None)
     assert r["nm"] == "4:8"
     assert r["cosine_vs_float"] >= 0.99, r["cosine_vs_float"]
+    # make bench's floor, by hand: BERT-base's weight MACs at 4:8 and its dense attention
+    # on the U200's 6,840 DSPs x 2 MACs
+    h, f, seq = 768, 3072, 8
+    macs = seq * (4 * h * h + 2 * h * f) * 4 / 8 + 2 * seq * seq * h
+    assert r["floor_cycles"] == pytest.approx(macs / (6840 * 2))
+    assert r["utilisation"] == pytest.approx(r["floor_cycles"] / r["cycles"])
 
 
 def test_run_prunes_2of4_and_runs_it_as_4of8_on_an_m8_preset(monkeypatch):

@@ -109,6 +109,7 @@ from sw.perf.builds import (
     preset_resources,
     read_json,
 )
+from sw.perf.engine import device_macs_per_cycle
 
 __all__ = [
     "BEGIN", "END", "DEFAULT_MODELS", "DEFAULT_PRESETS", "DEFAULT_SPARSITIES",
@@ -156,15 +157,6 @@ def encoder_macs(shape: ModelShape, seq: int, layers: int | None = None) -> dict
     n = shape.layers if layers is None else layers
     h, f = shape.hidden, shape.ffn
     return {"weight": n * seq * (4 * h * h + 2 * h * f), "attention": n * 2 * seq * seq * h}
-
-
-def device_macs_per_cycle(config: AcceleratorConfig) -> tuple[int, str]:
-    """``(MACs per cycle, what it counts)``: the part's DSPs x MACs per DSP, or the PE count
-    for a preset without a part DSP count."""
-    if config.part_dsps:
-        return (config.part_dsps * config.macs_per_dsp,
-                f"{config.part_dsps} DSPs of {config.part} x {config.macs_per_dsp} MAC/DSP")
-    return config.num_pes, f"{config.num_pes} PEs (no part DSP count)"
 
 
 def floor_cycles(macs: dict, density: float, macs_per_cycle: float) -> float:

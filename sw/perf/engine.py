@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hw.config import AcceleratorConfig
 
 __all__ = ["CAPTURE_LATENCY", "GemmShape", "check_gemm", "tile_steps", "engine_cycles",
-           "tile_ends", "gemm_cycles", "ideal_cycles"]
+           "tile_ends", "gemm_cycles", "ideal_cycles", "device_macs_per_cycle"]
 
 #: edges from a tile's last step to its capture (hw.spmm.engine.SpmmEngine.CAPTURE_LATENCY)
 CAPTURE_LATENCY = 2
@@ -102,3 +102,13 @@ def gemm_cycles(config: AcceleratorConfig, shape: GemmShape) -> int:
 def ideal_cycles(config: AcceleratorConfig, shape: GemmShape) -> float:
     """Compute floor of the array: ``MACs / (R * C * M / N)``."""
     return shape.macs / (config.num_pes * shape.m / shape.n)
+
+
+def device_macs_per_cycle(config: AcceleratorConfig) -> tuple[int, str]:
+    """``(MACs per cycle, what it counts)``: the part's DSPs x MACs per DSP (the silicon's
+    compute floor, which ``make bench`` measures against), or the PE count for a preset
+    without a part DSP count."""
+    if config.part_dsps:
+        return (config.part_dsps * config.macs_per_dsp,
+                f"{config.part_dsps} DSPs of {config.part} x {config.macs_per_dsp} MAC/DSP")
+    return config.num_pes, f"{config.num_pes} PEs (no part DSP count)"
