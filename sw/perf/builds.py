@@ -52,7 +52,7 @@ def preset_clock(config: AcceleratorConfig, *, ecp5_summary: str | Path = ECP5_S
                     "label": f"no Fmax measured ({path} has no fmax_mhz)"}
         fmax = float(s["fmax_mhz"])
         matches = s.get("config") == config.to_dict()
-        rtl = _rtl_matches(s)
+        path, rtl, _ = _summary_origin(path, s)
         label = f"{fmax:.1f} MHz (nextpnr Fmax)"
         if not matches:
             label += ", measured on a different ecp5 config"
