@@ -327,7 +327,7 @@ def format_report(r: dict) -> str:
         f"{r['cosine_float_pruned_vs_dense']:.5f}",
         f"  cycles {r['cycles']:,} ({r['cycles_source']}); engine floor "
         f"{r['ideal_engine_cycles']:,.0f} (its PEs), utilisation {r['engine_utilisation']:.3f}"
-        + ("" if r["floor_cycles"] == r["ideal_engine_cycles"] else
+        + ("" if abs(r["floor_cycles"] - r["ideal_engine_cycles"]) < 0.5 else  # no part
            f"; floor {r['floor_cycles']:,.0f} ({r['floor_counts']}, make bench's), "
            f"utilisation {r['utilisation']:.3f}"),
         f"  projected latency {r['latency_ms_projected']:.3f} ms at {r['clock_label']}",
