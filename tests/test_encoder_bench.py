@@ -2,6 +2,7 @@
 bandwidth-bound flag, "does not fit", speed-ups, the RTL-check path (on the ``ref`` backend),
 the README table and the plot. Tiny shapes, CPU timing stubbed; no time is asserted."""
 
+import copy
 import json
 import math
 
@@ -30,6 +31,7 @@ from sw.perf.encoder_bench import (
     run_rtl_check,
     update_readme,
     write_budget_plot,
+    write_plot,
 )
 
 SEQ = 8
@@ -311,6 +313,26 @@ def test_plot_written(bench):
     assert not write_budget_plot({"cases": [{"status": "does not fit"}], "seq": 8},
                                  tmp / "none.png")
     assert not (tmp / "none.png").exists()
+
+
+def test_the_plot_legend_names_only_what_it_shows(bench, tmp_path):
+    """The legend lists the series some panel draws: here the CPU bars, dense and 2:4, the
+    floor and the kernel. Without CPU figures and with one sparsity only that one remains;
+    a sparsity other than dense, 2:4 and 1:4 gets its own entry."""
+    report, *_ = bench
+    assert write_plot(report, tmp_path / "all.png") == [
+        "CPU (median, p10-p90)", "accelerator dense", "accelerator 2:4", "compute floor",
+        "RTL kernel as built (sw/perf/top.py)"]
+    one = copy.deepcopy(report)
+    one["cpu"] = None
+    one["cases"] = [c for c in one["cases"] if c["sparsity"] == "2:4"]
+    other = copy.deepcopy(one["cases"][0])
+    other.update(sparsity="2:8", kernel_ms=None)
+    one["cases"].append(other)
+    assert write_plot(one, tmp_path / "one.png") == [
+        "accelerator 2:4", "accelerator 2:8", "compute floor",
+        "RTL kernel as built (sw/perf/top.py)"]
+    assert (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resources_say_whether_the_preset_fits(tmp_path):

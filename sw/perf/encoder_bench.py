@@ -90,6 +90,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import os
@@ -726,7 +727,7 @@ def _sparsity_label(c: dict) -> str:
     return c["sparsity"]
 
 
-def write_plot(report: dict, path: str | Path) -> None:
+def write_plot(report: dict, path: str | Path) -> list[str]:
     """Latency per case on a log scale, one panel per model: the CPU baselines (median,
     p10-p90 bars) beside the accelerator's projected latencies (block model), each with its
     floor marked (a black bar) and the RTL kernel as built (``kernel_ms``, a red x); the
@@ -745,10 +746,15 @@ def write_plot(report: dict, path: str | Path) -> None:
     variants = {k for k, v in report.get("presets", {}).items()  # hatched: fitting variants
                 if v.get("resources", {}).get("variant_of")}
     bars = max(sum(c["model"] == m for c in report["cases"]) for m in models) + 4
-    fig, axes = plt.subplots(len(models), 1, figsize=(max(12, 0.85 * bars), 4.4 * len(models)),
-                             squeeze=False)
+    width = max(12, 0.85 * bars) + 2.5  # and the legend beside the first panel
+    fig, axes = plt.subplots(len(models), 1, figsize=(width, 4.4 * len(models)), squeeze=False)
     colours = {"dense": "#4c72b0", "2:4": "#55a868", "1:4": "#c44e52"}
+    others = itertools.cycle(["#8172b2", "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c"])
+    for c in report["cases"]:  # other sparsities (e.g. 2:8) in the order they come
+        if c["sparsity"] not in colours:
+            colours[c["sparsity"]] = next(others)
     cpu = report.get("cpu") or {}
+    drawn: set[str] = set()  # what the legend names: only series some panel shows
     for ax, mname in zip(axes[:, 0], models, strict=True):
         labels, x = [], 0
         for key, v in (cpu.get("cases") or {}).items():
@@ -758,6 +764,7 @@ def write_plot(report: dict, path: str | Path) -> None:
             med = v["median_ms"]
             err = [[med - v.get("p10_ms", med)], [v.get("p90_ms", med) - med]]
             ax.bar(x, med, color="#999999", yerr=err, capsize=3)
+            drawn.add("cpu")
             labels.append("CPU\n" + backend.replace("torch-", "torch ").replace("ort-", "ORT "))
             x += 1
         for c in report["cases"]:
@@ -766,12 +773,15 @@ def write_plot(report: dict, path: str | Path) -> None:
             lat = c.get("latency_ms")
             if lat:
                 variant = c["preset"] in variants
-                ax.bar(x, lat, color=colours.get(c["sparsity"], "#8172b2"),
+                ax.bar(x, lat, color=colours[c["sparsity"]],
                        hatch="//" if variant else None, edgecolor="white" if variant else None)
+                drawn.update({c["sparsity"]} | ({"variant"} if variant else set()))
                 if c.get("floor_ms"):
                     ax.hlines(c["floor_ms"], x - 0.4, x + 0.4, colors="black", linewidth=2)
+                    drawn.add("floor")
                 if c.get("kernel_ms"):
                     ax.plot(x, c["kernel_ms"], "x", color="red", markersize=8)
+                    drawn.add("kernel")
             else:
                 why = "does not fit" if c["status"] == "does not fit" else (
                     "no clock" if c["status"] == "ok" else c["status"])
@@ -787,20 +797,23 @@ def write_plot(report: dict, path: str | Path) -> None:
                      "(accelerator: block-model projections; black bar = compute floor; "
                      "red x = the RTL kernel as built)", fontsize=9)
         ax.grid(axis="y", which="both", alpha=0.3)
-    handles = [Patch(color="#999999", label="CPU (median, p10-p90)")]
-    handles += [Patch(color=v, label=f"accelerator {k}") for k, v in colours.items()]
-    if variants:
-        handles.append(Patch(facecolor="#bbbbbb", hatch="//", edgecolor="white",
-                             label="largest array that fits the part (<preset>-RxC)"))
-    handles += [Line2D([], [], color="black", linewidth=2, label="compute floor"),
-                Line2D([], [], marker="x", color="red", linestyle="",
-                       label="RTL kernel as built (sw/perf/top.py)")]
-    axes[0, 0].legend(handles=handles, fontsize=7, loc="upper right")
+    series = {"cpu": Patch(color="#999999", label="CPU (median, p10-p90)")}
+    series |= {k: Patch(color=v, label=f"accelerator {k}") for k, v in colours.items()}
+    series |= {"variant": Patch(facecolor="#bbbbbb", hatch="//", edgecolor="white",
+                                label="largest array that fits the part (<preset>-RxC)"),
+               "floor": Line2D([], [], color="black", linewidth=2, label="compute floor"),
+               "kernel": Line2D([], [], marker="x", color="red", linestyle="",
+                                label="RTL kernel as built (sw/perf/top.py)")}
+    handles = [h for k, h in series.items() if k in drawn]
+    if handles:  # beside the first panel, clear of its bars
+        axes[0, 0].legend(handles=handles, fontsize=7, loc="upper left",
+                          bbox_to_anchor=(1.005, 1.0), borderaxespad=0)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return [h.get_label() for h in handles]
 
 
 #: the README's and the budget plot's name for each :data:`BUDGET` term
