@@ -7,7 +7,8 @@ states and derives every integer parameter of the int8 dataflow the accelerator 
 x int8 --Q,K,V linears (N:M)--> q, k, v int8 (per-head scales for q and k)
 q_h . k_h^T -> int32 scores --softmax (key mask)--> p uint8 (/255)
 p . v_h -> int32 --requant--> ctx int8 --attention-output linear--> a int8
-add(a, x) -> h1 int16 -> LayerNorm -> l1 int8 --intermediate linear--> GELU table
+add(a, x) -> h1 int16 -> LayerNorm -> l1 int8 --intermediate linear--> GELU table (of the
+  model's own activation: :func:`ffn_activation`)
   --output linear--> o int16;  add(o, l1) -> h2 int16 -> LayerNorm -> y int8
 ```
 
@@ -48,7 +49,8 @@ from sw.ref.quant import (
 )
 from sw.ref.softmax import SoftmaxParams, softmax_int, softmax_params
 
-__all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine"]
+__all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine",
+           "ffn_activation"]
 
 _LINEARS = {"q": "attention.self.query", "k": "attention.self.key",
             "v": "attention.self.value", "ao": "attention.output.dense",
@@ -103,6 +105,42 @@ def _amax(t: torch.Tensor) -> float:
     return float(t.detach().abs().max())
 
 
+def _range(amax: float, what: str) -> float:
+    """A calibrated range; 1.0 where the samples hold only zeros (a pruned head's Q or K, a
+    zeroed V, an FFN whose activations are all 0): the tensor is zeros at any scale, and
+    1.0 keeps the multipliers that divide by its scale finite and in range."""
+    if not math.isfinite(amax):
+        raise ValueError(f"calibration: {what} is not finite (range {amax!r}); the model or "
+                         "its input holds inf or NaN")
+    return amax if amax > 0 else 1.0
+
+
+def ffn_activation(layer):
+    """The layer's FFN activation (``intermediate.intermediate_act_fn``: GELU, ``gelu_new``,
+    ReLU, SiLU, ...) as a function of float64 arrays, for the table of the GELU unit
+    (:func:`sw.ref.gelu.gelu_params`). It must be elementwise: the unit looks each int8
+    input up on its own."""
+    act = layer.intermediate.intermediate_act_fn
+    name = getattr(act, "__name__", type(act).__name__)
+
+    def fn(v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(v, dtype=torch.float64)
+        with torch.no_grad():
+            try:
+                out = act(t)
+            except RuntimeError:  # a module with float32 parameters (PReLU)
+                out = act(t.float()).double()
+        return out.numpy()
+
+    probe = np.linspace(-8.0, 8.0, 33)
+    whole = fn(probe)
+    alone = np.concatenate([fn(probe[i:i + 1]) for i in range(probe.size)])
+    if whole.shape != probe.shape or not np.allclose(whole, alone, rtol=1e-9, atol=1e-12):
+        raise ValueError(f"the FFN activation {name} is not elementwise: the accelerator "
+                         "applies it as a 256-entry table per int8 input")
+    return fn
+
+
 def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = None,
                         nm: dict[str, tuple[int, int]] | None = None,
                         residual_bits: int = 16, calibration: str = "mse") -> QuantBertLayer:
@@ -147,17 +185,18 @@ def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = 
             h.remove()
 
     def amax(name):
-        return max(_amax(t) for t in cap[name])
+        return _range(max(_amax(t) for t in cap[name]), name)
 
     def rng(name):
-        return mse_amax(cap[name]) if calibration == "mse" else amax(name)
+        return _range(mse_amax(cap[name]), name) if calibration == "mse" else amax(name)
 
     def head_amax(name):
-        return np.array([max(_amax(t[..., h * d:(h + 1) * d]) for t in cap[name])
-                         for h in range(heads)])
+        return np.array([_range(max(_amax(t[..., h * d:(h + 1) * d]) for t in cap[name]),
+                                f"{name} of head {h}") for h in range(heads)])
 
-    s_x = in_scale or activation_scale(mse_amax(list(samples)) if calibration == "mse"
-                                       else max(_amax(x) for x in samples))
+    s_x = in_scale or activation_scale(_range(
+        mse_amax(list(samples)) if calibration == "mse" else max(_amax(x) for x in samples),
+        "the input"))
     s_q = np.repeat(head_amax("q") / 127, d)
     s_k = np.repeat(head_amax("k") / 127, d)
     s_v = activation_scale(rng("v"))
@@ -186,7 +225,7 @@ def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = 
         pv=[requant_params(np.full(d, s_v / 255 / s_ctx)) for _ in range(heads)],
         add1=add_params(s_ao, s_x, s_h1, out_bits=residual_bits),
         ln1=layernorm_params(s_h1, ln1m.weight, ln1m.bias, s_l1, ln1m.eps, in_bits=residual_bits),
-        gelu=gelu_params(s_i, s_g),
+        gelu=gelu_params(s_i, s_g, ffn_activation(layer)),
         add2=add_params(s_o, s_l1, s_h2, a_bits=residual_bits, out_bits=residual_bits),
         ln2=layernorm_params(s_h2, ln2m.weight, ln2m.bias, s_l2, ln2m.eps, in_bits=residual_bits),
     )

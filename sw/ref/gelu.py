@@ -45,12 +45,21 @@ def _gelu64(v: np.ndarray) -> np.ndarray:
     return v * 0.5 * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
 
 
-def gelu_params(scale_in: float, scale_out: float) -> GeluParams:
-    """Build the table for int8 input scale ``scale_in`` and output scale ``scale_out``."""
+def gelu_params(scale_in: float, scale_out: float, fn=None) -> GeluParams:
+    """Build the table for int8 input scale ``scale_in`` and output scale ``scale_out``.
+
+    ``fn``: the function the table holds, mapping a float64 array of the 256 dequantized
+    inputs to their outputs (default: GELU, the exact erf form). The unit is a table, so any
+    elementwise activation runs on it: the compiler passes the model's own (``gelu_new``,
+    ``relu``, ...), and the table is then exact to the output rounding for that function."""
     for name, v in (("scale_in", scale_in), ("scale_out", scale_out)):
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"GELU {name} must be finite and > 0, got {v!r}")
-    y = _gelu64(np.arange(-128, 128, dtype=np.float64) * scale_in) / scale_out
+    v = np.arange(-128, 128, dtype=np.float64) * scale_in
+    y = (_gelu64(v) if fn is None else np.asarray(fn(v), dtype=np.float64)) / scale_out
+    if y.shape != (256,) or not np.isfinite(y).all():
+        raise ValueError(f"the activation gave {y.shape} values, not 256 finite ones, for the "
+                         f"256 int8 inputs at scale {scale_in!r}")
     table = np.clip(np.sign(y) * np.floor(np.abs(y) + 0.5), INT8_MIN, INT8_MAX).astype(np.int64)
     return GeluParams(table=table, scale_in=float(scale_in), scale_out=float(scale_out))
 
