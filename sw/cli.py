@@ -90,6 +90,12 @@ def _eval(args) -> int:
 def _run(args) -> int:
     from sw.driver.encoder_run import format_profile, format_report, run_encoder, write_report
 
+    # output paths checked before the run (which may take long), not when it is done
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):
+        raise ValueError(f"--json {args.json}: " + ("is a directory" if Path(args.json).is_dir()
+                         else f"no directory {str(Path(args.json).parent)!r} to write it in"))
+    if args.save_ir and Path(args.save_ir).exists() and not Path(args.save_ir).is_dir():
+        raise ValueError(f"--save-ir {args.save_ir}: exists and is not a directory")
     report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,
                          device=args.device, seq=args.seq, layers=args.layers, seed=args.seed,
                          save_ir=args.save_ir, profile=args.profile is not None)
@@ -113,6 +119,9 @@ def _config_arg(text: str):
         return preset(text)
     if Path(text).is_file():
         return AcceleratorConfig.from_json(Path(text))
+    if text.endswith(".json") or "/" in text:
+        raise ValueError(f"--preset {text}: no such config file (or a preset name: "
+                         f"{', '.join(sorted(PRESETS))})")
     return preset(text)  # raises, listing the presets
 
 
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, RuntimeError) as e:
+    except (ConfigError, ValueError, RuntimeError, OSError) as e:
         print(f"nmaccel: error: {e}", file=sys.stderr)
         return 2
 

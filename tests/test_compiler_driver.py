@@ -36,7 +36,7 @@ from sw.compiler.isa import (
     check_command,
     check_shape,
 )
-from sw.compiler.qlayer import layer_int
+from sw.compiler.qlayer import cosine, layer_int
 from sw.driver.device import DeviceError, open_device
 from sw.driver.encoder_run import run_on_device
 from sw.prune.quantize import mse_amax
@@ -619,3 +619,146 @@ def test_requantizer_records_pack_into_two_words_and_values_out_of_range_are_ref
             pack_requant([b], [m], [s])
     with pytest.raises(ValueError, match="2 biases, 1 multipliers and 1 shifts"):
         pack_requant([0, 0], [1], [1])
+
+
+# -- models no other test uses: their activation, dead heads, other embeddings, bad files ---
+def _layer_case(act="gelu", seed=SEED, **kw):
+    """A 1-layer random BERT with FFN activation ``act``, its layer quantized on 4 samples
+    (the table is the model's own), and the measured sequence."""
+    from sw.compiler.qlayer import quantize_bert_layer
+
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=128, vocab_size=100, hidden_act=act,
+                                 **kw)).eval()
+    with torch.no_grad():  # FFN inputs wide enough that the activation's shape matters
+        model.encoder.layer[0].intermediate.dense.weight.mul_(4.0)
+    calib, cmask, x, xmask = inputs(model)
+    layer = model.encoder.layer[0]
+    return model, layer, quantize_bert_layer(layer, [calib], [cmask]), x, xmask
+
+
+@pytest.mark.parametrize("act, fn", [
+    ("gelu", None),  # the erf form: the table gelu_params has always built
+    ("gelu_new", lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))),
+    ("relu", lambda v: np.maximum(v, 0.0)),
+    ("silu", lambda v: v / (1 + np.exp(-v))),
+])
+def test_the_activation_table_holds_the_model_s_own_function(act, fn):
+    """The GELU unit is a 256-entry table: it holds the FFN activation the model names
+    (computed here from its formula, not by the compiler's path), and the int8 layer then
+    tracks the float layer that uses it."""
+    from sw.compiler.qlayer import layer_float
+    from sw.ref.gelu import gelu_params
+
+    _, layer, ql, x, xmask = _layer_case(act)
+    g = ql.gelu
+    expect = gelu_params(g.scale_in, g.scale_out, fn).table
+    assert np.array_equal(g.table, expect)
+    if act != "gelu":  # the model's function, not GELU's
+        assert not np.array_equal(g.table, gelu_params(g.scale_in, g.scale_out).table)
+    xq = np.clip(np.round(x.numpy() / ql.in_scale), -128, 127).astype(np.int8)
+    y = layer_int(ql, xq, xmask.numpy()) * ql.out_scale
+    flt = layer_float(layer, x, xmask.numpy()).numpy()
+    keep = xmask.numpy()
+    assert cosine(y[keep], flt[keep]) >= 0.995
+
+
+def test_an_activation_that_is_not_elementwise_is_refused():
+    from sw.compiler.qlayer import ffn_activation
+
+    _, layer, *_ = _layer_case()
+    layer.intermediate.intermediate_act_fn = torch.nn.Softmax(dim=-1)
+    with pytest.raises(ValueError, match="activation Softmax is not elementwise"):
+        ffn_activation(layer)
+
+
+def test_a_pruned_head_and_a_zeroed_v_compile_and_run():
+    """Zero ranges (head 0's Q and K, the whole V projection) calibrate to a unit range
+    instead of a zero scale: the program compiles, the ref backend equals the golden layer
+    and the output tracks the float model."""
+    model = tiny_bert(nm=None, layers=1)
+    att = model.encoder.layer[0].attention.self
+    with torch.no_grad():
+        for lin in (att.query, att.key):
+            lin.weight[:16].zero_()
+            lin.bias[:16].zero_()
+        att.value.weight.zero_()
+        att.value.bias.zero_()
+    calib, cmask, x, xmask = inputs(model)
+    comp = compile_encoder(model, preset("tiny"), calib, cmask)
+    xq = np.clip(np.round(x.numpy() / comp.in_scale), -128, 127).astype(np.int8)
+    y, _ = run_on_device(open_device("ref", preset("tiny")), comp, xq, xmask.numpy())
+    ql = quantize_step(model, calib, cmask, preset("tiny")).layers[0]
+    assert np.array_equal(y, layer_int(ql, xq, xmask.numpy()))
+    from sw.driver.encoder_run import float_encoder
+
+    flt = float_encoder(model, x, xmask, 1).numpy()
+    keep = xmask.numpy()
+    assert cosine(y[keep] * comp.out_scale, flt[keep]) >= 0.99
+
+
+def test_cli_run_takes_a_model_whose_embeddings_are_narrower_than_its_layers(tmp_path,
+                                                                              capsys):
+    """ELECTRA's embeddings (32 wide) go through its projection to the hidden size (64) on
+    the host, as the model itself runs them, before the accelerator's first layer."""
+    from transformers import ElectraConfig, ElectraModel
+
+    torch.manual_seed(0)
+    ElectraModel(ElectraConfig(embedding_size=32, hidden_size=64, num_hidden_layers=1,
+                               num_attention_heads=4, intermediate_size=128, vocab_size=100,
+                               max_position_embeddings=64, initializer_range=0.1)
+                 ).save_pretrained(tmp_path / "e")
+    out = tmp_path / "r.json"
+    assert main(["run", "--model", str(tmp_path / "e"), "--seq", "9", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["cosine_vs_float"] >= 0.99
+
+
+def test_cli_run_on_one_token_keeps_the_tokenizer_s_first():
+    """A 1-token run of a model with a tokenizer keeps [CLS] (a tokenizer needs two)."""
+    from sw.driver.encoder_run import encoder_inputs, load_encoder
+
+    net, tok = load_encoder("minilm")
+    calib, cmask, x, xmask = encoder_inputs(net, tok, 1)
+    assert calib.shape[1:] == (1, 384) and x.shape == (1, 384) and bool(xmask.all())
+    with torch.no_grad():
+        cls = net.embeddings(input_ids=torch.tensor([[tok.cls_token_id]]))[0]
+    assert torch.equal(x, cls)
+
+
+def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
+    """A corrupt weights file, a config that cannot build a model, more tokens than the
+    position embeddings hold (RoBERTa's count from after its padding index), a report path
+    that is a directory or in no directory, an absent config file: one line each, exit 2,
+    before any run."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tiny_bert(nm=None, layers=1).save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "config.json").write_text((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "cut" / "model.safetensors").write_bytes(weights.read_bytes()[:20000])
+    (tmp_path / "nohead").mkdir()
+    conf = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "nohead" / "config.json").write_text(json.dumps({**conf,
+                                                                 "num_attention_heads": 0}))
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, vocab_size=100,
+                               max_position_embeddings=20)).save_pretrained(tmp_path / "rob")
+    capsys.readouterr()  # (the saves' progress bars)
+    for argv, message in (
+            (["--model", str(tmp_path / "cut")], "not a loadable Hugging Face model"),
+            (["--model", str(tmp_path / "nohead")], "not a loadable Hugging Face model"),
+            (["--model", str(tmp_path / "rob"), "--seq", "19"], "hold 1..18 tokens"),
+            (["--model", str(tmp_path / "m"), "--json", str(tmp_path)], "is a directory"),
+            (["--model", str(tmp_path / "m"), "--json", str(tmp_path / "no" / "r.json")],
+             "no directory"),
+            (["--model", str(tmp_path / "m"), "--save-ir", str(weights)], "not a directory"),
+            (["--preset", str(tmp_path / "absent.json")], "no such config file")):
+        assert main(["run", "--seq", "8", *argv]) == 2, argv
+        err = capsys.readouterr().err  # (after transformers' loading bar, if it loaded)
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("nmaccel: error:") and message in last, (argv, err)
+        assert "Traceback" not in err
+    assert main(["run", "--model", str(tmp_path / "rob"), "--seq", "18"]) == 0  # its longest

@@ -41,7 +41,8 @@ from sw.perf.engine import GemmShape, device_macs_per_cycle, ideal_cycles
 from .device import Device, open_device
 from .executor import command_cycles
 
-__all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "prune_oneshot",
+__all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "max_tokens",
+           "prune_oneshot",
            "cycle_bar", "run_with_progress", "format_report", "format_profile"]
 
 CALIBRATION_SENTENCES = 32
@@ -69,13 +70,19 @@ def load_encoder(name: str, *, seed: int = 0):
     if not (p / "config.json").is_file():
         raise ValueError(f"--model {name!r} is neither minilm, bert-base nor a saved model "
                          "directory (no config.json there)")
-    try:
+    try:  # a user's file: a corrupt weights file or a config with nonsense values raises
+        # whatever transformers or safetensors meet first (SafetensorError, ZeroDivisionError,
+        # KeyError, IndexError, ...): one message naming the file and the loader's complaint
         model = AutoModel.from_pretrained(p).eval()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{p}: not a loadable Hugging Face model ({e})") from None
+        tok = (AutoTokenizer.from_pretrained(p) if (p / "tokenizer_config.json").is_file()
+               else None)
+    except Exception as e:  # noqa: BLE001 (re-raised as ValueError, the cause chained)
+        raise ValueError(f"{p}: not a loadable Hugging Face model ({type(e).__name__}: "
+                         f"{e})") from e
     if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
         raise ValueError(f"{p}: {type(model).__name__} is not a BERT encoder")
-    tok = AutoTokenizer.from_pretrained(p) if (p / "tokenizer_config.json").is_file() else None
+    if len(model.encoder.layer) == 0:
+        raise ValueError(f"{p}: the model has no encoder layers (num_hidden_layers = 0)")
     from sw.prune.packed import PACKED_FILE, load_packed
 
     if (p / PACKED_FILE).is_file():
@@ -100,17 +107,33 @@ def prune_oneshot(model, nm: str, layers: int) -> bool:
     return True
 
 
+def max_tokens(model) -> int:
+    """The longest sequence ``model``'s position embeddings hold: ``max_position_embeddings``,
+    less ``padding_idx + 1`` where positions count from after the padding index (RoBERTa:
+    the first real token's position is ``padding_idx + 1``)."""
+    emb = model.embeddings
+    n = emb.position_embeddings.num_embeddings
+    pad = getattr(emb.position_embeddings, "padding_idx", None)
+    return n - (pad + 1) if pad is not None else n
+
+
 def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
     """``(calibration embeddings [B, L, H], masks [B, L], measured embeddings [L, H],
-    measured mask [L])``."""
+    measured mask [L])``: the embedding layer's output on the host (with the projection to
+    the hidden size of models whose embeddings are narrower, as ELECTRA's may be), which is
+    what the accelerator's first layer reads."""
+    if not 1 <= seq <= max_tokens(model):
+        raise ValueError(f"--seq {seq}: the model's position embeddings hold 1.."
+                         f"{max_tokens(model)} tokens")
     if tok is not None:
         from sw.prune.data import rt_split
 
         train, test, _ = rt_split(seed=0)
         texts = [e.text for e in train[:CALIBRATION_SENTENCES]] + [test[0].text]
-        enc = tok(texts, padding="max_length", truncation=True, max_length=seq,
+        # at least [CLS] and [SEP]: a 1-token run keeps [CLS]
+        enc = tok(texts, padding="max_length", truncation=True, max_length=max(seq, 2),
                   return_tensors="pt")
-        ids, masks = enc["input_ids"], enc["attention_mask"].bool()
+        ids, masks = enc["input_ids"][:, :seq], enc["attention_mask"][:, :seq].bool()
     else:
         g = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
@@ -118,6 +141,8 @@ def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
         masks = torch.ones_like(ids, dtype=torch.bool)
     with torch.no_grad():
         emb = model.embeddings(input_ids=ids)
+        if getattr(model, "embeddings_project", None) is not None:
+            emb = model.embeddings_project(emb)
     return emb[:-1], masks[:-1], emb[-1], masks[-1]
 
 
@@ -208,15 +233,17 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
     (:func:`sw.perf.top.command_timeline`, with its ``label``; :func:`format_profile`)."""
     from sw.prune.sparsify import _parse_nm
 
+    given = f"--nm {nm}" if nm is not None else (
+        f"the default --nm {config.m // 2}:{config.m} (half the weights)")
     nm = f"{config.m // 2}:{config.m}" if nm is None else nm
     n, m = _parse_nm(nm)
     nc = same_density(n, m, config.m)  # what the compiler runs: 2:4 weights are also 4:8
     if config.m % m:
         same = f"; the same density there is --nm {nc}:{config.m}" if nc is not None else ""
-        raise ValueError(f"--nm {nm}: preset {config.name!r} is built for M = {config.m}"
+        raise ValueError(f"{given}: preset {config.name!r} is built for M = {config.m}"
                          f"{same}")
     if n != m and nc > config.n_max:
-        raise ValueError(f"--nm {nm}: preset {config.name!r} runs N <= {config.n_max} of "
+        raise ValueError(f"{given}: preset {config.name!r} runs N <= {config.n_max} of "
                          f"M = {config.m}, or dense")
     if not 1 <= seq <= config.max_row:
         raise ValueError(f"--seq {seq}: preset {config.name!r} holds 1..{config.max_row} tokens")
@@ -228,7 +255,7 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
         raise ValueError(f"--layers {layers}: the model has {total} layers")
     if net.config.hidden_size > config.max_hidden:
         raise ValueError(f"hidden size {net.config.hidden_size} exceeds preset "
-                         f"{config.name!r}'s max_hidden = {config.max_hidden}")
+                         f"{config.name!r} (max_hidden = {config.max_hidden})")
     calib, cmask, x, xmask = encoder_inputs(net, tok, seq, seed=seed)
     dense_out = float_encoder(net, x, xmask, layers)
     pruned = prune_oneshot(net, nm, layers)
