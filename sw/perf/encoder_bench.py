@@ -189,8 +189,8 @@ def preset_nm(config: AcceleratorConfig, n: int, m: int) -> tuple[int, int]:
         return config.m, config.m
     nc = same_density(n, m, config.m)
     if nc is None:
-        raise ValueError(f"{n}:{m} has no equivalent with preset {config.name!r}'s M = "
-                         f"{config.m}")
+        raise ValueError(f"{n}:{m} has no equivalent in M = {config.m} (preset "
+                         f"{config.name!r})")
     config.check_nm(nc, config.m)
     return nc, config.m
 
@@ -324,8 +324,8 @@ def _prechecks(cfg: AcceleratorConfig, shape: ModelShape, seq: int, n: int, m: i
     if not 1 <= seq <= cfg.max_row:
         return "does not fit", f"seq {seq}: preset {cfg.name!r} holds 1..{cfg.max_row} tokens"
     if shape.hidden > cfg.max_hidden:
-        return "does not fit", (f"hidden size {shape.hidden} exceeds preset {cfg.name!r}'s "
-                                f"max_hidden = {cfg.max_hidden}")
+        return "does not fit", (f"hidden size {shape.hidden} exceeds preset {cfg.name!r} "
+                                f"(max_hidden = {cfg.max_hidden})")
     return None
 
 
@@ -333,16 +333,16 @@ def _compile_cases(models, configs, sparsities, seq, layers, clocks, calibration
     """Every (model, preset, sparsity) case as a dict; quantizes once per (model, M, N max,
     N) and lowers/allocates/emits per preset."""
     from sw.compiler.encoder import STEPS, CompileError, quantize_step
-    from sw.driver.encoder_run import encoder_inputs, load_encoder, prune_oneshot
+    from sw.driver.encoder_run import encoder_inputs, load_encoder, max_tokens, prune_oneshot
 
     cases = []
     for mname in models:
         t0 = time.monotonic()
         net, tok = load_encoder(mname, seed=0)
         shape = ModelShape.of(net.config)
-        if seq > net.config.max_position_embeddings:
-            raise ValueError(f"--seq {seq}: model {mname!r} takes at most "
-                             f"{net.config.max_position_embeddings} tokens")
+        if seq > max_tokens(net):
+            raise ValueError(f"--seq {seq}: model {mname!r} takes at most {max_tokens(net)} "
+                             "tokens (its position embeddings)")
         nl = shape.layers if layers is None else layers
         if not 1 <= nl <= shape.layers:
             raise ValueError(f"--layers {layers}: model {mname!r} has {shape.layers} layers")
@@ -577,11 +577,22 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     the report. ``cpu`` is ``measure`` (run :func:`sw.perf.cpu.run_cpu_bench`, or
     ``cpu_bench`` when given: same keywords; its ONNX exports cached in ``onnx_dir``),
     ``reuse`` (read ``cpu_json``; labelled as not measured in this run) or ``none``."""
-    models, sparsities = list(models), list(sparsities)
+    models, sparsities, presets = list(models), list(sparsities), list(presets)
+    for what, items in (("--models", models), ("--presets", presets),
+                        ("--sparsity", sparsities)):
+        if not items:  # an empty run would also empty the README's table
+            raise ValueError(f"{what}: nothing to run (an empty list)")
     for mname in models:
         _check_model(mname)
-    for sp in sparsities:
-        parse_sparsity(sp)
+    if len(set(models)) < len(models):
+        raise ValueError(f"--models {','.join(models)}: a model named twice")
+    labels: dict[str, str] = {}
+    for sp in sparsities:  # dense, 4:4 and 8:8 are one case: the report keys by label
+        label = parse_sparsity(sp)[0]
+        if label in labels:
+            raise ValueError(f"--sparsity {','.join(sparsities)}: {labels[label]} and {sp} "
+                             f"are the same case ({label})")
+        labels[label] = sp
     configs = _configs(presets)
     resources = {c.name: preset_resources(c, bitstreams=bitstreams) for c in configs}
     if fit_variants:  # beside each preset too large for its part, the largest that fits
@@ -1107,8 +1118,9 @@ def main(argv=None) -> int:
             fit_variants=args.fit_variants, out=args.out, plot=args.plot or None,
             readme=args.readme, onnx_dir=args.onnx_dir,
             progress=lambda s: print(s, flush=True))
-    except ValueError as e:
-        p.error(str(e))
+    except (ValueError, RuntimeError, OSError) as e:  # one line, as nmaccel's errors
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(format_report(report))
     return 0
 
