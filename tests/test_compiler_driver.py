@@ -762,3 +762,39 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
         assert last.startswith("nmaccel: error:") and message in last, (argv, err)
         assert "Traceback" not in err
     assert main(["run", "--model", str(tmp_path / "rob"), "--seq", "18"]) == 0  # its longest
+
+
+@pytest.mark.parametrize("family", ["RoFormer", "MPNet", "MegatronBert"])
+def test_encoders_that_are_more_than_their_layers_are_refused(family, tmp_path, capsys):
+    """RoFormer (rotary positions handed to every layer), MPNet (a relative position bias)
+    and Megatron-BERT (pre-LayerNorm, a final LayerNorm) are not BERT layers run one after
+    another: refused, naming the model, instead of compiled into silently wrong results."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{family}Config")(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
+        vocab_size=100, max_position_embeddings=64)
+    getattr(transformers, f"{family}Model")(config).save_pretrained(tmp_path / "m")
+    capsys.readouterr()
+    assert main(["run", "--model", str(tmp_path / "m"), "--seq", "9"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{family}Model: its encoder is not its layers run one after another" in last
+
+
+def test_a_layer_with_another_norm_is_refused_by_the_compiler():
+    """The compiler checks each layer's own forward against the dataflow it compiles: a
+    LayerNorm replaced by an RMS norm (same weight, bias and eps) is refused, naming it."""
+
+    class RMSNorm(torch.nn.LayerNorm):
+        def forward(self, t):
+            return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    model = tiny_bert(nm=None, layers=1)
+    ln = model.encoder.layer[0].output.LayerNorm
+    rms = RMSNorm(ln.normalized_shape, eps=ln.eps)
+    rms.load_state_dict(ln.state_dict())
+    model.encoder.layer[0].output.LayerNorm = rms
+    calib, cmask, *_ = inputs(model)
+    with pytest.raises(CompileError, match="layer 0 .* computes something other than a BERT"):
+        compile_encoder(model, preset("tiny"), calib, cmask)

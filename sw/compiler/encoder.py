@@ -55,7 +55,7 @@ from .isa import (
     config_fingerprint,
     pack_requant,
 )
-from .qlayer import _LINEARS, QuantBertLayer, _get, quantize_bert_layer
+from .qlayer import _LINEARS, QuantBertLayer, _get, check_bert_layer, quantize_bert_layer
 from .weight_layout import weight_banks
 
 __all__ = ["QuantEncoder", "Tensor", "Node", "Graph", "Schedule", "Compiled", "STEPS",
@@ -117,6 +117,10 @@ def quantize_step(model, samples: torch.Tensor, masks: torch.Tensor | None,
     ext = None if masks is None else (1.0 - masks[:, None, None, :].float()) * -1e9
     for i in range(count):
         layer = enc_layers[i]
+        try:  # the dataflow the accelerator runs is this layer's (else: silently wrong)
+            check_bert_layer(layer, x[:1], None if ext is None else ext[:1], what=f"layer {i}")
+        except ValueError as e:
+            raise CompileError(str(e)) from None
         nm = {key: detect_nm(_get(layer, path).weight, config) for key, path in _LINEARS.items()}
         ql = quantize_bert_layer(layer, [x], None if masks is None else [masks],
                                  in_scale=scale, nm=nm, residual_bits=residual_bits)

@@ -50,7 +50,7 @@ from sw.ref.quant import (
 from sw.ref.softmax import SoftmaxParams, softmax_int, softmax_params
 
 __all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine",
-           "ffn_activation"]
+           "ffn_activation", "bert_layer_reference", "check_bert_layer"]
 
 _LINEARS = {"q": "attention.self.query", "k": "attention.self.key",
             "v": "attention.self.value", "ao": "attention.output.dense",
@@ -266,6 +266,59 @@ def layer_float(layer, x: torch.Tensor, key_mask=None) -> torch.Tensor:
         out = layer(x[None].float(), attention_mask=ext)
     out = out[0] if isinstance(out, tuple) else out
     return out[0]
+
+
+def bert_layer_reference(layer, x: torch.Tensor, ext=None) -> torch.Tensor:
+    """The dataflow the accelerator runs (the module docstring's), in float from ``layer``'s
+    weights: plain scaled dot-product attention, post-LayerNorm residuals, the FFN with
+    ``intermediate_act_fn``. ``x [B, L, H]``, ``ext``: the additive key mask ``[B, 1, 1, L]``.
+    :func:`check_bert_layer` compares it with the layer's own forward."""
+    att = layer.attention.self
+    heads, hidden = att.num_attention_heads, att.all_head_size
+    d = hidden // heads
+    b, n = x.shape[:2]
+
+    def split(t):
+        return t.view(b, n, heads, d).transpose(1, 2)
+
+    def lin(mod, t):
+        return torch.nn.functional.linear(t, mod.weight, mod.bias)
+
+    def norm(mod, t):
+        return torch.nn.functional.layer_norm(t, (t.shape[-1],), mod.weight, mod.bias, mod.eps)
+
+    with torch.no_grad():
+        scores = split(lin(att.query, x)) @ split(lin(att.key, x)).transpose(-1, -2)
+        scores = scores / math.sqrt(d) + (0.0 if ext is None else ext)
+        ctx = (scores.softmax(-1) @ split(lin(att.value, x))).transpose(1, 2).reshape(b, n, -1)
+        h1 = norm(layer.attention.output.LayerNorm, lin(layer.attention.output.dense, ctx) + x)
+        inter = layer.intermediate.intermediate_act_fn(lin(layer.intermediate.dense, h1))
+        return norm(layer.output.LayerNorm, lin(layer.output.dense, inter) + h1)
+
+
+def check_bert_layer(layer, x: torch.Tensor, ext=None, *, what: str = "the layer") -> None:
+    """``ValueError`` unless ``layer``'s own forward on ``x`` is :func:`bert_layer_reference`
+    (to float32 rounding): a layer of another structure (relative or rotary positions in its
+    attention, pre-LayerNorm, another norm) would otherwise be compiled as a BERT layer and
+    give wrong results silently."""
+    try:
+        ref = bert_layer_reference(layer, x, ext)
+    except (AttributeError, RuntimeError) as e:
+        raise ValueError(f"{what} ({type(layer).__name__}) is not a BERT layer the accelerator "
+                         f"runs: {type(e).__name__}: {e}") from None
+    with torch.no_grad():
+        out = layer(x, attention_mask=ext)
+    out = out[0] if isinstance(out, tuple) else out
+    err = float((out - ref).abs().max())
+    scale = float(ref.abs().max()) or 1.0
+    if not err <= 1e-3 * scale:
+        hint = getattr(getattr(layer, "config", None), "position_embedding_type", None)
+        raise ValueError(
+            f"{what} ({type(layer).__name__}) computes something other than a BERT layer "
+            f"(max difference {err:.3g} against plain attention with post-LayerNorm "
+            f"residuals, outputs up to {scale:.3g}); relative or rotary positions, pre-"
+            "LayerNorm or another norm are not what the accelerator runs"
+            + (f" (position_embedding_type {hint!r})" if hint else ""))
 
 
 def cosine(a, b) -> float:

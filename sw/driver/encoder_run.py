@@ -42,7 +42,7 @@ from .device import Device, open_device
 from .executor import command_cycles
 
 __all__ = ["load_encoder", "run_encoder", "run_on_device", "encoder_inputs", "max_tokens",
-           "prune_oneshot",
+           "check_layer_chain", "prune_oneshot",
            "cycle_bar", "run_with_progress", "format_report", "format_profile"]
 
 CALIBRATION_SENTENCES = 32
@@ -111,10 +111,11 @@ def max_tokens(model) -> int:
     """The longest sequence ``model``'s position embeddings hold: ``max_position_embeddings``,
     less ``padding_idx + 1`` where positions count from after the padding index (RoBERTa:
     the first real token's position is ``padding_idx + 1``)."""
-    emb = model.embeddings
-    n = emb.position_embeddings.num_embeddings
-    pad = getattr(emb.position_embeddings, "padding_idx", None)
-    return n - (pad + 1) if pad is not None else n
+    pe = getattr(model.embeddings, "position_embeddings", None)
+    if pe is None:  # positions elsewhere (rotary: check_layer_chain refuses those)
+        return int(getattr(model.config, "max_position_embeddings", 2**31))
+    pad = getattr(pe, "padding_idx", None)
+    return pe.num_embeddings - (pad + 1) if pad is not None else pe.num_embeddings
 
 
 def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
@@ -143,7 +144,32 @@ def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
         emb = model.embeddings(input_ids=ids)
         if getattr(model, "embeddings_project", None) is not None:
             emb = model.embeddings_project(emb)
+    check_layer_chain(model, emb[-1], masks[-1])
     return emb[:-1], masks[:-1], emb[-1], masks[-1]
+
+
+def check_layer_chain(model, x: torch.Tensor, mask: torch.Tensor) -> None:
+    """``ValueError`` unless the model's encoder is its layers run one after another on the
+    embeddings, as the accelerator runs them (:func:`float_encoder`): RoFormer's, for one,
+    hands every layer rotary positions it computes itself, which a Program of its layers
+    would leave out. Standard encoders agree exactly; the bound is float32 rounding."""
+    ext = (1.0 - mask[None, None, None, :].float()) * -1e9
+    with torch.no_grad():
+        try:
+            out = model.encoder(x[None], attention_mask=ext)
+        except (TypeError, RuntimeError, AttributeError) as e:
+            raise ValueError(f"{type(model).__name__}: its encoder does not run as BERT's "
+                             f"({type(e).__name__}: {e})") from None
+    full = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[0]
+    chained = float_encoder(model, x, mask, len(model.encoder.layer))
+    keep = mask.bool()
+    err = float((full[keep] - chained[keep]).abs().max())
+    scale = float(chained[keep].abs().max()) or 1.0
+    if not err <= 1e-5 * scale:
+        raise ValueError(f"{type(model).__name__}: its encoder is not its layers run one after "
+                         f"another (max difference {err:.3g}, outputs up to {scale:.3g}): it "
+                         "adds something between or inside them (rotary or relative "
+                         "positions, a final LayerNorm?) that the accelerator does not run")
 
 
 def float_encoder(model, x: torch.Tensor, mask: torch.Tensor, layers: int) -> torch.Tensor:
