@@ -88,12 +88,12 @@ def _eval(args) -> int:
 
 
 def _run(args) -> int:
+    from sw import checks
     from sw.driver.encoder_run import format_profile, format_report, run_encoder, write_report
 
     # output paths checked before the run (which may take long), not when it is done
-    if args.json and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):
-        raise ValueError(f"--json {args.json}: " + ("is a directory" if Path(args.json).is_dir()
-                         else f"no directory {str(Path(args.json).parent)!r} to write it in"))
+    if args.json:
+        checks.output_path(args.json, "--json")
     if args.save_ir and Path(args.save_ir).exists() and not Path(args.save_ir).is_dir():
         raise ValueError(f"--save-ir {args.save_ir}: exists and is not a directory")
     report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,

@@ -41,6 +41,11 @@ def _patterns(cfg: AcceleratorConfig, sparse: bool) -> list[tuple[str, int]]:
 def run_engine_bench(presets=("tiny", "ecp5"), *, max_tiles: int = 8, seed: int = 1,
                      out: Path = Path("build/bench/engine.json"), progress=print) -> dict:
     """Run the benchmark and write ``out``; returns the report."""
+    from sw import checks
+
+    presets = checks.selection(presets, "--presets")
+    checks.count(max_tiles, "--tiles")
+    out = checks.output_path(out)
     from hw.spmm.engine import SpmmEngine
     from sim.runner import run_bench, simulator
 

@@ -150,6 +150,11 @@ def float_errors(t: dict) -> dict:
 
 def run_vector_bench(presets=("tiny", "ecp5"), *, seq: int = 128, rtl: bool = True,
                      out: Path = Path("build/bench/vector.json"), progress=print) -> dict:
+    from sw import checks
+
+    presets = checks.selection(presets, "--presets")
+    checks.tokens(seq, lo=2, hi=512, why="MiniLM's positions, [CLS] and [SEP] included")
+    out = checks.output_path(out)
     t0 = time.perf_counter()
     progress(f"MiniLM: {len(SENTENCES)} sentences padded to {seq} tokens")
     t = minilm_tensors(seq)

@@ -86,6 +86,14 @@ def _check_model(name: str) -> None:
                          "BERT model directory")
 
 
+def _max_positions(name: str) -> int:
+    """The tokens a model's position embeddings hold (BERT-base and MiniLM: 512)."""
+    if name in MODELS:
+        return 512
+    cfg = json.loads((Path(name) / "config.json").read_text())
+    return int(cfg.get("max_position_embeddings", 512))
+
+
 def _cache_dir(onnx_root: str | Path, model_name: str, seq: int) -> Path:
     """``<onnx_root>/<model>-seq<seq>``; a model directory is keyed by its path and files."""
     if model_name in MODELS:
@@ -339,11 +347,21 @@ def run_cpu_bench(*, models=MODELS, backends=BACKENDS, seq: int = 128, rounds: i
                   out: str | Path = "build/bench/cpu.json",
                   onnx_dir: str | Path = "build/bench/onnx", seed: int = 0,
                   progress=print) -> dict:
-    models, backends = list(models), list(backends)
+    from sw import checks
+
+    models = checks.selection(models, "--models")
+    backends = checks.selection(backends, "--backends")
     for b in backends:
         _check_backend(b)
     for mname in models:
         _check_model(mname)
+        checks.tokens(seq, hi=_max_positions(mname), why=f"{mname}'s position embeddings")
+    checks.count(rounds, "--rounds")
+    checks.count(iters, "--iters")
+    checks.count(warmup, "--warmup", lo=0)
+    if threads is not None:
+        checks.count(threads, "--threads")
+    out = checks.output_path(out)  # before the minutes of measuring, not after
     t0 = time.monotonic()
     onnx_meta: dict[str, dict] = {}
     ort_threads = threads

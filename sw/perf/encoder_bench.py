@@ -610,6 +610,11 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         reused = read_json(Path(cpu_json), "CPU report (the bench's -cpu.json)")
     if seq < 1:
         raise ValueError(f"--seq {seq}: must be at least 1")
+    from sw import checks
+
+    checks.output_path(out, "--out")  # before the minutes of compiling and measuring
+    if plot:
+        checks.output_path(plot, "--plot")
     if readme:
         _markers(Path(readme).read_text() if Path(readme).is_file() else "", readme)
     t0 = time.monotonic()
