@@ -18,6 +18,54 @@ def test_bad_arguments_are_refused_before_any_work(capsys):
         main(["bench", "engine", "--presets"])  # argparse: missing value
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "--nm", "2:4", "--from", "/nonexistent"], "--from /nonexistent: not a saved"),
+    (["prune", "--nm", "2:4", "--seq", "0"], "--seq 0: takes 3..512 tokens"),
+    (["prune", "--nm", "2:4", "--recovery-epochs", "inf"], "recovery_epochs must be a finite"),
+    (["prune", "--nm", "2:4", "--dense-epochs", "-1"], "dense_epochs must be a finite number >"),
+    (["bench", "cpu", "--rounds", "0"], "--rounds must be an integer >= 1, got 0"),
+    (["bench", "cpu", "--iters", "-1"], "--iters must be an integer >= 1"),
+    (["bench", "cpu", "--threads", "0"], "--threads must be an integer >= 1"),
+    (["bench", "cpu", "--seq", "0"], "--seq 0: takes 1..512 tokens"),
+    (["bench", "cpu", "--models", ","], "--models: nothing selected"),
+    (["bench", "cpu", "--backends", "ort-fp32,ort-fp32"], "ort-fp32 named twice"),
+    (["bench", "cpu", "--out", "/"], "is a directory"),
+    (["bench", "vector", "--seq", "1"], "--seq 1: takes 2..512 tokens"),
+    (["bench", "vector", "--presets", ","], "--presets: nothing selected"),
+    (["bench", "engine", "--tiles", "0"], "--tiles must be an integer >= 1"),
+])
+def test_long_commands_refuse_bad_options_at_once(argv, message, capsys):
+    """Options the fine-tuning and the benches would otherwise meet minutes in (or never:
+    --threads 0 ran on torch's default, --rounds 0 failed computing a median)."""
+    import time
+
+    t0 = time.monotonic()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("nmaccel: error:") and message in err, err
+    assert time.monotonic() - t0 < 60  # refused before any training or measuring starts
+
+
+def test_eval_refuses_models_it_cannot_score(tmp_path, capsys):
+    """A bare encoder (its head would be random: chance accuracy, as a result) and a
+    3-label classifier are refused; so is a --seq past the model's positions."""
+    from transformers import BertModel
+
+    conf = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, vocab_size=100, max_position_embeddings=40)
+    BertModel(BertConfig(**conf)).save_pretrained(tmp_path / "bare")
+    BertForSequenceClassification(BertConfig(**conf, num_labels=3)).save_pretrained(
+        tmp_path / "three")
+    BertForSequenceClassification(BertConfig(**conf)).save_pretrained(tmp_path / "two")
+    capsys.readouterr()
+    for argv, message in (([str(tmp_path / "bare")], "not a trained sequence classifier"),
+                          ([str(tmp_path / "three")], "a classifier of 3 labels"),
+                          ([str(tmp_path / "two"), "--seq", "41"], "--seq 41: takes 3..40")):
+        assert main(["eval", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("nmaccel: error:") and message in err, err
+
+
 def test_config_show(capsys):
     assert main(["config", "tiny"]) == 0
     assert '"name": "tiny"' in capsys.readouterr().out

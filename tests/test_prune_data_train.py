@@ -46,6 +46,25 @@ def test_user_files(tmp_path):
         load_labelled_file(tmp_path / "missing.csv")
 
 
+def test_user_files_as_spreadsheets_write_them(tmp_path):
+    """A byte-order mark (spreadsheets' "CSV UTF-8"), a quoted cell over two lines (its
+    words stay apart), errors at the file line the row is on; a directory and a binary file
+    named as such."""
+    f = tmp_path / "sheet.csv"
+    f.write_bytes(b'\xef\xbb\xbftext,label\n"two\nlines",1\nplain,0\n\n"a, b",positive\n')
+    assert [(e.text, e.label, e.id) for e in load_labelled_file(f)] == [
+        ("two\nlines", 1, "2"), ("plain", 0, "4"), ("a, b", 1, "6")]
+    f.write_bytes(f.read_bytes() + b"bad,7\n")
+    with pytest.raises(DataError, match=r"sheet.csv:7: label '7'"):
+        load_labelled_file(f)
+    with pytest.raises(DataError, match="a directory, not a CSV/TSV file"):
+        load_labelled_file(tmp_path)
+    junk = tmp_path / "junk.csv"
+    junk.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="not a text file"):
+        load_labelled_file(junk)
+
+
 @pytest.fixture
 def tokenizer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -185,8 +185,8 @@ def test_qat_refuses_bad_input(tok, data):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--lr", "0"], "lr must be > 0"),
-    (["--qat-epochs", "-1"], "qat_epochs must be >= 0"),
+    (["--lr", "0"], "lr must be a finite number > 0"),
+    (["--qat-epochs", "-1"], "qat_epochs must be a finite number >= 0"),
     (["--method", "gradual", "--prune-end", "1.5"], "prune_end must be in"),
     (["--method", "srste", "--from", "some/parent"], "work with --method oneshot or gradual"),
     (["--qat-from", "/nonexistent/model", "--qat-epochs", "0.25"],

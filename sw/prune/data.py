@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,23 +84,37 @@ def rt_split(seed: int = 0, test_size: int = 2000) -> tuple[list[Example], list[
 def load_labelled_file(path) -> list[Example]:
     """Read a CSV/TSV of labelled sentences (see module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a CSV/TSV file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte-order mark
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     if not text.strip():
         raise DataError(f"{path}: empty file")
+    if "\x00" in text or text.count("\ufffd") > len(text) // 100:
+        raise DataError(f"{path}: not a text file (NUL bytes or invalid UTF-8)")
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in text.splitlines()[0] \
         else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    # csv over the text itself (newline=""), so a quoted cell may hold line breaks; each row
+    # with the file line it starts on
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, starts, line = [], [], 1
+    for row in reader:
+        rows.append(row)
+        starts.append(line)
+        line = reader.line_num + 1
     header = [h.strip().lower() for h in rows[0]]
     text_col = next((header.index(c) for c in _TEXT_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
     if text_col is None or label_col is None:
-        raise DataError(f"{path}: the header {rows[0]} needs a text column (one of "
+        shown = str(rows[0])
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise DataError(f"{path}: the header {shown} needs a text column (one of "
                         f"{list(_TEXT_COLUMNS)}) and a label column (one of "
                         f"{list(_LABEL_COLUMNS)})")
     out = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(starts[1:], rows[1:], strict=True):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) <= max(text_col, label_col):

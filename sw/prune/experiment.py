@@ -64,9 +64,23 @@ def load_minilm_classifier(path: str | Path | None = None):
     if path and not (Path(path) / "config.json").is_file():
         raise ValueError(f"{path} is not a saved model directory (no config.json)")
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-    tok = AutoTokenizer.from_pretrained(source if path else _minilm_path())
-    return model.eval(), tok
+    if not path:  # the pretrained encoder, a fresh head to fine-tune
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+        return model.eval(), AutoTokenizer.from_pretrained(source)
+    from transformers import AutoConfig
+
+    labels = AutoConfig.from_pretrained(source).num_labels
+    if labels != 2:
+        raise ValueError(f"{path}: a classifier of {labels} labels; the task here is 2-class "
+                         "sentiment (negative/positive)")
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        source, output_loading_info=True)
+    fresh = sorted(info.get("missing_keys", ()))
+    if fresh:  # a bare encoder (BertModel) gets a random head: its accuracy would be chance
+        raise ValueError(f"{path}: not a trained sequence classifier ({', '.join(fresh[:4])}"
+                         f"{' ...' if len(fresh) > 4 else ''} not in the saved weights, so "
+                         "they would be random); nmaccel prune saves classifiers")
+    return model.eval(), AutoTokenizer.from_pretrained(source)
 
 
 def dense_baseline(*, epochs: float = 1.0, seq: int = 64, seed: int = 0, progress=print):
@@ -129,15 +143,27 @@ RECIPE_DEFAULTS = {"method": "oneshot", "recovery_epochs": 0.25, "kd": False, "k
                    "qat_lr": 1e-5}
 
 
+def _check_seq(seq, model=None) -> None:
+    """``--seq``: [CLS] and [SEP] and at least one word, within the position embeddings."""
+    from sw import checks
+
+    hi = 512
+    if model is not None:
+        from sw.driver.encoder_run import max_tokens
+
+        hi = max_tokens(model.base_model)
+    checks.tokens(seq, lo=3, hi=hi, why="[CLS], [SEP] and a word, within the model's positions")
+
+
 def _check_recipe(method, recovery_epochs, qat_epochs, lr, qat_lr, prune_end, kd_hidden):
+    from sw import checks
+
     if method not in ("oneshot", "gradual", "srste"):
         raise ValueError(f"unknown method {method!r}: oneshot, gradual or srste")
     for key, value in (("recovery_epochs", recovery_epochs), ("qat_epochs", qat_epochs)):
-        if not value >= 0:
-            raise ValueError(f"{key} must be >= 0, got {value!r}")
+        checks.finite(value, key)
     for key, value in (("lr", lr), ("qat_lr", qat_lr)):
-        if not value > 0:
-            raise ValueError(f"{key} must be > 0, got {value!r}")
+        checks.finite(value, key, strict=True)
     if not 0 < prune_end <= 1:
         raise ValueError(f"prune_end must be in (0, 1], got {prune_end!r}")
     if not kd_hidden >= 0:
@@ -191,9 +217,15 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
 
     _parse_nm(nm)  # refuse a bad N:M before any training
     _check_recipe(method, recovery_epochs, qat_epochs, lr, qat_lr, prune_end, kd_hidden)
+    _check_seq(seq)
+    from sw import checks
+
+    checks.finite(dense_epochs, "dense_epochs", strict=True)
     if parent and method == "srste":
         raise ValueError(f"--from {parent}: a parent's masks work with --method oneshot or "
                          f"gradual, not srste (its masks move freely)")
+    if parent and not (Path(parent) / "config.json").is_file():
+        raise ValueError(f"--from {parent}: not a saved model directory (no config.json)")
     int8 = int8 or qat_epochs > 0
     recipe = {"method": method, "recovery_epochs": recovery_epochs, "kd": kd,
               "kd_hidden": kd_hidden, "lr": lr, "prune_end": prune_end, "bucket": bucket,
@@ -283,6 +315,10 @@ def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd
     if not qat_epochs >= 0:
         raise ValueError(f"qat_epochs must be >= 0, got {qat_epochs!r}")
     _check_recipe("oneshot", 0, qat_epochs, 1.0, qat_lr, 1.0, kd_hidden)
+    _check_seq(seq)
+    from sw import checks
+
+    checks.finite(dense_epochs, "dense_epochs", strict=True)
     from .sparsify import _parse_nm
 
     _parse_nm(nm)
@@ -399,6 +435,7 @@ def eval_run(path, data: str | None = None, *, seq: int = 64, int8: bool = False
     calibration is the one its record states (sentences, their ``seq``, split seed; the test
     sentences still run at ``seq``) and the file must equal it (:func:`_packed_encoder`)."""
     model, tok = load_minilm_classifier(path)
+    _check_seq(seq, model)
     train, test, record = rt_split(seed=0)
     if data:
         examples, source = load_labelled_file(data), str(data)
