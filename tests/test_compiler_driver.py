@@ -370,6 +370,25 @@ def test_device_refuses_host_accesses_outside_a_buffer():
         open_device("ref", preset("tiny")).read(buf)
 
 
+def test_device_refuses_what_the_kernel_cannot_take():
+    """Sizes past the 32-bit SIZE registers, data that is not bytes (5 would be five zero
+    bytes), a name or None where a Buffer or a run handle belongs, one buffer as two run
+    arguments: refused, naming it."""
+    dev = open_device("ref", preset("tiny"))
+    for bad in (2**32, True, 0):
+        with pytest.raises(ValueError, match="buffer size must be an int of 1..2\\*\\*32 - 1"):
+            dev.allocate(bad)
+    buf = dev.allocate(64)
+    with pytest.raises(TypeError, match="data must be bytes-like"):
+        dev.write(buf, 5)
+    with pytest.raises(TypeError, match="expected a Buffer from allocate"):
+        dev.read("output")
+    with pytest.raises(TypeError, match="the handle run\\(\\) returned"):
+        dev.wait(None)
+    with pytest.raises(ValueError, match="program and output are the same buffer"):
+        dev.run(program=buf, params=dev.allocate(64), input=dev.allocate(64), output=buf)
+
+
 def test_rtl_backend_refuses_a_progress_interval_of_zero():
     with pytest.raises(ValueError, match="progress_every must be a positive number of cycles, "
                                          "got 0"):
@@ -752,8 +771,8 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
             (["--model", str(tmp_path / "nohead")], "not a loadable Hugging Face model"),
             (["--model", str(tmp_path / "rob"), "--seq", "19"], "hold 1..18 tokens"),
             (["--model", str(tmp_path / "m"), "--json", str(tmp_path)], "is a directory"),
-            (["--model", str(tmp_path / "m"), "--json", str(tmp_path / "no" / "r.json")],
-             "no directory"),
+            (["--model", str(tmp_path / "m"), "--json", str(weights / "r.json")],
+             "cannot be written"),
             (["--model", str(tmp_path / "m"), "--save-ir", str(weights)], "not a directory"),
             (["--preset", str(tmp_path / "absent.json")], "no such config file")):
         assert main(["run", "--seq", "8", *argv]) == 2, argv

@@ -76,8 +76,9 @@ class Device(abc.ABC):
 
     # -- memory ---------------------------------------------------------------------------------
     def allocate(self, size: int, name: str = "") -> Buffer:
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"buffer size must be a positive int, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size < 2**32:
+            raise ValueError(f"buffer size must be an int of 1..2**32 - 1 bytes (the kernel's "
+                             f"SIZE registers are 32-bit), got {size!r}")
         buf = Buffer(self._next, size, name)
         self._next += -(-size // PAGE) * PAGE + PAGE  # a guard page between buffers
         self._buffers.append(buf)
@@ -85,6 +86,9 @@ class Device(abc.ABC):
         return buf
 
     def _check(self, buf: Buffer, offset: int, size: int) -> None:
+        if not isinstance(buf, Buffer):
+            raise TypeError(f"expected a Buffer from allocate(), got {type(buf).__name__} "
+                            f"{buf!r}")
         if buf not in self._buffers:
             raise ValueError(f"{buf} was not allocated on this device")
         if offset < 0 or size < 0 or offset + size > buf.size:
@@ -92,11 +96,15 @@ class Device(abc.ABC):
                              f" buffer of {buf.size} bytes")
 
     def write(self, buf: Buffer, data: bytes, offset: int = 0) -> None:
+        if isinstance(data, (int, str)):  # bytes(5) would be five zero bytes, bytes("") fails
+            raise TypeError(f"data must be bytes-like (bytes, bytearray, a uint8 array), got "
+                            f"{type(data).__name__}")
         data = bytes(data)
         self._check(buf, offset, len(data))
         self._write(buf.addr + offset, data)
 
     def read(self, buf: Buffer, size: int | None = None, offset: int = 0) -> bytes:
+        self._check(buf, 0, 0)
         size = buf.size - offset if size is None else size
         self._check(buf, offset, size)
         return self._read(buf.addr + offset, size)
@@ -115,10 +123,17 @@ class Device(abc.ABC):
                 **{k: banks[k] for k in want}}
         for b in args.values():
             self._check(b, 0, b.size)
+        names = {}
+        for k, b in args.items():  # one buffer as two arguments: the output would overwrite it
+            if id(b) in names:
+                raise ValueError(f"run(): {names[id(b)]} and {k} are the same buffer")
+            names[id(b)] = k
         return self._start(args)
 
     def wait(self, handle, timeout: float = 60.0) -> RunResult:
         """Wait for done; raise :class:`DeviceError` / :class:`DeviceTimeout` on failure."""
+        if handle is None or isinstance(handle, (str, bytes, int, float, Buffer)):
+            raise TypeError(f"wait() takes the handle run() returned, got {handle!r}")
         result = self._wait(handle, timeout)
         if result.status != Status.OK:
             raise DeviceError(result.status, result.command, result.detail)
