@@ -6,7 +6,8 @@
 * :func:`rt_split`: a fixed, seeded train/test split whose identity (seed, sizes, a hash of
   the test ids) is recorded with every result.
 * :func:`load_labelled_file`: the user's own CSV or TSV with a header naming a text column and
-  a label column (0/1 or negative/positive); every problem is reported with its line number.
+  a label column (0/1 or negative/positive), as spreadsheets write it (a UTF-8 byte-order
+  mark, quoted cells over several lines); every problem is reported with its file line.
 """
 
 from __future__ import annotations
