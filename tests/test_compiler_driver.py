@@ -817,3 +817,36 @@ def test_a_layer_with_another_norm_is_refused_by_the_compiler():
     calib, cmask, *_ = inputs(model)
     with pytest.raises(CompileError, match="layer 0 .* computes something other than a BERT"):
         compile_encoder(model, preset("tiny"), calib, cmask)
+
+
+def test_tiny_q_and_k_widen_to_a_score_scale_the_softmax_takes():
+    """Q and K 1,000 times smaller than the tiny BERT's put the score scale below the
+    integer softmax's smallest (softmax_params refused it): their ranges widen together until
+    it is taken, and the layer still tracks the float one."""
+    import math
+
+    from sw.compiler.qlayer import layer_float, quantize_bert_layer
+    from sw.ref.softmax import D_MAX, EXP_BITS, softmax_params
+
+    model = tiny_bert(nm=None, layers=1)
+    att = model.encoder.layer[0].attention.self
+    with torch.no_grad():
+        for lin in (att.query, att.key):
+            lin.weight.mul_(1e-3)
+            lin.bias.mul_(1e-3)
+    calib, cmask, x, xmask = inputs(model)
+    layer = model.encoder.layer[0]
+    ql = quantize_bert_layer(layer, [calib], [cmask])
+    d = 64 // 4
+    for h, sm in enumerate(ql.softmax):
+        raw = ql.linears["q"].out_scale[h * d] * ql.linears["k"].out_scale[h * d] / d**0.5
+        assert sm == softmax_params(raw)  # a scale the softmax takes, from the widened ranges
+        # widened to just above the smallest it takes (d saturating weighs 2**-(EXP_BITS+1))
+        assert raw == pytest.approx(1.05 * (EXP_BITS + 1) / (D_MAX * math.log2(math.e)))
+    with pytest.raises(ValueError, match="too small"):  # the scale before widening, below it
+        softmax_params(0.5 * (EXP_BITS + 1) / (D_MAX * math.log2(math.e)))
+    xq = np.clip(np.round(x.numpy() / ql.in_scale), -128, 127).astype(np.int8)
+    y = layer_int(ql, xq, xmask.numpy()) * ql.out_scale
+    flt = layer_float(layer, x, xmask.numpy()).numpy()
+    keep = xmask.numpy()
+    assert cosine(y[keep], flt[keep]) >= 0.99

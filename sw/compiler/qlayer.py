@@ -47,7 +47,7 @@ from sw.ref.quant import (
     requant_params,
     requantize_int,
 )
-from sw.ref.softmax import SoftmaxParams, softmax_int, softmax_params
+from sw.ref.softmax import D_MAX, EXP_BITS, SoftmaxParams, softmax_int, softmax_params
 
 __all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine",
            "ffn_activation", "bert_layer_reference", "check_bert_layer"]
@@ -103,6 +103,25 @@ def _quant_linear(linear, in_scale: float, out_scale, n: int, m: int,
 
 def _amax(t: torch.Tensor) -> float:
     return float(t.detach().abs().max())
+
+
+#: a little above the smallest score scale :func:`softmax_params` takes: there the score
+#: difference where d saturates (D_MAX) weighs 2**-(EXP_BITS + 1), e = 0 as it must be
+_SOFTMAX_MIN_SCALE = 1.05 * (EXP_BITS + 1) / (D_MAX * math.log2(math.e))
+
+
+def _widen_qk(s_q: np.ndarray, s_k: np.ndarray, heads: int, d: int) -> None:
+    """Where a head's score scale ``s_q s_k / sqrt(d)`` is below what the integer softmax
+    takes (a model with tiny Q and K, e.g. a random one at a 0.02 init std: its scores are
+    so small that the softmax is near uniform), widen Q's and K's ranges by the same factor
+    until it is not; their int8 values lose that factor's square root of resolution."""
+    for h in range(heads):
+        part = slice(h * d, (h + 1) * d)
+        scale = s_q[h * d] * s_k[h * d] / math.sqrt(d)
+        if scale < _SOFTMAX_MIN_SCALE:
+            f = math.sqrt(_SOFTMAX_MIN_SCALE / scale)
+            s_q[part] *= f
+            s_k[part] *= f
 
 
 def _range(amax: float, what: str) -> float:
@@ -199,6 +218,7 @@ def quantize_bert_layer(layer, samples, masks=None, *, in_scale: float | None = 
         "the input"))
     s_q = np.repeat(head_amax("q") / 127, d)
     s_k = np.repeat(head_amax("k") / 127, d)
+    _widen_qk(s_q, s_k, heads, d)
     s_v = activation_scale(rng("v"))
     s_ctx = activation_scale(rng("ao.in"))
     lin = {}
