@@ -114,11 +114,17 @@ def _widen_qk(s_q: np.ndarray, s_k: np.ndarray, heads: int, d: int) -> None:
     """Where a head's score scale ``s_q s_k / sqrt(d)`` is below what the integer softmax
     takes (a model with tiny Q and K, e.g. a random one at a 0.02 init std: its scores are
     so small that the softmax is near uniform), widen Q's and K's ranges by the same factor
-    until it is not; their int8 values lose that factor's square root of resolution."""
+    until it is not; their int8 values lose that factor's square root of resolution. A head
+    :func:`softmax_params` takes as it is stays as it is."""
     for h in range(heads):
         part = slice(h * d, (h + 1) * d)
         scale = s_q[h * d] * s_k[h * d] / math.sqrt(d)
         if scale < _SOFTMAX_MIN_SCALE:
+            try:
+                softmax_params(scale)
+                continue
+            except ValueError:
+                pass
             f = math.sqrt(_SOFTMAX_MIN_SCALE / scale)
             s_q[part] *= f
             s_k[part] *= f
