@@ -495,9 +495,9 @@ def test_readme_table_between_markers(tmp_path):
                                        (["--sparsity", "3:7"], "unknown sparsity '3:7'"),
                                        (["--rtl-presets", "x"], "unknown preset 'x'"),
                                        (["--readme", "/nonexistent/README.md"], "bench:begin"),
-                                       (["--models", ""], "--models: nothing to run"),
-                                       (["--presets", " , "], "--presets: nothing to run"),
-                                       (["--sparsity", ""], "--sparsity: nothing to run"),
+                                       (["--models", ""], "--models: nothing selected"),
+                                       (["--presets", " , "], "--presets: nothing selected"),
+                                       (["--sparsity", ""], "--sparsity: nothing selected"),
                                        (["--models", "bert-base,bert-base"], "named twice"),
                                        (["--sparsity", "dense,2:4,8:8"],
                                         "dense and 8:8 are the same case (dense)")])

@@ -577,15 +577,14 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
     the report. ``cpu`` is ``measure`` (run :func:`sw.perf.cpu.run_cpu_bench`, or
     ``cpu_bench`` when given: same keywords; its ONNX exports cached in ``onnx_dir``),
     ``reuse`` (read ``cpu_json``; labelled as not measured in this run) or ``none``."""
-    models, sparsities, presets = list(models), list(sparsities), list(presets)
-    for what, items in (("--models", models), ("--presets", presets),
-                        ("--sparsity", sparsities)):
-        if not items:  # an empty run would also empty the README's table
-            raise ValueError(f"{what}: nothing to run (an empty list)")
+    from sw import checks
+
+    # (an empty run would also empty the README's table)
+    models, presets = checks.selection(models, "--models"), list(presets)
+    sparsities = checks.selection(sparsities, "--sparsity")
+    checks.selection(presets, "--presets")  # (a config's name twice: _configs below)
     for mname in models:
         _check_model(mname)
-    if len(set(models)) < len(models):
-        raise ValueError(f"--models {','.join(models)}: a model named twice")
     labels: dict[str, str] = {}
     for sp in sparsities:  # dense, 4:4 and 8:8 are one case: the report keys by label
         label = parse_sparsity(sp)[0]
@@ -610,8 +609,6 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         reused = read_json(Path(cpu_json), "CPU report (the bench's -cpu.json)")
     if seq < 1:
         raise ValueError(f"--seq {seq}: must be at least 1")
-    from sw import checks
-
     checks.output_path(out, "--out")  # before the minutes of compiling and measuring
     if plot:
         checks.output_path(plot, "--plot")
