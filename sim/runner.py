@@ -105,10 +105,14 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
                  cache_key: str | None = None, lean: bool = False) -> Path:
     """Write ``component`` as Verilog module ``name`` to ``path`` (skipped when unchanged).
 
-    ``cache_key``: a string that determines the component's hardware (e.g. its config as
-    JSON); the Verilog is then converted once per process and key, not on every call, and
-    ``component`` may be a callable that builds the component (only called on a miss, so
-    no component is built and left unelaborated).
+    ``cache_key``: a string that determines the component's hardware given the RTL sources
+    (e.g. its config as JSON); the Verilog is then converted once per key, not on every call:
+    kept in memory for the process, and on disk beside ``path`` (``<path>.key``: the key,
+    the options, Amaranth's version and the bytes of every source the Accelerator imports,
+    :func:`bitstreams.xcup.rtl_sources`), so the next process with the same key and sources
+    reads it instead of elaborating again (the ``tiny`` Accelerator takes about 45 s).
+    ``component`` may be a callable that builds the component (only called on a miss, so no
+    component is built and left unelaborated).
 
     ``time0_trigger`` (for Icarus): Yosys makes every ``always @*`` block read a trigger
     register initialised to 0 so that the block runs at time 0, but on Icarus that
@@ -123,7 +127,14 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
 
     key = (cache_key, name, time0_trigger, lean)
     text = _VERILOG_CACHE.get(key) if cache_key is not None else None
+    stamp = path.with_name(path.name + ".key")
+    disk = _disk_key(key) if cache_key is not None and text is None else None
+    if disk is not None and path.is_file() and stamp.is_file() and stamp.read_text() == disk:
+        text = _VERILOG_CACHE[key] = path.read_text()  # converted by an earlier process
     if text is None:
+        if cache_key is not None:
+            print(f"generating Verilog ({cache_key.split()[0]}; kept in {path} for the next "
+                  "runs of this config and RTL)", file=sys.stderr, flush=True)
         if callable(component) and not hasattr(component, "elaborate"):
             component = component()
         if lean:
@@ -138,7 +149,35 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
+    if disk is not None:  # after the Verilog: a stamp never vouches for a half-written file
+        stamp.write_text(disk)
     return path
+
+
+def _disk_key(key: tuple) -> str:
+    """What a cached Verilog file must have been converted from: ``key``, the lean passes,
+    Amaranth's version and the RTL sources' bytes."""
+    import amaranth
+
+    h = hashlib.sha256(json.dumps([list(key), _LEAN_PASSES, amaranth.__version__]).encode())
+    h.update(_sources_digest().encode())
+    return h.hexdigest()
+
+
+_SOURCES: list[str] = []
+
+
+def _sources_digest() -> str:
+    """SHA-256 of the bytes of every source the Accelerator's generator imports (once per
+    process)."""
+    if not _SOURCES:
+        from bitstreams.xcup import rtl_sources
+
+        h = hashlib.sha256()
+        for name in rtl_sources():
+            h.update(name.encode() + b"\n" + (REPO_ROOT / name).read_bytes())
+        _SOURCES.append(h.hexdigest())
+    return _SOURCES[0]
 
 
 def _safe(name: str) -> str:
@@ -171,7 +210,9 @@ def run_bench(
         _verilator_on_path()
     waves = os.environ.get("WAVES", "0") not in ("", "0", "false", "no")
     root = build_root or REPO_ROOT / "build" / "sim"
-    case_dir = root / _safe(bench.rsplit(".", 1)[-1]) / sim / _safe(case)
+    # (a waves build apart: the next run without waves would otherwise rebuild over it)
+    case_dir = root / _safe(bench.rsplit(".", 1)[-1]) / sim / (
+        _safe(case) + ("-waves" if waves else ""))
     case_dir.mkdir(parents=True, exist_ok=True)
     source = emit_verilog(component, toplevel, case_dir / f"{toplevel}.v",
                           time0_trigger=sim == "icarus", cache_key=cache_key, lean=not waves)
@@ -249,6 +290,9 @@ def run_bench(
     n_tests, n_fail = _results(results)
     if n_tests == 0 or n_fail:
         raise failed(f"{n_fail} of {n_tests} cocotb tests failed")
+    if waves:
+        for dump in sorted(case_dir.rglob("*.fst")) + sorted(case_dir.rglob("*.vcd")):
+            print(f"waveform: {dump}", file=sys.stderr, flush=True)
     if report.exists():
         return json.loads(report.read_text())
     return None

@@ -395,6 +395,18 @@ def test_rtl_backend_refuses_a_progress_interval_of_zero():
         open_device("rtl", preset("tiny"), progress_every=0)
 
 
+def test_run_on_xrt_says_what_is_missing_before_any_work(capsys, monkeypatch):
+    """Without XRT, ``nmaccel run --device xrt`` stops before loading or compiling."""
+    import sw.driver.encoder_run
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sw.driver.encoder_run, "load_encoder", load)
+    assert main(["run", "--model", "bert-base", "--device", "xrt"]) == 2
+    assert "pyxrt" in capsys.readouterr().err
+
+
 def test_xrt_backend_says_what_is_missing():
     with pytest.raises(RuntimeError, match="pyxrt"):
         open_device("xrt", preset("tiny"))
@@ -485,6 +497,7 @@ def test_cli_run_on_the_rtl_profiles_every_command_where_the_rtl_fetches_it(tmp_
                  "--profile", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["bit_exact_with_ref"] and r["profile_matches_rtl"]
+    assert r["cycles_equal_model"] and r["model_cycles"] == r["cycles"]  # in the JSON too
     assert [row["rtl_start"] for row in r["profile"]] == [row["start"] for row in r["profile"]]
     assert r["profile"][-1]["start"] + r["profile"][-1]["cycles"] == r["cycles"]
     text = capsys.readouterr().out

@@ -42,3 +42,33 @@ def test_the_lean_netlist_keeps_signals_marked_keep_and_drops_unread_ones(tmp_pa
     text = emit_verilog(_Kept(), "kept", tmp_path / "kept.v", lean=True).read_text()
     assert "reg [7:0] kept" in text
     assert "dropped" not in text
+
+
+def test_a_keyed_conversion_is_kept_on_disk_for_the_next_process(tmp_path, monkeypatch,
+                                                                 capsys):
+    """With a cache key, the next process (here: the memory cache emptied) reads the Verilog
+    back instead of elaborating again; another key, other options or other RTL sources
+    convert anew."""
+    import sim.runner as runner
+
+    built = []
+
+    def build():
+        built.append(1)
+        return ProcessingElement(m=8)
+
+    path = tmp_path / "pe.v"
+    first = emit_verilog(build, "pe", path, cache_key="pe m8", lean=True).read_text()
+    assert built == [1] and "generating Verilog (pe;" in capsys.readouterr().err
+    runner._VERILOG_CACHE.clear()  # a new process
+    assert emit_verilog(build, "pe", path, cache_key="pe m8", lean=True).read_text() == first
+    assert built == [1] and capsys.readouterr().err == ""  # read from disk, not converted
+    runner._VERILOG_CACHE.clear()
+    emit_verilog(build, "pe", path, cache_key="pe m8", lean=False)  # other options
+    runner._VERILOG_CACHE.clear()
+    emit_verilog(build, "pe", path, cache_key="pe m8 b", lean=True)  # another key
+    assert built == [1, 1, 1]
+    runner._VERILOG_CACHE.clear()
+    monkeypatch.setattr(runner, "_SOURCES", ["other sources"])  # an edit to the RTL
+    emit_verilog(build, "pe", path, cache_key="pe m8 b", lean=True)
+    assert built == [1, 1, 1, 1]

@@ -273,6 +273,10 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
                          f"M = {config.m}, or dense")
     if not 1 <= seq <= config.max_row:
         raise ValueError(f"--seq {seq}: preset {config.name!r} holds 1..{config.max_row} tokens")
+    if device == "xrt":  # before the model is loaded and compiled: is there XRT at all?
+        from .xrt import _pyxrt
+
+        _pyxrt()
     t0 = time.monotonic()
     net, tok = load_encoder(model, seed=seed)
     total = len(net.encoder.layer)
@@ -319,6 +323,8 @@ def run_encoder(*, model: str, config: AcceleratorConfig, nm: str | None, device
         report["device_seconds"] = time.monotonic() - t2
         report["bit_exact_with_ref"] = bool(np.array_equal(y, ref_y))
         report["mismatches"] = int((y != ref_y).sum())
+        report["model_cycles"] = ref_res.cycles  # the kernel model's prediction
+        report["cycles_equal_model"] = res.cycles == ref_res.cycles
     out = torch.as_tensor(y.astype(np.float64) * compiled.out_scale)
     flt = float_encoder(net, x, xmask, layers).double()
     keep = torch.as_tensor(mask)  # compare real tokens (padding rows are don't-care)
@@ -372,7 +378,9 @@ def format_report(r: dict) -> str:
              f"{r['layers']} layer(s)"]
     if "bit_exact_with_ref" in r:
         lines.append(f"  {r['device']} == ref bit for bit: {r['bit_exact_with_ref']} "
-                     f"({r['mismatches']} mismatching values)")
+                     f"({r['mismatches']} mismatching values); cycles "
+                     + ("equal to the kernel model's" if r["cycles_equal_model"] else
+                        f"{r['cycles']:,} against the kernel model's {r['model_cycles']:,}"))
     lines += [
         f"  cosine vs float (pruned) encoder: {r['cosine_vs_float']:.5f}, max abs error "
         f"{r['max_abs_error_vs_float']:.4g} (values up to {r['float_range']:.4g})",

@@ -9,6 +9,7 @@ command index and the kernel's own cycle counter.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -52,8 +53,7 @@ class RtlDevice(RefDevice):
         self.runs = 0
 
     def _start(self, buffers: dict[str, Buffer]):
-        from hw.top.accelerator import Accelerator
-        from sim.runner import REPO_ROOT, run_bench
+        from sim.runner import REPO_ROOT
 
         self.runs += 1
         root = self.build_root or REPO_ROOT / "build" / "sim"
@@ -64,6 +64,16 @@ class RtlDevice(RefDevice):
         case = f"{self.config.name}-{digest}-{worker}"
         work = root / "top-runs" / case
         work.mkdir(parents=True, exist_ok=True)
+        # two runs of one config from two shells would share that build and these images:
+        # the second waits for the first
+        with open(work / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._run_locked(buffers, root, case, work)
+
+    def _run_locked(self, buffers: dict[str, Buffer], root: Path, case: str, work: Path):
+        from hw.top.accelerator import Accelerator
+        from sim.runner import run_bench
+
         image, image_out = work / "image.bin", work / "image_out.bin"
         image.write_bytes(bytes(self.memory))
         unknown = sorted(set(self.bus_error) - set(buffers))
