@@ -109,8 +109,9 @@ def emit_verilog(component, name: str, path: Path, *, time0_trigger: bool = Fals
     (e.g. its config as JSON); the Verilog is then converted once per key, not on every call:
     kept in memory for the process, and on disk beside ``path`` (``<path>.key``: the key,
     the options, the versions of Amaranth and its Yosys and the bytes of every source the
-    Accelerator imports, :func:`bitstreams.xcup.rtl_sources`), so the next process with the same key and sources
-    reads it instead of elaborating again (the ``tiny`` Accelerator takes about 45 s).
+    Accelerator imports, :func:`bitstreams.xcup.rtl_sources`), so the next process with the
+    same key and sources reads it instead of elaborating again (the ``tiny`` Accelerator
+    takes about 45 s).
     ``component`` may be a callable that builds the component (only called on a miss, so no
     component is built and left unelaborated).
 
