@@ -47,7 +47,8 @@ from sw.ref.quant import (
     requant_params,
     requantize_int,
 )
-from sw.ref.softmax import D_MAX, EXP_BITS, SoftmaxParams, softmax_int, softmax_params
+from sw.ref.softmax import _MIN_SCALE as SOFTMAX_MIN_SCALE  # (its smallest score scale)
+from sw.ref.softmax import SoftmaxParams, softmax_int, softmax_params
 
 __all__ = ["QuantBertLayer", "quantize_bert_layer", "layer_int", "layer_float", "cosine",
            "ffn_activation", "bert_layer_reference", "check_bert_layer"]
@@ -105,9 +106,8 @@ def _amax(t: torch.Tensor) -> float:
     return float(t.detach().abs().max())
 
 
-#: a little above the smallest score scale :func:`softmax_params` takes: there the score
-#: difference where d saturates (D_MAX) weighs 2**-(EXP_BITS + 1), e = 0 as it must be
-_SOFTMAX_MIN_SCALE = 1.05 * (EXP_BITS + 1) / (D_MAX * math.log2(math.e))
+#: a little above the smallest score scale :func:`softmax_params` takes (sw.ref.softmax's)
+_SOFTMAX_MIN_SCALE = 1.05 * SOFTMAX_MIN_SCALE
 
 
 def _widen_qk(s_q: np.ndarray, s_k: np.ndarray, heads: int, d: int) -> None:
