@@ -51,6 +51,8 @@ __all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset"]
 ACC_SAFE_TERMS = (2**31 - 1) // (128 * 128)
 #: The same bound for uint8 probabilities x int8 (P.V, reduced over keys <= max_row).
 INT32_MAX_TERMS_UINT8 = (2**31 - 1) // (255 * 128)
+#: the largest scratchpad whose byte addresses fit a Program's 32-bit fields
+SPM_KIB_MAX = 2**32 // 1024
 
 
 class ConfigError(ValueError):
@@ -212,6 +214,9 @@ class AcceleratorConfig:
                      "spm_kib"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.spm_kib > SPM_KIB_MAX:
+            bad("spm_kib", f"scratchpad addresses are 32-bit Program fields: at most "
+                           f"{SPM_KIB_MAX} KiB (4 GiB)")
         if self.act_buffer_depth < self.max_k // self.m:
             bad("act_buffer_depth", f"must hold one token block of the longest reduction: at "
                                     f"least max_k / M = {self.max_k // self.m}")
@@ -447,10 +452,18 @@ class AcceleratorConfig:
             not text.lstrip().startswith("{") and Path(text).is_file()
         ):
             source = str(text_or_path)
-            text = Path(text_or_path).read_text()
+            try:
+                text = Path(text_or_path).read_text()
+            except FileNotFoundError:
+                raise ConfigError(f"no config file {source}") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"cannot read config file {source}: {e}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
+            if source == "JSON text" and not text.lstrip().startswith(("{", "[")):
+                raise ConfigError(f"{text!r} is neither a config file nor JSON text "
+                                  f"(no such file)") from None
             raise ConfigError(f"malformed config JSON in {source}: {e}") from None
         return cls.from_dict(data)
 

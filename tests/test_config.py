@@ -58,6 +58,7 @@ def test_presets_are_sized_for_their_parts():
         ({"spm_lanes": 3}, r"spm_lanes = 3: must be a power of two from 1 to 64"),
         ({"spm_lanes": 0}, r"spm_lanes = 0"),
         ({"spm_lanes": 128}, r"spm_lanes = 128"),
+        ({"spm_kib": 2**22 + 1}, r"spm_kib = 4194305: scratchpad addresses are 32-bit"),
     ],
 )
 def test_bad_configs_name_the_field_and_value(changes, message):
@@ -78,6 +79,17 @@ def test_malformed_json_is_refused_clearly(tmp_path):
     bad.write_text("not json")
     with pytest.raises(ConfigError, match=str(bad)):
         AcceleratorConfig.from_json(bad)
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ConfigError, match=f"no config file {missing}"):
+        AcceleratorConfig.from_json(missing)
+    with pytest.raises(ConfigError, match=f"'{missing}' is neither a config file nor JSON"):
+        AcceleratorConfig.from_json(str(missing))
+    with pytest.raises(ConfigError, match=f"cannot read config file {tmp_path}"):
+        AcceleratorConfig.from_json(tmp_path)
+
+
+def test_largest_scratchpad_is_accepted():
+    assert preset("tiny").replace(spm_kib=2**22).spm_bytes == 2**32
 
 
 def test_unknown_preset():

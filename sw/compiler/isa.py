@@ -196,6 +196,14 @@ class Command:
     args: dict[str, int]
 
     def __post_init__(self):
+        try:
+            object.__setattr__(self, "op", Op(self.op))
+        except ValueError:
+            raise ProgramError(f"unknown opcode {self.op!r}; known: "
+                               f"{[op.name for op in Op]}") from None
+        if not isinstance(self.args, dict):
+            raise ProgramError(f"{self.op.name} fields must be a dict of name -> int, "
+                               f"got {type(self.args).__name__}")
         want = FIELDS[self.op]
         object.__setattr__(self, "args", {**DEFAULTS.get(self.op, {}), **self.args})
         if set(self.args) != set(want):
@@ -229,6 +237,15 @@ class Program:
     commands: tuple[Command, ...]
     fingerprint: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "commands", tuple(self.commands))
+        for i, c in enumerate(self.commands):
+            if not isinstance(c, Command):
+                raise ProgramError(f"command {i} is a {type(c).__name__}, not a Command")
+        fp = self.fingerprint
+        if isinstance(fp, bool) or not isinstance(fp, int) or not 0 <= fp < 2**32:
+            raise ProgramError(f"fingerprint = {fp!r}: must be a 32-bit CRC (0 <= f < 2**32)")
+
     def to_bytes(self) -> bytes:
         if not self.commands or self.commands[-1].op != Op.END:
             raise ProgramError("a Program must end with END")
@@ -240,6 +257,9 @@ class Program:
     @classmethod
     def from_bytes(cls, data: bytes) -> Program:
         """Decode (host side, strict): every problem is a :class:`ProgramError` naming it."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a Program decodes from bytes, got {type(data).__name__}")
+        data = bytes(data)
         if len(data) < 4 * HEADER_WORDS or len(data) % 4:
             raise ProgramError(f"a Program is whole 32-bit words with a {HEADER_WORDS}-word "
                                f"header; got {len(data)} bytes")
