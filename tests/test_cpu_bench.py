@@ -111,3 +111,29 @@ def test_cpu_bench_refuses_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'tvm'"):
         main(["worker", "--model", "bert-base", "--backend", "tvm"])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_cpu_bench_counts_roberta_positions_after_the_padding_index(tmp_path, monkeypatch):
+    """RoBERTa's first token sits at position padding_idx + 1: 20 position embeddings hold 18
+    tokens, and a longer --seq is refused before any ONNX export or worker starts."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    import sw.perf.cpu as cpu
+
+    torch.manual_seed(0)
+    path = tmp_path / "rob"
+    RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, vocab_size=100,
+                               max_position_embeddings=20)).save_pretrained(path)
+    monkeypatch.setattr(cpu, "_run_prepare", lambda *a: pytest.fail("prepared"))
+    monkeypatch.setattr(cpu.subprocess, "run", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(ValueError, match=r"1\.\.18"):
+        run_cpu_bench(models=[str(path)], backends=["ort-fp32"], seq=19,
+                      out=tmp_path / "x.json")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"model_type": "nonsense"}')
+    with pytest.raises(ValueError, match="not a loadable Hugging Face model config"):
+        run_cpu_bench(models=[str(tmp_path / "bad")], backends=["ort-fp32"], seq=8,
+                      out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()

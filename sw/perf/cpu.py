@@ -87,11 +87,26 @@ def _check_model(name: str) -> None:
 
 
 def _max_positions(name: str) -> int:
-    """The tokens a model's position embeddings hold (BERT-base and MiniLM: 512)."""
+    """The tokens a model's position embeddings hold (BERT-base and MiniLM: 512): for a model
+    directory, :func:`sw.driver.encoder_run.max_tokens` of its architecture built on the
+    ``meta`` device (no weights read), so RoBERTa's positions count from after its padding
+    index as ``nmaccel run`` counts them."""
     if name in MODELS:
         return 512
-    cfg = json.loads((Path(name) / "config.json").read_text())
-    return int(cfg.get("max_position_embeddings", 512))
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from sw.driver.encoder_run import max_tokens
+
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(AutoConfig.from_pretrained(name))
+    except Exception as e:  # noqa: BLE001 (a user's config: whatever transformers raises)
+        raise ValueError(f"{name}: not a loadable Hugging Face model config "
+                         f"({type(e).__name__}: {e})") from e
+    if getattr(model, "embeddings", None) is None:
+        raise ValueError(f"{name}: {type(model).__name__} is not a BERT encoder")
+    return max_tokens(model)
 
 
 def _cache_dir(onnx_root: str | Path, model_name: str, seq: int) -> Path:
