@@ -100,7 +100,8 @@ class AcceleratorConfig:
         ``in_bits = 8`` is refused (BAD_SHAPE). Saves a LayerNorm unit on small devices.
     spm_kib : int
         On-chip activation scratchpad (KiB) a Program's tensors live in for a whole encoder
-        (``sw/compiler`` allocates it; a model that does not fit is refused).
+        (``sw/compiler`` allocates it; a model that does not fit is refused). At most
+        ``SPM_KIB_MAX`` = 4 GiB: its byte addresses are 32-bit Program fields.
     clock_mhz : float
         Clock target (MHz) used for projected latency when no measured Fmax exists.
     macs_per_dsp : int
