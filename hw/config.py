@@ -44,7 +44,7 @@ from pathlib import Path
 
 from sw.ref.layernorm import MAX_HIDDEN as LN_MAX_HIDDEN
 
-__all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset"]
+__all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "SPM_KIB_MAX", "preset"]
 
 #: |int8 x int8| is at most 128 * 128 = 2**14, so an int32 accumulator holds any sum of
 #: ``ACC_SAFE_TERMS`` products without overflow: (2**31 - 1) // 2**14.
@@ -53,6 +53,11 @@ ACC_SAFE_TERMS = (2**31 - 1) // (128 * 128)
 INT32_MAX_TERMS_UINT8 = (2**31 - 1) // (255 * 128)
 #: the largest scratchpad whose byte addresses fit a Program's 32-bit fields
 SPM_KIB_MAX = 2**32 // 1024
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    """``text`` for a message: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class ConfigError(ValueError):
@@ -446,25 +451,29 @@ class AcceleratorConfig:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> AcceleratorConfig:
-        """Parse a config from JSON text, or from a file when given a path to an existing file."""
+        """Parse a config from JSON text (a ``str`` starting with ``{`` or ``[``) or from a
+        file (a :class:`~pathlib.Path`, or any other ``str``, naming it)."""
+        if not isinstance(text_or_path, (str, Path)):
+            raise ConfigError(f"a config is JSON text or a file path, got "
+                              f"{type(text_or_path).__name__}")
         text = str(text_or_path)
-        source = "JSON text"
-        if isinstance(text_or_path, Path) or (
-            not text.lstrip().startswith("{") and Path(text).is_file()
-        ):
-            source = str(text_or_path)
+        if isinstance(text_or_path, str) and text.lstrip().startswith(("{", "[")):
+            source = "JSON text"
+        else:
+            source = _shorten(text)
             try:
                 text = Path(text_or_path).read_text()
             except FileNotFoundError:
-                raise ConfigError(f"no config file {source}") from None
+                raise ConfigError(f"no config file {source!r} (nor JSON text, which starts "
+                                  f"with '{{')") from None
+            except IsADirectoryError:
+                raise ConfigError(f"config file {source!r} is a directory") from None
             except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"cannot read config file {source}: {e}") from None
+                raise ConfigError(f"cannot read config file {source!r}: "
+                                  f"{type(e).__name__}: {_shorten(str(e))}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            if source == "JSON text" and not text.lstrip().startswith(("{", "[")):
-                raise ConfigError(f"{text!r} is neither a config file nor JSON text "
-                                  f"(no such file)") from None
             raise ConfigError(f"malformed config JSON in {source}: {e}") from None
         return cls.from_dict(data)
 

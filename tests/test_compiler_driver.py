@@ -293,18 +293,28 @@ def test_program_round_trips_and_corrupt_programs_are_refused(compiled):
         Program.from_bytes(bytes(bad))
     with pytest.raises(ProgramError, match="does not fit 32 bits"):
         Command(Op.LOAD, {"dst": -1, "src": 0, "bytes": 4})
-    with pytest.raises(ProgramError, match=r"unknown opcode 99; known: \['END', 'LOAD'"):
+    with pytest.raises(ProgramError, match="unknown opcode 99; known: 0 = END, 1 = LOAD, "):
         Command(99, {})
+    for op in (True, "END", 1.0):
+        with pytest.raises(ProgramError, match=f"opcode {op!r}: must be an Op"):
+            Command(op, {})
     assert Command(int(Op.END), {}).op is Op.END
     with pytest.raises(ProgramError, match="fingerprint = -1: must be a 32-bit CRC"):
         Program(comp.program.commands, -1)
     with pytest.raises(ProgramError, match="fingerprint = 4294967296"):
         Program(comp.program.commands, 2**32)
+    with pytest.raises(ProgramError, match="fingerprint = '5': must be an int"):
+        Program(comp.program.commands, "5")
+    fp = comp.program.fingerprint
+    assert Program(list(comp.program.commands), np.uint32(fp)) == comp.program
     with pytest.raises(ProgramError, match="command 0 is a str, not a Command"):
         Program(("END",), 0)
-    with pytest.raises(TypeError, match="a Program decodes from bytes, got NoneType"):
+    with pytest.raises(ProgramError, match="commands must be a sequence of Command, got None"):
+        Program(None, 0)
+    with pytest.raises(ProgramError, match="a Program decodes from bytes, got NoneType"):
         Program.from_bytes(None)
-    assert Program.from_bytes(bytearray(data)) == comp.program
+    for buf in (bytearray(data), memoryview(data), np.frombuffer(data, dtype=np.uint32)):
+        assert Program.from_bytes(buf) == comp.program
 
 
 def _run_raw(comp, program: bytes, xq, mask, config=None):

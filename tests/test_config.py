@@ -1,6 +1,7 @@
 """AcceleratorConfig: validation, JSON round trip, presets."""
 
 import json
+import re
 
 import pytest
 
@@ -80,12 +81,18 @@ def test_malformed_json_is_refused_clearly(tmp_path):
     with pytest.raises(ConfigError, match=str(bad)):
         AcceleratorConfig.from_json(bad)
     missing = tmp_path / "missing.json"
-    with pytest.raises(ConfigError, match=f"no config file {missing}"):
-        AcceleratorConfig.from_json(missing)
-    with pytest.raises(ConfigError, match=f"'{missing}' is neither a config file nor JSON"):
-        AcceleratorConfig.from_json(str(missing))
-    with pytest.raises(ConfigError, match=f"cannot read config file {tmp_path}"):
-        AcceleratorConfig.from_json(tmp_path)
+    for arg in (missing, str(missing), f"  {missing}"):
+        with pytest.raises(ConfigError, match=re.escape(f"no config file '{arg}' (nor JSON")):
+            AcceleratorConfig.from_json(arg)
+    for arg in (tmp_path, str(tmp_path)):
+        with pytest.raises(ConfigError, match=re.escape(f"config file '{tmp_path}' is a dir")):
+            AcceleratorConfig.from_json(arg)
+    with pytest.raises(ConfigError, match=r"cannot read config file 'x{297}\.\.\.': OSError: "
+                                          r".{,300}$"):
+        AcceleratorConfig.from_json("x" * 5000)  # longer than a file name may be
+    with pytest.raises(ConfigError, match="a config is JSON text or a file path, got bytes"):
+        AcceleratorConfig.from_json(b"{}")
+    assert AcceleratorConfig.from_json("\n " + preset("tiny").to_json()) == preset("tiny")
 
 
 def test_largest_scratchpad_is_accepted():

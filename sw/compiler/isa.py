@@ -33,6 +33,7 @@ the command) instead of running it: backends check exactly :func:`check_command`
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from dataclasses import dataclass
@@ -196,11 +197,14 @@ class Command:
     args: dict[str, int]
 
     def __post_init__(self):
+        op = self.op
+        if isinstance(op, bool) or not isinstance(op, int):
+            raise ProgramError(f"opcode {op!r}: must be an Op (or its int value)")
         try:
-            object.__setattr__(self, "op", Op(self.op))
+            object.__setattr__(self, "op", Op(op))
         except ValueError:
-            raise ProgramError(f"unknown opcode {self.op!r}; known: "
-                               f"{[op.name for op in Op]}") from None
+            raise ProgramError(f"unknown opcode {op}; known: "
+                               f"{', '.join(f'{o.value} = {o.name}' for o in Op)}") from None
         if not isinstance(self.args, dict):
             raise ProgramError(f"{self.op.name} fields must be a dict of name -> int, "
                                f"got {type(self.args).__name__}")
@@ -238,13 +242,25 @@ class Program:
     fingerprint: int
 
     def __post_init__(self):
-        object.__setattr__(self, "commands", tuple(self.commands))
+        try:
+            object.__setattr__(self, "commands", tuple(self.commands))
+        except TypeError:
+            raise ProgramError(f"commands must be a sequence of Command, got "
+                               f"{type(self.commands).__name__}") from None
         for i, c in enumerate(self.commands):
             if not isinstance(c, Command):
                 raise ProgramError(f"command {i} is a {type(c).__name__}, not a Command")
         fp = self.fingerprint
-        if isinstance(fp, bool) or not isinstance(fp, int) or not 0 <= fp < 2**32:
-            raise ProgramError(f"fingerprint = {fp!r}: must be a 32-bit CRC (0 <= f < 2**32)")
+        try:
+            if isinstance(fp, bool):
+                raise TypeError
+            fp = operator.index(fp)  # an int, or numpy's
+        except TypeError:
+            raise ProgramError(f"fingerprint = {fp!r}: must be an int (the config's CRC-32)") \
+                from None
+        if not 0 <= fp < 2**32:
+            raise ProgramError(f"fingerprint = {fp}: must be a 32-bit CRC (0 <= f < 2**32)")
+        object.__setattr__(self, "fingerprint", fp)
 
     def to_bytes(self) -> bytes:
         if not self.commands or self.commands[-1].op != Op.END:
@@ -257,9 +273,11 @@ class Program:
     @classmethod
     def from_bytes(cls, data: bytes) -> Program:
         """Decode (host side, strict): every problem is a :class:`ProgramError` naming it."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a Program decodes from bytes, got {type(data).__name__}")
-        data = bytes(data)
+        try:
+            data = bytes(memoryview(data))  # bytes, bytearray, memoryview, numpy arrays
+        except TypeError:
+            raise ProgramError(f"a Program decodes from bytes, got {type(data).__name__}") \
+                from None
         if len(data) < 4 * HEADER_WORDS or len(data) % 4:
             raise ProgramError(f"a Program is whole 32-bit words with a {HEADER_WORDS}-word "
                                f"header; got {len(data)} bytes")
