@@ -500,14 +500,37 @@ def test_readme_table_between_markers(tmp_path):
                                        (["--sparsity", ""], "--sparsity: nothing selected"),
                                        (["--models", "bert-base,bert-base"], "named twice"),
                                        (["--sparsity", "dense,2:4,8:8"],
-                                        "dense and 8:8 are the same case (dense)")])
+                                        "dense and 8:8 are the same case (dense)"),
+                                       (["--seq", "0"], "--seq 0: takes >= 1 tokens"),
+                                       (["--alveo-clock-mhz", "-300"],
+                                        "--alveo-clock-mhz must be a finite number > 0"),
+                                       (["--alveo-clock-mhz", "nan"], "got nan"),
+                                       (["--rounds", "0"], "--rounds must be an integer >= 1"),
+                                       (["--cpu-iters", "0"], "--cpu-iters must be"),
+                                       (["--cpu-warmup", "-1"], "--cpu-warmup must be"),
+                                       (["--threads", "0"], "--threads must be"),
+                                       (["--rtl-model", "gpt9"], "unknown model 'gpt9'"),
+                                       (["--rtl-sparsity", "3:7"], "unknown sparsity '3:7'"),
+                                       (["--rtl-seq", "0"], "--rtl-seq 0: takes >= 1"),
+                                       (["--rtl-layers", "0"], "--rtl-layers must be")])
 def test_cli_names_bad_input(capsys, tmp_path, args, bad):
     """A one-line error naming the problem (no usage block), exit status 2, nothing written
-    (an empty selection would have emptied the README's table)."""
+    (an empty selection would have emptied the README's table), before any compiling: the
+    CPU and RTL options too, which are used last (a negative clock gave negative latencies;
+    ``--rtl-seq 0`` failed the RTL check after minutes of compiling)."""
     assert main([*args, "--no-cpu", "--out", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
     assert bad in err and "usage:" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "e.json").exists()
+
+
+def test_nmaccel_bench_encoder_names_itself(capsys, tmp_path):
+    """Through ``nmaccel bench encoder`` its errors (and usage) carry that name, not the
+    module's."""
+    from sw.cli import main as nmaccel
+
+    assert nmaccel(["bench", "encoder", "--seq", "0", "--out", str(tmp_path / "e.json")]) == 2
+    assert capsys.readouterr().err.startswith("nmaccel bench encoder: error: --seq 0")
 
 
 def test_corrupt_summaries_and_reports_are_named(capsys, tmp_path):

@@ -601,14 +601,25 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
                 configs.insert(configs.index(c) + 1, found[0])
                 resources[found[0].name] = found[1]
     rtl_configs = _configs(rtl_presets) if rtl_check else []
+    if rtl_check:  # before the minutes of compiling: a failed check is reported, not raised
+        _check_model(rtl_model)
+        parse_sparsity(rtl_sparsity)
+        checks.tokens(rtl_seq, "--rtl-seq")
+        checks.count(rtl_layers, "--rtl-layers")
+    # (the CPU options too, though the CPU baselines run last)
+    checks.count(rounds, "--rounds")
+    checks.count(cpu_iters, "--cpu-iters")
+    checks.count(cpu_warmup, "--cpu-warmup", lo=0)
+    if threads is not None:
+        checks.count(threads, "--threads")
+    checks.finite(alveo_clock_mhz, "--alveo-clock-mhz", strict=True)
     if cpu not in ("measure", "reuse", "none"):
         raise ValueError(f"cpu must be 'measure', 'reuse' or 'none', got {cpu!r}")
     if cpu == "reuse" and not (cpu_json and Path(cpu_json).is_file()):
         raise ValueError(f"--cpu-json {cpu_json}: no such file to reuse")
     if cpu == "reuse":  # read before the long work, so that a bad file stops the run at once
         reused = read_json(Path(cpu_json), "CPU report (the bench's -cpu.json)")
-    if seq < 1:
-        raise ValueError(f"--seq {seq}: must be at least 1")
+    checks.tokens(seq)
     checks.output_path(out, "--out")  # before the minutes of compiling and measuring
     if plot:
         checks.output_path(plot, "--plot")
@@ -1067,8 +1078,8 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sw.perf.encoder_bench",
+def main(argv=None, prog: str = "python -m sw.perf.encoder_bench") -> int:
+    p = argparse.ArgumentParser(prog=prog,
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help="comma-separated: bert-base, minilm or saved model directories")
