@@ -54,6 +54,8 @@ def selection(items, what: str) -> list[str]:
 def output_path(path, what: str = "--out") -> Path:
     """A file the command will write when it is done: not a directory, and under a directory
     that exists or can be made (its nearest existing ancestor is a writable directory)."""
+    if not str(path):  # Path("") is "."
+        raise ValueError(f"{what}: an empty path")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{what} {p}: is a directory, not a file to write")

@@ -45,7 +45,7 @@ def _bench_cpu(args) -> int:
 def _bench_encoder(args) -> int:
     from sw.perf.encoder_bench import main as encoder_bench
 
-    return encoder_bench(args.rest)
+    return encoder_bench(args.rest, prog="nmaccel bench encoder")
 
 
 def _prune(args) -> int:
@@ -92,8 +92,10 @@ def _run(args) -> int:
     from sw.driver.encoder_run import format_profile, format_report, run_encoder, write_report
 
     # output paths checked before the run (which may take long), not when it is done
-    if args.json:
+    if args.json is not None:
         checks.output_path(args.json, "--json")
+    if args.save_ir == "":
+        raise ValueError("--save-ir: an empty path")
     if args.save_ir and Path(args.save_ir).exists() and not Path(args.save_ir).is_dir():
         raise ValueError(f"--save-ir {args.save_ir}: exists and is not a directory")
     report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,
@@ -102,7 +104,7 @@ def _run(args) -> int:
     print(format_report(report))
     if args.profile is not None:
         print(format_profile(report, every_layer=args.profile == "all"))
-    if args.json:
+    if args.json is not None:
         write_report(report, args.json)
         print(f"report written to {args.json}")
     if report.get("bit_exact_with_ref") is False:

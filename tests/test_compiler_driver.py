@@ -781,10 +781,13 @@ def test_cli_run_on_one_token_keeps_the_tokenizer_s_first():
 
 
 def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
-    """A corrupt weights file, a config that cannot build a model, more tokens than the
-    position embeddings hold (RoBERTa's count from after its padding index), a report path
-    that is a directory or in no directory, an absent config file: one line each, exit 2,
-    before any run."""
+    """A corrupt weights file, a config that cannot build a model, a checkpoint without a
+    layer's weights (transformers draws them at random and only warns: the run changed from
+    run to run), a causal BERT (is_decoder; the accelerator's attention sees every token), more
+    tokens than the position embeddings hold (RoBERTa's count from after its padding index), a
+    report path that is a directory, in no directory or empty (it wrote nothing, silently),
+    an absent config file: one line each, exit 2, before any run."""
+    from safetensors.torch import load_file, save_file
     from transformers import RobertaConfig, RobertaModel
 
     tiny_bert(nm=None, layers=1).save_pretrained(tmp_path / "m")
@@ -796,6 +799,17 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
     conf = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "nohead" / "config.json").write_text(json.dumps({**conf,
                                                                  "num_attention_heads": 0}))
+    for name in ("holed", "nopooler"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(conf))
+    (tmp_path / "causal").mkdir()
+    (tmp_path / "causal" / "config.json").write_text(json.dumps({**conf, "is_decoder": True}))
+    (tmp_path / "causal" / "model.safetensors").write_bytes(weights.read_bytes())
+    state = load_file(weights)
+    save_file({k: v for k, v in state.items() if ".layer.0.output." not in k},
+              tmp_path / "holed" / "model.safetensors", metadata={"format": "pt"})
+    save_file({k: v for k, v in state.items() if not k.startswith("pooler.")},
+              tmp_path / "nopooler" / "model.safetensors", metadata={"format": "pt"})
     torch.manual_seed(0)
     RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=64, vocab_size=100,
@@ -804,11 +818,16 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
     for argv, message in (
             (["--model", str(tmp_path / "cut")], "not a loadable Hugging Face model"),
             (["--model", str(tmp_path / "nohead")], "not a loadable Hugging Face model"),
+            (["--model", str(tmp_path / "holed")],
+             "lacks weights the encoder needs: encoder.layer.0.output.LayerNorm.bias"),
+            (["--model", str(tmp_path / "causal")], "is_decoder = true in config.json"),
             (["--model", str(tmp_path / "rob"), "--seq", "19"], "hold 1..18 tokens"),
             (["--model", str(tmp_path / "m"), "--json", str(tmp_path)], "is a directory"),
             (["--model", str(tmp_path / "m"), "--json", str(weights / "r.json")],
              "cannot be written"),
             (["--model", str(tmp_path / "m"), "--save-ir", str(weights)], "not a directory"),
+            (["--model", str(tmp_path / "m"), "--json", ""], "--json: an empty path"),
+            (["--model", str(tmp_path / "m"), "--save-ir", ""], "--save-ir: an empty path"),
             (["--preset", str(tmp_path / "absent.json")], "no such config file")):
         assert main(["run", "--seq", "8", *argv]) == 2, argv
         err = capsys.readouterr().err  # (after transformers' loading bar, if it loaded)
@@ -816,6 +835,31 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
         assert last.startswith("nmaccel: error:") and message in last, (argv, err)
         assert "Traceback" not in err
     assert main(["run", "--model", str(tmp_path / "rob"), "--seq", "18"]) == 0  # its longest
+    # the pooler is not run: a checkpoint without it runs
+    assert main(["run", "--model", str(tmp_path / "nopooler"), "--seq", "8"]) == 0
+
+
+def test_a_forward_that_masks_more_than_padding_is_refused():
+    """The layer chain is also checked against the model's whole forward, whose attention
+    mask the model builds itself: a causal BERT (is_decoder, here built directly, past the
+    loader's refusal) runs its layers with a mask the accelerator does not apply."""
+    from transformers import BertConfig, BertModel
+
+    from sw.driver.encoder_run import encoder_inputs
+
+    def bert(**kw):
+        return BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, vocab_size=100,
+                                    max_position_embeddings=32, **kw)).eval()
+
+    torch.manual_seed(0)
+    net = bert(is_decoder=True)
+    with pytest.raises(ValueError, match="BertModel: its forward is not its layers run on "
+                                         "the embeddings with a padding mask"):
+        encoder_inputs(net, None, 8)
+    encoder = bert()  # the same weights as an encoder: taken
+    encoder.load_state_dict(net.state_dict())
+    assert encoder_inputs(encoder, None, 8)[2].shape == (8, 32)
 
 
 @pytest.mark.parametrize("family", ["RoFormer", "MPNet", "MegatronBert"])

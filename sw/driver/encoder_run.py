@@ -73,7 +73,8 @@ def load_encoder(name: str, *, seed: int = 0):
     try:  # a user's file: a corrupt weights file or a config with nonsense values raises
         # whatever transformers or safetensors meet first (SafetensorError, ZeroDivisionError,
         # KeyError, IndexError, ...): one message naming the file and the loader's complaint
-        model = AutoModel.from_pretrained(p).eval()
+        model, info = AutoModel.from_pretrained(p, output_loading_info=True)
+        model.eval()
         tok = (AutoTokenizer.from_pretrained(p) if (p / "tokenizer_config.json").is_file()
                else None)
     except Exception as e:  # noqa: BLE001 (re-raised as ValueError, the cause chained)
@@ -81,6 +82,17 @@ def load_encoder(name: str, *, seed: int = 0):
                          f"{e})") from e
     if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
         raise ValueError(f"{p}: {type(model).__name__} is not a BERT encoder")
+    # weights the checkpoint lacks are drawn at random (transformers only warns): a run on
+    # them would change from run to run. The pooler is not run, so it may be missing.
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)"
+                                          if len(missing) > 4 else "")
+        raise ValueError(f"{p}: the checkpoint lacks weights the encoder needs: {shown}")
+    if getattr(model.config, "is_decoder", False):
+        raise ValueError(f"{p}: is_decoder = true in config.json: causal attention, which "
+                         "the accelerator does not run (its attention sees every token of "
+                         "the sequence, as an encoder's)")
     if len(model.encoder.layer) == 0:
         raise ValueError(f"{p}: the model has no encoder layers (num_hidden_layers = 0)")
     from sw.prune.packed import PACKED_FILE, load_packed
@@ -144,15 +156,18 @@ def encoder_inputs(model, tok, seq: int, *, seed: int = 0):
         emb = model.embeddings(input_ids=ids)
         if getattr(model, "embeddings_project", None) is not None:
             emb = model.embeddings_project(emb)
-    check_layer_chain(model, emb[-1], masks[-1])
+    check_layer_chain(model, emb[-1], masks[-1], ids=ids[-1])
     return emb[:-1], masks[:-1], emb[-1], masks[-1]
 
 
-def check_layer_chain(model, x: torch.Tensor, mask: torch.Tensor) -> None:
+def check_layer_chain(model, x: torch.Tensor, mask: torch.Tensor,
+                      ids: torch.Tensor | None = None) -> None:
     """``ValueError`` unless the model's encoder is its layers run one after another on the
     embeddings, as the accelerator runs them (:func:`float_encoder`): RoFormer's, for one,
     hands every layer rotary positions it computes itself, which a Program of its layers
-    would leave out. Standard encoders agree exactly; the bound is float32 rounding."""
+    would leave out. With the token ``ids`` of ``x``, the whole model's forward too (the
+    attention mask it builds itself, e.g. a causal one). Standard encoders agree exactly; the
+    bound is float32 rounding."""
     ext = (1.0 - mask[None, None, None, :].float()) * -1e9
     with torch.no_grad():
         try:
@@ -170,6 +185,17 @@ def check_layer_chain(model, x: torch.Tensor, mask: torch.Tensor) -> None:
                          f"another (max difference {err:.3g}, outputs up to {scale:.3g}): it "
                          "adds something between or inside them (rotary or relative "
                          "positions, a final LayerNorm?) that the accelerator does not run")
+    if ids is None:
+        return
+    with torch.no_grad():
+        out = model(input_ids=ids[None], attention_mask=mask[None].long())
+    whole = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[0]
+    err = float((whole[keep] - chained[keep]).abs().max())
+    if not err <= 1e-5 * scale:
+        raise ValueError(f"{type(model).__name__}: its forward is not its layers run on the "
+                         f"embeddings with a padding mask (max difference {err:.3g}, outputs "
+                         f"up to {scale:.3g}): it masks or adds something (a causal mask?) "
+                         "that the accelerator does not run")
 
 
 def float_encoder(model, x: torch.Tensor, mask: torch.Tensor, layers: int) -> torch.Tensor:
