@@ -85,7 +85,12 @@ class AcceleratorConfig:
         multiple of ``m`` and keep the int32 accumulator overflow-free:
         ``max_k * 2**14 <= 2**31 - 1``.
     weight_buffer_depth : int
-        Words (one packed group-slot per PE row) per weight scratchpad bank.
+        Not read by the generator, the compiler or the models: the kernel's weight buffers
+        are sized by ``max_k`` (``ceil(max_k / 4)`` words of 4 group slots a PE row; twice
+        that with weight ports, which load a row block beside the one running), so this
+        field changes nothing. It stays (validated, at least 1) so that
+        config files and the build summaries' recorded configs keep matching; removing it is
+        left to the next change that rebuilds the summaries.
     act_buffer_depth : int
         Words (one M-group of activations per PE column) per activation bank: the engine
         stages as many token blocks of ``pe_cols`` tokens as fit (``act_buffer_depth //
