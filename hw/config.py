@@ -446,6 +446,9 @@ class AcceleratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> AcceleratorConfig:
+        """A config from a JSON object's fields; those it leaves out take the class's
+        defaults (``AcceleratorConfig()``'s, not a preset's: start from ``nmaccel config
+        <preset>`` to change a preset). Unknown fields are refused."""
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
