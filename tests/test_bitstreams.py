@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import re
 import time
 from pathlib import Path
 
@@ -221,3 +222,41 @@ def test_an_unknown_block_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="unknown block 'alu'; choose one of"):
         block_fmax("alu", preset("ecp5"), tmp_path)
+
+
+def test_a_synth_from_the_caches_leaves_the_summary_as_it_is(monkeypatch, tmp_path):
+    """A rerun whose syntheses all come from the caches changed the committed summary's
+    ``wall_s`` only, which left the tree dirty: the file now stays byte for byte; a summary
+    that says anything new is written."""
+    from bitstreams import build, xcup
+
+    figures = {"utilisation": {"LUT": 1000}, "synth_s": 50.0}
+    monkeypatch.setattr(xcup, "validate", lambda cfg, cache, log: {
+        "config": {"name": "mid"}, "ok": True, "tolerance": 0.05,
+        "total": {"LUT": {"rel_error": 0.0}}})
+    monkeypatch.setattr(xcup, "estimate", lambda cfg, cache, log: dict(figures))
+    path = tmp_path / "out" / "u200-xcup" / "summary.json"
+    run = {"out_root": tmp_path / "out", "work_root": tmp_path / "work", "log": lambda m: None}
+    first = build.synth("u200", "xcup", **run)
+    text = path.read_text().replace(f'"wall_s": {first["wall_s"]}', '"wall_s": 1234.5')
+    path.write_text(text)  # as if an earlier run had taken longer
+    assert build.synth("u200", "xcup", **run)["wall_s"] == 1234.5
+    assert path.read_text() == text
+    figures["utilisation"] = {"LUT": 1001}
+    assert build.synth("u200", "xcup", **run)["utilisation"] == {"LUT": 1001}
+    assert json.loads(path.read_text())["utilisation"] == {"LUT": 1001}
+
+
+@pytest.mark.parametrize("target, clock, message", [
+    ("ecp5", 0.0, "--clock-mhz must be a finite number > 0, got 0.0"),
+    ("ecp5", float("nan"), "got nan"),
+    ("xcup", 250.0, "--clock-mhz 250: the ECP5 bitstream's PLL clock; the xcup estimate"),
+])
+def test_a_bad_or_unused_clock_is_refused_before_building(tmp_path, target, clock, message):
+    """``--clock-mhz 0`` or ``nan`` started minutes of synthesis; on xcup it was ignored."""
+    from bitstreams import build
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build.synth("ecp5" if target == "ecp5" else "u200", target, clock_mhz=clock,
+                    out_root=tmp_path / "out", work_root=tmp_path / "work", log=lambda m: None)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
