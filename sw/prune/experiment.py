@@ -69,18 +69,43 @@ def load_minilm_classifier(path: str | Path | None = None):
         return model.eval(), AutoTokenizer.from_pretrained(source)
     from transformers import AutoConfig
 
-    labels = AutoConfig.from_pretrained(source).num_labels
+    try:  # a user's files: whatever transformers or safetensors raise, as one message
+        labels = AutoConfig.from_pretrained(source).num_labels
+        if labels == 2:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 (re-raised as ValueError, the cause chained)
+        raise ValueError(f"{path}: not a loadable Hugging Face model ({type(e).__name__}: "
+                         f"{e})") from e
     if labels != 2:
         raise ValueError(f"{path}: a classifier of {labels} labels; the task here is 2-class "
                          "sentiment (negative/positive)")
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        source, output_loading_info=True)
     fresh = sorted(info.get("missing_keys", ()))
     if fresh:  # a bare encoder (BertModel) gets a random head: its accuracy would be chance
         raise ValueError(f"{path}: not a trained sequence classifier ({', '.join(fresh[:4])}"
                          f"{' ...' if len(fresh) > 4 else ''} not in the saved weights, so "
                          "they would be random); nmaccel prune saves classifiers")
+    if not (Path(path) / "tokenizer_config.json").is_file():  # (AutoTokenizer would make a
+        # 5-word vocabulary: every word [UNK], a chance accuracy that looks like a result)
+        raise ValueError(f"{path}: no tokenizer saved with the model (tokenizer_config.json); "
+                         "nmaccel prune saves it")
     return model.eval(), AutoTokenizer.from_pretrained(source)
+
+
+def _check_out(out: str | None, models_dir, what: str) -> None:
+    """Refuse an output directory the run could not save to, before its minutes of work."""
+    if out is None:
+        return
+    if not out:
+        raise ValueError(f"{what}: an empty name")
+    path = _out_path(out, models_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path}: exists and is not a directory")
+    up = path.parent
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir() or not os.access(up, os.W_OK):
+        raise ValueError(f"{what} {path}: cannot be made ({up} is not a writable directory)")
 
 
 def dense_baseline(*, epochs: float = 1.0, seq: int = 64, seed: int = 0, progress=print):
@@ -226,6 +251,9 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
                          f"gradual, not srste (its masks move freely)")
     if parent and not (Path(parent) / "config.json").is_file():
         raise ValueError(f"--from {parent}: not a saved model directory (no config.json)")
+    _check_out(out, models_dir, "--out")
+    # the parent before the dense MiniLM's fine-tuning (minutes): a bad one stops the run now
+    parent_model = load_minilm_classifier(parent)[0] if parent else None
     int8 = int8 or qat_epochs > 0
     recipe = {"method": method, "recovery_epochs": recovery_epochs, "kd": kd,
               "kd_hidden": kd_hidden, "lr": lr, "prune_end": prune_end, "bucket": bucket,
@@ -234,8 +262,8 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
     if base is None:
         base = minilm_base(dense_epochs=dense_epochs, seq=seq, seed=seed, progress=progress)
     tok, teacher, train, test, seq = base.tok, base.teacher, base.train, base.test, base.seq
-    if parent:
-        model, _ = load_minilm_classifier(parent)
+    if parent_model is not None:
+        model = parent_model
         parents = {k: v != 0 for k, v in _linear_weights(model).items()}
     else:
         model, parents = copy.deepcopy(teacher), None
@@ -324,10 +352,11 @@ def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd
     _parse_nm(nm)
     if not (Path(source) / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model directory (no config.json)")
+    _check_out(out, models_dir, "--out")
+    model, _ = load_minilm_classifier(source)  # before the dense MiniLM's fine-tuning
     t0 = time.perf_counter()
     if base is None:
         base = minilm_base(dense_epochs=dense_epochs, seq=seq, seed=seed, progress=progress)
-    model, _ = load_minilm_classifier(source)
     plan = NMPlan.uniform(model, nm)
     check_model(model, plan)
     source_info = {}
