@@ -4,10 +4,10 @@ synthesis + place and route of the whole kernel's self-test top on a small confi
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import re
 import time
 from pathlib import Path
 
