@@ -88,19 +88,21 @@ def test_ort_backends(tmp_path, tiny_bert, ort_run):
     assert r["onnx"][tiny_bert]["cached"] and any("cached" in m for m in msgs)
 
 
-def test_ort_fp32_mismatch_fails(tmp_path, tiny_bert, ort_run):
+def test_ort_fp32_mismatch_fails(tmp_path, tiny_bert, ort_run, capsys):
     src = _cache_dir(ort_run[1], tiny_bert, 16)
     d = _cache_dir(tmp_path, tiny_bert, 16)
     shutil.copytree(src, d)
     np.save(d / "torch_fp32_out.npy", np.load(d / "torch_fp32_out.npy") + 10 * ORT_FP32_ATOL)
     with pytest.raises(RuntimeError, match="ort-fp32 output differs from torch-fp32"):
         _ort_worker(tiny_bert, "ort-fp32", 16, 1, 0, 1, tmp_path)
-    with pytest.raises(ValueError, match="--threads is required"):
-        main(["worker", "--model", tiny_bert, "--backend", "ort-fp32", "--onnx-dir",
-              str(tmp_path)])
+    # the worker's input errors: exit status 2, one marked line for the parent
+    assert main(["worker", "--model", tiny_bert, "--backend", "ort-fp32", "--onnx-dir",
+                 str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("nmaccel-cpu input error: ort-fp32: --threads is "
+                                       "required (PyTorch's thread count)\n")
 
 
-def test_cpu_bench_refuses_unknown_names(tmp_path):
+def test_cpu_bench_refuses_unknown_names(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown backend 'tvm'"):
         run_cpu_bench(backends=["tvm"], out=tmp_path / "x.json")
     with pytest.raises(ValueError, match="unknown backend 'ort-fp16'; known: " +
@@ -108,8 +110,8 @@ def test_cpu_bench_refuses_unknown_names(tmp_path):
         run_cpu_bench(backends=["ort-fp32", "ort-fp16"], out=tmp_path / "x.json")
     with pytest.raises(ValueError, match="unknown model 'gpt2'"):
         run_cpu_bench(models=["gpt2"], out=tmp_path / "x.json")
-    with pytest.raises(ValueError, match="unknown backend 'tvm'"):
-        main(["worker", "--model", "bert-base", "--backend", "tvm"])
+    assert main(["worker", "--model", "bert-base", "--backend", "tvm"]) == 2
+    assert "nmaccel-cpu input error: unknown backend 'tvm'" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 
@@ -136,4 +138,22 @@ def test_cpu_bench_counts_roberta_positions_after_the_padding_index(tmp_path, mo
     with pytest.raises(ValueError, match="not a loadable Hugging Face model config"):
         run_cpu_bench(models=[str(tmp_path / "bad")], backends=["ort-fp32"], seq=8,
                       out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("backends", [["torch-fp32"], ["ort-fp32"]])
+def test_a_model_that_does_not_load_is_one_line_not_a_child_traceback(tmp_path, tiny_bert,
+                                                                       backends):
+    """A corrupt weights file failed in the worker (or the ONNX export's process), whose
+    whole traceback became the error: now the child's one-line input error is the parent's
+    ValueError (``nmaccel`` prints it as one line)."""
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_bert, cut)
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(ValueError) as e:
+        run_cpu_bench(models=[str(cut)], backends=backends, seq=8, rounds=1, iters=1,
+                      warmup=0, out=tmp_path / "x.json", onnx_dir=tmp_path / "onnx",
+                      progress=lambda *_: None)
+    assert str(e.value) == (f"{cut}: not a loadable Hugging Face model (SafetensorError: "
+                            "Error while deserializing header: invalid header length)")
     assert not (tmp_path / "x.json").exists()

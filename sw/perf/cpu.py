@@ -336,7 +336,8 @@ def _run_prepare(model_name: str, seq: int, onnx_root: Path, progress) -> dict:
                     last = line
         if proc.returncode != 0:
             err.seek(0)
-            raise RuntimeError(f"{model_name}: ONNX export failed:\n" + err.read()[-2000:])
+            raise _child_failure(f"{model_name}: ONNX export failed", proc.returncode,
+                                 err.read())
     return json.loads(last)
 
 
@@ -400,7 +401,7 @@ def run_cpu_bench(*, models=MODELS, backends=BACKENDS, seq: int = 128, rounds: i
             cmd += ["--threads", str(n)] if n else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise RuntimeError(f"{mname}/{b} failed:\n" + proc.stderr[-2000:])
+                raise _child_failure(f"{mname}/{b} failed", proc.returncode, proc.stderr)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             samples[f"{mname}/{b}"] += res["times_s"]
             meta[f"{mname}/{b}"] = {k: v for k, v in res.items() if k != "times_s"}
@@ -455,15 +456,32 @@ def main(argv=None) -> int:
     pr.add_argument("--onnx-dir", default="build/bench/onnx")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.cmd == "prepare":
-        _check_model(args.model)
-        res = _prepare(args.model, args.seq, args.onnx_dir,
-                       progress=lambda s: print(_PROGRESS + s, flush=True))
-    else:
-        res = _worker(args.model, args.backend, args.seq, args.iters, args.warmup,
-                      args.threads, args.onnx_dir)
+    try:
+        if args.cmd == "prepare":
+            _check_model(args.model)
+            res = _prepare(args.model, args.seq, args.onnx_dir,
+                           progress=lambda s: print(_PROGRESS + s, flush=True))
+        else:
+            res = _worker(args.model, args.backend, args.seq, args.iters, args.warmup,
+                          args.threads, args.onnx_dir)
+    except ValueError as e:  # bad input (a model that does not load): one line for the parent
+        print(f"{_INPUT_ERROR}{e}", file=sys.stderr)
+        return 2
     print(json.dumps(res))
     return 0
+
+
+#: marks a child's one-line input error (exit status 2) in its stderr
+_INPUT_ERROR = "nmaccel-cpu input error: "
+
+
+def _child_failure(what: str, returncode: int, stderr: str) -> Exception:
+    """A child's failure: its one-line input error as a ``ValueError``, anything else (a
+    failed export, a crash) as a ``RuntimeError`` with the end of its stderr."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(_INPUT_ERROR)]
+    if returncode == 2 and lines:
+        return ValueError(lines[-1][len(_INPUT_ERROR):])
+    return RuntimeError(f"{what}:\n" + stderr[-2000:])
 
 
 if __name__ == "__main__":
