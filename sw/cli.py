@@ -96,6 +96,10 @@ def _run(args) -> int:
         checks.output_path(args.json, "--json")
     if args.save_ir == "":
         raise ValueError("--save-ir: an empty path")
+    if args.device == "rtl":  # SIM=<unknown> was met after calibrating and compiling
+        from sim.runner import simulator
+
+        simulator()
     if args.save_ir and Path(args.save_ir).exists() and not Path(args.save_ir).is_dir():
         raise ValueError(f"--save-ir {args.save_ir}: exists and is not a directory")
     report = run_encoder(model=args.model, config=_config_arg(args.preset), nm=args.nm,

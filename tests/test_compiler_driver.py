@@ -835,6 +835,11 @@ def test_cli_run_names_bad_models_and_output_paths(tmp_path, capsys):
         assert last.startswith("nmaccel: error:") and message in last, (argv, err)
         assert "Traceback" not in err
     assert main(["run", "--model", str(tmp_path / "rob"), "--seq", "18"]) == 0  # its longest
+    with pytest.MonkeyPatch.context() as mp:  # an unknown simulator: before loading anything
+        mp.setenv("SIM", "modelsim")
+        mp.setattr("sw.driver.encoder_run.load_encoder", lambda *a, **k: pytest.fail("loaded"))
+        assert main(["run", "--model", str(tmp_path / "m"), "--device", "rtl"]) == 2
+        assert "SIM='modelsim' is not supported" in capsys.readouterr().err
     # the pooler is not run: a checkpoint without it runs
     assert main(["run", "--model", str(tmp_path / "nopooler"), "--seq", "8"]) == 0
 
