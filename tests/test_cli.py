@@ -58,6 +58,14 @@ def test_prune_refuses_a_bad_parent_or_output_before_fine_tuning(tmp_path, capsy
             (["--out", str(tmp_path / "file" / "m")], "is not a writable directory"),
             (["--out", ""], "--out: an empty name")):
         _refused_at_once(["prune", "--nm", "2:4", *argv], message, capsys, monkeypatch)
+    # a parent saved without a tokenizer is taken (the run tokenizes with the base's): the
+    # checks pass and the work starts
+    BertForSequenceClassification(BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        vocab_size=100)).save_pretrained(tmp_path / "notok")
+    with pytest.raises(AssertionError, match="the long work started"):
+        _refused_at_once(["prune", "--nm", "2:4", "--from", str(tmp_path / "notok")], "",
+                         capsys, monkeypatch)
 
 
 def _refused_at_once(argv, message, capsys, monkeypatch):

@@ -524,6 +524,14 @@ def test_cli_names_bad_input(capsys, tmp_path, args, bad):
     assert not (tmp_path / "e.json").exists()
 
 
+def test_an_unknown_simulator_is_refused_before_compiling(capsys, tmp_path, monkeypatch):
+    """SIM=<unknown> failed the RTL check after every case had compiled."""
+    monkeypatch.setenv("SIM", "modelsim")
+    monkeypatch.setattr(encoder_bench, "_compile_cases", lambda *a: pytest.fail("compiled"))
+    assert main(["--no-cpu", "--out", str(tmp_path / "e.json")]) == 2
+    assert "SIM='modelsim' is not supported" in capsys.readouterr().err
+
+
 def test_nmaccel_bench_encoder_names_itself(capsys, tmp_path):
     """Through ``nmaccel bench encoder`` its errors (and usage) carry that name, not the
     module's."""

@@ -188,7 +188,11 @@ def check_layer_chain(model, x: torch.Tensor, mask: torch.Tensor,
     if ids is None:
         return
     with torch.no_grad():
-        out = model(input_ids=ids[None], attention_mask=mask[None].long())
+        try:
+            out = model(input_ids=ids[None], attention_mask=mask[None].long())
+        except (TypeError, RuntimeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{type(model).__name__}: its forward does not run as BERT's "
+                             f"({type(e).__name__}: {e})") from None
     whole = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[0]
     err = float((whole[keep] - chained[keep]).abs().max())
     if not err <= 1e-5 * scale:

@@ -75,14 +75,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+class InputError(ValueError):
+    """Bad input to a bench process (a name, an option, a model that does not load): what a
+    child reports as one line, as opposed to a failure of the work itself."""
+
+
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
 def _check_model(name: str) -> None:
     if name not in MODELS and not (Path(name) / "config.json").is_file():
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)} or a saved "
+        raise InputError(f"unknown model {name!r}; known: {', '.join(MODELS)} or a saved "
                          "BERT model directory")
 
 
@@ -128,7 +133,10 @@ def _load(model_name: str):
     """The encoder every backend measures: the model with its pooler removed."""
     from sw.driver.encoder_run import load_encoder
 
-    model, _ = load_encoder(model_name, seed=0)
+    try:
+        model, _ = load_encoder(model_name, seed=0)
+    except ValueError as e:  # the loader's one-line refusal of a model that does not load
+        raise InputError(str(e)) from e
     model.pooler = None
     return model.eval()
 
@@ -223,7 +231,7 @@ def _worker(model_name: str, backend: str, seq: int, iters: int, warmup: int,
     if backend.startswith("torch-"):
         return _torch_worker(model_name, backend, seq, iters, warmup, threads)
     if not threads:
-        raise ValueError(f"{backend}: --threads is required (PyTorch's thread count)")
+        raise InputError(f"{backend}: --threads is required (PyTorch's thread count)")
     return _ort_worker(model_name, backend, seq, iters, warmup, threads, onnx_root)
 
 
@@ -464,8 +472,8 @@ def main(argv=None) -> int:
         else:
             res = _worker(args.model, args.backend, args.seq, args.iters, args.warmup,
                           args.threads, args.onnx_dir)
-    except ValueError as e:  # bad input (a model that does not load): one line for the parent
-        print(f"{_INPUT_ERROR}{e}", file=sys.stderr)
+    except InputError as e:  # bad input (a model that does not load): one line for the parent
+        print(_INPUT_ERROR + " ".join(str(e).split()), file=sys.stderr)
         return 2
     print(json.dumps(res))
     return 0

