@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["count", "output_path", "finite", "selection", "tokens"]
+__all__ = ["count", "output_dir", "output_path", "finite", "selection", "tokens"]
 
 
 def count(value, what: str, *, lo: int = 1) -> int:
@@ -59,9 +59,26 @@ def output_path(path, what: str = "--out") -> Path:
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{what} {p}: is a directory, not a file to write")
+    _under_writable(p, what, "cannot be written")
+    return p
+
+
+def output_dir(path, what: str = "--out") -> Path:
+    """A directory the command will make or fill when it is done: not an existing file, and
+    under a directory that exists or can be made (as :func:`output_path`)."""
+    if not str(path):
+        raise ValueError(f"{what}: an empty path")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {p}: exists and is not a directory")
+    _under_writable(p, what, "cannot be made")
+    return p
+
+
+def _under_writable(p: Path, what: str, verb: str) -> None:
+    """Refuse ``p`` unless its nearest existing ancestor is a writable directory."""
     up = p.parent
     while not up.exists() and up != up.parent:
         up = up.parent
     if not up.is_dir() or not os.access(up, os.W_OK):
-        raise ValueError(f"{what} {p}: cannot be written ({up} is not a writable directory)")
-    return p
+        raise ValueError(f"{what} {p}: {verb} ({up} is not a writable directory)")

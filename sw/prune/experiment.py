@@ -108,16 +108,11 @@ def _check_out(out: str | None, models_dir, what: str) -> None:
     """Refuse an output directory the run could not save to, before its minutes of work."""
     if out is None:
         return
+    from sw import checks
+
     if not out:
         raise ValueError(f"{what}: an empty name")
-    path = _out_path(out, models_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path}: exists and is not a directory")
-    up = path.parent
-    while not up.exists() and up != up.parent:
-        up = up.parent
-    if not up.is_dir() or not os.access(up, os.W_OK):
-        raise ValueError(f"{what} {path}: cannot be made ({up} is not a writable directory)")
+    checks.output_dir(_out_path(out, models_dir), what)
 
 
 def dense_baseline(*, epochs: float = 1.0, seq: int = 64, seed: int = 0, progress=print):
