@@ -156,6 +156,12 @@ def test_an_interrupted_tool_script_stops_with_the_tool_it_runs(tmp_path):
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """``preexec_fn``: SIGINT at its default disposition and unblocked in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_side_by_side_run_stops_its_workers_tools_too(tmp_path, sig):
     """``--jobs 2`` workers lead process groups of their own, which a Ctrl-C (SIGINT) in the
@@ -171,9 +177,15 @@ def test_a_stopped_side_by_side_run_stops_its_workers_tools_too(tmp_path, sig):
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "TOOL_PIDS": str(pids), "PYTHONPATH": str(ROOT)}
+    # the run starts as from a terminal: SIGINT neither ignored nor blocked. (A process
+    # starts with the SIGINT disposition of its parent: if something earlier in this pytest
+    # worker left SIGINT ignored, Python keeps it ignored and the Ctrl-C never arrives; the
+    # ctrl-c case timed out twice in full fresh-clone runs while sigterm passed.)
+    parent_sigint = signal.getsignal(signal.SIGINT)
     proc = subprocess.Popen([sys.executable, "-m", "bitstreams.build", "--preset", "u200",
                              "--target", "xcup", "--jobs", "2"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 300
         while len(_pids(pids)) < 2:  # both workers wait on their tool
@@ -181,11 +193,16 @@ def test_a_stopped_side_by_side_run_stops_its_workers_tools_too(tmp_path, sig):
             assert time.monotonic() < deadline, "the workers started no tools in 300 s"
             time.sleep(0.2)
         proc.send_signal(sig)  # to the run's process alone, as neither reaches the workers
-        out, err = proc.communicate(timeout=120)  # (workers left running keep its pipes open)
+        try:
+            out, err = proc.communicate(timeout=120)  # (workers left running keep its pipes
+        except subprocess.TimeoutExpired as e:  # open)
+            raise AssertionError(f"the run did not stop in 120 s after {sig.name} (this "
+                                 f"process's SIGINT: {parent_sigint}): {e.output!r}") from None
         left = [pid for pid in _pids(pids) if not _gone(pid)]
     finally:  # whatever is left: the run, the tools and their workers' groups
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         for pid in _pids(pids):
             with contextlib.suppress(ProcessLookupError):
                 if os.getpgid(pid) != os.getpgrp():
